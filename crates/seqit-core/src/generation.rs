@@ -1,0 +1,37 @@
+use serde::{Deserialize, Serialize};
+
+use crate::ChatMessage;
+
+/// What the model is asked to continue: a conversation (rendered with the model's chat
+/// template) or raw text (used as is).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Prompt {
+    Chat(Vec<ChatMessage>),
+    Text(String),
+}
+
+/// Why generation of a sequence ended, with OpenAI's wire names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An end-of-sequence token or a stop string was produced.
+    Stop,
+    /// `max_tokens` or the context window was reached.
+    Length,
+}
+
+/// One generated sequence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    pub prompt_tokens: usize,
+    pub finish_reason: FinishReason,
+}
+
+impl Completion {
+    pub fn completion_tokens(&self) -> usize {
+        self.token_ids.len()
+    }
+}

@@ -1,0 +1,19 @@
+//! Shared vocabulary of seqit: chat messages, sampling settings and generation results.
+//!
+//! Every stage (engine, server, client, augment, train, eval) speaks in these types, so
+//! they live in a crate with no heavy dependencies. The main types are [`ChatMessage`],
+//! [`SamplingParams`], [`Completion`] and [`FinishReason`].
+
+mod chat;
+mod generation;
+mod sampling;
+
+pub use chat::{ChatMessage, Role};
+pub use generation::{Completion, FinishReason, Prompt};
+pub use sampling::SamplingParams;
+
+/// Name under which seqit knows its embedded default model (SmolLM2-135M-Instruct, Q4_1 GGUF).
+pub const DEFAULT_MODEL_NAME: &str = "smollm2-135m";
+
+/// Environment variable that overrides where the packaged assets are installed.
+pub const ASSETS_ENV: &str = "SEQIT_ASSETS";

@@ -1,0 +1,57 @@
+use serde::{Deserialize, Serialize};
+
+/// Decoding settings for one generation request.
+///
+/// `temperature == 0` means greedy decoding; `top_k == 0` and `top_p >= 1` disable those
+/// filters. The seed makes stochastic sampling reproducible per request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SamplingParams {
+    pub max_tokens: usize,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub top_k: usize,
+    pub seed: u64,
+    /// Generation stops before the first occurrence of any of these strings.
+    pub stop: Vec<String>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self::greedy(512)
+    }
+}
+
+impl SamplingParams {
+    pub fn greedy(max_tokens: usize) -> Self {
+        Self {
+            max_tokens,
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 0,
+            stop: Vec::new(),
+        }
+    }
+
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0 || self.top_k == 1
+    }
+
+    /// Checks ranges, returning a message naming the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return Err(format!(
+                "`temperature` must be a finite number >= 0, got {}",
+                self.temperature
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(format!("`top_p` must be in (0, 1], got {}", self.top_p));
+        }
+        if self.max_tokens == 0 {
+            return Err("`max_tokens` must be at least 1".into());
+        }
+        Ok(())
+    }
+}

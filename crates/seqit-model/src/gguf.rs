@@ -1,0 +1,290 @@
+//! GGUF files as llama.cpp writes them: metadata, tensor names and the Q/K row
+//! permutation of Llama checkpoints.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::QTensor;
+use candle_core::{Device, Tensor};
+
+use crate::config::{Architecture, ModelConfig, RopeLayout};
+
+/// An opened GGUF file: its metadata and tensor index (tensor data is read on demand).
+pub struct GgufFile {
+    path: PathBuf,
+    content: Content,
+    reader: BufReader<File>,
+}
+
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile").field("path", &self.path).finish()
+    }
+}
+
+impl GgufFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
+        let mut reader = BufReader::new(file);
+        let content = Content::read(&mut reader).map_err(|e| {
+            anyhow::anyhow!("`{}` is not a readable GGUF file: {e}", path.display())
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            content,
+            reader,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn metadata(&self) -> &HashMap<String, Value> {
+        &self.content.metadata
+    }
+
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    pub fn tensor(&mut self, name: &str, device: &Device) -> Result<QTensor> {
+        if !self.has_tensor(name) {
+            bail!("`{}` has no tensor `{name}`", self.path.display());
+        }
+        self.content
+            .tensor(&mut self.reader, name, device)
+            .with_context(|| format!("reading tensor `{name}` from `{}`", self.path.display()))
+    }
+
+    pub fn string(&self, key: &str) -> Option<&str> {
+        match self.metadata().get(key) {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// An integer metadata value of any integer width.
+    pub fn uint(&self, key: &str) -> Option<u64> {
+        self.metadata().get(key).and_then(value_as_u64)
+    }
+
+    pub fn float(&self, key: &str) -> Option<f64> {
+        match self.metadata().get(key)? {
+            Value::F32(v) => Some(*v as f64),
+            Value::F64(v) => Some(*v),
+            other => value_as_u64(other).map(|v| v as f64),
+        }
+    }
+
+    pub fn architecture(&self) -> Result<Architecture> {
+        let name = self.string("general.architecture").with_context(|| {
+            format!("`{}` has no `general.architecture` metadata", self.path.display())
+        })?;
+        Architecture::parse(name).with_context(|| {
+            format!(
+                "`{}`: unsupported architecture `{name}`: seqit runs llama, mistral and qwen2 models",
+                self.path.display()
+            )
+        })
+    }
+
+    /// Reads the model hyper-parameters from `<arch>.*` metadata.
+    pub fn model_config(&self) -> Result<ModelConfig> {
+        let architecture = self.architecture()?;
+        let arch = self.string("general.architecture").unwrap_or("llama");
+        let need = |key: &str| -> Result<u64> {
+            let full = format!("{arch}.{key}");
+            self.uint(&full).with_context(|| {
+                format!("`{}` lacks metadata `{full}`", self.path.display())
+            })
+        };
+        let hidden_size = need("embedding_length")? as usize;
+        let num_attention_heads = need("attention.head_count")? as usize;
+        let head_dim = self
+            .uint(&format!("{arch}.attention.key_length"))
+            .map(|v| v as usize)
+            .unwrap_or(hidden_size / num_attention_heads.max(1));
+        let vocab_size = match self.uint(&format!("{arch}.vocab_size")) {
+            Some(v) => v as usize,
+            None => match self.metadata().get("tokenizer.ggml.tokens") {
+                Some(Value::Array(tokens)) => tokens.len(),
+                _ => bail!("`{}` has neither `{arch}.vocab_size` nor a token list", self.path.display()),
+            },
+        };
+        let eos = self.uint("tokenizer.ggml.eos_token_id").map(|v| v as u32);
+        let cfg = ModelConfig {
+            architecture,
+            vocab_size,
+            hidden_size,
+            intermediate_size: need("feed_forward_length")? as usize,
+            num_hidden_layers: need("block_count")? as usize,
+            num_attention_heads,
+            num_key_value_heads: self
+                .uint(&format!("{arch}.attention.head_count_kv"))
+                .map(|v| v as usize)
+                .unwrap_or(num_attention_heads),
+            head_dim,
+            rms_norm_eps: self
+                .float(&format!("{arch}.attention.layer_norm_rms_epsilon"))
+                .unwrap_or(1e-5),
+            rope_theta: self.float(&format!("{arch}.rope.freq_base")).unwrap_or(10_000.0),
+            rope_scaling: None,
+            max_position_embeddings: self
+                .uint(&format!("{arch}.context_length"))
+                .map(|v| v as usize)
+                .unwrap_or(2048),
+            tie_word_embeddings: !self.has_tensor("output.weight"),
+            bos_token_id: self.uint("tokenizer.ggml.bos_token_id").map(|v| v as u32),
+            eos_token_ids: eos.into_iter().collect(),
+        };
+        cfg.validate()
+            .with_context(|| format!("`{}` has an inconsistent configuration", self.path.display()))?;
+        Ok(cfg)
+    }
+
+    /// llama.cpp permutes Q/K rows of Llama-architecture models for its interleaved RoPE;
+    /// Qwen2 files keep the Hugging Face layout (NeoX RoPE).
+    pub fn rope_layout(&self) -> Result<RopeLayout> {
+        Ok(match self.architecture()? {
+            Architecture::Llama | Architecture::Mistral => RopeLayout::Interleaved,
+            Architecture::Qwen2 => RopeLayout::HalfSplit,
+        })
+    }
+}
+
+fn value_as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::U8(v) => Some(*v as u64),
+        Value::U16(v) => Some(*v as u64),
+        Value::U32(v) => Some(*v as u64),
+        Value::U64(v) => Some(*v),
+        Value::I8(v) => u64::try_from(*v).ok(),
+        Value::I16(v) => u64::try_from(*v).ok(),
+        Value::I32(v) => u64::try_from(*v).ok(),
+        Value::I64(v) => u64::try_from(*v).ok(),
+        _ => None,
+    }
+}
+
+/// Maps a Hugging Face tensor name to llama.cpp's, e.g.
+/// `model.layers.3.self_attn.q_proj.weight` → `blk.3.attn_q.weight`.
+pub fn gguf_tensor_name(hf_name: &str) -> Option<String> {
+    let fixed = match hf_name {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(name) = fixed {
+        return Some(name.to_string());
+    }
+    let rest = hf_name.strip_prefix("model.layers.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let (module, kind) = part.rsplit_once('.')?;
+    let gguf_module = LAYER_NAMES
+        .iter()
+        .find(|(hf, _)| *hf == module)
+        .map(|(_, g)| *g)?;
+    Some(format!("blk.{layer}.{gguf_module}.{kind}"))
+}
+
+/// Inverse of [`gguf_tensor_name`].
+pub fn hf_tensor_name(gguf_name: &str) -> Option<String> {
+    let fixed = match gguf_name {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(name) = fixed {
+        return Some(name.to_string());
+    }
+    let rest = gguf_name.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let (module, kind) = part.rsplit_once('.')?;
+    let hf_module = LAYER_NAMES
+        .iter()
+        .find(|(_, g)| *g == module)
+        .map(|(hf, _)| *hf)?;
+    Some(format!("model.layers.{layer}.{hf_module}.{kind}"))
+}
+
+const LAYER_NAMES: [(&str, &str); 9] = [
+    ("input_layernorm", "attn_norm"),
+    ("self_attn.q_proj", "attn_q"),
+    ("self_attn.k_proj", "attn_k"),
+    ("self_attn.v_proj", "attn_v"),
+    ("self_attn.o_proj", "attn_output"),
+    ("post_attention_layernorm", "ffn_norm"),
+    ("mlp.gate_proj", "ffn_gate"),
+    ("mlp.up_proj", "ffn_up"),
+    ("mlp.down_proj", "ffn_down"),
+];
+
+/// Reorders the rows of a Q or K projection (`[heads * head_dim, in]`) from Hugging
+/// Face's half-split RoPE layout to llama.cpp's interleaved one: within each head, row
+/// `half * d/2 + i` moves to `2 * i + half`.
+pub fn permute_for_interleaved_rope(w: &Tensor, heads: usize) -> Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    let d = rows / heads;
+    Ok(w
+        .reshape((heads, 2, d / 2, cols))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((rows, cols))?)
+}
+
+/// Inverse of [`permute_for_interleaved_rope`].
+pub fn unpermute_interleaved_rope(w: &Tensor, heads: usize) -> Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    let d = rows / heads;
+    Ok(w
+        .reshape((heads, d / 2, 2, cols))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((rows, cols))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensor_names_map_both_ways() {
+        for hf in [
+            "model.embed_tokens.weight",
+            "lm_head.weight",
+            "model.layers.12.self_attn.q_proj.bias",
+            "model.layers.0.mlp.down_proj.weight",
+            "model.layers.7.post_attention_layernorm.weight",
+        ] {
+            let g = gguf_tensor_name(hf).unwrap();
+            assert_eq!(hf_tensor_name(&g).as_deref(), Some(hf));
+        }
+        assert_eq!(
+            gguf_tensor_name("model.layers.3.self_attn.o_proj.weight").as_deref(),
+            Some("blk.3.attn_output.weight")
+        );
+        assert_eq!(gguf_tensor_name("model.rotary_emb.inv_freq"), None);
+    }
+
+    #[test]
+    fn rope_permutation_round_trips_and_moves_rows() {
+        let w = Tensor::arange(0f32, 16.0, &Device::Cpu)
+            .unwrap()
+            .reshape((8, 2))
+            .unwrap();
+        let p = permute_for_interleaved_rope(&w, 2).unwrap();
+        // head 0 rows (0,1 | 2,3) → (0,2,1,3)
+        let rows: Vec<f32> = p.narrow(1, 0, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(rows, vec![0., 4., 2., 6., 8., 12., 10., 14.]);
+        let back = unpermute_interleaved_rope(&p, 2).unwrap();
+        let diff = (back - &w).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(diff, 0.0);
+    }
+}

@@ -1,0 +1,25 @@
+//! Model code of seqit: the Llama-family decoder in candle and its weights.
+//!
+//! * [`Llama`] — one definition for inference (fused kernels, quantized matmuls) and
+//!   training (differentiable ops), with a batched [`KvCache`].
+//! * [`load_model`] — reads GGUF files (quantized or not) and Hugging Face directories
+//!   (`config.json` + safetensors, sharded or not), checking every tensor's shape.
+//! * [`save_hf_weights`] — writes a dense model as Hugging Face safetensors + `config.json`.
+//! * [`gguf`] — GGUF metadata, tensor-name mapping and the RoPE row permutation.
+
+mod cache;
+mod config;
+mod export;
+pub mod gguf;
+mod linear;
+mod llama;
+mod load;
+
+pub use cache::KvCache;
+pub use config::{Architecture, Llama3RopeScaling, ModelConfig, RopeLayout};
+pub use export::{named_weights, save_hf_weights};
+pub use linear::{Linear, LinearWeight};
+pub use llama::{
+    padded_causal_mask, Attention, Block, Embedding, Kernels, Llama, LogitsFor, Mlp, RmsNorm,
+};
+pub use load::{load_gguf, load_hf_dir, load_model, LoadOptions, LoadedModel};

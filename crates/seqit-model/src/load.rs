@@ -1,0 +1,318 @@
+//! Building a [`Llama`] from a GGUF file or a Hugging Face directory, with every tensor's
+//! presence and shape checked against the configuration.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::{ModelConfig, RopeLayout};
+use crate::gguf::{gguf_tensor_name, unpermute_interleaved_rope, GgufFile};
+use crate::linear::{Linear, LinearWeight};
+use crate::llama::{Attention, Block, Embedding, Llama, Mlp, RmsNorm};
+
+/// How to materialise the weights.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Dequantize GGUF weights into dense tensors in Hugging Face layout (needed for
+    /// training and conversion). Otherwise quantized matrices stay quantized.
+    pub dequantize: bool,
+    /// Dtype of dense weights.
+    pub dtype: DType,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            dequantize: false,
+            dtype: DType::F32,
+        }
+    }
+}
+
+/// A loaded model and, for GGUF files, the file (its metadata holds the tokenizer).
+pub struct LoadedModel {
+    pub llama: Llama,
+    pub path: PathBuf,
+    pub gguf: Option<GgufFile>,
+}
+
+/// Loads a `.gguf` file or a Hugging Face model directory.
+pub fn load_model(path: &Path, device: &Device, options: LoadOptions) -> Result<LoadedModel> {
+    if path.is_dir() {
+        let llama = load_hf_dir(path, device, options.dtype)?;
+        return Ok(LoadedModel {
+            llama,
+            path: path.to_path_buf(),
+            gguf: None,
+        });
+    }
+    if !path.exists() {
+        bail!("model `{}` does not exist", path.display());
+    }
+    let mut file = GgufFile::open(path)?;
+    let llama = load_gguf(&mut file, device, options)?;
+    Ok(LoadedModel {
+        llama,
+        path: path.to_path_buf(),
+        gguf: Some(file),
+    })
+}
+
+pub fn load_gguf(file: &mut GgufFile, device: &Device, options: LoadOptions) -> Result<Llama> {
+    let config = file.model_config()?;
+    let stored_layout = file.rope_layout()?;
+    let layout = if options.dequantize {
+        RopeLayout::HalfSplit
+    } else {
+        stored_layout
+    };
+    let mut source = GgufSource {
+        file,
+        device: device.clone(),
+        options,
+        stored_layout,
+        config: config.clone(),
+    };
+    build_llama(config, layout, &mut source)
+}
+
+/// Loads `config.json` and `*.safetensors` (single file or sharded with an index).
+pub fn load_hf_dir(dir: &Path, device: &Device, dtype: DType) -> Result<Llama> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("cannot read `{}`", config_path.display()))?;
+    let config = ModelConfig::from_hf_json(&text)
+        .with_context(|| format!("in `{}`", config_path.display()))?;
+    let files = safetensors_files(dir)?;
+    // SAFETY: the files are mapped read-only; seqit never writes them while loaded.
+    let tensors = unsafe { MmapedSafetensors::multi(&files) }
+        .with_context(|| format!("cannot read the safetensors files in `{}`", dir.display()))?;
+    let mut source = SafetensorsSource {
+        tensors,
+        dir: dir.to_path_buf(),
+        device: device.clone(),
+        dtype,
+    };
+    build_llama(config, RopeLayout::HalfSplit, &mut source)
+}
+
+fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index)?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("`{}` is not valid JSON", index.display()))?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .with_context(|| format!("`{}` has no `weight_map` object", index.display()))?;
+        let mut files: Vec<PathBuf> = map
+            .values()
+            .filter_map(|v| v.as_str())
+            .map(|f| dir.join(f))
+            .collect();
+        files.sort();
+        files.dedup();
+        return Ok(files);
+    }
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    bail!(
+        "`{}` has neither `model.safetensors` nor `model.safetensors.index.json`",
+        dir.display()
+    )
+}
+
+/// Where tensors come from, addressed by their Hugging Face names.
+trait TensorSource {
+    fn describe(&self) -> String;
+    fn contains(&self, name: &str) -> bool;
+    fn dense(&mut self, name: &str) -> Result<Tensor>;
+    fn linear_weight(&mut self, name: &str) -> Result<LinearWeight>;
+}
+
+struct GgufSource<'a> {
+    file: &'a mut GgufFile,
+    device: Device,
+    options: LoadOptions,
+    stored_layout: RopeLayout,
+    config: ModelConfig,
+}
+
+impl GgufSource<'_> {
+    fn gguf_name(&self, name: &str) -> Result<String> {
+        gguf_tensor_name(name).with_context(|| format!("no GGUF name for tensor `{name}`"))
+    }
+
+    /// Heads of the Q or K projection named `name`, if it is one.
+    fn rope_heads(&self, name: &str) -> Option<usize> {
+        if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") {
+            Some(self.config.num_attention_heads)
+        } else if name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias") {
+            Some(self.config.num_key_value_heads)
+        } else {
+            None
+        }
+    }
+}
+
+impl TensorSource for GgufSource<'_> {
+    fn describe(&self) -> String {
+        format!("`{}`", self.file.path().display())
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        gguf_tensor_name(name).is_some_and(|g| self.file.has_tensor(&g))
+    }
+
+    fn dense(&mut self, name: &str) -> Result<Tensor> {
+        let gguf_name = self.gguf_name(name)?;
+        let q = self.file.tensor(&gguf_name, &self.device)?;
+        let mut t = q.dequantize(&self.device)?;
+        if self.options.dequantize && self.stored_layout == RopeLayout::Interleaved {
+            if let Some(heads) = self.rope_heads(name) {
+                t = match t.rank() {
+                    1 => unpermute_interleaved_rope(&t.unsqueeze(1)?, heads)?.squeeze(1)?,
+                    _ => unpermute_interleaved_rope(&t, heads)?,
+                };
+            }
+        }
+        Ok(t.to_dtype(self.options.dtype)?)
+    }
+
+    fn linear_weight(&mut self, name: &str) -> Result<LinearWeight> {
+        if self.options.dequantize {
+            return Ok(LinearWeight::Dense(self.dense(name)?));
+        }
+        let gguf_name = self.gguf_name(name)?;
+        let q = self.file.tensor(&gguf_name, &self.device)?;
+        Ok(LinearWeight::Quantized(Arc::new(q)))
+    }
+}
+
+struct SafetensorsSource {
+    tensors: MmapedSafetensors,
+    dir: PathBuf,
+    device: Device,
+    dtype: DType,
+}
+
+impl TensorSource for SafetensorsSource {
+    fn describe(&self) -> String {
+        format!("`{}`", self.dir.display())
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.tensors.get(name).is_ok()
+    }
+
+    fn dense(&mut self, name: &str) -> Result<Tensor> {
+        if !self.contains(name) {
+            bail!("{} has no tensor `{name}`", self.describe());
+        }
+        let t = self
+            .tensors
+            .load(name, &self.device)
+            .with_context(|| format!("reading tensor `{name}` from {}", self.describe()))?;
+        Ok(t.to_dtype(self.dtype)?)
+    }
+
+    fn linear_weight(&mut self, name: &str) -> Result<LinearWeight> {
+        Ok(LinearWeight::Dense(self.dense(name)?))
+    }
+}
+
+fn weight_shape(w: &LinearWeight) -> Vec<usize> {
+    match w {
+        LinearWeight::Dense(t) => t.dims().to_vec(),
+        LinearWeight::Quantized(q) => q.shape().dims().to_vec(),
+    }
+}
+
+fn build_llama(config: ModelConfig, layout: RopeLayout, src: &mut dyn TensorSource) -> Result<Llama> {
+    let c = &config;
+    let (hidden, inter) = (c.hidden_size, c.intermediate_size);
+    let q_out = c.num_attention_heads * c.head_dim;
+    let kv_out = c.num_key_value_heads * c.head_dim;
+
+    let check = |name: &str, got: Vec<usize>, want: &[usize], src: &dyn TensorSource| {
+        if got != want {
+            bail!(
+                "{}: tensor `{name}` has shape {got:?}, the configuration implies {want:?}",
+                src.describe()
+            );
+        }
+        Ok(())
+    };
+    let linear = |src: &mut dyn TensorSource, name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
+        let w = src.linear_weight(&format!("{name}.weight"))?;
+        check(&format!("{name}.weight"), weight_shape(&w), &[out, inp], src)?;
+        let b = if bias {
+            let b = src.dense(&format!("{name}.bias"))?;
+            if b.dims() != [out] {
+                bail!("{}: tensor `{name}.bias` has shape {:?}, expected [{out}]", src.describe(), b.dims());
+            }
+            Some(b)
+        } else {
+            None
+        };
+        Ok(Linear::new(w, b)?)
+    };
+    let norm = |src: &mut dyn TensorSource, name: &str| -> Result<RmsNorm> {
+        let w = src.dense(name)?;
+        if w.dims() != [hidden] {
+            bail!("{}: tensor `{name}` has shape {:?}, expected [{hidden}]", src.describe(), w.dims());
+        }
+        Ok(RmsNorm::new(w, c.rms_norm_eps))
+    };
+
+    let embed = src.dense("model.embed_tokens.weight")?;
+    if embed.dims() != [c.vocab_size, hidden] {
+        bail!(
+            "{}: tensor `model.embed_tokens.weight` has shape {:?}, expected [{}, {hidden}]",
+            src.describe(),
+            embed.dims(),
+            c.vocab_size
+        );
+    }
+    let bias = c.architecture.has_qkv_bias();
+    let mut layers = Vec::with_capacity(c.num_hidden_layers);
+    for i in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        layers.push(Block {
+            input_layernorm: norm(src, &format!("{p}.input_layernorm.weight"))?,
+            self_attn: Attention {
+                q_proj: linear(src, &format!("{p}.self_attn.q_proj"), q_out, hidden, bias)?,
+                k_proj: linear(src, &format!("{p}.self_attn.k_proj"), kv_out, hidden, bias)?,
+                v_proj: linear(src, &format!("{p}.self_attn.v_proj"), kv_out, hidden, bias)?,
+                o_proj: linear(src, &format!("{p}.self_attn.o_proj"), hidden, q_out, false)?,
+            },
+            post_attention_layernorm: norm(src, &format!("{p}.post_attention_layernorm.weight"))?,
+            mlp: Mlp {
+                gate_proj: linear(src, &format!("{p}.mlp.gate_proj"), inter, hidden, false)?,
+                up_proj: linear(src, &format!("{p}.mlp.up_proj"), inter, hidden, false)?,
+                down_proj: linear(src, &format!("{p}.mlp.down_proj"), hidden, inter, false)?,
+            },
+        });
+    }
+    let final_norm = norm(src, "model.norm.weight")?;
+    let lm_head = if src.contains("lm_head.weight") && !c.tie_word_embeddings {
+        linear(src, "lm_head", c.vocab_size, hidden, false)?
+    } else {
+        // Tied: multiply by the embedding table, kept quantized when the file stores it so.
+        let w = src.linear_weight("model.embed_tokens.weight")?;
+        let w = match w {
+            LinearWeight::Dense(_) => LinearWeight::Dense(embed.clone()),
+            quantized => quantized,
+        };
+        Linear::new(w, None)?
+    };
+    let mut config = config;
+    config.tie_word_embeddings = !src.contains("lm_head.weight") || config.tie_word_embeddings;
+    Llama::new(config, layout, Embedding(embed), layers, final_norm, lm_head)
+}
