@@ -1,1 +1,42 @@
-fn main() {}
+//! The `seqit` binary: parses the command line and dispatches to one module per
+//! subcommand. Errors print as one line plus their causes, never as a panic.
+
+mod cli;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{}", render_error(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `error: <message>` followed by `  caused by: ...` lines and any `hint:` lines that a
+/// message carries on its own lines.
+fn render_error(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for (depth, cause) in err.chain().enumerate() {
+        let text = cause.to_string();
+        let (message, hints) = match text.split_once("\nhint: ") {
+            Some((m, h)) => (m.to_string(), Some(h.to_string())),
+            None => (text, None),
+        };
+        if depth == 0 {
+            out.push_str(&format!("error: {message}"));
+        } else {
+            out.push_str(&format!("\n  caused by: {message}"));
+        }
+        if let Some(h) = hints {
+            out.push_str(&format!("\nhint: {h}"));
+        }
+    }
+    out
+}

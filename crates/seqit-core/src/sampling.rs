@@ -14,6 +14,9 @@ pub struct SamplingParams {
     pub seed: u64,
     /// Generation stops before the first occurrence of any of these strings.
     pub stop: Vec<String>,
+    /// Keep generating past end-of-sequence tokens until `max_tokens` (benchmarks use
+    /// it to generate an exact number of tokens).
+    pub ignore_eos: bool,
 }
 
 impl Default for SamplingParams {
@@ -31,6 +34,7 @@ impl SamplingParams {
             top_k: 0,
             seed: 0,
             stop: Vec::new(),
+            ignore_eos: false,
         }
     }
 

@@ -1,1 +1,23 @@
-//! placeholder
+//! The local inference engine of seqit, the embedded default backend of every stage.
+//!
+//! * [`Engine`] — loads a GGUF file or Hugging Face directory with its tokenizer and
+//!   chat template and generates for batches of [`GenerationRequest`]s.
+//! * [`Tokenizer`] — from `tokenizer.json`, or rebuilt from GGUF metadata.
+//! * [`ChatTemplate`] — the model's Jinja template rendered like transformers does.
+//! * [`Sampler`] — greedy / temperature / top-k / top-p with per-request seeds.
+//! * [`resolve_model`] — `smollm2-135m` (or nothing) → the packaged default model.
+//! * [`convert_gguf_to_hf`] — GGUF → Hugging Face directory.
+
+mod assets;
+mod chat_template;
+mod convert;
+mod engine;
+mod sampler;
+mod tokenizer;
+
+pub use assets::{assets_dir, resolve_model};
+pub use chat_template::ChatTemplate;
+pub use convert::convert_gguf_to_hf;
+pub use engine::{Engine, EngineOptions, GenerationRequest};
+pub use sampler::{argmax, Sampler};
+pub use tokenizer::{TextStream, Tokenizer};

@@ -22,4 +22,4 @@ pub use linear::{Linear, LinearWeight};
 pub use llama::{
     padded_causal_mask, Attention, Block, Embedding, Kernels, Llama, LogitsFor, Mlp, RmsNorm,
 };
-pub use load::{load_gguf, load_hf_dir, load_model, LoadOptions, LoadedModel};
+pub use load::{load_gguf, load_hf_dir, load_model, GgufWeights, LoadOptions, LoadedModel};

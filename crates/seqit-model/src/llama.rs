@@ -162,7 +162,7 @@ impl Llama {
                 .with_context(|| format!("layer {index}"))?;
         }
         let x = match logits_for {
-            LogitsFor::LastPosition => x.narrow(1, t - 1, 1)?,
+            LogitsFor::LastPosition => x.narrow(1, t - 1, 1)?.contiguous()?,
             LogitsFor::AllPositions => x,
         };
         let x = self.norm.forward(&x, self.kernels)?;

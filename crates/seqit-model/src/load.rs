@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
@@ -13,12 +14,22 @@ use crate::gguf::{gguf_tensor_name, unpermute_interleaved_rope, GgufFile};
 use crate::linear::{Linear, LinearWeight};
 use crate::llama::{Attention, Block, Embedding, Llama, Mlp, RmsNorm};
 
+/// How GGUF matrices are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgufWeights {
+    /// Quantized blocks exactly as stored (bit-comparable with llama.cpp).
+    AsStored,
+    /// Quantized types without SIMD kernels in candle (Q4_1, Q5_x, ...) re-quantized to
+    /// Q8_0, which has them; others kept as stored. The fast default.
+    Fast,
+    /// Dense tensors in Hugging Face layout (needed for training and conversion).
+    Dequantized,
+}
+
 /// How to materialise the weights.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadOptions {
-    /// Dequantize GGUF weights into dense tensors in Hugging Face layout (needed for
-    /// training and conversion). Otherwise quantized matrices stay quantized.
-    pub dequantize: bool,
+    pub gguf_weights: GgufWeights,
     /// Dtype of dense weights.
     pub dtype: DType,
 }
@@ -26,9 +37,15 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
-            dequantize: false,
+            gguf_weights: GgufWeights::Fast,
             dtype: DType::F32,
         }
+    }
+}
+
+impl LoadOptions {
+    fn dequantize(&self) -> bool {
+        self.gguf_weights == GgufWeights::Dequantized
     }
 }
 
@@ -64,7 +81,7 @@ pub fn load_model(path: &Path, device: &Device, options: LoadOptions) -> Result<
 pub fn load_gguf(file: &mut GgufFile, device: &Device, options: LoadOptions) -> Result<Llama> {
     let config = file.model_config()?;
     let stored_layout = file.rope_layout()?;
-    let layout = if options.dequantize {
+    let layout = if options.dequantize() {
         RopeLayout::HalfSplit
     } else {
         stored_layout
@@ -174,7 +191,7 @@ impl TensorSource for GgufSource<'_> {
         let gguf_name = self.gguf_name(name)?;
         let q = self.file.tensor(&gguf_name, &self.device)?;
         let mut t = q.dequantize(&self.device)?;
-        if self.options.dequantize && self.stored_layout == RopeLayout::Interleaved {
+        if self.options.dequantize() && self.stored_layout == RopeLayout::Interleaved {
             if let Some(heads) = self.rope_heads(name) {
                 t = match t.rank() {
                     1 => unpermute_interleaved_rope(&t.unsqueeze(1)?, heads)?.squeeze(1)?,
@@ -186,11 +203,14 @@ impl TensorSource for GgufSource<'_> {
     }
 
     fn linear_weight(&mut self, name: &str) -> Result<LinearWeight> {
-        if self.options.dequantize {
+        if self.options.dequantize() {
             return Ok(LinearWeight::Dense(self.dense(name)?));
         }
         let gguf_name = self.gguf_name(name)?;
-        let q = self.file.tensor(&gguf_name, &self.device)?;
+        let mut q = self.file.tensor(&gguf_name, &self.device)?;
+        if self.options.gguf_weights == GgufWeights::Fast && needs_requantization(q.dtype()) {
+            q = QTensor::quantize(&q.dequantize(&self.device)?, GgmlDType::Q8_0)?;
+        }
         Ok(LinearWeight::Quantized(Arc::new(q)))
     }
 }
@@ -225,6 +245,14 @@ impl TensorSource for SafetensorsSource {
     fn linear_weight(&mut self, name: &str) -> Result<LinearWeight> {
         Ok(LinearWeight::Dense(self.dense(name)?))
     }
+}
+
+/// Block types whose dot products candle only implements in scalar code on x86.
+fn needs_requantization(dtype: GgmlDType) -> bool {
+    matches!(
+        dtype,
+        GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q5K
+    )
 }
 
 fn weight_shape(w: &LinearWeight) -> Vec<usize> {

@@ -1,0 +1,214 @@
+//! `seqit generate`: one prompt to stdout, or a JSONL file of prompts to a JSONL file of
+//! replies (appended as batches finish, so an interrupted run resumes where it stopped).
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use seqit_core::{ChatMessage, Completion, Prompt, SamplingParams};
+use seqit_engine::{Engine, GenerationRequest};
+use serde_json::{json, Value};
+
+use crate::cli::GenerateArgs;
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let params = super::sampling_params(&args.decoding)?;
+    let engine = super::load_engine(&args.model)?;
+    let started = Instant::now();
+    let completions = match (&args.prompt, &args.input, &args.output) {
+        (Some(prompt), _, _) => {
+            let request = GenerationRequest {
+                prompt: build_prompt(prompt, args.system.as_deref(), args.raw),
+                params,
+            };
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let completions = engine.generate(&[request], &mut |_, delta| {
+                let _ = out.write_all(delta.as_bytes());
+                let _ = out.flush();
+            })?;
+            writeln!(out)?;
+            out.flush()?;
+            completions
+        }
+        (None, Some(input), Some(output)) => generate_file(&engine, &args, input, output, params)?,
+        _ => bail!("give `--prompt TEXT`, or `--input FILE --output FILE`"),
+    };
+    if args.stats {
+        let generated: usize = completions.iter().map(Completion::completion_tokens).sum();
+        let prompt: usize = completions.iter().map(|c| c.prompt_tokens).sum();
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{}",
+            json!({"sequences": completions.len(), "prompt_tokens": prompt, "generated_tokens": generated,
+                   "seconds": seconds, "generated_tokens_per_second": generated as f64 / seconds})
+        );
+    }
+    Ok(())
+}
+
+fn build_prompt(text: &str, system: Option<&str>, raw: bool) -> Prompt {
+    if raw {
+        return Prompt::Text(text.to_string());
+    }
+    let mut messages = Vec::new();
+    if let Some(system) = system {
+        messages.push(ChatMessage::system(system));
+    }
+    messages.push(ChatMessage::user(text));
+    Prompt::Chat(messages)
+}
+
+/// One line of the input file.
+struct InputRecord {
+    id: Value,
+    prompt: Prompt,
+}
+
+fn read_input(path: &Path, system: Option<&str>, raw: bool) -> Result<Vec<InputRecord>> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
+    let mut records = Vec::new();
+    let mut seen = HashSet::new();
+    for (index, line) in BufReader::new(file).lines().enumerate() {
+        let line_no = index + 1;
+        let at = || format!("{}:{line_no}", path.display());
+        let line = line.with_context(|| format!("{}: not valid UTF-8 text", at()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = serde_json::from_str(&line).with_context(|| format!("{}: invalid JSON", at()))?;
+        let id = value.get("id").cloned().unwrap_or(json!(records.len()));
+        if !seen.insert(id.to_string()) {
+            bail!("{}: field `id`: {id} appears twice", at());
+        }
+        let prompt = match (value.get("prompt"), value.get("messages")) {
+            (Some(Value::String(text)), None) => build_prompt(text, system, raw),
+            (None, Some(messages)) => {
+                let mut messages: Vec<ChatMessage> = serde_json::from_value(messages.clone()).with_context(|| {
+                    format!("{}: field `messages`: expected a list of {{\"role\", \"content\"}} objects", at())
+                })?;
+                if let Some(system) = system {
+                    if messages.first().map(|m| m.role.as_str()) != Some("system") {
+                        messages.insert(0, ChatMessage::system(system));
+                    }
+                }
+                Prompt::Chat(messages)
+            }
+            (Some(_), None) => bail!("{}: field `prompt`: expected a string", at()),
+            (Some(_), Some(_)) => bail!("{}: give either `prompt` or `messages`, not both", at()),
+            (None, None) => bail!("{}: missing field `prompt` or `messages`", at()),
+        };
+        records.push(InputRecord { id, prompt });
+    }
+    Ok(records)
+}
+
+fn partial_path(output: &Path) -> PathBuf {
+    let mut name = output.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    output.with_file_name(name)
+}
+
+/// Ids already written by an earlier, interrupted run. A torn last line (the process
+/// died mid-write) is dropped and regenerated.
+fn resume_done(partial: &Path) -> Result<(HashSet<String>, Vec<Completion>)> {
+    let mut done = HashSet::new();
+    let mut completions = Vec::new();
+    if !partial.exists() {
+        return Ok((done, completions));
+    }
+    let text = std::fs::read_to_string(partial)?;
+    let mut valid_len = 0;
+    for line in text.split_inclusive('\n') {
+        if !line.ends_with('\n') {
+            break;
+        }
+        let Ok(value) = serde_json::from_str::<Value>(line) else { break };
+        done.insert(value["id"].to_string());
+        completions.push(Completion {
+            text: value["output"].as_str().unwrap_or_default().to_string(),
+            token_ids: Vec::new(),
+            prompt_tokens: value["prompt_tokens"].as_u64().unwrap_or(0) as usize,
+            finish_reason: serde_json::from_value(value["finish_reason"].clone())
+                .unwrap_or(seqit_core::FinishReason::Stop),
+        });
+        valid_len += line.len();
+    }
+    if valid_len < text.len() {
+        let file = std::fs::OpenOptions::new().write(true).open(partial)?;
+        file.set_len(valid_len as u64)?;
+    }
+    Ok((done, completions))
+}
+
+fn generate_file(
+    engine: &Engine,
+    args: &GenerateArgs,
+    input: &Path,
+    output: &Path,
+    params: SamplingParams,
+) -> Result<Vec<Completion>> {
+    let records = read_input(input, args.system.as_deref(), args.raw)?;
+    let partial = partial_path(output);
+    let (done, mut completions) = resume_done(&partial)?;
+    let todo: Vec<&InputRecord> = records.iter().filter(|r| !done.contains(&r.id.to_string())).collect();
+    if !done.is_empty() {
+        eprintln!("resuming: {} of {} records already generated", done.len(), records.len());
+    }
+    let mut sink = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&partial)
+        .with_context(|| format!("cannot write `{}`", partial.display()))?;
+    for chunk in todo.chunks(engine.max_batch()) {
+        let requests: Vec<GenerationRequest> = chunk
+            .iter()
+            .map(|r| GenerationRequest {
+                prompt: r.prompt.clone(),
+                params: params.clone(),
+            })
+            .collect();
+        let batch = engine.generate(&requests, &mut |_, _| {})?;
+        let mut lines = String::new();
+        for (record, completion) in chunk.iter().zip(&batch) {
+            let line = json!({
+                "id": record.id,
+                "output": completion.text,
+                "finish_reason": completion.finish_reason,
+                "prompt_tokens": completion.prompt_tokens,
+                "completion_tokens": completion.completion_tokens(),
+            });
+            lines.push_str(&line.to_string());
+            lines.push('\n');
+        }
+        // One write per batch: a crash leaves whole lines plus at most one torn line.
+        sink.write_all(lines.as_bytes())?;
+        sink.flush()?;
+        completions.extend(batch);
+    }
+    sink.sync_all()?;
+    drop(sink);
+    // Records in input order, then an atomic rename into place.
+    let text = std::fs::read_to_string(&partial)?;
+    let mut by_id: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    for line in text.lines() {
+        let value: Value = serde_json::from_str(line)?;
+        by_id.insert(value["id"].to_string(), line);
+    }
+    let mut ordered = String::with_capacity(text.len());
+    for record in &records {
+        let line = by_id
+            .get(&record.id.to_string())
+            .with_context(|| format!("record {} has no reply", record.id))?;
+        ordered.push_str(line);
+        ordered.push('\n');
+    }
+    let tmp = partial.with_extension("tmp");
+    std::fs::write(&tmp, ordered)?;
+    std::fs::rename(&tmp, output)?;
+    std::fs::remove_file(&partial)?;
+    eprintln!("wrote {} replies to {}", records.len(), output.display());
+    Ok(completions)
+}

@@ -1,0 +1,49 @@
+//! One module per subcommand, plus the helpers they share.
+
+mod generate;
+mod model;
+mod serve;
+
+use anyhow::Result;
+use seqit_core::SamplingParams;
+use seqit_engine::{resolve_model, Engine, EngineOptions};
+use seqit_model::GgufWeights;
+
+use crate::cli::{Cli, Command, DecodingArgs, ModelArgs, ModelCommand, WeightsArg};
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Model(ModelCommand::Convert(args)) => model::convert(args),
+    }
+}
+
+fn load_engine(args: &ModelArgs) -> Result<Engine> {
+    let path = resolve_model(args.model.as_deref())?;
+    Engine::load(
+        &path,
+        EngineOptions {
+            gguf_weights: match args.weights {
+                WeightsArg::Fast => GgufWeights::Fast,
+                WeightsArg::AsStored => GgufWeights::AsStored,
+                WeightsArg::F32 => GgufWeights::Dequantized,
+            },
+            max_batch: args.batch_size.max(1),
+        },
+    )
+}
+
+fn sampling_params(args: &DecodingArgs) -> Result<SamplingParams> {
+    let params = SamplingParams {
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        seed: args.seed,
+        stop: args.stop.clone(),
+        ignore_eos: args.ignore_eos,
+    };
+    params.validate().map_err(anyhow::Error::msg)?;
+    Ok(params)
+}

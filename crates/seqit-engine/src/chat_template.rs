@@ -1,0 +1,148 @@
+//! Chat templates: the Jinja text shipped with a model, rendered with minijinja the way
+//! transformers' `apply_chat_template` renders it (trim_blocks, lstrip_blocks, Python
+//! string methods, `raise_exception`, `strftime_now`).
+
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use minijinja::syntax::SyntaxConfig;
+use minijinja::{Environment, ErrorKind};
+use seqit_core::ChatMessage;
+use serde_json::Value as Json;
+
+use crate::tokenizer::read_tokenizer_config;
+
+const TEMPLATE_NAME: &str = "chat";
+
+pub struct ChatTemplate {
+    source: String,
+    env: Environment<'static>,
+    bos_token: String,
+    eos_token: String,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate").field("len", &self.source.len()).finish()
+    }
+}
+
+impl ChatTemplate {
+    pub fn new(source: &str, bos_token: Option<&str>, eos_token: Option<&str>) -> Result<Self> {
+        let mut env = Environment::new();
+        env.set_syntax(
+            SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .build()
+                .expect("static syntax configuration"),
+        );
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+        });
+        env.add_function("strftime_now", |format: String| -> String {
+            // Templates use it for "today's date" lines; a fixed date keeps rendered
+            // prompts, and so cache keys and training data, reproducible.
+            format_fixed_date(&format)
+        });
+        env.add_template_owned(TEMPLATE_NAME, source.to_string())
+            .map_err(|e| anyhow!("the chat template does not parse: {e}"))?;
+        Ok(Self {
+            source: source.to_string(),
+            env,
+            bos_token: bos_token.unwrap_or_default().to_string(),
+            eos_token: eos_token.unwrap_or_default().to_string(),
+        })
+    }
+
+    /// Reads the template of a Hugging Face directory: `chat_template.jinja`, or the
+    /// `chat_template` field of `tokenizer_config.json` (a string, or a list of named
+    /// templates of which `default` is used).
+    pub fn from_hf_dir(dir: &Path) -> Result<Option<String>> {
+        let jinja = dir.join("chat_template.jinja");
+        if jinja.exists() {
+            return Ok(Some(std::fs::read_to_string(&jinja)?));
+        }
+        let config = read_tokenizer_config(dir)?;
+        Ok(match config.get("chat_template") {
+            Some(Json::String(s)) => Some(s.clone()),
+            Some(Json::Array(named)) => named
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .or(named.first())
+                .and_then(|t| t.get("template"))
+                .and_then(|t| t.as_str())
+                .map(String::from),
+            _ => None,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders a conversation; with `add_generation_prompt` the text ends where the
+    /// assistant's reply begins.
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        let template = self.env.get_template(TEMPLATE_NAME).expect("added in new()");
+        let messages: Vec<Json> = messages
+            .iter()
+            .map(|m| serde_json::json!({"role": m.role.as_str(), "content": m.content}))
+            .collect();
+        template
+            .render(minijinja::context! {
+                messages => minijinja::Value::from(minijinja::value::Serde(&messages)),
+                add_generation_prompt => add_generation_prompt,
+                bos_token => &self.bos_token,
+                eos_token => &self.eos_token,
+            })
+            .map_err(|e| anyhow!("rendering the chat template failed: {e}"))
+            .context("chat template")
+    }
+}
+
+/// `strftime` for the handful of directives chat templates use, on a fixed date
+/// (26 July 2024, the date Llama 3.1 templates default to).
+fn format_fixed_date(format: &str) -> String {
+    format
+        .replace("%d", "26")
+        .replace("%b", "Jul")
+        .replace("%B", "July")
+        .replace("%Y", "2024")
+        .replace("%m", "07")
+        .replace("%y", "24")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are helpful<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    #[test]
+    fn renders_chatml_with_default_system() {
+        let t = ChatTemplate::new(CHATML, None, None).unwrap();
+        let text = t.render(&[ChatMessage::user("Hi")], true).unwrap();
+        assert_eq!(
+            text,
+            "<|im_start|>system\nYou are helpful<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn python_methods_and_raise_exception_work() {
+        let src = "{% if messages[0]['role'] == 'assistant' %}{{ raise_exception('must start with user') }}{% endif %}{{ bos_token }}{% for m in messages %}{{ m['content'].strip().upper() }}{% endfor %}";
+        let t = ChatTemplate::new(src, Some("<s>"), None).unwrap();
+        assert_eq!(t.render(&[ChatMessage::user("  ab ")], false).unwrap(), "<s>AB");
+        let err = t.render(&[ChatMessage::assistant("x")], false).unwrap_err();
+        assert!(format!("{err:#}").contains("must start with user"), "{err:#}");
+    }
+
+    #[test]
+    fn trims_blocks_like_transformers() {
+        let src = "{% for m in messages %}\n  {{ m['content'] }}\n{% endfor %}";
+        let t = ChatTemplate::new(src, None, None).unwrap();
+        assert_eq!(t.render(&[ChatMessage::user("a"), ChatMessage::user("b")], false).unwrap(), "  a\n  b\n");
+    }
+}

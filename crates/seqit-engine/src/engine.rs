@@ -1,0 +1,413 @@
+//! The local inference engine: a model, its tokenizer and chat template, and batched
+//! generation with a KV cache.
+//!
+//! Requests are sorted by prompt length and run in batches of up to `max_batch`
+//! sequences: prompts are left-padded and prefilled together, then decoded one token per
+//! step for all rows at once. Finished rows are dropped from the batch (and its cache) so
+//! that long generations do not pay for short ones.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use seqit_core::{Completion, FinishReason, Prompt, SamplingParams};
+use seqit_model::{
+    load_model, padded_causal_mask, GgufWeights, KvCache, Llama, LoadOptions, LogitsFor,
+};
+
+use crate::chat_template::ChatTemplate;
+use crate::sampler::Sampler;
+use crate::tokenizer::{TextStream, Tokenizer};
+
+/// Tokens that end a turn in common chat formats; those present in a vocabulary stop
+/// generation in addition to the model's declared EOS ids.
+const END_OF_TURN_TOKENS: [&str; 7] = [
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "<|endoftext|>",
+    "</s>",
+    "<|end|>",
+    "<end_of_turn>",
+];
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How GGUF matrices are held in memory.
+    pub gguf_weights: GgufWeights,
+    /// Most sequences decoded together.
+    pub max_batch: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            gguf_weights: GgufWeights::Fast,
+            max_batch: 16,
+        }
+    }
+}
+
+/// One prompt and how to continue it.
+#[derive(Debug, Clone)]
+pub struct GenerationRequest {
+    pub prompt: Prompt,
+    pub params: SamplingParams,
+}
+
+pub struct Engine {
+    model: Llama,
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    stop_ids: HashSet<u32>,
+    model_path: PathBuf,
+    options: EngineOptions,
+}
+
+impl Engine {
+    /// Loads a `.gguf` file or Hugging Face directory with its tokenizer and template.
+    pub fn load(path: &Path, options: EngineOptions) -> Result<Self> {
+        let device = Device::Cpu;
+        let load_options = LoadOptions {
+            gguf_weights: options.gguf_weights,
+            ..LoadOptions::default()
+        };
+        let loaded = load_model(path, &device, load_options)
+            .with_context(|| format!("cannot load model `{}`", path.display()))?;
+        let (tokenizer, template_source) = match &loaded.gguf {
+            Some(file) => (
+                Tokenizer::from_gguf(file)?,
+                file.string("tokenizer.chat_template").map(String::from),
+            ),
+            None => (
+                Tokenizer::from_hf_dir(path)?,
+                ChatTemplate::from_hf_dir(path)?,
+            ),
+        };
+        let mut extra_eos = Vec::new();
+        if loaded.gguf.is_none() {
+            extra_eos = generation_config_eos(path)?;
+        }
+        let template = template_source
+            .map(|src| {
+                ChatTemplate::new(&src, tokenizer.bos_token.as_deref(), tokenizer.eos_token.as_deref())
+            })
+            .transpose()
+            .with_context(|| format!("the chat template of `{}`", path.display()))?;
+        let mut engine = Self::from_parts(loaded.llama, tokenizer, template)?;
+        engine.stop_ids.extend(extra_eos);
+        engine.model_path = path.to_path_buf();
+        engine.options = options;
+        Ok(engine)
+    }
+
+    /// Assembles an engine from loaded parts (used by training to generate with the
+    /// weights it is updating).
+    pub fn from_parts(model: Llama, tokenizer: Tokenizer, template: Option<ChatTemplate>) -> Result<Self> {
+        if tokenizer.vocab_size() > model.config.vocab_size {
+            bail!(
+                "the tokenizer has {} tokens but the model's embedding has only {} rows",
+                tokenizer.vocab_size(),
+                model.config.vocab_size
+            );
+        }
+        let mut stop_ids: HashSet<u32> = model.config.eos_token_ids.iter().copied().collect();
+        if let Some(eos) = tokenizer.eos_token.as_deref().and_then(|t| tokenizer.token_to_id(t)) {
+            stop_ids.insert(eos);
+        }
+        for token in END_OF_TURN_TOKENS {
+            if let Some(id) = tokenizer.token_to_id(token) {
+                stop_ids.insert(id);
+            }
+        }
+        Ok(Self {
+            model,
+            tokenizer,
+            template,
+            stop_ids,
+            model_path: PathBuf::new(),
+            options: EngineOptions::default(),
+        })
+    }
+
+    pub fn model(&self) -> &Llama {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.template.as_ref()
+    }
+
+    pub fn model_path(&self) -> &Path {
+        &self.model_path
+    }
+
+    pub fn stop_ids(&self) -> &HashSet<u32> {
+        &self.stop_ids
+    }
+
+    pub fn max_batch(&self) -> usize {
+        self.options.max_batch
+    }
+
+    /// The text a prompt is turned into before tokenization.
+    pub fn render(&self, prompt: &Prompt) -> Result<String> {
+        match prompt {
+            Prompt::Text(text) => Ok(text.clone()),
+            Prompt::Chat(messages) => {
+                let template = self.template.as_ref().with_context(|| {
+                    format!(
+                        "model `{}` has no chat template; send a plain text prompt instead",
+                        self.model_path.display()
+                    )
+                })?;
+                template.render(messages, true)
+            }
+        }
+    }
+
+    pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
+        let ids = self.tokenizer.encode_prompt(&self.render(prompt)?)?;
+        if ids.is_empty() {
+            bail!("the prompt is empty");
+        }
+        Ok(ids)
+    }
+
+    /// Generates one completion per request, in request order. `on_text(i, delta)` is
+    /// called as text of request `i` becomes final (never text that a stop string
+    /// later removes).
+    pub fn generate(
+        &self,
+        requests: &[GenerationRequest],
+        on_text: &mut dyn FnMut(usize, &str),
+    ) -> Result<Vec<Completion>> {
+        let mut prompts = Vec::with_capacity(requests.len());
+        for (i, request) in requests.iter().enumerate() {
+            request
+                .params
+                .validate()
+                .map_err(|e| anyhow::anyhow!("request {i}: {e}"))?;
+            let ids = self.prompt_ids(&request.prompt).with_context(|| format!("request {i}"))?;
+            let context = self.model.config.max_position_embeddings;
+            if ids.len() >= context {
+                bail!(
+                    "request {i}: the prompt has {} tokens, the model's context window is {context}",
+                    ids.len()
+                );
+            }
+            prompts.push(ids);
+        }
+        // Similar lengths together waste less compute on padding.
+        let mut order: Vec<usize> = (0..requests.len()).collect();
+        order.sort_by_key(|&i| prompts[i].len());
+        let mut results: Vec<Option<Completion>> = vec![None; requests.len()];
+        for chunk in order.chunks(self.options.max_batch.max(1)) {
+            let batch: Vec<(usize, &[u32], &SamplingParams)> = chunk
+                .iter()
+                .map(|&i| (i, prompts[i].as_slice(), &requests[i].params))
+                .collect();
+            for (i, completion) in self.generate_batch(&batch, on_text)? {
+                results[i] = Some(completion);
+            }
+        }
+        Ok(results.into_iter().map(|c| c.expect("every request is generated")).collect())
+    }
+
+    fn generate_batch(
+        &self,
+        batch: &[(usize, &[u32], &SamplingParams)],
+        on_text: &mut dyn FnMut(usize, &str),
+    ) -> Result<Vec<(usize, Completion)>> {
+        let device = self.model.device().clone();
+        let context = self.model.config.max_position_embeddings;
+        let mut rows: Vec<Sequence> = batch
+            .iter()
+            .map(|(index, ids, params)| Sequence::new(*index, ids.len(), params, &self.tokenizer))
+            .collect();
+        let longest = batch.iter().map(|(_, ids, _)| ids.len()).max().unwrap_or(0);
+        let mut pads: Vec<usize> = batch.iter().map(|(_, ids, _)| longest - ids.len()).collect();
+        let mut input = Vec::with_capacity(batch.len() * longest);
+        let mut positions = Vec::with_capacity(batch.len() * longest);
+        for ((_, ids, _), pad) in batch.iter().zip(&pads) {
+            input.extend(std::iter::repeat_n(0u32, *pad).chain(ids.iter().copied()));
+            positions.extend((0..longest).map(|j| j.saturating_sub(*pad) as u32));
+        }
+        let mut cache = KvCache::new(self.model.config.num_hidden_layers);
+        let input = Tensor::from_vec(input, (batch.len(), longest), &device)?;
+        let positions = Tensor::from_vec(positions, (batch.len(), longest), &device)?;
+        let mask = padded_causal_mask(&pads, 0, longest, &device)?;
+        let mut logits = self
+            .model
+            .forward(&input, &positions, Some(&mask), Some(&mut cache), LogitsFor::LastPosition)?;
+
+        // `active[r]` is the index into `rows` of cache row `r`.
+        let mut active: Vec<usize> = (0..rows.len()).collect();
+        loop {
+            let step_logits: Vec<Vec<f32>> = logits.squeeze(1)?.to_vec2()?;
+            let mut next = Vec::with_capacity(active.len());
+            for (r, &row) in active.iter().enumerate() {
+                let seq = &mut rows[row];
+                let token = seq.sampler.sample(&step_logits[r]);
+                seq.push(token, &self.stop_ids, context, on_text)?;
+                next.push(token);
+            }
+            let finished = active.iter().filter(|&&row| rows[row].finish.is_some()).count();
+            if finished == active.len() {
+                break;
+            }
+            // Dropping rows copies the cache, so wait until it pays off.
+            let mut next = next;
+            if finished > 0 && finished * 4 >= active.len() {
+                let keep: Vec<u32> = (0..active.len() as u32)
+                    .filter(|&r| rows[active[r as usize]].finish.is_none())
+                    .collect();
+                cache.select_rows(&Tensor::new(keep.as_slice(), &device)?)?;
+                next = keep.iter().map(|&r| next[r as usize]).collect();
+                pads = keep.iter().map(|&r| pads[r as usize]).collect();
+                active = keep.iter().map(|&r| active[r as usize]).collect();
+            }
+            let past = cache.len();
+            let positions: Vec<u32> = pads.iter().map(|p| (past - p) as u32).collect();
+            let n = active.len();
+            let input = Tensor::from_vec(next, (n, 1), &device)?;
+            let positions = Tensor::from_vec(positions, (n, 1), &device)?;
+            let mask = if pads.iter().any(|&p| p > 0) {
+                Some(padded_causal_mask(&pads, past, 1, &device)?)
+            } else {
+                None
+            };
+            logits = self.model.forward(
+                &input,
+                &positions,
+                mask.as_ref(),
+                Some(&mut cache),
+                LogitsFor::LastPosition,
+            )?;
+        }
+        Ok(rows.into_iter().map(|seq| seq.into_completion(on_text)).collect())
+    }
+}
+
+/// Decoding state of one sequence.
+struct Sequence<'t> {
+    index: usize,
+    prompt_len: usize,
+    params: SamplingParams,
+    sampler: Sampler,
+    stream: TextStream<'t>,
+    ids: Vec<u32>,
+    text: String,
+    /// Bytes of `text` already handed to the caller.
+    emitted: usize,
+    finish: Option<FinishReason>,
+}
+
+impl<'t> Sequence<'t> {
+    fn new(index: usize, prompt_len: usize, params: &SamplingParams, tokenizer: &'t Tokenizer) -> Self {
+        Self {
+            index,
+            prompt_len,
+            params: params.clone(),
+            sampler: Sampler::new(params),
+            stream: tokenizer.decode_stream(),
+            ids: Vec::new(),
+            text: String::new(),
+            emitted: 0,
+            finish: None,
+        }
+    }
+
+    fn push(
+        &mut self,
+        token: u32,
+        stop_ids: &HashSet<u32>,
+        context: usize,
+        on_text: &mut dyn FnMut(usize, &str),
+    ) -> Result<()> {
+        if self.finish.is_some() {
+            return Ok(());
+        }
+        self.ids.push(token);
+        if stop_ids.contains(&token) && !self.params.ignore_eos {
+            self.finish = Some(FinishReason::Stop);
+            return Ok(());
+        }
+        if let Some(piece) = self.stream.step(token)? {
+            self.text.push_str(&piece);
+        }
+        if let Some(cut) = self.find_stop() {
+            self.text.truncate(cut);
+            self.finish = Some(FinishReason::Stop);
+        } else if self.ids.len() >= self.params.max_tokens || self.prompt_len + self.ids.len() >= context {
+            self.finish = Some(FinishReason::Length);
+        }
+        // Hold back a tail that could still become the start of a stop string.
+        let hold = if self.finish.is_some() {
+            0
+        } else {
+            self.params.stop.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(0)
+        };
+        let mut end = self.text.len().saturating_sub(hold).max(self.emitted);
+        while !self.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end > self.emitted {
+            on_text(self.index, &self.text[self.emitted..end]);
+            self.emitted = end;
+        }
+        Ok(())
+    }
+
+    /// Byte offset of the earliest stop string in the text, if any.
+    fn find_stop(&self) -> Option<usize> {
+        // Only the recent tail can contain a new match.
+        let longest = self.params.stop.iter().map(|s| s.len()).max()?;
+        let mut from = self.emitted.min(self.text.len().saturating_sub(longest + 8));
+        while !self.text.is_char_boundary(from) {
+            from -= 1;
+        }
+        self.params
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| self.text[from..].find(s.as_str()).map(|p| from + p))
+            .min()
+    }
+
+    fn into_completion(self, on_text: &mut dyn FnMut(usize, &str)) -> (usize, Completion) {
+        if self.text.len() > self.emitted {
+            on_text(self.index, &self.text[self.emitted..]);
+        }
+        (
+            self.index,
+            Completion {
+                text: self.text,
+                token_ids: self.ids,
+                prompt_tokens: self.prompt_len,
+                finish_reason: self.finish.unwrap_or(FinishReason::Length),
+            },
+        )
+    }
+}
+
+/// EOS ids declared in a Hugging Face directory's `generation_config.json`.
+fn generation_config_eos(dir: &Path) -> Result<Vec<u32>> {
+    let path = dir.join("generation_config.json");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(&path)?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("`{}` is not valid JSON", path.display()))?;
+    Ok(match json.get("eos_token_id") {
+        Some(serde_json::Value::Array(ids)) => ids.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
+        Some(v) => v.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
+        None => Vec::new(),
+    })
+}

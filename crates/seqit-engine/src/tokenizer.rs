@@ -1,0 +1,363 @@
+//! Tokenizers from a Hugging Face `tokenizer.json` or rebuilt from GGUF metadata.
+//!
+//! A GGUF file stores the vocabulary, merges and token types but not the pre-tokenizer;
+//! its `tokenizer.ggml.pre` name says which one llama.cpp uses. seqit rebuilds the
+//! equivalent `tokenizer.json` document, which is also what `seqit model convert` writes.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::quantized::gguf_file::Value;
+use seqit_model::gguf::GgufFile;
+use serde_json::{json, Value as Json};
+
+/// llama.cpp token types (`tokenizer.ggml.token_type`).
+const TOKEN_TYPE_CONTROL: i64 = 3;
+const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+
+const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// A text tokenizer plus the special tokens generation needs.
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// The `tokenizer.json` document the tokenizer was built from.
+    json: Json,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    /// Whether encoding a prompt should start with the BOS token.
+    pub add_bos: bool,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.inner.get_vocab_size(true))
+            .field("bos_token", &self.bos_token)
+            .field("eos_token", &self.eos_token)
+            .finish()
+    }
+}
+
+impl Tokenizer {
+    fn from_json(json: Json, bos: Option<String>, eos: Option<String>, add_bos: bool) -> Result<Self> {
+        let inner: tokenizers::Tokenizer = serde_json::from_value(json.clone())
+            .map_err(|e| anyhow!("invalid tokenizer definition: {e}"))?;
+        Ok(Self {
+            inner,
+            json,
+            bos_token: bos,
+            eos_token: eos,
+            add_bos,
+        })
+    }
+
+    /// Loads `tokenizer.json` (and special-token settings from `tokenizer_config.json`
+    /// when present) from a Hugging Face model directory.
+    pub fn from_hf_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read `{}`", path.display()))?;
+        let json: Json = serde_json::from_str(&text)
+            .with_context(|| format!("`{}` is not valid JSON", path.display()))?;
+        let config = read_tokenizer_config(dir)?;
+        let token_field = |key: &str| -> Option<String> {
+            match config.get(key)? {
+                Json::String(s) => Some(s.clone()),
+                Json::Object(o) => o.get("content").and_then(|c| c.as_str()).map(String::from),
+                _ => None,
+            }
+        };
+        let bos = token_field("bos_token");
+        let eos = token_field("eos_token");
+        let add_bos = config
+            .get("add_bos_token")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        Self::from_json(json, bos, eos, add_bos).with_context(|| format!("in `{}`", path.display()))
+    }
+
+    /// Rebuilds the tokenizer stored in a GGUF file's metadata.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let where_ = || format!("`{}`", file.path().display());
+        let tokens = string_array(file, "tokenizer.ggml.tokens")?
+            .with_context(|| format!("{} has no `tokenizer.ggml.tokens`", where_()))?;
+        let types = int_array(file, "tokenizer.ggml.token_type")?.unwrap_or_default();
+        let model = file.string("tokenizer.ggml.model").unwrap_or("gpt2");
+        let pre = file.string("tokenizer.ggml.pre").unwrap_or("default");
+        let special_id = |key: &str| file.uint(key).map(|v| v as usize);
+        let token_at = |id: Option<usize>| id.and_then(|i| tokens.get(i).cloned());
+        let bos = token_at(special_id("tokenizer.ggml.bos_token_id"));
+        let eos = token_at(special_id("tokenizer.ggml.eos_token_id"));
+
+        let added_tokens: Vec<Json> = tokens
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                matches!(types.get(*i), Some(&TOKEN_TYPE_CONTROL) | Some(&TOKEN_TYPE_USER_DEFINED))
+            })
+            .map(|(i, t)| {
+                json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                       "normalized": false, "special": types.get(i) == Some(&TOKEN_TYPE_CONTROL)})
+            })
+            .collect();
+        let vocab: serde_json::Map<String, Json> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), json!(i)))
+            .collect();
+
+        let (document, default_add_bos) = match model {
+            "gpt2" => {
+                let merges = string_array(file, "tokenizer.ggml.merges")?
+                    .with_context(|| format!("{} has a BPE tokenizer without `tokenizer.ggml.merges`", where_()))?;
+                let merges: Vec<Json> = merges
+                    .iter()
+                    .map(|m| {
+                        let (a, b) = m.split_once(' ').unwrap_or((m, ""));
+                        json!([a, b])
+                    })
+                    .collect();
+                let byte_level = |use_regex: bool| {
+                    json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
+                };
+                let split = |pattern: &str| {
+                    json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false})
+                };
+                let pre_tokenizer = match pre {
+                    "llama3" | "llama-bpe" | "llama-v3" => {
+                        json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_PATTERN), byte_level(false)]})
+                    }
+                    "qwen2" => {
+                        json!({"type": "Sequence", "pretokenizers": [split(QWEN2_PATTERN), byte_level(false)]})
+                    }
+                    "smollm" | "starcoder" | "refact" => json!({"type": "Sequence", "pretokenizers": [
+                        {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
+                    "gpt2" | "default" | "gpt-2" => byte_level(true),
+                    other => bail!(
+                        "{}: unsupported pre-tokenizer `{other}` (supported: default, gpt2, smollm, llama-bpe, qwen2)",
+                        where_()
+                    ),
+                };
+                let ignore_merges = matches!(pre, "llama3" | "llama-bpe" | "llama-v3");
+                let doc = json!({
+                    "version": "1.0", "truncation": null, "padding": null,
+                    "added_tokens": added_tokens,
+                    "normalizer": null,
+                    "pre_tokenizer": pre_tokenizer,
+                    "post_processor": null,
+                    "decoder": byte_level(true),
+                    "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                              "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                              "fuse_unk": false, "byte_fallback": false, "ignore_merges": ignore_merges,
+                              "vocab": vocab, "merges": merges}
+                });
+                (doc, false)
+            }
+            "llama" => {
+                let scores = float_array(file, "tokenizer.ggml.scores")?.unwrap_or_default();
+                let merges = merges_from_scores(&tokens, &scores, &types);
+                let unk = token_at(special_id("tokenizer.ggml.unknown_token_id"));
+                let doc = json!({
+                    "version": "1.0", "truncation": null, "padding": null,
+                    "added_tokens": added_tokens,
+                    "normalizer": {"type": "Sequence", "normalizers": [
+                        {"type": "Prepend", "prepend": "▁"},
+                        {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+                    "pre_tokenizer": null,
+                    "post_processor": null,
+                    "decoder": {"type": "Sequence", "decoders": [
+                        {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+                        {"type": "ByteFallback"}, {"type": "Fuse"},
+                        {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+                    "model": {"type": "BPE", "dropout": null, "unk_token": unk,
+                              "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                              "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                              "vocab": vocab, "merges": merges}
+                });
+                (doc, true)
+            }
+            other => bail!(
+                "{}: unsupported tokenizer model `{other}` (supported: gpt2-style BPE and llama SentencePiece)",
+                where_()
+            ),
+        };
+        let add_bos = match file.metadata().get("tokenizer.ggml.add_bos_token") {
+            Some(Value::Bool(b)) => *b,
+            _ => default_add_bos,
+        };
+        Self::from_json(document, bos, eos, add_bos).with_context(where_)
+    }
+
+    /// The `tokenizer.json` document.
+    pub fn to_json(&self) -> &Json {
+        &self.json
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// Encodes text as written, recognising special tokens but adding none.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| anyhow!("tokenization failed: {e}"))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Encodes a prompt, starting it with BOS when the model expects one and the text
+    /// does not already begin with it (chat templates often write it themselves).
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode(text)?;
+        if self.add_bos {
+            if let Some(bos) = self.bos_token.as_deref().and_then(|t| self.token_to_id(t)) {
+                if ids.first() != Some(&bos) {
+                    ids.insert(0, bos);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(|e| anyhow!("detokenization failed: {e}"))
+    }
+
+    /// A streaming decoder that yields text as soon as it forms whole characters.
+    pub fn decode_stream(&self) -> TextStream<'_> {
+        TextStream {
+            inner: self.inner.decode_stream(true),
+        }
+    }
+
+    /// Ids of all special (control) tokens.
+    pub fn special_ids(&self) -> HashSet<u32> {
+        self.inner
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
+type InnerDecodeStream<'a> = tokenizers::tokenizer::DecodeStream<
+    'a,
+    tokenizers::ModelWrapper,
+    tokenizers::NormalizerWrapper,
+    tokenizers::PreTokenizerWrapper,
+    tokenizers::PostProcessorWrapper,
+    tokenizers::DecoderWrapper,
+>;
+
+/// Incremental detokenizer (special tokens are skipped).
+pub struct TextStream<'a> {
+    inner: InnerDecodeStream<'a>,
+}
+
+impl TextStream<'_> {
+    pub fn step(&mut self, id: u32) -> Result<Option<String>> {
+        self.inner.step(id).map_err(|e| anyhow!("detokenization failed: {e}"))
+    }
+}
+
+pub(crate) fn read_tokenizer_config(dir: &Path) -> Result<Json> {
+    let path = dir.join("tokenizer_config.json");
+    if !path.exists() {
+        return Ok(json!({}));
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read `{}`", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("`{}` is not valid JSON", path.display()))
+}
+
+fn array<'a>(file: &'a GgufFile, key: &str) -> Result<Option<&'a Vec<Value>>> {
+    match file.metadata().get(key) {
+        None => Ok(None),
+        Some(Value::Array(items)) => Ok(Some(items)),
+        Some(_) => bail!("`{}`: metadata `{key}` is not an array", file.path().display()),
+    }
+}
+
+fn string_array(file: &GgufFile, key: &str) -> Result<Option<Vec<String>>> {
+    let Some(items) = array(file, key)? else { return Ok(None) };
+    items
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => Ok(s.clone()),
+            _ => bail!("`{}`: `{key}` holds a non-string", file.path().display()),
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+fn int_array(file: &GgufFile, key: &str) -> Result<Option<Vec<i64>>> {
+    let Some(items) = array(file, key)? else { return Ok(None) };
+    Ok(Some(
+        items
+            .iter()
+            .map(|v| match v {
+                Value::I32(x) => *x as i64,
+                Value::U32(x) => *x as i64,
+                Value::I64(x) => *x,
+                Value::U8(x) => *x as i64,
+                Value::I8(x) => *x as i64,
+                _ => 0,
+            })
+            .collect(),
+    ))
+}
+
+fn float_array(file: &GgufFile, key: &str) -> Result<Option<Vec<f32>>> {
+    let Some(items) = array(file, key)? else { return Ok(None) };
+    Ok(Some(
+        items
+            .iter()
+            .map(|v| match v {
+                Value::F32(x) => *x,
+                Value::F64(x) => *x as f32,
+                _ => 0.0,
+            })
+            .collect(),
+    ))
+}
+
+/// SentencePiece vocabularies in GGUF carry scores instead of merges. Every normal token
+/// that splits into two vocabulary tokens yields a merge, ranked by the merged token's
+/// score (higher merges first), which is how SentencePiece's BPE picks pairs.
+fn merges_from_scores(tokens: &[String], scores: &[f32], types: &[i64]) -> Vec<Json> {
+    let index: std::collections::HashMap<&str, usize> =
+        tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
+    let mut merges: Vec<(f32, usize, usize, usize)> = Vec::new();
+    for (id, token) in tokens.iter().enumerate() {
+        if types.get(id).is_some_and(|t| *t != 1) {
+            continue; // only normal tokens are built by merges
+        }
+        let score = scores.get(id).copied().unwrap_or(0.0);
+        for (split, _) in token.char_indices().skip(1) {
+            let (a, b) = token.split_at(split);
+            if let (Some(&ia), Some(&ib)) = (index.get(a), index.get(b)) {
+                merges.push((score, id, ia, ib));
+            }
+        }
+    }
+    merges.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.2.cmp(&y.2)).then(x.3.cmp(&y.3)));
+    merges
+        .into_iter()
+        .map(|(_, _, a, b)| json!([tokens[a], tokens[b]]))
+        .collect()
+}
