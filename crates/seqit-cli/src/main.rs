@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    configure_process();
     let cli = cli::Cli::parse();
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -16,6 +17,21 @@ fn main() -> ExitCode {
             eprintln!("{}", render_error(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Process-wide settings, made before any thread starts.
+fn configure_process() {
+    // Errors are reported as messages; a captured library backtrace (candle attaches
+    // one when RUST_BACKTRACE is set) would bury them.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+    // candle asks for its thread count on every matmul and, without this variable,
+    // answers by parsing /proc/cpuinfo each time.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
 }
 

@@ -21,7 +21,8 @@ pub enum LinearWeight {
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: LinearWeight,
-    matmul: Option<QMatMul>,
+    /// The quantized matrix as multiplied (possibly zero-padded) and its matmul.
+    quantized: Option<(Arc<QTensor>, QMatMul)>,
     /// Inner dimension of `matmul`, larger than `in_features` when zero-padded.
     padded_in: usize,
     bias: Option<Tensor>,
@@ -29,17 +30,17 @@ pub struct Linear {
 
 impl Linear {
     pub fn new(weight: LinearWeight, bias: Option<Tensor>) -> Result<Self> {
-        let (matmul, padded_in) = match &weight {
+        let (quantized, padded_in) = match &weight {
             LinearWeight::Dense(w) => (None, w.dim(1)?),
             LinearWeight::Quantized(q) => {
                 let q = pad_for_repacked_kernels(q)?;
                 let k = q.shape().dims()[1];
-                (Some(QMatMul::from_arc(q)?), k)
+                (Some((q.clone(), QMatMul::from_arc(q)?)), k)
             }
         };
         Ok(Self {
             weight,
-            matmul,
+            quantized,
             padded_in,
             bias,
         })
@@ -55,15 +56,8 @@ impl Linear {
 
     /// `x @ W^T + b` for `x` of shape `[..., in_features]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match (&self.weight, &self.matmul) {
-            (_, Some(q)) => {
-                let k = x.dim(D::Minus1)?;
-                if k < self.padded_in {
-                    q.forward(&x.pad_with_zeros(D::Minus1, 0, self.padded_in - k)?)?
-                } else {
-                    q.forward(x)?
-                }
-            }
+        let y = match (&self.weight, &self.quantized) {
+            (_, Some((_, q))) => q.forward(&self.pad_input(x)?)?,
             (LinearWeight::Dense(w), None) => match x.dims() {
                 [b, t, k] => x
                     .reshape((b * t, *k))?
@@ -73,10 +67,51 @@ impl Linear {
             },
             (LinearWeight::Quantized(_), None) => unreachable!("quantized weights get a QMatMul"),
         };
+        self.add_bias(y)
+    }
+
+    fn add_bias(&self, y: Tensor) -> Result<Tensor> {
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
+    }
+
+    fn pad_input(&self, x: &Tensor) -> Result<Tensor> {
+        let k = x.dim(D::Minus1)?;
+        if k < self.padded_in {
+            x.pad_with_zeros(D::Minus1, 0, self.padded_in - k)
+        } else {
+            Ok(x.clone())
+        }
+    }
+
+    /// Applies several projections to the same input (q/k/v, gate/up). Quantized
+    /// weights then share one padding and one quantization of `x` and one parallel
+    /// region, instead of one each.
+    pub fn forward_shared<const N: usize>(linears: [&Linear; N], x: &Tensor) -> Result<[Tensor; N]> {
+        let first = linears[0];
+        let fusable = linears.iter().all(|l| l.quantized.is_some() && l.padded_in == first.padded_in);
+        if fusable {
+            let x = first.pad_input(x)?.contiguous()?;
+            let weights: Vec<&QTensor> = linears
+                .iter()
+                .map(|l| l.quantized.as_ref().map(|(q, _)| q.as_ref()).expect("checked"))
+                .collect();
+            if let Some(outputs) = QTensor::gemv_fused_shared_lhs(&weights, &x)? {
+                let mut outputs = outputs.into_iter();
+                let mut results = Vec::with_capacity(N);
+                for linear in linears {
+                    results.push(linear.add_bias(outputs.next().expect("one output per weight"))?);
+                }
+                return Ok(results.try_into().expect("N results"));
+            }
+        }
+        let mut results = Vec::with_capacity(N);
+        for linear in linears {
+            results.push(linear.forward(x)?);
+        }
+        Ok(results.try_into().expect("N results"))
     }
 }
 

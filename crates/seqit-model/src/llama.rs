@@ -196,8 +196,8 @@ impl Llama {
         let x = (x + h)?;
         let h = block.post_attention_layernorm.forward(&x, self.kernels)?;
         let mlp = &block.mlp;
-        let gate = mlp.gate_proj.forward(&h)?.silu()?;
-        let h = mlp.down_proj.forward(&(gate * mlp.up_proj.forward(&h)?)?)?;
+        let [gate, up] = Linear::forward_shared([&mlp.gate_proj, &mlp.up_proj], &h)?;
+        let h = mlp.down_proj.forward(&(gate.silu()? * up)?)?;
         Ok((x + h)?)
     }
 
@@ -212,16 +212,16 @@ impl Llama {
         let cfg = &self.config;
         let (batch, t, _) = x.dims3()?;
         let (n_heads, n_kv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
-        let heads = |proj: &Linear, n: usize| -> Result<Tensor> {
-            Ok(proj
-                .forward(x)?
+        let [q, k, v] = Linear::forward_shared([&attn.q_proj, &attn.k_proj, &attn.v_proj], x)?;
+        let heads = |projected: Tensor, n: usize| -> Result<Tensor> {
+            Ok(projected
                 .reshape((batch, t, n, d))?
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = self.rope(&heads(&attn.q_proj, n_heads)?, angles)?;
-        let k = self.rope(&heads(&attn.k_proj, n_kv)?, angles)?;
-        let v = heads(&attn.v_proj, n_kv)?;
+        let q = self.rope(&heads(q, n_heads)?, angles)?;
+        let k = self.rope(&heads(k, n_kv)?, angles)?;
+        let v = heads(v, n_kv)?;
         let (k, v) = match cache {
             Some((layer, cache)) => cache.append(layer, &k, &v)?,
             None => (k, v),
