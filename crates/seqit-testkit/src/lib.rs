@@ -1,1 +1,22 @@
-//! placeholder
+//! Test support for seqit (never part of the CLI): tiny random-weight Llama models that
+//! tests build on the fly, in Hugging Face and GGUF layout, with a byte-level tokenizer
+//! and a ChatML template, so engine, server and trainer tests run in milliseconds on
+//! real files.
+
+mod tiny_model;
+
+pub use tiny_model::{set_tensor_type, TinyModel, TinyModelSpec};
+
+use std::path::PathBuf;
+
+/// The packaged default model, or `None` when the assets are not installed.
+pub fn default_model_path() -> Option<PathBuf> {
+    seqit_engine::resolve_model(None).ok()
+}
+
+/// Path of a file under the repository's `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+}
