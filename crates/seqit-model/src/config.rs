@@ -211,9 +211,8 @@ impl HfConfig {
             .cloned()
             .or(self.model_type.clone())
             .unwrap_or_default();
-        let architecture = Architecture::parse(&arch_name)
-            .or_else(|| self.model_type.as_deref().and_then(Architecture::parse))
-            .with_context(|| {
+        // `architectures[0]` names the class; `model_type` only when the list is absent.
+        let architecture = Architecture::parse(&arch_name).with_context(|| {
                 format!(
                     "unsupported architecture `{arch_name}`: seqit runs Llama, Mistral and Qwen2 models"
                 )

@@ -264,3 +264,21 @@ pub fn set_tensor_type(path: &Path, gguf_name: &str, type_id: u32) -> Result<()>
     std::fs::write(path, bytes)?;
     Ok(())
 }
+
+/// Copies a GGUF file with one metadata value replaced (to make files that are valid
+/// GGUF but describe something seqit must refuse).
+pub fn rewrite_gguf_metadata(src: &Path, dst: &Path, key: &str, value: Value) -> Result<()> {
+    let mut reader = std::io::BufReader::new(std::fs::File::open(src)?);
+    let content = gguf_file::Content::read(&mut reader)?;
+    let mut metadata: Vec<(String, Value)> = content.metadata.clone().into_iter().collect();
+    metadata.retain(|(k, _)| k != key);
+    metadata.push((key.to_string(), value));
+    let mut tensors = Vec::new();
+    for name in content.tensor_infos.keys() {
+        tensors.push((name.clone(), content.tensor(&mut reader, name, &Device::Cpu)?));
+    }
+    let metadata_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut std::fs::File::create(dst)?, &metadata_refs, &tensor_refs)?;
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! `seqit generate` and `seqit model convert` run as real processes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use seqit_testkit::{GgmlDType, TinyModel, TinyModelSpec};
+use serde_json::Value;
+
+fn seqit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_seqit"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("seqit runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn default_model_answers_a_prompt() {
+    let out = seqit(&["generate", "--prompt", "What is the capital of France?", "--max-tokens", "24"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Paris"), "{}", stdout(&out));
+}
+
+#[test]
+fn batch_file_keeps_ids_and_order_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = TinyModel::new(&TinyModelSpec::default()).unwrap().write_hf_dir(&dir.path().join("m")).unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        [
+            r#"{"id": "a", "prompt": "the cat"}"#,
+            r#"{"id": 7, "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]}"#,
+            "",
+            r#"{"prompt": "no id here"}"#,
+            r#"{"id": "z", "prompt": "last one"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let output = dir.path().join("out.jsonl");
+    let model = hf.to_str().unwrap();
+    let args = ["generate", "--model", model, "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap(), "--max-tokens", "8", "--batch-size", "2"];
+    let run = seqit(&args);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let records = read_jsonl(&output);
+    let ids: Vec<String> = records.iter().map(|r| r["id"].to_string()).collect();
+    assert_eq!(ids, ["\"a\"", "7", "2", "\"z\""]);
+    for r in &records {
+        assert!(r["completion_tokens"].as_u64().unwrap() <= 8);
+        assert!(r["prompt_tokens"].as_u64().unwrap() > 0);
+    }
+
+    // An interrupted run left two finished records and a torn line: only the rest is
+    // generated, and the finished records are kept as they were.
+    let partial = dir.path().join("out.jsonl.partial");
+    std::fs::remove_file(&output).unwrap();
+    std::fs::write(
+        &partial,
+        "{\"id\":\"a\",\"output\":\"KEPT\",\"finish_reason\":\"stop\",\"prompt_tokens\":1,\"completion_tokens\":1}\n\
+         {\"id\":7,\"output\":\"KEPT TOO\",\"finish_reason\":\"stop\",\"prompt_tokens\":1,\"completion_tokens\":1}\n{\"id\":2,\"out",
+    )
+    .unwrap();
+    let resumed = seqit(&args);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(stderr(&resumed).contains("2 of 4 records already generated"), "{}", stderr(&resumed));
+    let again = read_jsonl(&output);
+    assert_eq!(again.len(), 4);
+    assert_eq!(again[0]["output"], "KEPT");
+    assert_eq!(again[1]["output"], "KEPT TOO");
+    assert_eq!(again[2], records[2]);
+    assert_eq!(again[3], records[3]);
+    assert!(!partial.exists());
+}
+
+#[test]
+fn convert_writes_a_directory_that_generates_like_the_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = TinyModel::new(&TinyModelSpec::default()).unwrap().write_gguf(&dir.path().join("m.gguf"), GgmlDType::Q8_0).unwrap();
+    let out = dir.path().join("hf");
+    let convert = seqit(&["model", "convert", "--model", gguf.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+    assert!(convert.status.success(), "{}", stderr(&convert));
+    let gen = |model: &str, weights: &str| {
+        let o = seqit(&["generate", "--model", model, "--weights", weights, "--prompt", "the", "--max-tokens", "12", "--ignore-eos"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    assert_eq!(gen(gguf.to_str().unwrap(), "f32"), gen(out.to_str().unwrap(), "fast"));
+}
