@@ -361,3 +361,60 @@ fn merges_from_scores(tokens: &[String], scores: &[f32], types: &[i64]) -> Vec<J
         .map(|(_, _, a, b)| json!([tokens[a], tokens[b]]))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::gguf_file;
+
+    /// A SentencePiece-style vocabulary as llama.cpp stores it (scores, byte tokens).
+    fn write_spm_gguf(path: &Path) -> Vec<String> {
+        let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+        let mut types = vec![2i32, 3, 3];
+        for b in 0..=255u8 {
+            tokens.push(format!("<0x{b:02X}>"));
+            types.push(6);
+        }
+        let pieces = [
+            "▁", "h", "e", "l", "o", "w", "r", "d", "▁h", "ll", "▁he", "llo", "▁hello", "▁w", "or", "▁wor", "ld",
+            "▁world",
+        ];
+        for p in pieces {
+            tokens.push(p.to_string());
+            types.push(1);
+        }
+        // Longer pieces score higher, so they are merged first.
+        let scores: Vec<Value> = tokens.iter().map(|t| Value::F32(t.chars().count() as f32)).collect();
+        let metadata = vec![
+            ("tokenizer.ggml.model", Value::String("llama".into())),
+            ("tokenizer.ggml.tokens", Value::Array(tokens.iter().map(|t| Value::String(t.clone())).collect())),
+            ("tokenizer.ggml.token_type", Value::Array(types.into_iter().map(Value::I32).collect())),
+            ("tokenizer.ggml.scores", Value::Array(scores)),
+            ("tokenizer.ggml.bos_token_id", Value::U32(1)),
+            ("tokenizer.ggml.eos_token_id", Value::U32(2)),
+            ("tokenizer.ggml.unknown_token_id", Value::U32(0)),
+        ];
+        let refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+        gguf_file::write(&mut std::fs::File::create(path).unwrap(), &refs, &[]).unwrap();
+        tokens
+    }
+
+    #[test]
+    fn sentencepiece_vocabulary_from_gguf() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spm.gguf");
+        let tokens = write_spm_gguf(&path);
+        let tokenizer = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+        let id = |t: &str| tokens.iter().position(|x| x == t).unwrap() as u32;
+
+        assert_eq!(tokenizer.encode("hello world").unwrap(), vec![id("▁hello"), id("▁world")]);
+        // Characters outside the vocabulary fall back to their UTF-8 bytes.
+        let ids = tokenizer.encode("hi!").unwrap();
+        assert_eq!(ids, vec![id("▁h"), id("<0x69>"), id("<0x21>")]);
+        assert_eq!(tokenizer.decode(&ids, true).unwrap(), "hi!");
+        assert_eq!(tokenizer.decode(&tokenizer.encode("héllo").unwrap(), true).unwrap(), "héllo");
+        // SentencePiece models start prompts with BOS.
+        assert!(tokenizer.add_bos);
+        assert_eq!(tokenizer.encode_prompt("hello").unwrap(), vec![1, id("▁hello")]);
+    }
+}

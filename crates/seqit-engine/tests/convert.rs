@@ -49,4 +49,23 @@ fn converted_default_model_generates_the_same_tokens_as_the_gguf() {
         assert_eq!(a.prompt_tokens, b.prompt_tokens);
     }
     assert!(from_hf[0].text.contains("Paris"), "{:?}", from_hf[0].text);
+
+    // transformers, given the same directory (fixture made by
+    // scripts/fixtures/make_transformers_golden.py), renders, tokenizes and generates alike.
+    let engine = Engine::load(dir.path(), EngineOptions::default()).unwrap();
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(seqit_testkit::fixture("smollm2_transformers_golden.json")).unwrap())
+            .unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<u32> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+    for case in golden["cases"].as_array().unwrap() {
+        let prompt = Prompt::Chat(vec![ChatMessage::user(case["prompt"].as_str().unwrap())]);
+        assert_eq!(engine.render(&prompt).unwrap(), case["rendered"].as_str().unwrap());
+        assert_eq!(engine.prompt_ids(&prompt).unwrap(), ids(&case["prompt_ids"]));
+        let reply = engine
+            .generate(&[GenerationRequest { prompt, params: SamplingParams::greedy(32) }], &mut |_, _| {})
+            .unwrap()
+            .remove(0);
+        assert_eq!(reply.token_ids, ids(&case["greedy_ids"]), "{:?}", case["prompt"]);
+        assert_eq!(reply.text, case["greedy_text"].as_str().unwrap());
+    }
 }
