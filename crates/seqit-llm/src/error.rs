@@ -1,0 +1,114 @@
+//! Errors of the LLM layer, each saying which request step failed and whether another
+//! attempt can help.
+
+use std::time::Duration;
+
+/// Why a request failed. Messages never contain the API key.
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    /// The server answered with an error status.
+    #[error("`{url}` answered HTTP {status}: {message}")]
+    Status {
+        url: String,
+        status: u16,
+        message: String,
+        /// Wait asked for by `Retry-After` (or `retry-after-ms`).
+        retry_after: Option<Duration>,
+    },
+    /// No complete answer arrived within the per-request timeout.
+    #[error("`{url}` did not answer within {}s", .timeout.as_secs_f64())]
+    Timeout { url: String, timeout: Duration },
+    /// The connection could not be made or broke before the response head.
+    #[error("cannot reach `{url}`: {message}")]
+    Connect { url: String, message: String },
+    /// The response body was cut off.
+    #[error("the response from `{url}` was cut off: {message}")]
+    Truncated { url: String, message: String },
+    /// The response body is not the JSON of a completion.
+    #[error("the response from `{url}` is not a valid completion: {message}")]
+    Malformed { url: String, message: String },
+    /// The answer has no choices.
+    #[error("the response from `{url}` has no choices")]
+    EmptyChoices { url: String },
+    /// The server refused a request with `n > 1`; the caller asks sample by sample.
+    #[error("`{url}` does not accept `n` > 1")]
+    MultiSampleUnsupported { url: String },
+    /// Every allowed attempt failed.
+    #[error("gave up after {attempts} attempts")]
+    RetriesExhausted {
+        attempts: u32,
+        #[source]
+        last: Box<LlmError>,
+    },
+    /// The request cannot succeed as asked (bad parameters, unknown model, no access).
+    #[error("{0}")]
+    Invalid(String),
+    /// The local engine failed.
+    #[error("local engine: {0}")]
+    Local(String),
+    /// The request cache failed.
+    #[error("request cache: {0}")]
+    Cache(String),
+}
+
+impl LlmError {
+    /// Whether another attempt of the same request can succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            LlmError::Status { status, .. } => is_retryable_status(*status),
+            LlmError::Timeout { .. }
+            | LlmError::Connect { .. }
+            | LlmError::Truncated { .. }
+            | LlmError::Malformed { .. }
+            | LlmError::EmptyChoices { .. } => true,
+            LlmError::MultiSampleUnsupported { .. }
+            | LlmError::RetriesExhausted { .. }
+            | LlmError::Invalid(_)
+            | LlmError::Local(_)
+            | LlmError::Cache(_) => false,
+        }
+    }
+
+    /// The wait the server asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LlmError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Short machine-readable name of the failure, for logs and error files.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LlmError::Status { status: 429, .. } => "rate_limited",
+            LlmError::Status { .. } => "http_status",
+            LlmError::Timeout { .. } => "timeout",
+            LlmError::Connect { .. } => "connect",
+            LlmError::Truncated { .. } => "truncated",
+            LlmError::Malformed { .. } => "malformed",
+            LlmError::EmptyChoices { .. } => "empty_choices",
+            LlmError::MultiSampleUnsupported { .. } => "multi_sample_unsupported",
+            LlmError::RetriesExhausted { last, .. } => last.kind(),
+            LlmError::Invalid(_) => "invalid",
+            LlmError::Local(_) => "local",
+            LlmError::Cache(_) => "cache",
+        }
+    }
+
+    /// The message with its causes, on one line.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+}
+
+/// 408, 409, 425, 429 and every 5xx are worth another attempt; other statuses are not.
+pub fn is_retryable_status(status: u16) -> bool {
+    matches!(status, 408 | 409 | 425 | 429) || status >= 500
+}

@@ -1,0 +1,49 @@
+//! seqit's LLM interface: one async trait, two backends, and what every long job
+//! against a model needs around them.
+//!
+//! * [`Llm`] — answers an [`LlmRequest`] (a chat or text prompt, [`SamplingParams`],
+//!   `n` numbered samples) with an [`LlmResponse`].
+//! * [`LocalBackend`] — the in-process engine on a dedicated thread; concurrent calls
+//!   are batched together.
+//! * [`RemoteBackend`] — any OpenAI-compatible endpoint: bounded concurrency,
+//!   requests- and tokens-per-minute limits, retries with backoff honouring
+//!   `Retry-After`, per-request timeouts, a retry cap, `n > 1` capability probing.
+//! * [`Cache`] — the persistent request cache (SQLite, WAL): answers are committed as
+//!   they arrive, so a killed run re-asks nothing.
+//! * [`Ledger`] — tokens and cost per model; [`Estimate`] for dry runs.
+//! * [`Client`] — a backend behind the cache and the ledger: what callers use.
+//! * [`batch`] — OpenAI Batch API request files and results import.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), seqit_llm::LlmError> {
+//! use std::sync::Arc;
+//! use seqit_core::{ChatMessage, Prompt, SamplingParams};
+//! use seqit_llm::{Cache, Client, LlmRequest, RemoteBackend, RemoteConfig};
+//!
+//! let backend = RemoteBackend::new(RemoteConfig::new("http://localhost:8000/v1", "my-model"))?;
+//! let cache = Arc::new(Cache::open("run/cache.sqlite".as_ref())?);
+//! let client = Client::new(Arc::new(backend)).with_cache(cache);
+//! let request = LlmRequest::new(Prompt::Chat(vec![ChatMessage::user("Hi!")]), SamplingParams::greedy(64));
+//! let answer = client.generate(&request).await?;
+//! println!("{}", answer.samples[0].text);
+//! eprintln!("{}", client.ledger().summary());
+//! # Ok(()) }
+//! ```
+
+pub mod batch;
+mod cache;
+mod client;
+mod error;
+mod ledger;
+mod local;
+pub mod remote;
+mod types;
+
+pub use cache::{Cache, CacheKey, CachedAnswer};
+pub use client::Client;
+pub use error::{is_retryable_status, LlmError};
+pub use ledger::{thousands, Estimate, Ledger, ModelTally, Price, PriceTable};
+pub use local::LocalBackend;
+pub use remote::{ApiKey, MultiSampleMode, RemoteBackend, RemoteConfig, DEFAULT_API_KEY_ENV};
+pub use seqit_core::SamplingParams;
+pub use types::{EndpointKind, Llm, LlmRequest, LlmResponse, MultiSample, Sample, Usage};
