@@ -217,6 +217,16 @@ impl Tokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// Encodes text like [`Tokenizer::encode`] and returns, per token, the range of
+    /// characters (not bytes) of `text` it came from.
+    pub fn encode_with_char_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+        let encoding = self
+            .inner
+            .encode_char_offsets(text, false)
+            .map_err(|e| anyhow!("tokenization failed: {e}"))?;
+        Ok((encoding.get_ids().to_vec(), encoding.get_offsets().to_vec()))
+    }
+
     /// Encodes a prompt, starting it with BOS when the model expects one and the text
     /// does not already begin with it (chat templates often write it themselves).
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {

@@ -1,0 +1,10 @@
+//! Sequential instruction tuning: turning conversations into trainable token sequences.
+//!
+//! * [`ChatFormat`] — the model's own chat template or one of the project's formats
+//!   (`prompts/templates/`: Tulu, as in the SIT paper, and ChatML).
+//! * [`tokenize_example`] — renders a conversation and marks which tokens carry loss:
+//!   exactly the assistant turns, including their end-of-turn token.
+
+mod tokenize;
+
+pub use tokenize::{tokenize_example, ChatFormat, TokenizedExample};

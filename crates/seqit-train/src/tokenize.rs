@@ -1,0 +1,114 @@
+//! Conversations to token ids and loss masks.
+//!
+//! Masks come from character spans of the rendered text, not from token patterns: an
+//! assistant turn starts where the conversation before it, rendered with the generation
+//! prompt, ends, and stops after its end-of-turn marker. Each token is trained when its
+//! first character lies inside such a span. This works for any prefix-stable template
+//! (every chat template seqit has met) and keeps the end-of-turn token trained, so the
+//! model learns to stop.
+
+use anyhow::{bail, Context, Result};
+use seqit_core::{ChatMessage, Role};
+use seqit_engine::{ChatTemplate, Tokenizer};
+
+const TULU_TEMPLATE: &str = include_str!("../../../prompts/templates/tulu.jinja");
+const CHATML_TEMPLATE: &str = include_str!("../../../prompts/templates/chatml.jinja");
+
+/// Markers that close a turn in common formats, besides the tokenizer's EOS.
+const END_OF_TURN_MARKERS: [&str; 3] = ["<|im_end|>", "<|eot_id|>", "<|end|>"];
+
+/// Which chat format renders training examples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatFormat {
+    /// The model's own chat template.
+    Model,
+    /// The Tulu format of the SIT paper.
+    Tulu,
+    ChatMl,
+    /// A Jinja template given as text.
+    Custom(String),
+}
+
+impl ChatFormat {
+    /// The template for `tokenizer`, given the model's own template if it has one.
+    pub fn template(&self, tokenizer: &Tokenizer, model_template: Option<&ChatTemplate>) -> Result<ChatTemplate> {
+        let source = match self {
+            ChatFormat::Model => {
+                return model_template
+                    .map(|t| ChatTemplate::new(t.source(), tokenizer.bos_token.as_deref(), tokenizer.eos_token.as_deref()))
+                    .context("the model has no chat template; choose `--template tulu` or `chatml`")?;
+            }
+            ChatFormat::Tulu => TULU_TEMPLATE,
+            ChatFormat::ChatMl => CHATML_TEMPLATE,
+            ChatFormat::Custom(source) => source,
+        };
+        ChatTemplate::new(source, tokenizer.bos_token.as_deref(), tokenizer.eos_token.as_deref())
+    }
+}
+
+/// Token ids and, per token, whether it carries loss.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenizedExample {
+    pub input_ids: Vec<u32>,
+    pub trained: Vec<bool>,
+}
+
+impl TokenizedExample {
+    pub fn trained_tokens(&self) -> usize {
+        self.trained.iter().filter(|t| **t).count()
+    }
+}
+
+/// Renders `messages` with `template` and marks the assistant tokens.
+pub fn tokenize_example(
+    tokenizer: &Tokenizer,
+    template: &ChatTemplate,
+    messages: &[ChatMessage],
+) -> Result<TokenizedExample> {
+    if !messages.iter().any(|m| m.role == Role::Assistant) {
+        bail!("the conversation has no assistant turn to train on");
+    }
+    let text = template.render(messages, false)?;
+    let spans = assistant_spans(tokenizer, template, messages, &text)?;
+    let (input_ids, offsets) = tokenizer.encode_with_char_offsets(&text)?;
+    let trained = offsets
+        .iter()
+        .map(|(start, _)| spans.iter().any(|(s, e)| s <= start && start < e))
+        .collect();
+    Ok(TokenizedExample { input_ids, trained })
+}
+
+/// Character spans `[start, end)` of the assistant turns in `text`.
+fn assistant_spans(
+    tokenizer: &Tokenizer,
+    template: &ChatTemplate,
+    messages: &[ChatMessage],
+    text: &str,
+) -> Result<Vec<(usize, usize)>> {
+    let chars = |s: &str| s.chars().count();
+    let markers: Vec<&str> = END_OF_TURN_MARKERS
+        .iter()
+        .copied()
+        .chain(tokenizer.eos_token.as_deref())
+        .collect();
+    let mut spans = Vec::new();
+    for (i, message) in messages.iter().enumerate() {
+        if message.role != Role::Assistant {
+            continue;
+        }
+        let before = template.render(&messages[..i], true)?;
+        let through = template.render(&messages[..=i], false)?;
+        if !text.starts_with(&before) || !text.starts_with(&through) {
+            bail!("the chat template renders turn {i} differently depending on what follows; seqit cannot locate the assistant's reply in it");
+        }
+        let start = before.len();
+        let turn_end = through.len();
+        let end = markers
+            .iter()
+            .filter_map(|m| text[start..turn_end].find(m).map(|p| start + p + m.len()))
+            .min()
+            .unwrap_or(turn_end);
+        spans.push((chars(&text[..start]), chars(&text[..end])));
+    }
+    Ok(spans)
+}
