@@ -5,6 +5,12 @@
 //! * [`tokenize_example`] — renders a conversation and marks which tokens carry loss:
 //!   exactly the assistant turns, including their end-of-turn token.
 
+mod batch;
+mod loss;
+mod optim;
 mod tokenize;
 
+pub use batch::{build_batch, pack, Batch};
+pub use loss::masked_cross_entropy;
+pub use optim::{AdamW, AdamWConfig, Moments};
 pub use tokenize::{tokenize_example, ChatFormat, TokenizedExample};
