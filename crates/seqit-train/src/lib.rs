@@ -9,8 +9,10 @@ mod batch;
 mod loss;
 mod optim;
 mod tokenize;
+mod trainable;
 
 pub use batch::{build_batch, pack, Batch};
 pub use loss::masked_cross_entropy;
 pub use optim::{AdamW, AdamWConfig, Moments};
+pub use trainable::{full_finetuning, TrainableModel};
 pub use tokenize::{tokenize_example, ChatFormat, TokenizedExample};
