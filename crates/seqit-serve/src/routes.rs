@@ -1,0 +1,337 @@
+//! Route paths and their handlers. Handlers read typed fields from the body, check them,
+//! hand the sequences to the scheduler and shape its answer; every failure is an
+//! [`ApiError`].
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, Method, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use seqit_core::{Completion, Prompt};
+use seqit_engine::GenerationRequest;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::scheduler::Event;
+use crate::stream::{self, Kind, StreamMeta};
+use crate::wire::{
+    fields, AssistantMessage, ChatChoice, ChatCompletion, ChatFields, CommonFields,
+    CompletionFields, JsonBody, ModelCard, ModelList, Sampling, TextChoice, TextCompletion,
+    MAX_SEQUENCES_PER_REQUEST,
+};
+use crate::AppState;
+
+/// Liveness probe; never needs the API key.
+pub const HEALTH: &str = "/health";
+/// The served model, as a list.
+pub const MODELS: &str = "/v1/models";
+/// One model by id.
+pub const MODEL: &str = "/v1/models/{model}";
+/// Chat completions (messages rendered with the model's chat template).
+pub const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
+/// Text completions (raw prompts).
+pub const COMPLETIONS: &str = "/v1/completions";
+
+pub(crate) fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route(MODELS, get(list_models))
+        .route(MODEL, get(get_model))
+        .route(CHAT_COMPLETIONS, post(chat_completions))
+        .route(COMPLETIONS, post(completions))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
+    Router::new()
+        .route(HEALTH, get(health))
+        .merge(api)
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn route_not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::RouteNotFound {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}
+
+/// Refuses requests without the configured `Authorization: Bearer <key>`.
+async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(key) = &state.config.api_key {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        if !given.is_some_and(|token| same_secret(token.as_bytes(), key.as_bytes())) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal how
+/// much of a guessed key was right.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn list_models(State(state): State<AppState>) -> Response {
+    let list = ModelList {
+        object: "list",
+        data: vec![model_card(&state)],
+    };
+    Json(list).into_response()
+}
+
+async fn get_model(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Response, ApiError> {
+    if model != state.config.model_name {
+        return Err(ApiError::ModelNotFound { model });
+    }
+    Ok(Json(model_card(&state)).into_response())
+}
+
+fn model_card(state: &AppState) -> ModelCard<'_> {
+    ModelCard {
+        id: &state.config.model_name,
+        object: "model",
+        created: state.started,
+        owned_by: "seqit",
+        max_model_len: state.context,
+    }
+}
+
+async fn chat_completions(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let common: CommonFields = fields(&body)?;
+    state.check_model(common.model.as_deref())?;
+    let chat: ChatFields = fields(&body)?;
+    let sampling = common.sampling(state.config.default_max_tokens, random_u64())?;
+    let prompts = vec![Prompt::Chat(chat.messages()?)];
+    let meta = StreamMeta {
+        kind: Kind::Chat,
+        id: format!("chatcmpl-{:016x}", random_u64()),
+        created: unix_now(),
+        model: state.config.model_name.clone(),
+        choices: sampling.n,
+        n: sampling.n,
+        include_usage: sampling.include_usage,
+    };
+    let completions = match generate(&state, prompts, &sampling, &meta, "messages").await? {
+        Generated::Stream(response) => return Ok(response),
+        Generated::Done(completions) => completions,
+    };
+    let response = ChatCompletion {
+        id: &meta.id,
+        object: "chat.completion",
+        created: meta.created,
+        model: &meta.model,
+        choices: completions
+            .iter()
+            .enumerate()
+            .map(|(index, c)| ChatChoice {
+                index,
+                message: AssistantMessage {
+                    role: "assistant",
+                    content: &c.text,
+                },
+                logprobs: None,
+                finish_reason: c.finish_reason,
+            })
+            .collect(),
+        usage: stream::usage(&completions, sampling.n),
+    };
+    Ok(Json(response).into_response())
+}
+
+async fn completions(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let common: CommonFields = fields(&body)?;
+    state.check_model(common.model.as_deref())?;
+    let text: CompletionFields = fields(&body)?;
+    let sampling = common.sampling(state.config.default_max_tokens, random_u64())?;
+    let prompts: Vec<Prompt> = text.prompts()?.into_iter().map(Prompt::Text).collect();
+    let meta = StreamMeta {
+        kind: Kind::Text,
+        id: format!("cmpl-{:016x}", random_u64()),
+        created: unix_now(),
+        model: state.config.model_name.clone(),
+        choices: prompts.len() * sampling.n,
+        n: sampling.n,
+        include_usage: sampling.include_usage,
+    };
+    let completions = match generate(&state, prompts, &sampling, &meta, "prompt").await? {
+        Generated::Stream(response) => return Ok(response),
+        Generated::Done(completions) => completions,
+    };
+    let response = TextCompletion {
+        id: &meta.id,
+        object: "text_completion",
+        created: meta.created,
+        model: &meta.model,
+        choices: completions
+            .iter()
+            .enumerate()
+            .map(|(index, c)| TextChoice {
+                index,
+                text: &c.text,
+                logprobs: None,
+                finish_reason: Some(c.finish_reason),
+            })
+            .collect(),
+        usage: stream::usage(&completions, sampling.n),
+    };
+    Ok(Json(response).into_response())
+}
+
+/// Checks the prompts, queues `n` sequences per prompt (seeds `seed`, `seed + 1`, ...;
+/// choice `p * n + j` is sequence `j` of prompt `p`), then either waits for them or,
+/// for `stream: true`, returns the SSE response that will carry them.
+async fn generate(
+    state: &AppState,
+    prompts: Vec<Prompt>,
+    sampling: &Sampling,
+    meta: &StreamMeta,
+    prompt_field: &'static str,
+) -> Result<Generated, ApiError> {
+    let sequences = prompts.len() * sampling.n;
+    // More than the queue holds could never be admitted: refuse it as a bad request.
+    let most = MAX_SEQUENCES_PER_REQUEST.min(state.config.max_queued_sequences);
+    if sequences > most {
+        let message = format!(
+            "the request asks for {sequences} sequences (prompts × `n`); at most {most} are allowed"
+        );
+        return Err(ApiError::invalid(message, Some("n".to_string())));
+    }
+    state.check_prompts(&prompts, prompt_field).await?;
+    let requests: Vec<GenerationRequest> = prompts
+        .iter()
+        .flat_map(|prompt| {
+            (0..sampling.n).map(move |j| {
+                let mut params = sampling.params.clone();
+                params.seed = params.seed.wrapping_add(j as u64);
+                GenerationRequest {
+                    prompt: prompt.clone(),
+                    params,
+                }
+            })
+        })
+        .collect();
+    let mut events = state.scheduler.submit(requests, sampling.stream)?;
+    if sampling.stream {
+        return Ok(Generated::Stream(
+            stream::sse(meta.clone(), events).into_response(),
+        ));
+    }
+    loop {
+        match events.recv().await {
+            Some(Event::Text { .. }) => {}
+            Some(Event::Finished(completions)) => return Ok(Generated::Done(completions)),
+            Some(Event::Failed(message)) => return Err(ApiError::Internal { message }),
+            None => {
+                return Err(ApiError::Internal {
+                    message: "generation stopped before finishing".into(),
+                })
+            }
+        }
+    }
+}
+
+/// What [`generate`] hands back to a handler.
+enum Generated {
+    /// `stream: true`: the SSE response, already wired to the scheduler.
+    Stream(Response),
+    /// Every sequence, in choice order.
+    Done(Vec<Completion>),
+}
+
+impl AppState {
+    /// The request may name the served model, or none.
+    fn check_model(&self, model: Option<&str>) -> Result<(), ApiError> {
+        match model {
+            None | Some("") => Ok(()),
+            Some(name) if name == self.config.model_name => Ok(()),
+            Some(name) => Err(ApiError::ModelNotFound {
+                model: name.to_string(),
+            }),
+        }
+    }
+
+    /// Renders and tokenizes every prompt (off the async threads) and checks that it
+    /// fits the context window, so that one bad request cannot fail a whole batch.
+    async fn check_prompts(&self, prompts: &[Prompt], field: &'static str) -> Result<(), ApiError> {
+        let engine = Arc::clone(&self.engine);
+        let prompts = prompts.to_vec();
+        let context = self.context;
+        let checked = tokio::task::spawn_blocking(move || {
+            for (i, prompt) in prompts.iter().enumerate() {
+                let at = if prompts.len() > 1 { format!("{field}[{i}]") } else { field.to_string() };
+                let ids = engine
+                    .prompt_ids(prompt)
+                    .map_err(|err| ApiError::field(&at, format!("{err:#}")))?;
+                if ids.len() >= context {
+                    return Err(ApiError::ContextLengthExceeded {
+                        message: format!(
+                            "this model's maximum context length is {context} tokens, but `{at}` has {} tokens",
+                            ids.len()
+                        ),
+                        param: field,
+                    });
+                }
+            }
+            Ok(())
+        })
+        .await;
+        checked.unwrap_or_else(|err| {
+            Err(ApiError::Internal {
+                message: format!("tokenization failed: {err}"),
+            })
+        })
+    }
+}
+
+/// A fresh random number (ids, and seeds of requests that give none).
+fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    std::collections::hash_map::RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

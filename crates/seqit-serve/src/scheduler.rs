@@ -1,0 +1,216 @@
+//! The one owner of the engine: a dedicated thread that takes every queued request (up
+//! to the engine's batch size) and runs them together as one `Engine::generate` call, so
+//! that concurrent HTTP requests share decoding steps.
+//!
+//! Handlers [`Scheduler::submit`] a job and get back a channel of [`Event`]s: text
+//! deltas (streaming jobs only) and then exactly one `Finished` or `Failed`. A client
+//! that disconnects drops its receiver; its job is skipped if it has not started, and
+//! its deltas are discarded if it has.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use seqit_core::Completion;
+use seqit_engine::{Engine, GenerationRequest};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::error::ApiError;
+
+/// What a job reports back to its handler.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// New final text of sequence `index` of the job.
+    Text { index: usize, delta: String },
+    /// Every sequence of the job, in order.
+    Finished(Vec<Completion>),
+    /// Generation failed; the message is for the client.
+    Failed(String),
+}
+
+/// One HTTP request's sequences.
+struct Job {
+    requests: Vec<GenerationRequest>,
+    stream: bool,
+    events: UnboundedSender<Event>,
+    _slot: QueueSlot,
+}
+
+/// Sequences a job holds in the queue; given back when the job is dropped.
+struct QueueSlot {
+    pending: Arc<AtomicUsize>,
+    sequences: usize,
+}
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.pending.fetch_sub(self.sequences, Ordering::AcqRel);
+    }
+}
+
+/// Handle to the scheduler thread; the thread ends when every handle is dropped.
+pub(crate) struct Scheduler {
+    jobs: mpsc::Sender<Job>,
+    pending: Arc<AtomicUsize>,
+    max_pending: usize,
+}
+
+impl Scheduler {
+    /// Starts the scheduler thread. At most `max_pending` sequences may be queued or
+    /// running; after the first job of a batch arrives, the scheduler waits up to
+    /// `batch_window` for others to join it.
+    pub fn start(
+        engine: Arc<Engine>,
+        max_pending: usize,
+        batch_window: Duration,
+    ) -> std::io::Result<Self> {
+        // A std channel: the consumer is a plain thread that needs a timed receive.
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("seqit-scheduler".into())
+            .spawn(move || run(&engine, &queue, batch_window))?;
+        Ok(Self {
+            jobs,
+            pending: Arc::new(AtomicUsize::new(0)),
+            max_pending: max_pending.max(1),
+        })
+    }
+
+    /// Queues one request's sequences, or refuses when the queue is full.
+    pub fn submit(
+        &self,
+        requests: Vec<GenerationRequest>,
+        stream: bool,
+    ) -> Result<UnboundedReceiver<Event>, ApiError> {
+        let sequences = requests.len();
+        let reserved = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued + sequences <= self.max_pending).then_some(queued + sequences)
+            });
+        if let Err(queued) = reserved {
+            return Err(ApiError::Overloaded {
+                queued,
+                limit: self.max_pending,
+            });
+        }
+        let slot = QueueSlot {
+            pending: Arc::clone(&self.pending),
+            sequences,
+        };
+        let (events, receiver) = unbounded_channel();
+        let job = Job {
+            requests,
+            stream,
+            events,
+            _slot: slot,
+        };
+        self.jobs.send(job).map_err(|_| ApiError::Internal {
+            message: "the generation thread has stopped".into(),
+        })?;
+        Ok(receiver)
+    }
+}
+
+fn run(engine: &Engine, queue: &mpsc::Receiver<Job>, batch_window: Duration) {
+    let max_batch = engine.max_batch().max(1);
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        let mut rows = first.requests.len();
+        let mut batch = vec![first];
+        let deadline = Instant::now() + batch_window;
+        while rows < max_batch {
+            let next = match queue.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    match queue.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                        Ok(job) => job,
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            };
+            if rows + next.requests.len() > max_batch {
+                // Would spill into a second engine pass; it leads the next batch instead.
+                carried = Some(next);
+                break;
+            }
+            rows += next.requests.len();
+            batch.push(next);
+        }
+        // Clients that went away while queued cost nothing.
+        batch.retain(|job| !job.events.is_closed());
+        if !batch.is_empty() {
+            run_batch(engine, batch);
+        }
+    }
+}
+
+fn run_batch(engine: &Engine, mut batch: Vec<Job>) {
+    // Flat engine request `i` is sequence `owners[i].1` of job `owners[i].0`.
+    let mut owners = Vec::new();
+    let mut requests = Vec::new();
+    for (j, job) in batch.iter_mut().enumerate() {
+        for (k, request) in std::mem::take(&mut job.requests).into_iter().enumerate() {
+            owners.push((j, k));
+            requests.push(request);
+        }
+    }
+    let mut on_text = |i: usize, delta: &str| {
+        let (j, k) = owners[i];
+        let job = &batch[j];
+        if job.stream {
+            // A closed channel means the client left; its text is simply dropped.
+            let _ = job.events.send(Event::Text {
+                index: k,
+                delta: delta.to_string(),
+            });
+        }
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        engine.generate(&requests, &mut on_text)
+    }));
+    let results: Vec<Event> = match outcome {
+        Ok(Ok(completions)) => {
+            let mut per_job: Vec<Vec<Completion>> = batch.iter().map(|_| Vec::new()).collect();
+            for ((j, _), completion) in owners.iter().zip(completions) {
+                per_job[*j].push(completion);
+            }
+            per_job.into_iter().map(Event::Finished).collect()
+        }
+        Ok(Err(err)) => failed(batch.len(), &format!("generation failed: {err:#}")),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            failed(
+                batch.len(),
+                &format!("generation failed: the engine panicked: {what}"),
+            )
+        }
+    };
+    for (job, result) in batch.into_iter().zip(results) {
+        // Free the queue places before answering, so that a client which sends its next
+        // request as soon as this one ends finds them free.
+        let Job { events, _slot, .. } = job;
+        drop(_slot);
+        let _ = events.send(result);
+    }
+}
+
+fn failed(jobs: usize, message: &str) -> Vec<Event> {
+    (0..jobs)
+        .map(|_| Event::Failed(message.to_string()))
+        .collect()
+}
