@@ -8,11 +8,15 @@
 mod batch;
 mod loss;
 mod optim;
+mod schedule;
 mod tokenize;
 mod trainable;
+mod trainer;
 
 pub use batch::{build_batch, pack, Batch};
 pub use loss::masked_cross_entropy;
 pub use optim::{AdamW, AdamWConfig, Moments};
+pub use schedule::{learning_rate, Schedule};
+pub use trainer::{truncate_examples, StepMetrics, TrainConfig, Trainer};
 pub use trainable::{full_finetuning, TrainableModel};
 pub use tokenize::{tokenize_example, ChatFormat, TokenizedExample};

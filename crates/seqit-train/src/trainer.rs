@@ -1,0 +1,321 @@
+//! The training loop: seeded shuffling, gradient accumulation, clipping, schedules,
+//! metrics, atomic checkpoints and exact resume.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use seqit_model::LogitsFor;
+
+use crate::batch::{build_batch, pack};
+use crate::loss::masked_cross_entropy;
+use crate::optim::{AdamW, AdamWConfig, Moments};
+use crate::schedule::{learning_rate, Schedule};
+use crate::tokenize::TokenizedExample;
+use crate::trainable::TrainableModel;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub lr: f64,
+    /// Rows per micro-batch (packed rows when `packing`).
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub max_len: usize,
+    pub warmup_ratio: f64,
+    pub schedule: Schedule,
+    pub weight_decay: f64,
+    pub max_grad_norm: Option<f64>,
+    pub seed: u64,
+    pub packing: bool,
+    /// Save a checkpoint every this many updates (0: only at the end).
+    pub save_every: usize,
+    /// Stop after this many updates (for tests and the resume check); `None` runs all epochs.
+    pub max_steps: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 3,
+            lr: 2e-5,
+            batch_size: 4,
+            grad_accum: 1,
+            max_len: 2048,
+            warmup_ratio: 0.03,
+            schedule: Schedule::Linear,
+            weight_decay: 0.0,
+            max_grad_norm: Some(1.0),
+            seed: 42,
+            packing: false,
+            save_every: 0,
+            max_steps: None,
+        }
+    }
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepMetrics {
+    pub step: usize,
+    pub epoch: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens: usize,
+    pub trained_tokens: usize,
+    pub tokens_per_second: f64,
+}
+
+/// Where training stands; saved with every checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Progress {
+    /// Updates done.
+    step: usize,
+    config: TrainConfig,
+}
+
+/// Examples dropped because truncation left them without trained tokens.
+pub fn truncate_examples(examples: Vec<TokenizedExample>, max_len: usize) -> (Vec<TokenizedExample>, usize) {
+    let mut skipped = 0;
+    let kept = examples
+        .into_iter()
+        .filter_map(|mut e| {
+            e.input_ids.truncate(max_len);
+            e.trained.truncate(max_len);
+            // The first token is never predicted, so it cannot carry loss.
+            if e.trained.iter().skip(1).any(|t| *t) {
+                Some(e)
+            } else {
+                skipped += 1;
+                None
+            }
+        })
+        .collect();
+    (kept, skipped)
+}
+
+/// The micro-batches of every update, in order: a seeded shuffle per epoch, then rows
+/// (padded or packed) grouped `batch_size` per micro-batch and `grad_accum` per update.
+fn plan(examples: &[TokenizedExample], config: &TrainConfig) -> Vec<Vec<Vec<Vec<usize>>>> {
+    let mut updates = Vec::new();
+    for epoch in 0..config.epochs {
+        let mut order: Vec<usize> = (0..examples.len()).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(config.seed.wrapping_add(epoch as u64)));
+        let rows: Vec<Vec<usize>> = if config.packing {
+            let refs: Vec<&TokenizedExample> = order.iter().map(|&i| &examples[i]).collect();
+            let packed = pack(&refs, config.max_len);
+            // Map packed references back to indices.
+            packed
+                .into_iter()
+                .map(|row| {
+                    row.into_iter()
+                        .map(|e| examples.iter().position(|x| std::ptr::eq(x, e)).expect("from examples"))
+                        .collect()
+                })
+                .collect()
+        } else {
+            order.into_iter().map(|i| vec![i]).collect()
+        };
+        let micro: Vec<Vec<Vec<usize>>> = rows.chunks(config.batch_size.max(1)).map(|c| c.to_vec()).collect();
+        for update in micro.chunks(config.grad_accum.max(1)) {
+            updates.push(update.to_vec());
+        }
+    }
+    updates
+}
+
+pub struct Trainer {
+    pub model: TrainableModel,
+    optimizer: AdamW,
+    config: TrainConfig,
+    output: PathBuf,
+    step: usize,
+}
+
+impl Trainer {
+    /// Starts, or resumes from the newest checkpoint in `output` when `resume` is set.
+    pub fn new(model: TrainableModel, config: TrainConfig, output: &Path, resume: bool) -> Result<Self> {
+        std::fs::create_dir_all(output).with_context(|| format!("cannot create `{}`", output.display()))?;
+        let params = model.params.iter().map(|(_, v)| v.clone()).collect();
+        let optimizer = AdamW::new(params, AdamWConfig { weight_decay: config.weight_decay, ..AdamWConfig::default() })?;
+        let mut trainer = Self { model, optimizer, config, output: output.to_path_buf(), step: 0 };
+        if resume {
+            if let Some(dir) = latest_checkpoint(output)? {
+                trainer.load_checkpoint(&dir)?;
+            }
+        } else if output.join("metrics.jsonl").exists() {
+            bail!(
+                "`{}` already holds a training run\nhint: pass --resume to continue it, or choose another --output",
+                output.display()
+            );
+        }
+        Ok(trainer)
+    }
+
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// Trains on `examples` until the plan (or `max_steps`) is done; returns the metrics
+    /// of the updates made in this call.
+    pub fn train(&mut self, examples: &[TokenizedExample], on_step: &mut dyn FnMut(&StepMetrics)) -> Result<Vec<StepMetrics>> {
+        let updates = plan(examples, &self.config);
+        let total = updates.len();
+        let last = self.config.max_steps.map_or(total, |m| m.min(total));
+        let warmup = (self.config.warmup_ratio * total as f64).ceil() as usize;
+        let mut metrics_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.output.join("metrics.jsonl"))?;
+        let updates_per_epoch = total / self.config.epochs.max(1);
+        let mut out = Vec::new();
+        while self.step < last {
+            let started = Instant::now();
+            let micro_batches = &updates[self.step];
+            let trained_total: usize = micro_batches
+                .iter()
+                .flat_map(|mb| mb.iter().flatten())
+                .map(|&i| examples[i].trained.iter().skip(1).filter(|t| **t).count())
+                .sum();
+            let mut grads: Option<GradStore> = None;
+            let (mut loss_sum, mut tokens, mut trained) = (0f64, 0, 0);
+            for micro in micro_batches {
+                let rows: Vec<Vec<&TokenizedExample>> = micro.iter().map(|r| r.iter().map(|&i| &examples[i]).collect()).collect();
+                let batch = build_batch(&rows, &Device::Cpu)?;
+                let logits = self.model.llama.forward(
+                    &batch.input_ids,
+                    &batch.positions,
+                    Some(&batch.mask),
+                    None,
+                    LogitsFor::AllPositions,
+                )?;
+                // Token-weighted so that accumulation equals one big batch.
+                let share = batch.trained_tokens as f64 / trained_total.max(1) as f64;
+                let loss = (masked_cross_entropy(&logits, &batch.targets, &batch.weights)? * share)?;
+                loss_sum += loss.to_scalar::<f32>()? as f64;
+                let micro_grads = loss.backward()?;
+                grads = Some(match grads {
+                    None => micro_grads,
+                    Some(mut acc) => {
+                        for (_, var) in &self.model.params {
+                            if let Some(g) = micro_grads.get(var.as_tensor()) {
+                                let sum = match acc.get(var.as_tensor()) {
+                                    Some(a) => (a + g)?,
+                                    None => g.clone(),
+                                };
+                                acc.insert(var.as_tensor(), sum);
+                            }
+                        }
+                        acc
+                    }
+                });
+                tokens += batch.tokens;
+                trained += batch.trained_tokens;
+            }
+            let lr = learning_rate(self.config.schedule, self.config.lr, self.step, total, warmup);
+            let grads = grads.context("an update without batches")?;
+            let grad_norm = self.optimizer.step(&grads, lr, self.config.max_grad_norm)?;
+            self.step += 1;
+            let metrics = StepMetrics {
+                step: self.step,
+                epoch: (self.step - 1) / updates_per_epoch.max(1),
+                loss: loss_sum,
+                lr,
+                grad_norm,
+                tokens,
+                trained_tokens: trained,
+                tokens_per_second: tokens as f64 / started.elapsed().as_secs_f64(),
+            };
+            writeln!(metrics_file, "{}", serde_json::to_string(&metrics)?)?;
+            metrics_file.flush()?;
+            on_step(&metrics);
+            out.push(metrics);
+            let save_now = self.config.save_every > 0 && self.step % self.config.save_every == 0;
+            if save_now || self.step == last {
+                self.save_checkpoint()?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn save_checkpoint(&self) -> Result<()> {
+        let final_dir = self.output.join(format!("checkpoint-{:08}", self.step));
+        let tmp = self.output.join(format!(".checkpoint-{:08}.tmp", self.step));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp)?;
+        let weights: std::collections::HashMap<String, Tensor> =
+            self.model.params.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
+        candle_core::safetensors::save(&weights, tmp.join("weights.safetensors"))?;
+        let mut state = std::collections::HashMap::new();
+        for ((name, _), Moments { m, v }) in self.model.params.iter().zip(self.optimizer.moments()) {
+            let n = m.len();
+            state.insert(format!("{name}.m"), Tensor::from_vec(m, n, &Device::Cpu)?);
+            state.insert(format!("{name}.v"), Tensor::from_vec(v, n, &Device::Cpu)?);
+        }
+        candle_core::safetensors::save(&state, tmp.join("optimizer.safetensors"))?;
+        let progress = Progress { step: self.step, config: self.config.clone() };
+        std::fs::write(tmp.join("progress.json"), serde_json::to_string_pretty(&progress)?)?;
+        if final_dir.exists() {
+            std::fs::remove_dir_all(&final_dir)?;
+        }
+        std::fs::rename(&tmp, &final_dir)?;
+        Ok(())
+    }
+
+    fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
+        let progress: Progress = serde_json::from_str(&std::fs::read_to_string(dir.join("progress.json"))?)
+            .with_context(|| format!("`{}` is not a valid checkpoint", dir.display()))?;
+        // Settings that shape the loss curve must match; when to stop or save may differ.
+        let comparable = |c: &TrainConfig| TrainConfig { max_steps: None, save_every: 0, ..c.clone() };
+        if comparable(&progress.config) != comparable(&self.config) {
+            bail!(
+                "the checkpoint `{}` was made with other training settings; resume with the same settings",
+                dir.display()
+            );
+        }
+        let weights = candle_core::safetensors::load(dir.join("weights.safetensors"), &Device::Cpu)?;
+        let state = candle_core::safetensors::load(dir.join("optimizer.safetensors"), &Device::Cpu)?;
+        let mut moments = Vec::new();
+        for (name, var) in &self.model.params {
+            let w = weights.get(name).with_context(|| format!("checkpoint lacks `{name}`"))?;
+            var.set(w)?;
+            let get = |suffix: &str| -> Result<Vec<f32>> {
+                Ok(state.get(&format!("{name}.{suffix}")).context("optimizer state incomplete")?.to_vec1()?)
+            };
+            moments.push(Moments { m: get("m")?, v: get("v")? });
+        }
+        self.optimizer.restore(moments, progress.step as u64)?;
+        self.step = progress.step;
+        // Metrics of updates after the checkpoint were lost with the process: drop them
+        // so the file holds each step once.
+        let metrics_path = self.output.join("metrics.jsonl");
+        if metrics_path.exists() {
+            let kept: String = std::fs::read_to_string(&metrics_path)?
+                .lines()
+                .filter(|l| serde_json::from_str::<StepMetrics>(l).is_ok_and(|m| m.step <= self.step))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            std::fs::write(&metrics_path, kept)?;
+        }
+        Ok(())
+    }
+}
+
+fn latest_checkpoint(output: &Path) -> Result<Option<PathBuf>> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(output)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("checkpoint-")))
+        .collect();
+    found.sort();
+    Ok(found.pop())
+}
