@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use seqit_model::gguf::GgufFile;
-use seqit_model::{load_gguf, save_hf_weights, GgufWeights, LoadOptions};
+use seqit_model::{load_gguf, save_hf_weights, GgufWeights, LoadOptions, ModelConfig};
 use serde_json::json;
 
 use crate::tokenizer::Tokenizer;
@@ -25,7 +25,17 @@ pub fn convert_gguf_to_hf(gguf_path: &Path, output: &Path, dtype: DType) -> Resu
     let model = load_gguf(&mut file, &Device::Cpu, options)
         .with_context(|| format!("cannot load `{}`", gguf_path.display()))?;
     save_hf_weights(&model, output, dtype)?;
+    write_tokenizer_files(output, &tokenizer, template.as_deref(), &model.config)
+}
 
+/// Writes `tokenizer.json`, `tokenizer_config.json` (with the chat template) and
+/// `generation_config.json`, the files that make a weights directory a usable model.
+pub fn write_tokenizer_files(
+    output: &Path,
+    tokenizer: &Tokenizer,
+    template: Option<&str>,
+    model_config: &ModelConfig,
+) -> Result<()> {
     write_json(output, "tokenizer.json", tokenizer.to_json())?;
     let mut config = json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -35,14 +45,14 @@ pub fn convert_gguf_to_hf(gguf_path: &Path, output: &Path, dtype: DType) -> Resu
         "add_bos_token": tokenizer.add_bos,
         "add_eos_token": false,
         "clean_up_tokenization_spaces": false,
-        "model_max_length": model.config.max_position_embeddings,
+        "model_max_length": model_config.max_position_embeddings,
     });
     if let Some(template) = template {
         config["chat_template"] = json!(template);
     }
     write_json(output, "tokenizer_config.json", &config)?;
-    let mut generation = json!({"bos_token_id": model.config.bos_token_id});
-    generation["eos_token_id"] = json!(model.config.eos_token_ids);
+    let mut generation = json!({"bos_token_id": model_config.bos_token_id});
+    generation["eos_token_id"] = json!(model_config.eos_token_ids);
     write_json(output, "generation_config.json", &generation)?;
     Ok(())
 }

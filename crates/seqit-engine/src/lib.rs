@@ -12,12 +12,14 @@ mod assets;
 mod chat_template;
 mod convert;
 mod engine;
+mod model_files;
 mod sampler;
 mod tokenizer;
 
 pub use assets::{assets_dir, resolve_model};
 pub use chat_template::ChatTemplate;
-pub use convert::convert_gguf_to_hf;
+pub use convert::{convert_gguf_to_hf, write_tokenizer_files};
 pub use engine::{Engine, EngineOptions, GenerationRequest};
+pub use model_files::load_tokenizer;
 pub use sampler::{argmax, Sampler};
 pub use tokenizer::{TextStream, Tokenizer};

@@ -6,6 +6,7 @@
 //!   exactly the assistant turns, including their end-of-turn token.
 
 mod batch;
+mod job;
 mod loss;
 mod optim;
 mod schedule;
@@ -14,6 +15,7 @@ mod trainable;
 mod trainer;
 
 pub use batch::{build_batch, pack, Batch};
+pub use job::{run_training, TrainJob, TrainSummary};
 pub use loss::masked_cross_entropy;
 pub use optim::{AdamW, AdamWConfig, Moments};
 pub use schedule::{learning_rate, Schedule};
