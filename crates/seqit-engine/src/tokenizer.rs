@@ -19,6 +19,9 @@ const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Per token, the `[start, end)` range of characters it came from.
+pub type CharSpans = Vec<(usize, usize)>;
+
 /// A text tokenizer plus the special tokens generation needs.
 #[derive(Clone)]
 pub struct Tokenizer {
@@ -219,7 +222,7 @@ impl Tokenizer {
 
     /// Encodes text like [`Tokenizer::encode`] and returns, per token, the range of
     /// characters (not bytes) of `text` it came from.
-    pub fn encode_with_char_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    pub fn encode_with_char_offsets(&self, text: &str) -> Result<(Vec<u32>, CharSpans)> {
         let encoding = self
             .inner
             .encode_char_offsets(text, false)
@@ -395,7 +398,7 @@ mod tests {
         }
         // Longer pieces score higher, so they are merged first.
         let scores: Vec<Value> = tokens.iter().map(|t| Value::F32(t.chars().count() as f32)).collect();
-        let metadata = vec![
+        let metadata = [
             ("tokenizer.ggml.model", Value::String("llama".into())),
             ("tokenizer.ggml.tokens", Value::Array(tokens.iter().map(|t| Value::String(t.clone())).collect())),
             ("tokenizer.ggml.token_type", Value::Array(types.into_iter().map(Value::I32).collect())),

@@ -238,7 +238,7 @@ impl Trainer {
             metrics_file.flush()?;
             on_step(&metrics);
             out.push(metrics);
-            let save_now = self.config.save_every > 0 && self.step % self.config.save_every == 0;
+            let save_now = self.config.save_every > 0 && self.step.is_multiple_of(self.config.save_every);
             if save_now || self.step == last {
                 self.save_checkpoint()?;
             }
