@@ -21,6 +21,9 @@ pub enum Command {
     /// Model utilities.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// OpenAI Batch API files: export a job as requests, import the results into the cache.
+    #[command(subcommand)]
+    Batch(BatchCommand),
 }
 
 /// Which model to run.
@@ -86,6 +89,8 @@ pub struct GenerateArgs {
     /// Print a JSON line with token counts and throughput to stderr at the end.
     #[arg(long)]
     pub stats: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 #[derive(Debug, Args)]
@@ -132,4 +137,112 @@ pub enum WeightsArg {
     Fast,
     AsStored,
     F32,
+}
+
+/// Sending the prompts to an OpenAI-compatible endpoint instead of the local model.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Remote endpoint")]
+pub struct RemoteArgs {
+    /// API base of an OpenAI-compatible server (e.g. `http://localhost:8000/v1`); the
+    /// model is then the name `--model` gives (asked from the server when omitted).
+    #[arg(long, env = "SEQIT_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Environment variable holding the API key.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+    /// Request cache (SQLite); default `seqit-cache.sqlite` next to `--output`.
+    #[arg(long, conflicts_with = "no_cache")]
+    pub cache: Option<PathBuf>,
+    /// Neither read nor write the request cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Most requests in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Requests-per-minute limit.
+    #[arg(long)]
+    pub rpm: Option<u64>,
+    /// Tokens-per-minute limit (prompt estimated as characters / 4, plus `--max-tokens`).
+    #[arg(long)]
+    pub tpm: Option<u64>,
+    /// Seconds one HTTP attempt may take.
+    #[arg(long, default_value_t = 300.0)]
+    pub timeout: f64,
+    /// Retries of a failed request before it is reported failed.
+    #[arg(long, default_value_t = 8)]
+    pub max_retries: u32,
+    /// Seconds before the first retry (doubling per retry, at most 60, with jitter)
+    /// when the server gives no `Retry-After`.
+    #[arg(long, default_value_t = 0.5)]
+    pub backoff: f64,
+    /// Prices per model per 1M tokens (TOML or JSON) for the cost summary.
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
+    /// Print how many requests and tokens the run would use, then stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Samples per prompt (sample i uses seed + i when asked alone).
+    #[arg(long = "n", default_value_t = 1)]
+    pub samples: u32,
+    /// Version of the prompt template, part of every cache key.
+    #[arg(long, default_value = "")]
+    pub prompt_version: String,
+    /// How `--n` > 1 is sent: probe the server, always `n`, or one request per sample.
+    #[arg(long, value_enum, default_value_t = NModeArg::Auto)]
+    pub n_mode: NModeArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum NModeArg {
+    Auto,
+    Native,
+    FanOut,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BatchCommand {
+    /// Write an OpenAI Batch API request file (also read by `vllm run-batch`).
+    Export(BatchExportArgs),
+    /// Read a Batch API results file into the request cache.
+    Import(BatchImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BatchExportArgs {
+    /// JSONL prompts, as for `seqit generate --input`.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Batch request file to write.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Model name written into every request.
+    #[arg(long)]
+    pub model: String,
+    #[command(flatten)]
+    pub decoding: DecodingArgs,
+    /// System message placed before the prompt(s).
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Send prompts as raw text to `/v1/completions`.
+    #[arg(long)]
+    pub raw: bool,
+    /// Samples per prompt.
+    #[arg(long = "n", default_value_t = 1)]
+    pub samples: u32,
+    /// Version of the prompt template, part of every cache key.
+    #[arg(long, default_value = "")]
+    pub prompt_version: String,
+    /// Leave out requests already answered in this cache.
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BatchImportArgs {
+    /// Batch API results file (JSONL with `custom_id` and `response`).
+    #[arg(long)]
+    pub results: PathBuf,
+    /// Request cache to fill (the one `seqit generate --endpoint` will use).
+    #[arg(long)]
+    pub cache: PathBuf,
 }

@@ -14,6 +14,10 @@ use serde_json::{json, Value};
 use crate::cli::GenerateArgs;
 
 pub fn run(args: GenerateArgs) -> Result<()> {
+    if args.remote.endpoint.is_some() {
+        return super::endpoint::run(args);
+    }
+    super::endpoint::reject_remote_only_flags(&args.remote)?;
     let params = super::sampling_params(&args.decoding)?;
     let engine = super::load_engine(&args.model)?;
     let started = Instant::now();
@@ -49,7 +53,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-fn build_prompt(text: &str, system: Option<&str>, raw: bool) -> Prompt {
+pub(super) fn build_prompt(text: &str, system: Option<&str>, raw: bool) -> Prompt {
     if raw {
         return Prompt::Text(text.to_string());
     }
@@ -62,12 +66,12 @@ fn build_prompt(text: &str, system: Option<&str>, raw: bool) -> Prompt {
 }
 
 /// One line of the input file.
-struct InputRecord {
-    id: Value,
-    prompt: Prompt,
+pub(super) struct InputRecord {
+    pub(super) id: Value,
+    pub(super) prompt: Prompt,
 }
 
-fn read_input(path: &Path, system: Option<&str>, raw: bool) -> Result<Vec<InputRecord>> {
+pub(super) fn read_input(path: &Path, system: Option<&str>, raw: bool) -> Result<Vec<InputRecord>> {
     let file = std::fs::File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
     let mut records = Vec::new();
     let mut seen = HashSet::new();
@@ -105,7 +109,7 @@ fn read_input(path: &Path, system: Option<&str>, raw: bool) -> Result<Vec<InputR
     Ok(records)
 }
 
-fn partial_path(output: &Path) -> PathBuf {
+pub(super) fn partial_path(output: &Path) -> PathBuf {
     let mut name = output.file_name().unwrap_or_default().to_os_string();
     name.push(".partial");
     output.with_file_name(name)
@@ -113,7 +117,7 @@ fn partial_path(output: &Path) -> PathBuf {
 
 /// Ids already written by an earlier, interrupted run. A torn last line (the process
 /// died mid-write) is dropped and regenerated.
-fn resume_done(partial: &Path) -> Result<(HashSet<String>, Vec<Completion>)> {
+pub(super) fn resume_done(partial: &Path) -> Result<(HashSet<String>, Vec<Completion>)> {
     let mut done = HashSet::new();
     let mut completions = Vec::new();
     if !partial.exists() {
@@ -190,15 +194,22 @@ fn generate_file(
     }
     sink.sync_all()?;
     drop(sink);
+    finish_output(&records, &partial, output)?;
+    Ok(completions)
+}
+
+/// Writes the replies in `partial` to `output` in input order (an atomic rename), then
+/// removes `partial`.
+pub(super) fn finish_output(records: &[InputRecord], partial: &Path, output: &Path) -> Result<()> {
     // Records in input order, then an atomic rename into place.
-    let text = std::fs::read_to_string(&partial)?;
+    let text = std::fs::read_to_string(partial)?;
     let mut by_id: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
     for line in text.lines() {
         let value: Value = serde_json::from_str(line)?;
         by_id.insert(value["id"].to_string(), line);
     }
     let mut ordered = String::with_capacity(text.len());
-    for record in &records {
+    for record in records {
         let line = by_id
             .get(&record.id.to_string())
             .with_context(|| format!("record {} has no reply", record.id))?;
@@ -208,7 +219,7 @@ fn generate_file(
     let tmp = partial.with_extension("tmp");
     std::fs::write(&tmp, ordered)?;
     std::fs::rename(&tmp, output)?;
-    std::fs::remove_file(&partial)?;
+    std::fs::remove_file(partial)?;
     eprintln!("wrote {} replies to {}", records.len(), output.display());
-    Ok(completions)
+    Ok(())
 }

@@ -1,5 +1,7 @@
 //! One module per subcommand, plus the helpers they share.
 
+mod batch;
+mod endpoint;
 mod generate;
 mod model;
 mod serve;
@@ -16,6 +18,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Model(ModelCommand::Convert(args)) => model::convert(args),
+        Command::Batch(command) => batch::run(command),
     }
 }
 

@@ -139,7 +139,7 @@ pub fn normalize_base_url(url: &str) -> Result<String, LlmError> {
     })?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(LlmError::Invalid(format!(
-            "`{url}`: only http and https endpoints are supported"
+            "`{url}` is not an http or https URL\nhint: give the API base, e.g. `--endpoint http://localhost:8000/v1`"
         )));
     }
     let mut base = trimmed.to_string();
