@@ -1,0 +1,216 @@
+//! Hand-off to distributed trainers: the data in the trainer's format plus a config that
+//! reproduces the SIT paper's recipe (full fine-tuning, lr 2e-5, 3 epochs, effective
+//! batch 128, max length 2048, 3% warmup, linear decay, bf16, assistant-only loss).
+//! The config texts are versioned files in `prompts/recipes/`.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use seqit_core::{ChatMessage, Role};
+use serde_json::json;
+
+const TRL: &str = include_str!("../../../prompts/recipes/trl.yaml");
+const ACCELERATE_ZERO3: &str = include_str!("../../../prompts/recipes/accelerate_zero3.yaml");
+const LLAMAFACTORY: &str = include_str!("../../../prompts/recipes/llamafactory.yaml");
+const AXOLOTL: &str = include_str!("../../../prompts/recipes/axolotl.yaml");
+const DEEPSPEED_ZERO3: &str = include_str!("../../../prompts/recipes/ds_z3_config.json");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DistributedTrainer {
+    Trl,
+    LlamaFactory,
+    Axolotl,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecipeSettings {
+    /// Hugging Face id or path of the base model (the paper: meta-llama/Meta-Llama-3-8B).
+    pub model: String,
+    pub gpus: usize,
+    pub micro_batch: usize,
+    pub effective_batch: usize,
+    pub max_len: usize,
+    /// LLaMA-Factory's name for the chat template (e.g. `llama3`).
+    pub llamafactory_template: String,
+}
+
+impl Default for RecipeSettings {
+    fn default() -> Self {
+        Self {
+            model: "meta-llama/Meta-Llama-3-8B".into(),
+            gpus: 8,
+            micro_batch: 2,
+            effective_batch: 128,
+            max_len: 2048,
+            llamafactory_template: "llama3".into(),
+        }
+    }
+}
+
+/// Writes the data and configs for `trainer` into `output` and returns the files written.
+pub fn export_recipe(
+    trainer: DistributedTrainer,
+    conversations: &[Vec<ChatMessage>],
+    settings: &RecipeSettings,
+    output: &Path,
+) -> Result<Vec<String>> {
+    let per_step = settings.gpus * settings.micro_batch;
+    if per_step == 0 || settings.effective_batch % per_step != 0 {
+        bail!(
+            "effective batch {} is not a multiple of gpus × micro batch = {per_step}",
+            settings.effective_batch
+        );
+    }
+    std::fs::create_dir_all(output).with_context(|| format!("cannot create `{}`", output.display()))?;
+    let out_dir = output.join("checkpoints").display().to_string();
+    let grad_accum = (settings.effective_batch / per_step).to_string();
+    let fill = |template: &str, data_file: &str| {
+        template
+            .replace("{{model}}", &settings.model)
+            .replace("{{gpus}}", &settings.gpus.to_string())
+            .replace("{{micro_batch}}", &settings.micro_batch.to_string())
+            .replace("{{grad_accum}}", &grad_accum)
+            .replace("{{effective_batch}}", &settings.effective_batch.to_string())
+            .replace("{{max_len}}", &settings.max_len.to_string())
+            .replace("{{output}}", &out_dir)
+            .replace("{{data_file}}", data_file)
+            .replace("{{dataset_dir}}", &output.join("data").display().to_string())
+            .replace("{{llamafactory_template}}", &settings.llamafactory_template)
+    };
+    let mut files = Vec::new();
+    let mut write = |name: &str, text: String| -> Result<()> {
+        let path = output.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &path)?;
+        files.push(name.to_string());
+        Ok(())
+    };
+    match trainer {
+        DistributedTrainer::Trl | DistributedTrainer::Axolotl => {
+            let data_file = output.join("train.jsonl").display().to_string();
+            write("train.jsonl", messages_jsonl(conversations))?;
+            write("ds_z3_config.json", DEEPSPEED_ZERO3.to_string())?;
+            if trainer == DistributedTrainer::Trl {
+                write("trl.yaml", fill(TRL, &data_file))?;
+                write("accelerate_zero3.yaml", fill(ACCELERATE_ZERO3, &data_file))?;
+            } else {
+                write("axolotl.yaml", fill(AXOLOTL, &data_file))?;
+            }
+        }
+        DistributedTrainer::LlamaFactory => {
+            write("data/seqit_sit.json", sharegpt_json(conversations)?)?;
+            let info = json!({"seqit_sit": {
+                "file_name": "seqit_sit.json",
+                "formatting": "sharegpt",
+                "columns": {"messages": "conversations", "system": "system"},
+            }});
+            write("data/dataset_info.json", serde_json::to_string_pretty(&info)?)?;
+            write("ds_z3_config.json", DEEPSPEED_ZERO3.to_string())?;
+            write("llamafactory.yaml", fill(LLAMAFACTORY, ""))?;
+        }
+    }
+    Ok(files)
+}
+
+fn messages_jsonl(conversations: &[Vec<ChatMessage>]) -> String {
+    conversations
+        .iter()
+        .map(|c| format!("{}\n", json!({ "messages": c })))
+        .collect()
+}
+
+/// LLaMA-Factory's ShareGPT layout: system prompt apart, alternating human/gpt turns.
+fn sharegpt_json(conversations: &[Vec<ChatMessage>]) -> Result<String> {
+    let mut items = Vec::with_capacity(conversations.len());
+    for (i, conversation) in conversations.iter().enumerate() {
+        let mut system = None;
+        let mut turns = Vec::new();
+        for message in conversation {
+            let from = match &message.role {
+                Role::System => {
+                    system = Some(message.content.clone());
+                    continue;
+                }
+                Role::User => "human",
+                Role::Assistant => "gpt",
+                Role::Other(other) => bail!("conversation {i}: LLaMA-Factory's ShareGPT format has no role `{other}`"),
+            };
+            turns.push(json!({"from": from, "value": message.content}));
+        }
+        let mut item = json!({ "conversations": turns });
+        if let Some(system) = system {
+            item["system"] = json!(system);
+        }
+        items.push(item);
+    }
+    Ok(serde_json::to_string_pretty(&items)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data() -> Vec<Vec<ChatMessage>> {
+        vec![vec![ChatMessage::system("Be brief."), ChatMessage::user("Translate 'cat', then define it."), ChatMessage::assistant("Chat. A small feline.")]]
+    }
+
+    #[test]
+    fn trl_recipe_has_the_paper_settings_and_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = export_recipe(DistributedTrainer::Trl, &data(), &RecipeSettings::default(), dir.path()).unwrap();
+        assert_eq!(files, ["train.jsonl", "ds_z3_config.json", "trl.yaml", "accelerate_zero3.yaml"]);
+        let config = std::fs::read_to_string(dir.path().join("trl.yaml")).unwrap();
+        for line in [
+            "learning_rate: 2.0e-5", "num_train_epochs: 3", "per_device_train_batch_size: 2",
+            "gradient_accumulation_steps: 8", "max_length: 2048", "warmup_ratio: 0.03",
+            "lr_scheduler_type: linear", "bf16: true", "assistant_only_loss: true",
+            "model_name_or_path: meta-llama/Meta-Llama-3-8B",
+        ] {
+            assert!(config.lines().any(|l| l == line), "missing `{line}`");
+        }
+        assert!(!config.contains("{{"), "unfilled placeholder");
+        let first: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(dir.path().join("train.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+        assert_eq!(first["messages"][0]["role"], "system");
+        assert_eq!(first["messages"][2]["content"], "Chat. A small feline.");
+    }
+
+    #[test]
+    fn llamafactory_recipe_writes_sharegpt_and_dataset_info() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = RecipeSettings { gpus: 4, micro_batch: 4, ..RecipeSettings::default() };
+        export_recipe(DistributedTrainer::LlamaFactory, &data(), &settings, dir.path()).unwrap();
+        let config = std::fs::read_to_string(dir.path().join("llamafactory.yaml")).unwrap();
+        assert!(config.contains("gradient_accumulation_steps: 8") && config.contains("train_on_prompt: false"));
+        assert!(config.contains("finetuning_type: full") && !config.contains("{{"));
+        let items: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("data/seqit_sit.json")).unwrap()).unwrap();
+        assert_eq!(items[0]["system"], "Be brief.");
+        assert_eq!(items[0]["conversations"][0]["from"], "human");
+        assert_eq!(items[0]["conversations"][1]["from"], "gpt");
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("data/dataset_info.json")).unwrap()).unwrap();
+        assert_eq!(info["seqit_sit"]["formatting"], "sharegpt");
+    }
+
+    #[test]
+    fn axolotl_recipe_trains_assistant_turns_only() {
+        let dir = tempfile::tempdir().unwrap();
+        export_recipe(DistributedTrainer::Axolotl, &data(), &RecipeSettings::default(), dir.path()).unwrap();
+        let config = std::fs::read_to_string(dir.path().join("axolotl.yaml")).unwrap();
+        assert!(config.contains("roles_to_train: [\"assistant\"]") && config.contains("train_on_eos: turn"));
+        assert!(config.contains("sequence_len: 2048") && !config.contains("{{"));
+    }
+
+    #[test]
+    fn rejects_batch_sizes_that_do_not_divide() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = RecipeSettings { gpus: 3, ..RecipeSettings::default() };
+        let err = export_recipe(DistributedTrainer::Trl, &data(), &settings, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("not a multiple"), "{err}");
+    }
+}
