@@ -55,7 +55,7 @@ pub fn export_recipe(
     output: &Path,
 ) -> Result<Vec<String>> {
     let per_step = settings.gpus * settings.micro_batch;
-    if per_step == 0 || settings.effective_batch % per_step != 0 {
+    if per_step == 0 || !settings.effective_batch.is_multiple_of(per_step) {
         bail!(
             "effective batch {} is not a multiple of gpus × micro batch = {per_step}",
             settings.effective_batch
