@@ -637,7 +637,17 @@ async fn handle(
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "application/json")
                 .header(header::CONTENT_LENGTH, full.len())
-                .body(Body::from_stream(futures::stream::iter(chunks)))
+                // The pause lets the head and the first half reach the client before the
+                // connection is cut.
+                .body(Body::from_stream(futures::StreamExt::then(
+                    futures::stream::iter(chunks),
+                    |chunk| async move {
+                        if chunk.is_err() {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        chunk
+                    },
+                )))
                 .expect("valid response")
         }
         _ => json_response(answer(config, endpoint, &body, &key, n).to_string().into_bytes()),

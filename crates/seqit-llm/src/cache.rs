@@ -129,6 +129,12 @@ impl Cache {
             .map_err(|e| cache_error(path, "cannot switch to WAL mode", e))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| cache_error(path, "cannot configure", e))?;
+        // Reads through a memory map and a larger page cache: a resumed run looks up
+        // every answer once.
+        conn.pragma_update(None, "mmap_size", 1i64 << 30)
+            .map_err(|e| cache_error(path, "cannot configure", e))?;
+        conn.pragma_update(None, "cache_size", -32_768)
+            .map_err(|e| cache_error(path, "cannot configure", e))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS answers (
                 key BLOB PRIMARY KEY NOT NULL,
@@ -155,40 +161,33 @@ impl Cache {
 
     /// The stored answer for `key`, marked as cached.
     pub fn get(&self, key: &CacheKey) -> Result<Option<CachedAnswer>, LlmError> {
-        let conn = self.conn.lock().expect("cache lock");
-        let mut statement = conn
-            .prepare_cached(
-                "SELECT model, kind, sample, text, finish_reason, prompt_tokens, completion_tokens
-                 FROM answers WHERE key = ?1",
-            )
-            .map_err(|e| cache_error(&self.path, "cannot read", e))?;
-        statement
-            .query_row([key.as_bytes().as_slice()], |row| {
-                let kind: String = row.get(1)?;
-                let finish: String = row.get(4)?;
-                Ok(CachedAnswer {
-                    model: row.get(0)?,
-                    kind: if kind == "completions" {
-                        EndpointKind::Completions
-                    } else {
-                        EndpointKind::Chat
-                    },
-                    sample: Sample {
-                        index: row.get(2)?,
-                        text: row.get(3)?,
-                        finish_reason: if finish == "length" {
-                            FinishReason::Length
-                        } else {
-                            FinishReason::Stop
-                        },
-                        prompt_tokens: row.get::<_, Option<i64>>(5)?.map(|t| t as u64),
-                        completion_tokens: row.get::<_, Option<i64>>(6)?.map(|t| t as u64),
-                        cached: true,
-                    },
-                })
-            })
-            .optional()
-            .map_err(|e| cache_error(&self.path, "cannot read", e))
+        Ok(self.get_many(std::slice::from_ref(key))?.pop().flatten())
+    }
+
+    /// The stored answers for `keys`, in order, read in one transaction (one lock of
+    /// the file instead of one per key).
+    pub fn get_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<CachedAnswer>>, LlmError> {
+        let mut conn = self.conn.lock().expect("cache lock");
+        let read = |e| cache_error(&self.path, "cannot read", e);
+        let tx = conn.transaction().map_err(read)?;
+        let mut answers = Vec::with_capacity(keys.len());
+        {
+            let mut statement = tx
+                .prepare_cached(
+                    "SELECT model, kind, sample, text, finish_reason, prompt_tokens, completion_tokens
+                     FROM answers WHERE key = ?1",
+                )
+                .map_err(read)?;
+            for key in keys {
+                let answer = statement
+                    .query_row([key.as_bytes().as_slice()], row_answer)
+                    .optional()
+                    .map_err(read)?;
+                answers.push(answer);
+            }
+        }
+        tx.commit().map_err(read)?;
+        Ok(answers)
     }
 
     /// Stores (or replaces) the answer for `key`, committed before returning.
@@ -223,6 +222,31 @@ impl Cache {
     pub fn is_empty(&self) -> Result<bool, LlmError> {
         Ok(self.len()? == 0)
     }
+}
+
+fn row_answer(row: &rusqlite::Row<'_>) -> rusqlite::Result<CachedAnswer> {
+    let kind: String = row.get(1)?;
+    let finish: String = row.get(4)?;
+    Ok(CachedAnswer {
+        model: row.get(0)?,
+        kind: if kind == "completions" {
+            EndpointKind::Completions
+        } else {
+            EndpointKind::Chat
+        },
+        sample: Sample {
+            index: row.get(2)?,
+            text: row.get(3)?,
+            finish_reason: if finish == "length" {
+                FinishReason::Length
+            } else {
+                FinishReason::Stop
+            },
+            prompt_tokens: row.get::<_, Option<i64>>(5)?.map(|t| t as u64),
+            completion_tokens: row.get::<_, Option<i64>>(6)?.map(|t| t as u64),
+            cached: true,
+        },
+    })
 }
 
 fn insert(conn: &Connection, key: &CacheKey, answer: &CachedAnswer) -> rusqlite::Result<()> {

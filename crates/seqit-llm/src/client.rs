@@ -83,10 +83,60 @@ impl Client {
         let Some(cache) = &self.cache else {
             return Ok(vec![None; request.n.max(1) as usize]);
         };
-        request
+        let keys: Vec<CacheKey> = request
             .sample_indices()
-            .map(|index| Ok(cache.get(&self.key(request, index))?.map(|a| a.sample)))
-            .collect()
+            .map(|index| self.key(request, index))
+            .collect();
+        Ok(cache
+            .get_many(&keys)?
+            .into_iter()
+            .map(|a| a.map(|a| a.sample))
+            .collect())
+    }
+
+    /// For each request, its answer if the cache holds every sample it asks for (counted
+    /// in the ledger as cache hits), else `None`. All lookups share one read
+    /// transaction; used to skip fully answered requests before a large run.
+    pub fn lookup_many(
+        &self,
+        requests: &[LlmRequest],
+    ) -> Result<Vec<Option<LlmResponse>>, LlmError> {
+        let Some(cache) = &self.cache else {
+            return Ok(vec![None; requests.len()]);
+        };
+        let keys: Vec<CacheKey> = requests
+            .iter()
+            .flat_map(|r| r.sample_indices().map(move |i| (r, i)))
+            .map(|(r, i)| self.key(r, i))
+            .collect();
+        let mut found = cache.get_many(&keys)?.into_iter();
+        let model = self.backend.model();
+        let mut answers = Vec::with_capacity(requests.len());
+        for request in requests {
+            let samples: Vec<Option<Sample>> = found
+                .by_ref()
+                .take(request.n.max(1) as usize)
+                .map(|a| a.map(|a| a.sample))
+                .collect();
+            if samples.iter().all(Option::is_some) {
+                let samples: Vec<Sample> = samples.into_iter().flatten().collect();
+                for sample in &samples {
+                    self.ledger.record_cached(
+                        model,
+                        sample.prompt_tokens.unwrap_or(0),
+                        sample.completion_tokens.unwrap_or(0),
+                    );
+                }
+                answers.push(Some(LlmResponse {
+                    samples,
+                    usage: Usage::default(),
+                    attempts: 0,
+                }));
+            } else {
+                answers.push(None);
+            }
+        }
+        Ok(answers)
     }
 
     /// Answers `request` from the cache where possible and from the backend otherwise.
@@ -363,6 +413,12 @@ mod tests {
         assert_eq!(fake.count.load(Ordering::SeqCst), 3);
         let t = &again.ledger().tallies()["fake"];
         assert_eq!((t.requests, t.cached_samples), (0, 4));
+        // Bulk lookups: complete requests only.
+        let other = LlmRequest::new(Prompt::Text("q".into()), SamplingParams::greedy(4));
+        let found = again.lookup_many(&[request(4), other, request(5)]).unwrap();
+        assert_eq!(found[0].as_ref().unwrap().samples.len(), 4);
+        assert!(found[1].is_none() && found[2].is_none());
+        assert_eq!(again.ledger().tallies()["fake"].cached_samples, 8);
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@ use seqit_llm::{
     ApiKey, Cache, Client, Estimate, Ledger, LlmRequest, LlmResponse, MultiSampleMode, PriceTable,
     RemoteBackend, RemoteConfig, DEFAULT_API_KEY_ENV,
 };
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::generate::{
@@ -134,9 +135,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         (None, Some(input)) => read_input(input, args.system.as_deref(), args.raw)?,
         _ => bail!("give `--prompt TEXT`, or `--input FILE --output FILE`"),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread runs everything: the client is network-bound, and a single thread
+    // avoids a cross-thread wake-up per request (it uses a small share of one core at
+    // thousands of requests per second).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("seqit-client")
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(run_async(args, settings, records))
@@ -292,8 +295,26 @@ fn dry_run(args: &GenerateArgs, settings: &Settings, records: &[InputRecord]) ->
     Ok(())
 }
 
-/// The output line of a record.
+/// The output line of a record: with one sample, the same fields as the local
+/// `generate` (keys in the same, alphabetical, order); with several, `outputs` and
+/// `finish_reasons` lists.
 fn reply_line(id: &Value, answer: &LlmResponse, samples: u32) -> String {
+    #[derive(Serialize)]
+    struct One<'a> {
+        completion_tokens: u64,
+        finish_reason: FinishReason,
+        id: &'a Value,
+        output: &'a str,
+        prompt_tokens: u64,
+    }
+    #[derive(Serialize)]
+    struct Many<'a> {
+        completion_tokens: u64,
+        finish_reasons: Vec<FinishReason>,
+        id: &'a Value,
+        outputs: Vec<&'a str>,
+        prompt_tokens: u64,
+    }
     let prompt_tokens = answer
         .samples
         .iter()
@@ -305,17 +326,25 @@ fn reply_line(id: &Value, answer: &LlmResponse, samples: u32) -> String {
         .iter()
         .filter_map(|s| s.completion_tokens)
         .sum();
-    let line = if samples == 1 {
+    let mut text = if samples == 1 {
         let sample = &answer.samples[0];
-        json!({"id": id, "output": sample.text, "finish_reason": sample.finish_reason,
-               "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens})
+        serde_json::to_string(&One {
+            completion_tokens,
+            finish_reason: sample.finish_reason,
+            id,
+            output: &sample.text,
+            prompt_tokens,
+        })
     } else {
-        let outputs: Vec<&str> = answer.samples.iter().map(|s| s.text.as_str()).collect();
-        let reasons: Vec<FinishReason> = answer.samples.iter().map(|s| s.finish_reason).collect();
-        json!({"id": id, "outputs": outputs, "finish_reasons": reasons,
-               "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens})
-    };
-    let mut text = line.to_string();
+        serde_json::to_string(&Many {
+            completion_tokens,
+            finish_reasons: answer.samples.iter().map(|s| s.finish_reason).collect(),
+            id,
+            outputs: answer.samples.iter().map(|s| s.text.as_str()).collect(),
+            prompt_tokens,
+        })
+    }
+    .expect("reply lines serialize");
     text.push('\n');
     text
 }
@@ -338,7 +367,8 @@ async fn generate_file(
         );
     }
     // Records with the same prompt share one request.
-    let mut groups: Vec<(LlmRequest, Vec<usize>)> = Vec::new();
+    let mut requests: Vec<LlmRequest> = Vec::new();
+    let mut members: Vec<Vec<usize>> = Vec::new();
     let mut by_prompt: HashMap<String, usize> = HashMap::new();
     for (i, record) in records.iter().enumerate() {
         if done.contains(&record.id.to_string()) {
@@ -346,33 +376,63 @@ async fn generate_file(
         }
         let key = serde_json::to_string(&record.prompt).expect("prompts serialize");
         match by_prompt.get(&key) {
-            Some(&group) => groups[group].1.push(i),
+            Some(&group) => members[group].push(i),
             None => {
-                by_prompt.insert(key, groups.len());
-                groups.push((request_for(record, &settings.params, remote), vec![i]));
+                by_prompt.insert(key, requests.len());
+                requests.push(request_for(record, &settings.params, remote));
+                members.push(vec![i]);
             }
         }
     }
-    let todo: usize = groups.iter().map(|(_, members)| members.len()).sum();
-    let mut sink = std::fs::OpenOptions::new()
+    drop(by_prompt);
+    let todo: usize = members.iter().map(Vec::len).sum();
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&partial)
         .with_context(|| format!("cannot write `{}`", partial.display()))?;
+    // With a cache, every answer is committed there before its line is written, so
+    // lines may sit in a buffer: one lost in a crash comes back from the cache. Without
+    // a cache each line goes to the file at once.
+    let flush_each = client.cache().is_none();
+    let mut sink = std::io::BufWriter::with_capacity(1 << 16, file);
+    let mut answered = 0usize;
+
+    // Requests the cache answers in full are written without going through the
+    // scheduler (one read transaction per chunk).
+    let mut pending: Vec<usize> = Vec::new();
+    for (chunk_index, chunk) in requests.chunks(4096).enumerate() {
+        for (offset, hit) in client.lookup_many(chunk)?.into_iter().enumerate() {
+            let group = chunk_index * 4096 + offset;
+            match hit {
+                Some(answer) => {
+                    for &i in &members[group] {
+                        sink.write_all(
+                            reply_line(&records[i].id, &answer, remote.samples).as_bytes(),
+                        )?;
+                    }
+                    answered += members[group].len();
+                }
+                None => pending.push(group),
+            }
+        }
+    }
 
     let started = Instant::now();
-    let mut answered = 0usize;
     let mut failures: Vec<(usize, String, &'static str)> = Vec::new();
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
-    let mut results = stream::iter(groups.iter())
-        .map(|(request, members)| async move { (members, client.generate(request).await) })
+    let requests = &requests;
+    let members = &members;
+    let mut results = stream::iter(pending)
+        .map(|group| async move { (group, client.generate(&requests[group]).await) })
         .buffer_unordered(remote.concurrency.saturating_mul(2).max(1));
     let mut interrupt = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         let next = tokio::select! {
             next = results.next() => next,
             _ = ticker.tick() => {
+                sink.flush()?;
                 let seconds = started.elapsed().as_secs_f64();
                 eprintln!(
                     "progress: {}/{todo} records ({} failed) in {seconds:.0}s, {:.1} records/s",
@@ -392,26 +452,31 @@ async fn generate_file(
                 );
             }
         };
-        let Some((members, result)) = next else { break };
+        let Some((group, result)) = next else { break };
         match result {
             Ok(answer) => {
                 let mut lines = String::new();
-                for &i in members {
+                for &i in &members[group] {
                     lines.push_str(&reply_line(&records[i].id, &answer, remote.samples));
                 }
-                // One write per answer: a crash leaves whole lines and at most one torn one.
+                // Whole lines per write: a crash leaves at most one torn line.
                 sink.write_all(lines.as_bytes())?;
-                answered += members.len();
+                if flush_each {
+                    sink.flush()?;
+                }
+                answered += members[group].len();
             }
             Err(error) => {
-                for &i in members {
+                for &i in &members[group] {
                     failures.push((i, error.chain(), error.kind()));
                 }
             }
         }
     }
-    sink.sync_all()?;
-    drop(sink);
+    drop(results);
+    let file = sink.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    drop(file);
 
     let errors_path = errors_path(output);
     if !failures.is_empty() {

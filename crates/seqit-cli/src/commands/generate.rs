@@ -204,9 +204,14 @@ pub(super) fn finish_output(records: &[InputRecord], partial: &Path, output: &Pa
     // Records in input order, then an atomic rename into place.
     let text = std::fs::read_to_string(partial)?;
     let mut by_id: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        #[serde(default)]
+        id: Value,
+    }
     for line in text.lines() {
-        let value: Value = serde_json::from_str(line)?;
-        by_id.insert(value["id"].to_string(), line);
+        let value: IdOnly = serde_json::from_str(line)?;
+        by_id.insert(value.id.to_string(), line);
     }
     let mut ordered = String::with_capacity(text.len());
     for record in records {

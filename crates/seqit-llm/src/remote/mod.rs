@@ -138,6 +138,7 @@ pub fn normalize_base_url(url: &str) -> Result<String, LlmError> {
         ))
     })?;
     if !matches!(parsed.scheme(), "http" | "https") {
+        let url = redact_url(url);
         return Err(LlmError::Invalid(format!(
             "`{url}` is not an http or https URL\nhint: give the API base, e.g. `--endpoint http://localhost:8000/v1`"
         )));
@@ -155,6 +156,18 @@ pub fn normalize_base_url(url: &str) -> Result<String, LlmError> {
     Ok(base)
 }
 
+/// `url` with any user name and password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("***");
+            let _ = parsed.set_password(None);
+            parsed.to_string().trim_end_matches('/').to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// Lists the models an endpoint serves (`GET {base}/models`).
 pub async fn list_models(
     base_url: &str,
@@ -162,7 +175,8 @@ pub async fn list_models(
     timeout: Duration,
 ) -> Result<Vec<String>, LlmError> {
     let base = normalize_base_url(base_url)?;
-    let url = format!("{base}/models");
+    let target = format!("{base}/models");
+    let url = redact_url(&target);
     let client = reqwest::Client::builder()
         .timeout(timeout)
         .build()
@@ -170,7 +184,7 @@ pub async fn list_models(
             url: url.clone(),
             message: e.to_string(),
         })?;
-    let mut request = client.get(&url);
+    let mut request = client.get(&target);
     if let Some(key) = api_key {
         request = request.bearer_auth(key.expose());
     }
@@ -181,7 +195,7 @@ pub async fn list_models(
     let status = response.status().as_u16();
     let body = response.bytes().await.map_err(|e| LlmError::Truncated {
         url: url.clone(),
-        message: e.to_string(),
+        message: error_chain(&e.without_url()),
     })?;
     if status != 200 {
         return Err(LlmError::Status {
@@ -226,7 +240,7 @@ pub struct RemoteBackend {
 impl std::fmt::Debug for RemoteBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteBackend")
-            .field("base", &self.base)
+            .field("base", &redact_url(&self.base))
             .field("model", &self.config.model)
             .field(
                 "api_key",
@@ -297,10 +311,15 @@ impl RemoteBackend {
         format!("{}{}", self.base, kind.path())
     }
 
+    /// The URL as messages show it (credentials in it redacted).
+    fn shown_url(&self, kind: EndpointKind) -> String {
+        redact_url(&self.url(kind))
+    }
+
     async fn generate_with_retries(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
         if request.n > 1 && self.multi_sample.load(Ordering::Relaxed) == UNSUPPORTED {
             return Err(LlmError::MultiSampleUnsupported {
-                url: self.url(request.kind()),
+                url: self.shown_url(request.kind()),
             });
         }
         let body = serde_json::to_vec(&RequestBody::new(&self.config.model, request))
@@ -359,10 +378,11 @@ impl RemoteBackend {
         if let Some(bucket) = &self.tokens {
             bucket.acquire(estimate).await;
         }
-        let url = self.url(request.kind());
+        let target = self.url(request.kind());
+        let url = self.shown_url(request.kind());
         let mut builder = self
             .http
-            .post(&url)
+            .post(&target)
             .timeout(self.config.timeout)
             .header(CONTENT_TYPE, "application/json")
             .header(USER_AGENT, concat!("seqit/", env!("CARGO_PKG_VERSION")))
@@ -385,7 +405,7 @@ impl RemoteBackend {
             } else {
                 LlmError::Truncated {
                     url: url.clone(),
-                    message: error_chain(&e),
+                    message: error_chain(&e.without_url()),
                 }
             }
         });
@@ -466,6 +486,8 @@ impl Llm for RemoteBackend {
 }
 
 fn classify_send_error(url: &str, timeout: Duration, error: reqwest::Error) -> LlmError {
+    // The URL is shown by our message, redacted; reqwest's would not be.
+    let error = error.without_url();
     if error.is_timeout() {
         LlmError::Timeout {
             url: url.to_string(),
@@ -523,6 +545,44 @@ mod tests {
         );
         assert!(normalize_base_url("localhost:8000").is_err());
         assert!(normalize_base_url("ftp://h/v1").is_err());
+    }
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        assert_eq!(redact_url("http://user:pw@h:1/v1"), "http://***@h:1/v1");
+        assert_eq!(redact_url("http://h:1/v1"), "http://h:1/v1");
+        let backend =
+            RemoteBackend::new(RemoteConfig::new("http://bob:hunter2@127.0.0.1:9/v1", "m"))
+                .unwrap();
+        assert!(!format!("{backend:?}").contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn connection_errors_do_not_show_credentials() {
+        let mut config = RemoteConfig::new("http://bob:hunter2@127.0.0.1:9/v1", "m");
+        config.max_retries = 0;
+        let backend = RemoteBackend::new(config).unwrap();
+        let request = LlmRequest::new(
+            seqit_core::Prompt::Text("x".into()),
+            seqit_core::SamplingParams::greedy(1),
+        );
+        let error = backend.generate(&request).await.unwrap_err();
+        assert!(
+            error
+                .chain()
+                .contains("cannot reach `http://***@127.0.0.1:9/v1/completions`"),
+            "{}",
+            error.chain()
+        );
+        assert!(!error.chain().contains("hunter2"), "{}", error.chain());
+        let error = list_models(
+            "http://bob:hunter2@127.0.0.1:9/v1",
+            None,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert!(!error.chain().contains("hunter2"), "{}", error.chain());
     }
 
     #[test]
