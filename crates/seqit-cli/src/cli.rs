@@ -24,6 +24,9 @@ pub enum Command {
     /// OpenAI Batch API files: export a job as requests, import the results into the cache.
     #[command(subcommand)]
     Batch(BatchCommand),
+    /// Datasets: validate, convert, stats, mix, dedupe, decontaminate.
+    #[command(subcommand)]
+    Data(DataCommand),
 }
 
 /// Which model to run.
@@ -245,4 +248,135 @@ pub struct BatchImportArgs {
     /// Request cache to fill (the one `seqit generate --endpoint` will use).
     #[arg(long)]
     pub cache: PathBuf,
+}
+
+/// `seqit data` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Check a dataset file and list every problem (exit status 1 if there is any).
+    Validate(DataValidateArgs),
+    /// Convert a dataset into another format (written atomically).
+    Convert(DataConvertArgs),
+    /// Record counts and length percentiles, in words and in tokens of a model.
+    Stats(DataStatsArgs),
+    /// Mix datasets by weight, reproducibly for a seed.
+    Mix(DataMixArgs),
+    /// Remove exact (and, with --near, near) duplicate records.
+    Dedupe(DataDedupeArgs),
+    /// Remove records that share an n-gram with a benchmark's prompts.
+    Decontaminate(DataDecontaminateArgs),
+}
+
+/// How `seqit data` reads its input files.
+#[derive(Debug, Args, Clone)]
+pub struct DataReadArgs {
+    /// Record format of the input; detected from the file name and first record when
+    /// omitted.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(seqit_data::Schema::NAMES))]
+    pub format: Option<String>,
+    /// Longest line accepted in JSON Lines and text files, in bytes.
+    #[arg(long, default_value_t = seqit_data::DEFAULT_MAX_LINE_BYTES)]
+    pub max_line_bytes: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DataValidateArgs {
+    /// The dataset (.json, .jsonl, .txt, .parquet).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub read: DataReadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DataConvertArgs {
+    pub input: PathBuf,
+    /// File to write; its extension picks the container (.json array, .jsonl, .txt, .parquet).
+    pub output: PathBuf,
+    /// Format to write.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(seqit_data::Schema::NAMES))]
+    pub to: String,
+    /// `generator` written into alpaca-eval output (else each record's own).
+    #[arg(long)]
+    pub generator: Option<String>,
+    #[command(flatten)]
+    pub read: DataReadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DataStatsArgs {
+    pub file: PathBuf,
+    /// Model whose tokenizer counts tokens: a `.gguf` file, a Hugging Face directory or
+    /// `smollm2-135m` (the default; skipped with a note when it is not installed).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Lengths in words only.
+    #[arg(long, conflicts_with = "model")]
+    pub no_tokens: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub read: DataReadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DataMixArgs {
+    /// Sources as `PATH:WEIGHT` (weight 1 when omitted); weights are relative shares.
+    #[arg(required = true)]
+    pub sources: Vec<String>,
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Seed of the sampling and shuffling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Records to write (default: as many as possible without repeating a record).
+    #[arg(long)]
+    pub total: Option<usize>,
+    /// Format to write (default: the sources' format, when they share one).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(seqit_data::Schema::NAMES))]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub read: DataReadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DataDedupeArgs {
+    pub input: PathBuf,
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Also remove near duplicates: word-shingle Jaccard similarity at or above this.
+    #[arg(long, value_name = "THRESHOLD")]
+    pub near: Option<f64>,
+    /// Compare the prompt (system prompt and user turns) or the whole conversation.
+    #[arg(long, value_parser = ["prompt", "conversation"], default_value = "prompt")]
+    pub by: String,
+    /// Words per shingle for --near.
+    #[arg(long, default_value_t = 3)]
+    pub shingle: usize,
+    /// JSONL list of removed records (default: OUTPUT's name with `.removed.jsonl`).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub read: DataReadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DataDecontaminateArgs {
+    pub input: PathBuf,
+    /// Benchmark file (prompt list, alpaca_eval set, JSONL with a prompt field); repeatable.
+    #[arg(long, required = true)]
+    pub against: Vec<PathBuf>,
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Words per n-gram.
+    #[arg(long, default_value_t = 13)]
+    pub ngram: usize,
+    /// Field of the benchmark records holding the prompt (default: the usual names).
+    #[arg(long)]
+    pub bench_field: Option<String>,
+    /// JSONL list of removed records (default: OUTPUT's name with `.contaminated.jsonl`).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub read: DataReadArgs,
 }

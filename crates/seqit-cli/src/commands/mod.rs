@@ -1,6 +1,7 @@
 //! One module per subcommand, plus the helpers they share.
 
 mod batch;
+mod data;
 mod endpoint;
 mod generate;
 mod model;
@@ -19,6 +20,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve::run(args),
         Command::Model(ModelCommand::Convert(args)) => model::convert(args),
         Command::Batch(command) => batch::run(command),
+        Command::Data(command) => data::run(command),
     }
 }
 

@@ -1,0 +1,264 @@
+//! `seqit data stats`: record counts and length distributions of a dataset.
+//!
+//! Lengths are taken per turn: every user turn is an instruction (an Alpaca `input`
+//! included, since the model reads it), every assistant turn a response. Words are
+//! runs of non-whitespace; tokens come from a caller-supplied tokenizer. Percentiles
+//! use the nearest-rank method: p-th percentile of n sorted values is the value at
+//! rank ⌈p/100 · n⌉.
+
+use rayon::prelude::*;
+use seqit_core::Role;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::format::Format;
+use crate::read::Reader;
+
+/// Counts tokens of a text (the model's tokenizer, without special tokens).
+pub type TokenCounter<'a> = &'a (dyn Fn(&str) -> std::result::Result<usize, String> + Sync);
+
+/// Summary of a length distribution.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Lengths {
+    pub count: usize,
+    pub mean: f64,
+    pub p50: usize,
+    pub p90: usize,
+    pub p99: usize,
+    pub max: usize,
+}
+
+impl Lengths {
+    /// Summarises values (sorted in place).
+    pub fn of(values: &mut [usize]) -> Self {
+        values.sort_unstable();
+        let n = values.len();
+        let total: usize = values.iter().sum();
+        Self {
+            count: n,
+            mean: if n == 0 { 0.0 } else { total as f64 / n as f64 },
+            p50: percentile(values, 50),
+            p90: percentile(values, 90),
+            p99: percentile(values, 99),
+            max: values.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted values (0 for none).
+pub fn percentile(sorted: &[usize], p: usize) -> usize {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (p * sorted.len()).div_ceil(100).max(1);
+    sorted[rank - 1]
+}
+
+/// Statistics of one dataset file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub file: String,
+    pub schema: String,
+    pub container: String,
+    pub records: usize,
+    /// User and assistant turns (the system prompt not counted).
+    pub turns: usize,
+    /// Records with more than one user turn.
+    pub multi_turn: usize,
+    pub with_input: usize,
+    pub with_system: usize,
+    /// Records whose last user turn has no reply.
+    pub without_response: usize,
+    pub instruction_words: Lengths,
+    pub response_words: Lengths,
+    /// The tokenizer's name, when tokens were counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instruction_tokens: Option<Lengths>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_tokens: Option<Lengths>,
+}
+
+/// Texts waiting for the tokenizer, counted in parallel batches.
+struct TokenBatch<'a> {
+    counter: TokenCounter<'a>,
+    pending: Vec<(bool, String)>,
+    instruction: Vec<usize>,
+    response: Vec<usize>,
+}
+
+impl TokenBatch<'_> {
+    const SIZE: usize = 4096;
+
+    fn push(&mut self, is_instruction: bool, text: &str) -> Result<()> {
+        self.pending.push((is_instruction, text.to_string()));
+        if self.pending.len() >= Self::SIZE {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let counter = self.counter;
+        let counts: Vec<std::result::Result<usize, String>> = self
+            .pending
+            .par_iter()
+            .map(|(_, text)| counter(text))
+            .collect();
+        for ((is_instruction, _), count) in self.pending.drain(..).zip(counts) {
+            let count = count.map_err(|e| Error::Usage(format!("cannot count tokens: {e}")))?;
+            if is_instruction {
+                self.instruction.push(count);
+            } else {
+                self.response.push(count);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads every record and computes the statistics; `tokens` adds token lengths
+/// (`(tokenizer name, counter)`).
+pub fn stats(mut reader: Reader, tokens: Option<(&str, TokenCounter<'_>)>) -> Result<Stats> {
+    let mut s = Stats {
+        file: reader.path().display().to_string(),
+        schema: String::new(),
+        container: String::new(),
+        records: 0,
+        turns: 0,
+        multi_turn: 0,
+        with_input: 0,
+        with_system: 0,
+        without_response: 0,
+        instruction_words: Lengths::of(&mut []),
+        response_words: Lengths::of(&mut []),
+        tokenizer: None,
+        instruction_tokens: None,
+        response_tokens: None,
+    };
+    let mut instruction_words = Vec::new();
+    let mut response_words = Vec::new();
+    let mut batch = tokens.map(|(_, counter)| TokenBatch {
+        counter,
+        pending: Vec::new(),
+        instruction: Vec::new(),
+        response: Vec::new(),
+    });
+    for record in &mut reader {
+        let record = record?;
+        s.records += 1;
+        s.turns += record.messages.len();
+        s.multi_turn += usize::from(record.user_turns() > 1);
+        s.with_input += usize::from(record.input.is_some());
+        s.with_system += usize::from(record.system.is_some());
+        s.without_response +=
+            usize::from(record.prompt_text().is_some() && record.response().is_none());
+        for message in &record.messages {
+            let is_instruction = match message.role {
+                Role::User => true,
+                Role::Assistant => false,
+                _ => continue,
+            };
+            let words = message.content.split_whitespace().count();
+            if is_instruction {
+                instruction_words.push(words);
+            } else {
+                response_words.push(words);
+            }
+            if let Some(batch) = &mut batch {
+                batch.push(is_instruction, &message.content)?;
+            }
+        }
+    }
+    let format: Format = reader.format().expect("a file with records has a format");
+    s.schema = format.schema.to_string();
+    s.container = format.container.to_string();
+    s.instruction_words = Lengths::of(&mut instruction_words);
+    s.response_words = Lengths::of(&mut response_words);
+    if let (Some(mut batch), Some((name, _))) = (batch, tokens) {
+        batch.flush()?;
+        s.tokenizer = Some(name.to_string());
+        s.instruction_tokens = Some(Lengths::of(&mut batch.instruction));
+        s.response_tokens = Some(Lengths::of(&mut batch.response));
+    }
+    Ok(s)
+}
+
+impl Stats {
+    /// A plain-text table for a terminal.
+    pub fn to_table(&self) -> String {
+        let share = |n: usize| {
+            if self.records == 0 {
+                0.0
+            } else {
+                100.0 * n as f64 / self.records as f64
+            }
+        };
+        let mut out = String::new();
+        out.push_str(&format!(
+            "{}: {} records ({}, {})\n",
+            self.file, self.records, self.schema, self.container
+        ));
+        out.push_str(&format!(
+            "turns: {} ({:.2} per record); multi-turn records: {} ({:.1}%)\n",
+            self.turns,
+            if self.records == 0 {
+                0.0
+            } else {
+                self.turns as f64 / self.records as f64
+            },
+            self.multi_turn,
+            share(self.multi_turn)
+        ));
+        out.push_str(&format!(
+            "with input: {} ({:.1}%), with system prompt: {} ({:.1}%), without response: {} ({:.1}%)\n\n",
+            self.with_input,
+            share(self.with_input),
+            self.with_system,
+            share(self.with_system),
+            self.without_response,
+            share(self.without_response)
+        ));
+        out.push_str(&format!(
+            "{:<24} {:>8} {:>9} {:>7} {:>7} {:>7} {:>7}\n",
+            "length", "count", "mean", "p50", "p90", "p99", "max"
+        ));
+        let mut row = |name: String, l: &Lengths| {
+            out.push_str(&format!(
+                "{:<24} {:>8} {:>9.1} {:>7} {:>7} {:>7} {:>7}\n",
+                name, l.count, l.mean, l.p50, l.p90, l.p99, l.max
+            ));
+        };
+        row("instruction words".into(), &self.instruction_words);
+        row("response words".into(), &self.response_words);
+        if let Some(l) = &self.instruction_tokens {
+            row("instruction tokens".into(), l);
+        }
+        if let Some(l) = &self.response_tokens {
+            row("response tokens".into(), l);
+        }
+        if let Some(name) = &self.tokenizer {
+            out.push_str(&format!("\ntokens: {name}\n"));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut v: Vec<usize> = (1..=10).collect();
+        let l = Lengths::of(&mut v);
+        assert_eq!((l.p50, l.p90, l.p99, l.max), (5, 9, 10, 10));
+        assert_eq!(l.mean, 5.5);
+        assert_eq!(percentile(&[7], 1), 7);
+        assert_eq!(percentile(&[], 50), 0);
+        let mut v: Vec<usize> = (1..=200).collect();
+        let l = Lengths::of(&mut v);
+        assert_eq!((l.p50, l.p90, l.p99), (100, 180, 198));
+    }
+}
