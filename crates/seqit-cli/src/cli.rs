@@ -18,6 +18,10 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Serve a local model over an OpenAI-compatible HTTP API.
     Serve(ServeArgs),
+    /// Fine-tune a model on IT or SIT data (loss on assistant tokens only).
+    Train(TrainArgs),
+    /// Write data and a config reproducing the paper's recipe for TRL, LLaMA-Factory or axolotl.
+    ExportRecipe(ExportRecipeArgs),
     /// Model utilities.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -379,4 +383,87 @@ pub struct DataDecontaminateArgs {
     pub report: Option<PathBuf>,
     #[command(flatten)]
     pub read: DataReadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Base model: a Hugging Face directory, a `.gguf` file (dequantized), or `smollm2-135m`.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Training data in any format `seqit data` reads (Alpaca, ShareGPT, messages, ...).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Run directory: metrics.jsonl, checkpoints, and the trained model in `model/`.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Chat format the examples are rendered in: the model's own template, the SIT
+    /// paper's Tulu format, ChatML, or a path to a Jinja template.
+    #[arg(long, default_value = "model")]
+    pub template: String,
+    /// Train every weight (full fine-tuning; the only mode implemented so far).
+    #[arg(long)]
+    pub full: bool,
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    /// Peak learning rate (the paper: 2e-5 for full fine-tuning).
+    #[arg(long, default_value_t = 2e-5)]
+    pub lr: f64,
+    /// Rows per micro-batch.
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Longest example in tokens; longer ones are truncated, and dropped when no
+    /// assistant token is left.
+    #[arg(long, default_value_t = 2048)]
+    pub max_len: usize,
+    #[arg(long, default_value_t = 0.03)]
+    pub warmup_ratio: f64,
+    #[arg(long, value_parser = ["linear", "cosine", "constant"], default_value = "linear")]
+    pub schedule: String,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm (0 disables).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Pack several examples per row (no attention across them).
+    #[arg(long)]
+    pub packing: bool,
+    /// Checkpoint every N updates (0: only at the end).
+    #[arg(long, default_value_t = 0)]
+    pub save_every: usize,
+    /// Stop after N updates.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Continue the run in `--output` from its newest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportRecipeArgs {
+    /// Distributed trainer to write for.
+    #[arg(long, value_parser = ["trl", "llamafactory", "axolotl"])]
+    pub to: String,
+    /// Training data in any format `seqit data` reads.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Base model id or path for the trainer (the paper: meta-llama/Meta-Llama-3-8B).
+    #[arg(long, default_value = "meta-llama/Meta-Llama-3-8B")]
+    pub model: String,
+    #[arg(long, default_value_t = 8)]
+    pub gpus: usize,
+    #[arg(long, default_value_t = 2)]
+    pub micro_batch: usize,
+    #[arg(long, default_value_t = 128)]
+    pub effective_batch: usize,
+    #[arg(long, default_value_t = 2048)]
+    pub max_len: usize,
+    /// LLaMA-Factory's template name for the model.
+    #[arg(long, default_value = "llama3")]
+    pub llamafactory_template: String,
 }

@@ -5,7 +5,9 @@ mod data;
 mod endpoint;
 mod generate;
 mod model;
+mod recipe;
 mod serve;
+mod train;
 
 use anyhow::Result;
 use seqit_core::SamplingParams;
@@ -18,6 +20,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Train(args) => train::run(args),
+        Command::ExportRecipe(args) => recipe::run(args),
         Command::Model(ModelCommand::Convert(args)) => model::convert(args),
         Command::Batch(command) => batch::run(command),
         Command::Data(command) => data::run(command),

@@ -1,0 +1,26 @@
+//! `seqit export-recipe`: hand-off to a distributed trainer.
+
+use anyhow::Result;
+use seqit_train::{export_recipe, DistributedTrainer, RecipeSettings};
+
+use crate::cli::ExportRecipeArgs;
+
+pub fn run(args: ExportRecipeArgs) -> Result<()> {
+    let trainer = match args.to.as_str() {
+        "trl" => DistributedTrainer::Trl,
+        "llamafactory" => DistributedTrainer::LlamaFactory,
+        _ => DistributedTrainer::Axolotl,
+    };
+    let conversations = super::train::read_conversations(&args.data)?;
+    let settings = RecipeSettings {
+        model: args.model,
+        gpus: args.gpus,
+        micro_batch: args.micro_batch,
+        effective_batch: args.effective_batch,
+        max_len: args.max_len,
+        llamafactory_template: args.llamafactory_template,
+    };
+    let files = export_recipe(trainer, &conversations, &settings, &args.output)?;
+    eprintln!("wrote {} ({} examples) to {}", files.join(", "), conversations.len(), args.output.display());
+    Ok(())
+}
