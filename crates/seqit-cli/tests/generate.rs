@@ -23,12 +23,22 @@ fn stderr(o: &Output) -> String {
 }
 
 fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
 fn default_model_answers_a_prompt() {
-    let out = seqit(&["generate", "--prompt", "What is the capital of France?", "--max-tokens", "24"]);
+    let out = seqit(&[
+        "generate",
+        "--prompt",
+        "What is the capital of France?",
+        "--max-tokens",
+        "24",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("Paris"), "{}", stdout(&out));
 }
@@ -36,7 +46,10 @@ fn default_model_answers_a_prompt() {
 #[test]
 fn batch_file_keeps_ids_and_order_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let hf = TinyModel::new(&TinyModelSpec::default()).unwrap().write_hf_dir(&dir.path().join("m")).unwrap();
+    let hf = TinyModel::new(&TinyModelSpec::default())
+        .unwrap()
+        .write_hf_dir(&dir.path().join("m"))
+        .unwrap();
     let input = dir.path().join("in.jsonl");
     std::fs::write(
         &input,
@@ -52,7 +65,19 @@ fn batch_file_keeps_ids_and_order_and_resumes() {
     .unwrap();
     let output = dir.path().join("out.jsonl");
     let model = hf.to_str().unwrap();
-    let args = ["generate", "--model", model, "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap(), "--max-tokens", "8", "--batch-size", "2"];
+    let args = [
+        "generate",
+        "--model",
+        model,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--max-tokens",
+        "8",
+        "--batch-size",
+        "2",
+    ];
     let run = seqit(&args);
     assert!(run.status.success(), "{}", stderr(&run));
     let records = read_jsonl(&output);
@@ -75,7 +100,11 @@ fn batch_file_keeps_ids_and_order_and_resumes() {
     .unwrap();
     let resumed = seqit(&args);
     assert!(resumed.status.success(), "{}", stderr(&resumed));
-    assert!(stderr(&resumed).contains("2 of 4 records already generated"), "{}", stderr(&resumed));
+    assert!(
+        stderr(&resumed).contains("2 of 4 records already generated"),
+        "{}",
+        stderr(&resumed)
+    );
     let again = read_jsonl(&output);
     assert_eq!(again.len(), 4);
     assert_eq!(again[0]["output"], "KEPT");
@@ -88,14 +117,38 @@ fn batch_file_keeps_ids_and_order_and_resumes() {
 #[test]
 fn convert_writes_a_directory_that_generates_like_the_gguf() {
     let dir = tempfile::tempdir().unwrap();
-    let gguf = TinyModel::new(&TinyModelSpec::default()).unwrap().write_gguf(&dir.path().join("m.gguf"), GgmlDType::Q8_0).unwrap();
+    let gguf = TinyModel::new(&TinyModelSpec::default())
+        .unwrap()
+        .write_gguf(&dir.path().join("m.gguf"), GgmlDType::Q8_0)
+        .unwrap();
     let out = dir.path().join("hf");
-    let convert = seqit(&["model", "convert", "--model", gguf.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+    let convert = seqit(&[
+        "model",
+        "convert",
+        "--model",
+        gguf.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
     assert!(convert.status.success(), "{}", stderr(&convert));
     let gen = |model: &str, weights: &str| {
-        let o = seqit(&["generate", "--model", model, "--weights", weights, "--prompt", "the", "--max-tokens", "12", "--ignore-eos"]);
+        let o = seqit(&[
+            "generate",
+            "--model",
+            model,
+            "--weights",
+            weights,
+            "--prompt",
+            "the",
+            "--max-tokens",
+            "12",
+            "--ignore-eos",
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         stdout(&o)
     };
-    assert_eq!(gen(gguf.to_str().unwrap(), "f32"), gen(out.to_str().unwrap(), "fast"));
+    assert_eq!(
+        gen(gguf.to_str().unwrap(), "f32"),
+        gen(out.to_str().unwrap(), "fast")
+    );
 }

@@ -16,10 +16,33 @@ fn data(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-fn train_args<'a>(model: &'a str, data: &'a str, output: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+fn train_args<'a>(
+    model: &'a str,
+    data: &'a str,
+    output: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
     let mut args = vec![
-        "train", "--full", "--model", model, "--data", data, "--output", output, "--template", "chatml", "--epochs", "150",
-        "--lr", "1e-3", "--batch-size", "2", "--save-every", "20", "--seed", "5",
+        "train",
+        "--full",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--output",
+        output,
+        "--template",
+        "chatml",
+        "--epochs",
+        "150",
+        "--lr",
+        "1e-3",
+        "--batch-size",
+        "2",
+        "--save-every",
+        "20",
+        "--seed",
+        "5",
     ];
     args.extend_from_slice(extra);
     args
@@ -39,17 +62,35 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
 #[test]
 fn train_kill_resume_and_generate() {
     let dir = tempfile::tempdir().unwrap();
-    let model = TinyModel::new(&TinyModelSpec::default()).unwrap().write_hf_dir(&dir.path().join("base")).unwrap();
+    let model = TinyModel::new(&TinyModelSpec::default())
+        .unwrap()
+        .write_hf_dir(&dir.path().join("base"))
+        .unwrap();
     let data = data(dir.path());
-    let (model, data_s) = (model.to_str().unwrap().to_string(), data.to_str().unwrap().to_string());
+    let (model, data_s) = (
+        model.to_str().unwrap().to_string(),
+        data.to_str().unwrap().to_string(),
+    );
     let bin = env!("CARGO_BIN_EXE_seqit");
 
     let straight = dir.path().join("straight");
-    let out = Command::new(bin).args(train_args(&model, &data_s, straight.to_str().unwrap(), &[])).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin)
+        .args(train_args(&model, &data_s, straight.to_str().unwrap(), &[]))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let reference = losses(&straight);
     assert_eq!(reference.len(), 450);
-    assert!(reference.last().unwrap().1 < reference[0].1 / 4.0, "loss should fall: {:?} → {:?}", reference[0], reference.last());
+    assert!(
+        reference.last().unwrap().1 < reference[0].1 / 4.0,
+        "loss should fall: {:?} → {:?}",
+        reference[0],
+        reference.last()
+    );
 
     // Kill -9 once a checkpoint exists, then resume.
     let crashed = dir.path().join("crashed");
@@ -65,10 +106,26 @@ fn train_kill_resume_and_generate() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let resumed = Command::new(bin).args(train_args(&model, &data_s, crashed.to_str().unwrap(), &["--resume"])).output().unwrap();
-    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    let resumed = Command::new(bin)
+        .args(train_args(
+            &model,
+            &data_s,
+            crashed.to_str().unwrap(),
+            &["--resume"],
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
     let after = losses(&crashed);
-    assert_eq!(after.len(), reference.len(), "every step logged exactly once");
+    assert_eq!(
+        after.len(),
+        reference.len(),
+        "every step logged exactly once"
+    );
     for ((s1, l1), (s2, l2)) in reference.iter().zip(&after) {
         assert_eq!(s1, s2);
         assert!((l1 - l2).abs() < 1e-6, "step {s1}: {l1} vs {l2}");
@@ -76,24 +133,51 @@ fn train_kill_resume_and_generate() {
 
     // The exported model is a Hugging Face directory that `seqit generate` runs.
     let gen = Command::new(bin)
-        .args(["generate", "--model", crashed.join("model").to_str().unwrap(), "--prompt", "item 3: repeat the word", "--max-tokens", "8"])
+        .args([
+            "generate",
+            "--model",
+            crashed.join("model").to_str().unwrap(),
+            "--prompt",
+            "item 3: repeat the word",
+            "--max-tokens",
+            "8",
+        ])
         .output()
         .unwrap();
-    assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
+    assert!(
+        gen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&gen.stdout).trim(), "word 3");
 }
 
 #[test]
 fn bad_training_input_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let model = TinyModel::new(&TinyModelSpec::default()).unwrap().write_hf_dir(&dir.path().join("base")).unwrap();
+    let model = TinyModel::new(&TinyModelSpec::default())
+        .unwrap()
+        .write_hf_dir(&dir.path().join("base"))
+        .unwrap();
     let data = dir.path().join("prompts.jsonl");
     std::fs::write(&data, "{\"prompt\": \"no response here\"}\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_seqit"))
-        .args(["train", "--full", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--output", dir.path().join("o").to_str().unwrap()])
+        .args([
+            "train",
+            "--full",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--output",
+            dir.path().join("o").to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
-    assert!(err.contains("prompts.jsonl") && err.contains("record 0 has no response"), "{err}");
+    assert!(
+        err.contains("prompts.jsonl") && err.contains("record 0 has no response"),
+        "{err}"
+    );
 }

@@ -56,7 +56,10 @@ mod tests {
     fn unknown_roles_round_trip() {
         let msg: ChatMessage = serde_json::from_str(r#"{"role":"tool","content":"42"}"#).unwrap();
         assert_eq!(msg.role, Role::Other("tool".into()));
-        assert_eq!(serde_json::to_string(&msg).unwrap(), r#"{"role":"tool","content":"42"}"#);
+        assert_eq!(
+            serde_json::to_string(&msg).unwrap(),
+            r#"{"role":"tool","content":"42"}"#
+        );
         let msg: ChatMessage = serde_json::from_str(r#"{"role":"user","content":"hi"}"#).unwrap();
         assert_eq!(msg.role, Role::User);
     }

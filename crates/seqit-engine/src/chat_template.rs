@@ -23,7 +23,9 @@ pub struct ChatTemplate {
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatTemplate").field("len", &self.source.len()).finish()
+        f.debug_struct("ChatTemplate")
+            .field("len", &self.source.len())
+            .finish()
     }
 }
 
@@ -38,9 +40,12 @@ impl ChatTemplate {
                 .expect("static syntax configuration"),
         );
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
         env.add_function("strftime_now", |format: String| -> String {
             // Templates use it for "today's date" lines; a fixed date keeps rendered
             // prompts, and so cache keys and training data, reproducible.
@@ -85,7 +90,10 @@ impl ChatTemplate {
     /// Renders a conversation; with `add_generation_prompt` the text ends where the
     /// assistant's reply begins.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let template = self.env.get_template(TEMPLATE_NAME).expect("added in new()");
+        let template = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .expect("added in new()");
         let messages: Vec<Json> = messages
             .iter()
             .map(|m| serde_json::json!({"role": m.role.as_str(), "content": m.content}))
@@ -134,15 +142,25 @@ mod tests {
     fn python_methods_and_raise_exception_work() {
         let src = "{% if messages[0]['role'] == 'assistant' %}{{ raise_exception('must start with user') }}{% endif %}{{ bos_token }}{% for m in messages %}{{ m['content'].strip().upper() }}{% endfor %}";
         let t = ChatTemplate::new(src, Some("<s>"), None).unwrap();
-        assert_eq!(t.render(&[ChatMessage::user("  ab ")], false).unwrap(), "<s>AB");
+        assert_eq!(
+            t.render(&[ChatMessage::user("  ab ")], false).unwrap(),
+            "<s>AB"
+        );
         let err = t.render(&[ChatMessage::assistant("x")], false).unwrap_err();
-        assert!(format!("{err:#}").contains("must start with user"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("must start with user"),
+            "{err:#}"
+        );
     }
 
     #[test]
     fn trims_blocks_like_transformers() {
         let src = "{% for m in messages %}\n  {{ m['content'] }}\n{% endfor %}";
         let t = ChatTemplate::new(src, None, None).unwrap();
-        assert_eq!(t.render(&[ChatMessage::user("a"), ChatMessage::user("b")], false).unwrap(), "  a\n  b\n");
+        assert_eq!(
+            t.render(&[ChatMessage::user("a"), ChatMessage::user("b")], false)
+                .unwrap(),
+            "  a\n  b\n"
+        );
     }
 }

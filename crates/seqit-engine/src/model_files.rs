@@ -12,7 +12,10 @@ use crate::tokenizer::Tokenizer;
 /// Hugging Face directory.
 pub fn load_tokenizer(path: &Path) -> Result<(Tokenizer, Option<String>)> {
     if path.is_dir() {
-        return Ok((Tokenizer::from_hf_dir(path)?, ChatTemplate::from_hf_dir(path)?));
+        return Ok((
+            Tokenizer::from_hf_dir(path)?,
+            ChatTemplate::from_hf_dir(path)?,
+        ));
     }
     let file = GgufFile::open(path)?;
     let template = file.string("tokenizer.chat_template").map(String::from);

@@ -37,7 +37,8 @@ impl Sampler {
         if candidates.is_empty() {
             return argmax(logits);
         }
-        let by_logit_desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        let by_logit_desc =
+            |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if self.top_k > 0 && self.top_k < candidates.len() {
             candidates.select_nth_unstable_by(self.top_k - 1, by_logit_desc);
             candidates.truncate(self.top_k);

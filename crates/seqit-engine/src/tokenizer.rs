@@ -45,7 +45,12 @@ impl std::fmt::Debug for Tokenizer {
 }
 
 impl Tokenizer {
-    fn from_json(json: Json, bos: Option<String>, eos: Option<String>, add_bos: bool) -> Result<Self> {
+    fn from_json(
+        json: Json,
+        bos: Option<String>,
+        eos: Option<String>,
+        add_bos: bool,
+    ) -> Result<Self> {
         let inner: tokenizers::Tokenizer = serde_json::from_value(json.clone())
             .map_err(|e| anyhow!("invalid tokenizer definition: {e}"))?;
         Ok(Self {
@@ -284,7 +289,9 @@ pub struct TextStream<'a> {
 
 impl TextStream<'_> {
     pub fn step(&mut self, id: u32) -> Result<Option<String>> {
-        self.inner.step(id).map_err(|e| anyhow!("detokenization failed: {e}"))
+        self.inner
+            .step(id)
+            .map_err(|e| anyhow!("detokenization failed: {e}"))
     }
 }
 
@@ -302,12 +309,17 @@ fn array<'a>(file: &'a GgufFile, key: &str) -> Result<Option<&'a Vec<Value>>> {
     match file.metadata().get(key) {
         None => Ok(None),
         Some(Value::Array(items)) => Ok(Some(items)),
-        Some(_) => bail!("`{}`: metadata `{key}` is not an array", file.path().display()),
+        Some(_) => bail!(
+            "`{}`: metadata `{key}` is not an array",
+            file.path().display()
+        ),
     }
 }
 
 fn string_array(file: &GgufFile, key: &str) -> Result<Option<Vec<String>>> {
-    let Some(items) = array(file, key)? else { return Ok(None) };
+    let Some(items) = array(file, key)? else {
+        return Ok(None);
+    };
     items
         .iter()
         .map(|v| match v {
@@ -319,7 +331,9 @@ fn string_array(file: &GgufFile, key: &str) -> Result<Option<Vec<String>>> {
 }
 
 fn int_array(file: &GgufFile, key: &str) -> Result<Option<Vec<i64>>> {
-    let Some(items) = array(file, key)? else { return Ok(None) };
+    let Some(items) = array(file, key)? else {
+        return Ok(None);
+    };
     Ok(Some(
         items
             .iter()
@@ -336,7 +350,9 @@ fn int_array(file: &GgufFile, key: &str) -> Result<Option<Vec<i64>>> {
 }
 
 fn float_array(file: &GgufFile, key: &str) -> Result<Option<Vec<f32>>> {
-    let Some(items) = array(file, key)? else { return Ok(None) };
+    let Some(items) = array(file, key)? else {
+        return Ok(None);
+    };
     Ok(Some(
         items
             .iter()
@@ -353,8 +369,11 @@ fn float_array(file: &GgufFile, key: &str) -> Result<Option<Vec<f32>>> {
 /// that splits into two vocabulary tokens yields a merge, ranked by the merged token's
 /// score (higher merges first), which is how SentencePiece's BPE picks pairs.
 fn merges_from_scores(tokens: &[String], scores: &[f32], types: &[i64]) -> Vec<Json> {
-    let index: std::collections::HashMap<&str, usize> =
-        tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
+    let index: std::collections::HashMap<&str, usize> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
     let mut merges: Vec<(f32, usize, usize, usize)> = Vec::new();
     for (id, token) in tokens.iter().enumerate() {
         if types.get(id).is_some_and(|t| *t != 1) {
@@ -389,19 +408,28 @@ mod tests {
             types.push(6);
         }
         let pieces = [
-            "▁", "h", "e", "l", "o", "w", "r", "d", "▁h", "ll", "▁he", "llo", "▁hello", "▁w", "or", "▁wor", "ld",
-            "▁world",
+            "▁", "h", "e", "l", "o", "w", "r", "d", "▁h", "ll", "▁he", "llo", "▁hello", "▁w", "or",
+            "▁wor", "ld", "▁world",
         ];
         for p in pieces {
             tokens.push(p.to_string());
             types.push(1);
         }
         // Longer pieces score higher, so they are merged first.
-        let scores: Vec<Value> = tokens.iter().map(|t| Value::F32(t.chars().count() as f32)).collect();
+        let scores: Vec<Value> = tokens
+            .iter()
+            .map(|t| Value::F32(t.chars().count() as f32))
+            .collect();
         let metadata = [
             ("tokenizer.ggml.model", Value::String("llama".into())),
-            ("tokenizer.ggml.tokens", Value::Array(tokens.iter().map(|t| Value::String(t.clone())).collect())),
-            ("tokenizer.ggml.token_type", Value::Array(types.into_iter().map(Value::I32).collect())),
+            (
+                "tokenizer.ggml.tokens",
+                Value::Array(tokens.iter().map(|t| Value::String(t.clone())).collect()),
+            ),
+            (
+                "tokenizer.ggml.token_type",
+                Value::Array(types.into_iter().map(Value::I32).collect()),
+            ),
             ("tokenizer.ggml.scores", Value::Array(scores)),
             ("tokenizer.ggml.bos_token_id", Value::U32(1)),
             ("tokenizer.ggml.eos_token_id", Value::U32(2)),
@@ -420,14 +448,25 @@ mod tests {
         let tokenizer = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
         let id = |t: &str| tokens.iter().position(|x| x == t).unwrap() as u32;
 
-        assert_eq!(tokenizer.encode("hello world").unwrap(), vec![id("▁hello"), id("▁world")]);
+        assert_eq!(
+            tokenizer.encode("hello world").unwrap(),
+            vec![id("▁hello"), id("▁world")]
+        );
         // Characters outside the vocabulary fall back to their UTF-8 bytes.
         let ids = tokenizer.encode("hi!").unwrap();
         assert_eq!(ids, vec![id("▁h"), id("<0x69>"), id("<0x21>")]);
         assert_eq!(tokenizer.decode(&ids, true).unwrap(), "hi!");
-        assert_eq!(tokenizer.decode(&tokenizer.encode("héllo").unwrap(), true).unwrap(), "héllo");
+        assert_eq!(
+            tokenizer
+                .decode(&tokenizer.encode("héllo").unwrap(), true)
+                .unwrap(),
+            "héllo"
+        );
         // SentencePiece models start prompts with BOS.
         assert!(tokenizer.add_bos);
-        assert_eq!(tokenizer.encode_prompt("hello").unwrap(), vec![1, id("▁hello")]);
+        assert_eq!(
+            tokenizer.encode_prompt("hello").unwrap(),
+            vec![1, id("▁hello")]
+        );
     }
 }

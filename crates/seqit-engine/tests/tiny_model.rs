@@ -11,10 +11,19 @@ use seqit_testkit::{TinyModel, TinyModelSpec};
 const TOKENS: [u32; 9] = [72, 101, 108, 108, 111, 32, 259, 33, 10];
 
 fn logits(path: &std::path::Path, weights: GgufWeights) -> Vec<f32> {
-    let options = LoadOptions { gguf_weights: weights, ..LoadOptions::default() };
+    let options = LoadOptions {
+        gguf_weights: weights,
+        ..LoadOptions::default()
+    };
     let model = load_model(path, &Device::Cpu, options).unwrap().llama;
-    let ids = Tensor::new(&TOKENS[..], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-    let positions = Tensor::arange(0u32, TOKENS.len() as u32, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let ids = Tensor::new(&TOKENS[..], &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let positions = Tensor::arange(0u32, TOKENS.len() as u32, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
     let mask = seqit_model::padded_causal_mask(&[0], 0, TOKENS.len(), &Device::Cpu).unwrap();
     model
         .forward(&ids, &positions, Some(&mask), None, LogitsFor::AllPositions)
@@ -27,7 +36,10 @@ fn logits(path: &std::path::Path, weights: GgufWeights) -> Vec<f32> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn relative_rms_error(got: &[f32], want: &[f32]) -> f32 {
@@ -46,10 +58,20 @@ fn check_layouts(spec: TinyModelSpec) {
     let reference = logits(&hf, GgufWeights::AsStored);
     assert!(rms(&reference) > 0.1, "logits should not be degenerate");
 
-    let f32_gguf = model.write_gguf(&dir.path().join("f32.gguf"), GgmlDType::F32).unwrap();
-    for weights in [GgufWeights::AsStored, GgufWeights::Dequantized, GgufWeights::Fast] {
+    let f32_gguf = model
+        .write_gguf(&dir.path().join("f32.gguf"), GgmlDType::F32)
+        .unwrap();
+    for weights in [
+        GgufWeights::AsStored,
+        GgufWeights::Dequantized,
+        GgufWeights::Fast,
+    ] {
         let diff = max_abs_diff(&reference, &logits(&f32_gguf, weights));
-        assert!(diff < 1e-4, "{:?} F32 GGUF ({weights:?}) differs from HF by {diff}", spec.architecture);
+        assert!(
+            diff < 1e-4,
+            "{:?} F32 GGUF ({weights:?}) differs from HF by {diff}",
+            spec.architecture
+        );
     }
     // A quantized file approximates the same function (tolerance by format), and its
     // quantized kernels compute what its dequantized weights compute.
@@ -59,13 +81,21 @@ fn check_layouts(spec: TinyModelSpec) {
         (GgmlDType::Q4_0, 0.25),
         (GgmlDType::Q4_1, 0.25),
     ] {
-        let path = model.write_gguf(&dir.path().join(format!("{dtype:?}.gguf")), dtype).unwrap();
+        let path = model
+            .write_gguf(&dir.path().join(format!("{dtype:?}.gguf")), dtype)
+            .unwrap();
         let dequantized = logits(&path, GgufWeights::Dequantized);
         let error = relative_rms_error(&dequantized, &reference);
-        assert!(error < tolerance, "{dtype:?} dequantized vs HF: relative error {error}");
+        assert!(
+            error < tolerance,
+            "{dtype:?} dequantized vs HF: relative error {error}"
+        );
         for weights in [GgufWeights::AsStored, GgufWeights::Fast] {
             let error = relative_rms_error(&logits(&path, weights), &dequantized);
-            assert!(error < 0.03, "{dtype:?} {weights:?} vs its dequantized weights: relative error {error}");
+            assert!(
+                error < 0.03,
+                "{dtype:?} {weights:?} vs its dequantized weights: relative error {error}"
+            );
         }
     }
 }
@@ -77,12 +107,18 @@ fn llama_hf_and_gguf_layouts_give_equal_logits() {
 
 #[test]
 fn tied_embeddings_load_from_both_layouts() {
-    check_layouts(TinyModelSpec { tie_word_embeddings: true, ..TinyModelSpec::default() });
+    check_layouts(TinyModelSpec {
+        tie_word_embeddings: true,
+        ..TinyModelSpec::default()
+    });
 }
 
 #[test]
 fn qwen2_with_qkv_bias_loads_from_both_layouts() {
-    check_layouts(TinyModelSpec { architecture: Architecture::Qwen2, ..TinyModelSpec::default() });
+    check_layouts(TinyModelSpec {
+        architecture: Architecture::Qwen2,
+        ..TinyModelSpec::default()
+    });
 }
 
 fn chat(text: &str) -> Prompt {
@@ -90,25 +126,53 @@ fn chat(text: &str) -> Prompt {
 }
 
 fn greedy(max_tokens: usize) -> SamplingParams {
-    SamplingParams { ignore_eos: true, ..SamplingParams::greedy(max_tokens) }
+    SamplingParams {
+        ignore_eos: true,
+        ..SamplingParams::greedy(max_tokens)
+    }
 }
 
 #[test]
 fn batched_generation_equals_one_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
-    let hf = TinyModel::new(&TinyModelSpec::default()).unwrap().write_hf_dir(dir.path()).unwrap();
-    let engine = Engine::load(&hf, EngineOptions { max_batch: 8, ..EngineOptions::default() }).unwrap();
+    let hf = TinyModel::new(&TinyModelSpec::default())
+        .unwrap()
+        .write_hf_dir(dir.path())
+        .unwrap();
+    let engine = Engine::load(
+        &hf,
+        EngineOptions {
+            max_batch: 8,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
     // Different prompt lengths exercise left padding; different max_tokens exercise
     // dropping finished rows from the batch.
-    let requests: Vec<GenerationRequest> = ["a", "the cat sat", "hello there, how are you today?", "xy", "in an inn"]
-        .iter()
-        .enumerate()
-        .map(|(i, p)| GenerationRequest { prompt: chat(p), params: greedy(4 + 6 * i) })
-        .collect();
+    let requests: Vec<GenerationRequest> = [
+        "a",
+        "the cat sat",
+        "hello there, how are you today?",
+        "xy",
+        "in an inn",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, p)| GenerationRequest {
+        prompt: chat(p),
+        params: greedy(4 + 6 * i),
+    })
+    .collect();
     let batched = engine.generate(&requests, &mut |_, _| {}).unwrap();
     for (request, together) in requests.iter().zip(&batched) {
-        let alone = engine.generate(std::slice::from_ref(request), &mut |_, _| {}).unwrap();
-        assert_eq!(alone[0].token_ids, together.token_ids, "prompt {:?}", request.prompt);
+        let alone = engine
+            .generate(std::slice::from_ref(request), &mut |_, _| {})
+            .unwrap();
+        assert_eq!(
+            alone[0].token_ids, together.token_ids,
+            "prompt {:?}",
+            request.prompt
+        );
         assert_eq!(together.token_ids.len(), request.params.max_tokens);
         assert_eq!(together.finish_reason, FinishReason::Length);
     }
@@ -119,10 +183,21 @@ fn hf_directory_and_gguf_generate_the_same_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let model = TinyModel::new(&TinyModelSpec::default()).unwrap();
     let hf = model.write_hf_dir(&dir.path().join("hf")).unwrap();
-    let gguf = model.write_gguf(&dir.path().join("m.gguf"), GgmlDType::F32).unwrap();
-    let request = [GenerationRequest { prompt: chat("the answer"), params: greedy(24) }];
-    let from_hf = Engine::load(&hf, EngineOptions::default()).unwrap().generate(&request, &mut |_, _| {}).unwrap();
-    let from_gguf = Engine::load(&gguf, EngineOptions::default()).unwrap().generate(&request, &mut |_, _| {}).unwrap();
+    let gguf = model
+        .write_gguf(&dir.path().join("m.gguf"), GgmlDType::F32)
+        .unwrap();
+    let request = [GenerationRequest {
+        prompt: chat("the answer"),
+        params: greedy(24),
+    }];
+    let from_hf = Engine::load(&hf, EngineOptions::default())
+        .unwrap()
+        .generate(&request, &mut |_, _| {})
+        .unwrap();
+    let from_gguf = Engine::load(&gguf, EngineOptions::default())
+        .unwrap()
+        .generate(&request, &mut |_, _| {})
+        .unwrap();
     assert_eq!(from_hf[0].token_ids, from_gguf[0].token_ids);
     assert_eq!(from_hf[0].prompt_tokens, from_gguf[0].prompt_tokens);
 }
@@ -130,13 +205,26 @@ fn hf_directory_and_gguf_generate_the_same_tokens() {
 #[test]
 fn streaming_deltas_and_stop_strings() {
     let dir = tempfile::tempdir().unwrap();
-    let hf = TinyModel::new(&TinyModelSpec::default()).unwrap().write_hf_dir(dir.path()).unwrap();
+    let hf = TinyModel::new(&TinyModelSpec::default())
+        .unwrap()
+        .write_hf_dir(dir.path())
+        .unwrap();
     let engine = Engine::load(&hf, EngineOptions::default()).unwrap();
     let free = engine
-        .generate(&[GenerationRequest { prompt: chat("stop test"), params: greedy(40) }], &mut |_, _| {})
+        .generate(
+            &[GenerationRequest {
+                prompt: chat("stop test"),
+                params: greedy(40),
+            }],
+            &mut |_, _| {},
+        )
         .unwrap()
         .remove(0);
-    assert!(free.text.chars().count() >= 10, "random model produced too little text: {:?}", free.text);
+    assert!(
+        free.text.chars().count() >= 10,
+        "random model produced too little text: {:?}",
+        free.text
+    );
     // A stop string taken from the middle of the free-running text.
     let chars: Vec<char> = free.text.chars().collect();
     let stop: String = chars[6..9].iter().collect();
@@ -145,26 +233,50 @@ fn streaming_deltas_and_stop_strings() {
     params.stop = vec![stop.clone()];
     let mut streamed = String::new();
     let stopped = engine
-        .generate(&[GenerationRequest { prompt: chat("stop test"), params }], &mut |i, delta| {
-            assert_eq!(i, 0);
-            streamed.push_str(delta);
-        })
+        .generate(
+            &[GenerationRequest {
+                prompt: chat("stop test"),
+                params,
+            }],
+            &mut |i, delta| {
+                assert_eq!(i, 0);
+                streamed.push_str(delta);
+            },
+        )
         .unwrap()
         .remove(0);
     assert_eq!(stopped.text, free.text[..cut]);
-    assert_eq!(streamed, stopped.text, "streamed text must equal the final text");
+    assert_eq!(
+        streamed, stopped.text,
+        "streamed text must equal the final text"
+    );
     assert_eq!(stopped.finish_reason, FinishReason::Stop);
 }
 
 #[test]
 fn seeded_sampling_is_reproducible() {
     let dir = tempfile::tempdir().unwrap();
-    let hf = TinyModel::new(&TinyModelSpec::default()).unwrap().write_hf_dir(dir.path()).unwrap();
+    let hf = TinyModel::new(&TinyModelSpec::default())
+        .unwrap()
+        .write_hf_dir(dir.path())
+        .unwrap();
     let engine = Engine::load(&hf, EngineOptions::default()).unwrap();
     let sample = |seed| {
-        let params = SamplingParams { temperature: 1.0, top_p: 0.9, top_k: 50, seed, ..greedy(16) };
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_p: 0.9,
+            top_k: 50,
+            seed,
+            ..greedy(16)
+        };
         engine
-            .generate(&[GenerationRequest { prompt: chat("x"), params }], &mut |_, _| {})
+            .generate(
+                &[GenerationRequest {
+                    prompt: chat("x"),
+                    params,
+                }],
+                &mut |_, _| {},
+            )
             .unwrap()
             .remove(0)
             .token_ids

@@ -101,7 +101,10 @@ impl ModelConfig {
                 bail!("`{name}` must be positive");
             }
         }
-        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             bail!(
                 "`num_attention_heads` ({}) must be a multiple of `num_key_value_heads` ({})",
                 self.num_attention_heads,
@@ -233,7 +236,10 @@ impl HfConfig {
                 if kind != "llama3" {
                     bail!("unsupported `rope_scaling` type `{kind}`: only `llama3` is implemented");
                 }
-                Some(serde_json::from_value::<Llama3RopeScaling>(v.clone()).context("`rope_scaling`")?)
+                Some(
+                    serde_json::from_value::<Llama3RopeScaling>(v.clone())
+                        .context("`rope_scaling`")?,
+                )
             }
         };
         let eos_token_ids = match self.eos_token_id {

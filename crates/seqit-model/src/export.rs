@@ -14,11 +14,16 @@ pub fn named_weights(model: &Llama) -> Result<Vec<(String, Tensor)>> {
     if model.rope_layout != RopeLayout::HalfSplit {
         bail!("the model is in llama.cpp's interleaved RoPE layout; load it with `dequantize` to export it");
     }
-    let mut out = vec![("model.embed_tokens.weight".to_string(), model.embed_tokens.0.clone())];
+    let mut out = vec![(
+        "model.embed_tokens.weight".to_string(),
+        model.embed_tokens.0.clone(),
+    )];
     let push_linear = |out: &mut Vec<(String, Tensor)>, name: String, l: &Linear| -> Result<()> {
         match l.weight() {
             LinearWeight::Dense(w) => out.push((format!("{name}.weight"), w.clone())),
-            LinearWeight::Quantized(_) => bail!("`{name}` is quantized; load the model with `dequantize` to export it"),
+            LinearWeight::Quantized(_) => {
+                bail!("`{name}` is quantized; load the model with `dequantize` to export it")
+            }
         }
         if let Some(b) = l.bias() {
             out.push((format!("{name}.bias"), b.clone()));
@@ -27,17 +32,29 @@ pub fn named_weights(model: &Llama) -> Result<Vec<(String, Tensor)>> {
     };
     for (i, block) in model.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");
-        out.push((format!("{p}.input_layernorm.weight"), block.input_layernorm.weight().clone()));
+        out.push((
+            format!("{p}.input_layernorm.weight"),
+            block.input_layernorm.weight().clone(),
+        ));
         out.push((
             format!("{p}.post_attention_layernorm.weight"),
             block.post_attention_layernorm.weight().clone(),
         ));
         let a = &block.self_attn;
-        for (n, l) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
+        for (n, l) in [
+            ("q_proj", &a.q_proj),
+            ("k_proj", &a.k_proj),
+            ("v_proj", &a.v_proj),
+            ("o_proj", &a.o_proj),
+        ] {
             push_linear(&mut out, format!("{p}.self_attn.{n}"), l)?;
         }
         let m = &block.mlp;
-        for (n, l) in [("gate_proj", &m.gate_proj), ("up_proj", &m.up_proj), ("down_proj", &m.down_proj)] {
+        for (n, l) in [
+            ("gate_proj", &m.gate_proj),
+            ("up_proj", &m.up_proj),
+            ("down_proj", &m.down_proj),
+        ] {
             push_linear(&mut out, format!("{p}.mlp.{n}"), l)?;
         }
     }

@@ -22,7 +22,9 @@ pub struct GgufFile {
 
 impl std::fmt::Debug for GgufFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GgufFile").field("path", &self.path).finish()
+        f.debug_struct("GgufFile")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -83,7 +85,10 @@ impl GgufFile {
 
     pub fn architecture(&self) -> Result<Architecture> {
         let name = self.string("general.architecture").with_context(|| {
-            format!("`{}` has no `general.architecture` metadata", self.path.display())
+            format!(
+                "`{}` has no `general.architecture` metadata",
+                self.path.display()
+            )
         })?;
         Architecture::parse(name).with_context(|| {
             format!(
@@ -99,9 +104,8 @@ impl GgufFile {
         let arch = self.string("general.architecture").unwrap_or("llama");
         let need = |key: &str| -> Result<u64> {
             let full = format!("{arch}.{key}");
-            self.uint(&full).with_context(|| {
-                format!("`{}` lacks metadata `{full}`", self.path.display())
-            })
+            self.uint(&full)
+                .with_context(|| format!("`{}` lacks metadata `{full}`", self.path.display()))
         };
         let hidden_size = need("embedding_length")? as usize;
         let num_attention_heads = need("attention.head_count")? as usize;
@@ -113,7 +117,10 @@ impl GgufFile {
             Some(v) => v as usize,
             None => match self.metadata().get("tokenizer.ggml.tokens") {
                 Some(Value::Array(tokens)) => tokens.len(),
-                _ => bail!("`{}` has neither `{arch}.vocab_size` nor a token list", self.path.display()),
+                _ => bail!(
+                    "`{}` has neither `{arch}.vocab_size` nor a token list",
+                    self.path.display()
+                ),
             },
         };
         let eos = self.uint("tokenizer.ggml.eos_token_id").map(|v| v as u32);
@@ -132,7 +139,9 @@ impl GgufFile {
             rms_norm_eps: self
                 .float(&format!("{arch}.attention.layer_norm_rms_epsilon"))
                 .unwrap_or(1e-5),
-            rope_theta: self.float(&format!("{arch}.rope.freq_base")).unwrap_or(10_000.0),
+            rope_theta: self
+                .float(&format!("{arch}.rope.freq_base"))
+                .unwrap_or(10_000.0),
             rope_scaling: None,
             max_position_embeddings: self
                 .uint(&format!("{arch}.context_length"))
@@ -142,8 +151,12 @@ impl GgufFile {
             bos_token_id: self.uint("tokenizer.ggml.bos_token_id").map(|v| v as u32),
             eos_token_ids: eos.into_iter().collect(),
         };
-        cfg.validate()
-            .with_context(|| format!("`{}` has an inconsistent configuration", self.path.display()))?;
+        cfg.validate().with_context(|| {
+            format!(
+                "`{}` has an inconsistent configuration",
+                self.path.display()
+            )
+        })?;
         Ok(cfg)
     }
 
@@ -232,8 +245,7 @@ const LAYER_NAMES: [(&str, &str); 9] = [
 pub fn permute_for_interleaved_rope(w: &Tensor, heads: usize) -> Result<Tensor> {
     let (rows, cols) = w.dims2()?;
     let d = rows / heads;
-    Ok(w
-        .reshape((heads, 2, d / 2, cols))?
+    Ok(w.reshape((heads, 2, d / 2, cols))?
         .transpose(1, 2)?
         .contiguous()?
         .reshape((rows, cols))?)
@@ -243,8 +255,7 @@ pub fn permute_for_interleaved_rope(w: &Tensor, heads: usize) -> Result<Tensor> 
 pub fn unpermute_interleaved_rope(w: &Tensor, heads: usize) -> Result<Tensor> {
     let (rows, cols) = w.dims2()?;
     let d = rows / heads;
-    Ok(w
-        .reshape((heads, d / 2, 2, cols))?
+    Ok(w.reshape((heads, d / 2, 2, cols))?
         .transpose(1, 2)?
         .contiguous()?
         .reshape((rows, cols))?)
@@ -281,10 +292,23 @@ mod tests {
             .unwrap();
         let p = permute_for_interleaved_rope(&w, 2).unwrap();
         // head 0 rows (0,1 | 2,3) → (0,2,1,3)
-        let rows: Vec<f32> = p.narrow(1, 0, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let rows: Vec<f32> = p
+            .narrow(1, 0, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(rows, vec![0., 4., 2., 6., 8., 12., 10., 14.]);
         let back = unpermute_interleaved_rope(&p, 2).unwrap();
-        let diff = (back - &w).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (back - &w)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_eq!(diff, 0.0);
     }
 }

@@ -5,9 +5,9 @@
 
 mod tiny_model;
 
-pub use tiny_model::{rewrite_gguf_metadata, set_tensor_type, TinyModel, TinyModelSpec};
 pub use candle_core::quantized::gguf_file::Value as GgufValue;
 pub use candle_core::quantized::GgmlDType;
+pub use tiny_model::{rewrite_gguf_metadata, set_tensor_type, TinyModel, TinyModelSpec};
 
 use std::path::PathBuf;
 

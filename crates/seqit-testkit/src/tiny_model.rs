@@ -17,7 +17,14 @@ use seqit_model::{Architecture, ModelConfig};
 const CHATML_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 const SPECIAL_TOKENS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
 /// A few merges so the tokenizer is a real BPE, not only bytes.
-const MERGES: [(&str, &str); 6] = [("t", "h"), ("th", "e"), ("Ġ", "t"), ("i", "n"), ("a", "n"), ("Ġ", "the")];
+const MERGES: [(&str, &str); 6] = [
+    ("t", "h"),
+    ("th", "e"),
+    ("Ġ", "t"),
+    ("i", "n"),
+    ("a", "n"),
+    ("Ġ", "the"),
+];
 
 /// Shape of the tiny model.
 #[derive(Debug, Clone)]
@@ -60,7 +67,10 @@ impl TinyModel {
         let tokens = byte_level_vocab();
         let vocab_size = tokens.len();
         let head_dim = spec.hidden_size / spec.num_attention_heads;
-        let im_end = tokens.iter().position(|t| t == "<|im_end|>").expect("special token") as u32;
+        let im_end = tokens
+            .iter()
+            .position(|t| t == "<|im_end|>")
+            .expect("special token") as u32;
         let config = ModelConfig {
             architecture: spec.architecture,
             vocab_size,
@@ -83,13 +93,18 @@ impl TinyModel {
         let dev = Device::Cpu;
         let mut random = |shape: &[usize], scale: f32| -> Result<Tensor> {
             let n: usize = shape.iter().product();
-            let data: Vec<f32> = (0..n).map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale).collect();
+            let data: Vec<f32> = (0..n)
+                .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale)
+                .collect();
             Ok(Tensor::from_vec(data, shape, &dev)?)
         };
         let (h, i) = (spec.hidden_size, spec.intermediate_size);
         let q_out = spec.num_attention_heads * head_dim;
         let kv_out = spec.num_key_value_heads * head_dim;
-        let mut weights = vec![("model.embed_tokens.weight".to_string(), random(&[vocab_size, h], 1.0)?)];
+        let mut weights = vec![(
+            "model.embed_tokens.weight".to_string(),
+            random(&[vocab_size, h], 1.0)?,
+        )];
         let proj = 1.0 / (h as f32).sqrt();
         for l in 0..spec.num_hidden_layers {
             let p = format!("model.layers.{l}");
@@ -108,17 +123,30 @@ impl TinyModel {
                 ("mlp.down_proj", h, i),
             ] {
                 weights.push((format!("{p}.{name}.weight"), random(&[out, inp], proj)?));
-                if spec.architecture.has_qkv_bias() && matches!(name, "self_attn.q_proj" | "self_attn.k_proj" | "self_attn.v_proj") {
+                if spec.architecture.has_qkv_bias()
+                    && matches!(
+                        name,
+                        "self_attn.q_proj" | "self_attn.k_proj" | "self_attn.v_proj"
+                    )
+                {
                     weights.push((format!("{p}.{name}.bias"), random(&[out], 0.1)?));
                 }
             }
         }
         weights.push(("model.norm.weight".to_string(), (random(&[h], 0.2)? + 1.0)?));
         if !spec.tie_word_embeddings {
-            weights.push(("lm_head.weight".to_string(), random(&[vocab_size, h], proj)?));
+            weights.push((
+                "lm_head.weight".to_string(),
+                random(&[vocab_size, h], proj)?,
+            ));
         }
         let merges = MERGES.iter().map(|(a, b)| format!("{a} {b}")).collect();
-        Ok(Self { config, tokens, merges, weights })
+        Ok(Self {
+            config,
+            tokens,
+            merges,
+            weights,
+        })
     }
 
     /// Writes `config.json`, `model.safetensors`, `tokenizer.json` and
@@ -127,7 +155,10 @@ impl TinyModel {
         std::fs::create_dir_all(dir)?;
         let map: HashMap<String, Tensor> = self.weights.iter().cloned().collect();
         candle_core::safetensors::save(&map, dir.join("model.safetensors"))?;
-        std::fs::write(dir.join("config.json"), self.config.to_hf_json("float32").to_string())?;
+        std::fs::write(
+            dir.join("config.json"),
+            self.config.to_hf_json("float32").to_string(),
+        )?;
         // The tokenizer document is the one seqit rebuilds from GGUF metadata: write a
         // throwaway GGUF and let the engine derive it.
         let scratch = dir.join("tokenizer.scratch.gguf");
@@ -144,7 +175,10 @@ impl TinyModel {
             "add_bos_token": false,
             "chat_template": CHATML_TEMPLATE,
         });
-        std::fs::write(dir.join("tokenizer_config.json"), tokenizer_config.to_string())?;
+        std::fs::write(
+            dir.join("tokenizer_config.json"),
+            tokenizer_config.to_string(),
+        )?;
         Ok(dir.to_path_buf())
     }
 
@@ -177,44 +211,91 @@ impl TinyModel {
             }
             let stored = if t.rank() == 2 { dtype } else { GgmlDType::F32 };
             let q = QTensor::quantize(&t.to_dtype(DType::F32)?, stored)?;
-            let gguf_name = gguf_tensor_name(name).with_context(|| format!("no GGUF name for {name}"))?;
+            let gguf_name =
+                gguf_tensor_name(name).with_context(|| format!("no GGUF name for {name}"))?;
             tensors.push((gguf_name, q));
         }
         let u32v = |v: usize| Value::U32(v as u32);
         let token_types: Vec<Value> = self
             .tokens
             .iter()
-            .map(|t| Value::I32(if SPECIAL_TOKENS.contains(&t.as_str()) { 3 } else { 1 }))
+            .map(|t| {
+                Value::I32(if SPECIAL_TOKENS.contains(&t.as_str()) {
+                    3
+                } else {
+                    1
+                })
+            })
             .collect();
         let metadata: Vec<(String, Value)> = vec![
             ("general.architecture".into(), Value::String(arch.into())),
             ("general.name".into(), Value::String("tiny-random".into())),
-            (format!("{arch}.context_length"), u32v(c.max_position_embeddings)),
+            (
+                format!("{arch}.context_length"),
+                u32v(c.max_position_embeddings),
+            ),
             (format!("{arch}.embedding_length"), u32v(c.hidden_size)),
-            (format!("{arch}.feed_forward_length"), u32v(c.intermediate_size)),
+            (
+                format!("{arch}.feed_forward_length"),
+                u32v(c.intermediate_size),
+            ),
             (format!("{arch}.block_count"), u32v(c.num_hidden_layers)),
-            (format!("{arch}.attention.head_count"), u32v(c.num_attention_heads)),
-            (format!("{arch}.attention.head_count_kv"), u32v(c.num_key_value_heads)),
-            (format!("{arch}.attention.layer_norm_rms_epsilon"), Value::F32(c.rms_norm_eps as f32)),
-            (format!("{arch}.rope.freq_base"), Value::F32(c.rope_theta as f32)),
+            (
+                format!("{arch}.attention.head_count"),
+                u32v(c.num_attention_heads),
+            ),
+            (
+                format!("{arch}.attention.head_count_kv"),
+                u32v(c.num_key_value_heads),
+            ),
+            (
+                format!("{arch}.attention.layer_norm_rms_epsilon"),
+                Value::F32(c.rms_norm_eps as f32),
+            ),
+            (
+                format!("{arch}.rope.freq_base"),
+                Value::F32(c.rope_theta as f32),
+            ),
             (format!("{arch}.vocab_size"), u32v(c.vocab_size)),
             ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
             ("tokenizer.ggml.pre".into(), Value::String("gpt2".into())),
             (
                 "tokenizer.ggml.tokens".into(),
-                Value::Array(self.tokens.iter().map(|t| Value::String(t.clone())).collect()),
+                Value::Array(
+                    self.tokens
+                        .iter()
+                        .map(|t| Value::String(t.clone()))
+                        .collect(),
+                ),
             ),
-            ("tokenizer.ggml.token_type".into(), Value::Array(token_types)),
+            (
+                "tokenizer.ggml.token_type".into(),
+                Value::Array(token_types),
+            ),
             (
                 "tokenizer.ggml.merges".into(),
-                Value::Array(self.merges.iter().map(|m| Value::String(m.clone())).collect()),
+                Value::Array(
+                    self.merges
+                        .iter()
+                        .map(|m| Value::String(m.clone()))
+                        .collect(),
+                ),
             ),
-            ("tokenizer.ggml.eos_token_id".into(), u32v(c.eos_token_ids[0] as usize)),
-            ("tokenizer.chat_template".into(), Value::String(CHATML_TEMPLATE.into())),
+            (
+                "tokenizer.ggml.eos_token_id".into(),
+                u32v(c.eos_token_ids[0] as usize),
+            ),
+            (
+                "tokenizer.chat_template".into(),
+                Value::String(CHATML_TEMPLATE.into()),
+            ),
         ];
-        let mut file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let metadata_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut file =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let metadata_refs: Vec<(&str, &Value)> =
+            metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let tensor_refs: Vec<(&str, &QTensor)> =
+            tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
         gguf_file::write(&mut file, &metadata_refs, &tensor_refs)?;
         Ok(path.to_path_buf())
     }
@@ -255,7 +336,10 @@ pub fn set_tensor_type(path: &Path, gguf_name: &str, type_id: u32) -> Result<()>
     let needle = gguf_name.as_bytes();
     let at = bytes
         .windows(needle.len() + 8)
-        .position(|w| w[8..] == *needle && u64::from_le_bytes(w[..8].try_into().unwrap()) == needle.len() as u64)
+        .position(|w| {
+            w[8..] == *needle
+                && u64::from_le_bytes(w[..8].try_into().unwrap()) == needle.len() as u64
+        })
         .context("tensor name not found in the GGUF header")?;
     let mut pos = at + 8 + needle.len();
     let n_dims = u32::from_le_bytes(bytes[pos..pos + 4].try_into()?) as usize;
@@ -275,10 +359,18 @@ pub fn rewrite_gguf_metadata(src: &Path, dst: &Path, key: &str, value: Value) ->
     metadata.push((key.to_string(), value));
     let mut tensors = Vec::new();
     for name in content.tensor_infos.keys() {
-        tensors.push((name.clone(), content.tensor(&mut reader, name, &Device::Cpu)?));
+        tensors.push((
+            name.clone(),
+            content.tensor(&mut reader, name, &Device::Cpu)?,
+        ));
     }
-    let metadata_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let metadata_refs: Vec<(&str, &Value)> =
+        metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    gguf_file::write(&mut std::fs::File::create(dst)?, &metadata_refs, &tensor_refs)?;
+    gguf_file::write(
+        &mut std::fs::File::create(dst)?,
+        &metadata_refs,
+        &tensor_refs,
+    )?;
     Ok(())
 }

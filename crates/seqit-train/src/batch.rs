@@ -90,7 +90,10 @@ pub fn build_batch(rows: &[Vec<&TokenizedExample>], device: &Device) -> Result<B
 }
 
 /// Greedy first-fit packing of examples (in order) into rows of at most `max_len` tokens.
-pub fn pack<'a>(examples: &[&'a TokenizedExample], max_len: usize) -> Vec<Vec<&'a TokenizedExample>> {
+pub fn pack<'a>(
+    examples: &[&'a TokenizedExample],
+    max_len: usize,
+) -> Vec<Vec<&'a TokenizedExample>> {
     let mut rows: Vec<(usize, Vec<&TokenizedExample>)> = Vec::new();
     for example in examples {
         let len = example.input_ids.len();
@@ -110,7 +113,10 @@ mod tests {
     use super::*;
 
     fn example(ids: &[u32], trained: &[bool]) -> TokenizedExample {
-        TokenizedExample { input_ids: ids.to_vec(), trained: trained.to_vec() }
+        TokenizedExample {
+            input_ids: ids.to_vec(),
+            trained: trained.to_vec(),
+        }
     }
 
     #[test]
@@ -120,10 +126,24 @@ mod tests {
         let batch = build_batch(&[vec![&a, &b]], &Device::Cpu).unwrap();
         let positions: Vec<u32> = batch.positions.flatten_all().unwrap().to_vec1().unwrap();
         assert_eq!(positions, [0, 1, 2, 0, 1]);
-        let mask: Vec<Vec<f32>> = batch.mask.squeeze(0).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
-        let visible: Vec<Vec<bool>> = mask.iter().map(|r| r.iter().map(|v| *v == 0.0).collect()).collect();
+        let mask: Vec<Vec<f32>> = batch
+            .mask
+            .squeeze(0)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        let visible: Vec<Vec<bool>> = mask
+            .iter()
+            .map(|r| r.iter().map(|v| *v == 0.0).collect())
+            .collect();
         assert_eq!(visible[2], [true, true, true, false, false]);
-        assert_eq!(visible[4], [false, false, false, true, true], "b must not see a");
+        assert_eq!(
+            visible[4],
+            [false, false, false, true, true],
+            "b must not see a"
+        );
         // Targets: 2, 3 (trained), 4 (crosses into b: not trained), 5 (trained).
         let weights: Vec<f32> = batch.weights.flatten_all().unwrap().to_vec1().unwrap();
         assert_eq!(weights, [1.0, 1.0, 0.0, 1.0]);
@@ -145,7 +165,10 @@ mod tests {
         let e = |n: usize| example(&vec![1; n], &vec![true; n]);
         let (a, b, c, d) = (e(5), e(4), e(3), e(2));
         let rows = pack(&[&a, &b, &c, &d], 8);
-        let lens: Vec<Vec<usize>> = rows.iter().map(|r| r.iter().map(|x| x.input_ids.len()).collect()).collect();
+        let lens: Vec<Vec<usize>> = rows
+            .iter()
+            .map(|r| r.iter().map(|x| x.input_ids.len()).collect())
+            .collect();
         assert_eq!(lens, [vec![5, 3], vec![4, 2]]);
     }
 }

@@ -33,21 +33,39 @@ pub struct TrainSummary {
     pub model_dir: PathBuf,
 }
 
-pub fn run_training(job: &TrainJob, on_step: &mut dyn FnMut(&StepMetrics, usize)) -> Result<TrainSummary> {
+pub fn run_training(
+    job: &TrainJob,
+    on_step: &mut dyn FnMut(&StepMetrics, usize),
+) -> Result<TrainSummary> {
     let (tokenizer, model_template) = load_tokenizer(&job.model)?;
     let model_template = model_template
-        .map(|src| ChatTemplate::new(&src, tokenizer.bos_token.as_deref(), tokenizer.eos_token.as_deref()))
+        .map(|src| {
+            ChatTemplate::new(
+                &src,
+                tokenizer.bos_token.as_deref(),
+                tokenizer.eos_token.as_deref(),
+            )
+        })
         .transpose()?;
     let template = job.format.template(&tokenizer, model_template.as_ref())?;
     let mut examples = Vec::with_capacity(job.conversations.len());
     for (i, conversation) in job.conversations.iter().enumerate() {
-        examples.push(tokenize_example(&tokenizer, &template, conversation).with_context(|| format!("example {i}"))?);
+        examples.push(
+            tokenize_example(&tokenizer, &template, conversation)
+                .with_context(|| format!("example {i}"))?,
+        );
     }
     let (examples, skipped) = truncate_examples(examples, job.config.max_len);
     if examples.is_empty() {
-        bail!("no example has an assistant token left to train on (max length {})", job.config.max_len);
+        bail!(
+            "no example has an assistant token left to train on (max length {})",
+            job.config.max_len
+        );
     }
-    let options = LoadOptions { gguf_weights: GgufWeights::Dequantized, dtype: DType::F32 };
+    let options = LoadOptions {
+        gguf_weights: GgufWeights::Dequantized,
+        dtype: DType::F32,
+    };
     let base = load_model(&job.model, &Device::Cpu, options)
         .with_context(|| format!("cannot load `{}`", job.model.display()))?
         .llama;
@@ -69,13 +87,22 @@ pub fn run_training(job: &TrainJob, on_step: &mut dyn FnMut(&StepMetrics, usize)
 
 /// Updates in a run (an estimate with packing, exact otherwise), for progress display.
 fn total_updates(examples: usize, config: &TrainConfig) -> usize {
-    let per_epoch = examples.div_ceil(config.batch_size.max(1)).div_ceil(config.grad_accum.max(1));
-    config.max_steps.map_or(per_epoch * config.epochs, |m| m.min(per_epoch * config.epochs))
+    let per_epoch = examples
+        .div_ceil(config.batch_size.max(1))
+        .div_ceil(config.grad_accum.max(1));
+    config.max_steps.map_or(per_epoch * config.epochs, |m| {
+        m.min(per_epoch * config.epochs)
+    })
 }
 
 /// Writes the trained model as a Hugging Face directory carrying the chat template it was
 /// trained with, so that `seqit generate` and transformers prompt it the same way.
-fn export(trainer: &Trainer, tokenizer: &seqit_engine::Tokenizer, template: &str, dir: &Path) -> Result<()> {
+fn export(
+    trainer: &Trainer,
+    tokenizer: &seqit_engine::Tokenizer,
+    template: &str,
+    dir: &Path,
+) -> Result<()> {
     let tmp = dir.with_extension("tmp");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;

@@ -21,6 +21,6 @@ pub use loss::masked_cross_entropy;
 pub use optim::{AdamW, AdamWConfig, Moments};
 pub use recipe::{export_recipe, DistributedTrainer, RecipeSettings};
 pub use schedule::{learning_rate, Schedule};
-pub use trainer::{truncate_examples, StepMetrics, TrainConfig, Trainer};
-pub use trainable::{full_finetuning, TrainableModel};
 pub use tokenize::{tokenize_example, ChatFormat, TokenizedExample};
+pub use trainable::{full_finetuning, TrainableModel};
+pub use trainer::{truncate_examples, StepMetrics, TrainConfig, Trainer};

@@ -9,7 +9,9 @@ pub fn masked_cross_entropy(logits: &Tensor, targets: &Tensor, weights: &Tensor)
     let t = logits.dim(1)?;
     let logits = logits.narrow(1, 0, t - 1)?;
     let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let picked = log_probs.gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)?;
+    let picked = log_probs
+        .gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?
+        .squeeze(D::Minus1)?;
     let total = (picked * weights)?.sum_all()?;
     let count = weights.sum_all()?.to_scalar::<f32>()?.max(1.0);
     Ok((total.neg()? / count as f64)?)
@@ -23,11 +25,20 @@ mod tests {
     #[test]
     fn matches_hand_computed_value() {
         // One row, t = 3, vocab 2: positions 0 and 1 predict tokens 1 and 0.
-        let logits = Tensor::new(&[[[0f32, 0.0], [2.0f32.ln(), 0.0], [9.0, 9.0]]], &Device::Cpu).unwrap();
+        let logits = Tensor::new(
+            &[[[0f32, 0.0], [2.0f32.ln(), 0.0], [9.0, 9.0]]],
+            &Device::Cpu,
+        )
+        .unwrap();
         let targets = Tensor::new(&[[1u32, 0]], &Device::Cpu).unwrap();
         let both = Tensor::new(&[[1f32, 1.0]], &Device::Cpu).unwrap();
         let first = Tensor::new(&[[1f32, 0.0]], &Device::Cpu).unwrap();
-        let loss = |w: &Tensor| masked_cross_entropy(&logits, &targets, w).unwrap().to_scalar::<f32>().unwrap();
+        let loss = |w: &Tensor| {
+            masked_cross_entropy(&logits, &targets, w)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
         // -ln(1/2) and -ln(2/3)
         let (l0, l1) = (2f32.ln(), (1.5f32).ln());
         assert!((loss(&both) - (l0 + l1) / 2.0).abs() < 1e-6);

@@ -22,7 +22,12 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -55,11 +60,19 @@ impl InplaceOp2 for FusedUpdate<'_> {
         "adamw-update"
     }
 
-    fn cpu_fwd(&self, dst: &mut CpuStorage, dst_l: &Layout, grad: &CpuStorage, grad_l: &Layout) -> candle_core::Result<()> {
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        grad: &CpuStorage,
+        grad_l: &Layout,
+    ) -> candle_core::Result<()> {
         let (CpuStorage::F32(param), CpuStorage::F32(grad)) = (dst, grad) else {
             candle_core::bail!("adamw-update: only f32 parameters are supported");
         };
-        let (Some((p0, p1)), Some((g0, g1))) = (dst_l.contiguous_offsets(), grad_l.contiguous_offsets()) else {
+        let (Some((p0, p1)), Some((g0, g1))) =
+            (dst_l.contiguous_offsets(), grad_l.contiguous_offsets())
+        else {
             candle_core::bail!("adamw-update: parameter and gradient must be contiguous");
         };
         let param = &mut param[p0..p1];
@@ -70,7 +83,12 @@ impl InplaceOp2 for FusedUpdate<'_> {
         let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
         let correction1 = 1.0 - c.beta1.powi(self.step as i32) as f32;
         let correction2 = 1.0 - c.beta2.powi(self.step as i32) as f32;
-        let (lr, eps, decay, scale) = (self.lr, c.eps as f32, 1.0 - self.lr * c.weight_decay as f32, self.grad_scale);
+        let (lr, eps, decay, scale) = (
+            self.lr,
+            c.eps as f32,
+            1.0 - self.lr * c.weight_decay as f32,
+            self.grad_scale,
+        );
         const CHUNK: usize = 16 * 1024;
         param
             .par_chunks_mut(CHUNK)
@@ -95,10 +113,18 @@ impl AdamW {
             .iter()
             .map(|p| {
                 let n = p.elem_count();
-                Mutex::new(Moments { m: vec![0.0; n], v: vec![0.0; n] })
+                Mutex::new(Moments {
+                    m: vec![0.0; n],
+                    v: vec![0.0; n],
+                })
             })
             .collect();
-        Ok(Self { params, moments, config, step: 0 })
+        Ok(Self {
+            params,
+            moments,
+            config,
+            step: 0,
+        })
     }
 
     pub fn params(&self) -> &[Var] {
@@ -129,22 +155,39 @@ impl AdamW {
         };
         self.step += 1;
         for (p, moments) in self.params.iter().zip(&self.moments) {
-            let Some(grad) = grads.get(p.as_tensor()) else { continue };
+            let Some(grad) = grads.get(p.as_tensor()) else {
+                continue;
+            };
             let grad = grad.contiguous()?;
-            let update = FusedUpdate { moments, lr: lr as f32, grad_scale, config: self.config, step: self.step };
-            p.as_tensor().inplace_op2(&grad, &update).context("optimizer update")?;
+            let update = FusedUpdate {
+                moments,
+                lr: lr as f32,
+                grad_scale,
+                config: self.config,
+                step: self.step,
+            };
+            p.as_tensor()
+                .inplace_op2(&grad, &update)
+                .context("optimizer update")?;
         }
         Ok(norm)
     }
 
     /// Moments for checkpoints.
     pub fn moments(&self) -> Vec<Moments> {
-        self.moments.iter().map(|m| m.lock().expect("moments lock").clone()).collect()
+        self.moments
+            .iter()
+            .map(|m| m.lock().expect("moments lock").clone())
+            .collect()
     }
 
     pub fn restore(&mut self, moments: Vec<Moments>, step: u64) -> Result<()> {
         if moments.len() != self.params.len() {
-            bail!("the checkpoint has optimizer state for {} parameters, the model has {}", moments.len(), self.params.len());
+            bail!(
+                "the checkpoint has optimizer state for {} parameters, the model has {}",
+                moments.len(),
+                self.params.len()
+            );
         }
         for ((slot, restored), p) in self.moments.iter().zip(moments).zip(&self.params) {
             if restored.m.len() != p.elem_count() {
@@ -168,7 +211,10 @@ mod tests {
         let dev = Device::Cpu;
         let init: Vec<f32> = (0..40_000).map(|i| ((i as f32) * 0.37).sin()).collect();
         let var = Var::from_tensor(&Tensor::from_vec(init.clone(), 40_000, &dev).unwrap()).unwrap();
-        let config = AdamWConfig { weight_decay: 0.1, ..AdamWConfig::default() };
+        let config = AdamWConfig {
+            weight_decay: 0.1,
+            ..AdamWConfig::default()
+        };
         let mut opt = AdamW::new(vec![var.clone()], config).unwrap();
         let (mut p, mut m, mut v) = (init.clone(), vec![0f32; 40_000], vec![0f32; 40_000]);
         for step in 1..=3 {
@@ -185,7 +231,11 @@ mod tests {
             }
         }
         let got: Vec<f32> = var.as_tensor().to_vec1().unwrap();
-        let max = got.iter().zip(&p).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let max = got
+            .iter()
+            .zip(&p)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         assert!(max < 1e-6, "max difference {max}");
     }
 
@@ -199,8 +249,14 @@ mod tests {
         assert!((norm - 5.0).abs() < 1e-6);
         // First Adam step moves each coordinate by lr * sign(g) regardless of scale.
         let got: Vec<f32> = var.as_tensor().to_vec1().unwrap();
-        assert!((got[0] - 2.9).abs() < 1e-5 && (got[1] - 3.9).abs() < 1e-5, "{got:?}");
+        assert!(
+            (got[0] - 2.9).abs() < 1e-5 && (got[1] - 3.9).abs() < 1e-5,
+            "{got:?}"
+        );
         let m = &opt.moments()[0].m;
-        assert!((m[0] - 0.1 * 3.0 / 5.0).abs() < 1e-5, "moments see the clipped gradient: {m:?}");
+        assert!(
+            (m[0] - 0.1 * 3.0 / 5.0).abs() < 1e-5,
+            "moments see the clipped gradient: {m:?}"
+        );
     }
 }

@@ -61,7 +61,8 @@ pub fn export_recipe(
             settings.effective_batch
         );
     }
-    std::fs::create_dir_all(output).with_context(|| format!("cannot create `{}`", output.display()))?;
+    std::fs::create_dir_all(output)
+        .with_context(|| format!("cannot create `{}`", output.display()))?;
     let out_dir = output.join("checkpoints").display().to_string();
     let grad_accum = (settings.effective_batch / per_step).to_string();
     let fill = |template: &str, data_file: &str| {
@@ -74,7 +75,10 @@ pub fn export_recipe(
             .replace("{{max_len}}", &settings.max_len.to_string())
             .replace("{{output}}", &out_dir)
             .replace("{{data_file}}", data_file)
-            .replace("{{dataset_dir}}", &output.join("data").display().to_string())
+            .replace(
+                "{{dataset_dir}}",
+                &output.join("data").display().to_string(),
+            )
             .replace("{{llamafactory_template}}", &settings.llamafactory_template)
     };
     let mut files = Vec::new();
@@ -108,7 +112,10 @@ pub fn export_recipe(
                 "formatting": "sharegpt",
                 "columns": {"messages": "conversations", "system": "system"},
             }});
-            write("data/dataset_info.json", serde_json::to_string_pretty(&info)?)?;
+            write(
+                "data/dataset_info.json",
+                serde_json::to_string_pretty(&info)?,
+            )?;
             write("ds_z3_config.json", DEEPSPEED_ZERO3.to_string())?;
             write("llamafactory.yaml", fill(LLAMAFACTORY, ""))?;
         }
@@ -137,7 +144,9 @@ fn sharegpt_json(conversations: &[Vec<ChatMessage>]) -> Result<String> {
                 }
                 Role::User => "human",
                 Role::Assistant => "gpt",
-                Role::Other(other) => bail!("conversation {i}: LLaMA-Factory's ShareGPT format has no role `{other}`"),
+                Role::Other(other) => {
+                    bail!("conversation {i}: LLaMA-Factory's ShareGPT format has no role `{other}`")
+                }
             };
             turns.push(json!({"from": from, "value": message.content}));
         }
@@ -155,26 +164,56 @@ mod tests {
     use super::*;
 
     fn data() -> Vec<Vec<ChatMessage>> {
-        vec![vec![ChatMessage::system("Be brief."), ChatMessage::user("Translate 'cat', then define it."), ChatMessage::assistant("Chat. A small feline.")]]
+        vec![vec![
+            ChatMessage::system("Be brief."),
+            ChatMessage::user("Translate 'cat', then define it."),
+            ChatMessage::assistant("Chat. A small feline."),
+        ]]
     }
 
     #[test]
     fn trl_recipe_has_the_paper_settings_and_the_data() {
         let dir = tempfile::tempdir().unwrap();
-        let files = export_recipe(DistributedTrainer::Trl, &data(), &RecipeSettings::default(), dir.path()).unwrap();
-        assert_eq!(files, ["train.jsonl", "ds_z3_config.json", "trl.yaml", "accelerate_zero3.yaml"]);
+        let files = export_recipe(
+            DistributedTrainer::Trl,
+            &data(),
+            &RecipeSettings::default(),
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(
+            files,
+            [
+                "train.jsonl",
+                "ds_z3_config.json",
+                "trl.yaml",
+                "accelerate_zero3.yaml"
+            ]
+        );
         let config = std::fs::read_to_string(dir.path().join("trl.yaml")).unwrap();
         for line in [
-            "learning_rate: 2.0e-5", "num_train_epochs: 3", "per_device_train_batch_size: 2",
-            "gradient_accumulation_steps: 8", "max_length: 2048", "warmup_ratio: 0.03",
-            "lr_scheduler_type: linear", "bf16: true", "assistant_only_loss: true",
+            "learning_rate: 2.0e-5",
+            "num_train_epochs: 3",
+            "per_device_train_batch_size: 2",
+            "gradient_accumulation_steps: 8",
+            "max_length: 2048",
+            "warmup_ratio: 0.03",
+            "lr_scheduler_type: linear",
+            "bf16: true",
+            "assistant_only_loss: true",
             "model_name_or_path: meta-llama/Meta-Llama-3-8B",
         ] {
             assert!(config.lines().any(|l| l == line), "missing `{line}`");
         }
         assert!(!config.contains("{{"), "unfilled placeholder");
-        let first: serde_json::Value =
-            serde_json::from_str(std::fs::read_to_string(dir.path().join("train.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+        let first: serde_json::Value = serde_json::from_str(
+            std::fs::read_to_string(dir.path().join("train.jsonl"))
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(first["messages"][0]["role"], "system");
         assert_eq!(first["messages"][2]["content"], "Chat. A small feline.");
     }
@@ -182,35 +221,65 @@ mod tests {
     #[test]
     fn llamafactory_recipe_writes_sharegpt_and_dataset_info() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = RecipeSettings { gpus: 4, micro_batch: 4, ..RecipeSettings::default() };
-        export_recipe(DistributedTrainer::LlamaFactory, &data(), &settings, dir.path()).unwrap();
+        let settings = RecipeSettings {
+            gpus: 4,
+            micro_batch: 4,
+            ..RecipeSettings::default()
+        };
+        export_recipe(
+            DistributedTrainer::LlamaFactory,
+            &data(),
+            &settings,
+            dir.path(),
+        )
+        .unwrap();
         let config = std::fs::read_to_string(dir.path().join("llamafactory.yaml")).unwrap();
-        assert!(config.contains("gradient_accumulation_steps: 8") && config.contains("train_on_prompt: false"));
+        assert!(
+            config.contains("gradient_accumulation_steps: 8")
+                && config.contains("train_on_prompt: false")
+        );
         assert!(config.contains("finetuning_type: full") && !config.contains("{{"));
-        let items: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("data/seqit_sit.json")).unwrap()).unwrap();
+        let items: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("data/seqit_sit.json")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(items[0]["system"], "Be brief.");
         assert_eq!(items[0]["conversations"][0]["from"], "human");
         assert_eq!(items[0]["conversations"][1]["from"], "gpt");
-        let info: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("data/dataset_info.json")).unwrap()).unwrap();
+        let info: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("data/dataset_info.json")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(info["seqit_sit"]["formatting"], "sharegpt");
     }
 
     #[test]
     fn axolotl_recipe_trains_assistant_turns_only() {
         let dir = tempfile::tempdir().unwrap();
-        export_recipe(DistributedTrainer::Axolotl, &data(), &RecipeSettings::default(), dir.path()).unwrap();
+        export_recipe(
+            DistributedTrainer::Axolotl,
+            &data(),
+            &RecipeSettings::default(),
+            dir.path(),
+        )
+        .unwrap();
         let config = std::fs::read_to_string(dir.path().join("axolotl.yaml")).unwrap();
-        assert!(config.contains("roles_to_train: [\"assistant\"]") && config.contains("train_on_eos: turn"));
+        assert!(
+            config.contains("roles_to_train: [\"assistant\"]")
+                && config.contains("train_on_eos: turn")
+        );
         assert!(config.contains("sequence_len: 2048") && !config.contains("{{"));
     }
 
     #[test]
     fn rejects_batch_sizes_that_do_not_divide() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = RecipeSettings { gpus: 3, ..RecipeSettings::default() };
-        let err = export_recipe(DistributedTrainer::Trl, &data(), &settings, dir.path()).unwrap_err();
+        let settings = RecipeSettings {
+            gpus: 3,
+            ..RecipeSettings::default()
+        };
+        let err =
+            export_recipe(DistributedTrainer::Trl, &data(), &settings, dir.path()).unwrap_err();
         assert!(err.to_string().contains("not a multiple"), "{err}");
     }
 }

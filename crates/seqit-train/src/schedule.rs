@@ -11,7 +11,13 @@ pub enum Schedule {
 }
 
 /// Learning rate for update `step` (0-based) of `total`.
-pub fn learning_rate(schedule: Schedule, peak: f64, step: usize, total: usize, warmup: usize) -> f64 {
+pub fn learning_rate(
+    schedule: Schedule,
+    peak: f64,
+    step: usize,
+    total: usize,
+    warmup: usize,
+) -> f64 {
     if step < warmup {
         return peak * (step + 1) as f64 / warmup as f64;
     }

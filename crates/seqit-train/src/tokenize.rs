@@ -31,18 +31,34 @@ pub enum ChatFormat {
 
 impl ChatFormat {
     /// The template for `tokenizer`, given the model's own template if it has one.
-    pub fn template(&self, tokenizer: &Tokenizer, model_template: Option<&ChatTemplate>) -> Result<ChatTemplate> {
+    pub fn template(
+        &self,
+        tokenizer: &Tokenizer,
+        model_template: Option<&ChatTemplate>,
+    ) -> Result<ChatTemplate> {
         let source = match self {
             ChatFormat::Model => {
                 return model_template
-                    .map(|t| ChatTemplate::new(t.source(), tokenizer.bos_token.as_deref(), tokenizer.eos_token.as_deref()))
-                    .context("the model has no chat template; choose `--template tulu` or `chatml`")?;
+                    .map(|t| {
+                        ChatTemplate::new(
+                            t.source(),
+                            tokenizer.bos_token.as_deref(),
+                            tokenizer.eos_token.as_deref(),
+                        )
+                    })
+                    .context(
+                        "the model has no chat template; choose `--template tulu` or `chatml`",
+                    )?;
             }
             ChatFormat::Tulu => TULU_TEMPLATE,
             ChatFormat::ChatMl => CHATML_TEMPLATE,
             ChatFormat::Custom(source) => source,
         };
-        ChatTemplate::new(source, tokenizer.bos_token.as_deref(), tokenizer.eos_token.as_deref())
+        ChatTemplate::new(
+            source,
+            tokenizer.bos_token.as_deref(),
+            tokenizer.eos_token.as_deref(),
+        )
     }
 }
 

@@ -2,7 +2,9 @@
 
 use anyhow::{bail, Result};
 use candle_core::{Tensor, Var};
-use seqit_model::{Attention, Block, Embedding, Kernels, Linear, LinearWeight, Llama, Mlp, RmsNorm};
+use seqit_model::{
+    Attention, Block, Embedding, Kernels, Linear, LinearWeight, Llama, Mlp, RmsNorm,
+};
 
 /// A model whose dense weights are [`Var`]s, with their Hugging Face names.
 pub struct TrainableModel {
@@ -19,12 +21,18 @@ pub fn full_finetuning(model: Llama) -> Result<TrainableModel> {
         params.push((name, v));
         Ok(tensor)
     };
-    let linear = |var: &mut dyn FnMut(String, &Tensor) -> Result<Tensor>, name: String, l: &Linear| -> Result<Linear> {
+    let linear = |var: &mut dyn FnMut(String, &Tensor) -> Result<Tensor>,
+                  name: String,
+                  l: &Linear|
+     -> Result<Linear> {
         let LinearWeight::Dense(w) = l.weight() else {
             bail!("`{name}` is quantized: load the model with dense weights to train it");
         };
         let w = var(format!("{name}.weight"), w)?;
-        let b = l.bias().map(|b| var(format!("{name}.bias"), b)).transpose()?;
+        let b = l
+            .bias()
+            .map(|b| var(format!("{name}.bias"), b))
+            .transpose()?;
         Ok(Linear::new(LinearWeight::Dense(w), b)?)
     };
     let eps = model.config.rms_norm_eps;
@@ -32,8 +40,14 @@ pub fn full_finetuning(model: Llama) -> Result<TrainableModel> {
     let mut layers = Vec::with_capacity(model.layers.len());
     for (i, b) in model.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");
-        let input_norm = var(format!("{p}.input_layernorm.weight"), b.input_layernorm.weight())?;
-        let post_norm = var(format!("{p}.post_attention_layernorm.weight"), b.post_attention_layernorm.weight())?;
+        let input_norm = var(
+            format!("{p}.input_layernorm.weight"),
+            b.input_layernorm.weight(),
+        )?;
+        let post_norm = var(
+            format!("{p}.post_attention_layernorm.weight"),
+            b.post_attention_layernorm.weight(),
+        )?;
         let a = &b.self_attn;
         let m = &b.mlp;
         layers.push(Block {
@@ -58,7 +72,14 @@ pub fn full_finetuning(model: Llama) -> Result<TrainableModel> {
     } else {
         linear(&mut var, "lm_head".into(), &model.lm_head)?
     };
-    let mut llama = Llama::new(model.config.clone(), model.rope_layout, Embedding(embed), layers, norm, lm_head)?;
+    let mut llama = Llama::new(
+        model.config.clone(),
+        model.rope_layout,
+        Embedding(embed),
+        layers,
+        norm,
+        lm_head,
+    )?;
     llama.kernels = Kernels::Differentiable;
     Ok(TrainableModel { llama, params })
 }

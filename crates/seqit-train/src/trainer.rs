@@ -11,8 +11,8 @@ use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 use seqit_model::LogitsFor;
+use serde::{Deserialize, Serialize};
 
 use crate::batch::{build_batch, pack};
 use crate::loss::masked_cross_entropy;
@@ -83,7 +83,10 @@ struct Progress {
 }
 
 /// Examples dropped because truncation left them without trained tokens.
-pub fn truncate_examples(examples: Vec<TokenizedExample>, max_len: usize) -> (Vec<TokenizedExample>, usize) {
+pub fn truncate_examples(
+    examples: Vec<TokenizedExample>,
+    max_len: usize,
+) -> (Vec<TokenizedExample>, usize) {
     let mut skipped = 0;
     let kept = examples
         .into_iter()
@@ -108,7 +111,9 @@ fn plan(examples: &[TokenizedExample], config: &TrainConfig) -> Vec<Vec<Vec<Vec<
     let mut updates = Vec::new();
     for epoch in 0..config.epochs {
         let mut order: Vec<usize> = (0..examples.len()).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(config.seed.wrapping_add(epoch as u64)));
+        order.shuffle(&mut StdRng::seed_from_u64(
+            config.seed.wrapping_add(epoch as u64),
+        ));
         let rows: Vec<Vec<usize>> = if config.packing {
             let refs: Vec<&TokenizedExample> = order.iter().map(|&i| &examples[i]).collect();
             let packed = pack(&refs, config.max_len);
@@ -117,14 +122,22 @@ fn plan(examples: &[TokenizedExample], config: &TrainConfig) -> Vec<Vec<Vec<Vec<
                 .into_iter()
                 .map(|row| {
                     row.into_iter()
-                        .map(|e| examples.iter().position(|x| std::ptr::eq(x, e)).expect("from examples"))
+                        .map(|e| {
+                            examples
+                                .iter()
+                                .position(|x| std::ptr::eq(x, e))
+                                .expect("from examples")
+                        })
                         .collect()
                 })
                 .collect()
         } else {
             order.into_iter().map(|i| vec![i]).collect()
         };
-        let micro: Vec<Vec<Vec<usize>>> = rows.chunks(config.batch_size.max(1)).map(|c| c.to_vec()).collect();
+        let micro: Vec<Vec<Vec<usize>>> = rows
+            .chunks(config.batch_size.max(1))
+            .map(|c| c.to_vec())
+            .collect();
         for update in micro.chunks(config.grad_accum.max(1)) {
             updates.push(update.to_vec());
         }
@@ -142,11 +155,29 @@ pub struct Trainer {
 
 impl Trainer {
     /// Starts, or resumes from the newest checkpoint in `output` when `resume` is set.
-    pub fn new(model: TrainableModel, config: TrainConfig, output: &Path, resume: bool) -> Result<Self> {
-        std::fs::create_dir_all(output).with_context(|| format!("cannot create `{}`", output.display()))?;
+    pub fn new(
+        model: TrainableModel,
+        config: TrainConfig,
+        output: &Path,
+        resume: bool,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(output)
+            .with_context(|| format!("cannot create `{}`", output.display()))?;
         let params = model.params.iter().map(|(_, v)| v.clone()).collect();
-        let optimizer = AdamW::new(params, AdamWConfig { weight_decay: config.weight_decay, ..AdamWConfig::default() })?;
-        let mut trainer = Self { model, optimizer, config, output: output.to_path_buf(), step: 0 };
+        let optimizer = AdamW::new(
+            params,
+            AdamWConfig {
+                weight_decay: config.weight_decay,
+                ..AdamWConfig::default()
+            },
+        )?;
+        let mut trainer = Self {
+            model,
+            optimizer,
+            config,
+            output: output.to_path_buf(),
+            step: 0,
+        };
         if resume {
             if let Some(dir) = latest_checkpoint(output)? {
                 trainer.load_checkpoint(&dir)?;
@@ -166,7 +197,11 @@ impl Trainer {
 
     /// Trains on `examples` until the plan (or `max_steps`) is done; returns the metrics
     /// of the updates made in this call.
-    pub fn train(&mut self, examples: &[TokenizedExample], on_step: &mut dyn FnMut(&StepMetrics)) -> Result<Vec<StepMetrics>> {
+    pub fn train(
+        &mut self,
+        examples: &[TokenizedExample],
+        on_step: &mut dyn FnMut(&StepMetrics),
+    ) -> Result<Vec<StepMetrics>> {
         let updates = plan(examples, &self.config);
         let total = updates.len();
         let last = self.config.max_steps.map_or(total, |m| m.min(total));
@@ -188,7 +223,10 @@ impl Trainer {
             let mut grads: Option<GradStore> = None;
             let (mut loss_sum, mut tokens, mut trained) = (0f64, 0, 0);
             for micro in micro_batches {
-                let rows: Vec<Vec<&TokenizedExample>> = micro.iter().map(|r| r.iter().map(|&i| &examples[i]).collect()).collect();
+                let rows: Vec<Vec<&TokenizedExample>> = micro
+                    .iter()
+                    .map(|r| r.iter().map(|&i| &examples[i]).collect())
+                    .collect();
                 let batch = build_batch(&rows, &Device::Cpu)?;
                 let logits = self.model.llama.forward(
                     &batch.input_ids,
@@ -199,7 +237,8 @@ impl Trainer {
                 )?;
                 // Token-weighted so that accumulation equals one big batch.
                 let share = batch.trained_tokens as f64 / trained_total.max(1) as f64;
-                let loss = (masked_cross_entropy(&logits, &batch.targets, &batch.weights)? * share)?;
+                let loss =
+                    (masked_cross_entropy(&logits, &batch.targets, &batch.weights)? * share)?;
                 loss_sum += loss.to_scalar::<f32>()? as f64;
                 let micro_grads = loss.backward()?;
                 grads = Some(match grads {
@@ -220,7 +259,13 @@ impl Trainer {
                 tokens += batch.tokens;
                 trained += batch.trained_tokens;
             }
-            let lr = learning_rate(self.config.schedule, self.config.lr, self.step, total, warmup);
+            let lr = learning_rate(
+                self.config.schedule,
+                self.config.lr,
+                self.step,
+                total,
+                warmup,
+            );
             let grads = grads.context("an update without batches")?;
             let grad_norm = self.optimizer.step(&grads, lr, self.config.max_grad_norm)?;
             self.step += 1;
@@ -238,7 +283,8 @@ impl Trainer {
             metrics_file.flush()?;
             on_step(&metrics);
             out.push(metrics);
-            let save_now = self.config.save_every > 0 && self.step.is_multiple_of(self.config.save_every);
+            let save_now =
+                self.config.save_every > 0 && self.step.is_multiple_of(self.config.save_every);
             if save_now || self.step == last {
                 self.save_checkpoint()?;
             }
@@ -248,23 +294,36 @@ impl Trainer {
 
     fn save_checkpoint(&self) -> Result<()> {
         let final_dir = self.output.join(format!("checkpoint-{:08}", self.step));
-        let tmp = self.output.join(format!(".checkpoint-{:08}.tmp", self.step));
+        let tmp = self
+            .output
+            .join(format!(".checkpoint-{:08}.tmp", self.step));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
         }
         std::fs::create_dir_all(&tmp)?;
-        let weights: std::collections::HashMap<String, Tensor> =
-            self.model.params.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
+        let weights: std::collections::HashMap<String, Tensor> = self
+            .model
+            .params
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
         candle_core::safetensors::save(&weights, tmp.join("weights.safetensors"))?;
         let mut state = std::collections::HashMap::new();
-        for ((name, _), Moments { m, v }) in self.model.params.iter().zip(self.optimizer.moments()) {
+        for ((name, _), Moments { m, v }) in self.model.params.iter().zip(self.optimizer.moments())
+        {
             let n = m.len();
             state.insert(format!("{name}.m"), Tensor::from_vec(m, n, &Device::Cpu)?);
             state.insert(format!("{name}.v"), Tensor::from_vec(v, n, &Device::Cpu)?);
         }
         candle_core::safetensors::save(&state, tmp.join("optimizer.safetensors"))?;
-        let progress = Progress { step: self.step, config: self.config.clone() };
-        std::fs::write(tmp.join("progress.json"), serde_json::to_string_pretty(&progress)?)?;
+        let progress = Progress {
+            step: self.step,
+            config: self.config.clone(),
+        };
+        std::fs::write(
+            tmp.join("progress.json"),
+            serde_json::to_string_pretty(&progress)?,
+        )?;
         if final_dir.exists() {
             std::fs::remove_dir_all(&final_dir)?;
         }
@@ -273,26 +332,41 @@ impl Trainer {
     }
 
     fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
-        let progress: Progress = serde_json::from_str(&std::fs::read_to_string(dir.join("progress.json"))?)
-            .with_context(|| format!("`{}` is not a valid checkpoint", dir.display()))?;
+        let progress: Progress =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("progress.json"))?)
+                .with_context(|| format!("`{}` is not a valid checkpoint", dir.display()))?;
         // Settings that shape the loss curve must match; when to stop or save may differ.
-        let comparable = |c: &TrainConfig| TrainConfig { max_steps: None, save_every: 0, ..c.clone() };
+        let comparable = |c: &TrainConfig| TrainConfig {
+            max_steps: None,
+            save_every: 0,
+            ..c.clone()
+        };
         if comparable(&progress.config) != comparable(&self.config) {
             bail!(
                 "the checkpoint `{}` was made with other training settings; resume with the same settings",
                 dir.display()
             );
         }
-        let weights = candle_core::safetensors::load(dir.join("weights.safetensors"), &Device::Cpu)?;
-        let state = candle_core::safetensors::load(dir.join("optimizer.safetensors"), &Device::Cpu)?;
+        let weights =
+            candle_core::safetensors::load(dir.join("weights.safetensors"), &Device::Cpu)?;
+        let state =
+            candle_core::safetensors::load(dir.join("optimizer.safetensors"), &Device::Cpu)?;
         let mut moments = Vec::new();
         for (name, var) in &self.model.params {
-            let w = weights.get(name).with_context(|| format!("checkpoint lacks `{name}`"))?;
+            let w = weights
+                .get(name)
+                .with_context(|| format!("checkpoint lacks `{name}`"))?;
             var.set(w)?;
             let get = |suffix: &str| -> Result<Vec<f32>> {
-                Ok(state.get(&format!("{name}.{suffix}")).context("optimizer state incomplete")?.to_vec1()?)
+                Ok(state
+                    .get(&format!("{name}.{suffix}"))
+                    .context("optimizer state incomplete")?
+                    .to_vec1()?)
             };
-            moments.push(Moments { m: get("m")?, v: get("v")? });
+            moments.push(Moments {
+                m: get("m")?,
+                v: get("v")?,
+            });
         }
         self.optimizer.restore(moments, progress.step as u64)?;
         self.step = progress.step;
@@ -302,7 +376,9 @@ impl Trainer {
         if metrics_path.exists() {
             let kept: String = std::fs::read_to_string(&metrics_path)?
                 .lines()
-                .filter(|l| serde_json::from_str::<StepMetrics>(l).is_ok_and(|m| m.step <= self.step))
+                .filter(|l| {
+                    serde_json::from_str::<StepMetrics>(l).is_ok_and(|m| m.step <= self.step)
+                })
                 .map(|l| format!("{l}\n"))
                 .collect();
             std::fs::write(&metrics_path, kept)?;
@@ -314,7 +390,11 @@ impl Trainer {
 fn latest_checkpoint(output: &Path) -> Result<Option<PathBuf>> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(output)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("checkpoint-")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("checkpoint-"))
+        })
         .collect();
     found.sort();
     Ok(found.pop())

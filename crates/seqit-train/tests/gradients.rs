@@ -4,43 +4,81 @@
 use candle_core::{DType, Device, Tensor};
 use seqit_model::{load_hf_dir, LogitsFor};
 use seqit_testkit::{TinyModel, TinyModelSpec};
-use seqit_train::{build_batch, full_finetuning, masked_cross_entropy, TokenizedExample, TrainableModel};
+use seqit_train::{
+    build_batch, full_finetuning, masked_cross_entropy, TokenizedExample, TrainableModel,
+};
 
 fn tiny(spec: TinyModelSpec) -> (tempfile::TempDir, TrainableModel) {
     let dir = tempfile::tempdir().unwrap();
-    let hf = TinyModel::new(&spec).unwrap().write_hf_dir(dir.path()).unwrap();
+    let hf = TinyModel::new(&spec)
+        .unwrap()
+        .write_hf_dir(dir.path())
+        .unwrap();
     let model = full_finetuning(load_hf_dir(&hf, &Device::Cpu, DType::F32).unwrap()).unwrap();
     (dir, model)
 }
 
 fn examples() -> Vec<TokenizedExample> {
     vec![
-        TokenizedExample { input_ids: vec![72, 101, 108, 108, 111, 260, 33], trained: vec![false, false, false, true, true, true, true] },
-        TokenizedExample { input_ids: vec![97, 98, 99], trained: vec![false, true, true] },
+        TokenizedExample {
+            input_ids: vec![72, 101, 108, 108, 111, 260, 33],
+            trained: vec![false, false, false, true, true, true, true],
+        },
+        TokenizedExample {
+            input_ids: vec![97, 98, 99],
+            trained: vec![false, true, true],
+        },
     ]
 }
 
 fn loss(model: &TrainableModel, packed: bool) -> Tensor {
     let ex = examples();
-    let rows = if packed { vec![vec![&ex[0], &ex[1]]] } else { vec![vec![&ex[0]], vec![&ex[1]]] };
+    let rows = if packed {
+        vec![vec![&ex[0], &ex[1]]]
+    } else {
+        vec![vec![&ex[0]], vec![&ex[1]]]
+    };
     let batch = build_batch(&rows, &Device::Cpu).unwrap();
     let logits = model
         .llama
-        .forward(&batch.input_ids, &batch.positions, Some(&batch.mask), None, LogitsFor::AllPositions)
+        .forward(
+            &batch.input_ids,
+            &batch.positions,
+            Some(&batch.mask),
+            None,
+            LogitsFor::AllPositions,
+        )
         .unwrap();
     masked_cross_entropy(&logits, &batch.targets, &batch.weights).unwrap()
 }
 
 #[test]
 fn every_parameter_receives_a_gradient() {
-    for spec in [TinyModelSpec::default(), TinyModelSpec { tie_word_embeddings: true, ..TinyModelSpec::default() }] {
+    for spec in [
+        TinyModelSpec::default(),
+        TinyModelSpec {
+            tie_word_embeddings: true,
+            ..TinyModelSpec::default()
+        },
+    ] {
         let (_dir, model) = tiny(spec);
         let grads = loss(&model, true).backward().unwrap();
         assert!(model.params.len() >= 20);
         for (name, var) in &model.params {
-            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
-            let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(norm > 0.0 && norm.is_finite(), "{name}: gradient norm {norm}");
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {name}"));
+            let norm = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                norm > 0.0 && norm.is_finite(),
+                "{name}: gradient norm {norm}"
+            );
         }
     }
 }
@@ -52,21 +90,34 @@ fn gradients_match_finite_differences() {
     let eps = 1e-2f32;
     let mut checked = 0;
     for (name, var) in &model.params {
-        let g: Vec<f32> = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let g: Vec<f32> = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let values: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
         // The coordinate with the largest gradient gives a well-conditioned check.
-        let i = (0..g.len()).max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs())).unwrap();
+        let i = (0..g.len())
+            .max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs()))
+            .unwrap();
         let at = |delta: f32| {
             let mut v = values.clone();
             v[i] += delta;
-            var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap()).unwrap();
+            var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
             loss(&model, false).to_scalar::<f32>().unwrap() as f64
         };
         let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
-        var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu).unwrap()).unwrap();
+        var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu).unwrap())
+            .unwrap();
         let analytic = g[i] as f64;
         let rel = (numeric - analytic).abs() / analytic.abs().max(1e-3);
-        assert!(rel < 0.05, "{name}[{i}]: analytic {analytic}, numeric {numeric}");
+        assert!(
+            rel < 0.05,
+            "{name}[{i}]: analytic {analytic}, numeric {numeric}"
+        );
         checked += 1;
     }
     assert_eq!(checked, model.params.len());
@@ -77,5 +128,8 @@ fn packing_gives_the_same_loss_as_padding() {
     let (_dir, model) = tiny(TinyModelSpec::default());
     let packed = loss(&model, true).to_scalar::<f32>().unwrap();
     let padded = loss(&model, false).to_scalar::<f32>().unwrap();
-    assert!((packed - padded).abs() < 1e-5, "packed {packed} vs padded {padded}");
+    assert!(
+        (packed - padded).abs() < 1e-5,
+        "packed {packed} vs padded {padded}"
+    );
 }

@@ -8,12 +8,19 @@ use seqit_train::{tokenize_example, ChatFormat};
 
 #[test]
 fn ids_and_masks_match_transformers() {
-    let gguf = seqit_testkit::default_model_path().expect("assets missing: run scripts/setup first");
+    let gguf =
+        seqit_testkit::default_model_path().expect("assets missing: run scripts/setup first");
     let engine = Engine::load(&gguf, EngineOptions::default()).unwrap();
     let tokenizer = engine.tokenizer();
-    let golden: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(seqit_testkit::fixture("masking_golden.json")).unwrap()).unwrap();
-    let llama3 = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../prompts/templates/llama3-style.jinja")).unwrap();
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(seqit_testkit::fixture("masking_golden.json")).unwrap(),
+    )
+    .unwrap();
+    let llama3 = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../prompts/templates/llama3-style.jinja"
+    ))
+    .unwrap();
     let mut checked = 0;
     for case in golden["cases"].as_array().unwrap() {
         let format = match case["template"].as_str().unwrap() {
@@ -23,12 +30,24 @@ fn ids_and_masks_match_transformers() {
         };
         let template = format.template(tokenizer, engine.chat_template()).unwrap();
         let messages: Vec<ChatMessage> = serde_json::from_value(case["messages"].clone()).unwrap();
-        assert_eq!(template.render(&messages, false).unwrap(), case["text"].as_str().unwrap());
+        assert_eq!(
+            template.render(&messages, false).unwrap(),
+            case["text"].as_str().unwrap()
+        );
         let example = tokenize_example(tokenizer, &template, &messages).unwrap();
         let ids: Vec<u32> = serde_json::from_value(case["input_ids"].clone()).unwrap();
-        let trained: Vec<bool> = case["trained"].as_array().unwrap().iter().map(|v| v.as_u64() == Some(1)).collect();
+        let trained: Vec<bool> = case["trained"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64() == Some(1))
+            .collect();
         assert_eq!(example.input_ids, ids, "{}", case["template"]);
-        assert_eq!(example.trained, trained, "{}: {:?}", case["template"], case["text"]);
+        assert_eq!(
+            example.trained, trained,
+            "{}: {:?}",
+            case["template"], case["text"]
+        );
         assert!(example.trained_tokens() > 0);
         checked += 1;
     }
@@ -37,10 +56,13 @@ fn ids_and_masks_match_transformers() {
 
 #[test]
 fn end_of_turn_is_trained_and_prompt_is_not() {
-    let gguf = seqit_testkit::default_model_path().expect("assets missing: run scripts/setup first");
+    let gguf =
+        seqit_testkit::default_model_path().expect("assets missing: run scripts/setup first");
     let engine = Engine::load(&gguf, EngineOptions::default()).unwrap();
     let tokenizer = engine.tokenizer();
-    let template = ChatFormat::Model.template(tokenizer, engine.chat_template()).unwrap();
+    let template = ChatFormat::Model
+        .template(tokenizer, engine.chat_template())
+        .unwrap();
     let messages = [ChatMessage::user("Say hi."), ChatMessage::assistant("Hi!")];
     let example = tokenize_example(tokenizer, &template, &messages).unwrap();
     let trained: Vec<String> = example
@@ -51,6 +73,7 @@ fn end_of_turn_is_trained_and_prompt_is_not() {
         .map(|(id, _)| tokenizer.id_to_token(*id).unwrap())
         .collect();
     assert_eq!(trained, ["Hi", "!", "<|im_end|>"]);
-    let err = tokenize_example(tokenizer, &template, &[ChatMessage::user("no answer")]).unwrap_err();
+    let err =
+        tokenize_example(tokenizer, &template, &[ChatMessage::user("no answer")]).unwrap_err();
     assert!(err.to_string().contains("no assistant turn"));
 }

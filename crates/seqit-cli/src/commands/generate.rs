@@ -72,7 +72,8 @@ pub(super) struct InputRecord {
 }
 
 pub(super) fn read_input(path: &Path, system: Option<&str>, raw: bool) -> Result<Vec<InputRecord>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
     let mut records = Vec::new();
     let mut seen = HashSet::new();
     for (index, line) in BufReader::new(file).lines().enumerate() {
@@ -82,7 +83,8 @@ pub(super) fn read_input(path: &Path, system: Option<&str>, raw: bool) -> Result
         if line.trim().is_empty() {
             continue;
         }
-        let value: Value = serde_json::from_str(&line).with_context(|| format!("{}: invalid JSON", at()))?;
+        let value: Value =
+            serde_json::from_str(&line).with_context(|| format!("{}: invalid JSON", at()))?;
         let id = value.get("id").cloned().unwrap_or(json!(records.len()));
         if !seen.insert(id.to_string()) {
             bail!("{}: field `id`: {id} appears twice", at());
@@ -129,7 +131,9 @@ pub(super) fn resume_done(partial: &Path) -> Result<(HashSet<String>, Vec<Comple
         if !line.ends_with('\n') {
             break;
         }
-        let Ok(value) = serde_json::from_str::<Value>(line) else { break };
+        let Ok(value) = serde_json::from_str::<Value>(line) else {
+            break;
+        };
         done.insert(value["id"].to_string());
         completions.push(Completion {
             text: value["output"].as_str().unwrap_or_default().to_string(),
@@ -157,9 +161,16 @@ fn generate_file(
     let records = read_input(input, args.system.as_deref(), args.raw)?;
     let partial = partial_path(output);
     let (done, mut completions) = resume_done(&partial)?;
-    let todo: Vec<&InputRecord> = records.iter().filter(|r| !done.contains(&r.id.to_string())).collect();
+    let todo: Vec<&InputRecord> = records
+        .iter()
+        .filter(|r| !done.contains(&r.id.to_string()))
+        .collect();
     if !done.is_empty() {
-        eprintln!("resuming: {} of {} records already generated", done.len(), records.len());
+        eprintln!(
+            "resuming: {} of {} records already generated",
+            done.len(),
+            records.len()
+        );
     }
     let mut sink = std::fs::OpenOptions::new()
         .create(true)

@@ -9,7 +9,10 @@ use crate::cli::ConvertArgs;
 pub fn convert(args: ConvertArgs) -> Result<()> {
     let path = resolve_model(args.model.as_deref())?;
     if path.is_dir() {
-        bail!("`{}` is already a Hugging Face directory; `convert` reads a .gguf file", path.display());
+        bail!(
+            "`{}` is already a Hugging Face directory; `convert` reads a .gguf file",
+            path.display()
+        );
     }
     let dtype = match args.dtype.as_str() {
         "bf16" => DType::BF16,

@@ -21,6 +21,11 @@ pub fn run(args: ExportRecipeArgs) -> Result<()> {
         llamafactory_template: args.llamafactory_template,
     };
     let files = export_recipe(trainer, &conversations, &settings, &args.output)?;
-    eprintln!("wrote {} ({} examples) to {}", files.join(", "), conversations.len(), args.output.display());
+    eprintln!(
+        "wrote {} ({} examples) to {}",
+        files.join(", "),
+        conversations.len(),
+        args.output.display()
+    );
     Ok(())
 }

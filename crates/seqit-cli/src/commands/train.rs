@@ -38,10 +38,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         "model" => ChatFormat::Model,
         "tulu" => ChatFormat::Tulu,
         "chatml" => ChatFormat::ChatMl,
-        path => ChatFormat::Custom(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("`--template {path}` is neither model, tulu, chatml nor a readable file"))?,
-        ),
+        path => ChatFormat::Custom(std::fs::read_to_string(path).with_context(|| {
+            format!("`--template {path}` is neither model, tulu, chatml nor a readable file")
+        })?),
     };
     let conversations = read_conversations(&args.data)?;
     let config = TrainConfig {
@@ -63,7 +62,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         save_every: args.save_every,
         max_steps: args.max_steps,
     };
-    let job = TrainJob { model, conversations, format, output: args.output.clone(), config, resume: args.resume };
+    let job = TrainJob {
+        model,
+        conversations,
+        format,
+        output: args.output.clone(),
+        config,
+        resume: args.resume,
+    };
     let started = Instant::now();
     let summary = run_training(&job, &mut |m, total| {
         eprintln!(
