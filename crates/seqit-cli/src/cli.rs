@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "seqit", version, about = "Sequential Instruction Tuning toolkit: augment, train, evaluate, serve")]
+#[command(
+    name = "seqit",
+    version,
+    about = "Sequential Instruction Tuning toolkit: augment, train, evaluate, serve"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
