@@ -91,7 +91,11 @@ impl Engine {
         }
         let template = template_source
             .map(|src| {
-                ChatTemplate::new(&src, tokenizer.bos_token.as_deref(), tokenizer.eos_token.as_deref())
+                ChatTemplate::new(
+                    &src,
+                    tokenizer.bos_token.as_deref(),
+                    tokenizer.eos_token.as_deref(),
+                )
             })
             .transpose()
             .with_context(|| format!("the chat template of `{}`", path.display()))?;
@@ -104,7 +108,11 @@ impl Engine {
 
     /// Assembles an engine from loaded parts (used by training to generate with the
     /// weights it is updating).
-    pub fn from_parts(model: Llama, tokenizer: Tokenizer, template: Option<ChatTemplate>) -> Result<Self> {
+    pub fn from_parts(
+        model: Llama,
+        tokenizer: Tokenizer,
+        template: Option<ChatTemplate>,
+    ) -> Result<Self> {
         if tokenizer.vocab_size() > model.config.vocab_size {
             bail!(
                 "the tokenizer has {} tokens but the model's embedding has only {} rows",
@@ -113,7 +121,11 @@ impl Engine {
             );
         }
         let mut stop_ids: HashSet<u32> = model.config.eos_token_ids.iter().copied().collect();
-        if let Some(eos) = tokenizer.eos_token.as_deref().and_then(|t| tokenizer.token_to_id(t)) {
+        if let Some(eos) = tokenizer
+            .eos_token
+            .as_deref()
+            .and_then(|t| tokenizer.token_to_id(t))
+        {
             stop_ids.insert(eos);
         }
         for token in END_OF_TURN_TOKENS {
@@ -193,7 +205,9 @@ impl Engine {
                 .params
                 .validate()
                 .map_err(|e| anyhow::anyhow!("request {i}: {e}"))?;
-            let ids = self.prompt_ids(&request.prompt).with_context(|| format!("request {i}"))?;
+            let ids = self
+                .prompt_ids(&request.prompt)
+                .with_context(|| format!("request {i}"))?;
             let context = self.model.config.max_position_embeddings;
             if ids.len() >= context {
                 bail!(
@@ -216,7 +230,10 @@ impl Engine {
                 results[i] = Some(completion);
             }
         }
-        Ok(results.into_iter().map(|c| c.expect("every request is generated")).collect())
+        Ok(results
+            .into_iter()
+            .map(|c| c.expect("every request is generated"))
+            .collect())
     }
 
     fn generate_batch(
@@ -231,7 +248,10 @@ impl Engine {
             .map(|(index, ids, params)| Sequence::new(*index, ids.len(), params, &self.tokenizer))
             .collect();
         let longest = batch.iter().map(|(_, ids, _)| ids.len()).max().unwrap_or(0);
-        let mut pads: Vec<usize> = batch.iter().map(|(_, ids, _)| longest - ids.len()).collect();
+        let mut pads: Vec<usize> = batch
+            .iter()
+            .map(|(_, ids, _)| longest - ids.len())
+            .collect();
         let mut input = Vec::with_capacity(batch.len() * longest);
         let mut positions = Vec::with_capacity(batch.len() * longest);
         for ((_, ids, _), pad) in batch.iter().zip(&pads) {
@@ -242,9 +262,13 @@ impl Engine {
         let input = Tensor::from_vec(input, (batch.len(), longest), &device)?;
         let positions = Tensor::from_vec(positions, (batch.len(), longest), &device)?;
         let mask = padded_causal_mask(&pads, 0, longest, &device)?;
-        let mut logits = self
-            .model
-            .forward(&input, &positions, Some(&mask), Some(&mut cache), LogitsFor::LastPosition)?;
+        let mut logits = self.model.forward(
+            &input,
+            &positions,
+            Some(&mask),
+            Some(&mut cache),
+            LogitsFor::LastPosition,
+        )?;
 
         // `active[r]` is the index into `rows` of cache row `r`.
         let mut active: Vec<usize> = (0..rows.len()).collect();
@@ -257,12 +281,14 @@ impl Engine {
                 seq.push(token, &self.stop_ids, context, on_text)?;
                 next.push(token);
             }
-            let finished = active.iter().filter(|&&row| rows[row].finish.is_some()).count();
+            let finished = active
+                .iter()
+                .filter(|&&row| rows[row].finish.is_some())
+                .count();
             if finished == active.len() {
                 break;
             }
             // Dropping rows copies the cache, so wait until it pays off.
-            let mut next = next;
             if finished > 0 && finished * 4 >= active.len() {
                 let keep: Vec<u32> = (0..active.len() as u32)
                     .filter(|&r| rows[active[r as usize]].finish.is_none())
@@ -290,7 +316,10 @@ impl Engine {
                 LogitsFor::LastPosition,
             )?;
         }
-        Ok(rows.into_iter().map(|seq| seq.into_completion(on_text)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|seq| seq.into_completion(on_text))
+            .collect())
     }
 }
 
@@ -309,7 +338,12 @@ struct Sequence<'t> {
 }
 
 impl<'t> Sequence<'t> {
-    fn new(index: usize, prompt_len: usize, params: &SamplingParams, tokenizer: &'t Tokenizer) -> Self {
+    fn new(
+        index: usize,
+        prompt_len: usize,
+        params: &SamplingParams,
+        tokenizer: &'t Tokenizer,
+    ) -> Self {
         Self {
             index,
             prompt_len,
@@ -344,14 +378,21 @@ impl<'t> Sequence<'t> {
         if let Some(cut) = self.find_stop() {
             self.text.truncate(cut);
             self.finish = Some(FinishReason::Stop);
-        } else if self.ids.len() >= self.params.max_tokens || self.prompt_len + self.ids.len() >= context {
+        } else if self.ids.len() >= self.params.max_tokens
+            || self.prompt_len + self.ids.len() >= context
+        {
             self.finish = Some(FinishReason::Length);
         }
         // Hold back a tail that could still become the start of a stop string.
         let hold = if self.finish.is_some() {
             0
         } else {
-            self.params.stop.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(0)
+            self.params
+                .stop
+                .iter()
+                .map(|s| s.len().saturating_sub(1))
+                .max()
+                .unwrap_or(0)
         };
         let mut end = self.text.len().saturating_sub(hold).max(self.emitted);
         while !self.text.is_char_boundary(end) {
@@ -368,7 +409,9 @@ impl<'t> Sequence<'t> {
     fn find_stop(&self) -> Option<usize> {
         // Only the recent tail can contain a new match.
         let longest = self.params.stop.iter().map(|s| s.len()).max()?;
-        let mut from = self.emitted.min(self.text.len().saturating_sub(longest + 8));
+        let mut from = self
+            .emitted
+            .min(self.text.len().saturating_sub(longest + 8));
         while !self.text.is_char_boundary(from) {
             from -= 1;
         }
@@ -403,10 +446,14 @@ fn generation_config_eos(dir: &Path) -> Result<Vec<u32>> {
         return Ok(Vec::new());
     }
     let text = std::fs::read_to_string(&path)?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("`{}` is not valid JSON", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("`{}` is not valid JSON", path.display()))?;
     Ok(match json.get("eos_token_id") {
-        Some(serde_json::Value::Array(ids)) => ids.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
+        Some(serde_json::Value::Array(ids)) => ids
+            .iter()
+            .filter_map(|v| v.as_u64())
+            .map(|v| v as u32)
+            .collect(),
         Some(v) => v.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
         None => Vec::new(),
     })

@@ -41,7 +41,12 @@ impl KvCache {
 
     /// Appends `k`, `v` (`[batch, kv_heads, t, head_dim]`) for `layer` and returns the
     /// whole cached history for that layer.
-    pub(crate) fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn append(
+        &mut self,
+        layer: usize,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let t = k.dim(2)?;
         let start = self.len;
         let needed = start + t;

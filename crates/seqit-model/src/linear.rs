@@ -89,14 +89,24 @@ impl Linear {
     /// Applies several projections to the same input (q/k/v, gate/up). Quantized
     /// weights then share one padding and one quantization of `x` and one parallel
     /// region, instead of one each.
-    pub fn forward_shared<const N: usize>(linears: [&Linear; N], x: &Tensor) -> Result<[Tensor; N]> {
+    pub fn forward_shared<const N: usize>(
+        linears: [&Linear; N],
+        x: &Tensor,
+    ) -> Result<[Tensor; N]> {
         let first = linears[0];
-        let fusable = linears.iter().all(|l| l.quantized.is_some() && l.padded_in == first.padded_in);
+        let fusable = linears
+            .iter()
+            .all(|l| l.quantized.is_some() && l.padded_in == first.padded_in);
         if fusable {
             let x = first.pad_input(x)?.contiguous()?;
             let weights: Vec<&QTensor> = linears
                 .iter()
-                .map(|l| l.quantized.as_ref().map(|(q, _)| q.as_ref()).expect("checked"))
+                .map(|l| {
+                    l.quantized
+                        .as_ref()
+                        .map(|(q, _)| q.as_ref())
+                        .expect("checked")
+                })
                 .collect();
             if let Some(outputs) = QTensor::gemv_fused_shared_lhs(&weights, &x)? {
                 let mut outputs = outputs.into_iter();

@@ -211,7 +211,11 @@ impl Llama {
     ) -> Result<Tensor> {
         let cfg = &self.config;
         let (batch, t, _) = x.dims3()?;
-        let (n_heads, n_kv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let (n_heads, n_kv, d) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
         let [q, k, v] = Linear::forward_shared([&attn.q_proj, &attn.k_proj, &attn.v_proj], x)?;
         let heads = |projected: Tensor, n: usize| -> Result<Tensor> {
             Ok(projected

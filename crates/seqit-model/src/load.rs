@@ -251,7 +251,12 @@ impl TensorSource for SafetensorsSource {
 fn needs_requantization(dtype: GgmlDType) -> bool {
     matches!(
         dtype,
-        GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q5K
+        GgmlDType::Q4_1
+            | GgmlDType::Q5_0
+            | GgmlDType::Q5_1
+            | GgmlDType::Q2K
+            | GgmlDType::Q3K
+            | GgmlDType::Q5K
     )
 }
 
@@ -262,7 +267,11 @@ fn weight_shape(w: &LinearWeight) -> Vec<usize> {
     }
 }
 
-fn build_llama(config: ModelConfig, layout: RopeLayout, src: &mut dyn TensorSource) -> Result<Llama> {
+fn build_llama(
+    config: ModelConfig,
+    layout: RopeLayout,
+    src: &mut dyn TensorSource,
+) -> Result<Llama> {
     let c = &config;
     let (hidden, inter) = (c.hidden_size, c.intermediate_size);
     let q_out = c.num_attention_heads * c.head_dim;
@@ -277,13 +286,27 @@ fn build_llama(config: ModelConfig, layout: RopeLayout, src: &mut dyn TensorSour
         }
         Ok(())
     };
-    let linear = |src: &mut dyn TensorSource, name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
+    let linear = |src: &mut dyn TensorSource,
+                  name: &str,
+                  out: usize,
+                  inp: usize,
+                  bias: bool|
+     -> Result<Linear> {
         let w = src.linear_weight(&format!("{name}.weight"))?;
-        check(&format!("{name}.weight"), weight_shape(&w), &[out, inp], src)?;
+        check(
+            &format!("{name}.weight"),
+            weight_shape(&w),
+            &[out, inp],
+            src,
+        )?;
         let b = if bias {
             let b = src.dense(&format!("{name}.bias"))?;
             if b.dims() != [out] {
-                bail!("{}: tensor `{name}.bias` has shape {:?}, expected [{out}]", src.describe(), b.dims());
+                bail!(
+                    "{}: tensor `{name}.bias` has shape {:?}, expected [{out}]",
+                    src.describe(),
+                    b.dims()
+                );
             }
             Some(b)
         } else {
@@ -294,7 +317,11 @@ fn build_llama(config: ModelConfig, layout: RopeLayout, src: &mut dyn TensorSour
     let norm = |src: &mut dyn TensorSource, name: &str| -> Result<RmsNorm> {
         let w = src.dense(name)?;
         if w.dims() != [hidden] {
-            bail!("{}: tensor `{name}` has shape {:?}, expected [{hidden}]", src.describe(), w.dims());
+            bail!(
+                "{}: tensor `{name}` has shape {:?}, expected [{hidden}]",
+                src.describe(),
+                w.dims()
+            );
         }
         Ok(RmsNorm::new(w, c.rms_norm_eps))
     };
@@ -342,5 +369,12 @@ fn build_llama(config: ModelConfig, layout: RopeLayout, src: &mut dyn TensorSour
     };
     let mut config = config;
     config.tie_word_embeddings = !src.contains("lm_head.weight") || config.tie_word_embeddings;
-    Llama::new(config, layout, Embedding(embed), layers, final_norm, lm_head)
+    Llama::new(
+        config,
+        layout,
+        Embedding(embed),
+        layers,
+        final_norm,
+        lm_head,
+    )
 }
