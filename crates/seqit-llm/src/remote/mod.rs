@@ -143,6 +143,12 @@ pub fn normalize_base_url(url: &str) -> Result<String, LlmError> {
             "`{url}` is not an http or https URL\nhint: give the API base, e.g. `--endpoint http://localhost:8000/v1`"
         )));
     }
+    if parsed.scheme() == "https" && !cfg!(feature = "https") {
+        let url = redact_url(url);
+        return Err(LlmError::Invalid(format!(
+            "`{url}` is an https endpoint and this seqit was built without TLS\nhint: build with `cargo build --release --features https`, or reach the server over http"
+        )));
+    }
     let mut base = trimmed.to_string();
     for suffix in ["/chat/completions", "/completions"] {
         if let Some(stripped) = base.strip_suffix(suffix) {
@@ -539,10 +545,12 @@ mod tests {
         assert_eq!(n("http://h:1/v1/"), "http://h:1/v1");
         assert_eq!(n("http://h:1"), "http://h:1/v1");
         assert_eq!(n("http://h:1/v1/chat/completions"), "http://h:1/v1");
-        assert_eq!(
-            n("https://api.example.com/openai/v1"),
-            "https://api.example.com/openai/v1"
-        );
+        if cfg!(feature = "https") {
+            assert_eq!(
+                n("https://api.example.com/openai/v1"),
+                "https://api.example.com/openai/v1"
+            );
+        }
         assert!(normalize_base_url("localhost:8000").is_err());
         assert!(normalize_base_url("ftp://h/v1").is_err());
     }
@@ -583,6 +591,52 @@ mod tests {
         .await
         .unwrap_err();
         assert!(!error.chain().contains("hunter2"), "{}", error.chain());
+    }
+
+    #[cfg(not(feature = "https"))]
+    #[test]
+    fn https_needs_the_https_feature() {
+        let error = normalize_base_url("https://user:pw@api.example.com/v1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("built without TLS") && error.contains("--features https"),
+            "{error}"
+        );
+        assert!(!error.contains("pw@"), "{error}");
+    }
+
+    #[cfg(feature = "https")]
+    #[tokio::test]
+    async fn https_endpoints_are_supported() {
+        // A TLS handshake with a plain-HTTP port fails as a connection error (without TLS
+        // support the request could not even be built).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                use tokio::io::AsyncWriteExt;
+                let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            }
+        });
+        let mut config = RemoteConfig::new(format!("https://127.0.0.1:{port}/v1"), "m");
+        config.max_retries = 0;
+        let backend = RemoteBackend::new(config).unwrap();
+        let request = LlmRequest::new(
+            seqit_core::Prompt::Text("x".into()),
+            seqit_core::SamplingParams::greedy(1),
+        );
+        let error = backend.generate(&request).await.unwrap_err();
+        assert!(
+            error.chain().contains("cannot reach `https://127.0.0.1"),
+            "{}",
+            error.chain()
+        );
+        assert!(
+            !error.chain().to_lowercase().contains("scheme"),
+            "{}",
+            error.chain()
+        );
     }
 
     #[test]
