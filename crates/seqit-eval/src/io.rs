@@ -1,6 +1,6 @@
 //! Reading JSONL (plain or gzip-compressed) and writing files atomically.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -16,7 +16,7 @@ pub fn open_maybe_gz(path: &Path) -> Result<Box<dyn BufRead>> {
     let mut file = std::fs::File::open(path).map_err(read_err)?;
     let mut magic = [0u8; 2];
     let n = file.read(&mut magic).map_err(read_err)?;
-    let file = std::fs::File::open(path).map_err(read_err)?;
+    file.seek(SeekFrom::Start(0)).map_err(read_err)?;
     if n == 2 && magic == [0x1f, 0x8b] {
         Ok(Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(
             file,

