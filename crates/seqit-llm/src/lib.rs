@@ -13,6 +13,8 @@
 //! * [`Ledger`] — tokens and cost per model; [`Estimate`] for dry runs.
 //! * [`Client`] — a backend behind the cache and the ledger: what callers use.
 //! * [`batch`] — OpenAI Batch API request files and results import.
+//! * [`BackendSpec`] and [`open_backend`] — the local model or an endpoint, from what a
+//!   user wrote (every teacher, answerer and judge is opened this way).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), seqit_llm::LlmError> {
@@ -36,6 +38,7 @@ mod client;
 mod error;
 mod ledger;
 mod local;
+mod open;
 pub mod remote;
 mod types;
 
@@ -44,6 +47,7 @@ pub use client::Client;
 pub use error::{is_retryable_status, LlmError};
 pub use ledger::{thousands, Estimate, Ledger, ModelTally, Price, PriceTable};
 pub use local::LocalBackend;
+pub use open::{open_backend, BackendSpec};
 pub use remote::{ApiKey, MultiSampleMode, RemoteBackend, RemoteConfig, DEFAULT_API_KEY_ENV};
 pub use seqit_core::SamplingParams;
 pub use types::{EndpointKind, Llm, LlmRequest, LlmResponse, MultiSample, Sample, Usage};

@@ -1,0 +1,71 @@
+//! `open_backend`: the same spec opens the local engine or an endpoint, and resolves the
+//! served model name when none is given.
+
+use seqit_core::{ChatMessage, Prompt, SamplingParams};
+use seqit_faultserver::{FaultConfig, FaultServer, ScriptRule};
+use seqit_llm::{open_backend, BackendSpec, LlmRequest};
+
+fn question() -> LlmRequest {
+    LlmRequest::new(
+        Prompt::Chat(vec![ChatMessage::user("What is the capital of France?")]),
+        SamplingParams::greedy(12),
+    )
+}
+
+#[tokio::test]
+async fn remote_spec_asks_the_served_model_and_answers() {
+    let server = FaultServer::start(FaultConfig {
+        model: "served-teacher".into(),
+        script: vec![ScriptRule {
+            contains: "capital of France".into(),
+            reply: "Paris.".into(),
+        }],
+        ..FaultConfig::default()
+    })
+    .await
+    .unwrap();
+    let spec = BackendSpec::remote(server.url(), None);
+    let backend = open_backend(&spec).await.unwrap();
+    assert_eq!(backend.model(), "served-teacher");
+    let answer = backend.generate(&question()).await.unwrap();
+    assert_eq!(answer.samples[0].text, "Paris.");
+    let log = server.log();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].prompt, "What is the capital of France?");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn describe_never_shows_a_password_and_names_the_model() {
+    let spec = BackendSpec::remote("http://user:secret@localhost:9/v1", Some("m".into()));
+    let text = spec.describe();
+    assert!(!text.contains("secret"), "{text}");
+    assert!(text.starts_with("remote m at http://"), "{text}");
+    assert_eq!(BackendSpec::local(None).describe(), "local smollm2-135m");
+}
+
+#[tokio::test]
+async fn a_missing_key_variable_is_an_error_before_any_request() {
+    let mut spec = BackendSpec::remote("http://127.0.0.1:9/v1", Some("m".into()));
+    spec.api_key_env = "SEQIT_TEST_UNSET_KEY_VARIABLE".into();
+    let error = open_backend(&spec)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(error.contains("SEQIT_TEST_UNSET_KEY_VARIABLE"), "{error}");
+}
+
+#[tokio::test]
+async fn local_spec_runs_the_default_model() {
+    let mut spec = BackendSpec::local(None);
+    spec.local_max_batch = 2;
+    let backend = open_backend(&spec).await.unwrap();
+    assert_eq!(backend.model(), "smollm2-135m");
+    let answer = backend.generate(&question()).await.unwrap();
+    assert!(
+        answer.samples[0].text.contains("Paris"),
+        "{:?}",
+        answer.samples[0].text
+    );
+}
