@@ -38,6 +38,9 @@ pub enum Command {
     /// Run benchmarks: HumanEval pass@k with sandboxed execution.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Manual sequential data: translate-then-predict and caption-then-answer.
+    #[command(subcommand)]
+    Build(crate::commands::build::BuildCommand),
 }
 
 /// Which model to run.

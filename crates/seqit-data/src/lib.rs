@@ -51,6 +51,7 @@ pub use format::{Container, Format, Schema};
 pub use mix::{allocate, largest_total, mix, MixReport, MixSource, MixedSource};
 pub use read::{read_all, ReadOptions, Reader, DEFAULT_MAX_LINE_BYTES};
 pub use record::{Record, INPUT_SEPARATOR, TURN_FIELDS_KEY};
+pub use rng::SeededRng;
 pub use stats::{percentile, stats, Lengths, Stats, TokenCounter};
 pub use text::{normalize, normalized_words};
 pub use validate::{validate, Validation};

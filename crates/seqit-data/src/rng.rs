@@ -4,7 +4,9 @@
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-pub(crate) struct SeededRng(ChaCha8Rng);
+/// Used by the data tools and the manual builders (`seqit-build`) so that one seed gives
+/// the same selection everywhere.
+pub struct SeededRng(ChaCha8Rng);
 
 impl SeededRng {
     pub fn new(seed: u64) -> Self {

@@ -1,6 +1,7 @@
 //! One module per subcommand, plus the helpers they share.
 
 mod batch;
+pub mod build;
 mod data;
 mod endpoint;
 mod eval;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Batch(command) => batch::run(command),
         Command::Data(command) => data::run(command),
         Command::Eval(command) => eval::run(command),
+        Command::Build(command) => build::run(command),
     }
 }
 
