@@ -24,10 +24,17 @@ impl Role {
 }
 
 /// One turn of a conversation.
+///
+/// `images` are shown to the model with the text, as URLs (usually `data:` URLs with
+/// the image inline). Only remote chat backends can send them (as OpenAI content parts);
+/// the field is left out of the serialized message when empty, so text-only messages
+/// (and every cache key made from them) look exactly as they did before images existed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: Role,
     pub content: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
 }
 
 impl ChatMessage {
@@ -35,7 +42,13 @@ impl ChatMessage {
         Self {
             role,
             content: content.into(),
+            images: Vec::new(),
         }
+    }
+    /// The same message with an image (a URL, e.g. `data:image/png;base64,...`) after its text.
+    pub fn with_image(mut self, url: impl Into<String>) -> Self {
+        self.images.push(url.into());
+        self
     }
     pub fn system(content: impl Into<String>) -> Self {
         Self::new(Role::System, content)
@@ -62,5 +75,21 @@ mod tests {
         );
         let msg: ChatMessage = serde_json::from_str(r#"{"role":"user","content":"hi"}"#).unwrap();
         assert_eq!(msg.role, Role::User);
+    }
+
+    #[test]
+    fn text_only_messages_serialize_without_images() {
+        let msg = ChatMessage::user("hi");
+        assert_eq!(
+            serde_json::to_string(&msg).unwrap(),
+            r#"{"role":"user","content":"hi"}"#
+        );
+        let msg = msg.with_image("data:image/png;base64,AAAA");
+        let json = serde_json::to_string(&msg).unwrap();
+        assert_eq!(
+            json,
+            r#"{"role":"user","content":"hi","images":["data:image/png;base64,AAAA"]}"#
+        );
+        assert_eq!(serde_json::from_str::<ChatMessage>(&json).unwrap(), msg);
     }
 }

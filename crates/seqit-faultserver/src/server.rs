@@ -672,7 +672,7 @@ fn reply_text(config: &FaultConfig, endpoint: Endpoint, body: &Value, index: u32
             .as_array()
             .map(|ms| {
                 ms.iter()
-                    .filter_map(|m| m["content"].as_str())
+                    .filter_map(|m| content_text(&m["content"]))
                     .collect::<Vec<_>>()
                     .join("\n")
             })
@@ -688,6 +688,23 @@ fn reply_text(config: &FaultConfig, endpoint: Endpoint, body: &Value, index: u32
     let seed = body["seed"].as_u64().unwrap_or(0);
     let prompt: String = prompt_text(endpoint, body).chars().take(200).collect();
     format!("echo[{seed} #{index}]: {prompt}")
+}
+
+/// The text of a message's `content`: the string, or the `text` parts of a content-part
+/// list (images and other parts skipped) joined by newlines.
+fn content_text(content: &Value) -> Option<String> {
+    match content {
+        Value::String(text) => Some(text.clone()),
+        Value::Array(parts) => Some(
+            parts
+                .iter()
+                .filter(|p| p["type"] == "text")
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        _ => None,
+    }
 }
 
 fn tokens(text: &str) -> u64 {

@@ -310,6 +310,16 @@ mod tests {
             CacheKey::new(EndpointKind::Chat, "m", &prompt(), &seeded, 0, "v1"),
             CacheKey::new(EndpointKind::Chat, "m", &prompt(), &params, 1, "v1"),
             CacheKey::new(EndpointKind::Chat, "m", &prompt(), &params, 0, "v2"),
+            CacheKey::new(
+                EndpointKind::Chat,
+                "m",
+                &Prompt::Chat(vec![
+                    ChatMessage::user("hi").with_image("data:image/png;base64,AA")
+                ]),
+                &params,
+                0,
+                "v1",
+            ),
         ];
         for other in others {
             assert_ne!(base, other);

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use seqit_core::Completion;
+use seqit_core::{Completion, Prompt};
 use seqit_engine::{Engine, GenerationRequest};
 use tokio::sync::{mpsc, oneshot};
 
@@ -51,6 +51,14 @@ impl LocalBackend {
 
     async fn run(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
         request.params.validate().map_err(LlmError::Invalid)?;
+        if let Prompt::Chat(messages) = &request.prompt {
+            if messages.iter().any(|m| !m.images.is_empty()) {
+                return Err(LlmError::Invalid(format!(
+                    "the local model `{}` reads text only and this request carries images\nhint: send it to a vision model with `--endpoint URL --model NAME`",
+                    self.name
+                )));
+            }
+        }
         let greedy = request.params.is_greedy();
         let decoded: Vec<u32> = if greedy {
             vec![request.first_sample]

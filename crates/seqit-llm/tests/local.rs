@@ -107,3 +107,25 @@ async fn concurrent_calls_match_direct_generation() {
     assert!(second.samples[0].cached);
     assert_eq!(client.ledger().tallies()["tiny"].requests, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = TinyModel::new(&TinyModelSpec::default())
+        .unwrap()
+        .write_hf_dir(&dir.path().join("m"))
+        .unwrap();
+    let engine = Arc::new(Engine::load(&hf, EngineOptions::default()).unwrap());
+    let backend = LocalBackend::new(engine, "tiny");
+    let request = LlmRequest::new(
+        Prompt::Chat(vec![
+            ChatMessage::user("What shape?").with_image("data:image/png;base64,AAAA")
+        ]),
+        params(4),
+    );
+    let err = backend.generate(&request).await.unwrap_err().to_string();
+    assert!(
+        err.contains("`tiny` reads text only") && err.contains("hint: send it to a vision model"),
+        "{err}"
+    );
+}

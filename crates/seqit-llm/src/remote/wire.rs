@@ -3,7 +3,7 @@
 //! `null` content, content as a list of parts, extra fields, unordered choices and the
 //! many spellings of `finish_reason`.
 
-use seqit_core::{ChatMessage, FinishReason, Prompt};
+use seqit_core::{ChatMessage, FinishReason, Prompt, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -14,7 +14,7 @@ use crate::types::{LlmRequest, Sample, Usage};
 pub struct RequestBody<'a> {
     model: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    messages: Option<&'a [ChatMessage]>,
+    messages: Option<Vec<OutMessage<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     prompt: Option<&'a str>,
     max_tokens: usize,
@@ -33,6 +33,53 @@ pub struct RequestBody<'a> {
     ignore_eos: bool,
 }
 
+/// A chat message as sent: `content` is the text alone, or, when the message carries
+/// images, OpenAI content parts (the text, then one `image_url` part per image).
+#[derive(Debug, Serialize)]
+struct OutMessage<'a> {
+    role: &'a Role,
+    content: OutContent<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum OutContent<'a> {
+    Text(&'a str),
+    Parts(Vec<ContentPart<'a>>),
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ContentPart<'a> {
+    Text { text: &'a str },
+    ImageUrl { image_url: ImageUrl<'a> },
+}
+
+#[derive(Debug, Serialize)]
+struct ImageUrl<'a> {
+    url: &'a str,
+}
+
+impl<'a> OutMessage<'a> {
+    fn new(message: &'a ChatMessage) -> Self {
+        let content = if message.images.is_empty() {
+            OutContent::Text(&message.content)
+        } else {
+            let text = (!message.content.is_empty()).then_some(ContentPart::Text {
+                text: &message.content,
+            });
+            let images = message.images.iter().map(|url| ContentPart::ImageUrl {
+                image_url: ImageUrl { url },
+            });
+            OutContent::Parts(text.into_iter().chain(images).collect())
+        };
+        Self {
+            role: &message.role,
+            content,
+        }
+    }
+}
+
 fn is_one(n: &u32) -> bool {
     *n == 1
 }
@@ -41,7 +88,7 @@ impl<'a> RequestBody<'a> {
     /// The body asking for `request`'s samples; the seed is that of its first sample.
     pub fn new(model: &'a str, request: &'a LlmRequest) -> Self {
         let (messages, prompt) = match &request.prompt {
-            Prompt::Chat(messages) => (Some(messages.as_slice()), None),
+            Prompt::Chat(messages) => (Some(messages.iter().map(OutMessage::new).collect()), None),
             Prompt::Text(text) => (None, Some(text.as_str())),
         };
         let p = &request.params;
@@ -413,6 +460,29 @@ mod tests {
         assert_eq!(
             body,
             json!({"model": "m", "prompt": "p", "max_tokens": 4, "temperature": 0.0, "top_p": 1.0, "top_k": 5, "seed": 12, "stop": ["\n"], "n": 3, "ignore_eos": true})
+        );
+    }
+
+    #[test]
+    fn images_go_as_content_parts_after_the_text() {
+        let messages = vec![
+            ChatMessage::system("Look closely."),
+            ChatMessage::user("What shape?")
+                .with_image("data:image/png;base64,AAAA")
+                .with_image("data:image/png;base64,BBBB"),
+        ];
+        let request = LlmRequest::new(Prompt::Chat(messages), SamplingParams::greedy(8));
+        let body = serde_json::to_value(RequestBody::new("m", &request)).unwrap();
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "system", "content": "Look closely."},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What shape?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,BBBB"}}
+                ]}
+            ])
         );
     }
 }
