@@ -50,6 +50,9 @@ pub enum EvalError {
     /// The sandbox failed (not the program in it).
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// A model (answerer or judge) could not answer.
+    #[error(transparent)]
+    Llm(#[from] seqit_llm::LlmError),
 }
 
 /// `Result` with [`EvalError`].

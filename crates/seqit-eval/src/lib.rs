@@ -1,5 +1,13 @@
-//! seqit's evaluation suite: the model-independent parts.
+//! seqit's evaluation suite: benchmarks answered by any seqit-llm model, judged by
+//! any model, and scored reproducibly.
 //!
+//! - [`answer`]: prompts → answers through a seqit-llm `Client` (local engine or
+//!   endpoint, behind the request cache); [`journal`]: resumable per-item JSONL and the
+//!   concurrent item runner every benchmark uses.
+//! - [`benchmarks`]: GSM8K, MGSM and XQuAD answered by a model and scored.
+//! - [`judge`]: seqit's versioned judge prompts (following per sub-step, quality 1–5,
+//!   pairwise) with strict verdict parsing; [`seqeval`]: SeqEval scoring by depth;
+//!   [`alpaca`]: AlpacaEval win rate, standard error, length-controlled win rate.
 //! - [`sandbox`]: runs untrusted Python in a separate process with time, memory,
 //!   process, filesystem and network limits ([`sandbox::Sandbox`]; its documentation
 //!   lists what is enforced where).
@@ -28,14 +36,20 @@
 //! Libraries do not print: progress reaches the caller through callbacks.
 #![deny(missing_docs)]
 
+pub mod alpaca;
+pub mod answer;
+pub mod benchmarks;
 pub mod error;
 pub mod extract;
 pub mod humaneval;
 pub mod io;
+pub mod journal;
+pub mod judge;
 pub mod metrics;
 pub mod pool;
 pub mod prompt;
 pub mod sandbox;
+pub mod seqeval;
 pub mod tasks;
 
 pub use error::{EvalError, Result};

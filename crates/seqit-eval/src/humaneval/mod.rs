@@ -9,6 +9,7 @@
 //! - [`HumanEval::run`]: runs every sample on a bounded worker pool, returns per-sample
 //!   results in the samples' order and pass@k ([`pass_at_k`], the unbiased estimator).
 
+pub mod generate;
 mod passk;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,0 +1,404 @@
+//! A model as judge: seqit's own versioned judge prompts
+//! (`crates/seqit-eval/prompts/judge/v1/`), the calls that ask them through an
+//! [`Answerer`] (so verdicts are cached like any answer), and strict verdict parsing.
+//!
+//! | prompt | asks | verdict lines |
+//! |---|---|---|
+//! | `following` | did the response attempt each task of the chain, and the whole chain? | `Task <i>: yes\|no` for every task, `Overall: yes\|no` |
+//! | `quality` | quality on a 1–5 scale | `Rating: <1-5>` |
+//! | `pairwise` | which of two responses is better | `Winner: A\|B\|tie` |
+//!
+//! Parsing is strict: a verdict missing, out of range or given twice with different
+//! values is a parse failure (`None`), never a guess; callers count failures.
+//! Pairwise comparisons are asked in both orders, and ties count half.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::answer::Answerer;
+use crate::benchmarks::prompt_key;
+use crate::error::Result;
+use crate::prompt::FewShot;
+
+const FOLLOWING: &str = include_str!("../prompts/judge/v1/following.template");
+const QUALITY: &str = include_str!("../prompts/judge/v1/quality.template");
+const PAIRWISE: &str = include_str!("../prompts/judge/v1/pairwise.template");
+
+/// The three judge prompts.
+#[derive(Debug, Clone)]
+pub struct JudgePrompts {
+    /// Per-task and whole-chain following (`judge/v1/following`).
+    pub following: FewShot,
+    /// 1–5 quality (`judge/v1/quality`).
+    pub quality: FewShot,
+    /// A against B (`judge/v1/pairwise`).
+    pub pairwise: FewShot,
+}
+
+impl JudgePrompts {
+    /// The built-in prompts, version 1.
+    pub fn builtin() -> Self {
+        let parse = |name: &str, text: &str| {
+            let version = format!("judge/v1/{name}");
+            let origin = Path::new("crates/seqit-eval/prompts").join(&version);
+            FewShot::parse(&version, (text, &origin), None)
+                .unwrap_or_else(|err| panic!("built-in prompt `{version}` is malformed: {err}"))
+        };
+        Self {
+            following: parse("following", FOLLOWING),
+            quality: parse("quality", QUALITY),
+            pairwise: parse("pairwise", PAIRWISE),
+        }
+    }
+
+    /// `following.template`, `quality.template` and `pairwise.template` from `dir`;
+    /// files missing there keep the built-in prompt.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let mut prompts = Self::builtin();
+        for (name, slot) in [
+            ("following", &mut prompts.following),
+            ("quality", &mut prompts.quality),
+            ("pairwise", &mut prompts.pairwise),
+        ] {
+            let path = dir.join(format!("{name}.template"));
+            if path.exists() {
+                *slot = FewShot::from_files(&path, None)?;
+            }
+        }
+        Ok(prompts)
+    }
+
+    /// Versions and hashes, for metrics files.
+    pub fn describe(&self) -> Value {
+        let one = |p: &FewShot| json!({ "version": p.version, "hash": p.hash });
+        json!({
+            "following": one(&self.following),
+            "quality": one(&self.quality),
+            "pairwise": one(&self.pairwise),
+        })
+    }
+}
+
+/// A parsed following verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Following {
+    /// Per task, in order: attempted?
+    pub steps: Vec<bool>,
+    /// The judge's whole-chain verdict.
+    pub chain: bool,
+}
+
+impl Following {
+    /// Every task attempted.
+    pub fn all_steps(&self) -> bool {
+        self.steps.iter().all(|&s| s)
+    }
+}
+
+/// The outcome of one pairwise question, from the first response's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Winner {
+    /// Response A is better.
+    A,
+    /// Response B is better.
+    B,
+    /// Neither.
+    Tie,
+}
+
+/// A verdict line's content with decoration removed: `**Task 1:** Yes.` → `task 1: yes`.
+fn clean(line: &str) -> String {
+    let lowered = line.to_lowercase().replace(['*', '`', '_'], "");
+    let trimmed = lowered
+        .trim()
+        .trim_start_matches(['#', '-', '>', ' '])
+        .trim_end_matches(['.', '!', ' ']);
+    trimmed.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Values of the lines `<label>: <value>` (after [`clean`]), in order.
+fn labelled<'a>(lines: &'a [String], label: &str) -> Vec<&'a str> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(label))
+        .filter_map(|rest| rest.strip_prefix(':'))
+        .map(str::trim)
+        .collect()
+}
+
+/// The single value all `values` agree on; `None` for none or a conflict.
+fn agreed<T: PartialEq + Copy>(values: impl IntoIterator<Item = Option<T>>) -> Option<T> {
+    let mut found: Option<T> = None;
+    for value in values {
+        let value = value?;
+        match found {
+            Some(previous) if previous != value => return None,
+            _ => found = Some(value),
+        }
+    }
+    found
+}
+
+fn yes_no(text: &str) -> Option<bool> {
+    match text {
+        "yes" => Some(true),
+        "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses a following verdict for `n` tasks: a `Task <i>: yes|no` line for every task
+/// 1..=n (no others), and an `Overall: yes|no` line.
+pub fn parse_following(text: &str, n: usize) -> Option<Following> {
+    let lines: Vec<String> = text.lines().map(clean).collect();
+    let mut by_task: BTreeMap<usize, Vec<Option<bool>>> = BTreeMap::new();
+    for line in &lines {
+        let Some((number, verdict)) = line
+            .strip_prefix("task ")
+            .and_then(|rest| rest.split_once(':'))
+        else {
+            continue;
+        };
+        let Ok(number) = number.trim().parse::<usize>() else {
+            continue;
+        };
+        by_task
+            .entry(number)
+            .or_default()
+            .push(yes_no(verdict.trim()));
+    }
+    if by_task.len() != n || by_task.keys().any(|&i| i == 0 || i > n) {
+        return None;
+    }
+    let steps = by_task
+        .into_values()
+        .map(agreed)
+        .collect::<Option<Vec<bool>>>()?;
+    let chain = agreed(labelled(&lines, "overall").into_iter().map(yes_no))?;
+    Some(Following { steps, chain })
+}
+
+/// Parses `Rating: <n>` with `low <= n <= high` (every rating line must agree).
+pub fn parse_rating(text: &str, low: u32, high: u32) -> Option<u32> {
+    let lines: Vec<String> = text.lines().map(clean).collect();
+    agreed(labelled(&lines, "rating").into_iter().map(|v| {
+        let v = v.strip_suffix(&format!("/{high}")).unwrap_or(v).trim();
+        v.parse::<u32>().ok().filter(|r| (low..=high).contains(r))
+    }))
+}
+
+/// Parses `Winner: A|B|tie`.
+pub fn parse_winner(text: &str) -> Option<Winner> {
+    let lines: Vec<String> = text.lines().map(clean).collect();
+    agreed(labelled(&lines, "winner").into_iter().map(|v| match v {
+        "a" | "response a" => Some(Winner::A),
+        "b" | "response b" => Some(Winner::B),
+        "tie" => Some(Winner::Tie),
+        _ => None,
+    }))
+}
+
+/// One pairwise comparison asked in both orders.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pairwise {
+    /// The judge's reply with the model's response as A.
+    pub model_first_raw: String,
+    /// The judge's reply with the model's response as B.
+    pub model_second_raw: String,
+    /// The parsed verdicts (model as A, model as B).
+    pub verdicts: [Option<Winner>; 2],
+    /// The model's score: 1 win, ½ tie, 0 loss, averaged over the parsed orders; `None`
+    /// when neither parsed.
+    pub score: Option<f64>,
+}
+
+impl Pairwise {
+    /// Scores the two verdicts from the model's side.
+    pub fn new(model_first_raw: String, model_second_raw: String) -> Self {
+        let verdicts = [
+            parse_winner(&model_first_raw),
+            parse_winner(&model_second_raw),
+        ];
+        let scores: Vec<f64> = [
+            verdicts[0].map(|w| match w {
+                Winner::A => 1.0,
+                Winner::Tie => 0.5,
+                Winner::B => 0.0,
+            }),
+            verdicts[1].map(|w| match w {
+                Winner::B => 1.0,
+                Winner::Tie => 0.5,
+                Winner::A => 0.0,
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let score = (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64);
+        Self {
+            model_first_raw,
+            model_second_raw,
+            verdicts,
+            score,
+        }
+    }
+
+    /// Orders whose verdict did not parse (0, 1 or 2).
+    pub fn parse_failures(&self) -> usize {
+        self.verdicts.iter().filter(|v| v.is_none()).count()
+    }
+}
+
+/// A model with the judge prompts.
+#[derive(Debug, Clone)]
+pub struct Judge {
+    /// The judging model (greedy decoding, short replies).
+    pub answerer: Answerer,
+    /// The prompts it is asked.
+    pub prompts: JudgePrompts,
+}
+
+impl Judge {
+    async fn ask(&self, prompt: &FewShot, fields: &[(&str, &str)]) -> Result<String> {
+        let rendered = prompt.render(&fields.iter().copied().collect())?;
+        self.answerer
+            .ask_one(&rendered.text, &rendered.stop, &prompt_key(&rendered))
+            .await
+    }
+
+    /// Following: the raw reply and its parse.
+    pub async fn following(
+        &self,
+        instruction: &str,
+        steps: &[String],
+        response: &str,
+    ) -> Result<(String, Option<Following>)> {
+        let numbered: Vec<String> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{}. {}", i + 1, s.trim()))
+            .collect();
+        let n = steps.len().to_string();
+        let raw = self
+            .ask(
+                &self.prompts.following,
+                &[
+                    ("instruction", instruction),
+                    ("steps", &numbered.join("\n")),
+                    ("n", &n),
+                    ("response", response),
+                ],
+            )
+            .await?;
+        let parsed = parse_following(&raw, steps.len());
+        Ok((raw, parsed))
+    }
+
+    /// Quality 1–5: the raw reply and its parse.
+    pub async fn quality(
+        &self,
+        instruction: &str,
+        response: &str,
+    ) -> Result<(String, Option<u32>)> {
+        let raw = self
+            .ask(
+                &self.prompts.quality,
+                &[("instruction", instruction), ("response", response)],
+            )
+            .await?;
+        let rating = parse_rating(&raw, 1, 5);
+        Ok((raw, rating))
+    }
+
+    /// The model's response against a reference, asked in both orders.
+    pub async fn compare(
+        &self,
+        instruction: &str,
+        model: &str,
+        reference: &str,
+    ) -> Result<Pairwise> {
+        let ask = |a: &'_ str, b: &'_ str| {
+            let fields = [
+                ("instruction", instruction.to_string()),
+                ("response_a", a.to_string()),
+                ("response_b", b.to_string()),
+            ];
+            async move {
+                let fields: Vec<(&str, &str)> =
+                    fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                self.ask(&self.prompts.pairwise, &fields).await
+            }
+        };
+        let (first, second) = futures::try_join!(ask(model, reference), ask(reference, model))?;
+        Ok(Pairwise::new(first, second))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn following_verdicts_are_parsed_strictly() {
+        let ok = "Task 1: yes\n**Task 2:** No.\nOverall: no";
+        assert_eq!(
+            parse_following(ok, 2),
+            Some(Following {
+                steps: vec![true, false],
+                chain: false
+            })
+        );
+        // Chatter around the verdict lines is tolerated.
+        let chatty = "Here is my verdict.\n- Task 1: Yes\n- Task 2: yes\nOverall: YES\nThanks";
+        assert!(parse_following(chatty, 2).unwrap().all_steps());
+        // A missing task, an extra task, a conflict, no overall line, a non-verdict.
+        assert_eq!(parse_following("Task 1: yes\nOverall: yes", 2), None);
+        assert_eq!(
+            parse_following("Task 1: yes\nTask 2: yes\nTask 3: no\nOverall: no", 2),
+            None
+        );
+        assert_eq!(
+            parse_following("Task 1: yes\nTask 1: no\nOverall: no", 1),
+            None
+        );
+        assert_eq!(parse_following("Task 1: yes", 1), None);
+        assert_eq!(parse_following("Task 1: maybe\nOverall: no", 1), None);
+        // Repeating the same verdict is not a conflict.
+        assert!(parse_following("Task 1: yes\nTask 1: yes\nOverall: yes", 1).is_some());
+    }
+
+    #[test]
+    fn ratings_and_winners() {
+        assert_eq!(parse_rating("Good answer.\nRating: 4", 1, 5), Some(4));
+        assert_eq!(parse_rating("**Rating:** 5/5", 1, 5), Some(5));
+        assert_eq!(parse_rating("Rating: 6", 1, 5), None);
+        assert_eq!(parse_rating("Rating: 3\nRating: 4", 1, 5), None);
+        assert_eq!(parse_rating("I'd give it a 4.", 1, 5), None);
+        assert_eq!(parse_rating("Rating: 9", 1, 10), Some(9));
+        assert_eq!(
+            parse_winner("B is more complete.\nWinner: B"),
+            Some(Winner::B)
+        );
+        assert_eq!(parse_winner("Winner: Tie."), Some(Winner::Tie));
+        assert_eq!(parse_winner("Winner: both"), None);
+        assert_eq!(parse_winner("A wins"), None);
+    }
+
+    #[test]
+    fn both_orders_count_and_ties_are_half() {
+        let p = Pairwise::new("Winner: A".into(), "Winner: B".into());
+        assert_eq!(p.score, Some(1.0));
+        let p = Pairwise::new("Winner: A".into(), "Winner: A".into());
+        assert_eq!(p.score, Some(0.5), "position bias cancels out");
+        let p = Pairwise::new("Winner: tie".into(), "Winner: A".into());
+        assert_eq!(p.score, Some(0.25));
+        let p = Pairwise::new("Winner: tie".into(), "garbage".into());
+        assert_eq!((p.score, p.parse_failures()), (Some(0.5), 1));
+        let p = Pairwise::new("?".into(), "?".into());
+        assert_eq!((p.score, p.parse_failures()), (None, 2));
+    }
+}
