@@ -4,23 +4,22 @@
 //! and VQA accuracy (`seqit_eval::tasks::vqa`).
 //!
 //! Writes `results.jsonl` (one line per question, in data order) and `metrics.json`
-//! (scores and every setting) to `--output`. Scored lines are appended to
+//! (scores and every setting) to `--output`. Scored lines go to the journal
 //! `results.jsonl.partial` as answers arrive and answers are kept in the request cache
-//! (`--output`/`cache.sqlite` by default), so a killed run resumes without asking again.
+//! (`OUTPUT/cache.sqlite` by default), so a killed run resumes without asking again.
 
-use std::collections::{HashMap, HashSet};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use futures::stream::{self, StreamExt};
 use seqit_build::vqa::{self, VqaItem, Vqav2Files};
 use seqit_core::{ChatMessage, Prompt, SamplingParams};
+use seqit_eval::benchmarks::{describe_prompt, prompt_key};
 use seqit_eval::extract::Mode;
 use seqit_eval::io::{with_suffix, write_atomic};
+use seqit_eval::journal::Journal;
 use seqit_eval::prompt::FewShot;
 use seqit_eval::tasks::vqa::{
     caption_answer_prompt, image_data_url, metrics, render, score, VqaScore,
@@ -202,143 +201,118 @@ async fn evaluate(
     params: &SamplingParams,
     items: &[VqaItem],
 ) -> Result<()> {
-    let results_path = args.output.join("results.jsonl");
-    let partial_path = with_suffix(&results_path, ".partial");
-    let mut done = read_partial(&partial_path)?;
-    let wanted: HashSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
-    done.retain(|id, _| wanted.contains(id.as_str()));
-    // Keep only whole lines, so that appending after a torn last line stays readable.
-    let mut kept = Vec::new();
-    for line in done.values() {
-        serde_json::to_writer(&mut kept, line)?;
-        kept.push(b'\n');
-    }
-    write_atomic(&partial_path, &kept)?;
-
     let backend = open_backend(spec).await?;
     let model = backend.model().to_string();
     let mut client = Client::new(backend);
     if let Some(path) = &cache_path {
         client = client.with_cache(Arc::new(Cache::open(path)?));
     }
-    let client = Arc::new(client);
-    let prompt_version = format!("{}#{}", prompt.version, prompt.hash);
-
-    let mut partial = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&partial_path)
-        .with_context(|| format!("cannot open `{}`", partial_path.display()))?;
-    let pending: Vec<&VqaItem> = items.iter().filter(|i| !done.contains_key(&i.id)).collect();
-    let total = pending.len();
-    let mut answers = stream::iter(pending.into_iter().map(|item| {
-        let client = client.clone();
-        let prompt_version = prompt_version.clone();
-        async move {
-            let text = render(prompt, &item.question)?.text;
-            let image = image_data_url(&item.image)?;
-            let request = LlmRequest::new(
-                Prompt::Chat(vec![ChatMessage::user(text.clone()).with_image(image)]),
-                params.clone(),
-            )
-            .with_prompt_version(prompt_version);
-            let response = client
-                .generate(&request)
-                .await
-                .with_context(|| format!("question `{}`", item.id))?;
-            let output = response
-                .samples
-                .into_iter()
-                .next()
-                .map(|s| s.text)
-                .unwrap_or_default();
-            let scored = score(&output, &item.answer, &item.answers, mode);
-            anyhow::Ok(ResultLine {
-                id: item.id.clone(),
-                image: item.image.clone(),
-                question: item.question.clone(),
-                label: item.answer.clone(),
-                answers: item.answers.clone(),
-                prompt: text,
-                output,
-                extracted: scored.extracted,
-                followed: scored.followed,
-                correct: scored.correct,
-                vqa_accuracy: scored.vqa_accuracy,
-            })
-        }
-    }))
-    .buffer_unordered(args.concurrency);
+    let settings = json!({
+        "data": args.data,
+        "annotations": args.annotations,
+        "images": args.images,
+        "limit": args.limit,
+        "backend": spec.describe(),
+        "model": model,
+        "mode": mode,
+        "params": params,
+        "prompt": describe_prompt(prompt),
+    });
+    let results_path = args.output.join("results.jsonl");
+    let mut journal = Journal::open(&with_suffix(&results_path, ".partial"), &settings)?;
+    let total = items.len() - journal.done().len();
     let started = Instant::now();
     let mut last_note = Instant::now();
     let mut answered = 0;
-    while let Some(line) = answers.next().await {
-        let line = line?;
-        let mut text = serde_json::to_string(&line)?;
-        text.push('\n');
-        partial
-            .write_all(text.as_bytes())
-            .and_then(|()| partial.flush())
-            .with_context(|| format!("cannot write `{}`", partial_path.display()))?;
-        done.insert(line.id.clone(), line);
-        answered += 1;
-        if last_note.elapsed() >= PROGRESS_EVERY {
-            eprintln!(
-                "vqa: {answered}/{total} answered ({:.1}/s)",
-                answered as f64 / started.elapsed().as_secs_f64()
-            );
-            last_note = Instant::now();
-        }
-    }
-    drop(answers);
+    let records = journal
+        .run(
+            items,
+            |item| item.id.clone(),
+            args.concurrency,
+            |item| {
+                let item = item.clone();
+                let client = &client;
+                async move { ask(client, prompt, mode, params, &item).await }
+            },
+            |_| {
+                answered += 1;
+                if last_note.elapsed() >= PROGRESS_EVERY {
+                    eprintln!(
+                        "vqa: {answered}/{total} answered ({:.1}/s)",
+                        answered as f64 / started.elapsed().as_secs_f64()
+                    );
+                    last_note = Instant::now();
+                }
+            },
+        )
+        .await?;
 
-    let lines: Vec<&ResultLine> = items.iter().map(|i| &done[&i.id]).collect();
     let mut results = Vec::new();
-    for line in &lines {
-        serde_json::to_writer(&mut results, line)?;
+    let mut scores = Vec::with_capacity(records.len());
+    for record in &records {
+        serde_json::to_writer(&mut results, record)?;
         results.push(b'\n');
+        scores.push(serde_json::from_value::<ResultLine>(record.clone())?.score());
     }
     write_atomic(&results_path, &results)?;
-    let scores: Vec<VqaScore> = lines.iter().map(|l| l.score()).collect();
-    let report = json!({
+    let mut report = json!({
         "task": "vqa",
-        "items": lines.len(),
+        "items": records.len(),
         "metrics": metrics(&scores),
-        "settings": {
-            "data": args.data,
-            "annotations": args.annotations,
-            "images": args.images,
-            "limit": args.limit,
-            "backend": spec.describe(),
-            "model": model,
-            "mode": mode,
-            "params": params,
-            "prompt": {"version": prompt.version, "hash": prompt.hash},
-            "vqa_accuracy": "min(#humans who gave the answer / 3, 1), averaged over each human left out; items with one answer score normalized exact match",
-        },
+        "settings": settings,
         "ledger": client.ledger().summary(),
     });
+    report["settings"]["vqa_accuracy"] = json!(
+        "min(#humans who gave the answer / 3, 1), averaged over each human left out; items with one answer score normalized exact match"
+    );
     write_atomic(
         &args.output.join("metrics.json"),
         &serde_json::to_vec_pretty(&report)?,
     )?;
-    std::fs::remove_file(&partial_path).ok();
+    std::fs::remove_file(journal.path()).ok();
     println!("{}", serde_json::to_string_pretty(&report["metrics"])?);
     Ok(())
 }
 
-/// Lines already scored by an interrupted run; a torn last line is dropped.
-fn read_partial(path: &Path) -> Result<HashMap<String, ResultLine>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
+/// Asks one question with its image and scores the reply.
+async fn ask(
+    client: &Client,
+    prompt: &FewShot,
+    mode: Mode,
+    params: &SamplingParams,
+    item: &VqaItem,
+) -> seqit_eval::Result<serde_json::Value> {
+    let rendered = render(prompt, &item.question)?;
+    let image = image_data_url(&item.image)?;
+    let mut params = params.clone();
+    params.stop.extend(rendered.stop.iter().cloned());
+    let request = LlmRequest::new(
+        Prompt::Chat(vec![
+            ChatMessage::user(rendered.text.clone()).with_image(image)
+        ]),
+        params,
+    )
+    .with_prompt_version(prompt_key(&rendered));
+    let response = client.generate(&request).await?;
+    let output = response
+        .samples
+        .into_iter()
+        .next()
+        .map(|s| s.text)
+        .unwrap_or_default();
+    let scored = score(&output, &item.answer, &item.answers, mode);
+    let line = ResultLine {
+        id: item.id.clone(),
+        image: item.image.clone(),
+        question: item.question.clone(),
+        label: item.answer.clone(),
+        answers: item.answers.clone(),
+        prompt: rendered.text,
+        output,
+        extracted: scored.extracted,
+        followed: scored.followed,
+        correct: scored.correct,
+        vqa_accuracy: scored.vqa_accuracy,
     };
-    let mut done = HashMap::new();
-    for line in text.lines() {
-        if let Ok(line) = serde_json::from_str::<ResultLine>(line) {
-            done.insert(line.id.clone(), line);
-        }
-    }
-    Ok(done)
+    Ok(serde_json::to_value(line).expect("result lines serialize"))
 }
