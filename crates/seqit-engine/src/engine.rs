@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use seqit_core::{Completion, FinishReason, Prompt, SamplingParams};
-use seqit_model::{
-    load_model, padded_causal_mask, GgufWeights, KvCache, Llama, LoadOptions, LogitsFor,
-};
+use seqit_model::{load_model, GgufWeights, KvCache, Llama, LoadOptions};
 
 use crate::chat_template::ChatTemplate;
 use crate::sampler::Sampler;
@@ -243,41 +241,47 @@ impl Engine {
     ) -> Result<Vec<(usize, Completion)>> {
         let device = self.model.device().clone();
         let context = self.model.config.max_position_embeddings;
+        let vocab = self.model.config.vocab_size;
         let mut rows: Vec<Sequence> = batch
             .iter()
             .map(|(index, ids, params)| Sequence::new(*index, ids.len(), params, &self.tokenizer))
             .collect();
         let longest = batch.iter().map(|(_, ids, _)| ids.len()).max().unwrap_or(0);
+        let most_new = batch
+            .iter()
+            .map(|(_, _, p)| p.max_tokens)
+            .max()
+            .unwrap_or(0);
         let mut pads: Vec<usize> = batch
             .iter()
             .map(|(_, ids, _)| longest - ids.len())
             .collect();
         let mut input = Vec::with_capacity(batch.len() * longest);
-        let mut positions = Vec::with_capacity(batch.len() * longest);
         for ((_, ids, _), pad) in batch.iter().zip(&pads) {
             input.extend(std::iter::repeat_n(0u32, *pad).chain(ids.iter().copied()));
-            positions.extend((0..longest).map(|j| j.saturating_sub(*pad) as u32));
         }
-        let mut cache = KvCache::new(self.model.config.num_hidden_layers);
-        let input = Tensor::from_vec(input, (batch.len(), longest), &device)?;
-        let positions = Tensor::from_vec(positions, (batch.len(), longest), &device)?;
-        let mask = padded_causal_mask(&pads, 0, longest, &device)?;
-        let mut logits = self.model.forward(
-            &input,
-            &positions,
-            Some(&mask),
-            Some(&mut cache),
-            LogitsFor::LastPosition,
-        )?;
+        // The reference mode keeps candle's kernels; otherwise the packed kernels run
+        // whenever the weights allow.
+        let packed =
+            self.options.gguf_weights != GgufWeights::AsStored && self.model.packed_available();
+        let forward = |tokens: &[u32], pads: &[usize], cache: &mut KvCache| -> Result<Vec<f32>> {
+            if packed {
+                self.model.forward_packed(tokens, pads.len(), pads, cache)
+            } else {
+                self.model.forward_padded(tokens, pads.len(), pads, cache)
+            }
+        };
+        let capacity = (longest + most_new).min(context);
+        let mut cache = KvCache::with_capacity(self.model.config.num_hidden_layers, capacity);
+        let mut logits = forward(&input, &pads, &mut cache)?;
 
         // `active[r]` is the index into `rows` of cache row `r`.
         let mut active: Vec<usize> = (0..rows.len()).collect();
         loop {
-            let step_logits: Vec<Vec<f32>> = logits.squeeze(1)?.to_vec2()?;
             let mut next = Vec::with_capacity(active.len());
             for (r, &row) in active.iter().enumerate() {
                 let seq = &mut rows[row];
-                let token = seq.sampler.sample(&step_logits[r]);
+                let token = seq.sampler.sample(&logits[r * vocab..(r + 1) * vocab]);
                 seq.push(token, &self.stop_ids, context, on_text)?;
                 next.push(token);
             }
@@ -298,23 +302,7 @@ impl Engine {
                 pads = keep.iter().map(|&r| pads[r as usize]).collect();
                 active = keep.iter().map(|&r| active[r as usize]).collect();
             }
-            let past = cache.len();
-            let positions: Vec<u32> = pads.iter().map(|p| (past - p) as u32).collect();
-            let n = active.len();
-            let input = Tensor::from_vec(next, (n, 1), &device)?;
-            let positions = Tensor::from_vec(positions, (n, 1), &device)?;
-            let mask = if pads.iter().any(|&p| p > 0) {
-                Some(padded_causal_mask(&pads, past, 1, &device)?)
-            } else {
-                None
-            };
-            logits = self.model.forward(
-                &input,
-                &positions,
-                mask.as_ref(),
-                Some(&mut cache),
-                LogitsFor::LastPosition,
-            )?;
+            logits = forward(&next, &pads, &mut cache)?;
         }
         Ok(rows
             .into_iter()

@@ -7,12 +7,16 @@
 //! [`Kernels::Differentiable`] spells the same maths with elementary ops so that every
 //! parameter receives a gradient.
 
-use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor, D};
+use std::sync::Arc;
 
-use crate::cache::KvCache;
+use anyhow::{bail, Context, Result};
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Device, Storage, Tensor, D};
+
+use crate::cache::{KvCache, PackedKv};
 use crate::config::{ModelConfig, RopeLayout};
-use crate::linear::Linear;
+use crate::linear::packed::{self, PackedMatrix, QuantizedRows};
+use crate::linear::{Linear, LinearWeight};
 
 /// Which implementation of the non-matmul ops to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +94,8 @@ pub struct Llama {
     pub lm_head: Linear,
     pub kernels: Kernels,
     inv_freq: Tensor,
+    /// The quantized weights re-laid for the packed kernels, when they all are quantized.
+    packed: Option<Arc<PackedWeights>>,
 }
 
 /// Rotation angles for a batch of positions, shared by all layers of one forward pass.
@@ -110,7 +116,7 @@ impl Llama {
     ) -> Result<Self> {
         let device = embed_tokens.0.device().clone();
         let inv_freq = inverse_frequencies(&config, &device)?;
-        Ok(Self {
+        let mut llama = Self {
             config,
             rope_layout,
             embed_tokens,
@@ -119,7 +125,10 @@ impl Llama {
             lm_head,
             kernels: Kernels::Fused,
             inv_freq,
-        })
+            packed: None,
+        };
+        llama.packed = PackedWeights::build(&llama)?.map(Arc::new);
+        Ok(llama)
     }
 
     pub fn device(&self) -> &Device {
@@ -341,4 +350,935 @@ pub fn padded_causal_mask(
         }
     }
     Tensor::from_vec(data, (pad.len(), 1, t, s), device)
+}
+
+/// One decoder layer for the packed kernels.
+struct PackedLayer {
+    attn_norm: Vec<f32>,
+    mlp_norm: Vec<f32>,
+    /// q, k and v projections stacked.
+    qkv: PackedMatrix,
+    qkv_bias: Option<Vec<f32>>,
+    o: PackedMatrix,
+    /// gate and up projections, tiles interleaved for the fused SwiGLU.
+    gate_up: PackedMatrix,
+    down: PackedMatrix,
+}
+
+/// The model's quantized weights in the layout of [`packed`], built once at construction.
+struct PackedWeights {
+    layers: Vec<PackedLayer>,
+    final_norm: Vec<f32>,
+    lm_head: PackedMatrix,
+    /// Addresses of the quantized tensors packed, in a fixed order: a model whose
+    /// weights were replaced since falls back to the candle path.
+    sources: Vec<usize>,
+}
+
+impl std::fmt::Debug for PackedWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedWeights")
+            .field("layers", &self.layers.len())
+            .field("lm_head", &self.lm_head)
+            .finish()
+    }
+}
+
+fn quantized(linear: &Linear) -> Option<&Arc<QTensor>> {
+    match linear.weight() {
+        LinearWeight::Quantized(q) => Some(q),
+        LinearWeight::Dense(_) => None,
+    }
+}
+
+fn vector(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// The quantized tensors of a model in the order [`PackedWeights::sources`] records them,
+/// or `None` if any linear is dense or carries a bias the packed path does not apply.
+fn packed_sources(model: &Llama) -> Option<Vec<&Arc<QTensor>>> {
+    let mut out = Vec::with_capacity(model.layers.len() * 7 + 1);
+    for block in &model.layers {
+        let (a, m) = (&block.self_attn, &block.mlp);
+        for l in [
+            &a.q_proj,
+            &a.k_proj,
+            &a.v_proj,
+            &a.o_proj,
+            &m.gate_proj,
+            &m.up_proj,
+            &m.down_proj,
+        ] {
+            out.push(quantized(l)?);
+        }
+        for l in [&a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj] {
+            if l.bias().is_some() {
+                return None;
+            }
+        }
+    }
+    if model.lm_head.bias().is_some() {
+        return None;
+    }
+    out.push(quantized(&model.lm_head)?);
+    Some(out)
+}
+
+impl PackedWeights {
+    fn build(model: &Llama) -> Result<Option<Self>> {
+        let cfg = &model.config;
+        let usable = packed::available()
+            && model.device().is_cpu()
+            && model.embed_tokens.0.dtype() == DType::F32
+            && cfg.head_dim.is_multiple_of(16)
+            && cfg.hidden_size.is_multiple_of(packed::QK)
+            && cfg
+                .num_attention_heads
+                .is_multiple_of(cfg.num_key_value_heads);
+        let Some(sources) = packed_sources(model).filter(|_| usable) else {
+            return Ok(None);
+        };
+        let pack = |parts: &[&QTensor], interleave: bool| PackedMatrix::stack(parts, interleave);
+        let mut layers = Vec::with_capacity(model.layers.len());
+        for block in &model.layers {
+            let (a, m) = (&block.self_attn, &block.mlp);
+            fn q(l: &Linear) -> &QTensor {
+                quantized(l).expect("checked").as_ref()
+            }
+            let qkv_bias = match (a.q_proj.bias(), a.k_proj.bias(), a.v_proj.bias()) {
+                (None, None, None) => None,
+                (qb, kb, vb) => {
+                    let mut bias = Vec::new();
+                    for (b, n) in [(qb, q(&a.q_proj)), (kb, q(&a.k_proj)), (vb, q(&a.v_proj))] {
+                        match b {
+                            Some(b) => bias.extend(vector(b)?),
+                            None => bias.extend(std::iter::repeat_n(0f32, n.shape().dims2()?.0)),
+                        }
+                    }
+                    Some(bias)
+                }
+            };
+            let (inter, hidden) = q(&m.gate_proj).shape().dims2()?;
+            if !inter.is_multiple_of(packed::TILE_N) || hidden != cfg.hidden_size {
+                return Ok(None);
+            }
+            layers.push(PackedLayer {
+                attn_norm: vector(block.input_layernorm.weight())?,
+                mlp_norm: vector(block.post_attention_layernorm.weight())?,
+                qkv: pack(&[q(&a.q_proj), q(&a.k_proj), q(&a.v_proj)], false)?,
+                qkv_bias,
+                o: pack(&[q(&a.o_proj)], false)?,
+                gate_up: pack(&[q(&m.gate_proj), q(&m.up_proj)], true)?,
+                down: pack(&[q(&m.down_proj)], false)?,
+            });
+        }
+        let lm_head = pack(
+            &[quantized(&model.lm_head).expect("checked").as_ref()],
+            false,
+        )?;
+        Ok(Some(Self {
+            layers,
+            final_norm: vector(model.norm.weight())?,
+            lm_head,
+            sources: sources.iter().map(|q| Arc::as_ptr(q) as usize).collect(),
+        }))
+    }
+}
+
+/// Buffers of one packed forward pass.
+struct Scratch {
+    h: Vec<f32>,
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    mlp: Vec<f32>,
+    rows: QuantizedRows,
+}
+
+impl Llama {
+    fn packed_weights(&self) -> Option<&PackedWeights> {
+        let packed = self.packed.as_deref()?;
+        if self.kernels != Kernels::Fused {
+            return None;
+        }
+        let current = packed_sources(self)?;
+        let unchanged = current.len() == packed.sources.len()
+            && current
+                .iter()
+                .zip(&packed.sources)
+                .all(|(q, &p)| Arc::as_ptr(q) as usize == p);
+        unchanged.then_some(packed)
+    }
+
+    /// Whether [`Self::forward_packed`] runs: every projection is quantized (and has not
+    /// been replaced since construction) and the CPU has AVX-512 VNNI.
+    pub fn packed_available(&self) -> bool {
+        self.packed_weights().is_some()
+    }
+
+    /// One decoder pass of a left-padded batch for generation, with the packed
+    /// quantized kernels; returns the logits of each row's last position, `[batch, vocab]`
+    /// row-major.
+    ///
+    /// * `tokens`: `batch × t` new token ids, row-major.
+    /// * `pads[b]`: padding positions at the start of row `b`'s history (cache + new
+    ///   tokens), as for [`padded_causal_mask`]. Position `j` of a row has RoPE position
+    ///   `j - pads[b]`; padding positions attend only to themselves and are never attended.
+    ///
+    /// Each row is computed independently of the others (same arithmetic whatever the
+    /// batch), so a batch gives the same logits as its rows one by one.
+    pub fn forward_packed(
+        &self,
+        tokens: &[u32],
+        batch: usize,
+        pads: &[usize],
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>> {
+        let weights = self
+            .packed_weights()
+            .context("the packed decoder needs quantized weights and a CPU with AVX-512 VNNI")?;
+        let cfg = &self.config;
+        if batch == 0
+            || tokens.is_empty()
+            || !tokens.len().is_multiple_of(batch)
+            || pads.len() != batch
+        {
+            bail!(
+                "{} tokens and {} pads for {batch} rows",
+                tokens.len(),
+                pads.len()
+            );
+        }
+        let t = tokens.len() / batch;
+        let m = tokens.len();
+        let (hidden, d) = (cfg.hidden_size, cfg.head_dim);
+        let (n_heads, n_kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        let (q_out, kv_out) = (n_heads * d, n_kv * d);
+        let qkv_cols = q_out + 2 * kv_out;
+        let past = cache.len();
+        if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= cfg.vocab_size) {
+            bail!(
+                "token id {bad} is outside the vocabulary ({})",
+                cfg.vocab_size
+            );
+        }
+        if pads.iter().any(|&p| p > past + t) {
+            bail!("more padding than positions");
+        }
+
+        // Embeddings.
+        let mut x = vec![0f32; m * hidden];
+        {
+            let embed = &self.embed_tokens.0;
+            let (storage, layout) = embed.storage_and_layout();
+            let Storage::Cpu(cpu) = &*storage else {
+                bail!("the packed decoder runs on the CPU");
+            };
+            let table = &cpu.as_slice::<f32>()?[layout.start_offset()..];
+            if !layout.is_contiguous() {
+                bail!("the embedding table is not contiguous");
+            }
+            for (row, &id) in x.chunks_exact_mut(hidden).zip(tokens) {
+                row.copy_from_slice(&table[id as usize * hidden..][..hidden]);
+            }
+        }
+
+        // RoPE angles of every new position.
+        let half = d / 2;
+        let inv_freq = self.inv_freq.to_vec1::<f32>()?;
+        let mut cos = vec![0f32; m * half];
+        let mut sin = vec![0f32; m * half];
+        for (b, &pad) in pads.iter().enumerate() {
+            for i in 0..t {
+                let r = b * t + i;
+                let pos = (past + i).saturating_sub(pad) as f32;
+                for (j, f) in inv_freq.iter().enumerate() {
+                    let angle = pos * f;
+                    cos[r * half + j] = angle.cos();
+                    sin[r * half + j] = angle.sin();
+                }
+            }
+        }
+
+        let kv = cache.packed_mut(batch, n_kv, d, past + t)?;
+        let eps = cfg.rms_norm_eps as f32;
+        let mut s = Scratch {
+            h: Vec::new(),
+            qkv: Vec::new(),
+            attn: Vec::new(),
+            proj: Vec::new(),
+            mlp: Vec::new(),
+            rows: QuantizedRows::new(activation_levels()),
+        };
+        s.h.resize(m * hidden, 0.0);
+        s.qkv.resize(m * qkv_cols, 0.0);
+        s.attn.resize(m * q_out, 0.0);
+        s.proj.resize(m * hidden, 0.0);
+        let inter = weights.layers.first().map_or(0, |l| l.gate_up.rows() / 2);
+        s.mlp.resize(m * inter, 0.0);
+        let shape = AttentionShape {
+            batch,
+            t,
+            past,
+            n_heads,
+            n_kv,
+            d,
+        };
+        for (index, layer) in weights.layers.iter().enumerate() {
+            rms_norm_rows(&x, &layer.attn_norm, eps, &mut s.h);
+            s.rows.quantize(&s.h, hidden);
+            packed::matmul(&layer.qkv, &s.rows, &mut s.qkv);
+            if let Some(bias) = &layer.qkv_bias {
+                for row in s.qkv.chunks_exact_mut(qkv_cols) {
+                    row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+                }
+            }
+            for (r, row) in s.qkv.chunks_exact_mut(qkv_cols).enumerate() {
+                let (cos, sin) = (&cos[r * half..][..half], &sin[r * half..][..half]);
+                for head in row[..q_out + kv_out].chunks_exact_mut(d) {
+                    rope_in_place(head, cos, sin, self.rope_layout);
+                }
+            }
+            store_kv(kv, index, &s.qkv, &shape);
+            attention(kv, index, &s.qkv, pads, &shape, &mut s.attn);
+            s.rows.quantize(&s.attn, q_out);
+            packed::matmul(&layer.o, &s.rows, &mut s.proj);
+            x.iter_mut().zip(&s.proj).for_each(|(x, p)| *x += p);
+
+            rms_norm_rows(&x, &layer.mlp_norm, eps, &mut s.h);
+            s.rows.quantize(&s.h, hidden);
+            packed::matmul_swiglu(&layer.gate_up, &s.rows, &mut s.mlp);
+            s.rows.quantize(&s.mlp, inter);
+            packed::matmul(&layer.down, &s.rows, &mut s.proj);
+            x.iter_mut().zip(&s.proj).for_each(|(x, p)| *x += p);
+        }
+        cache.advance(t);
+
+        // Logits of each row's last position.
+        let mut last = vec![0f32; batch * hidden];
+        for b in 0..batch {
+            last[b * hidden..][..hidden].copy_from_slice(&x[(b * t + t - 1) * hidden..][..hidden]);
+        }
+        let mut normed = vec![0f32; batch * hidden];
+        rms_norm_rows(&last, &weights.final_norm, eps, &mut normed);
+        s.rows.quantize(&normed, hidden);
+        let mut logits = vec![0f32; batch * weights.lm_head.rows()];
+        packed::matmul(&weights.lm_head, &s.rows, &mut logits);
+        Ok(logits)
+    }
+
+    /// [`Self::forward_packed`]'s contract with candle's kernels (any weights): builds
+    /// the positions and the padded causal mask and runs [`Self::forward`].
+    pub fn forward_padded(
+        &self,
+        tokens: &[u32],
+        batch: usize,
+        pads: &[usize],
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>> {
+        if batch == 0
+            || tokens.is_empty()
+            || !tokens.len().is_multiple_of(batch)
+            || pads.len() != batch
+        {
+            bail!(
+                "{} tokens and {} pads for {batch} rows",
+                tokens.len(),
+                pads.len()
+            );
+        }
+        let t = tokens.len() / batch;
+        let past = cache.len();
+        let device = self.device().clone();
+        let positions: Vec<u32> = pads
+            .iter()
+            .flat_map(|&p| (0..t).map(move |i| (past + i).saturating_sub(p) as u32))
+            .collect();
+        let input = Tensor::from_slice(tokens, (batch, t), &device)?;
+        let positions = Tensor::from_vec(positions, (batch, t), &device)?;
+        let mask = if t > 1 || pads.iter().any(|&p| p > 0) {
+            Some(padded_causal_mask(pads, past, t, &device)?)
+        } else {
+            None
+        };
+        let logits = self.forward(
+            &input,
+            &positions,
+            mask.as_ref(),
+            Some(cache),
+            LogitsFor::LastPosition,
+        )?;
+        Ok(logits.flatten_all()?.to_vec1::<f32>()?)
+    }
+}
+
+/// Quantization levels of activations in the packed path (see [`QuantizedRows`]): two
+/// keep results within ~1e-4 of f32 arithmetic on the same weights; one is llama.cpp's
+/// arithmetic. `SEQIT_ACTIVATION_LEVELS` overrides (for comparisons).
+fn activation_levels() -> usize {
+    static LEVELS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LEVELS.get_or_init(
+        || match std::env::var("SEQIT_ACTIVATION_LEVELS").as_deref() {
+            Ok("1") => 1,
+            _ => 2,
+        },
+    )
+}
+
+/// `out[r] = x[r] / rms(x[r]) * weight` for every row.
+fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let n = weight.len();
+    for (row, dst) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        // SAFETY: the packed path is only built when the kernels are available.
+        unsafe { packed::kernels::rms_norm(row, weight, eps, dst) };
+    }
+}
+
+/// Rotates one head in place (`cos`, `sin`: `head_dim / 2` angles).
+fn rope_in_place(head: &mut [f32], cos: &[f32], sin: &[f32], layout: RopeLayout) {
+    let half = cos.len();
+    match layout {
+        RopeLayout::Interleaved => {
+            for (j, pair) in head.chunks_exact_mut(2).enumerate() {
+                let (a, b) = (pair[0], pair[1]);
+                pair[0] = a * cos[j] - b * sin[j];
+                pair[1] = a * sin[j] + b * cos[j];
+            }
+        }
+        RopeLayout::HalfSplit => {
+            for j in 0..half {
+                let (a, b) = (head[j], head[j + half]);
+                head[j] = a * cos[j] - b * sin[j];
+                head[j + half] = b * cos[j] + a * sin[j];
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct AttentionShape {
+    batch: usize,
+    t: usize,
+    past: usize,
+    n_heads: usize,
+    n_kv: usize,
+    d: usize,
+}
+
+/// Writes the new keys and values of `layer` (from the stacked q/k/v rows) into the cache.
+fn store_kv(kv: &mut PackedKv, layer: usize, qkv: &[f32], s: &AttentionShape) {
+    let (d, cap) = (s.d, kv.capacity);
+    let q_out = s.n_heads * d;
+    let cols = q_out + 2 * s.n_kv * d;
+    let (keys, values) = (&mut kv.k[layer], &mut kv.v[layer]);
+    let mut k16 = vec![0u16; d];
+    for b in 0..s.batch {
+        for i in 0..s.t {
+            let row = &qkv[(b * s.t + i) * cols..][..cols];
+            let j = s.past + i;
+            for hk in 0..s.n_kv {
+                let k = &row[q_out + hk * d..][..d];
+                let v = &row[q_out + s.n_kv * d + hk * d..][..d];
+                let block = ((b * s.n_kv + hk) * cap + j / 16 * 16) * d;
+                // SAFETY: the packed path is only built when the kernels are available.
+                unsafe { packed::kernels::to_f16(k, &mut k16) };
+                for (dd, &kv) in k16.iter().enumerate() {
+                    keys[block + dd * 16 + j % 16] = kv;
+                }
+                let dst = &mut values[((b * s.n_kv + hk) * cap + j) * d..][..d];
+                // SAFETY: as above.
+                unsafe { packed::kernels::to_f16(v, dst) };
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: parallel attention units write disjoint heads of disjoint rows.
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Causal attention of the new positions over the cache, with grouped KV heads. Row
+/// `b`'s positions before `pads[b]` are padding: never attended, and attending only to
+/// themselves.
+fn attention(
+    kv: &PackedKv,
+    layer: usize,
+    qkv: &[f32],
+    pads: &[usize],
+    s: &AttentionShape,
+    out: &mut [f32],
+) {
+    let (d, cap) = (s.d, kv.capacity);
+    let q_out = s.n_heads * d;
+    let cols = q_out + 2 * s.n_kv * d;
+    let group = s.n_heads / s.n_kv;
+    let scale = 1.0 / (d as f32).sqrt();
+    let (keys, values) = (&kv.k[layer], &kv.v[layer]);
+    let dst = SyncPtr(out.as_mut_ptr());
+    // The query heads of a KV head share its loads, in slices of at most 4 heads; with
+    // few rows, one head per unit keeps both threads busy.
+    let per_unit = if s.batch * s.n_kv >= 4 {
+        group.min(4)
+    } else {
+        1
+    };
+    let slices = group.div_ceil(per_unit);
+    let units = s.batch * s.n_kv * slices;
+    packed::parallel(units, |range| {
+        let mut scores = vec![0f32; per_unit * (s.past + s.t + 32)];
+        for unit in range {
+            let (b, rest) = (unit / (s.n_kv * slices), unit % (s.n_kv * slices));
+            let (hk, slice) = (rest / slices, rest % slices);
+            let h0 = hk * group + slice * per_unit;
+            let heads = per_unit.min(hk * group + group - h0);
+            let k_base = &keys[(b * s.n_kv + hk) * cap * d..];
+            let v_base = &values[(b * s.n_kv + hk) * cap * d..];
+            for i in 0..s.t {
+                let r = b * s.t + i;
+                let q = &qkv[r * cols + h0 * d..][..heads * d];
+                let j = s.past + i;
+                let (from, to) = if j < pads[b] {
+                    (j, j + 1)
+                } else {
+                    (pads[b], j + 1)
+                };
+                // SAFETY: each (row, head) output is written by exactly one unit.
+                let o = unsafe {
+                    std::slice::from_raw_parts_mut(dst.get().add(r * q_out + h0 * d), heads * d)
+                };
+                let span = AttendSpan { from, to, scale };
+                // SAFETY: the packed path is only built when the kernels are available.
+                unsafe {
+                    match heads {
+                        1 => attend::<1>(q, k_base, v_base, span, &mut scores, o),
+                        2 => attend::<2>(q, k_base, v_base, span, &mut scores, o),
+                        3 => attend::<3>(q, k_base, v_base, span, &mut scores, o),
+                        _ => attend::<4>(q, k_base, v_base, span, &mut scores, o),
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Positions `from..to` of the cache and the score scale.
+#[derive(Clone, Copy)]
+struct AttendSpan {
+    from: usize,
+    to: usize,
+    scale: f32,
+}
+
+/// `o_g = softmax(scale · q_g·K[from..to]) · V[from..to]` for `G` query heads sharing a
+/// KV head (`q`, `o`: `G × head_dim`; keys in blocks of 16 positions and values, as f16
+/// bits, laid out as [`PackedKv`] describes).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn attend<const G: usize>(
+    q: &[f32],
+    keys: &[u16],
+    values: &[u16],
+    span: AttendSpan,
+    scores: &mut [f32],
+    o: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let AttendSpan { from, to, scale } = span;
+    let d = q.len() / G;
+    let n = to - from;
+    // Scores are computed for whole key blocks: index `i` is position `first + i`.
+    let first = from / 16 * 16;
+    let chunks = (to - first).div_ceil(16);
+    let stride = chunks * 16;
+    let kp = keys.as_ptr();
+    let sp = scores.as_mut_ptr();
+    let load_k = |c: usize, dd: usize| {
+        _mm512_cvtph_ps(_mm256_loadu_si256(
+            kp.add((first + c * 16) * d + dd * 16) as *const __m256i
+        ))
+    };
+    // Two key blocks at a time so that 2·G FMA chains are in flight.
+    let mut c = 0;
+    while c < chunks {
+        let two = c + 1 < chunks;
+        let mut acc = [[_mm512_setzero_ps(); 2]; G];
+        for dd in 0..d {
+            let k0 = load_k(c, dd);
+            let k1 = if two { load_k(c + 1, dd) } else { k0 };
+            for (g, acc) in acc.iter_mut().enumerate() {
+                let qb = _mm512_set1_ps(*q.get_unchecked(g * d + dd));
+                acc[0] = _mm512_fmadd_ps(qb, k0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(qb, k1, acc[1]);
+            }
+        }
+        for (g, acc) in acc.iter().enumerate() {
+            _mm512_storeu_ps(sp.add(g * stride + c * 16), acc[0]);
+            if two {
+                _mm512_storeu_ps(sp.add(g * stride + c * 16 + 16), acc[1]);
+            }
+        }
+        c += 2;
+    }
+    // Lanes of the first and last blocks outside `from..to` do not count.
+    let lanes = |c: usize| -> u16 {
+        let lo = if c == 0 { from - first } else { 0 };
+        let hi = (to - first - c * 16).min(16);
+        (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
+    };
+    let vscale = _mm512_set1_ps(scale);
+    let mut inv = [0f32; G];
+    for (g, inv) in inv.iter_mut().enumerate() {
+        let row = sp.add(g * stride);
+        let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+        for c in 0..chunks {
+            let v = _mm512_mul_ps(_mm512_loadu_ps(row.add(c * 16)), vscale);
+            _mm512_storeu_ps(row.add(c * 16), v);
+            max = _mm512_mask_max_ps(max, lanes(c), max, v);
+        }
+        let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+        let mut sum = _mm512_setzero_ps();
+        for c in 0..chunks {
+            let e = packed::kernels::exp_ps(_mm512_sub_ps(_mm512_loadu_ps(row.add(c * 16)), max));
+            let e = _mm512_maskz_mov_ps(lanes(c), e);
+            sum = _mm512_add_ps(sum, e);
+            _mm512_storeu_ps(row.add(c * 16), e);
+        }
+        *inv = 1.0 / _mm512_reduce_add_ps(sum);
+    }
+    // Weighted values, 64 dimensions at a time.
+    let vp = values.as_ptr().add(from * d);
+    let p = std::slice::from_raw_parts(sp.add(from - first), G * stride - (from - first));
+    for c0 in (0..d).step_by(64) {
+        let (vp, op) = (vp.add(c0), o.as_mut_ptr().add(c0));
+        match (d - c0) / 16 {
+            1 => weighted_values::<G, 1>(p, stride, n, vp, d, &inv, op),
+            2 => weighted_values::<G, 2>(p, stride, n, vp, d, &inv, op),
+            3 => weighted_values::<G, 3>(p, stride, n, vp, d, &inv, op),
+            _ => weighted_values::<G, 4>(p, stride, n, vp, d, &inv, op),
+        }
+    }
+}
+
+/// `o_g[..16W] = inv_g · Σ_j p_g[j] · v[j·d..][..16W]` for `G` heads (`p_g` at `g·stride`,
+/// `o_g` at `g·d`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn weighted_values<const G: usize, const W: usize>(
+    p: &[f32],
+    stride: usize,
+    n: usize,
+    v: *const u16,
+    d: usize,
+    inv: &[f32; G],
+    o: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); W]; G];
+    for j in 0..n {
+        let row = v.add(j * d);
+        let mut vals = [_mm512_setzero_ps(); W];
+        for (c, val) in vals.iter_mut().enumerate() {
+            *val = _mm512_cvtph_ps(_mm256_loadu_si256(row.add(16 * c) as *const __m256i));
+        }
+        for (g, acc) in acc.iter_mut().enumerate() {
+            let pj = _mm512_set1_ps(*p.get_unchecked(g * stride + j));
+            for (c, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_fmadd_ps(pj, vals[c], *acc);
+            }
+        }
+    }
+    for (g, acc) in acc.iter().enumerate() {
+        let scale = _mm512_set1_ps(inv[g]);
+        for (c, acc) in acc.iter().enumerate() {
+            _mm512_storeu_ps(o.add(g * d + 16 * c), _mm512_mul_ps(*acc, scale));
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn attend<const G: usize>(
+    _: &[f32],
+    _: &[u16],
+    _: &[u16],
+    _: AttendSpan,
+    _: &mut [f32],
+    _: &mut [f32],
+) {
+    unreachable!("the packed decoder is x86-64 only")
+}
+
+#[cfg(test)]
+mod packed_tests {
+    use std::sync::Arc;
+
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+    use crate::linear::packed;
+
+    /// Deterministic pseudo-random values in [-scale, scale).
+    fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    fn quantized(rows: usize, cols: usize, seed: u64, dtype: GgmlDType) -> Linear {
+        let w =
+            Tensor::from_vec(values(rows * cols, seed, 0.3), (rows, cols), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&w, dtype).unwrap();
+        Linear::new(LinearWeight::Quantized(Arc::new(q)), None).unwrap()
+    }
+
+    /// A 2-layer model with the shapes of a tiny Llama: hidden 64, 4 query / 2 KV heads.
+    fn tiny_model() -> Llama {
+        let config = ModelConfig::from_hf_json(
+            r#"{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 96,
+                "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+                "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 256,
+                "tie_word_embeddings": true}"#,
+        )
+        .unwrap();
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        let norm = |seed| {
+            let w: Vec<f32> = values(h, seed, 0.2).into_iter().map(|v| 1.0 + v).collect();
+            RmsNorm::new(Tensor::from_vec(w, h, &Device::Cpu).unwrap(), 1e-5)
+        };
+        let layers = (0..config.num_hidden_layers as u64)
+            .map(|l| Block {
+                input_layernorm: norm(100 + l),
+                self_attn: Attention {
+                    q_proj: quantized(64, h, 10 * l + 1, GgmlDType::Q4_1),
+                    k_proj: quantized(32, h, 10 * l + 2, GgmlDType::Q4_1),
+                    v_proj: quantized(32, h, 10 * l + 3, GgmlDType::Q4_1),
+                    o_proj: quantized(h, 64, 10 * l + 4, GgmlDType::Q4_1),
+                },
+                post_attention_layernorm: norm(200 + l),
+                mlp: Mlp {
+                    gate_proj: quantized(i, h, 10 * l + 5, GgmlDType::Q4_1),
+                    up_proj: quantized(i, h, 10 * l + 6, GgmlDType::Q4_1),
+                    down_proj: quantized(h, i, 10 * l + 7, GgmlDType::Q8_0),
+                },
+            })
+            .collect();
+        let embed = Tensor::from_vec(values(96 * h, 7, 1.0), (96, h), &Device::Cpu).unwrap();
+        let lm_head = quantized(96, h, 8, GgmlDType::Q8_0);
+        Llama::new(
+            config,
+            RopeLayout::Interleaved,
+            Embedding(embed),
+            layers,
+            norm(300),
+            lm_head,
+        )
+        .unwrap()
+    }
+
+    fn prompts() -> Vec<Vec<u32>> {
+        vec![
+            vec![5, 17, 33, 2, 91, 40, 8],
+            vec![60, 3],
+            vec![11, 12, 13, 14, 15],
+        ]
+    }
+
+    /// Greedy continuation of each prompt alone, with the logits of every step.
+    fn solo(model: &Llama, prompt: &[u32], steps: usize) -> Vec<Vec<f32>> {
+        let mut cache = KvCache::new(2);
+        let mut logits = model.forward_packed(prompt, 1, &[0], &mut cache).unwrap();
+        let mut out = vec![logits.clone()];
+        for _ in 0..steps {
+            let next = argmax(&logits);
+            logits = model.forward_packed(&[next], 1, &[0], &mut cache).unwrap();
+            out.push(logits.clone());
+        }
+        out
+    }
+
+    fn argmax(l: &[f32]) -> u32 {
+        l.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0 as u32
+    }
+
+    /// The same model with every quantized weight dequantized to f32.
+    fn dense_twin(model: &Llama) -> Llama {
+        let dense = |l: &Linear| match l.weight() {
+            LinearWeight::Quantized(q) => Linear::new(
+                LinearWeight::Dense(q.dequantize(&Device::Cpu).unwrap()),
+                None,
+            )
+            .unwrap(),
+            LinearWeight::Dense(_) => l.clone(),
+        };
+        let mut twin = model.clone();
+        for block in twin.layers.iter_mut() {
+            let (a, m) = (&mut block.self_attn, &mut block.mlp);
+            for l in [
+                &mut a.q_proj,
+                &mut a.k_proj,
+                &mut a.v_proj,
+                &mut a.o_proj,
+                &mut m.gate_proj,
+                &mut m.up_proj,
+                &mut m.down_proj,
+            ] {
+                *l = dense(l);
+            }
+        }
+        twin.lm_head = dense(&twin.lm_head);
+        twin
+    }
+
+    #[test]
+    fn packed_path_is_as_close_to_f32_as_candles_quantized_path() {
+        if !packed::available() {
+            return;
+        }
+        let model = tiny_model();
+        let dense = dense_twin(&model);
+        assert!(model.packed_available() && !dense.packed_available());
+        let mean_abs = |p: &[f32], q: &[f32]| {
+            p.iter().zip(q).map(|(p, q)| (p - q).abs()).sum::<f32>() / p.len() as f32
+        };
+        let (mut packed_err, mut candle_err) = (0f32, 0f32);
+        for prompt in prompts() {
+            let (mut a, mut b, mut c) = (KvCache::new(2), KvCache::new(2), KvCache::new(2));
+            let mut tokens = prompt.clone();
+            for step in 0..6 {
+                let x = model.forward_packed(&tokens, 1, &[0], &mut a).unwrap();
+                let y = model.forward_padded(&tokens, 1, &[0], &mut b).unwrap();
+                let z = dense.forward_padded(&tokens, 1, &[0], &mut c).unwrap();
+                let scale = z.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let worst = x
+                    .iter()
+                    .zip(&z)
+                    .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+                assert!(
+                    worst <= 0.1 * scale,
+                    "step {step}: max diff {worst}, logit scale {scale}"
+                );
+                packed_err += mean_abs(&x, &z);
+                candle_err += mean_abs(&y, &z);
+                tokens = vec![argmax(&z)];
+            }
+        }
+        // Both quantize activations to 8 bits per 32 values; the packed cache is f16.
+        assert!(
+            packed_err <= 1.25 * candle_err,
+            "packed {packed_err} vs candle {candle_err}"
+        );
+    }
+
+    #[test]
+    fn batch_rows_do_not_affect_each_other() {
+        if !packed::available() {
+            return;
+        }
+        let model = tiny_model();
+        let prompts = prompts();
+        let steps = 6;
+        let expected: Vec<_> = prompts.iter().map(|p| solo(&model, p, steps)).collect();
+
+        let longest = prompts.iter().map(Vec::len).max().unwrap();
+        let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+        let tokens: Vec<u32> = prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(0, longest - p.len()).chain(p.iter().copied()))
+            .collect();
+        let mut cache = KvCache::with_capacity(2, longest + steps);
+        let mut logits = model.forward_packed(&tokens, 3, &pads, &mut cache).unwrap();
+        let vocab = 96;
+        let mut rows: Vec<usize> = (0..3).collect();
+        let mut pads = pads;
+        #[allow(clippy::needless_range_loop)] // `step` indexes every row's expectations
+        for step in 0..=steps {
+            for (r, &row) in rows.iter().enumerate() {
+                let want = &expected[row][step];
+                assert_eq!(
+                    &logits[r * vocab..(r + 1) * vocab],
+                    &want[..],
+                    "row {row}, step {step}"
+                );
+            }
+            if step == steps {
+                break;
+            }
+            let mut next: Vec<u32> = (0..rows.len())
+                .map(|r| argmax(&logits[r * vocab..(r + 1) * vocab]))
+                .collect();
+            if step == 2 {
+                // Drop the middle row, as the engine does with finished sequences.
+                cache
+                    .select_rows(&Tensor::new(&[0u32, 2], &Device::Cpu).unwrap())
+                    .unwrap();
+                rows = vec![0, 2];
+                pads = vec![pads[0], pads[2]];
+                next = vec![next[0], next[2]];
+            }
+            logits = model
+                .forward_packed(&next, rows.len(), &pads, &mut cache)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn cache_grows_without_changing_results() {
+        if !packed::available() {
+            return;
+        }
+        let model = tiny_model();
+        let prompt = &prompts()[0];
+        let expected = solo(&model, prompt, 40);
+        // A cache reserved for 8 positions grows (copies) several times on the way.
+        let mut cache = KvCache::with_capacity(2, 8);
+        let mut logits = model.forward_packed(prompt, 1, &[0], &mut cache).unwrap();
+        for (step, want) in expected.iter().enumerate() {
+            assert_eq!(&logits, want, "step {step}");
+            logits = model
+                .forward_packed(&[argmax(&logits)], 1, &[0], &mut cache)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn replaced_weights_disable_the_packed_path() {
+        if !packed::available() {
+            return;
+        }
+        let mut model = tiny_model();
+        assert!(model.packed_available());
+        model.layers[1].mlp.up_proj = quantized(128, 64, 99, GgmlDType::Q4_1);
+        assert!(!model.packed_available());
+        assert!(model
+            .forward_packed(&[1, 2], 1, &[0], &mut KvCache::new(2))
+            .is_err());
+        // The candle path still runs.
+        model
+            .forward_padded(&[1, 2], 1, &[0], &mut KvCache::new(2))
+            .unwrap();
+    }
 }
