@@ -56,6 +56,10 @@ pub struct ModelArgs {
     /// Most sequences decoded together.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    /// A LoRA adapter in PEFT's layout (`adapter_config.json` + `adapter_model.safetensors`)
+    /// to apply to the model.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
 }
 
 /// Decoding settings shared by the commands that generate.
@@ -279,6 +283,26 @@ pub enum DataCommand {
     Dedupe(DataDedupeArgs),
     /// Remove records that share an n-gram with a benchmark's prompts.
     Decontaminate(DataDecontaminateArgs),
+    /// Print an example's tokens with their ids, marking which carry loss in training.
+    Show(DataShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataShowArgs {
+    /// Training data in any format `seqit data` reads.
+    pub file: PathBuf,
+    /// Model whose tokenizer and template render the example (as `seqit train --model`).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Record to show (0-based).
+    #[arg(long, default_value_t = 0)]
+    pub index: usize,
+    /// Chat format, as `seqit train --template`: model, tulu, chatml or a Jinja file.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Colour trained tokens green and masked ones grey: auto (on a terminal), always, never.
+    #[arg(long, value_parser = ["auto", "always", "never"], default_value = "auto")]
+    pub color: String,
 }
 
 /// How `seqit data` reads its input files.
@@ -395,61 +419,127 @@ pub struct DataDecontaminateArgs {
     pub read: DataReadArgs,
 }
 
-#[derive(Debug, Args)]
+/// `seqit train` settings. Every one can also come from `--config FILE` (TOML, the same
+/// keys as the flags, e.g. `lora-rank = 8`); flags given on the command line win.
+/// Unset values get the defaults shown, which follow the SIT paper's recipe.
+#[derive(Debug, Args, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TrainArgs {
+    /// TOML file of settings (keys as the flags, without `--`).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
     /// Base model: a Hugging Face directory, a `.gguf` file (dequantized), or `smollm2-135m`.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Training data in any format `seqit data` reads (Alpaca, ShareGPT, messages, ...).
     #[arg(long)]
-    pub data: PathBuf,
-    /// Run directory: metrics.jsonl, checkpoints, and the trained model in `model/`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
+    /// Run directory: metrics.jsonl, checkpoints, the trained (merged) model in `model/`
+    /// and, with LoRA, the PEFT adapter in `adapter/`.
     #[arg(long)]
-    pub output: PathBuf,
-    /// Chat format the examples are rendered in: the model's own template, the SIT
-    /// paper's Tulu format, ChatML, or a path to a Jinja template.
-    #[arg(long, default_value = "model")]
-    pub template: String,
-    /// Train every weight (full fine-tuning; the only mode implemented so far).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<PathBuf>,
+    /// Chat format the examples are rendered in: `model` (the model's own template, the
+    /// default), `tulu` (the SIT paper's), `chatml`, or a path to a Jinja template.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Train every weight instead of LoRA adapters (the paper's setting).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub full: bool,
-    #[arg(long, default_value_t = 3)]
-    pub epochs: usize,
-    /// Peak learning rate (the paper: 2e-5 for full fine-tuning).
-    #[arg(long, default_value_t = 2e-5)]
-    pub lr: f64,
-    /// Rows per micro-batch.
-    #[arg(long, default_value_t = 4)]
-    pub batch_size: usize,
-    #[arg(long, default_value_t = 1)]
-    pub grad_accum: usize,
+    /// LoRA rank [default: 16].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora_rank: Option<usize>,
+    /// LoRA alpha; updates are scaled by alpha / rank [default: 2 × rank].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora_alpha: Option<f64>,
+    /// Dropout on the adapters' inputs [default: 0.05].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora_dropout: Option<f64>,
+    /// Projections that get adapters [default: q,k,v,o,gate,up,down].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora_targets: Option<String>,
+    /// [default: 3]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    /// Peak learning rate [default: 2e-5 with --full, 2e-4 for LoRA].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// Rows per micro-batch [default: 4].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// Micro-batches per update [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grad_accum: Option<usize>,
     /// Longest example in tokens; longer ones are truncated, and dropped when no
-    /// assistant token is left.
-    #[arg(long, default_value_t = 2048)]
-    pub max_len: usize,
-    #[arg(long, default_value_t = 0.03)]
-    pub warmup_ratio: f64,
-    #[arg(long, value_parser = ["linear", "cosine", "constant"], default_value = "linear")]
-    pub schedule: String,
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_decay: f64,
-    /// Clip the global gradient norm (0 disables).
-    #[arg(long, default_value_t = 1.0)]
-    pub max_grad_norm: f64,
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    /// assistant token is left [default: 2048].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_len: Option<usize>,
+    /// [default: 0.03]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_ratio: Option<f64>,
+    /// linear, cosine or constant [default: linear].
+    #[arg(long, value_parser = ["linear", "cosine", "constant"])]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// [default: 0]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    /// Clip the global gradient norm (0 disables) [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_grad_norm: Option<f64>,
+    /// [default: 42]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// Pack several examples per row (no attention across them).
     #[arg(long)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub packing: bool,
-    /// Checkpoint every N updates (0: only at the end).
-    #[arg(long, default_value_t = 0)]
-    pub save_every: usize,
+    /// Validation data; its loss goes to metrics.jsonl as `eval_loss`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_data: Option<PathBuf>,
+    /// Evaluate every N updates (0: only at the end) [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<usize>,
+    /// Checkpoint every N updates (0: only at the end) [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub save_every: Option<usize>,
     /// Stop after N updates.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_steps: Option<usize>,
+    /// Weights and compute dtype: f32, or bf16/f16 on a device that supports them [default: f32].
+    #[arg(long, value_parser = ["f32", "bf16", "f16"])]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<String>,
     /// Continue the run in `--output` from its newest checkpoint.
     #[arg(long)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub resume: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Debug, Args)]

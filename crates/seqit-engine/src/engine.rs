@@ -141,6 +141,13 @@ impl Engine {
         })
     }
 
+    /// Applies a LoRA adapter in PEFT's layout: merged into dense weights, kept beside
+    /// quantized ones. Returns the number of adapted projections.
+    pub fn apply_adapter(&mut self, dir: &Path) -> Result<usize> {
+        seqit_model::apply_peft_adapter(&mut self.model, dir)
+            .with_context(|| format!("cannot apply the adapter `{}`", dir.display()))
+    }
+
     pub fn model(&self) -> &Llama {
         &self.model
     }

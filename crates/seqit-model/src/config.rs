@@ -180,8 +180,11 @@ struct HfConfig {
     head_dim: Option<usize>,
     #[serde(default = "default_rms_eps")]
     rms_norm_eps: f64,
-    #[serde(default = "default_rope_theta")]
-    rope_theta: f64,
+    #[serde(default)]
+    rope_theta: Option<f64>,
+    /// transformers 5 moved `rope_theta` here.
+    #[serde(default)]
+    rope_parameters: Option<serde_json::Value>,
     #[serde(default)]
     rope_scaling: Option<serde_json::Value>,
     #[serde(default = "default_max_positions")]
@@ -199,9 +202,7 @@ struct HfConfig {
 fn default_rms_eps() -> f64 {
     1e-6
 }
-fn default_rope_theta() -> f64 {
-    10_000.0
-}
+const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 fn default_max_positions() -> usize {
     2048
 }
@@ -262,7 +263,15 @@ impl HfConfig {
                 .head_dim
                 .unwrap_or(self.hidden_size / self.num_attention_heads.max(1)),
             rms_norm_eps: self.rms_norm_eps,
-            rope_theta: self.rope_theta,
+            rope_theta: self
+                .rope_theta
+                .or_else(|| {
+                    self.rope_parameters
+                        .as_ref()
+                        .and_then(|p| p.get("rope_theta"))
+                        .and_then(|t| t.as_f64())
+                })
+                .unwrap_or(DEFAULT_ROPE_THETA),
             rope_scaling,
             max_position_embeddings: self.max_position_embeddings,
             tie_word_embeddings: self.tie_word_embeddings,

@@ -19,6 +19,9 @@ pub fn named_weights(model: &Llama) -> Result<Vec<(String, Tensor)>> {
         model.embed_tokens.0.clone(),
     )];
     let push_linear = |out: &mut Vec<(String, Tensor)>, name: String, l: &Linear| -> Result<()> {
+        if l.adapter().is_some() {
+            bail!("`{name}` has a LoRA adapter: merge it before exporting the weights");
+        }
         match l.weight() {
             LinearWeight::Dense(w) => out.push((format!("{name}.weight"), w.clone())),
             LinearWeight::Quantized(_) => {

@@ -5,6 +5,7 @@
 //! * [`load_model`] — reads GGUF files (quantized or not) and Hugging Face directories
 //!   (`config.json` + safetensors, sharded or not), checking every tensor's shape.
 //! * [`save_hf_weights`] — writes a dense model as Hugging Face safetensors + `config.json`.
+//! * [`apply_peft_adapter`] / [`save_peft_adapter`] — LoRA adapters in PEFT's layout.
 //! * [`gguf`] — GGUF metadata, tensor-name mapping and the RoPE row permutation.
 
 mod cache;
@@ -14,12 +15,18 @@ pub mod gguf;
 mod linear;
 mod llama;
 mod load;
+mod peft;
 
 pub use cache::KvCache;
 pub use config::{Architecture, Llama3RopeScaling, ModelConfig, RopeLayout};
 pub use export::{named_weights, save_hf_weights};
-pub use linear::{Linear, LinearWeight};
+pub use linear::{DropoutState, Linear, LinearWeight, LoraAdapter, LoraDropout};
 pub use llama::{
     padded_causal_mask, Attention, Block, Embedding, Kernels, Llama, LogitsFor, Mlp, RmsNorm,
+    PROJECTIONS,
 };
 pub use load::{load_gguf, load_hf_dir, load_model, GgufWeights, LoadOptions, LoadedModel};
+pub use peft::{
+    apply_peft_adapter, peft_tensor_name, read_peft_config, save_peft_adapter, PeftConfig,
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS,
+};

@@ -1,11 +1,13 @@
 //! A projection whose weight is either a dense tensor (trainable, Hugging Face
 //! checkpoints) or a GGUF quantized matrix (inference only, multiplied without
-//! dequantizing).
+//! dequantizing), optionally with a LoRA adapter added to its output.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use candle_core::backend::BackendStorage;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Storage, Tensor, D};
 
 /// Inner dimension granularity of candle's repacked x86 kernels (AVX-512 VNNI / AVX-VNNI
 /// `dpbusd` tiles), which are several times faster than its per-row dot products.
@@ -25,6 +27,138 @@ pub struct Linear {
     /// on first use: the packed kernels of [`packed`] usually serve quantized weights.
     quantized: OnceLock<std::result::Result<(Arc<QTensor>, QMatMul), String>>,
     bias: Option<Tensor>,
+    /// The weight never receives a gradient (LoRA training): backward computes only the
+    /// input's gradient instead of also the weight's, a third of the matmul work.
+    frozen: bool,
+    adapter: Option<LoraAdapter>,
+}
+
+/// A low-rank update of a projection (LoRA, Hu et al. 2021): `y += scale · B·A·dropout(x)`
+/// with `A: [rank, in]`, `B: [out, rank]` and `scale = alpha / rank`, as in PEFT.
+#[derive(Debug, Clone)]
+pub struct LoraAdapter {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
+    pub dropout: Option<LoraDropout>,
+}
+
+/// Dropout on an adapter's input, reproducible from a seed: every adapter draws its mask
+/// from `(shared seed, its own id)`, so a training step gives the same masks when replayed
+/// after a resume. Off unless the shared state is enabled (training only).
+#[derive(Debug, Clone)]
+pub struct LoraDropout {
+    pub p: f32,
+    pub id: u64,
+    pub state: Arc<DropoutState>,
+}
+
+#[derive(Debug, Default)]
+pub struct DropoutState {
+    enabled: AtomicBool,
+    seed: AtomicU64,
+}
+
+impl DropoutState {
+    /// Enables dropout with masks derived from `seed` (one seed per micro-batch).
+    pub fn enable(&self, seed: u64) {
+        self.seed.store(seed, Ordering::Relaxed);
+        self.enabled.store(true, Ordering::Relaxed);
+    }
+
+    pub fn disable(&self) {
+        self.enabled.store(false, Ordering::Relaxed);
+    }
+}
+
+impl LoraDropout {
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        if self.p <= 0.0 || !self.state.enabled.load(Ordering::Relaxed) {
+            return Ok(x.clone());
+        }
+        let mut rng = SplitMix64(
+            self.state.seed.load(Ordering::Relaxed) ^ self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        let keep = 1.0 / (1.0 - self.p);
+        let threshold = (self.p as f64 * (1u64 << 53) as f64) as u64;
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| {
+                if rng.next() >> 11 < threshold {
+                    0.0
+                } else {
+                    keep
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        x * mask
+    }
+}
+
+/// A small, fast, seedable generator for dropout masks (Steele et al., "SplitMix").
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+impl LoraAdapter {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = match &self.dropout {
+            Some(d) => d.apply(x)?,
+            None => x.clone(),
+        };
+        let down = matmul_t(&x, &self.a)?;
+        matmul_t(&down, &self.b)? * self.scale
+    }
+
+    /// `scale · B·A`, the dense update that merging adds to the weight.
+    pub fn delta(&self) -> Result<Tensor> {
+        self.b.matmul(&self.a)? * self.scale
+    }
+}
+
+/// `x @ w^T` for `x` of shape `[..., in]` and `w` of shape `[out, in]`.
+fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    match x.dims() {
+        [b, t, k] => x
+            .reshape((b * t, *k))?
+            .matmul(&w.t()?)?
+            .reshape((*b, *t, ())),
+        _ => x.broadcast_matmul(&w.t()?),
+    }
+}
+
+/// `x @ w^T` whose backward pass computes only `x`'s gradient (`w` is frozen).
+struct FrozenMatmul {
+    weight: Tensor,
+}
+
+impl CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, x_l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (m, k) = x_l.shape().dims2()?;
+        let w_t = self.weight.t()?;
+        let (w, w_l) = w_t.storage_and_layout();
+        let Storage::Cpu(w) = &*w else {
+            candle_core::bail!("frozen-matmul: the weight is not on the CPU");
+        };
+        let n = w_l.dims()[1];
+        Ok((x.matmul(w, (1, m, n, k), x_l, w_l)?, Shape::from((m, n))))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad_y.matmul(&self.weight)?))
+    }
 }
 
 impl Linear {
@@ -33,7 +167,38 @@ impl Linear {
             weight,
             quantized: OnceLock::new(),
             bias,
+            frozen: false,
+            adapter: None,
         })
+    }
+
+    /// Marks the weight (and bias) as never trained, so that backward skips its gradient.
+    pub fn frozen(mut self) -> Self {
+        self.frozen = true;
+        self
+    }
+
+    pub fn with_adapter(mut self, adapter: LoraAdapter) -> Self {
+        self.adapter = Some(adapter);
+        self
+    }
+
+    pub fn adapter(&self) -> Option<&LoraAdapter> {
+        self.adapter.as_ref()
+    }
+
+    /// Folds the adapter into a dense weight (`W + scale·B·A`) and drops it.
+    pub fn merged(&self) -> Result<Self> {
+        let Some(adapter) = &self.adapter else {
+            return Ok(self.clone());
+        };
+        let LinearWeight::Dense(w) = &self.weight else {
+            candle_core::bail!("a LoRA adapter can only be merged into dense weights");
+        };
+        let merged = (w + adapter.delta()?.to_dtype(w.dtype())?)?;
+        let mut linear = Self::new(LinearWeight::Dense(merged), self.bias.clone())?;
+        linear.frozen = self.frozen;
+        Ok(linear)
     }
 
     pub fn weight(&self) -> &LinearWeight {
@@ -60,25 +225,33 @@ impl Linear {
         }
     }
 
-    /// `x @ W^T + b` for `x` of shape `[..., in_features]`.
+    /// `x @ W^T + b` (plus the adapter's update) for `x` of shape `[..., in_features]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match (&self.weight, self.candle_quantized()?) {
             (_, Some((q, matmul))) => matmul.forward(&pad_input(x, q.shape().dims()[1])?)?,
-            (LinearWeight::Dense(w), None) => match x.dims() {
-                [b, t, k] => x
-                    .reshape((b * t, *k))?
-                    .matmul(&w.t()?)?
-                    .reshape((*b, *t, ()))?,
-                _ => x.broadcast_matmul(&w.t()?)?,
-            },
+            (LinearWeight::Dense(w), None) if self.frozen && x.device().is_cpu() => {
+                let dims = x.dims();
+                let rows = x.elem_count() / dims[dims.len() - 1];
+                let mut out_dims = dims.to_vec();
+                *out_dims.last_mut().expect("rank >= 1") = w.dim(0)?;
+                x.reshape((rows, ()))?
+                    .apply_op1(FrozenMatmul { weight: w.clone() })?
+                    .reshape(out_dims)?
+            }
+            (LinearWeight::Dense(w), None) => matmul_t(x, w)?,
             (LinearWeight::Quantized(_), None) => unreachable!("quantized weights get a QMatMul"),
         };
-        self.add_bias(y)
+        self.finish(x, y)
     }
 
-    fn add_bias(&self, y: Tensor) -> Result<Tensor> {
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
+    /// Adds the bias and the adapter's update to the base projection `y` of `x`.
+    fn finish(&self, x: &Tensor, y: Tensor) -> Result<Tensor> {
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        match &self.adapter {
+            Some(adapter) => y + adapter.forward(x)?,
             None => Ok(y),
         }
     }
@@ -103,12 +276,12 @@ impl Linear {
                 .iter()
                 .all(|q| Some(q.shape().dims()[1]) == padded_in);
         if let (true, Some(padded_in)) = (fusable, padded_in) {
-            let x = pad_input(x, padded_in)?.contiguous()?;
-            if let Some(outputs) = QTensor::gemv_fused_shared_lhs(&quantized, &x)? {
+            let padded = pad_input(x, padded_in)?.contiguous()?;
+            if let Some(outputs) = QTensor::gemv_fused_shared_lhs(&quantized, &padded)? {
                 let mut outputs = outputs.into_iter();
                 let mut results = Vec::with_capacity(N);
                 for linear in linears {
-                    results.push(linear.add_bias(outputs.next().expect("one output per weight"))?);
+                    results.push(linear.finish(x, outputs.next().expect("one output per weight"))?);
                 }
                 return Ok(results.try_into().expect("N results"));
             }

@@ -18,6 +18,17 @@ use crate::config::{ModelConfig, RopeLayout};
 use crate::linear::packed::{self, PackedMatrix, QuantizedRows};
 use crate::linear::{Linear, LinearWeight};
 
+/// Module names of a layer's projections, as PEFT's `target_modules` spells them.
+pub const PROJECTIONS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
 /// Which implementation of the non-matmul ops to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
@@ -133,6 +144,37 @@ impl Llama {
 
     pub fn device(&self) -> &Device {
         self.embed_tokens.0.device()
+    }
+
+    /// The projections of every layer under their Hugging Face module names
+    /// (`model.layers.{i}.self_attn.q_proj`, ...; see [`PROJECTIONS`]), for adapters.
+    pub fn projections_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::with_capacity(self.layers.len() * PROJECTIONS.len());
+        for (i, block) in self.layers.iter_mut().enumerate() {
+            let (a, m) = (&mut block.self_attn, &mut block.mlp);
+            for (name, linear) in [
+                ("self_attn.q_proj", &mut a.q_proj),
+                ("self_attn.k_proj", &mut a.k_proj),
+                ("self_attn.v_proj", &mut a.v_proj),
+                ("self_attn.o_proj", &mut a.o_proj),
+                ("mlp.gate_proj", &mut m.gate_proj),
+                ("mlp.up_proj", &mut m.up_proj),
+                ("mlp.down_proj", &mut m.down_proj),
+            ] {
+                out.push((format!("model.layers.{i}.{name}"), linear));
+            }
+        }
+        out
+    }
+
+    /// Folds every LoRA adapter into its dense weight.
+    pub fn merge_adapters(&mut self) -> Result<()> {
+        for (name, linear) in self.projections_mut() {
+            *linear = linear
+                .merged()
+                .with_context(|| format!("merging the adapter of `{name}`"))?;
+        }
+        Ok(())
     }
 
     pub fn dtype(&self) -> DType {
@@ -414,6 +456,20 @@ fn packed_sources(model: &Llama) -> Option<Vec<&Arc<QTensor>>> {
         }
         for l in [&a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj] {
             if l.bias().is_some() {
+                return None;
+            }
+        }
+        // LoRA adapters kept beside quantized weights run on candle's path.
+        for l in [
+            &a.q_proj,
+            &a.k_proj,
+            &a.v_proj,
+            &a.o_proj,
+            &m.gate_proj,
+            &m.up_proj,
+            &m.down_proj,
+        ] {
+            if l.adapter().is_some() {
                 return None;
             }
         }

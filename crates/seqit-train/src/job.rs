@@ -1,15 +1,16 @@
-//! A whole training run: load the base model, tokenize the data, train, export.
+//! A whole training run: load the base model, tokenize the data, train, export (the
+//! model, and for LoRA the adapter in PEFT's layout).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use seqit_core::ChatMessage;
-use seqit_engine::{load_tokenizer, write_tokenizer_files, ChatTemplate};
-use seqit_model::{load_model, save_hf_weights, GgufWeights, LoadOptions};
+use seqit_engine::write_tokenizer_files;
+use seqit_model::{load_model, save_hf_weights, save_peft_adapter, GgufWeights, LoadOptions};
 
-use crate::tokenize::{tokenize_example, ChatFormat};
-use crate::trainable::full_finetuning;
+use crate::tokenize::{chat_tokenizer, tokenize_example, ChatFormat, TokenizedExample};
+use crate::trainable::{full_finetuning, lora};
 use crate::trainer::{truncate_examples, StepMetrics, TrainConfig, Trainer};
 
 pub struct TrainJob {
@@ -20,6 +21,9 @@ pub struct TrainJob {
     pub output: PathBuf,
     pub config: TrainConfig,
     pub resume: bool,
+    /// Validation conversations, evaluated every `eval_every` updates and at the end.
+    pub eval_conversations: Vec<Vec<ChatMessage>>,
+    pub eval_every: usize,
 }
 
 /// What a finished run reports.
@@ -30,32 +34,34 @@ pub struct TrainSummary {
     pub updates: usize,
     pub first_loss: Option<f64>,
     pub last_loss: Option<f64>,
+    pub last_eval_loss: Option<f64>,
+    /// The trained (for LoRA: merged) model as a Hugging Face directory.
     pub model_dir: PathBuf,
+    /// LoRA only: the adapter in PEFT's layout.
+    pub adapter_dir: Option<PathBuf>,
 }
 
 pub fn run_training(
     job: &TrainJob,
     on_step: &mut dyn FnMut(&StepMetrics, usize),
 ) -> Result<TrainSummary> {
-    let (tokenizer, model_template) = load_tokenizer(&job.model)?;
-    let model_template = model_template
-        .map(|src| {
-            ChatTemplate::new(
-                &src,
-                tokenizer.bos_token.as_deref(),
-                tokenizer.eos_token.as_deref(),
-            )
-        })
-        .transpose()?;
-    let template = job.format.template(&tokenizer, model_template.as_ref())?;
-    let mut examples = Vec::with_capacity(job.conversations.len());
-    for (i, conversation) in job.conversations.iter().enumerate() {
-        examples.push(
-            tokenize_example(&tokenizer, &template, conversation)
-                .with_context(|| format!("example {i}"))?,
-        );
-    }
+    let (tokenizer, template) = chat_tokenizer(&job.model, &job.format)?;
+    let tokenize_all = |conversations: &[Vec<ChatMessage>], what: &str| {
+        conversations
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                tokenize_example(&tokenizer, &template, c)
+                    .with_context(|| format!("{what} example {i}"))
+            })
+            .collect::<Result<Vec<TokenizedExample>>>()
+    };
+    let examples = tokenize_all(&job.conversations, "training")?;
     let (examples, skipped) = truncate_examples(examples, job.config.max_len);
+    let (eval_examples, _) = truncate_examples(
+        tokenize_all(&job.eval_conversations, "validation")?,
+        job.config.max_len,
+    );
     if examples.is_empty() {
         bail!(
             "no example has an assistant token left to train on (max length {})",
@@ -69,10 +75,30 @@ pub fn run_training(
     let base = load_model(&job.model, &Device::Cpu, options)
         .with_context(|| format!("cannot load `{}`", job.model.display()))?
         .llama;
-    let model = full_finetuning(base)?;
-    let mut trainer = Trainer::new(model, job.config.clone(), &job.output, job.resume)?;
+    let model = match &job.config.lora {
+        Some(settings) => lora(base, settings, job.config.seed)?,
+        None => full_finetuning(base)?,
+    };
+    let mut trainer = Trainer::new(model, job.config.clone(), &job.output, job.resume)?
+        .with_eval(eval_examples, job.eval_every);
     let total = total_updates(examples.len(), &job.config);
     let metrics = trainer.train(&examples, &mut |m| on_step(m, total))?;
+    let adapter_dir = match &trainer.model.lora {
+        Some((settings, _)) => {
+            let dir = job.output.join("adapter");
+            let mut config = settings.peft_config();
+            config.base_model_name_or_path = Some(job.model.display().to_string());
+            let tensors: Vec<_> = trainer
+                .model
+                .params
+                .iter()
+                .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+                .collect();
+            save_peft_adapter(&dir, &config, &tensors)?;
+            Some(dir)
+        }
+        None => None,
+    };
     let model_dir = job.output.join("model");
     export(&trainer, &tokenizer, template.source(), &model_dir)?;
     Ok(TrainSummary {
@@ -81,7 +107,9 @@ pub fn run_training(
         updates: trainer.step(),
         first_loss: metrics.first().map(|m| m.loss),
         last_loss: metrics.last().map(|m| m.loss),
+        last_eval_loss: metrics.iter().rev().find_map(|m| m.eval_loss),
         model_dir,
+        adapter_dir,
     })
 }
 
@@ -95,8 +123,9 @@ fn total_updates(examples: usize, config: &TrainConfig) -> usize {
     })
 }
 
-/// Writes the trained model as a Hugging Face directory carrying the chat template it was
-/// trained with, so that `seqit generate` and transformers prompt it the same way.
+/// Writes the trained model (adapters merged) as a Hugging Face directory carrying the
+/// chat template it was trained with, so that `seqit generate` and transformers prompt it
+/// the same way.
 fn export(
     trainer: &Trainer,
     tokenizer: &seqit_engine::Tokenizer,
@@ -107,8 +136,9 @@ fn export(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
     }
-    let llama = &trainer.model.llama;
-    save_hf_weights(llama, &tmp, DType::F32)?;
+    let mut llama = trainer.model.llama.clone();
+    llama.merge_adapters()?;
+    save_hf_weights(&llama, &tmp, DType::F32)?;
     write_tokenizer_files(&tmp, tokenizer, Some(template), &llama.config)?;
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;

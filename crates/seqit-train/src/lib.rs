@@ -3,7 +3,12 @@
 //! * [`ChatFormat`] — the model's own chat template or one of the project's formats
 //!   (`prompts/templates/`: Tulu, as in the SIT paper, and ChatML).
 //! * [`tokenize_example`] — renders a conversation and marks which tokens carry loss:
-//!   exactly the assistant turns, including their end-of-turn token.
+//!   exactly the assistant turns, including their end-of-turn token; [`explain_example`]
+//!   shows the mask token by token.
+//! * [`Trainer`] — the loop (accumulation, clipping, schedules, checkpoints, exact resume,
+//!   validation loss) over a [`TrainableModel`]: every weight ([`full_finetuning`]) or
+//!   LoRA adapters on frozen weights ([`lora`]), exported by [`run_training`] as a Hugging
+//!   Face directory and a PEFT adapter.
 
 mod batch;
 mod job;
@@ -21,6 +26,8 @@ pub use loss::masked_cross_entropy;
 pub use optim::{AdamW, AdamWConfig, Moments};
 pub use recipe::{export_recipe, DistributedTrainer, RecipeSettings};
 pub use schedule::{learning_rate, Schedule};
-pub use tokenize::{tokenize_example, ChatFormat, TokenizedExample};
-pub use trainable::{full_finetuning, TrainableModel};
+pub use tokenize::{
+    chat_tokenizer, explain_example, tokenize_example, ChatFormat, TokenPiece, TokenizedExample,
+};
+pub use trainable::{full_finetuning, lora, LoraSettings, TrainableModel};
 pub use trainer::{truncate_examples, StepMetrics, TrainConfig, Trainer};

@@ -7,9 +7,11 @@
 //! (every chat template seqit has met) and keeps the end-of-turn token trained, so the
 //! model learns to stop.
 
+use std::path::Path;
+
 use anyhow::{bail, Context, Result};
 use seqit_core::{ChatMessage, Role};
-use seqit_engine::{ChatTemplate, Tokenizer};
+use seqit_engine::{load_tokenizer, ChatTemplate, Tokenizer};
 
 const TULU_TEMPLATE: &str = include_str!("../../../prompts/templates/tulu.jinja");
 const CHATML_TEMPLATE: &str = include_str!("../../../prompts/templates/chatml.jinja");
@@ -81,6 +83,57 @@ pub fn tokenize_example(
     template: &ChatTemplate,
     messages: &[ChatMessage],
 ) -> Result<TokenizedExample> {
+    Ok(tokenize_with_offsets(tokenizer, template, messages)?.example)
+}
+
+/// One token of an example as `seqit data show` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPiece {
+    pub id: u32,
+    /// The characters of the rendered text this token covers.
+    pub text: String,
+    pub trained: bool,
+}
+
+/// [`tokenize_example`], with each token's text, to show which tokens carry loss.
+pub fn explain_example(
+    tokenizer: &Tokenizer,
+    template: &ChatTemplate,
+    messages: &[ChatMessage],
+) -> Result<Vec<TokenPiece>> {
+    let Rendered {
+        example,
+        text,
+        offsets,
+    } = tokenize_with_offsets(tokenizer, template, messages)?;
+    let chars: Vec<char> = text.chars().collect();
+    Ok(example
+        .input_ids
+        .iter()
+        .zip(&example.trained)
+        .zip(&offsets)
+        .map(|((&id, &trained), &(start, end))| TokenPiece {
+            id,
+            text: chars[start.min(chars.len())..end.min(chars.len())]
+                .iter()
+                .collect(),
+            trained,
+        })
+        .collect())
+}
+
+/// An example with its rendered text and each token's character span in it.
+struct Rendered {
+    example: TokenizedExample,
+    text: String,
+    offsets: Vec<(usize, usize)>,
+}
+
+fn tokenize_with_offsets(
+    tokenizer: &Tokenizer,
+    template: &ChatTemplate,
+    messages: &[ChatMessage],
+) -> Result<Rendered> {
     if !messages.iter().any(|m| m.role == Role::Assistant) {
         bail!("the conversation has no assistant turn to train on");
     }
@@ -91,7 +144,27 @@ pub fn tokenize_example(
         .iter()
         .map(|(start, _)| spans.iter().any(|(s, e)| s <= start && start < e))
         .collect();
-    Ok(TokenizedExample { input_ids, trained })
+    Ok(Rendered {
+        example: TokenizedExample { input_ids, trained },
+        text,
+        offsets,
+    })
+}
+
+/// The tokenizer of the model at `model` and the template `format` selects for it.
+pub fn chat_tokenizer(model: &Path, format: &ChatFormat) -> Result<(Tokenizer, ChatTemplate)> {
+    let (tokenizer, model_template) = load_tokenizer(model)?;
+    let model_template = model_template
+        .map(|src| {
+            ChatTemplate::new(
+                &src,
+                tokenizer.bos_token.as_deref(),
+                tokenizer.eos_token.as_deref(),
+            )
+        })
+        .transpose()?;
+    let template = format.template(&tokenizer, model_template.as_ref())?;
+    Ok((tokenizer, template))
 }
 
 /// Character spans `[start, end)` of the assistant turns in `text`.

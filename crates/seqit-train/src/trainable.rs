@@ -1,15 +1,137 @@
-//! Turning a loaded model into one whose weights are trainable variables.
+//! Turning a loaded model into one whose weights (full fine-tuning) or adapters (LoRA)
+//! are trainable variables.
+
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use seqit_model::{
-    Attention, Block, Embedding, Kernels, Linear, LinearWeight, Llama, Mlp, RmsNorm,
+    peft_tensor_name, Attention, Block, DropoutState, Embedding, Kernels, Linear, LinearWeight,
+    Llama, LoraAdapter, LoraDropout, Mlp, PeftConfig, RmsNorm, PROJECTIONS,
 };
+use serde::{Deserialize, Serialize};
 
-/// A model whose dense weights are [`Var`]s, with their Hugging Face names.
+/// A model whose trainable tensors are [`Var`]s, with their names: Hugging Face names in
+/// full fine-tuning, PEFT names (`base_model.model.<module>.lora_A.weight`) in LoRA.
 pub struct TrainableModel {
     pub llama: Llama,
     pub params: Vec<(String, Var)>,
+    /// LoRA only: the adapters' settings and their shared dropout switch.
+    pub lora: Option<(LoraSettings, Arc<DropoutState>)>,
+}
+
+/// LoRA hyper-parameters (PEFT's `r`, `lora_alpha`, `lora_dropout`, `target_modules`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LoraSettings {
+    pub rank: usize,
+    pub alpha: f64,
+    pub dropout: f64,
+    /// Module names: `q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`.
+    pub targets: Vec<String>,
+}
+
+impl Default for LoraSettings {
+    fn default() -> Self {
+        Self {
+            rank: 16,
+            alpha: 32.0,
+            dropout: 0.05,
+            targets: PROJECTIONS.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+}
+
+impl LoraSettings {
+    /// Parses `q,k,v,o,gate,up,down` (or the full module names, e.g. `q_proj`).
+    pub fn parse_targets(list: &str) -> Result<Vec<String>> {
+        let mut targets = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let module = if item.ends_with("_proj") {
+                item.to_string()
+            } else {
+                format!("{item}_proj")
+            };
+            if !PROJECTIONS.contains(&module.as_str()) {
+                bail!(
+                    "unknown LoRA target `{item}`: expected a comma-separated list of q, k, v, o, gate, up, down"
+                );
+            }
+            if !targets.contains(&module) {
+                targets.push(module);
+            }
+        }
+        if targets.is_empty() {
+            bail!("no LoRA target given: expected e.g. `q,k,v,o,gate,up,down`");
+        }
+        Ok(targets)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.rank == 0 {
+            bail!("the LoRA rank must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            bail!("the LoRA dropout must be in [0, 1), got {}", self.dropout);
+        }
+        Ok(())
+    }
+
+    /// The adapter's `adapter_config.json`.
+    pub fn peft_config(&self) -> PeftConfig {
+        PeftConfig::lora(self.rank, self.alpha, self.dropout, self.targets.clone())
+    }
+}
+
+/// LoRA: every weight of `model` is frozen; the projections named in `settings.targets`
+/// get an adapter whose `A` is drawn uniformly from `±1/sqrt(in)` (PEFT's
+/// `kaiming_uniform_(a=sqrt(5))`) and whose `B` is zero, so training starts from the base
+/// model's outputs.
+pub fn lora(mut model: Llama, settings: &LoraSettings, seed: u64) -> Result<TrainableModel> {
+    settings.validate()?;
+    let state = Arc::new(DropoutState::default());
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut params = Vec::new();
+    let device = model.device().clone();
+    for (id, (module, linear)) in model.projections_mut().into_iter().enumerate() {
+        let frozen = linear.clone().frozen();
+        let short = module.rsplit('.').next().unwrap_or_default();
+        if !settings.targets.iter().any(|t| t == short) {
+            *linear = frozen;
+            continue;
+        }
+        let LinearWeight::Dense(w) = linear.weight() else {
+            bail!("`{module}` is quantized: load the model with dense weights to train it");
+        };
+        let (out, inp) = w.dims2()?;
+        let bound = 1.0 / (inp as f64).sqrt();
+        let a: Vec<f32> = (0..settings.rank * inp)
+            .map(|_| rng.random_range(-bound..bound) as f32)
+            .collect();
+        let a = Var::from_tensor(&Tensor::from_vec(a, (settings.rank, inp), &device)?)?;
+        let b = Var::zeros((out, settings.rank), DType::F32, &device)?;
+        let adapter = LoraAdapter {
+            a: a.as_tensor().clone(),
+            b: b.as_tensor().clone(),
+            scale: settings.alpha / settings.rank as f64,
+            dropout: (settings.dropout > 0.0).then(|| LoraDropout {
+                p: settings.dropout as f32,
+                id: id as u64,
+                state: state.clone(),
+            }),
+        };
+        *linear = frozen.with_adapter(adapter);
+        params.push((peft_tensor_name(&module, "lora_A"), a));
+        params.push((peft_tensor_name(&module, "lora_B"), b));
+    }
+    model.lm_head = model.lm_head.clone().frozen();
+    model.kernels = Kernels::Differentiable;
+    Ok(TrainableModel {
+        llama: model,
+        params,
+        lora: Some((settings.clone(), state)),
+    })
 }
 
 /// Every weight becomes trainable (full fine-tuning). Tied embeddings stay one variable.
@@ -81,5 +203,9 @@ pub fn full_finetuning(model: Llama) -> Result<TrainableModel> {
         lm_head,
     )?;
     llama.kernels = Kernels::Differentiable;
-    Ok(TrainableModel { llama, params })
+    Ok(TrainableModel {
+        llama,
+        params,
+        lora: None,
+    })
 }

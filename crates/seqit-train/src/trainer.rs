@@ -19,7 +19,7 @@ use crate::loss::masked_cross_entropy;
 use crate::optim::{AdamW, AdamWConfig, Moments};
 use crate::schedule::{learning_rate, Schedule};
 use crate::tokenize::TokenizedExample;
-use crate::trainable::TrainableModel;
+use crate::trainable::{LoraSettings, TrainableModel};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrainConfig {
@@ -39,6 +39,9 @@ pub struct TrainConfig {
     pub save_every: usize,
     /// Stop after this many updates (for tests and the resume check); `None` runs all epochs.
     pub max_steps: Option<usize>,
+    /// LoRA adapters instead of full fine-tuning.
+    #[serde(default)]
+    pub lora: Option<LoraSettings>,
 }
 
 impl Default for TrainConfig {
@@ -57,6 +60,7 @@ impl Default for TrainConfig {
             packing: false,
             save_every: 0,
             max_steps: None,
+            lora: None,
         }
     }
 }
@@ -72,6 +76,9 @@ pub struct StepMetrics {
     pub tokens: usize,
     pub trained_tokens: usize,
     pub tokens_per_second: f64,
+    /// Mean loss per trained token on the validation data, when evaluated at this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_loss: Option<f64>,
 }
 
 /// Where training stands; saved with every checkpoint.
@@ -151,6 +158,16 @@ pub struct Trainer {
     config: TrainConfig,
     output: PathBuf,
     step: usize,
+    /// Validation examples and how many updates apart to evaluate them (0: at the end).
+    eval: Option<(Vec<TokenizedExample>, usize)>,
+}
+
+/// The dropout seed of one micro-batch: a function of the run's seed and position only,
+/// so that a resumed run draws the same masks.
+fn micro_batch_seed(seed: u64, step: usize, micro: usize) -> u64 {
+    seed.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (micro as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)
 }
 
 impl Trainer {
@@ -177,6 +194,7 @@ impl Trainer {
             config,
             output: output.to_path_buf(),
             step: 0,
+            eval: None,
         };
         if resume {
             if let Some(dir) = latest_checkpoint(output)? {
@@ -193,6 +211,42 @@ impl Trainer {
 
     pub fn step(&self) -> usize {
         self.step
+    }
+
+    /// Evaluates `examples` every `every` updates and after the last one (0: only then).
+    pub fn with_eval(mut self, examples: Vec<TokenizedExample>, every: usize) -> Self {
+        self.eval = (!examples.is_empty()).then_some((examples, every));
+        self
+    }
+
+    fn set_dropout(&self, seed: Option<u64>) {
+        if let Some((_, dropout)) = &self.model.lora {
+            match seed {
+                Some(seed) => dropout.enable(seed),
+                None => dropout.disable(),
+            }
+        }
+    }
+
+    /// Loss on `examples` (mean over their trained tokens), without dropout or updates.
+    pub fn evaluate(&self, examples: &[TokenizedExample]) -> Result<f64> {
+        self.set_dropout(None);
+        let (mut total, mut count) = (0f64, 0usize);
+        for chunk in examples.chunks(self.config.batch_size.max(1)) {
+            let rows: Vec<Vec<&TokenizedExample>> = chunk.iter().map(|e| vec![e]).collect();
+            let batch = build_batch(&rows, &Device::Cpu)?;
+            let logits = self.model.llama.forward(
+                &batch.input_ids,
+                &batch.positions,
+                Some(&batch.mask),
+                None,
+                LogitsFor::AllPositions,
+            )?;
+            let loss = masked_cross_entropy(&logits.detach(), &batch.targets, &batch.weights)?;
+            total += loss.to_scalar::<f32>()? as f64 * batch.trained_tokens as f64;
+            count += batch.trained_tokens;
+        }
+        Ok(total / count.max(1) as f64)
     }
 
     /// Trains on `examples` until the plan (or `max_steps`) is done; returns the metrics
@@ -222,7 +276,12 @@ impl Trainer {
                 .sum();
             let mut grads: Option<GradStore> = None;
             let (mut loss_sum, mut tokens, mut trained) = (0f64, 0, 0);
-            for micro in micro_batches {
+            for (micro_index, micro) in micro_batches.iter().enumerate() {
+                self.set_dropout(Some(micro_batch_seed(
+                    self.config.seed,
+                    self.step,
+                    micro_index,
+                )));
                 let rows: Vec<Vec<&TokenizedExample>> = micro
                     .iter()
                     .map(|r| r.iter().map(|&i| &examples[i]).collect())
@@ -269,6 +328,15 @@ impl Trainer {
             let grads = grads.context("an update without batches")?;
             let grad_norm = self.optimizer.step(&grads, lr, self.config.max_grad_norm)?;
             self.step += 1;
+            let elapsed = started.elapsed().as_secs_f64();
+            let eval_loss = match &self.eval {
+                Some((eval, every))
+                    if self.step == last || (*every > 0 && self.step.is_multiple_of(*every)) =>
+                {
+                    Some(self.evaluate(eval)?)
+                }
+                _ => None,
+            };
             let metrics = StepMetrics {
                 step: self.step,
                 epoch: (self.step - 1) / updates_per_epoch.max(1),
@@ -277,7 +345,8 @@ impl Trainer {
                 grad_norm,
                 tokens,
                 trained_tokens: trained,
-                tokens_per_second: tokens as f64 / started.elapsed().as_secs_f64(),
+                tokens_per_second: tokens as f64 / elapsed,
+                eval_loss,
             };
             writeln!(metrics_file, "{}", serde_json::to_string(&metrics)?)?;
             metrics_file.flush()?;

@@ -37,6 +37,8 @@ fn trained_and_exported_model_answers_what_it_learned() {
             ..TrainConfig::default()
         },
         resume: false,
+        eval_conversations: Vec::new(),
+        eval_every: 0,
     };
     let mut steps = 0;
     let summary = run_training(&job, &mut |_, total| {

@@ -26,6 +26,7 @@ pub fn run(command: DataCommand) -> Result<()> {
         DataCommand::Mix(args) => mix(args),
         DataCommand::Dedupe(args) => dedupe(args),
         DataCommand::Decontaminate(args) => decontaminate(args),
+        DataCommand::Show(args) => super::data_show::run(args),
     }
 }
 

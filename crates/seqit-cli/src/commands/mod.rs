@@ -3,6 +3,7 @@
 mod batch;
 pub mod build;
 mod data;
+mod data_show;
 mod endpoint;
 mod eval;
 mod generate;
@@ -35,7 +36,7 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn load_engine(args: &ModelArgs) -> Result<Engine> {
     let path = resolve_model(args.model.as_deref())?;
-    Engine::load(
+    let mut engine = Engine::load(
         &path,
         EngineOptions {
             gguf_weights: match args.weights {
@@ -45,7 +46,11 @@ fn load_engine(args: &ModelArgs) -> Result<Engine> {
             },
             max_batch: args.batch_size.max(1),
         },
-    )
+    )?;
+    if let Some(adapter) = &args.adapter {
+        engine.apply_adapter(adapter)?;
+    }
+    Ok(engine)
 }
 
 fn sampling_params(args: &DecodingArgs) -> Result<SamplingParams> {

@@ -1,0 +1,229 @@
+//! `seqit train` in LoRA mode as a real process: settings from a config file and flags,
+//! validation loss, the PEFT adapter that `seqit generate --adapter` applies, the merged
+//! export, and `seqit data show`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use seqit_testkit::{TinyModel, TinyModelSpec};
+
+fn seqit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_seqit"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn data(path: &Path, n: usize) -> String {
+    let items: Vec<serde_json::Value> = (0..n)
+        .map(|i| serde_json::json!({"instruction": format!("item {i}: repeat the word"), "output": format!("word {i}")}))
+        .collect();
+    std::fs::write(path, serde_json::to_string(&items).unwrap()).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn tiny(dir: &Path) -> String {
+    TinyModel::new(&TinyModelSpec::default())
+        .unwrap()
+        .write_hf_dir(&dir.join("base"))
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn lora_run_from_config_exports_an_adapter_that_generate_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path());
+    let train = data(&dir.path().join("train.json"), 4);
+    let eval = data(&dir.path().join("eval.json"), 2);
+    let run = dir.path().join("run");
+    let config = dir.path().join("train.toml");
+    // The file says 2 epochs; the flag below wins.
+    std::fs::write(
+        &config,
+        format!(
+            "model = {model:?}\ndata = {train:?}\ntemplate = \"chatml\"\nlora-rank = 8\nlora-alpha = 16\nlora-targets = \"q,k,v,o,gate,up,down\"\nlr = 1e-2\nepochs = 2\nbatch-size = 2\nwarmup-ratio = 0.0\nschedule = \"constant\"\nseed = 3\n"
+        ),
+    )
+    .unwrap();
+    let out = seqit(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--output",
+        run.to_str().unwrap(),
+        "--epochs",
+        "100",
+        "--eval-data",
+        &eval,
+        "--eval-every",
+        "50",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("LoRA r=8 alpha=16"), "{stderr}");
+
+    let metrics: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(metrics.len(), 200, "100 epochs of 2 updates (the flag won)");
+    let evaluated: Vec<u64> = metrics
+        .iter()
+        .filter(|m| m["eval_loss"].is_number())
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(evaluated, vec![50, 100, 150, 200]);
+    let first = metrics[0]["loss"].as_f64().unwrap();
+    let last = metrics[199]["loss"].as_f64().unwrap();
+    assert!(last < first / 2.0, "loss {first} -> {last}");
+
+    let adapter = run.join("adapter");
+    let peft: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(peft["r"], 8);
+    assert_eq!(peft["lora_alpha"], 16.0);
+    assert_eq!(peft["peft_type"], "LORA");
+    assert_eq!(peft["target_modules"].as_array().unwrap().len(), 7);
+    assert!(adapter.join("adapter_model.safetensors").exists());
+
+    // Base + adapter and the merged export answer alike, with what was taught.
+    let ask = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--prompt",
+            "item 2: repeat the word",
+            "--max-tokens",
+            "8",
+        ];
+        args.extend_from_slice(extra);
+        ok(seqit(&args)).trim().to_string()
+    };
+    let with_adapter = ask(&["--model", &model, "--adapter", adapter.to_str().unwrap()]);
+    let merged = ask(&["--model", run.join("model").to_str().unwrap()]);
+    let base = ask(&["--model", &model]);
+    assert_eq!(with_adapter, merged);
+    assert_ne!(with_adapter, base, "the adapter changes the model");
+}
+
+#[test]
+fn bad_settings_are_reported_precisely() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path());
+    let train = data(&dir.path().join("train.json"), 2);
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "epochs = 1\nlora-rnak = 4\n").unwrap();
+    let out = seqit(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--model",
+        &model,
+        "--data",
+        &train,
+        "--output",
+        dir.path().join("o").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("bad.toml") && err.contains("lora-rnak") && err.contains("line 2"),
+        "{err}"
+    );
+
+    let out = seqit(&[
+        "train",
+        "--model",
+        &model,
+        "--data",
+        &train,
+        "--output",
+        dir.path().join("o").to_str().unwrap(),
+        "--lora-targets",
+        "q,x",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown LoRA target `x`"), "{err}");
+
+    let out = seqit(&[
+        "train",
+        "--model",
+        &model,
+        "--data",
+        &train,
+        "--output",
+        dir.path().join("o").to_str().unwrap(),
+        "--dtype",
+        "bf16",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--dtype bf16") && err.contains("f32"), "{err}");
+}
+
+#[test]
+fn data_show_marks_the_trained_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path());
+    let train = data(&dir.path().join("train.json"), 3);
+    let shown = ok(seqit(&[
+        "data",
+        "show",
+        &train,
+        "--model",
+        &model,
+        "--template",
+        "chatml",
+        "--index",
+        "2",
+    ]));
+    // Trained tokens, concatenated, are the answer and its end-of-turn marker.
+    let (tokens, summary) = shown.trim_end().rsplit_once('\n').unwrap();
+    let mut trained = String::new();
+    let mut rest = tokens;
+    while let Some(start) = rest.find('[') {
+        let end = start + rest[start..].find(']').unwrap();
+        let (text, id) = rest[start + 1..end].rsplit_once('|').unwrap();
+        assert!(id.parse::<u32>().is_ok(), "{shown}");
+        trained.push_str(text);
+        rest = &rest[end + 1..];
+    }
+    assert_eq!(trained, "word 2<|im_end|>", "{shown}");
+    assert!(
+        shown.contains("(user|") || shown.contains("(<|im_start|>|"),
+        "{shown}"
+    );
+    assert!(summary.contains("trained ([trained], (masked)"), "{shown}");
+    let colored = ok(seqit(&[
+        "data",
+        "show",
+        &train,
+        "--model",
+        &model,
+        "--template",
+        "chatml",
+        "--color",
+        "always",
+    ]));
+    assert!(colored.contains("\x1b[1;32m"), "{colored}");
+
+    let out = seqit(&["data", "show", &train, "--model", &model, "--index", "7"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--index 7 is out of range: the file has 3 records"),
+        "{err}"
+    );
+}
