@@ -41,6 +41,11 @@ pub enum Command {
     /// Manual sequential data: translate-then-predict and caption-then-answer.
     #[command(subcommand)]
     Build(crate::commands::build::BuildCommand),
+    /// Seq-Instruct: turn instruction data into sequential instruction data with a teacher.
+    Augment(crate::commands::augment::AugmentArgs),
+    /// SeqEval: build a benchmark of sequential instructions from a prompt set.
+    #[command(subcommand)]
+    Seqeval(crate::commands::seqeval::SeqevalCommand),
 }
 
 /// Which model to run.

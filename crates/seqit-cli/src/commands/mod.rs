@@ -1,5 +1,6 @@
 //! One module per subcommand, plus the helpers they share.
 
+pub(crate) mod augment;
 mod batch;
 pub mod build;
 mod data;
@@ -9,6 +10,7 @@ mod eval;
 mod generate;
 mod model;
 mod recipe;
+pub(crate) mod seqeval;
 mod serve;
 mod train;
 pub mod vqa;
@@ -31,6 +33,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(command) => data::run(command),
         Command::Eval(command) => eval::run(command),
         Command::Build(command) => build::run(command),
+        Command::Augment(args) => augment::run(args),
+        Command::Seqeval(command) => seqeval::run(command),
     }
 }
 

@@ -1,0 +1,177 @@
+//! Reading results out of the teacher's free text: the rewritten instruction, the added
+//! task, the step-0 split and the refinement verdict.
+
+/// Marker before the rewritten instruction.
+pub const NEW_INSTRUCTION_MARKER: &str = "#New Instruction#";
+/// Marker before the added sub-task (one line).
+pub const ADDED_TASK_MARKER: &str = "#Added Task#";
+/// Marker that ends a result.
+pub const END_MARKER: &str = "###";
+
+/// The rewritten instruction: the text after the **last** `#New Instruction#` marker
+/// (any case) up to the first `###` after it (or the end), trimmed of whitespace and of
+/// the `:` that usually follows the marker. `None` when there is no marker or nothing
+/// after it.
+pub fn extract_new_instruction(text: &str) -> Option<String> {
+    let after = after_last_marker(text, NEW_INSTRUCTION_MARKER)?;
+    let body = match after.find(END_MARKER) {
+        Some(end) => &after[..end],
+        None => after,
+    };
+    non_empty(body)
+}
+
+/// The added task: the rest of the line after the last `#Added Task#` marker that comes
+/// before the new instruction (any case), trimmed like the instruction.
+pub fn extract_added_task(text: &str) -> Option<String> {
+    let before_instruction = match rfind_ignore_case(text, NEW_INSTRUCTION_MARKER) {
+        Some(at) => &text[..at],
+        None => text,
+    };
+    let after = after_last_marker(before_instruction, ADDED_TASK_MARKER)?;
+    let line = after.trim_start_matches([' ', '\t', ':']);
+    let line = line.split('\n').next().unwrap_or_default();
+    let line = line.split(END_MARKER).next().unwrap_or_default();
+    non_empty(line)
+}
+
+/// The text after the last occurrence of `marker` (any case).
+fn after_last_marker<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
+    rfind_ignore_case(text, marker).map(|at| &text[at + marker.len()..])
+}
+
+/// Byte offset of the last case-insensitive occurrence of an ASCII `needle`.
+fn rfind_ignore_case(text: &str, needle: &str) -> Option<usize> {
+    let hay = text.as_bytes();
+    let needle = needle.as_bytes();
+    if needle.len() > hay.len() {
+        return None;
+    }
+    (0..=hay.len() - needle.len())
+        .rev()
+        .find(|&i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
+}
+
+fn non_empty(text: &str) -> Option<String> {
+    let trimmed = text.trim().trim_start_matches(':').trim();
+    (!trimmed.is_empty()).then(|| trimmed.to_string())
+}
+
+/// The step-0 split of a raw prompt: `(instruction, input)`, the input `None` when the
+/// teacher wrote `none` or nothing. `None` when the `#Instruction#` part is missing.
+pub fn extract_split(text: &str) -> Option<(String, Option<String>)> {
+    let body = match text.find(END_MARKER) {
+        Some(end) => &text[..end],
+        None => text,
+    };
+    let input_at = rfind_ignore_case(body, "#Input#");
+    let head = &body[..input_at.unwrap_or(body.len())];
+    let instruction = non_empty(after_last_marker(head, "#Instruction#")?)?;
+    let input = input_at
+        .and_then(|at| non_empty(&body[at + "#Input#".len()..]))
+        .filter(|input| !input.eq_ignore_ascii_case("none"));
+    Some((instruction, input))
+}
+
+/// The refinement verdict: `Some(true)` when the rewrite kept everything
+/// ("Verdict: keep"), `Some(false)` when it lost something ("Verdict: lost"), `None`
+/// when the answer has no verdict. The last verdict wins.
+pub fn extract_verdict(text: &str) -> Option<bool> {
+    let after = after_last_marker(text, "verdict")?;
+    let word = after.trim_start_matches([' ', ':', '*', '\t']).to_lowercase();
+    if word.starts_with("keep") {
+        Some(true)
+    } else if word.starts_with("lost") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Real-looking rewrite answers and the instruction each must give.
+    const TABLE: &[(&str, Option<&str>)] = &[
+        (
+            "The review mixes praise and complaints.\n#Added Task#: List the points.\n#New Instruction#: First, list the points. Then answer yes or no.\n###",
+            Some("First, list the points. Then answer yes or no."),
+        ),
+        // Lower-case marker, no colon, text on the next line.
+        (
+            "explanation...\n#new instruction#\nWrite a poem. Then explain it.\n###\nHope this helps!",
+            Some("Write a poem. Then explain it."),
+        ),
+        // Marker twice: the explanation quotes it, the result follows the last one.
+        (
+            "I will write the result after #New Instruction# as asked.\n#New Instruction#: Solve 2x=4. Then check x.###",
+            Some("Solve 2x=4. Then check x."),
+        ),
+        // Missing `###`: everything to the end.
+        (
+            "#New Instruction#:   Translate it. Then count the words.  \n",
+            Some("Translate it. Then count the words."),
+        ),
+        // `###` twice: up to the first one after the marker.
+        (
+            "### Explanation\nx\n#New Instruction#: A then B ### extra ###",
+            Some("A then B"),
+        ),
+        // Multi-line instruction with a code block is kept whole.
+        (
+            "#New Instruction#: First, explain the bug.\nThen fix:\n```\nx = 1\n```\n###",
+            Some("First, explain the bug.\nThen fix:\n```\nx = 1\n```"),
+        ),
+        // No marker at all.
+        ("Here is the new instruction: do A then B.", None),
+        // Marker with nothing after it.
+        ("#New Instruction#: ###", None),
+        ("#New Instruction#", None),
+        ("", None),
+    ];
+
+    #[test]
+    fn table_of_rewrite_answers() {
+        for (text, expected) in TABLE {
+            assert_eq!(
+                extract_new_instruction(text).as_deref(),
+                *expected,
+                "answer: {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn added_task_comes_from_its_own_line() {
+        let text = "Because...\n#Added Task#: Quote the sentence.\n#New Instruction#: First quote it. Then answer.\n###";
+        assert_eq!(
+            extract_added_task(text).as_deref(),
+            Some("Quote the sentence.")
+        );
+        // A marker mentioned inside the new instruction does not count.
+        let text = "#Added Task#: Rank them.\n#New Instruction#: Give tips. #Added Task# then rank.###";
+        assert_eq!(extract_added_task(text).as_deref(), Some("Rank them."));
+        assert_eq!(extract_added_task("#New Instruction#: x ###"), None);
+        assert_eq!(
+            extract_added_task("#added task#:Check it.###").as_deref(),
+            Some("Check it.")
+        );
+    }
+
+    #[test]
+    fn split_and_verdict() {
+        assert_eq!(
+            extract_split("#Instruction#: Answer the question.\n#Input#: Q: why?\n###"),
+            Some(("Answer the question.".into(), Some("Q: why?".into())))
+        );
+        assert_eq!(
+            extract_split("#Instruction#: Say hi.\n#Input#: none\n###"),
+            Some(("Say hi.".into(), None))
+        );
+        assert_eq!(extract_split("no markers"), None);
+        assert_eq!(extract_verdict("Fine.\nVerdict: keep"), Some(true));
+        assert_eq!(extract_verdict("**Verdict:** Lost, the table is gone"), Some(false));
+        assert_eq!(extract_verdict("looks good"), None);
+    }
+}

@@ -1,0 +1,44 @@
+//! Seq-Instruct augmentation and SeqEval construction.
+//!
+//! * [`Edit`] / [`parse_option`] — the four edits (A decompose, B prefix, C suffix,
+//!   D keep) and the rules that read the teacher's choice.
+//! * [`extract_new_instruction`] and friends — results out of the teacher's text.
+//! * [`PromptSet`] — the versioned prompt files (`prompts/seq-instruct/v1/`, or a user
+//!   directory) and the requests built from them, few-shot examples shuffled by a
+//!   seeded RNG.
+//! * [`Augmenter`] — the Seq-Instruct pipeline over a dataset, with the IT control,
+//!   provenance, a resumable state journal and [`AugmentStats`].
+//! * [`SeqEvalBuilder`] — SeqEval sets: prompts rewritten to depths 1–4, with modes and
+//!   sub-steps.
+
+mod augment;
+mod extract;
+mod item;
+mod option;
+mod progress;
+mod prompts;
+mod state;
+mod stats;
+mod seqeval;
+mod teacher;
+
+pub use extract::{
+    extract_added_task, extract_new_instruction, extract_split, extract_verdict,
+    ADDED_TASK_MARKER, END_MARKER, NEW_INSTRUCTION_MARKER,
+};
+pub use option::{parse_option, Edit, ParsedOption, Rule};
+pub use prompts::{PromptSet, CLASSIFY_SHOTS, PROMPT_FILES, REWRITE_SHOTS};
+pub use augment::{
+    paper_decoding, read_records, Answer, AugmentOutcome, AugmentPaths, AugmentSettings,
+    Augmenter, ItemState, RewriteAttempt, Round, SplitStep, PROVENANCE_KEY,
+};
+pub use item::{user_turn, SourceItem};
+pub use progress::{Progress, Silent};
+pub use state::{sibling, Journal};
+pub use stats::{AugmentStats, IterationStats, PaperShares, PAPER_ALPACA, PAPER_FLAN};
+pub use teacher::{item_rng, Asked, Teacher, TeacherInfo};
+
+pub use seqeval::{
+    assign_depths, parse_depths, ChainRound, ChainState, SeqEvalBuilder, SeqEvalRecord,
+    SeqEvalSettings, SeqEvalStats,
+};
