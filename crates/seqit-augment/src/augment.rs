@@ -199,8 +199,7 @@ impl ItemState {
     }
 
     fn is_done(&self, settings: &AugmentSettings, it_control: bool) -> bool {
-        let rounds_done =
-            self.frozen() || self.rounds.len() >= settings.iterations as usize;
+        let rounds_done = self.frozen() || self.rounds.len() >= settings.iterations as usize;
         let answered = self
             .response
             .as_ref()
@@ -348,13 +347,18 @@ impl Augmenter<'_> {
             let raw = self
                 .teacher
                 .ask(
-                    self.prompts.split(&user_turn(&item.instruction, item.input.as_deref())),
+                    self.prompts
+                        .split(&user_turn(&item.instruction, item.input.as_deref())),
                     &SamplingParams {
                         temperature: 0.0,
                         ..decoding.clone()
                     },
                     0,
-                    Asked { id, iteration: 0, purpose: "split" },
+                    Asked {
+                        id,
+                        iteration: 0,
+                        purpose: "split",
+                    },
                 )
                 .await?;
             let parsed = extract_split(&raw);
@@ -376,8 +380,15 @@ impl Augmenter<'_> {
         }
         let input = state.input.clone();
         let wanted = state.instruction().to_string();
-        if state.response.as_ref().is_none_or(|a| a.instruction != wanted) {
-            state.response = Some(self.answer(item, &wanted, input.as_deref(), "answer").await?);
+        if state
+            .response
+            .as_ref()
+            .is_none_or(|a| a.instruction != wanted)
+        {
+            state.response = Some(
+                self.answer(item, &wanted, input.as_deref(), "answer")
+                    .await?,
+            );
         }
         if it_control && state.it_response.is_none() {
             let base = state.base_instruction.clone();
@@ -403,7 +414,11 @@ impl Augmenter<'_> {
                 self.prompts.classify(instruction, input, &mut rng),
                 decoding,
                 0,
-                Asked { id, iteration, purpose: "classify" },
+                Asked {
+                    id,
+                    iteration,
+                    purpose: "classify",
+                },
             )
             .await?;
         let parsed = parse_option(&classification);
@@ -429,7 +444,16 @@ impl Augmenter<'_> {
         for attempt in 0..=self.settings.refine {
             let raw = self
                 .teacher
-                .ask(prompt.clone(), decoding, attempt, Asked { id, iteration, purpose: "rewrite" })
+                .ask(
+                    prompt.clone(),
+                    decoding,
+                    attempt,
+                    Asked {
+                        id,
+                        iteration,
+                        purpose: "rewrite",
+                    },
+                )
                 .await?;
             let mut rewrite = RewriteAttempt {
                 instruction: extract_new_instruction(&raw),
@@ -448,7 +472,11 @@ impl Augmenter<'_> {
                             ..decoding.clone()
                         },
                         0,
-                        Asked { id, iteration, purpose: "refine" },
+                        Asked {
+                            id,
+                            iteration,
+                            purpose: "refine",
+                        },
                     )
                     .await?;
                 rewrite.kept_everything = extract_verdict(&check);
@@ -488,7 +516,11 @@ impl Augmenter<'_> {
                 Prompt::Chat(messages),
                 &self.settings.decoding,
                 0,
-                Asked { id: &item.id, iteration: 0, purpose },
+                Asked {
+                    id: &item.id,
+                    iteration: 0,
+                    purpose,
+                },
             )
             .await?;
         Ok(Answer {
@@ -512,11 +544,30 @@ impl Augmenter<'_> {
             .map(|p| Writer::create(p, &options))
             .transpose()?;
         for (index, ((record, item), state)) in records.iter().zip(items).zip(states).enumerate() {
-            let response = state.response.as_ref().expect("finished items are answered");
-            sit.write(&self.output_record(record, index, item, state, state.instruction(), &response.text, true))?;
+            let response = state
+                .response
+                .as_ref()
+                .expect("finished items are answered");
+            sit.write(&self.output_record(
+                record,
+                index,
+                item,
+                state,
+                state.instruction(),
+                &response.text,
+                true,
+            ))?;
             if let Some(it) = &mut it {
                 let answer = state.it_response.as_ref().expect("IT answers were asked");
-                it.write(&self.output_record(record, index, item, state, &state.base_instruction, &answer.text, false))?;
+                it.write(&self.output_record(
+                    record,
+                    index,
+                    item,
+                    state,
+                    &state.base_instruction,
+                    &answer.text,
+                    false,
+                ))?;
             }
         }
         sit.finish()?;
@@ -590,7 +641,9 @@ fn check_unique_ids(items: &[SourceItem]) -> Result<()> {
 
 /// Reads `path` as the records to augment.
 pub fn read_records(path: &Path, schema: Option<Schema>) -> Result<(Schema, Vec<Record>)> {
-    let (format, records) = seqit_data::read_all(path, &seqit_data::ReadOptions::with_schema(schema))
-        .with_context(|| format!("cannot read the data to augment from `{}`", path.display()))?;
+    let (format, records) =
+        seqit_data::read_all(path, &seqit_data::ReadOptions::with_schema(schema)).with_context(
+            || format!("cannot read the data to augment from `{}`", path.display()),
+        )?;
     Ok((format.schema, records))
 }

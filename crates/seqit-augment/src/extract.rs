@@ -78,7 +78,9 @@ pub fn extract_split(text: &str) -> Option<(String, Option<String>)> {
 /// when the answer has no verdict. The last verdict wins.
 pub fn extract_verdict(text: &str) -> Option<bool> {
     let after = after_last_marker(text, "verdict")?;
-    let word = after.trim_start_matches([' ', ':', '*', '\t']).to_lowercase();
+    let word = after
+        .trim_start_matches([' ', ':', '*', '\t'])
+        .to_lowercase();
     if word.starts_with("keep") {
         Some(true)
     } else if word.starts_with("lost") {
@@ -150,7 +152,8 @@ mod tests {
             Some("Quote the sentence.")
         );
         // A marker mentioned inside the new instruction does not count.
-        let text = "#Added Task#: Rank them.\n#New Instruction#: Give tips. #Added Task# then rank.###";
+        let text =
+            "#Added Task#: Rank them.\n#New Instruction#: Give tips. #Added Task# then rank.###";
         assert_eq!(extract_added_task(text).as_deref(), Some("Rank them."));
         assert_eq!(extract_added_task("#New Instruction#: x ###"), None);
         assert_eq!(
@@ -171,7 +174,10 @@ mod tests {
         );
         assert_eq!(extract_split("no markers"), None);
         assert_eq!(extract_verdict("Fine.\nVerdict: keep"), Some(true));
-        assert_eq!(extract_verdict("**Verdict:** Lost, the table is gone"), Some(false));
+        assert_eq!(
+            extract_verdict("**Verdict:** Lost, the table is gone"),
+            Some(false)
+        );
         assert_eq!(extract_verdict("looks good"), None);
     }
 }

@@ -80,7 +80,12 @@ mod tests {
         let alpaca = Record::exchange("Sum.", Some("1 2"), Some("3"));
         let item = SourceItem::from_record(4, &alpaca).unwrap();
         assert_eq!(
-            (item.id.as_str(), item.instruction.as_str(), item.input.as_deref(), item.response.as_deref()),
+            (
+                item.id.as_str(),
+                item.instruction.as_str(),
+                item.input.as_deref(),
+                item.response.as_deref()
+            ),
             ("4", "Sum.", Some("1 2"), Some("3"))
         );
         let chat = Record {
@@ -98,9 +103,15 @@ mod tests {
         assert_eq!(item.instruction, "Hi there");
         assert_eq!(item.response.as_deref(), Some("Hello"));
         assert_eq!(item.system.as_deref(), Some("Be brief."));
-        let empty = Record { messages: vec![ChatMessage::assistant("x")], ..Record::default() };
+        let empty = Record {
+            messages: vec![ChatMessage::assistant("x")],
+            ..Record::default()
+        };
         let error = SourceItem::from_record(7, &empty).unwrap_err().to_string();
-        assert!(error.contains("record 7") && error.contains("no user turn"), "{error}");
+        assert!(
+            error.contains("record 7") && error.contains("no user turn"),
+            "{error}"
+        );
         assert_eq!(user_turn("Do it.", Some("data")), "Do it.\n\ndata");
     }
 }

@@ -17,23 +17,23 @@ mod item;
 mod option;
 mod progress;
 mod prompts;
+mod seqeval;
 mod state;
 mod stats;
-mod seqeval;
 mod teacher;
 
-pub use extract::{
-    extract_added_task, extract_new_instruction, extract_split, extract_verdict,
-    ADDED_TASK_MARKER, END_MARKER, NEW_INSTRUCTION_MARKER,
-};
-pub use option::{parse_option, Edit, ParsedOption, Rule};
-pub use prompts::{PromptSet, CLASSIFY_SHOTS, PROMPT_FILES, REWRITE_SHOTS};
 pub use augment::{
-    paper_decoding, read_records, Answer, AugmentOutcome, AugmentPaths, AugmentSettings,
-    Augmenter, ItemState, RewriteAttempt, Round, SplitStep, PROVENANCE_KEY,
+    paper_decoding, read_records, Answer, AugmentOutcome, AugmentPaths, AugmentSettings, Augmenter,
+    ItemState, RewriteAttempt, Round, SplitStep, PROVENANCE_KEY,
+};
+pub use extract::{
+    extract_added_task, extract_new_instruction, extract_split, extract_verdict, ADDED_TASK_MARKER,
+    END_MARKER, NEW_INSTRUCTION_MARKER,
 };
 pub use item::{user_turn, SourceItem};
+pub use option::{parse_option, Edit, ParsedOption, Rule};
 pub use progress::{Progress, Silent};
+pub use prompts::{PromptSet, CLASSIFY_SHOTS, PROMPT_FILES, REWRITE_SHOTS};
 pub use state::{sibling, Journal};
 pub use stats::{AugmentStats, IterationStats, PaperShares, PAPER_ALPACA, PAPER_FLAN};
 pub use teacher::{item_rng, Asked, Teacher, TeacherInfo};

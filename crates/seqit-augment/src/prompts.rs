@@ -151,21 +151,43 @@ impl PromptSet {
         let t = &templates;
         let checks: [(&str, &str, &[&str]); 12] = [
             ("classify_system", &t.classify_system, &[]),
-            ("classify_example", &t.classify_example, &["instruction", "input_block", "answer"]),
-            ("classify_user", &t.classify_user, &["examples", "instruction", "input_block"]),
+            (
+                "classify_example",
+                &t.classify_example,
+                &["instruction", "input_block", "answer"],
+            ),
+            (
+                "classify_user",
+                &t.classify_user,
+                &["examples", "instruction", "input_block"],
+            ),
             ("input_block", &t.input_block, &["input"]),
             ("rewrite_system", &t.rewrite_system, &[]),
             (
                 "rewrite_example",
                 &t.rewrite_example,
-                &["instruction", "input_block", "explanation", "added_task", "new_instruction"],
+                &[
+                    "instruction",
+                    "input_block",
+                    "explanation",
+                    "added_task",
+                    "new_instruction",
+                ],
             ),
-            ("rewrite_user", &t.rewrite_user, &["task", "examples", "instruction", "input_block"]),
+            (
+                "rewrite_user",
+                &t.rewrite_user,
+                &["task", "examples", "instruction", "input_block"],
+            ),
             ("rewrite_task_decompose", &t.rewrite_task_decompose, &[]),
             ("rewrite_task_prefix", &t.rewrite_task_prefix, &[]),
             ("rewrite_task_suffix", &t.rewrite_task_suffix, &[]),
             ("split_user", &t.split_user, &["prompt"]),
-            ("refine_user", &t.refine_user, &["instruction", "new_instruction", "input_block"]),
+            (
+                "refine_user",
+                &t.refine_user,
+                &["instruction", "new_instruction", "input_block"],
+            ),
         ];
         for (name, template, allowed) in checks {
             if let Some(unknown) = placeholders(template).find(|p| !allowed.contains(p)) {
@@ -265,7 +287,10 @@ impl PromptSet {
         rng: &mut SeededRng,
     ) -> Prompt {
         let (pool, task) = match edit {
-            Edit::Decompose => (&self.rewrite.decompose, &self.templates.rewrite_task_decompose),
+            Edit::Decompose => (
+                &self.rewrite.decompose,
+                &self.templates.rewrite_task_decompose,
+            ),
             Edit::Prefix => (&self.rewrite.prefix, &self.templates.rewrite_task_prefix),
             Edit::Suffix => (&self.rewrite.suffix, &self.templates.rewrite_task_suffix),
             Edit::Keep => unreachable!("D items are not rewritten"),
@@ -325,7 +350,10 @@ impl PromptSet {
 
 /// The `{{name}}` placeholders of a template.
 fn placeholders(template: &str) -> impl Iterator<Item = &str> {
-    template.split("{{").skip(1).filter_map(|rest| rest.split_once("}}").map(|(name, _)| name.trim()))
+    template
+        .split("{{")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("}}").map(|(name, _)| name.trim()))
 }
 
 /// Fills `{{name}}` placeholders in one pass (filled-in text is not scanned again, so an
@@ -374,21 +402,34 @@ mod tests {
         let set = PromptSet::builtin();
         assert_eq!(set.version(), "seq-instruct/v1");
         assert!(set.hash().starts_with("sha256:"));
-        assert!(set.pool_sizes().iter().all(|&n| n >= 7), "{:?}", set.pool_sizes());
+        assert!(
+            set.pool_sizes().iter().all(|&n| n >= 7),
+            "{:?}",
+            set.pool_sizes()
+        );
         assert!(set.classify.len() >= CLASSIFY_SHOTS);
     }
 
     #[test]
     fn classification_shows_five_examples_in_a_seeded_order() {
         let set = PromptSet::builtin();
-        let prompt = |seed| set.classify("Name a colour.", Some("{{input}} stays"), &mut SeededRng::new(seed));
+        let prompt = |seed| {
+            set.classify(
+                "Name a colour.",
+                Some("{{input}} stays"),
+                &mut SeededRng::new(seed),
+            )
+        };
         let a = prompt(1);
         assert_eq!(a, prompt(1));
         let text = user_text(&a);
         assert_eq!(text.matches("#Reasoning#:").count(), CLASSIFY_SHOTS + 1);
-        assert!(text.ends_with("#Instruction#: Name a colour.\n#Input#: {{input}} stays\n#Reasoning#:"));
-        let orders: std::collections::HashSet<String> =
-            (0..20).map(|seed| user_text(&prompt(seed)).to_string()).collect();
+        assert!(
+            text.ends_with("#Instruction#: Name a colour.\n#Input#: {{input}} stays\n#Reasoning#:")
+        );
+        let orders: std::collections::HashSet<String> = (0..20)
+            .map(|seed| user_text(&prompt(seed)).to_string())
+            .collect();
         assert!(orders.len() > 5, "the example order changes with the seed");
         let Prompt::Chat(messages) = &a else { panic!() };
         assert_eq!(messages[0].role, seqit_core::Role::System);
@@ -415,7 +456,10 @@ mod tests {
         let bad = BUILTIN[0].replace("{{examples}}", "{{exemples}}");
         std::fs::write(dir.path().join("templates.toml"), bad).unwrap();
         let error = format!("{:#}", PromptSet::load(dir.path()).unwrap_err());
-        assert!(error.contains("`{{exemples}}`") && error.contains("templates.toml"), "{error}");
+        assert!(
+            error.contains("`{{exemples}}`") && error.contains("templates.toml"),
+            "{error}"
+        );
         std::fs::remove_file(dir.path().join("rewrite_examples.toml")).unwrap();
         let error = format!("{:#}", PromptSet::load(dir.path()).unwrap_err());
         assert!(error.contains("rewrite_examples.toml"), "{error}");
@@ -423,7 +467,10 @@ mod tests {
 
     #[test]
     fn rendering_is_single_pass() {
-        assert_eq!(render("a {{x}} b {{y}}", &[("x", "{{y}}"), ("y", "2")]), "a {{y}} b 2");
+        assert_eq!(
+            render("a {{x}} b {{y}}", &[("x", "{{y}}"), ("y", "2")]),
+            "a {{y}} b 2"
+        );
         assert_eq!(render("open {{x", &[("x", "1")]), "open {{x");
     }
 }

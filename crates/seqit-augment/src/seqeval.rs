@@ -83,8 +83,13 @@ impl SeqEvalSettings {
                 self.shares.len()
             );
         }
-        if self.shares.iter().any(|s| !s.is_finite() || *s < 0.0) || self.shares.iter().sum::<f64>() <= 0.0 {
-            bail!("shares must be numbers >= 0 with a positive sum, got {:?}", self.shares);
+        if self.shares.iter().any(|s| !s.is_finite() || *s < 0.0)
+            || self.shares.iter().sum::<f64>() <= 0.0
+        {
+            bail!(
+                "shares must be numbers >= 0 with a positive sum, got {:?}",
+                self.shares
+            );
         }
         if self.attempts == 0 {
             bail!("attempts must be at least 1");
@@ -212,7 +217,12 @@ impl SeqEvalBuilder<'_> {
             .enumerate()
             .map(|(i, r)| SourceItem::from_record(i, r))
             .collect::<Result<Vec<_>>>()?;
-        let targets = assign_depths(items.len(), &self.settings.depths, &self.settings.shares, self.settings.seed);
+        let targets = assign_depths(
+            items.len(),
+            &self.settings.depths,
+            &self.settings.shares,
+            self.settings.seed,
+        );
         let fingerprint = self.fingerprint();
         let (journal, mut states) = Journal::open::<ChainState>(
             &sibling(output, ".state.jsonl"),
@@ -267,7 +277,10 @@ impl SeqEvalBuilder<'_> {
         for item in &items {
             let state = &states[&item.id];
             *stats.target_depths.entry(state.target_depth).or_default() += 1;
-            stats.missing_added_tasks += state.good_rounds().filter(|r| r.added_task.is_none()).count();
+            stats.missing_added_tasks += state
+                .good_rounds()
+                .filter(|r| r.added_task.is_none())
+                .count();
             match state.record(item) {
                 Some(record) => {
                     if record.iteration < state.target_depth {
@@ -327,7 +340,11 @@ impl SeqEvalBuilder<'_> {
                         prompt.clone(),
                         &self.settings.decoding,
                         attempt,
-                        Asked { id, iteration: round, purpose: "seqeval-rewrite" },
+                        Asked {
+                            id,
+                            iteration: round,
+                            purpose: "seqeval-rewrite",
+                        },
                     )
                     .await?;
                 done.instruction = extract_new_instruction(&raw);
@@ -351,7 +368,9 @@ impl SeqEvalBuilder<'_> {
 /// Parses `--depths` (`1-4` or `1,2,3,4`).
 pub fn parse_depths(text: &str) -> Result<Vec<u32>> {
     let parse = |s: &str| -> Result<u32> {
-        s.trim().parse().with_context(|| format!("`{s}` in `--depths {text}` is not a whole number"))
+        s.trim()
+            .parse()
+            .with_context(|| format!("`{s}` in `--depths {text}` is not a whole number"))
     };
     let depths = match text.split_once('-') {
         Some((lo, hi)) => (parse(lo)?..=parse(hi)?).collect(),
@@ -371,9 +390,18 @@ mod tests {
     fn depths_follow_the_shares_and_the_seed() {
         let depths = assign_depths(805, &[1, 2, 3, 4], &[10.0, 20.0, 30.0, 40.0], 7);
         let count = |d| depths.iter().filter(|&&x| x == d).count();
-        assert_eq!([count(1), count(2), count(3), count(4)], [81, 161, 241, 322]);
-        assert_eq!(depths, assign_depths(805, &[1, 2, 3, 4], &[10.0, 20.0, 30.0, 40.0], 7));
-        assert_ne!(depths, assign_depths(805, &[1, 2, 3, 4], &[10.0, 20.0, 30.0, 40.0], 8));
+        assert_eq!(
+            [count(1), count(2), count(3), count(4)],
+            [81, 161, 241, 322]
+        );
+        assert_eq!(
+            depths,
+            assign_depths(805, &[1, 2, 3, 4], &[10.0, 20.0, 30.0, 40.0], 7)
+        );
+        assert_ne!(
+            depths,
+            assign_depths(805, &[1, 2, 3, 4], &[10.0, 20.0, 30.0, 40.0], 8)
+        );
         assert_eq!(parse_depths("1-4").unwrap(), [1, 2, 3, 4]);
         assert_eq!(parse_depths("2,3").unwrap(), [2, 3]);
         assert!(parse_depths("x-4").is_err());
@@ -400,21 +428,39 @@ mod tests {
             target_depth: 3,
             rounds: vec![
                 round(Edit::Suffix, "Poem, then explain.", "Explain it."),
-                round(Edit::Prefix, "Pick a theme, poem, explain.", "Pick a theme."),
+                round(
+                    Edit::Prefix,
+                    "Pick a theme, poem, explain.",
+                    "Pick a theme.",
+                ),
             ],
         };
-        state.rounds.push(ChainRound { instruction: None, ..round(Edit::Suffix, "", "") });
+        state.rounds.push(ChainRound {
+            instruction: None,
+            ..round(Edit::Suffix, "", "")
+        });
         let record = state.record(&item).unwrap();
         assert_eq!(record.iteration, 2);
         assert_eq!(record.modes, ["suffix", "prefix"]);
-        assert_eq!(record.sub_steps, ["Pick a theme.", "Write a poem.", "Explain it."]);
+        assert_eq!(
+            record.sub_steps,
+            ["Pick a theme.", "Write a poem.", "Explain it."]
+        );
         assert_eq!(record.instruction, "Pick a theme, poem, explain.");
         let value = serde_json::to_value(&record).unwrap();
         let mut keys: Vec<&String> = value.as_object().unwrap().keys().collect();
         keys.sort();
         assert_eq!(
             keys,
-            ["id", "input", "instruction", "iteration", "modes", "original_instruction", "sub_steps"]
+            [
+                "id",
+                "input",
+                "instruction",
+                "iteration",
+                "modes",
+                "original_instruction",
+                "sub_steps"
+            ]
         );
     }
 }

@@ -33,8 +33,8 @@ impl Journal {
                 .with_context(|| format!("cannot create `{}`", dir.display()))?;
         }
         if path.exists() {
-            let text = std::fs::read(path)
-                .with_context(|| format!("cannot read `{}`", path.display()))?;
+            let text =
+                std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
             let mut valid = 0;
             for line in text.split_inclusive(|&b| b == b'\n') {
                 if !line.ends_with(b"\n") {
@@ -121,8 +121,7 @@ mod tests {
         let path = dir.path().join("j.jsonl");
         std::fs::write(&path, "[\"a\",1]\n[\"b\",2]\n[\"a\",3]\n[\"c\",").unwrap();
         type E = (String, u32);
-        let (journal, entries) =
-            Journal::open::<E>(&path, |e| e.0.clone(), |e| e.1 != 2).unwrap();
+        let (journal, entries) = Journal::open::<E>(&path, |e| e.0.clone(), |e| e.1 != 2).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries["a"].1, 3);
         journal.append(&("d".to_string(), 4)).unwrap();
@@ -132,6 +131,9 @@ mod tests {
         );
         journal.compact(&[&("d".to_string(), 4)]).unwrap();
         journal.append(&("e".to_string(), 5)).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[\"d\",4]\n[\"e\",5]\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "[\"d\",4]\n[\"e\",5]\n"
+        );
     }
 }

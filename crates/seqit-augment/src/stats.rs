@@ -122,7 +122,14 @@ impl AugmentStats {
                 let shares = counts
                     .iter()
                     .map(|(&letter, &n)| {
-                        (letter, if rounds.is_empty() { 0.0 } else { 100.0 * n as f64 / rounds.len() as f64 })
+                        (
+                            letter,
+                            if rounds.is_empty() {
+                                0.0
+                            } else {
+                                100.0 * n as f64 / rounds.len() as f64
+                            },
+                        )
                     })
                     .collect();
                 let paper_shares = paper.rounds.get(iteration as usize - 1).map(|shares| {
@@ -138,20 +145,37 @@ impl AugmentStats {
                     counts,
                     shares,
                     paper_shares,
-                    unparsed_classifications: rounds.iter().filter(|r| r.rule == Rule::Default).count(),
+                    unparsed_classifications: rounds
+                        .iter()
+                        .filter(|r| r.rule == Rule::Default)
+                        .count(),
                     failed_rewrites: rounds.iter().filter(|r| r.rewrite_failed).count(),
                 }
             })
             .collect();
         let pairs = || input.items.iter().zip(input.states.iter());
         let lengths = Lengths {
-            instruction_chars_before: mean(input.items.iter().map(|i| chars(&i.instruction))).unwrap_or(0.0),
-            instruction_chars_after: mean(input.states.iter().map(|s| chars(s.instruction()))).unwrap_or(0.0),
-            instruction_words_before: mean(input.items.iter().map(|i| words(&i.instruction))).unwrap_or(0.0),
-            instruction_words_after: mean(input.states.iter().map(|s| words(s.instruction()))).unwrap_or(0.0),
-            response_chars_before: mean(input.items.iter().filter_map(|i| i.response.as_deref()).map(chars)),
+            instruction_chars_before: mean(input.items.iter().map(|i| chars(&i.instruction)))
+                .unwrap_or(0.0),
+            instruction_chars_after: mean(input.states.iter().map(|s| chars(s.instruction())))
+                .unwrap_or(0.0),
+            instruction_words_before: mean(input.items.iter().map(|i| words(&i.instruction)))
+                .unwrap_or(0.0),
+            instruction_words_after: mean(input.states.iter().map(|s| words(s.instruction())))
+                .unwrap_or(0.0),
+            response_chars_before: mean(
+                input
+                    .items
+                    .iter()
+                    .filter_map(|i| i.response.as_deref())
+                    .map(chars),
+            ),
             response_chars_after: mean(
-                input.states.iter().filter_map(|s| s.response.as_ref()).map(|a| chars(&a.text)),
+                input
+                    .states
+                    .iter()
+                    .filter_map(|s| s.response.as_ref())
+                    .map(|a| chars(&a.text)),
             )
             .unwrap_or(0.0),
         };
@@ -165,7 +189,9 @@ impl AugmentStats {
             iterations: input.iterations,
             paper_reference: paper.dataset,
             per_iteration,
-            rewritten_items: pairs().filter(|(i, s)| s.instruction() != i.instruction).count(),
+            rewritten_items: pairs()
+                .filter(|(i, s)| s.instruction() != i.instruction)
+                .count(),
             failed_splits: input
                 .states
                 .iter()
@@ -186,7 +212,11 @@ impl AugmentStats {
             self.items, self.iterations, self.paper_reference
         );
         for it in &self.per_iteration {
-            let _ = write!(out, "  round {}: {} classified:", it.iteration, it.classified);
+            let _ = write!(
+                out,
+                "  round {}: {} classified:",
+                it.iteration, it.classified
+            );
             for (letter, share) in &it.shares {
                 let _ = write!(out, " {letter} {share:.0}%");
                 if let Some(paper) = &it.paper_shares {

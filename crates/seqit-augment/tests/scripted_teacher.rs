@@ -40,8 +40,18 @@ fn rule(contains: &str, reply: &str) -> ScriptRule {
 /// Classification prompts end with the item and `#Reasoning#:`, rewrites with
 /// `#Explanation#:`, so each rule matches one request kind of one instruction.
 fn script() -> Vec<ScriptRule> {
-    let classify = |instruction: &str, reply: &str| rule(&format!("#Instruction#: {instruction}\n#Reasoning#:"), reply);
-    let rewrite = |instruction: &str, reply: &str| rule(&format!("#Instruction#: {instruction}\n#Explanation#:"), reply);
+    let classify = |instruction: &str, reply: &str| {
+        rule(
+            &format!("#Instruction#: {instruction}\n#Reasoning#:"),
+            reply,
+        )
+    };
+    let rewrite = |instruction: &str, reply: &str| {
+        rule(
+            &format!("#Instruction#: {instruction}\n#Explanation#:"),
+            reply,
+        )
+    };
     vec![
         // a: B, then d (lower case) in round 2.
         classify("Alpha task.", "It needs a first step.\nOption: B"),
@@ -87,7 +97,12 @@ fn teacher(url: &str, cache: Option<&Path>) -> Teacher {
     Teacher::new(client, info, PromptSet::builtin().cache_version())
 }
 
-async fn augment(teacher: &Teacher, iterations: u32, out: &Path, it: &Path) -> seqit_augment::AugmentOutcome {
+async fn augment(
+    teacher: &Teacher,
+    iterations: u32,
+    out: &Path,
+    it: &Path,
+) -> seqit_augment::AugmentOutcome {
     let prompts = PromptSet::builtin();
     let augmenter = Augmenter {
         prompts: &prompts,
@@ -118,7 +133,9 @@ fn read_jsonl(path: &Path) -> Vec<Value> {
 }
 
 fn user_text(prompt: &Prompt) -> String {
-    let Prompt::Chat(messages) = prompt else { panic!("chat prompts") };
+    let Prompt::Chat(messages) = prompt else {
+        panic!("chat prompts")
+    };
     messages.last().unwrap().content.clone()
 }
 
@@ -147,7 +164,9 @@ async fn scripted_teacher_end_to_end() {
     assert_eq!(first.stats.per_iteration.len(), 1);
     let after_round_one = server.log().len();
     let requests = dir.path().join("requests.jsonl");
-    let teacher2 = teacher(server.url(), Some(&cache)).with_request_log(&requests).unwrap();
+    let teacher2 = teacher(server.url(), Some(&cache))
+        .with_request_log(&requests)
+        .unwrap();
     let outcome = augment(&teacher2, 2, &out, &it).await;
     // The continued run did not even look round 1 up.
     let asked = read_jsonl(&requests);
@@ -157,7 +176,11 @@ async fn scripted_teacher_end_to_end() {
     let round_two = &log[after_round_one..];
     // Round-2 work only: classify a, c, d; rewrite c and d; answers of a and d's new
     // instructions (c kept its instruction, already answered).
-    let classified: Vec<&str> = round_two.iter().filter(|e| is_classify(e)).map(|e| e.prompt.as_str()).collect();
+    let classified: Vec<&str> = round_two
+        .iter()
+        .filter(|e| is_classify(e))
+        .map(|e| e.prompt.as_str())
+        .collect();
     assert_eq!(classified.len(), 3, "{classified:#?}");
     for frozen in ["Bravo task.", "Echo task."] {
         assert!(
@@ -181,7 +204,11 @@ async fn scripted_teacher_end_to_end() {
     ];
     let mut expected: HashMap<String, usize> = HashMap::new();
     for (id, iteration, instruction) in &expected_classify {
-        let text = user_text(&prompts.classify(instruction, None, &mut item_rng(SEED, id, *iteration, "classify")));
+        let text = user_text(&prompts.classify(
+            instruction,
+            None,
+            &mut item_rng(SEED, id, *iteration, "classify"),
+        ));
         assert_eq!(text.matches("#Reasoning#:").count(), CLASSIFY_SHOTS + 1);
         *expected.entry(text).or_default() += 1;
     }
@@ -193,7 +220,12 @@ async fn scripted_teacher_end_to_end() {
         ("d", 2, Edit::Prefix, "Do D1. Then do D2."),
     ];
     for (id, iteration, edit, instruction) in expected_rewrites {
-        let text = user_text(&prompts.rewrite(edit, instruction, None, &mut item_rng(SEED, id, iteration, "rewrite")));
+        let text = user_text(&prompts.rewrite(
+            edit,
+            instruction,
+            None,
+            &mut item_rng(SEED, id, iteration, "rewrite"),
+        ));
         assert_eq!(text.matches("\n#New Instruction#:").count(), REWRITE_SHOTS);
         *expected.entry(text).or_default() += 1;
     }
@@ -207,7 +239,13 @@ async fn scripted_teacher_end_to_end() {
     let orders: std::collections::HashSet<String> = log
         .iter()
         .filter(|e| is_classify(e))
-        .map(|e| e.prompt.split("Now the instruction").next().unwrap().to_string())
+        .map(|e| {
+            e.prompt
+                .split("Now the instruction")
+                .next()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert!(orders.len() > 1, "the examples were not shuffled");
 
@@ -224,11 +262,20 @@ async fn scripted_teacher_end_to_end() {
         "First D0. Then do D1. Then do D2.",
         "Echo task.",
     ];
-    let options = [vec!["B", "D"], vec!["D"], vec!["C", "C"], vec!["A", "B"], vec!["D"]];
+    let options = [
+        vec!["B", "D"],
+        vec!["D"],
+        vec!["C", "C"],
+        vec!["A", "B"],
+        vec!["D"],
+    ];
     for (i, record) in sit.iter().enumerate() {
         assert_eq!(record["instruction"], finals[i]);
         // The answer is the teacher's (the fault server echoes the prompt).
-        assert!(record["output"].as_str().unwrap().ends_with(finals[i]), "{record}");
+        assert!(
+            record["output"].as_str().unwrap().ends_with(finals[i]),
+            "{record}"
+        );
         let p = &record["provenance"];
         assert_eq!(p["source_id"], ITEMS[i].0);
         assert_eq!(p["original_instruction"], ITEMS[i].1);
@@ -243,7 +290,10 @@ async fn scripted_teacher_end_to_end() {
         assert_eq!(it_records[i]["instruction"], ITEMS[i].1);
         assert_eq!(it_records[i]["provenance"]["variant"], "it");
     }
-    assert_eq!(sit[0]["provenance"]["iterations"][0]["added_task"], "Pre A.");
+    assert_eq!(
+        sit[0]["provenance"]["iterations"][0]["added_task"],
+        "Pre A."
+    );
     assert_eq!(
         sit[0]["provenance"]["iterations"][0]["rewrites"][0]["raw"],
         "A first step helps.\n#Added Task#: Pre A.\n#New Instruction#: First pre A. Then Alpha task.\n###"
@@ -257,23 +307,49 @@ async fn scripted_teacher_end_to_end() {
 
     let stats = &outcome.stats;
     let r1 = &stats.per_iteration[0];
-    assert_eq!((r1.classified, r1.counts[&'A'], r1.counts[&'B'], r1.counts[&'C'], r1.counts[&'D']), (5, 1, 1, 1, 2));
+    assert_eq!(
+        (
+            r1.classified,
+            r1.counts[&'A'],
+            r1.counts[&'B'],
+            r1.counts[&'C'],
+            r1.counts[&'D']
+        ),
+        (5, 1, 1, 1, 2)
+    );
     assert_eq!((r1.unparsed_classifications, r1.failed_rewrites), (1, 1));
     let r2 = &stats.per_iteration[1];
-    assert_eq!((r2.classified, r2.counts[&'B'], r2.counts[&'C'], r2.counts[&'D']), (3, 1, 1, 1));
+    assert_eq!(
+        (
+            r2.classified,
+            r2.counts[&'B'],
+            r2.counts[&'C'],
+            r2.counts[&'D']
+        ),
+        (3, 1, 1, 1)
+    );
     assert_eq!(r1.paper_shares.as_ref().unwrap()[&'B'], 51.0);
     assert_eq!(stats.rewritten_items, 2);
-    let stats_file: Value = serde_json::from_slice(&std::fs::read(dir.path().join("sit.jsonl.stats.json")).unwrap()).unwrap();
+    let stats_file: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("sit.jsonl.stats.json")).unwrap())
+            .unwrap();
     assert_eq!(stats_file["per_iteration"][1]["counts"]["D"], 1);
 
     // Determinism: a fresh run (new state, same seed) answered from the cache alone
     // writes byte-identical files and sends nothing.
     let sit_bytes = std::fs::read(&out).unwrap();
     let it_bytes = std::fs::read(&it).unwrap();
-    let (out2, it2) = (dir.path().join("again.jsonl"), dir.path().join("again-it.jsonl"));
+    let (out2, it2) = (
+        dir.path().join("again.jsonl"),
+        dir.path().join("again-it.jsonl"),
+    );
     let before = server.log().len();
     augment(&teacher(server.url(), Some(&cache)), 2, &out2, &it2).await;
-    assert_eq!(server.log().len(), before, "a cached rerun asked the teacher");
+    assert_eq!(
+        server.log().len(),
+        before,
+        "a cached rerun asked the teacher"
+    );
     assert_eq!(std::fs::read(&out2).unwrap(), sit_bytes);
     assert_eq!(std::fs::read(&it2).unwrap(), it_bytes);
 }

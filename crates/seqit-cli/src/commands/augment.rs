@@ -134,7 +134,10 @@ impl TeacherArgs {
             bail!("`--concurrency` must be at least 1");
         }
         if !(self.timeout.is_finite() && self.timeout > 0.0) {
-            bail!("`--timeout` must be a number of seconds > 0, got {}", self.timeout);
+            bail!(
+                "`--timeout` must be a number of seconds > 0, got {}",
+                self.timeout
+            );
         }
         let mut spec = match &self.teacher_endpoint {
             Some(url) => BackendSpec::remote(url.clone(), self.teacher_model.clone()),
@@ -165,7 +168,12 @@ impl TeacherArgs {
         }
         let info = TeacherInfo {
             model: backend.model().to_string(),
-            endpoint_kind: if self.teacher_endpoint.is_some() { "remote" } else { "local" }.into(),
+            endpoint_kind: if self.teacher_endpoint.is_some() {
+                "remote"
+            } else {
+                "local"
+            }
+            .into(),
             backend: spec.describe(),
         };
         let teacher = Teacher::new(client, info, prompts.cache_version());
@@ -185,8 +193,14 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 pub fn run(args: AugmentArgs) -> Result<()> {
-    if !matches!(args.format, Schema::Alpaca | Schema::Messages | Schema::ShareGpt) {
-        bail!("`--format {}` cannot hold augmented data\nhint: use alpaca, messages or sharegpt", args.format);
+    if !matches!(
+        args.format,
+        Schema::Alpaca | Schema::Messages | Schema::ShareGpt
+    ) {
+        bail!(
+            "`--format {}` cannot hold augmented data\nhint: use alpaca, messages or sharegpt",
+            args.format
+        );
     }
     if args.it_output.as_deref() == Some(args.output.as_path()) {
         bail!("`--it-output` and `--output` are the same file");
@@ -242,7 +256,9 @@ async fn augment(
     eprintln!(
         "wrote {}{} and {} ({} items reused from an earlier run)",
         args.output.display(),
-        args.it_output.map(|p| format!(", {}", p.display())).unwrap_or_default(),
+        args.it_output
+            .map(|p| format!(", {}", p.display()))
+            .unwrap_or_default(),
         paths.stats().display(),
         outcome.resumed
     );
@@ -294,7 +310,12 @@ impl Display {
     }
 
     fn tokens_per_second(&self, elapsed: Duration) -> f64 {
-        let tokens: u64 = self.ledger.tallies().values().map(|t| t.completion_tokens).sum();
+        let tokens: u64 = self
+            .ledger
+            .tallies()
+            .values()
+            .map(|t| t.completion_tokens)
+            .sum();
         tokens as f64 / elapsed.as_secs_f64().max(1e-3)
     }
 }
@@ -331,12 +352,14 @@ impl Progress for Display {
                 bar.inc(n);
                 bar.set_message(format!("{tokens:.0} tok/s"));
             }
-            None if state.last_line.elapsed() >= PLAIN_PROGRESS_EVERY || state.done == state.total => {
+            None if state.last_line.elapsed() >= PLAIN_PROGRESS_EVERY
+                || state.done == state.total =>
+            {
                 state.last_line = Instant::now();
                 let rate = (state.done - state.resumed) as f64 / elapsed.as_secs_f64().max(1e-3);
                 let eta = (state.total - state.done) as f64 / rate.max(1e-9);
                 eprintln!(
-                    "{}: {}/{} items, {rate:.1} items/s, {tokens:.0} tok/s, ETA {eta:.0}s",
+                    "{}: {}/{} items, {rate:.2} items/s, {tokens:.0} tok/s, ETA {eta:.0}s",
                     state.stage, state.done, state.total
                 );
             }

@@ -90,7 +90,11 @@ async fn build(
         "wrote {} records to {} (by depth: {}); {} chains stopped short, {} prompts dropped",
         stats.written,
         args.output.display(),
-        depths.iter().map(|(d, n)| format!("{d}: {n}")).collect::<Vec<_>>().join(", "),
+        depths
+            .iter()
+            .map(|(d, n)| format!("{d}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         stats.short_chains,
         stats.dropped
     );
