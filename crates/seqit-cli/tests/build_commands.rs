@@ -183,12 +183,13 @@ fn caption_writes_llava_files_from_easy_vqa() {
     let dir = tempfile::tempdir().unwrap();
     let sit = dir.path().join("sit.json");
     let it = dir.path().join("it.json");
-    let split = easy_vqa_test_split();
+    // `test` names the installed package's split (which must exist).
+    easy_vqa_test_split();
     let run = seqit(&[
         "build",
         "caption",
         "--easy-vqa",
-        split.to_str().unwrap(),
+        "test",
         "--sit-output",
         sit.to_str().unwrap(),
         "--it-output",

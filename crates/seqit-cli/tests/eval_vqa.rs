@@ -325,3 +325,100 @@ fn vqav2_scores_use_the_ten_human_answers() {
     assert_eq!(metrics["metrics"]["accuracy"]["hits"], 2);
     assert!((metrics["metrics"]["vqa_accuracy"].as_f64().unwrap() - 0.725).abs() < 1e-12);
 }
+
+/// Complete lines of the journal after its settings header.
+fn journaled(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|text| {
+            text.split_inclusive('\n')
+                .filter(|l| l.ends_with('\n'))
+                .count()
+                .saturating_sub(1)
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_killed_run_resumes_without_asking_journaled_questions_again() {
+    const ITEMS: usize = 200;
+    let server = BackgroundFaultServer::start(FaultConfig {
+        latency: std::time::Duration::from_millis(20),
+        ..FaultConfig::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let split = easy_vqa_test_split();
+    let limit = ITEMS.to_string();
+    let args = [
+        "eval",
+        "vqa",
+        "--data",
+        split.to_str().unwrap(),
+        "--limit",
+        &limit,
+        "--endpoint",
+        server.url(),
+        "--model",
+        "vision-model",
+        "--concurrency",
+        "4",
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seqit"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let journal = out.join("results.jsonl.partial");
+    let started = std::time::Instant::now();
+    while journaled(&journal) < 50 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run finished before the kill point"
+        );
+        assert!(started.elapsed().as_secs() < 60, "the run made no progress");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let done_before = journaled(&journal);
+    let asked_before = server.log().len();
+    assert!(
+        done_before >= 50 && asked_before < ITEMS,
+        "{done_before} {asked_before}"
+    );
+
+    let run = Command::new(env!("CARGO_BIN_EXE_seqit"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let asked_after = server.log().len() - asked_before;
+    assert!(
+        asked_after <= ITEMS - done_before,
+        "{asked_after} asked again after {done_before} were journaled"
+    );
+    let ids: Vec<String> = std::fs::read_to_string(out.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids, (0..ITEMS).map(|i| i.to_string()).collect::<Vec<_>>());
+    // Every distinct request was answered; none more than twice (an answer in flight at
+    // the kill may be asked once more).
+    let counts = server.answered_counts();
+    assert_eq!(counts.len(), ITEMS);
+    assert!(counts.values().all(|&n| n <= 2));
+}

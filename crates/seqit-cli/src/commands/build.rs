@@ -65,8 +65,8 @@ pub enum TranslateFormat {
 
 #[derive(Debug, Args)]
 pub struct CaptionArgs {
-    /// An easy-VQA split directory (`questions.json`, `images/`), e.g.
-    /// `$SEQIT_ASSETS/easy_vqa/data/train`.
+    /// An easy-VQA split directory (`questions.json`, `images/`), or `train`/`test` for
+    /// the split of the installed `easy_vqa` package (`$SEQIT_ASSETS/easy_vqa/data/<split>`).
     #[arg(long, conflicts_with_all = ["questions", "annotations", "captions", "images"])]
     pub easy_vqa: Option<PathBuf>,
     /// VQAv2 questions JSON.
@@ -139,7 +139,7 @@ fn caption(args: CaptionArgs) -> Result<()> {
         bail!("`--limit` must be at least 1");
     }
     let set = match (&args.easy_vqa, &args.questions) {
-        (Some(dir), None) => vqa::read_easy_vqa(dir)?,
+        (Some(dir), None) => vqa::read_easy_vqa(&easy_vqa_dir(dir)?)?,
         (None, Some(questions)) => vqa::read_vqav2(&Vqav2Files {
             questions: questions.clone(),
             annotations: args.annotations.clone().unwrap_or_default(),
@@ -155,6 +155,20 @@ fn caption(args: CaptionArgs) -> Result<()> {
     write_json(&args.sit_output, &data.sit)?;
     write_json(&args.it_output, &data.it)?;
     write_report(&args.sit_output, &data.report)
+}
+
+/// The package's split directory for `train`/`test` when no such path exists here.
+pub(super) fn easy_vqa_dir(given: &Path) -> Result<PathBuf> {
+    if given.exists() {
+        return Ok(given.to_path_buf());
+    }
+    match given.to_str() {
+        Some(split @ ("train" | "test")) => Ok(seqit_engine::assets_dir()
+            .context("cannot find the installed easy-VQA package\nhint: run `scripts/setup --assets-only` or pass the split directory")?
+            .join("easy_vqa/data")
+            .join(split)),
+        _ => Ok(given.to_path_buf()),
+    }
 }
 
 fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {

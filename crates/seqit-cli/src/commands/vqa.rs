@@ -33,8 +33,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Args)]
 pub struct VqaArgs {
-    /// An easy-VQA split directory (`questions.json`, `images/`), or a VQAv2 questions
-    /// JSON (then also `--annotations` and `--images`).
+    /// An easy-VQA split directory (`questions.json`, `images/`; `train`/`test`: the
+    /// installed package's split), or a VQAv2 questions JSON (then also `--annotations`
+    /// and `--images`).
     #[arg(long)]
     pub data: PathBuf,
     /// VQAv2 annotations JSON (with a VQAv2 questions file as `--data`).
@@ -170,11 +171,12 @@ pub fn run(args: VqaArgs) -> Result<()> {
 }
 
 fn read_items(args: &VqaArgs) -> Result<Vec<VqaItem>> {
-    let set = if args.data.is_dir() {
+    let data = super::build::easy_vqa_dir(&args.data)?;
+    let set = if data.is_dir() {
         if args.annotations.is_some() {
             bail!("`--data {}` is an easy-VQA directory; `--annotations`/`--images` go with a VQAv2 questions file", args.data.display());
         }
-        vqa::read_easy_vqa(&args.data)?
+        vqa::read_easy_vqa(&data)?
     } else {
         let (Some(annotations), Some(images)) = (&args.annotations, &args.images) else {
             bail!(
