@@ -46,6 +46,10 @@ pub enum Command {
     /// SeqEval: build a benchmark of sequential instructions from a prompt set.
     #[command(subcommand)]
     Seqeval(crate::commands::seqeval::SeqevalCommand),
+    /// Run a whole experiment from one config file, resuming what is done.
+    Run(RunArgs),
+    /// Tables and charts comparing runs (IT vs SIT): HTML or Markdown.
+    Report(ReportArgs),
 }
 
 /// Which model to run.
@@ -644,4 +648,39 @@ pub enum SandboxArg {
     Auto,
     Namespaces,
     Basic,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The experiment config (TOML): models, seed data, augmentation, training runs,
+    /// evaluations. See `examples/quickstart.toml`.
+    pub config: PathBuf,
+    /// Print the stages, what each would do and request/token estimates; run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run only this stage (a name such as `train-sit`, or a group: `train`, `eval`),
+    /// even if finished; the stages it needs must have finished. Repeatable.
+    #[arg(long, conflicts_with = "from")]
+    pub only: Vec<String>,
+    /// Run this stage and every stage that depends on it again.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Run directory (default: `[run] output` of the config).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Run directories made by `seqit run` (or output directories of single commands).
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// File to write (HTML); with `--format md` and no `--output`, Markdown is printed.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    #[arg(long, value_parser = ["html", "md"], default_value = "html")]
+    pub format: String,
+    /// Page title.
+    #[arg(long)]
+    pub title: Option<String>,
 }

@@ -11,6 +11,8 @@ mod generate;
 mod model;
 mod recipe;
 pub(crate) mod seqeval;
+mod report;
+mod run;
 mod serve;
 mod train;
 pub mod vqa;
@@ -35,6 +37,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Build(command) => build::run(command),
         Command::Augment(args) => augment::run(args),
         Command::Seqeval(command) => seqeval::run(command),
+        Command::Run(args) => run::run(args),
+        Command::Report(args) => report::run(args),
     }
 }
 

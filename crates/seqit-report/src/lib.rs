@@ -1,0 +1,857 @@
+//! Run directories in, reports out: `seqit report RUN_DIR...` reads what the pipeline
+//! stages wrote (augmentation statistics, IT/SIT data, training metrics, evaluation
+//! metrics and per-item results) and renders a self-contained HTML page with inline SVG
+//! charts ([`render_html`]) or a Markdown summary ([`render_markdown`]).
+//!
+//! The page shows option shares per Seq-Instruct iteration next to the paper's, length
+//! distributions, loss curves, a results table of IT vs SIT with confidence intervals
+//! and deltas, the paper's Figure-3 plots (following rate and quality against SeqEval
+//! depth) and a sample browser.
+
+mod load;
+mod svg;
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde_json::Value;
+
+pub use load::{load_runs, Eval, LengthSet, Run, RunData, Training};
+use svg::{bar_chart, escape, line_chart, Axes, Series};
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub title: Option<String>,
+}
+
+/// One number of an evaluation, with its 95% interval when the eval computed one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub name: String,
+    pub value: f64,
+    pub ci: Option<(f64, f64)>,
+}
+
+/// Keys of `metrics.json` that hold settings, counts or breakdowns, not headline scores.
+const NOT_SCORES: &[&str] = &[
+    "settings",
+    "by_depth",
+    "parse_failures",
+    "outcomes",
+    "samples_per_problem",
+    "skipped_k",
+    "items",
+    "n",
+    "problems",
+    "samples",
+    "steps",
+    "counts",
+    "seqit_version",
+    "k",
+];
+/// Path segments dropped from metric names (`scores.overall.quality` → `quality`).
+const NAME_NOISE: &[&str] = &["scores", "overall", "pass@k", "metrics"];
+
+/// The headline metrics of an evaluation: numbers and `{mean, ci95}` summaries, found
+/// anywhere in `metrics.json` outside settings and breakdowns.
+pub fn headline_metrics(metrics: &Value) -> Vec<Metric> {
+    let mut out = Vec::new();
+    walk(metrics, &mut Vec::new(), &mut out);
+    out
+}
+
+fn walk(value: &Value, path: &mut Vec<String>, out: &mut Vec<Metric>) {
+    let name = || {
+        path.iter()
+            .filter(|s| !NAME_NOISE.contains(&s.as_str()))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    match value {
+        Value::Object(map) if map.contains_key("mean") => {
+            if let Some(mean) = map["mean"].as_f64() {
+                out.push(Metric {
+                    name: name(),
+                    value: mean,
+                    ci: ci_of(value),
+                });
+            }
+        }
+        Value::Object(map) => {
+            for (key, v) in map {
+                if NOT_SCORES.contains(&key.as_str()) {
+                    continue;
+                }
+                path.push(key.clone());
+                walk(v, path, out);
+                path.pop();
+            }
+        }
+        Value::Number(n) if !path.is_empty() => {
+            if let Some(v) = n.as_f64() {
+                out.push(Metric {
+                    name: name(),
+                    value: v,
+                    ci: None,
+                });
+            }
+        }
+        _ => {}
+    }
+}
+
+fn ci_of(summary: &Value) -> Option<(f64, f64)> {
+    let ci = summary.get("ci95")?.as_array()?;
+    Some((ci.first()?.as_f64()?, ci.get(1)?.as_f64()?))
+}
+
+/// One point of a by-depth curve: (depth, mean, 95% interval).
+pub type DepthPoint = (f64, f64, Option<(f64, f64)>);
+
+/// `by_depth` scores of a SeqEval eval for one score name.
+pub fn by_depth(metrics: &Value, score: &str) -> Vec<DepthPoint> {
+    let Some(depths) = metrics["scores"]["by_depth"].as_object() else {
+        return vec![];
+    };
+    let mut points: Vec<DepthPoint> = depths
+        .iter()
+        .filter_map(|(d, v)| {
+            let depth: f64 = d.parse().ok()?;
+            let mean = v[score]["mean"].as_f64()?;
+            Some((depth, mean, ci_of(&v[score])))
+        })
+        .collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    points
+}
+
+/// A model column of the results table.
+struct Column {
+    label: String,
+    data: Option<String>,
+    run: usize,
+}
+
+struct Results {
+    columns: Vec<Column>,
+    /// (benchmark, metric) → value per column
+    rows: BTreeMap<(String, String), Vec<Option<Metric>>>,
+    /// Per run with one IT and one SIT model: (run label, IT column, SIT column).
+    pairs: Vec<(String, usize, usize)>,
+}
+
+fn results(data: &RunData) -> Results {
+    let several = data.runs.len() > 1;
+    let mut columns: Vec<Column> = Vec::new();
+    let mut cells: Vec<((String, String), usize, Metric)> = Vec::new();
+    for (r, run) in data.runs.iter().enumerate() {
+        for eval in &run.evals {
+            let label = run.model_label(&eval.model, several);
+            let col = match columns.iter().position(|c| c.label == label) {
+                Some(i) => i,
+                None => {
+                    columns.push(Column {
+                        label,
+                        data: eval.data.clone(),
+                        run: r,
+                    });
+                    columns.len() - 1
+                }
+            };
+            for metric in headline_metrics(&eval.metrics) {
+                cells.push(((eval.benchmark.clone(), metric.name.clone()), col, metric));
+            }
+        }
+    }
+    let mut rows: BTreeMap<(String, String), Vec<Option<Metric>>> = BTreeMap::new();
+    for (key, col, metric) in cells {
+        rows.entry(key).or_insert_with(|| vec![None; columns.len()])[col] = Some(metric);
+    }
+    for row in rows.values_mut() {
+        row.resize(columns.len(), None);
+    }
+    let mut pairs = Vec::new();
+    for (r, run) in data.runs.iter().enumerate() {
+        let of = |kind: &str| -> Vec<usize> {
+            columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.run == r && c.data.as_deref() == Some(kind))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        if let ([it], [sit]) = (of("it").as_slice(), of("sit").as_slice()) {
+            pairs.push((run.label.clone(), *it, *sit));
+        }
+    }
+    Results {
+        columns,
+        rows,
+        pairs,
+    }
+}
+
+fn fmt_value(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn fmt_metric(m: &Option<Metric>) -> String {
+    match m {
+        None => "–".into(),
+        Some(m) => match m.ci {
+            Some((lo, hi)) => format!(
+                "{} [{}, {}]",
+                fmt_value(m.value),
+                fmt_value(lo),
+                fmt_value(hi)
+            ),
+            None => fmt_value(m.value),
+        },
+    }
+}
+
+fn delta(row: &[Option<Metric>], it: usize, sit: usize) -> Option<f64> {
+    Some(row[sit].as_ref()?.value - row[it].as_ref()?.value)
+}
+
+fn column_title(c: &Column) -> String {
+    match c.data.as_deref() {
+        Some(d) => format!("{} ({})", c.label, d.to_uppercase()),
+        None => c.label.clone(),
+    }
+}
+
+const LETTERS: [&str; 4] = ["A", "B", "C", "D"];
+
+fn shares(iteration: &Value, key: &str) -> Option<Vec<f64>> {
+    let map = iteration[key].as_object()?;
+    Some(
+        LETTERS
+            .iter()
+            .map(|l| map.get(*l).and_then(Value::as_f64).unwrap_or(0.0))
+            .collect(),
+    )
+}
+
+fn histogram(sets: &[(&str, &[usize])]) -> (Vec<String>, Vec<(String, Vec<f64>)>) {
+    let max = sets
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .max()
+        .unwrap_or(0);
+    let bins = 10usize;
+    let width = (max / bins + 1).max(1);
+    let categories = (0..bins)
+        .map(|b| format!("{}–{}", b * width, (b + 1) * width - 1))
+        .collect();
+    let series = sets
+        .iter()
+        .map(|(name, values)| {
+            let mut counts = vec![0.0; bins];
+            for v in values.iter() {
+                counts[(v / width).min(bins - 1)] += 1.0;
+            }
+            (name.to_string(), counts)
+        })
+        .collect();
+    (categories, series)
+}
+
+fn mean(values: &[usize]) -> f64 {
+    if values.is_empty() {
+        0.0
+    } else {
+        values.iter().sum::<usize>() as f64 / values.len() as f64
+    }
+}
+
+fn training_label(t: &Training, run: &Run, several: bool) -> String {
+    let name = run.model_label(&t.name, several);
+    match &t.data {
+        Some(d) => format!("{name} ({})", d.to_uppercase()),
+        None => name,
+    }
+}
+
+const STYLE: &str = r#"
+body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: .92em; }
+th, td { border: 1px solid #ccc; padding: .3em .6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f3f3f3; }
+.pos { color: #0a7a2f; } .neg { color: #b3261e; }
+.charts { display: flex; flex-wrap: wrap; gap: 1em; }
+svg.chart { background: #fff; border: 1px solid #eee; max-width: 100%; height: auto; font-family: inherit; }
+details { border: 1px solid #ddd; border-radius: 4px; margin: .3em 0; padding: .3em .6em; }
+summary { cursor: pointer; }
+pre { white-space: pre-wrap; background: #f8f8f8; padding: .5em; border-radius: 3px; }
+.muted { color: #777; }
+"#;
+
+/// The self-contained HTML page (no scripts, no external resources).
+pub fn render_html(data: &RunData, options: &Options) -> String {
+    let title = options.title.clone().unwrap_or_else(|| {
+        format!(
+            "seqit report: {}",
+            data.runs
+                .iter()
+                .map(|r| r.label.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    });
+    let several = data.runs.len() > 1;
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title><style>{STYLE}</style></head><body>\n<h1>{t}</h1>\n",
+        t = escape(&title)
+    );
+
+    h.push_str("<section id=\"data\"><h2>Data</h2>\n");
+    let mut any_data = false;
+    for run in &data.runs {
+        if let Some(stats) = &run.augment {
+            any_data = true;
+            html_shares(&mut h, run, stats, several);
+        }
+        if !run.lengths.is_empty() {
+            any_data = true;
+            html_lengths(&mut h, run, several);
+        }
+    }
+    if !any_data {
+        h.push_str("<p class=\"muted\">No augmentation output found.</p>\n");
+    }
+    h.push_str("</section>\n");
+
+    h.push_str("<section id=\"training\"><h2>Training</h2>\n");
+    let trainings: Vec<(String, &Training)> = data
+        .runs
+        .iter()
+        .flat_map(|run| {
+            run.trainings
+                .iter()
+                .map(move |t| (training_label(t, run, several), t))
+        })
+        .collect();
+    if trainings.is_empty() {
+        h.push_str("<p class=\"muted\">No training runs found.</p>\n");
+    } else {
+        let series: Vec<Series> = trainings
+            .iter()
+            .map(|(name, t)| Series {
+                name: name.clone(),
+                points: t.losses.clone(),
+                errors: vec![],
+            })
+            .collect();
+        h.push_str(&line_chart(
+            &Axes {
+                title: "Training loss",
+                x_label: "step",
+                y_label: "loss",
+                y_range: None,
+                integer_x: true,
+            },
+            &series,
+        ));
+        h.push_str("<table class=\"training\"><tr><th>run</th><th>steps</th><th>first loss</th><th>last loss</th><th>tokens</th></tr>\n");
+        for (name, t) in &trainings {
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(name),
+                t.losses.len(),
+                t.losses
+                    .first()
+                    .map_or("–".into(), |l| format!("{:.4}", l.1)),
+                t.losses
+                    .last()
+                    .map_or("–".into(), |l| format!("{:.4}", l.1)),
+                t.tokens
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    h.push_str("</section>\n");
+
+    h.push_str("<section id=\"results\"><h2>Results</h2>\n");
+    let res = results(data);
+    if res.rows.is_empty() {
+        h.push_str("<p class=\"muted\">No evaluation results found.</p>\n");
+    } else {
+        h.push_str("<table class=\"results\"><tr><th>benchmark</th><th>metric</th>");
+        for c in &res.columns {
+            let _ = write!(h, "<th>{}</th>", escape(&column_title(c)));
+        }
+        for (label, _, _) in &res.pairs {
+            let _ = write!(
+                h,
+                "<th>Δ SIT − IT{}</th>",
+                if several {
+                    format!(" ({})", escape(label))
+                } else {
+                    String::new()
+                }
+            );
+        }
+        h.push_str("</tr>\n");
+        for ((bench, metric), row) in &res.rows {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td>",
+                escape(bench),
+                escape(metric)
+            );
+            for cell in row {
+                let _ = write!(h, "<td>{}</td>", fmt_metric(cell));
+            }
+            for (_, it, sit) in &res.pairs {
+                match delta(row, *it, *sit) {
+                    Some(d) => {
+                        let class = if d > 0.0 {
+                            "pos"
+                        } else if d < 0.0 {
+                            "neg"
+                        } else {
+                            ""
+                        };
+                        let _ = write!(h, "<td class=\"{class}\">{d:+.3}</td>");
+                    }
+                    None => h.push_str("<td>–</td>"),
+                }
+            }
+            h.push_str("</tr>\n");
+        }
+        h.push_str("</table>\n<p class=\"muted\">Brackets: bootstrap 95% confidence intervals where the evaluation computed them.</p>\n");
+    }
+    h.push_str("</section>\n");
+
+    h.push_str("<section id=\"seqeval-depth\"><h2>SeqEval by depth</h2>\n");
+    let seqeval: Vec<(String, &Eval)> = data
+        .runs
+        .iter()
+        .flat_map(|run| {
+            run.evals
+                .iter()
+                .filter(|e| e.metrics["scores"]["by_depth"].is_object())
+                .map(move |e| (eval_label(run, e, several), e))
+        })
+        .collect();
+    if seqeval.is_empty() {
+        h.push_str("<p class=\"muted\">No SeqEval results found.</p>\n");
+    } else {
+        h.push_str("<div class=\"charts\">");
+        for (score, title, y_label, range) in [
+            (
+                "following_rate",
+                "Following rate by SeqEval depth",
+                "following rate",
+                (0.0, 1.0),
+            ),
+            (
+                "quality",
+                "Quality by SeqEval depth",
+                "quality (1-5)",
+                (1.0, 5.0),
+            ),
+        ] {
+            let series: Vec<Series> = seqeval
+                .iter()
+                .map(|(name, e)| {
+                    let points = by_depth(&e.metrics, score);
+                    Series {
+                        name: name.clone(),
+                        errors: points.iter().map(|p| p.2).collect(),
+                        points: points.iter().map(|p| (p.0, p.1)).collect(),
+                    }
+                })
+                .collect();
+            h.push_str(&line_chart(
+                &Axes {
+                    title,
+                    x_label: "depth (instructions in the chain)",
+                    y_label,
+                    y_range: Some(range),
+                    integer_x: true,
+                },
+                &series,
+            ));
+        }
+        h.push_str("</div>\n");
+    }
+    h.push_str("</section>\n");
+
+    h.push_str("<section id=\"samples\"><h2>Samples</h2>\n");
+    let mut any_samples = false;
+    for run in &data.runs {
+        for eval in &run.evals {
+            if eval.samples.is_empty() {
+                continue;
+            }
+            any_samples = true;
+            let _ = writeln!(
+                h,
+                "<h3>{} · {}</h3>",
+                escape(&eval.benchmark),
+                escape(&eval_label(run, eval, several))
+            );
+            for item in &eval.samples {
+                html_sample(&mut h, item);
+            }
+        }
+    }
+    if !any_samples {
+        h.push_str("<p class=\"muted\">No per-item results found.</p>\n");
+    }
+    h.push_str("</section>\n</body></html>\n");
+    h
+}
+
+fn eval_label(run: &Run, eval: &Eval, several: bool) -> String {
+    let name = run.model_label(&eval.model, several);
+    match &eval.data {
+        Some(d) => format!("{name} ({})", d.to_uppercase()),
+        None => name,
+    }
+}
+
+fn html_shares(h: &mut String, run: &Run, stats: &Value, several: bool) {
+    let iterations = stats["per_iteration"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let reference = stats["paper_reference"].as_str().unwrap_or("the paper");
+    let _ = writeln!(
+        h,
+        "<h3>Seq-Instruct option shares{}</h3><p>{} items, {} iterations; paper: {}.</p>",
+        if several {
+            format!(" ({})", escape(&run.label))
+        } else {
+            String::new()
+        },
+        stats["items"],
+        stats["iterations"],
+        escape(reference)
+    );
+    h.push_str("<table class=\"shares\"><tr><th>iteration</th><th>classified</th>");
+    for l in LETTERS {
+        let _ = write!(h, "<th>{l} (ours)</th><th>{l} (paper)</th>");
+    }
+    h.push_str("<th>unparsed</th><th>failed rewrites</th></tr>\n");
+    let mut categories = Vec::new();
+    let (mut ours, mut paper) = (Vec::new(), Vec::new());
+    for it in &iterations {
+        let n = it["iteration"].as_u64().unwrap_or(0);
+        let own = shares(it, "shares").unwrap_or_default();
+        let theirs = shares(it, "paper_shares");
+        let _ = write!(h, "<tr><td>{n}</td><td>{}</td>", it["classified"]);
+        for (i, v) in own.iter().enumerate() {
+            let p = theirs
+                .as_ref()
+                .map_or("–".into(), |t| format!("{:.0}%", t[i]));
+            let _ = write!(h, "<td>{v:.1}%</td><td>{p}</td>");
+        }
+        let _ = writeln!(
+            h,
+            "<td>{}</td><td>{}</td></tr>",
+            it["unparsed_classifications"], it["failed_rewrites"]
+        );
+        for (i, l) in LETTERS.iter().enumerate() {
+            categories.push(format!("{n}{l}"));
+            ours.push(own.get(i).copied().unwrap_or(0.0));
+            paper.push(theirs.as_ref().map_or(0.0, |t| t[i]));
+        }
+    }
+    h.push_str("</table>\n");
+    h.push_str(&bar_chart(
+        &Axes {
+            title: "Option shares per iteration (iteration + option)",
+            x_label: "iteration and option (A decompose, B prefix, C suffix, D keep)",
+            y_label: "% of classified items",
+            y_range: Some((0.0, 100.0)),
+            integer_x: false,
+        },
+        &categories,
+        &[
+            ("this run".into(), ours),
+            (format!("paper ({reference})"), paper),
+        ],
+    ));
+}
+
+fn html_lengths(h: &mut String, run: &Run, several: bool) {
+    let _ = writeln!(
+        h,
+        "<h3>Lengths of the training data{}</h3>",
+        if several {
+            format!(" ({})", escape(&run.label))
+        } else {
+            String::new()
+        }
+    );
+    h.push_str("<table class=\"lengths\"><tr><th>set</th><th>records</th><th>mean instruction words</th><th>mean response words</th></tr>\n");
+    for set in &run.lengths {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td></tr>",
+            set.name,
+            set.instruction_words.len(),
+            mean(&set.instruction_words),
+            mean(&set.response_words)
+        );
+    }
+    h.push_str("</table>\n<div class=\"charts\">");
+    for (title, pick) in [
+        ("Instruction length (words)", true),
+        ("Response length (words)", false),
+    ] {
+        let sets: Vec<(&str, &[usize])> = run
+            .lengths
+            .iter()
+            .map(|s| {
+                let v = if pick {
+                    &s.instruction_words
+                } else {
+                    &s.response_words
+                };
+                (s.name.as_str(), v.as_slice())
+            })
+            .collect();
+        let (categories, series) = histogram(&sets);
+        h.push_str(&bar_chart(
+            &Axes {
+                title,
+                x_label: "words",
+                y_label: "records",
+                y_range: None,
+                integer_x: false,
+            },
+            &categories,
+            &series,
+        ));
+    }
+    h.push_str("</div>\n");
+}
+
+fn html_sample(h: &mut String, item: &Value) {
+    let text = |v: &Value| v.as_str().map(String::from);
+    let prompt = text(&item["prompt"])
+        .or_else(|| text(&item["instruction"]))
+        .or_else(|| text(&item["task_id"]))
+        .unwrap_or_default();
+    let mut verdicts = Vec::new();
+    if let Some(d) = item["depth"].as_u64() {
+        verdicts.push(format!("depth {d}"));
+    }
+    if let Some(f) = item["following"]["all_steps"].as_bool() {
+        verdicts.push(if f {
+            "follows all steps ✓".into()
+        } else {
+            "misses a step ✗".into()
+        });
+    }
+    if let Some(q) = item["quality"]["rating"].as_f64() {
+        verdicts.push(format!("quality {q}"));
+    }
+    if let Some(p) = item["passed"].as_bool() {
+        verdicts.push(if p {
+            "passed ✓".into()
+        } else {
+            "failed ✗".into()
+        });
+    }
+    let short: String = prompt.chars().take(110).collect();
+    let _ = write!(
+        h,
+        "<details class=\"sample\"><summary>{}{} <span class=\"muted\">{}</span></summary>",
+        escape(&short),
+        if prompt.chars().count() > 110 {
+            "…"
+        } else {
+            ""
+        },
+        escape(&verdicts.join(" · "))
+    );
+    let _ = write!(h, "<p><b>Prompt</b></p><pre>{}</pre>", escape(&prompt));
+    if let Some(steps) = item["sub_steps"].as_array() {
+        let attempted = item["following"]["steps"].as_array();
+        h.push_str("<p><b>Sub-steps</b></p><ol>");
+        for (i, step) in steps.iter().enumerate() {
+            let mark = match attempted.and_then(|a| a.get(i)).and_then(Value::as_bool) {
+                Some(true) => " ✓",
+                Some(false) => " ✗",
+                None => "",
+            };
+            let _ = write!(
+                h,
+                "<li>{}{mark}</li>",
+                escape(step.as_str().unwrap_or_default())
+            );
+        }
+        h.push_str("</ol>");
+    }
+    if let Some(out) = text(&item["output"]).or_else(|| text(&item["completion"])) {
+        let _ = write!(h, "<p><b>Response</b></p><pre>{}</pre>", escape(&out));
+    }
+    for (label, raw) in [
+        ("Following verdict", &item["following"]["judge_raw"]),
+        ("Quality verdict", &item["quality"]["judge_raw"]),
+    ] {
+        if let Some(raw) = raw.as_str() {
+            let _ = write!(h, "<p><b>{label}</b></p><pre>{}</pre>", escape(raw));
+        }
+    }
+    h.push_str("</details>\n");
+}
+
+/// A Markdown summary: option shares, training, results with deltas, SeqEval by depth.
+pub fn render_markdown(data: &RunData, options: &Options) -> String {
+    let several = data.runs.len() > 1;
+    let mut m = String::new();
+    let title = options
+        .title
+        .clone()
+        .unwrap_or_else(|| "seqit report".into());
+    let _ = writeln!(m, "# {title}\n");
+    for run in &data.runs {
+        if let Some(stats) = &run.augment {
+            let _ = writeln!(
+                m,
+                "## Seq-Instruct option shares{} (paper: {})\n",
+                if several {
+                    format!(" — {}", run.label)
+                } else {
+                    String::new()
+                },
+                stats["paper_reference"].as_str().unwrap_or("?")
+            );
+            m.push_str("| iteration | classified | A | B | C | D | paper A/B/C/D |\n|---|---|---|---|---|---|---|\n");
+            for it in stats["per_iteration"].as_array().into_iter().flatten() {
+                let own = shares(it, "shares").unwrap_or_default();
+                let paper = shares(it, "paper_shares").map_or("–".into(), |p| {
+                    p.iter()
+                        .map(|v| format!("{v:.0}"))
+                        .collect::<Vec<_>>()
+                        .join("/")
+                });
+                let _ = write!(m, "| {} | {} |", it["iteration"], it["classified"]);
+                for v in own {
+                    let _ = write!(m, " {v:.1}% |");
+                }
+                let _ = writeln!(m, " {paper} |");
+            }
+            m.push('\n');
+        }
+        if !run.lengths.is_empty() {
+            m.push_str("| data | records | mean instruction words | mean response words |\n|---|---|---|---|\n");
+            for set in &run.lengths {
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {:.1} | {:.1} |",
+                    set.name,
+                    set.instruction_words.len(),
+                    mean(&set.instruction_words),
+                    mean(&set.response_words)
+                );
+            }
+            m.push('\n');
+        }
+    }
+    let trainings: Vec<(String, &Training)> = data
+        .runs
+        .iter()
+        .flat_map(|run| {
+            run.trainings
+                .iter()
+                .map(move |t| (training_label(t, run, several), t))
+        })
+        .collect();
+    if !trainings.is_empty() {
+        m.push_str("## Training\n\n| run | steps | first loss | last loss | tokens |\n|---|---|---|---|---|\n");
+        for (name, t) in trainings {
+            let _ = writeln!(
+                m,
+                "| {name} | {} | {} | {} | {} |",
+                t.losses.len(),
+                t.losses
+                    .first()
+                    .map_or("–".into(), |l| format!("{:.4}", l.1)),
+                t.losses
+                    .last()
+                    .map_or("–".into(), |l| format!("{:.4}", l.1)),
+                t.tokens
+            );
+        }
+        m.push('\n');
+    }
+    let res = results(data);
+    if !res.rows.is_empty() {
+        m.push_str("## Results\n\n| benchmark | metric |");
+        for c in &res.columns {
+            let _ = write!(m, " {} |", column_title(c));
+        }
+        for _ in &res.pairs {
+            m.push_str(" Δ SIT − IT |");
+        }
+        m.push_str("\n|---|---|");
+        for _ in 0..res.columns.len() + res.pairs.len() {
+            m.push_str("---|");
+        }
+        m.push('\n');
+        for ((bench, metric), row) in &res.rows {
+            let _ = write!(m, "| {bench} | {metric} |");
+            for cell in row {
+                let _ = write!(m, " {} |", fmt_metric(cell));
+            }
+            for (_, it, sit) in &res.pairs {
+                let _ = write!(
+                    m,
+                    " {} |",
+                    delta(row, *it, *sit).map_or("–".into(), |d| format!("{d:+.3}"))
+                );
+            }
+            m.push('\n');
+        }
+        m.push('\n');
+    }
+    for run in &data.runs {
+        for eval in run
+            .evals
+            .iter()
+            .filter(|e| e.metrics["scores"]["by_depth"].is_object())
+        {
+            let _ = writeln!(
+                m,
+                "## SeqEval by depth — {}\n\n| depth | following rate | quality |\n|---|---|---|",
+                eval_label(run, eval, several)
+            );
+            let following = by_depth(&eval.metrics, "following_rate");
+            let quality = by_depth(&eval.metrics, "quality");
+            for depth in 1..=4 {
+                let find = |points: &[DepthPoint]| {
+                    points
+                        .iter()
+                        .find(|p| p.0 == depth as f64)
+                        .map_or("–".into(), |p| {
+                            fmt_metric(&Some(Metric {
+                                name: String::new(),
+                                value: p.1,
+                                ci: p.2,
+                            }))
+                        })
+                };
+                let _ = writeln!(m, "| {depth} | {} | {} |", find(&following), find(&quality));
+            }
+            m.push('\n');
+        }
+    }
+    m
+}

@@ -1,0 +1,675 @@
+//! The experiment config (`seqit run CONFIG.toml`): raw TOML sections, parsed strictly,
+//! then checked (files exist, model references resolve) before any work starts. Every
+//! error names the config file, the line and the key path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A config problem: where it is and what was expected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; `None` when the key is absent from the file (a missing required key).
+    pub line: Option<usize>,
+    /// Dotted key path with array indices, e.g. `train[1].base`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if self.key.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": `{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// All the problems found in one config file.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "{n} problem{} in the config; nothing was run",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub run: RunSection,
+    /// Named models: the teacher, students' base models, judges.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelSpec>,
+    pub data: DataSection,
+    /// Seq-Instruct over `data.seed`; without it, `data.it` and `data.sit` are used.
+    pub augment: Option<AugmentSection>,
+    #[serde(default)]
+    pub mixture: MixtureSection,
+    #[serde(default)]
+    pub train: Vec<TrainSection>,
+    pub seqeval: Option<SeqevalSection>,
+    #[serde(default)]
+    pub eval: Vec<EvalSection>,
+    #[serde(default)]
+    pub report: ReportSection,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// The run directory (relative to the config file).
+    #[serde(default = "default_output")]
+    pub output: PathBuf,
+    /// Seed of every stage that samples or shuffles.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Request cache shared by all stages (default `RUN_DIR/cache.sqlite`).
+    pub cache: Option<PathBuf>,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        Self {
+            output: default_output(),
+            seed: default_seed(),
+            cache: None,
+        }
+    }
+}
+
+fn default_output() -> PathBuf {
+    PathBuf::from("runs/experiment")
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+/// A model: local (a name such as `smollm2-135m`, a `.gguf` file or a Hugging Face
+/// directory) or an OpenAI-compatible endpoint serving `model`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub model: String,
+    pub endpoint: Option<String>,
+    /// Environment variable holding the endpoint's API key (its value never leaves it).
+    pub api_key_env: Option<String>,
+    pub concurrency: Option<usize>,
+}
+
+impl ModelSpec {
+    /// True when `model` names a file or directory (hashed as an input) rather than a
+    /// built-in name or a served model.
+    pub fn is_local_path(&self) -> bool {
+        self.endpoint.is_none()
+            && (self.model.contains('/') || self.model.ends_with(".gguf") || self.model == ".")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// The seed instruction data (any format `seqit data` reads), augmented by `[augment]`.
+    pub seed: Option<PathBuf>,
+    /// Keep only the first N seed records.
+    pub limit: Option<usize>,
+    /// Ready-made IT and SIT training data (e.g. the paper's released sets), instead of
+    /// augmenting seed data.
+    pub it: Option<PathBuf>,
+    pub sit: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentSection {
+    /// Name of the teacher in `[models]`.
+    pub teacher: String,
+    #[serde(default = "default_iterations")]
+    pub iterations: usize,
+    pub max_tokens: Option<usize>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<usize>,
+    /// A directory overriding the packaged Seq-Instruct prompts.
+    pub prompts: Option<PathBuf>,
+    /// Further `seqit augment` flags, passed as given.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+fn default_iterations() -> usize {
+    2
+}
+
+/// General data mixed into both the IT and the SIT training sets.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MixtureSection {
+    #[serde(default)]
+    pub extra: Vec<MixSource>,
+    /// Records per training set (default: all, without repeats).
+    pub total: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MixSource {
+    pub path: PathBuf,
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+/// Which augmented set a training run uses.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainData {
+    It,
+    Sit,
+}
+
+impl TrainData {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrainData::It => "it",
+            TrainData::Sit => "sit",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainMethod {
+    Lora,
+    Full,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Names the run (`train-NAME` stage) and the model it produces.
+    pub name: String,
+    pub data: TrainData,
+    /// Base model: a name in `[models]`.
+    pub base: String,
+    #[serde(default = "default_method")]
+    pub method: TrainMethod,
+    pub lora_rank: Option<usize>,
+    pub lora_alpha: Option<f64>,
+    pub epochs: Option<usize>,
+    pub lr: Option<f64>,
+    pub batch_size: Option<usize>,
+    pub grad_accum: Option<usize>,
+    pub max_len: Option<usize>,
+    pub max_steps: Option<usize>,
+    pub template: Option<String>,
+    #[serde(default)]
+    pub packing: bool,
+    /// Checkpoint every N updates, so that an interrupted run resumes.
+    pub save_every: Option<usize>,
+    /// Hand training off to a distributed trainer (`trl`, `llamafactory`, `axolotl`)
+    /// instead of training here: the stage writes its data and config.
+    pub handoff: Option<String>,
+    /// The model evaluations use for a handed-off run (a name in `[models]`, e.g. the
+    /// endpoint that serves the trained checkpoint).
+    pub serve_as: Option<String>,
+    /// Further `seqit train` flags, passed as given.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+fn default_method() -> TrainMethod {
+    TrainMethod::Lora
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SeqevalSection {
+    /// A ready SeqEval set; or build one from `source` with `teacher`.
+    pub set: Option<PathBuf>,
+    pub source: Option<PathBuf>,
+    pub teacher: Option<String>,
+    pub limit: Option<usize>,
+    pub max_tokens: Option<usize>,
+    /// Further `seqit seqeval build` flags, passed as given.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Benchmark {
+    Seqeval,
+    Humaneval,
+    Gsm8k,
+}
+
+impl Benchmark {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Benchmark::Seqeval => "seqeval",
+            Benchmark::Humaneval => "humaneval",
+            Benchmark::Gsm8k => "gsm8k",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSection {
+    pub benchmark: Benchmark,
+    /// Stage name suffix (default: the benchmark's name).
+    pub name: Option<String>,
+    /// Models to evaluate: training run names or names in `[models]` (default: every
+    /// training run).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Judge (a name in `[models]`), for SeqEval.
+    pub judge: Option<String>,
+    /// Benchmark data (GSM8K JSONL, HumanEval problems); SeqEval uses `[seqeval]`.
+    pub data: Option<PathBuf>,
+    pub limit: Option<usize>,
+    pub max_tokens: Option<usize>,
+    /// Samples per problem (HumanEval).
+    pub samples: Option<usize>,
+    pub temperature: Option<f64>,
+    /// Further `seqit eval` flags, passed as given.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+impl EvalSection {
+    pub fn stage_suffix(&self) -> &str {
+        self.name.as_deref().unwrap_or(self.benchmark.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSection {
+    pub title: Option<String>,
+}
+
+/// A checked config: paths resolved against the config file's directory.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    pub path: PathBuf,
+    pub config: Config,
+    pub run_dir: PathBuf,
+}
+
+/// Reads, parses and checks a config file; all problems are reported together.
+pub fn load(path: &Path, output_override: Option<&Path>) -> Result<Experiment, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the config: {e}"),
+        }])
+    })?;
+    let mut config = parse(path, &text).map_err(|e| ConfigErrors(vec![e]))?;
+    let base = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    resolve_paths(&mut config, &base);
+    let errors = check(&config)
+        .into_iter()
+        .map(|(key, message)| ConfigError {
+            file: path.to_path_buf(),
+            line: locate(&text, &key),
+            key,
+            message,
+        })
+        .collect::<Vec<_>>();
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let run_dir = output_override
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| config.run.output.clone());
+    Ok(Experiment {
+        path: path.to_path_buf(),
+        config,
+        run_dir,
+    })
+}
+
+/// Strict TOML → `Config`: syntax, unknown keys and wrong types, with the key path.
+pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+    let error = |key: String, err: &toml::de::Error| ConfigError {
+        file: file.to_path_buf(),
+        line: err.span().map(|s| line_of(text, s.start)),
+        key,
+        message: err.message().trim().to_string(),
+    };
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| error(String::new(), &e))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let mut key = e.path().to_string();
+        if key == "." {
+            key.clear();
+        }
+        let inner = e.into_inner();
+        error(key, &inner)
+    })
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The line where the value at `key` (`a.b[2].c`) is written.
+fn locate(text: &str, key: &str) -> Option<usize> {
+    let root = toml::de::DeTable::parse(text).ok()?;
+    let mut span = root.span();
+    let root = toml::de::DeValue::Table(root.into_inner());
+    let mut value = &root;
+    for segment in key.split('.') {
+        let (name, indices) = match segment.find('[') {
+            Some(i) => (&segment[..i], &segment[i..]),
+            None => (segment, ""),
+        };
+        let next = value.get(name)?;
+        (value, span) = (next.get_ref(), next.span());
+        for index in indices.split(['[', ']']).filter(|s| !s.is_empty()) {
+            let next = value.get(index.parse::<usize>().ok()?)?;
+            (value, span) = (next.get_ref(), next.span());
+        }
+    }
+    Some(line_of(text, span.start))
+}
+
+fn resolve_paths(config: &mut Config, base: &Path) {
+    let join = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    join(&mut config.run.output);
+    if let Some(cache) = &mut config.run.cache {
+        join(cache);
+    }
+    for p in [
+        &mut config.data.seed,
+        &mut config.data.it,
+        &mut config.data.sit,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        join(p);
+    }
+    if let Some(p) = config.augment.as_mut().and_then(|a| a.prompts.as_mut()) {
+        join(p);
+    }
+    for source in &mut config.mixture.extra {
+        join(&mut source.path);
+    }
+    if let Some(seqeval) = &mut config.seqeval {
+        for p in [&mut seqeval.set, &mut seqeval.source]
+            .into_iter()
+            .flatten()
+        {
+            join(p);
+        }
+    }
+    for eval in &mut config.eval {
+        if let Some(p) = &mut eval.data {
+            join(p);
+        }
+    }
+    for model in config.models.values_mut() {
+        // A name that is a file or directory next to the config is a path too.
+        if model.is_local_path() || (model.endpoint.is_none() && base.join(&model.model).exists()) {
+            let mut p = PathBuf::from(&model.model);
+            join(&mut p);
+            model.model = p.to_string_lossy().into_owned();
+        }
+    }
+}
+
+/// Semantic checks: (key path, message) per problem.
+fn check(config: &Config) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    let mut need_file = |key: String, path: &Path, what: &str| {
+        if !path.exists() {
+            problems.push((key, format!("{what} `{}` does not exist", path.display())));
+        }
+    };
+    for (key, path) in [
+        ("data.seed", &config.data.seed),
+        ("data.it", &config.data.it),
+        ("data.sit", &config.data.sit),
+    ] {
+        if let Some(p) = path {
+            need_file(key.into(), p, "data file");
+        }
+    }
+    if let Some(p) = config.augment.as_ref().and_then(|a| a.prompts.as_ref()) {
+        need_file("augment.prompts".into(), p, "prompts directory");
+    }
+    for (i, source) in config.mixture.extra.iter().enumerate() {
+        need_file(
+            format!("mixture.extra[{i}].path"),
+            &source.path,
+            "mixture file",
+        );
+    }
+    if let Some(seqeval) = &config.seqeval {
+        if let Some(p) = &seqeval.set {
+            need_file("seqeval.set".into(), p, "SeqEval set");
+        }
+        if let Some(p) = &seqeval.source {
+            need_file("seqeval.source".into(), p, "SeqEval source prompts");
+        }
+    }
+    for (i, eval) in config.eval.iter().enumerate() {
+        if let Some(p) = &eval.data {
+            need_file(format!("eval[{i}].data"), p, "benchmark data");
+        }
+    }
+    for (name, model) in &config.models {
+        if model.is_local_path() {
+            need_file(
+                format!("models.{name}.model"),
+                Path::new(&model.model),
+                "model",
+            );
+        }
+    }
+
+    let model_names = |names: &BTreeMap<String, ModelSpec>| {
+        let list: Vec<&str> = names.keys().map(String::as_str).collect();
+        if list.is_empty() {
+            "no models are defined; add a `[models.NAME]` table".to_string()
+        } else {
+            format!("defined: {}", list.join(", "))
+        }
+    };
+    let need_model = |key: String, name: &str| -> Option<(String, String)> {
+        (!config.models.contains_key(name)).then(|| {
+            (
+                key,
+                format!(
+                    "model `{name}` is not defined in `[models]` ({})",
+                    model_names(&config.models)
+                ),
+            )
+        })
+    };
+    match &config.augment {
+        Some(augment) => {
+            problems.extend(need_model("augment.teacher".into(), &augment.teacher));
+            if augment.iterations == 0 {
+                problems.push(("augment.iterations".into(), "must be at least 1".into()));
+            }
+            if config.data.seed.is_none() {
+                problems.push((
+                    "data.seed".into(),
+                    "`[augment]` needs seed data to augment".into(),
+                ));
+            }
+            if config.data.it.is_some() || config.data.sit.is_some() {
+                problems.push((
+                    "data.it".into(),
+                    "give either seed data with `[augment]`, or ready `it`/`sit` files, not both"
+                        .into(),
+                ));
+            }
+        }
+        None if config.data.it.is_none() || config.data.sit.is_none() => problems.push((
+            "data".into(),
+            "needs `seed` and an `[augment]` section, or ready-made `it` and `sit` files".into(),
+        )),
+        None => {}
+    }
+    let mut run_names: Vec<&str> = Vec::new();
+    for (i, train) in config.train.iter().enumerate() {
+        problems.extend(need_model(format!("train[{i}].base"), &train.base));
+        if let Some(served) = &train.serve_as {
+            problems.extend(need_model(format!("train[{i}].serve_as"), served));
+        }
+        if !valid_stage_part(&train.name) {
+            problems.push((
+                format!("train[{i}].name"),
+                format!(
+                    "`{}` must be letters, digits, `-` or `_` (it names a directory)",
+                    train.name
+                ),
+            ));
+        } else if run_names.contains(&train.name.as_str()) {
+            problems.push((
+                format!("train[{i}].name"),
+                format!("training run `{}` is defined twice", train.name),
+            ));
+        }
+        if let Some(handoff) = &train.handoff {
+            if !["trl", "llamafactory", "axolotl"].contains(&handoff.as_str()) {
+                problems.push((
+                    format!("train[{i}].handoff"),
+                    format!("`{handoff}` is not one of trl, llamafactory, axolotl"),
+                ));
+            }
+        }
+        run_names.push(train.name.as_str());
+    }
+    if let Some(seqeval) = &config.seqeval {
+        match (&seqeval.set, &seqeval.source) {
+            (Some(_), Some(_)) => problems.push((
+                "seqeval.set".into(),
+                "give either `set` (a ready SeqEval set) or `source` (prompts to build one from), not both".into(),
+            )),
+            (None, None) => problems.push((
+                "seqeval".into(),
+                "needs `set` (a ready SeqEval set) or `source` (prompts to build one from)".into(),
+            )),
+            (None, Some(_)) => match (&seqeval.teacher, &config.augment) {
+                (Some(t), _) => problems.extend(need_model("seqeval.teacher".into(), t)),
+                (None, Some(_)) => {} // the augmentation teacher, checked above
+                (None, None) => problems.push((
+                    "seqeval.teacher".into(),
+                    "building SeqEval needs a teacher (a model in `[models]`)".into(),
+                )),
+            },
+            (Some(_), None) => {}
+        }
+    }
+    let mut eval_names = Vec::new();
+    for (i, eval) in config.eval.iter().enumerate() {
+        for (j, model) in eval.models.iter().enumerate() {
+            if !run_names.contains(&model.as_str()) && !config.models.contains_key(model) {
+                problems.push((
+                    format!("eval[{i}].models[{j}]"),
+                    format!(
+                        "`{model}` is neither a training run ({}) nor a model in `[models]` ({})",
+                        if run_names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            run_names.join(", ")
+                        },
+                        model_names(&config.models)
+                    ),
+                ));
+            }
+        }
+        if eval.models.is_empty() && run_names.is_empty() {
+            problems.push((
+                format!("eval[{i}].models"),
+                "no models to evaluate: list some, or define `[[train]]` runs".into(),
+            ));
+        }
+        if let Some(judge) = &eval.judge {
+            problems.extend(need_model(format!("eval[{i}].judge"), judge));
+        }
+        match eval.benchmark {
+            Benchmark::Seqeval => {
+                if config.seqeval.is_none() {
+                    problems.push((
+                        format!("eval[{i}].benchmark"),
+                        "a SeqEval evaluation needs a `[seqeval]` section (a set, or prompts to build one)".into(),
+                    ));
+                }
+                if eval.judge.is_none() {
+                    problems.push((
+                        format!("eval[{i}]"),
+                        "a SeqEval evaluation needs `judge` (a model in `[models]`)".into(),
+                    ));
+                }
+            }
+            Benchmark::Gsm8k if eval.data.is_none() => problems.push((
+                format!("eval[{i}]"),
+                "GSM8K needs `data` (a GSM8K JSONL file)".into(),
+            )),
+            _ => {}
+        }
+        let name = eval.stage_suffix();
+        if !valid_stage_part(name) {
+            problems.push((
+                format!("eval[{i}].name"),
+                format!("`{name}` must be letters, digits, `-` or `_`"),
+            ));
+        } else if eval_names.contains(&name) {
+            problems.push((
+                format!("eval[{i}].name"),
+                format!("evaluation `{name}` is defined twice; give one a different `name`"),
+            ));
+        }
+        eval_names.push(name);
+    }
+    problems
+}
+
+fn valid_stage_part(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}

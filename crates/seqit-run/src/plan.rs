@@ -1,0 +1,535 @@
+//! The stage graph of an experiment: which stages exist, what each reads and writes,
+//! the command that runs it, the config slice that decides when it must run again,
+//! and rough request/token estimates for `--dry-run`.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::config::{Benchmark, EvalSection, Experiment, ModelSpec, TrainMethod, TrainSection};
+
+/// Default new tokens per teacher reply when the config gives none (the paper's).
+const PAPER_MAX_TOKENS: usize = 2048;
+/// Rough prompt overhead of a Seq-Instruct request (instructions and few-shot examples).
+const AUGMENT_PROMPT_TOKENS: u64 = 700;
+/// HumanEval's problem count.
+const HUMANEVAL_PROBLEMS: u64 = 164;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Seed,
+    Augment,
+    Mixture,
+    Train,
+    SeqevalBuild,
+    Eval,
+    Report,
+}
+
+/// How a stage does its work.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Copy the seed data (first `limit` records) into the run, validated.
+    Seed {
+        input: PathBuf,
+        limit: Option<usize>,
+        output: PathBuf,
+    },
+    /// `seqit` subcommands run as child processes, in order; each resumes on its own.
+    Commands(Vec<Vec<String>>),
+    /// Write the HTML and Markdown reports of the run directory.
+    Report {
+        html: PathBuf,
+        markdown: PathBuf,
+        title: Option<String>,
+    },
+}
+
+/// Requests and tokens a stage is expected to use at most.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Estimate {
+    pub requests: u64,
+    pub tokens: u64,
+    pub note: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: String,
+    pub kind: Kind,
+    pub dir: PathBuf,
+    pub deps: Vec<String>,
+    /// The part of the config this stage depends on.
+    pub slice: Value,
+    /// Files and directories whose contents the stage reads.
+    pub inputs: Vec<PathBuf>,
+    /// What must exist when the stage is done (hashed into its manifest).
+    pub outputs: Vec<PathBuf>,
+    pub action: Action,
+    pub estimate: Estimate,
+}
+
+/// The stages in the order they run (each after all of its dependencies).
+pub fn plan(exp: &Experiment, seed_count: usize, source_count: usize) -> Vec<Stage> {
+    let c = &exp.config;
+    let run = &exp.run_dir;
+    let seed = c.run.seed;
+    let cache = c
+        .run
+        .cache
+        .clone()
+        .unwrap_or_else(|| run.join("cache.sqlite"));
+    let cache_flags = vec!["--cache".to_string(), path_str(&cache)];
+    let mut stages = Vec::new();
+
+    // The IT and SIT training data: Seq-Instruct over the seed data (SIT) and the same
+    // teacher's answers to the original instructions (IT), or ready-made files.
+    let (it, sit) = match &c.augment {
+        Some(a) => {
+            let seed_input = c
+                .data
+                .seed
+                .clone()
+                .expect("checked: [augment] has seed data");
+            let seed_dir = run.join("seed");
+            let seed_file = seed_dir.join("seed.jsonl");
+            stages.push(Stage {
+                name: "seed".into(),
+                kind: Kind::Seed,
+                dir: seed_dir,
+                deps: vec![],
+                slice: json!({ "seed": c.data.seed, "limit": c.data.limit }),
+                inputs: vec![seed_input.clone()],
+                outputs: vec![seed_file.clone()],
+                action: Action::Seed {
+                    input: seed_input,
+                    limit: c.data.limit,
+                    output: seed_file.clone(),
+                },
+                estimate: Estimate {
+                    note: format!("{seed_count} records"),
+                    ..Estimate::default()
+                },
+            });
+            let teacher = &c.models[&a.teacher];
+            let augment_dir = run.join("augment");
+            let (sit, it) = (augment_dir.join("sit.jsonl"), augment_dir.join("it.jsonl"));
+            let mut cmd = strings(&["augment", "--input"]);
+            cmd.push(path_str(&seed_file));
+            cmd.extend([
+                "--output".into(),
+                path_str(&sit),
+                "--it-output".into(),
+                path_str(&it),
+            ]);
+            cmd.extend([
+                "--iterations".into(),
+                a.iterations.to_string(),
+                "--seed".into(),
+                seed.to_string(),
+            ]);
+            cmd.extend(model_flags("teacher-", teacher));
+            push_opt(&mut cmd, "--max-tokens", a.max_tokens);
+            push_opt(&mut cmd, "--temperature", a.temperature);
+            push_opt(&mut cmd, "--top-p", a.top_p);
+            push_opt(&mut cmd, "--top-k", a.top_k);
+            push_opt(&mut cmd, "--prompts", a.prompts.as_deref().map(path_str));
+            cmd.extend(cache_flags.clone());
+            cmd.extend(a.args.iter().cloned());
+            let max_tokens = a.max_tokens.unwrap_or(PAPER_MAX_TOKENS) as u64;
+            let requests = seed_count as u64 * (3 * a.iterations as u64 + 1);
+            stages.push(Stage {
+                name: "augment".into(),
+                kind: Kind::Augment,
+                dir: augment_dir,
+                deps: vec!["seed".into()],
+                slice: json!({ "augment": a, "teacher": teacher, "seed": seed }),
+                inputs: [Some(seed_file), a.prompts.clone(), local_model(teacher)]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                outputs: vec![sit.clone(), it.clone()],
+                action: Action::Commands(vec![cmd]),
+                estimate: Estimate {
+                    requests,
+                    tokens: requests * (AUGMENT_PROMPT_TOKENS + max_tokens),
+                    note: format!(
+                        "{seed_count} items x {} rounds (classify, rewrite, answer) + IT answers; D items stop early",
+                        a.iterations
+                    ),
+                },
+            });
+            (it, sit)
+        }
+        None => (
+            c.data
+                .it
+                .clone()
+                .expect("checked: it and sit without [augment]"),
+            c.data
+                .sit
+                .clone()
+                .expect("checked: it and sit without [augment]"),
+        ),
+    };
+
+    // Mixture: the same extra data and seed for both, so IT and SIT differ only in
+    // the augmented part.
+    let mixture_dir = run.join("mixture");
+    let mix = |source: &Path, out: &Path| {
+        let mut cmd = strings(&["data", "mix"]);
+        cmd.push(format!("{}:1", path_str(source)));
+        for extra in &c.mixture.extra {
+            cmd.push(format!("{}:{}", path_str(&extra.path), extra.weight));
+        }
+        cmd.extend([
+            "--output".into(),
+            path_str(out),
+            "--seed".into(),
+            seed.to_string(),
+        ]);
+        push_opt(&mut cmd, "--total", c.mixture.total);
+        cmd
+    };
+    let mixed = |data: &str| mixture_dir.join(format!("{data}.jsonl"));
+    stages.push(Stage {
+        name: "mixture".into(),
+        kind: Kind::Mixture,
+        dir: mixture_dir.clone(),
+        deps: stages
+            .iter()
+            .map(|s| s.name.clone())
+            .filter(|n| n == "augment")
+            .collect(),
+        slice: json!({ "mixture": c.mixture, "seed": seed }),
+        inputs: [it.clone(), sit.clone()]
+            .into_iter()
+            .chain(c.mixture.extra.iter().map(|e| e.path.clone()))
+            .collect(),
+        outputs: vec![mixed("it"), mixed("sit")],
+        action: Action::Commands(vec![mix(&it, &mixed("it")), mix(&sit, &mixed("sit"))]),
+        estimate: Estimate::default(),
+    });
+
+    let train_examples = c.mixture.total.unwrap_or(seed_count) as u64;
+    for t in &c.train {
+        stages.push(train_stage(exp, t, &mixed(t.data.as_str()), train_examples));
+    }
+
+    // SeqEval: a given set, or one built from source prompts by the teacher.
+    let seqeval_set = c.seqeval.as_ref().map(|s| match &s.set {
+        Some(set) => (set.clone(), None),
+        None => {
+            let dir = run.join("seqeval-build");
+            let out = dir.join("seqeval.jsonl");
+            let teacher = s
+                .teacher
+                .as_deref()
+                .or(c.augment.as_ref().map(|a| a.teacher.as_str()));
+            let builder = &c.models[teacher.expect("checked: SeqEval build has a teacher")];
+            let mut cmd = strings(&["seqeval", "build", "--input"]);
+            cmd.push(path_str(s.source.as_ref().expect("checked: set or source")));
+            cmd.extend([
+                "--output".into(),
+                path_str(&out),
+                "--seed".into(),
+                seed.to_string(),
+            ]);
+            cmd.extend(model_flags("teacher-", builder));
+            push_opt(&mut cmd, "--limit", s.limit);
+            push_opt(&mut cmd, "--max-tokens", s.max_tokens);
+            cmd.extend(cache_flags.clone());
+            cmd.extend(s.args.iter().cloned());
+            let items = s.limit.map_or(source_count, |l| l.min(source_count)) as u64;
+            let stage = Stage {
+                name: "seqeval-build".into(),
+                kind: Kind::SeqevalBuild,
+                dir,
+                deps: vec![],
+                slice: json!({ "seqeval": s, "teacher": builder, "seed": seed }),
+                inputs: [s.source.clone(), local_model(builder)]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                outputs: vec![out.clone()],
+                action: Action::Commands(vec![cmd]),
+                estimate: Estimate {
+                    requests: items * 4,
+                    tokens: items
+                        * 4
+                        * (AUGMENT_PROMPT_TOKENS + s.max_tokens.unwrap_or(PAPER_MAX_TOKENS) as u64),
+                    note: format!("{items} prompts x up to 4 rewrites"),
+                },
+            };
+            (out, Some(stage))
+        }
+    });
+    let seqeval_path = seqeval_set.as_ref().map(|(p, _)| p.clone());
+    if let Some((_, Some(stage))) = seqeval_set {
+        stages.push(stage);
+    }
+
+    for e in &c.eval {
+        let models: Vec<String> = if e.models.is_empty() {
+            c.train.iter().map(|t| t.name.clone()).collect()
+        } else {
+            e.models.clone()
+        };
+        for model in models {
+            stages.push(eval_stage(
+                exp,
+                e,
+                &model,
+                seqeval_path.as_deref(),
+                source_count,
+            ));
+        }
+    }
+
+    let report_dir = run.join("report");
+    let deps: Vec<String> = stages.iter().map(|s| s.name.clone()).collect();
+    let inputs: Vec<PathBuf> = stages.iter().flat_map(|s| s.outputs.clone()).collect();
+    stages.push(Stage {
+        name: "report".into(),
+        kind: Kind::Report,
+        dir: report_dir.clone(),
+        deps,
+        slice: json!({ "report": c.report }),
+        inputs,
+        outputs: vec![report_dir.join("report.html"), report_dir.join("report.md")],
+        action: Action::Report {
+            html: report_dir.join("report.html"),
+            markdown: report_dir.join("report.md"),
+            title: c.report.title.clone(),
+        },
+        estimate: Estimate::default(),
+    });
+    stages
+}
+
+fn train_stage(exp: &Experiment, t: &TrainSection, data: &Path, examples: u64) -> Stage {
+    let c = &exp.config;
+    let dir = exp.run_dir.join(format!("train-{}", t.name));
+    let base = &c.models[&t.base];
+    let mut cmd = match &t.handoff {
+        Some(to) => {
+            let mut cmd = strings(&["export-recipe", "--to", to, "--model", &base.model]);
+            cmd.extend([
+                "--data".into(),
+                path_str(data),
+                "--output".into(),
+                path_str(&dir),
+            ]);
+            push_opt(&mut cmd, "--max-len", t.max_len);
+            cmd
+        }
+        None => {
+            let mut cmd = strings(&["train", "--model", &base.model]);
+            cmd.extend([
+                "--data".into(),
+                path_str(data),
+                "--output".into(),
+                path_str(&dir),
+            ]);
+            cmd.extend(["--seed".into(), c.run.seed.to_string(), "--resume".into()]);
+            match t.method {
+                TrainMethod::Full => cmd.push("--full".into()),
+                TrainMethod::Lora => {
+                    push_opt(&mut cmd, "--lora-rank", t.lora_rank);
+                    push_opt(&mut cmd, "--lora-alpha", t.lora_alpha);
+                }
+            }
+            push_opt(&mut cmd, "--epochs", t.epochs);
+            push_opt(&mut cmd, "--lr", t.lr);
+            push_opt(&mut cmd, "--batch-size", t.batch_size);
+            push_opt(&mut cmd, "--grad-accum", t.grad_accum);
+            push_opt(&mut cmd, "--max-len", t.max_len);
+            push_opt(&mut cmd, "--max-steps", t.max_steps);
+            push_opt(&mut cmd, "--template", t.template.as_deref());
+            push_opt(&mut cmd, "--save-every", t.save_every);
+            if t.packing {
+                cmd.push("--packing".into());
+            }
+            cmd
+        }
+    };
+    cmd.extend(t.args.iter().cloned());
+    let epochs = t.epochs.unwrap_or(3) as u64;
+    Stage {
+        name: format!("train-{}", t.name),
+        kind: Kind::Train,
+        outputs: vec![if t.handoff.is_some() {
+            dir.clone()
+        } else {
+            dir.join("model")
+        }],
+        dir,
+        deps: vec!["mixture".into()],
+        slice: json!({ "train": t, "base": base, "seed": c.run.seed }),
+        inputs: [Some(data.to_path_buf()), local_model(base)]
+            .into_iter()
+            .flatten()
+            .collect(),
+        action: Action::Commands(vec![cmd]),
+        estimate: Estimate {
+            note: match &t.handoff {
+                Some(to) => {
+                    format!("hand-off to {to}: writes data and config, trains nothing here")
+                }
+                None => format!("{examples} examples x {epochs} epochs"),
+            },
+            ..Estimate::default()
+        },
+    }
+}
+
+/// What an evaluation runs against: a trained model directory, or a configured model.
+fn eval_target(exp: &Experiment, name: &str) -> (ModelSpec, Option<String>) {
+    let c = &exp.config;
+    match c.train.iter().find(|t| t.name == name) {
+        Some(t) => match &t.serve_as {
+            Some(served) => (c.models[served].clone(), Some(format!("train-{}", t.name))),
+            None => (
+                ModelSpec {
+                    model: path_str(&exp.run_dir.join(format!("train-{}", t.name)).join("model")),
+                    endpoint: None,
+                    api_key_env: None,
+                    concurrency: None,
+                },
+                Some(format!("train-{}", t.name)),
+            ),
+        },
+        None => (c.models[name].clone(), None),
+    }
+}
+
+fn eval_stage(
+    exp: &Experiment,
+    e: &EvalSection,
+    model_name: &str,
+    seqeval: Option<&Path>,
+    source_count: usize,
+) -> Stage {
+    let c = &exp.config;
+    let name = format!("eval-{}-{}", e.stage_suffix(), model_name);
+    let dir = exp.run_dir.join(&name);
+    let (model, train_stage) = eval_target(exp, model_name);
+    let judge = e.judge.as_ref().map(|j| c.models[j].clone());
+    let mut cmd = strings(&["eval", e.benchmark.as_str()]);
+    let mut inputs: Vec<PathBuf> = Vec::new();
+    let mut deps: Vec<String> = train_stage.into_iter().collect();
+    if train_stage_output(&model, exp) {
+        inputs.push(PathBuf::from(&model.model));
+    } else if let Some(p) = local_model(&model) {
+        inputs.push(p);
+    }
+    let data = match e.benchmark {
+        Benchmark::Seqeval => seqeval.map(Path::to_path_buf),
+        _ => e.data.clone(),
+    };
+    if let Some(data) = &data {
+        let flag = if e.benchmark == Benchmark::Humaneval {
+            "--problems"
+        } else {
+            "--data"
+        };
+        cmd.extend([flag.to_string(), path_str(data)]);
+        inputs.push(data.clone());
+        if e.benchmark == Benchmark::Seqeval && c.seqeval.as_ref().is_some_and(|s| s.set.is_none())
+        {
+            deps.push("seqeval-build".into());
+        }
+    }
+    cmd.extend(model_flags("", &model));
+    if let Some(judge) = &judge {
+        cmd.extend(model_flags("judge-", judge));
+        inputs.extend(local_model(judge));
+    }
+    cmd.extend(["--output".into(), path_str(&dir)]);
+    push_opt(&mut cmd, "--limit", e.limit);
+    push_opt(&mut cmd, "--max-tokens", e.max_tokens);
+    push_opt(&mut cmd, "--samples", e.samples);
+    push_opt(&mut cmd, "--temperature", e.temperature);
+    if e.benchmark != Benchmark::Humaneval {
+        let cache = c
+            .run
+            .cache
+            .clone()
+            .unwrap_or_else(|| exp.run_dir.join("cache.sqlite"));
+        cmd.extend(["--cache".into(), path_str(&cache)]);
+    }
+    cmd.extend(e.args.iter().cloned());
+
+    let items = match e.benchmark {
+        Benchmark::Seqeval => c
+            .seqeval
+            .as_ref()
+            .and_then(|s| s.limit)
+            .map_or(source_count, |l| l.min(source_count)),
+        Benchmark::Humaneval => HUMANEVAL_PROBLEMS as usize,
+        Benchmark::Gsm8k => e.limit.unwrap_or(0),
+    };
+    let items = e.limit.map_or(items, |l| l.min(items.max(l))) as u64;
+    let per_item = match e.benchmark {
+        // answer, following verdict, quality score
+        Benchmark::Seqeval => 3,
+        Benchmark::Humaneval => e.samples.unwrap_or(20) as u64,
+        Benchmark::Gsm8k => 1,
+    };
+    let max_tokens = e.max_tokens.unwrap_or(PAPER_MAX_TOKENS) as u64;
+    Stage {
+        name,
+        kind: Kind::Eval,
+        dir: dir.clone(),
+        deps,
+        slice: json!({ "eval": e, "target": model_name, "model": model, "judge": judge }),
+        inputs,
+        outputs: vec![dir.join("metrics.json")],
+        action: Action::Commands(vec![cmd]),
+        estimate: Estimate {
+            requests: items * per_item,
+            tokens: items * per_item * (max_tokens + 300),
+            note: format!("{items} items x {per_item} requests"),
+        },
+    }
+}
+
+/// True when the model is a directory a training stage of this run writes.
+fn train_stage_output(model: &ModelSpec, exp: &Experiment) -> bool {
+    model.endpoint.is_none() && Path::new(&model.model).starts_with(&exp.run_dir)
+}
+
+/// Flags naming a model to a subcommand: `--{prefix}model` and, for an endpoint,
+/// `--{prefix}endpoint` and its key variable and concurrency.
+fn model_flags(prefix: &str, model: &ModelSpec) -> Vec<String> {
+    let mut flags = vec![format!("--{prefix}model"), model.model.clone()];
+    if let Some(endpoint) = &model.endpoint {
+        flags.extend([format!("--{prefix}endpoint"), endpoint.clone()]);
+        if let Some(env) = &model.api_key_env {
+            flags.extend([format!("--{prefix}api-key-env"), env.clone()]);
+        }
+        if let Some(n) = model.concurrency {
+            flags.extend([format!("--{prefix}concurrency"), n.to_string()]);
+        }
+    }
+    flags
+}
+
+/// A model given as a local file or directory (hashed as an input).
+fn local_model(model: &ModelSpec) -> Option<PathBuf> {
+    model.is_local_path().then(|| PathBuf::from(&model.model))
+}
+
+fn push_opt<T: ToString>(cmd: &mut Vec<String>, flag: &str, value: Option<T>) {
+    if let Some(v) = value {
+        cmd.extend([flag.to_string(), v.to_string()]);
+    }
+}
+
+fn strings(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+pub fn path_str(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}

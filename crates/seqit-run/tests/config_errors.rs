@@ -1,0 +1,190 @@
+//! Config problems are reported with the file, the line and the key path, all at once,
+//! before any work starts.
+
+use std::path::Path;
+
+use seqit_run::{load, ConfigError};
+
+const GOOD: &str = r#"[run]
+output = "run"
+
+[models.smol]
+model = "smollm2-135m"
+
+[data]
+seed = "seed.jsonl"
+
+[augment]
+teacher = "smol"
+iterations = 2
+
+[[train]]
+name = "it"
+data = "it"
+base = "smol"
+
+[[train]]
+name = "sit"
+data = "sit"
+base = "smol"
+"#;
+
+fn errors(config: &str) -> (tempfile::TempDir, Vec<ConfigError>) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("seed.jsonl"),
+        "{\"instruction\": \"hi\", \"output\": \"hello\"}\n",
+    )
+    .unwrap();
+    let path = dir.path().join("exp.toml");
+    std::fs::write(&path, config).unwrap();
+    let errors = match load(&path, None) {
+        Ok(_) => vec![],
+        Err(e) => e.0,
+    };
+    (dir, errors)
+}
+
+fn one(config: &str) -> ConfigError {
+    let (_dir, mut errors) = errors(config);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    errors.remove(0)
+}
+
+#[test]
+fn the_good_config_loads_with_paths_next_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("seed.jsonl"), "{}\n").unwrap();
+    let path = dir.path().join("exp.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let exp = load(&path, None).unwrap();
+    assert_eq!(exp.run_dir, dir.path().join("run"));
+    assert_eq!(
+        exp.config.data.seed.as_deref(),
+        Some(dir.path().join("seed.jsonl").as_path())
+    );
+    assert_eq!(exp.config.train.len(), 2);
+    assert_eq!(exp.config.augment.as_ref().unwrap().iterations, 2);
+}
+
+#[test]
+fn unknown_key_names_its_path_and_line() {
+    let config = GOOD.replace("iterations = 2", "iterations = 2\nitterations = 3");
+    let e = one(&config);
+    assert_eq!(e.key, "augment.itterations");
+    assert_eq!(e.line, Some(13));
+    assert!(
+        e.message.contains("unknown field `itterations`"),
+        "{}",
+        e.message
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("exp.toml:13: `augment.itterations`: unknown field"),
+        "{text}"
+    );
+}
+
+#[test]
+fn unknown_key_in_an_array_of_tables() {
+    let config = GOOD.replace("name = \"sit\"", "name = \"sit\"\nlora_rnak = 8");
+    let e = one(&config);
+    assert_eq!(e.key, "train[1].lora_rnak");
+    assert_eq!(e.line, Some(21));
+}
+
+#[test]
+fn wrong_type_names_its_path_and_line() {
+    let config = GOOD.replace("iterations = 2", "iterations = \"two\"");
+    let e = one(&config);
+    assert_eq!(e.key, "augment.iterations");
+    assert_eq!(e.line, Some(12));
+    assert!(e.message.contains("invalid type"), "{}", e.message);
+
+    let config = GOOD.replace("data = \"sit\"", "data = \"both\"");
+    let e = one(&config);
+    assert_eq!(e.key, "train[1].data");
+    assert_eq!(e.line, Some(21));
+    assert!(
+        e.message.contains("unknown variant `both`"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn missing_file_names_its_key_and_line() {
+    let config = GOOD.replace("seed = \"seed.jsonl\"", "seed = \"nowhere.jsonl\"");
+    let e = one(&config);
+    assert_eq!(e.key, "data.seed");
+    assert_eq!(e.line, Some(8));
+    assert!(
+        e.message.contains("nowhere.jsonl` does not exist"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn undefined_model_names_its_key_line_and_the_defined_ones() {
+    let config = GOOD.replace(
+        "base = \"smol\"\n\n[[train]]",
+        "base = \"llama\"\n\n[[train]]",
+    );
+    let e = one(&config);
+    assert_eq!(e.key, "train[0].base");
+    assert_eq!(e.line, Some(17));
+    assert!(
+        e.message.contains("model `llama` is not defined"),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("defined: smol"), "{}", e.message);
+}
+
+#[test]
+fn eval_of_an_unknown_model_and_every_problem_at_once() {
+    let config = format!(
+        "{GOOD}\n[[eval]]\nbenchmark = \"gsm8k\"\nmodels = [\"it\", \"ghost\"]\ndata = \"gsm8k.jsonl\"\n"
+    )
+    .replace("teacher = \"smol\"", "teacher = \"big\"");
+    let (_dir, errors) = errors(&config);
+    let keys: Vec<(&str, Option<usize>)> =
+        errors.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("eval[0].data", Some(27)),
+            ("augment.teacher", Some(11)),
+            ("eval[0].models[1]", Some(26))
+        ],
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn syntax_error_has_a_line() {
+    let e = one("[run]\noutput = \n");
+    assert_eq!(e.line, Some(2));
+    assert_eq!(e.key, "");
+}
+
+#[test]
+fn missing_required_section() {
+    let e = one("[run]\noutput = \"x\"\n");
+    assert!(e.message.contains("missing field `data`"), "{}", e.message);
+}
+
+#[test]
+fn display_shows_file_line_and_key() {
+    let e = ConfigError {
+        file: Path::new("exp.toml").to_path_buf(),
+        line: Some(3),
+        key: "train[0].base".into(),
+        message: "model `x` is not defined".into(),
+    };
+    assert_eq!(
+        e.to_string(),
+        "exp.toml:3: `train[0].base`: model `x` is not defined"
+    );
+}
