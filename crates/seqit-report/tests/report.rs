@@ -20,7 +20,11 @@ fn summary(mean: f64, lo: f64, hi: f64, n: u64) -> serde_json::Value {
     json!({"n": n, "mean": mean, "ci95": [lo, hi]})
 }
 
-fn seqeval_metrics(following: [f64; 4], quality: [f64; 4], overall: (f64, f64)) -> serde_json::Value {
+fn seqeval_metrics(
+    following: [f64; 4],
+    quality: [f64; 4],
+    overall: (f64, f64),
+) -> serde_json::Value {
     let depth = |d: usize| {
         json!({
             "items": 3,
@@ -72,16 +76,28 @@ fn fixture_run(run: &Path) {
     let alpaca = |instruction: &str, output: &str| json!({"instruction": instruction, "input": "", "output": output});
     write(
         &run.join("augment/it.jsonl"),
-        &jsonl(&[alpaca("Name a fruit.", "Apple."), alpaca("Add 2 and 3.", "5")]),
+        &jsonl(&[
+            alpaca("Name a fruit.", "Apple."),
+            alpaca("Add 2 and 3.", "5"),
+        ]),
     );
     write(
         &run.join("augment/sit.jsonl"),
         &jsonl(&[
-            alpaca("First list three colours, then name a fruit of one of those colours.", "Red, green, yellow. A red fruit: apple."),
-            alpaca("Add 2 and 3, then double the result.", "2 + 3 = 5; doubled, 10."),
+            alpaca(
+                "First list three colours, then name a fruit of one of those colours.",
+                "Red, green, yellow. A red fruit: apple.",
+            ),
+            alpaca(
+                "Add 2 and 3, then double the result.",
+                "2 + 3 = 5; doubled, 10.",
+            ),
         ]),
     );
-    for (name, data, losses) in [("it", "it", [2.5, 2.0, 1.6]), ("sit", "sit", [2.6, 1.9, 1.2])] {
+    for (name, data, losses) in [
+        ("it", "it", [2.5, 2.0, 1.6]),
+        ("sit", "sit", [2.6, 1.9, 1.2]),
+    ] {
         let dir = run.join(format!("train-{name}"));
         let lines: Vec<_> = losses
             .iter()
@@ -92,12 +108,28 @@ fn fixture_run(run: &Path) {
         write(&dir.join("manifest.json"), &json!({"stage": format!("train-{name}"), "config": {"train": {"name": name, "data": data}}}).to_string());
     }
     for (model, following, quality, overall) in [
-        ("it", [0.8, 0.5, 0.3, 0.2], [3.5, 3.0, 2.5, 2.0], (0.45, 2.75)),
-        ("sit", [0.9, 0.7, 0.6, 0.5], [3.8, 3.4, 3.1, 2.9], (0.675, 3.3)),
+        (
+            "it",
+            [0.8, 0.5, 0.3, 0.2],
+            [3.5, 3.0, 2.5, 2.0],
+            (0.45, 2.75),
+        ),
+        (
+            "sit",
+            [0.9, 0.7, 0.6, 0.5],
+            [3.8, 3.4, 3.1, 2.9],
+            (0.675, 3.3),
+        ),
     ] {
         let dir = run.join(format!("eval-seqeval-{model}"));
-        write(&dir.join("metrics.json"), &seqeval_metrics(following, quality, overall).to_string());
-        write(&dir.join("manifest.json"), &json!({"config": {"eval": {"benchmark": "seqeval"}, "target": model}}).to_string());
+        write(
+            &dir.join("metrics.json"),
+            &seqeval_metrics(following, quality, overall).to_string(),
+        );
+        write(
+            &dir.join("manifest.json"),
+            &json!({"config": {"eval": {"benchmark": "seqeval"}, "target": model}}).to_string(),
+        );
         write(
             &dir.join("items.jsonl"),
             &jsonl(&[json!({
@@ -117,7 +149,10 @@ fn fixture_run(run: &Path) {
             &dir.join("metrics.json"),
             &json!({"benchmark": "humaneval", "pass@k": {"pass@1": pass1}, "skipped_k": [], "problems": 164, "samples": 164, "outcomes": {"passed": 20}, "settings": {}}).to_string(),
         );
-        write(&dir.join("manifest.json"), &json!({"config": {"eval": {"benchmark": "humaneval"}, "target": model}}).to_string());
+        write(
+            &dir.join("manifest.json"),
+            &json!({"config": {"eval": {"benchmark": "humaneval"}, "target": model}}).to_string(),
+        );
     }
 }
 
@@ -128,13 +163,36 @@ fn markdown_summary_has_the_numbers() {
     fixture_run(&run);
     let data = seqit_report::load_runs(&[run]).unwrap();
     let md = seqit_report::render_markdown(&data, &seqit_report::Options::default());
-    assert!(md.contains("| 1 | 4 | 25.0% | 50.0% | 25.0% | 0.0% | 7/51/25/17 |"), "{md}");
-    assert!(md.contains("| 2 | 4 | 0.0% | 0.0% | 25.0% | 75.0% | 30/4/3/63 |"), "{md}");
-    assert!(md.contains("| sit (SIT) | 3 | 2.6000 | 1.2000 | 300 |"), "{md}");
-    assert!(md.contains("| seqeval | following_rate | 0.450 [0.250, 0.650] | 0.675 [0.475, 0.875] | +0.225 |"), "{md}");
-    assert!(md.contains("| seqeval | quality | 2.750 [2.350, 3.150] | 3.300 [2.900, 3.700] | +0.550 |"), "{md}");
-    assert!(md.contains("| humaneval | pass@1 | 0.125 | 0.250 | +0.125 |"), "{md}");
-    assert!(md.contains("| 3 | 0.600 [0.500, 0.700] | 3.100 [2.600, 3.600] |"), "{md}");
+    assert!(
+        md.contains("| 1 | 4 | 25.0% | 50.0% | 25.0% | 0.0% | 7/51/25/17 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 2 | 4 | 0.0% | 0.0% | 25.0% | 75.0% | 30/4/3/63 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| sit (SIT) | 3 | 2.6000 | 1.2000 | 300 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains(
+            "| seqeval | following_rate | 0.450 [0.250, 0.650] | 0.675 [0.475, 0.875] | +0.225 |"
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains("| seqeval | quality | 2.750 [2.350, 3.150] | 3.300 [2.900, 3.700] | +0.550 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| humaneval | pass@1 | 0.125 | 0.250 | +0.125 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 3 | 0.600 [0.500, 0.700] | 3.100 [2.600, 3.600] |"),
+        "{md}"
+    );
     assert!(!md.contains("win_rate"), "null scores are left out: {md}");
     // IT data: "Name a fruit." (3 words) and "Add 2 and 3." (4 words); 1-word answers
     assert!(md.contains("| IT | 2 | 3.5 | 1.0 |"), "{md}");
@@ -146,16 +204,33 @@ fn html_page_renders_in_chromium_with_charts_and_tables() {
     let run = dir.path().join("quick");
     fixture_run(&run);
     let data = seqit_report::load_runs(&[run]).unwrap();
-    let html = seqit_report::render_html(&data, &seqit_report::Options { title: Some("IT vs SIT".into()) });
-    assert_eq!(html.matches("<svg class=\"chart").count(), 6, "shares, 2 length histograms, loss, 2 depth plots");
+    let html = seqit_report::render_html(
+        &data,
+        &seqit_report::Options {
+            title: Some("IT vs SIT".into()),
+        },
+    );
+    assert_eq!(
+        html.matches("<svg class=\"chart").count(),
+        6,
+        "shares, 2 length histograms, loss, 2 depth plots"
+    );
     assert!(!html.contains("<script"), "self-contained and static");
-    assert!(html.contains("Summarise &lt;the&gt; text"), "sample text is escaped");
+    assert!(
+        html.contains("Summarise &lt;the&gt; text"),
+        "sample text is escaped"
+    );
     let page = dir.path().join("report.html");
     std::fs::write(&page, &html).unwrap();
 
     let chromium = ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
-        .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
     let Some(chromium) = chromium else {
         eprintln!("skipping the browser check: no chromium installed (Debian package `chromium`)");
         return;
@@ -163,10 +238,16 @@ fn html_page_renders_in_chromium_with_charts_and_tables() {
     let profile = dir.path().join("profile");
     let browse = |extra: &[&str]| {
         let mut cmd = Command::new(chromium);
-        cmd.args(["--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .args(extra)
-            .arg(format!("file://{}", page.display()));
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(format!("file://{}", page.display()));
         cmd.output().unwrap()
     };
     let out = browse(&["--dump-dom"]);
@@ -177,16 +258,36 @@ fn html_page_renders_in_chromium_with_charts_and_tables() {
     assert!(console.is_empty(), "console messages: {console:?}");
     assert!(dom.contains("<h1>IT vs SIT</h1>"), "{dom}");
     assert_eq!(dom.matches("<svg class=\"chart").count(), 6);
-    assert_eq!(dom.matches("<polyline class=\"series\"").count(), 2 + 2 * 2, "loss: IT, SIT; depth plots: 2 each");
+    assert_eq!(
+        dom.matches("<polyline class=\"series\"").count(),
+        2 + 2 * 2,
+        "loss: IT, SIT; depth plots: 2 each"
+    );
     for table in ["shares", "lengths", "training", "results"] {
-        assert!(dom.contains(&format!("<table class=\"{table}\">")), "table {table}");
+        assert!(
+            dom.contains(&format!("<table class=\"{table}\">")),
+            "table {table}"
+        );
     }
-    assert!(dom.contains("<td class=\"pos\">+0.225</td>"), "delta of the following rate");
+    assert!(
+        dom.contains("<td class=\"pos\">+0.225</td>"),
+        "delta of the following rate"
+    );
     assert_eq!(dom.matches("<details class=\"sample\">").count(), 2);
 
     let shot = dir.path().join("report.png");
-    let out = browse(&["--window-size=1200,4000", &format!("--screenshot={}", shot.display())]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = browse(&[
+        "--window-size=1200,4000",
+        &format!("--screenshot={}", shot.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let png = std::fs::read(&shot).unwrap();
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a real screenshot"
+    );
 }
