@@ -114,4 +114,33 @@ mod tests {
         );
         assert_eq!(user_turn("Do it.", Some("data")), "Do it.\n\ndata");
     }
+
+    #[test]
+    fn flan_and_sharegpt_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let flan = dir.path().join("flan.jsonl");
+        std::fs::write(
+            &flan,
+            "{\"id\": \"f1\", \"system_prompt\": \"Think step by step.\", \"question\": \"Is 7 prime? Options: yes, no\", \"response\": \"yes\"}\n",
+        )
+        .unwrap();
+        let (_, records) = seqit_data::read_all(&flan, &Default::default()).unwrap();
+        let item = SourceItem::from_record(0, &records[0]).unwrap();
+        assert_eq!(item.id, "f1");
+        assert_eq!(item.system.as_deref(), Some("Think step by step."));
+        assert_eq!(item.instruction, "Is 7 prime? Options: yes, no");
+        assert_eq!(item.response.as_deref(), Some("yes"));
+        let share = dir.path().join("share.jsonl");
+        std::fs::write(
+            &share,
+            "{\"conversations\": [{\"from\": \"human\", \"value\": \"First question\"}, {\"from\": \"gpt\", \"value\": \"First answer\"}, {\"from\": \"human\", \"value\": \"Follow-up\"}]}\n",
+        )
+        .unwrap();
+        let (_, records) = seqit_data::read_all(&share, &Default::default()).unwrap();
+        let item = SourceItem::from_record(0, &records[0]).unwrap();
+        assert_eq!(
+            (item.id.as_str(), item.instruction.as_str(), item.response.as_deref()),
+            ("0", "First question", Some("First answer"))
+        );
+    }
 }

@@ -72,7 +72,8 @@ pub struct TeacherArgs {
     /// Environment variable holding the endpoint's API key.
     #[arg(long, default_value = seqit_llm::DEFAULT_API_KEY_ENV)]
     pub api_key_env: String,
-    /// Items worked on at once (requests in flight).
+    /// Most teacher requests in flight at once. Twice as many items are worked on, so
+    /// the teacher always has requests waiting while items are between steps.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Seconds one HTTP attempt may take.
@@ -116,6 +117,11 @@ pub struct TeacherArgs {
 }
 
 impl TeacherArgs {
+    /// Items worked on at once (see `--concurrency`).
+    pub fn items_in_flight(&self) -> usize {
+        self.concurrency.saturating_mul(2).max(1)
+    }
+
     pub fn decoding(&self) -> Result<SamplingParams> {
         let params = SamplingParams {
             max_tokens: self.max_tokens,
@@ -247,7 +253,7 @@ async fn augment(
         prompts: &prompts,
         teacher: &teacher,
         settings,
-        concurrency: args.teacher.concurrency,
+        concurrency: args.teacher.items_in_flight(),
     };
     let progress = Display::new(teacher.client().ledger().clone());
     let outcome = augmenter.run(&records, schema, &paths, &progress).await?;

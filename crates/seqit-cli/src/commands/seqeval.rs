@@ -80,7 +80,7 @@ async fn build(
         prompts: &prompts,
         teacher: &teacher,
         settings,
-        concurrency: args.teacher.concurrency,
+        concurrency: args.teacher.items_in_flight(),
     };
     let progress = Display::new(teacher.client().ledger().clone());
     let stats = builder.run(&records, &args.output, &progress).await?;
