@@ -139,7 +139,11 @@ mod tests {
         let (_, records) = seqit_data::read_all(&share, &Default::default()).unwrap();
         let item = SourceItem::from_record(0, &records[0]).unwrap();
         assert_eq!(
-            (item.id.as_str(), item.instruction.as_str(), item.response.as_deref()),
+            (
+                item.id.as_str(),
+                item.instruction.as_str(),
+                item.response.as_deref()
+            ),
             ("0", "First question", Some("First answer"))
         );
     }
