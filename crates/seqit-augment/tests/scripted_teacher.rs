@@ -353,3 +353,98 @@ async fn scripted_teacher_end_to_end() {
     assert_eq!(std::fs::read(&out2).unwrap(), sit_bytes);
     assert_eq!(std::fs::read(&it2).unwrap(), it_bytes);
 }
+
+/// Step 0 (split) and the refinement check against scripted answers: a rewrite judged
+/// "lost" is retried `refine` times and then dropped; one judged "keep" is used.
+#[tokio::test]
+async fn split_and_refinement_check() {
+    let classify = |instruction: &str| {
+        rule(
+            &format!("#Instruction#: {instruction}\n\n#Input#: Q"),
+            "Option: C",
+        )
+    };
+    let server = FaultServer::start(FaultConfig {
+        script: vec![
+            rule(
+                "#Text#: Kilo mixed",
+                "#Instruction#: Kilo task.\n#Input#: Q\n###",
+            ),
+            rule(
+                "#Text#: Lima mixed",
+                "#Instruction#: Lima task.\n#Input#: Q\n###",
+            ),
+            rule(
+                "#Original Instruction#: Kilo task.",
+                "It dropped the question. Verdict: lost",
+            ),
+            rule(
+                "#Original Instruction#: Lima task.",
+                "Everything is there. Verdict: keep",
+            ),
+            rule(
+                "#Explanation#:",
+                "#Added Task#: Check.\n#New Instruction#: Rewritten task. Then check.\n###",
+            ),
+            classify("Kilo task."),
+            classify("Lima task."),
+        ],
+        ..FaultConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let records: Vec<Record> = ["Kilo mixed: Q", "Lima mixed: Q"]
+        .iter()
+        .map(|text| Record::prompt(text))
+        .collect();
+    let prompts = PromptSet::builtin();
+    let teacher = teacher(server.url(), None);
+    let augmenter = Augmenter {
+        prompts: &prompts,
+        teacher: &teacher,
+        settings: AugmentSettings {
+            iterations: 1,
+            split: true,
+            refine: 2,
+            ..AugmentSettings::paper(SEED)
+        },
+        concurrency: 2,
+    };
+    let out = dir.path().join("sit.jsonl");
+    let paths = AugmentPaths {
+        output: out.clone(),
+        it_output: None,
+        schema: Schema::Alpaca,
+    };
+    augmenter
+        .run(&records, Schema::FlanCot, &paths, &Silent)
+        .await
+        .unwrap();
+    let sit = read_jsonl(&out);
+    // Kilo: split, then three rewrites all judged lost: the split instruction stays.
+    assert_eq!(sit[0]["instruction"], "Kilo task.");
+    assert_eq!(sit[0]["input"], "Q");
+    let round = &sit[0]["provenance"]["iterations"][0];
+    assert_eq!(round["rewrites"].as_array().unwrap().len(), 3);
+    assert_eq!(round["rewrite_failed"], true);
+    assert_eq!(round["rewrites"][0]["kept_everything"], false);
+    assert_eq!(sit[0]["provenance"]["split"]["failed"], false);
+    assert_eq!(
+        sit[0]["provenance"]["original_instruction"],
+        "Kilo mixed: Q"
+    );
+    // Lima: the first rewrite is kept.
+    assert_eq!(sit[1]["instruction"], "Rewritten task. Then check.");
+    assert_eq!(
+        sit[1]["provenance"]["iterations"][0]["rewrites"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // The retries were real requests (samples 0, 1, 2 of Kilo's rewrite prompt, 0 of
+    // Lima's).
+    let rewrites = server.log().iter().filter(|e| is_rewrite(e)).count();
+    assert_eq!(rewrites, 4);
+}
