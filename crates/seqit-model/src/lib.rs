@@ -16,6 +16,7 @@ mod linear;
 mod llama;
 mod load;
 mod peft;
+mod recompute;
 
 pub use cache::KvCache;
 pub use config::{Architecture, Llama3RopeScaling, ModelConfig, RopeLayout};

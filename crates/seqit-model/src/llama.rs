@@ -17,6 +17,7 @@ use crate::cache::{KvCache, PackedKv};
 use crate::config::{ModelConfig, RopeLayout};
 use crate::linear::packed::{self, PackedMatrix, QuantizedRows};
 use crate::linear::{Linear, LinearWeight};
+use crate::recompute::recompute;
 
 /// Module names of a layer's projections, as PEFT's `target_modules` spells them.
 pub const PROJECTIONS: [&str; 7] = [
@@ -59,10 +60,23 @@ impl RmsNorm {
     }
 
     fn forward(&self, x: &Tensor, kernels: Kernels) -> candle_core::Result<Tensor> {
+        let eps = self.eps as f32;
         match kernels {
-            Kernels::Fused => candle_nn::ops::rms_norm(x, &self.weight, self.eps as f32),
+            Kernels::Fused => candle_nn::ops::rms_norm(x, &self.weight, eps),
+            Kernels::Differentiable if !x.device().is_cpu() || x.dtype() != DType::F32 => {
+                candle_nn::ops::rms_norm_slow(x, &self.weight, eps)
+            }
+            // A trained weight is an input (it gets a gradient); a frozen one is a constant.
+            Kernels::Differentiable if self.weight.is_variable() => {
+                recompute("rms-norm", &[x, &self.weight], move |t| {
+                    Ok(candle_nn::ops::rms_norm_slow(&t[0], &t[1], eps)?)
+                })
+            }
             Kernels::Differentiable => {
-                candle_nn::ops::rms_norm_slow(x, &self.weight, self.eps as f32)
+                let weight = self.weight.clone();
+                recompute("rms-norm", &[x], move |t| {
+                    Ok(candle_nn::ops::rms_norm_slow(&t[0], &weight, eps)?)
+                })
             }
         }
     }
@@ -110,6 +124,7 @@ pub struct Llama {
 }
 
 /// Rotation angles for a batch of positions, shared by all layers of one forward pass.
+#[derive(Clone)]
 struct RopeAngles {
     /// `[batch, t, head_dim / 2]`
     cos: Tensor,
@@ -260,15 +275,55 @@ impl Llama {
         mask: Option<&Tensor>,
         cache: Option<(usize, &mut KvCache)>,
     ) -> Result<Tensor> {
-        let cfg = &self.config;
-        let (batch, t, _) = x.dims3()?;
-        let (n_heads, n_kv, d) = (
-            cfg.num_attention_heads,
-            cfg.num_key_value_heads,
-            cfg.head_dim,
-        );
         let [q, k, v] = Linear::forward_shared([&attn.q_proj, &attn.k_proj, &attn.v_proj], x)?;
-        let heads = |projected: Tensor, n: usize| -> Result<Tensor> {
+        let spec = AttentionSpec {
+            heads: self.config.num_attention_heads,
+            kv_heads: self.config.num_key_value_heads,
+            head_dim: self.config.head_dim,
+            kernels: self.kernels,
+            layout: self.rope_layout,
+        };
+        let training = self.kernels == Kernels::Differentiable
+            && cache.is_none()
+            && x.device().is_cpu()
+            && x.dtype() == DType::F32;
+        let out = if training {
+            let (angles, mask) = (angles.clone(), mask.cloned());
+            recompute("attention", &[&q, &k, &v], move |t| {
+                spec.core(&t[0], &t[1], &t[2], &angles, mask.as_ref(), None)
+            })?
+        } else {
+            spec.core(&q, &k, &v, angles, mask, cache)?
+        };
+        Ok(attn.o_proj.forward(&out)?)
+    }
+}
+
+/// What attention needs besides its inputs (so that training can recompute it).
+#[derive(Debug, Clone, Copy)]
+struct AttentionSpec {
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    kernels: Kernels,
+    layout: RopeLayout,
+}
+
+impl AttentionSpec {
+    /// Projected `q`, `k`, `v` (`[batch, t, heads · head_dim]`) to the heads' outputs
+    /// (`[batch, t, heads · head_dim]`, before the output projection).
+    fn core(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        angles: &RopeAngles,
+        mask: Option<&Tensor>,
+        cache: Option<(usize, &mut KvCache)>,
+    ) -> Result<Tensor> {
+        let (batch, t, _) = q.dims3()?;
+        let (n_heads, n_kv, d) = (self.heads, self.kv_heads, self.head_dim);
+        let heads = |projected: &Tensor, n: usize| -> Result<Tensor> {
             Ok(projected
                 .reshape((batch, t, n, d))?
                 .transpose(1, 2)?
@@ -299,18 +354,17 @@ impl Llama {
             Kernels::Fused => candle_nn::ops::softmax_last_dim(&scores)?,
             Kernels::Differentiable => candle_nn::ops::softmax(&scores, D::Minus1)?,
         };
-        let out = probs
+        Ok(probs
             .matmul(&v.contiguous()?)?
             .reshape((batch, n_heads, t, d))?
             .transpose(1, 2)?
-            .reshape((batch, t, n_heads * d))?;
-        Ok(attn.o_proj.forward(&out)?)
+            .reshape((batch, t, n_heads * d))?)
     }
 
     /// Rotates `x` (`[batch, heads, t, head_dim]`) by the angles of its positions.
     fn rope(&self, x: &Tensor, angles: &RopeAngles) -> Result<Tensor> {
         let (cos, sin) = (&angles.cos, &angles.sin);
-        let out = match (self.kernels, self.rope_layout) {
+        let out = match (self.kernels, self.layout) {
             (Kernels::Fused, RopeLayout::HalfSplit) => candle_nn::rotary_emb::rope(x, cos, sin)?,
             (Kernels::Fused, RopeLayout::Interleaved) => {
                 candle_nn::rotary_emb::rope_i(x, cos, sin)?
