@@ -9,6 +9,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Storage, Tensor, D};
 
+use crate::recompute::recompute;
+
 /// Inner dimension granularity of candle's repacked x86 kernels (AVX-512 VNNI / AVX-VNNI
 /// `dpbusd` tiles), which are several times faster than its per-row dot products.
 const REPACKED_KERNEL_K: usize = 256;
@@ -110,12 +112,27 @@ impl SplitMix64 {
 
 impl LoraAdapter {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let training =
+            self.a.is_variable() && x.device().is_cpu() && x.dtype() == candle_core::DType::F32;
+        if !training {
+            return self.branch(x, &self.a, &self.b);
+        }
+        // In training the branch is recomputed in backward (cheap at low rank), so that
+        // the dropout mask and the masked input are not kept for the whole forward pass.
+        let this = self.clone();
+        recompute("lora", &[x, &self.a, &self.b], move |t| {
+            Ok(this.branch(&t[0], &t[1], &t[2])?)
+        })
+    }
+
+    /// `scale · B·A·dropout(x)`, the scale applied at rank width (the smallest tensor).
+    fn branch(&self, x: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let x = match &self.dropout {
             Some(d) => d.apply(x)?,
             None => x.clone(),
         };
-        let down = matmul_t(&x, &self.a)?;
-        matmul_t(&down, &self.b)? * self.scale
+        let down = (matmul_t(&x, a)? * self.scale)?;
+        matmul_t(&down, b)
     }
 
     /// `scale · B·A`, the dense update that merging adds to the weight.
