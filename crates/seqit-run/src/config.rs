@@ -256,7 +256,6 @@ pub struct SeqevalSection {
     pub set: Option<PathBuf>,
     pub source: Option<PathBuf>,
     pub teacher: Option<String>,
-    pub limit: Option<usize>,
     pub max_tokens: Option<usize>,
     /// Further `seqit seqeval build` flags, passed as given.
     #[serde(default)]

@@ -236,11 +236,10 @@ pub fn plan(exp: &Experiment, seed_count: usize, source_count: usize) -> Vec<Sta
                 seed.to_string(),
             ]);
             cmd.extend(model_flags("teacher-", builder));
-            push_opt(&mut cmd, "--limit", s.limit);
             push_opt(&mut cmd, "--max-tokens", s.max_tokens);
             cmd.extend(cache_flags.clone());
             cmd.extend(s.args.iter().cloned());
-            let items = s.limit.map_or(source_count, |l| l.min(source_count)) as u64;
+            let items = source_count as u64;
             let stage = Stage {
                 name: "seqeval-build".into(),
                 kind: Kind::SeqevalBuild,
@@ -461,15 +460,11 @@ fn eval_stage(
     cmd.extend(e.args.iter().cloned());
 
     let items = match e.benchmark {
-        Benchmark::Seqeval => c
-            .seqeval
-            .as_ref()
-            .and_then(|s| s.limit)
-            .map_or(source_count, |l| l.min(source_count)),
+        Benchmark::Seqeval => source_count,
         Benchmark::Humaneval => HUMANEVAL_PROBLEMS as usize,
         Benchmark::Gsm8k => e.limit.unwrap_or(0),
     };
-    let items = e.limit.map_or(items, |l| l.min(items.max(l))) as u64;
+    let items = e.limit.map_or(items, |l| if items == 0 { l } else { l.min(items) }) as u64;
     let per_item = match e.benchmark {
         // answer, following verdict, quality score
         Benchmark::Seqeval => 3,
@@ -499,17 +494,20 @@ fn train_stage_output(model: &ModelSpec, exp: &Experiment) -> bool {
     model.endpoint.is_none() && Path::new(&model.model).starts_with(&exp.run_dir)
 }
 
-/// Flags naming a model to a subcommand: `--{prefix}model` and, for an endpoint,
-/// `--{prefix}endpoint` and its key variable and concurrency.
+/// Flags naming a model to a subcommand: `--{prefix}model`, `--{prefix}endpoint` and,
+/// for the command's main model (the teacher or the answerer, not a judge), the key
+/// variable and concurrency, which the subcommands take without a prefix.
 fn model_flags(prefix: &str, model: &ModelSpec) -> Vec<String> {
     let mut flags = vec![format!("--{prefix}model"), model.model.clone()];
     if let Some(endpoint) = &model.endpoint {
         flags.extend([format!("--{prefix}endpoint"), endpoint.clone()]);
-        if let Some(env) = &model.api_key_env {
-            flags.extend([format!("--{prefix}api-key-env"), env.clone()]);
-        }
-        if let Some(n) = model.concurrency {
-            flags.extend([format!("--{prefix}concurrency"), n.to_string()]);
+        if prefix != "judge-" {
+            if let Some(env) = &model.api_key_env {
+                flags.extend(["--api-key-env".to_string(), env.clone()]);
+            }
+            if let Some(n) = model.concurrency {
+                flags.extend(["--concurrency".to_string(), n.to_string()]);
+            }
         }
     }
     flags

@@ -1,0 +1,95 @@
+//! `seqit run` with SmolLM2 as the Seq-Instruct teacher: `kill -9` of the runner during
+//! augmentation, then a re-run, gives the same SIT and IT data as an uninterrupted run,
+//! and the finished seed stage is not redone.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_seqit");
+
+fn experiment(dir: &Path) -> std::path::PathBuf {
+    let seed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/data/seed.jsonl")).unwrap();
+    let items: String = seed.lines().take(6).map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.join("seed.jsonl"), items).unwrap();
+    let config = r#"[run]
+output = "run"
+seed = 7
+
+[models.smol]
+model = "smollm2-135m"
+
+[data]
+seed = "seed.jsonl"
+
+[augment]
+teacher = "smol"
+iterations = 1
+max_tokens = 16
+"#;
+    std::fs::write(dir.join("exp.toml"), config).unwrap();
+    dir.join("exp.toml")
+}
+
+fn run_ok(config: &Path, output: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["run", config.to_str().unwrap(), "--output", output.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    log
+}
+
+#[test]
+fn kill_9_during_augment_resumes_to_the_same_data() {
+    if seqit_testkit::default_model_path().is_none() {
+        eprintln!("skipping: SmolLM2 is not installed (scripts/setup --assets-only)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = experiment(dir.path());
+    let straight = dir.path().join("straight");
+    run_ok(&config, &straight);
+
+    let run = dir.path().join("run");
+    let mut child = Command::new(BIN)
+        .args(["run", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once the teacher has answered something (the request cache's log grew).
+    let wal = run.join("cache.sqlite-wal");
+    let started = Instant::now();
+    loop {
+        let answered = run.join("augment/manifest.json").exists()
+            && std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+        if answered {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "augmentation never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let seed_manifest = std::fs::read_to_string(run.join("seed/manifest.json")).unwrap();
+    let augment: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("augment/manifest.json")).unwrap()).unwrap();
+    assert_eq!(augment["status"], "running");
+    assert!(!run.join("augment/sit.jsonl").exists(), "killed before the end");
+
+    let log = run_ok(&config, &run);
+    assert!(log.lines().any(|l| l.contains("] seed: finished earlier, skipped")), "{log}");
+    assert!(log.lines().any(|l| l.contains("] augment: resuming")), "{log}");
+    assert_eq!(std::fs::read_to_string(run.join("seed/manifest.json")).unwrap(), seed_manifest);
+    for file in ["augment/sit.jsonl", "augment/it.jsonl", "mixture/sit.jsonl"] {
+        assert_eq!(
+            std::fs::read_to_string(run.join(file)).unwrap(),
+            std::fs::read_to_string(straight.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    let md = std::fs::read_to_string(run.join("report/report.md")).unwrap();
+    assert!(md.contains("Seq-Instruct option shares") && md.contains("| 1 | 6 |"), "{md}");
+}
