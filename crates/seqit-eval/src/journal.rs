@@ -108,16 +108,16 @@ impl Journal {
     /// appending each record the moment it is ready; `on_record` sees every new record.
     /// Returns all records (earlier and new) in the items' order. The first error stops
     /// the run; what finished before it stays in the journal.
-    pub async fn run<T, F, Fut>(
+    pub async fn run<'a, T, F, Fut>(
         &mut self,
-        items: &[T],
+        items: &'a [T],
         key: impl Fn(&T) -> String,
         concurrency: usize,
         work: F,
         mut on_record: impl FnMut(&Value),
     ) -> Result<Vec<Value>>
     where
-        F: Fn(&T) -> Fut,
+        F: Fn(&'a T) -> Fut,
         Fut: Future<Output = Result<Value>>,
     {
         let keys: Vec<String> = items.iter().map(&key).collect();

@@ -7,7 +7,8 @@
 //! - [`benchmarks`]: GSM8K, MGSM and XQuAD answered by a model and scored.
 //! - [`judge`]: seqit's versioned judge prompts (following per sub-step, quality 1–5,
 //!   pairwise) with strict verdict parsing; [`seqeval`]: SeqEval scoring by depth;
-//!   [`alpaca`]: AlpacaEval win rate, standard error, length-controlled win rate.
+//!   [`alpaca`]: AlpacaEval win rate, standard error, length-controlled win rate;
+//!   [`mtbench`]: MT-Bench two-turn single-answer grading with FastChat's judge prompts.
 //! - [`sandbox`]: runs untrusted Python in a separate process with time, memory,
 //!   process, filesystem and network limits ([`sandbox::Sandbox`]; its documentation
 //!   lists what is enforced where).
@@ -46,6 +47,7 @@ pub mod io;
 pub mod journal;
 pub mod judge;
 pub mod metrics;
+pub mod mtbench;
 pub mod pool;
 pub mod prompt;
 pub mod sandbox;

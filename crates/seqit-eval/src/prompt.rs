@@ -279,7 +279,18 @@ pub fn parse_exemplars(text: &str, origin: &Path) -> Result<Vec<Exemplar>> {
     Ok(exemplars)
 }
 
-/// Replaces `{name}` placeholders in one pass (values are not re-scanned).
+/// Replaces `{name}` placeholders of `template` in one pass (values are not re-scanned);
+/// `{{` and `}}` are literal braces. A placeholder without a value is an error naming
+/// `version`.
+pub fn fill_placeholders(
+    template: &str,
+    values: &BTreeMap<&str, &str>,
+    version: &str,
+) -> Result<String> {
+    fill(template, values, version)
+}
+
+/// See [`fill_placeholders`].
 fn fill(template: &str, values: &BTreeMap<&str, &str>, version: &str) -> Result<String> {
     let mut out = String::with_capacity(template.len() + 256);
     let mut rest = template;

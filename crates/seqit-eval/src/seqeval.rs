@@ -191,7 +191,7 @@ pub async fn evaluate_item(
 }
 
 /// A mean over items with its bootstrap 95% CI (`null` for no items).
-fn summary(values: &[f64]) -> Value {
+pub fn summary(values: &[f64]) -> Value {
     json!({
         "n": values.len(),
         "mean": mean(values),

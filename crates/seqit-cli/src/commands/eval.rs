@@ -1,7 +1,8 @@
-//! `seqit eval`: benchmarks. `humaneval` scores a human-eval samples file with every
-//! program run in the sandbox, writing `results.jsonl` and `metrics.json` to `--output`.
-//! Results are appended to `results.jsonl.partial` as they arrive, so an interrupted
-//! run resumes where it stopped.
+//! `seqit eval`: benchmarks. `humaneval` scores completions (generated here by a model
+//! through `eval_run`, or read from a human-eval samples file) with every program run in
+//! the sandbox, writing `results.jsonl` and `metrics.json` to `--output`. Results are
+//! appended to `results.jsonl.partial` as they arrive, so an interrupted run resumes
+//! where it stopped. The answered and judged benchmarks live in `eval_run`, VQA in `vqa`.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -16,6 +17,7 @@ use seqit_eval::io::{with_suffix, write_atomic};
 use seqit_eval::sandbox::{IsolationPolicy, Sandbox, SandboxConfig};
 use serde_json::{json, Value};
 
+use super::eval_run;
 use crate::cli::{EvalCommand, HumanevalArgs, SandboxArg};
 
 /// The problems shipped in the `human-eval` package, inside the assets directory.
@@ -25,18 +27,37 @@ pub fn run(command: EvalCommand) -> Result<()> {
     match command {
         EvalCommand::Humaneval(args) => humaneval(args),
         EvalCommand::Vqa(args) => super::vqa::run(args),
+        EvalCommand::Gsm8k(args) => eval_run::gsm8k(args),
+        EvalCommand::Mgsm(args) => eval_run::mgsm(args),
+        EvalCommand::Xquad(args) => eval_run::xquad(args),
+        EvalCommand::Seqeval(args) => eval_run::seqeval(args),
+        EvalCommand::Alpacaeval(args) => eval_run::alpacaeval(args),
+        EvalCommand::Mtbench(args) => eval_run::mtbench(args),
     }
 }
 
 fn humaneval(args: HumanevalArgs) -> Result<()> {
-    let completions = match (&args.completions, &args.model, &args.endpoint) {
-        (Some(path), None, None) => path.clone(),
-        (Some(_), _, _) => bail!("give either `--completions FILE` or `--model`/`--endpoint`, not both"),
-        (None, model, endpoint) if model.is_some() || endpoint.is_some() => bail!(
-            "generating HumanEval completions with `--model`/`--endpoint` is not yet available\nhint: generate a \
-             human-eval samples file (`task_id`, `completion` per line) and score it with `--completions FILE`"
-        ),
-        (None, _, _) => bail!("nothing to score\nhint: pass a human-eval samples file with `--completions FILE`"),
+    let problems_path = match &args.problems {
+        Some(path) => path.clone(),
+        None => seqit_engine::assets_dir()
+            .context("cannot find the packaged HumanEval problems\nhint: run `scripts/setup --assets-only` or pass `--problems FILE`")?
+            .join(PACKAGED_PROBLEMS),
+    };
+    let mut problems = read_problems(&problems_path)?;
+    let (completions, generation) = match &args.completions {
+        Some(path) => {
+            let answerer = &args.answerer;
+            if answerer.model.is_some() || answerer.endpoint.is_some() {
+                bail!("give either `--completions FILE` or `--model`/`--endpoint`, not both");
+            }
+            (path.clone(), Value::Null)
+        }
+        None => {
+            if let Some(n) = args.answerer.limit {
+                problems.truncate(n);
+            }
+            eval_run::humaneval_samples(&args, &problems, &problems_path)?
+        }
     };
     if args.timeout <= 0.0 || !args.timeout.is_finite() {
         bail!(
@@ -44,13 +65,6 @@ fn humaneval(args: HumanevalArgs) -> Result<()> {
             args.timeout
         );
     }
-    let problems_path = match &args.problems {
-        Some(path) => path.clone(),
-        None => seqit_engine::assets_dir()
-            .context("cannot find the packaged HumanEval problems\nhint: run `scripts/setup --assets-only` or pass `--problems FILE`")?
-            .join(PACKAGED_PROBLEMS),
-    };
-    let problems = read_problems(&problems_path)?;
     let samples = read_samples(&completions)?;
     let settings = Settings {
         ks: args.k.clone(),
@@ -71,10 +85,10 @@ fn humaneval(args: HumanevalArgs) -> Result<()> {
         ..SandboxConfig::default()
     })?;
 
-    std::fs::create_dir_all(&args.output)
-        .with_context(|| format!("cannot create `{}`", args.output.display()))?;
-    let results_path = args.output.join("results.jsonl");
-    let metrics_path = args.output.join("metrics.json");
+    std::fs::create_dir_all(&args.answerer.output)
+        .with_context(|| format!("cannot create `{}`", args.answerer.output.display()))?;
+    let results_path = args.answerer.output.join("results.jsonl");
+    let metrics_path = args.answerer.output.join("metrics.json");
     let partial_path = with_suffix(&results_path, ".partial");
     let run_settings = json!({
         "problems": problems_path,
@@ -129,6 +143,7 @@ fn humaneval(args: HumanevalArgs) -> Result<()> {
         "workers": args.workers.unwrap_or_else(seqit_eval::pool::default_workers),
         "fresh_process": args.fresh_process,
         "sandbox": sandbox.describe(),
+        "generation": generation,
         "seqit_version": env!("CARGO_PKG_VERSION"),
     });
     let metrics = report.metrics(settings);

@@ -7,6 +7,7 @@ mod data;
 mod data_show;
 mod endpoint;
 mod eval;
+mod eval_run;
 mod generate;
 mod model;
 mod recipe;

@@ -62,9 +62,9 @@ fn code_blocks(reply: &str) -> Vec<String> {
 /// A base model's continuation (`raw`) is used as it is. From a chat reply the code is
 /// the first code block that defines the entry point (else the first block, else the
 /// whole reply). Code that defines the function is appended after the prompt as a
-/// redefinition (the prompt's function, whose body is its docstring, is valid Python
-/// on its own); code that does not is taken as the function's body, indented when the
-/// model wrote it flush left.
+/// redefinition, behind a `pass` that closes the prompt's own function (whose body may
+/// be nothing but its docstring); code that does not is taken as the function's body,
+/// indented when the model wrote it flush left.
 pub fn completion_from_reply(problem: &Problem, reply: &str, raw: bool) -> String {
     if raw {
         return reply.to_string();
@@ -78,7 +78,7 @@ pub fn completion_from_reply(problem: &Problem, reply: &str, raw: bool) -> Strin
         .cloned()
         .unwrap_or_else(|| reply.to_string());
     if code.contains(&definition) {
-        return format!("\n{code}\n");
+        return format!("    pass\n\n{code}\n");
     }
     let flush_left = code
         .lines()
@@ -121,7 +121,7 @@ mod tests {
         let reply = "Sure!\n```python\nimport math\n\ndef add(a, b):\n    return a + b\n```\nDone.";
         assert_eq!(
             completion_from_reply(&p, reply, false),
-            "\nimport math\n\ndef add(a, b):\n    return a + b\n"
+            "    pass\n\nimport math\n\ndef add(a, b):\n    return a + b\n"
         );
         assert_eq!(
             completion_from_reply(&p, "```\nreturn a + b\n```", false),
@@ -134,7 +134,7 @@ mod tests {
         // Cut off by the token limit inside the block.
         assert_eq!(
             completion_from_reply(&p, "```python\ndef add(a, b):\n    return a", false),
-            "\ndef add(a, b):\n    return a\n"
+            "    pass\n\ndef add(a, b):\n    return a\n"
         );
         assert_eq!(
             completion_from_reply(&p, "    return 1\n", true),

@@ -1,0 +1,120 @@
+//! End to end with the local default model (SmolLM2-135M) answering and judging:
+//! `seqit eval seqeval` on the 10-item fixture (short answers and verdicts; the pairwise
+//! comparison is covered with a scripted judge in `eval_seqeval.rs`), and `seqit eval
+//! gsm8k` on one 8-shot problem. Asserts the files' structure and the accounting
+//! of verdicts (a model this small rarely writes a parseable verdict: every item is
+//! either scored or counted as a parse failure), not the scores themselves.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/eval")
+        .join(name)
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn seqeval_with_the_local_model_as_answerer_and_judge() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("seqeval");
+    let run = Command::new(env!("CARGO_BIN_EXE_seqit"))
+        .args(["eval", "seqeval", "--data"])
+        .arg(fixture("seqeval_small.jsonl"))
+        .args(["--max-tokens", "16", "--judge-max-tokens", "8", "--output"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    println!("{stdout}");
+
+    let items = read_jsonl(&out.join("items.jsonl"));
+    assert_eq!(items.len(), 10);
+    for item in &items {
+        assert!(
+            !item["output"].as_str().unwrap().trim().is_empty(),
+            "{item}"
+        );
+        for raw in [
+            &item["following"]["judge_raw"],
+            &item["quality"]["judge_raw"],
+        ] {
+            assert!(raw.is_string(), "{item}");
+        }
+        assert!(item["pairwise"].is_null(), "no reference, no comparison");
+    }
+    let metrics = read_json(&out.join("metrics.json"));
+    let scores = &metrics["scores"];
+    let by_depth: Vec<u64> = (1..=4)
+        .map(|d| scores["by_depth"][d.to_string()]["items"].as_u64().unwrap())
+        .collect();
+    assert_eq!(by_depth, [2, 3, 3, 2]);
+    let all = &scores["overall"];
+    for (score, failures) in [("following_rate", "following"), ("quality", "quality")] {
+        let n = all[score]["n"].as_u64().unwrap();
+        assert_eq!(
+            n + all["parse_failures"][failures].as_u64().unwrap(),
+            10,
+            "{all}"
+        );
+    }
+    let settings = &metrics["settings"];
+    assert_eq!(settings["max_tokens"], 16);
+    assert_eq!(settings["temperature"], 0.0);
+    assert_eq!(settings["judge"]["max_tokens"], 8);
+    assert_eq!(settings["model"], settings["judge"]["model"]);
+}
+
+#[test]
+fn gsm8k_with_the_local_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("gsm8k");
+    let run = Command::new(env!("CARGO_BIN_EXE_seqit"))
+        .args(["eval", "gsm8k", "--data"])
+        .arg(fixture("gsm8k_mini.jsonl"))
+        .args(["--limit", "1", "--max-tokens", "16", "--output"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let items = read_jsonl(&out.join("items.jsonl"));
+    assert_eq!(items.len(), 1);
+    for item in &items {
+        assert!(
+            item["prompt"]
+                .as_str()
+                .unwrap()
+                .matches("Question:")
+                .count()
+                == 9,
+            "8 shots and the question"
+        );
+        assert!(item["correct"].is_boolean() && item["gold"].is_string());
+    }
+    let metrics = read_json(&out.join("metrics.json"));
+    assert_eq!(metrics["scores"]["exact_match"]["rate"]["total"], 1);
+    assert_eq!(metrics["settings"]["prompt"]["version"], "gsm8k/v1/cot");
+}
