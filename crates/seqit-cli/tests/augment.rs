@@ -46,12 +46,7 @@ fn read_jsonl(path: &Path) -> Vec<Value> {
 /// 20 items, 2 iterations, SmolLM2 as the teacher (compact prompts and 16 new tokens
 /// keep it short): every record has provenance, IT and SIT hold the same ids, and the
 /// request log shows that items classified D in round 1 were not sent in round 2.
-///
-/// The engine's own crates are not optimised in debug builds, where this takes over
-/// ten minutes on two cores; run it with
-/// `cargo test --release -p seqit-cli --test augment -- --include-ignored`.
 #[test]
-#[cfg_attr(debug_assertions, ignore = "slow in debug builds: run with --release")]
 fn local_teacher_two_iterations() {
     let dir = tempfile::tempdir().unwrap();
     let (sit, it, log) = (
