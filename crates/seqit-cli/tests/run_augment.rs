@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_seqit");
 
 fn experiment(dir: &Path) -> std::path::PathBuf {
-    let seed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/data/seed.jsonl")).unwrap();
+    let seed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/data/seed.jsonl"
+    ))
+    .unwrap();
     let items: String = seed.lines().take(6).map(|l| format!("{l}\n")).collect();
     std::fs::write(dir.join("seed.jsonl"), items).unwrap();
     let config = r#"[run]
@@ -33,7 +37,12 @@ max_tokens = 16
 
 fn run_ok(config: &Path, output: &Path) -> String {
     let out = Command::new(BIN)
-        .args(["run", config.to_str().unwrap(), "--output", output.to_str().unwrap()])
+        .args([
+            "run",
+            config.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -68,21 +77,38 @@ fn kill_9_during_augment_resumes_to_the_same_data() {
         if answered {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "augmentation never started");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "augmentation never started"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     child.kill().unwrap();
     child.wait().unwrap();
     let seed_manifest = std::fs::read_to_string(run.join("seed/manifest.json")).unwrap();
     let augment: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("augment/manifest.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(run.join("augment/manifest.json")).unwrap())
+            .unwrap();
     assert_eq!(augment["status"], "running");
-    assert!(!run.join("augment/sit.jsonl").exists(), "killed before the end");
+    assert!(
+        !run.join("augment/sit.jsonl").exists(),
+        "killed before the end"
+    );
 
     let log = run_ok(&config, &run);
-    assert!(log.lines().any(|l| l.contains("] seed: finished earlier, skipped")), "{log}");
-    assert!(log.lines().any(|l| l.contains("] augment: resuming")), "{log}");
-    assert_eq!(std::fs::read_to_string(run.join("seed/manifest.json")).unwrap(), seed_manifest);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("] seed: finished earlier, skipped")),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("] augment: resuming")),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("seed/manifest.json")).unwrap(),
+        seed_manifest
+    );
     for file in ["augment/sit.jsonl", "augment/it.jsonl", "mixture/sit.jsonl"] {
         assert_eq!(
             std::fs::read_to_string(run.join(file)).unwrap(),
@@ -91,5 +117,8 @@ fn kill_9_during_augment_resumes_to_the_same_data() {
         );
     }
     let md = std::fs::read_to_string(run.join("report/report.md")).unwrap();
-    assert!(md.contains("Seq-Instruct option shares") && md.contains("| 1 | 6 |"), "{md}");
+    assert!(
+        md.contains("Seq-Instruct option shares") && md.contains("| 1 | 6 |"),
+        "{md}"
+    );
 }

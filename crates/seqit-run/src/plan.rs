@@ -464,7 +464,9 @@ fn eval_stage(
         Benchmark::Humaneval => HUMANEVAL_PROBLEMS as usize,
         Benchmark::Gsm8k => e.limit.unwrap_or(0),
     };
-    let items = e.limit.map_or(items, |l| if items == 0 { l } else { l.min(items) }) as u64;
+    let items = e
+        .limit
+        .map_or(items, |l| if items == 0 { l } else { l.min(items) }) as u64;
     let per_item = match e.benchmark {
         // answer, following verdict, quality score
         Benchmark::Seqeval => 3,
