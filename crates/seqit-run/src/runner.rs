@@ -84,13 +84,14 @@ pub fn run(exp: &Experiment, options: &Options, out: &mut dyn Write) -> Result<S
         (_, Some(it)) => count_records(it)?,
         _ => 0,
     };
-    let source_count = match exp
-        .config
-        .seqeval
-        .as_ref()
-        .and_then(|s| s.source.as_ref().or(s.set.as_ref()))
-    {
-        Some(path) => count_records(path)?,
+    // A ready SeqEval set is read (and so checked) as SeqEval records; source prompts
+    // are any dataset format.
+    let source_count = match exp.config.seqeval.as_ref() {
+        Some(s) => match (&s.set, &s.source) {
+            (Some(set), _) => seqit_eval::seqeval::read(set)?.len(),
+            (None, Some(source)) => count_records(source)?,
+            (None, None) => 0,
+        },
         None => 0,
     };
     let stages = plan(exp, seed_count, source_count);

@@ -36,6 +36,8 @@ pub struct TinyModelSpec {
     pub num_attention_heads: usize,
     pub num_key_value_heads: usize,
     pub tie_word_embeddings: bool,
+    /// Context window (judge prompts need more than the default).
+    pub max_position_embeddings: usize,
     pub seed: u64,
 }
 
@@ -49,6 +51,7 @@ impl Default for TinyModelSpec {
             num_attention_heads: 4,
             num_key_value_heads: 2,
             tie_word_embeddings: false,
+            max_position_embeddings: 512,
             seed: 7,
         }
     }
@@ -83,7 +86,7 @@ impl TinyModel {
             rms_norm_eps: 1e-5,
             rope_theta: 10_000.0,
             rope_scaling: None,
-            max_position_embeddings: 512,
+            max_position_embeddings: spec.max_position_embeddings,
             tie_word_embeddings: spec.tie_word_embeddings,
             bos_token_id: None,
             eos_token_ids: vec![im_end],
