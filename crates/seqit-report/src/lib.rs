@@ -48,6 +48,8 @@ const NOT_SCORES: &[&str] = &[
     "counts",
     "seqit_version",
     "k",
+    // Wall time of the evaluation: how long it took, not how well the model did.
+    "seconds",
 ];
 /// Path segments dropped from metric names (`scores.overall.quality` → `quality`).
 const NAME_NOISE: &[&str] = &["scores", "overall", "pass@k", "metrics"];
@@ -854,4 +856,30 @@ pub fn render_markdown(data: &RunData, options: &Options) -> String {
         }
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headline_metrics_are_scores_only() {
+        let metrics = serde_json::json!({
+            "benchmark": "seqeval",
+            "seconds": 22.6,
+            "items": 5,
+            "scores": {
+                "overall": {
+                    "following_rate": {"mean": 0.5, "ci95": [0.25, 0.75], "n": 4},
+                    "quality": {"mean": null, "ci95": null, "n": 0},
+                    "parse_failures": {"following": 1}
+                }
+            }
+        });
+        let found = headline_metrics(&metrics);
+        let names: Vec<&str> = found.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["following_rate"]);
+        assert_eq!(found[0].value, 0.5);
+        assert_eq!(found[0].ci, Some((0.25, 0.75)));
+    }
 }
