@@ -5,12 +5,13 @@
 //! [`open_backend`], so they all resolve names, read API keys and describe themselves
 //! the same way.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use seqit_engine::{resolve_model, Engine, EngineOptions};
+use sha2::{Digest, Sha256};
 
 use crate::remote::{list_models, normalize_base_url, redact_url};
 use crate::{ApiKey, Llm, LocalBackend, RemoteBackend, RemoteConfig, DEFAULT_API_KEY_ENV};
@@ -137,16 +138,65 @@ pub async fn open_backend(spec: &BackendSpec) -> Result<Arc<dyn Llm>> {
 }
 
 /// The name a local model is cached and reported under: the name the user gave for a
-/// known model, else the file or directory name.
+/// known model, else the file or directory name with a fingerprint of its files.
+///
+/// The name is part of every request-cache key, so two models must never share it: the
+/// merged models of two training runs are both called `model`, and a model retrained in
+/// place keeps its path. The fingerprint covers each weight, config and tokenizer file's
+/// canonical path, size and modification time (cheap, and changed by any rewrite).
 fn local_model_name(given: Option<&str>, path: &Path) -> String {
     match given {
         None => seqit_core::DEFAULT_MODEL_NAME.to_string(),
         Some(name) if !name.contains('/') && !Path::new(name).exists() => name.to_string(),
-        Some(_) => path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string()),
+        Some(_) => {
+            let file_name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string());
+            format!("{file_name}@{}", model_fingerprint(path))
+        }
     }
+}
+
+/// 12 hex digits identifying the model files under `path` (a file or a directory) as
+/// they are now.
+fn model_fingerprint(path: &Path) -> String {
+    let mut files: Vec<PathBuf> = if path.is_dir() {
+        std::fs::read_dir(path)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.extension().is_some_and(|e| {
+                            ["safetensors", "json", "gguf"].contains(&&*e.to_string_lossy())
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        vec![path.to_path_buf()]
+    };
+    files.sort();
+    let mut hasher = Sha256::new();
+    for file in files {
+        let canonical = file.canonicalize().unwrap_or(file);
+        hasher.update(canonical.to_string_lossy().as_bytes());
+        if let Ok(meta) = std::fs::metadata(&canonical) {
+            hasher.update(meta.len().to_le_bytes());
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            hasher.update(modified.to_le_bytes());
+        }
+    }
+    hasher.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 async fn served_model(base_url: &str, key: Option<&ApiKey>, timeout: Duration) -> Result<String> {

@@ -69,3 +69,24 @@ async fn local_spec_runs_the_default_model() {
         answer.samples[0].text
     );
 }
+
+/// Two local models in directories of the same name (the merged models of two training
+/// runs) get different names, so they never share request-cache entries; the same
+/// files keep their name.
+#[tokio::test]
+async fn local_models_with_the_same_file_name_are_told_apart() {
+    use seqit_testkit::{TinyModel, TinyModelSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a/model"), dir.path().join("b/model"));
+    let tiny = TinyModel::new(&TinyModelSpec::default()).unwrap();
+    tiny.write_hf_dir(&a).unwrap();
+    tiny.write_hf_dir(&b).unwrap();
+    let name = |p: &std::path::Path| {
+        let spec = BackendSpec::local(Some(p.display().to_string()));
+        async move { open_backend(&spec).await.unwrap().model().to_string() }
+    };
+    let (name_a, name_b) = (name(&a).await, name(&b).await);
+    assert!(name_a.starts_with("model@"), "{name_a}");
+    assert_ne!(name_a, name_b);
+    assert_eq!(name(&a).await, name_a);
+}
