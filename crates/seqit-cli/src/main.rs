@@ -1,6 +1,7 @@
 //! The `seqit` binary: parses the command line and dispatches to one module per
 //! subcommand. Errors print as one line plus their causes, never as a panic.
 
+mod allocator;
 mod cli;
 mod commands;
 
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
 
 /// Process-wide settings, made before any thread starts.
 fn configure_process() {
+    allocator::configure();
     // Errors are reported as messages; a captured library backtrace (candle attaches
     // one when RUST_BACKTRACE is set) would bury them.
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {

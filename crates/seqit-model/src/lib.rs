@@ -17,6 +17,7 @@ mod llama;
 mod load;
 mod peft;
 mod recompute;
+mod train_attention;
 
 pub use cache::KvCache;
 pub use config::{Architecture, Llama3RopeScaling, ModelConfig, RopeLayout};

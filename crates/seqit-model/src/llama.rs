@@ -18,6 +18,7 @@ use crate::config::{ModelConfig, RopeLayout};
 use crate::linear::packed::{self, PackedMatrix, QuantizedRows};
 use crate::linear::{Linear, LinearWeight};
 use crate::recompute::recompute;
+use crate::train_attention::{self, Heads};
 
 /// Module names of a layer's projections, as PEFT's `target_modules` spells them.
 pub const PROJECTIONS: [&str; 7] = [
@@ -125,10 +126,10 @@ pub struct Llama {
 
 /// Rotation angles for a batch of positions, shared by all layers of one forward pass.
 #[derive(Clone)]
-struct RopeAngles {
+pub(crate) struct RopeAngles {
     /// `[batch, t, head_dim / 2]`
-    cos: Tensor,
-    sin: Tensor,
+    pub(crate) cos: Tensor,
+    pub(crate) sin: Tensor,
 }
 
 impl Llama {
@@ -277,21 +278,20 @@ impl Llama {
     ) -> Result<Tensor> {
         let [q, k, v] = Linear::forward_shared([&attn.q_proj, &attn.k_proj, &attn.v_proj], x)?;
         let spec = AttentionSpec {
-            heads: self.config.num_attention_heads,
-            kv_heads: self.config.num_key_value_heads,
-            head_dim: self.config.head_dim,
+            heads: Heads {
+                heads: self.config.num_attention_heads,
+                kv_heads: self.config.num_key_value_heads,
+                head_dim: self.config.head_dim,
+                layout: self.rope_layout,
+            },
             kernels: self.kernels,
-            layout: self.rope_layout,
         };
         let training = self.kernels == Kernels::Differentiable
             && cache.is_none()
             && x.device().is_cpu()
             && x.dtype() == DType::F32;
         let out = if training {
-            let (angles, mask) = (angles.clone(), mask.cloned());
-            recompute("attention", &[&q, &k, &v], move |t| {
-                spec.core(&t[0], &t[1], &t[2], &angles, mask.as_ref(), None)
-            })?
+            train_attention::attention(&q, &k, &v, &angles.cos, &angles.sin, mask, spec.heads)?
         } else {
             spec.core(&q, &k, &v, angles, mask, cache)?
         };
@@ -299,20 +299,18 @@ impl Llama {
     }
 }
 
-/// What attention needs besides its inputs (so that training can recompute it).
+/// Attention spelled with candle's ops: for inference ([`Kernels::Fused`]) and, on other
+/// devices than the CPU, for training ([`train_attention`] is the CPU's).
 #[derive(Debug, Clone, Copy)]
-struct AttentionSpec {
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    kernels: Kernels,
-    layout: RopeLayout,
+pub(crate) struct AttentionSpec {
+    pub(crate) heads: Heads,
+    pub(crate) kernels: Kernels,
 }
 
 impl AttentionSpec {
     /// Projected `q`, `k`, `v` (`[batch, t, heads · head_dim]`) to the heads' outputs
     /// (`[batch, t, heads · head_dim]`, before the output projection).
-    fn core(
+    pub(crate) fn core(
         &self,
         q: &Tensor,
         k: &Tensor,
@@ -322,7 +320,7 @@ impl AttentionSpec {
         cache: Option<(usize, &mut KvCache)>,
     ) -> Result<Tensor> {
         let (batch, t, _) = q.dims3()?;
-        let (n_heads, n_kv, d) = (self.heads, self.kv_heads, self.head_dim);
+        let (n_heads, n_kv, d) = (self.heads.heads, self.heads.kv_heads, self.heads.head_dim);
         let heads = |projected: &Tensor, n: usize| -> Result<Tensor> {
             Ok(projected
                 .reshape((batch, t, n, d))?
@@ -364,7 +362,7 @@ impl AttentionSpec {
     /// Rotates `x` (`[batch, heads, t, head_dim]`) by the angles of its positions.
     fn rope(&self, x: &Tensor, angles: &RopeAngles) -> Result<Tensor> {
         let (cos, sin) = (&angles.cos, &angles.sin);
-        let out = match (self.kernels, self.layout) {
+        let out = match (self.kernels, self.heads.layout) {
             (Kernels::Fused, RopeLayout::HalfSplit) => candle_nn::rotary_emb::rope(x, cos, sin)?,
             (Kernels::Fused, RopeLayout::Interleaved) => {
                 candle_nn::rotary_emb::rope_i(x, cos, sin)?
