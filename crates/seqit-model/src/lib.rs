@@ -16,8 +16,8 @@ mod linear;
 mod llama;
 mod load;
 mod peft;
-mod recompute;
-mod train_attention;
+mod pool;
+mod train_ops;
 
 pub use cache::KvCache;
 pub use config::{Architecture, Llama3RopeScaling, ModelConfig, RopeLayout};

@@ -9,7 +9,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Storage, Tensor, D};
 
-use crate::recompute::recompute;
+use crate::pool::{parallel, SharedMut};
+use crate::train_ops;
 
 /// Inner dimension granularity of candle's repacked x86 kernels (AVX-512 VNNI / AVX-VNNI
 /// `dpbusd` tiles), which are several times faster than its per-row dot products.
@@ -75,54 +76,81 @@ impl DropoutState {
 
 impl LoraDropout {
     fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        if self.p <= 0.0 || !self.state.enabled.load(Ordering::Relaxed) {
+        let Some(keep) = self.keep_bits(x.elem_count()) else {
             return Ok(x.clone());
-        }
-        let mut rng = SplitMix64(
-            self.state.seed.load(Ordering::Relaxed) ^ self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
-        let keep = 1.0 / (1.0 - self.p);
-        let threshold = (self.p as f64 * (1u64 << 53) as f64) as u64;
+        };
+        let scale = self.keep_scale();
         let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| {
-                if rng.next() >> 11 < threshold {
-                    0.0
+            .map(|e| {
+                if keep[e / 64] >> (e % 64) & 1 == 1 {
+                    scale
                 } else {
-                    keep
+                    0.0
                 }
             })
             .collect();
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         x * mask
     }
-}
 
-/// A small, fast, seedable generator for dropout masks (Steele et al., "SplitMix").
-struct SplitMix64(u64);
+    /// The factor kept values are scaled by, `1 / (1 − p)`.
+    pub(crate) fn keep_scale(&self) -> f32 {
+        1.0 / (1.0 - self.p)
+    }
 
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+    /// Which of `len` input values this adapter keeps in the current micro-batch (bit
+    /// `e % 64` of word `e / 64` set when value `e` is kept), or `None` when dropout is
+    /// off. Value `e` draws 16 random bits: lane `e % 4` of the `e / 4`-th output of a
+    /// SplitMix64 stream seeded by (micro-batch seed, adapter id), so any word of the
+    /// mask can be computed on its own (and in parallel).
+    pub(crate) fn keep_bits(&self, len: usize) -> Option<Vec<u64>> {
+        if self.p <= 0.0 || !self.state.enabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        let seed = self.state.seed.load(Ordering::Relaxed) ^ self.id.wrapping_mul(GOLDEN_GAMMA);
+        let threshold = (self.p as f64 * 65536.0).round() as u64;
+        let mut words = vec![0u64; len.div_ceil(64)];
+        let out = SharedMut(words.as_mut_ptr());
+        parallel(words.len(), |range| {
+            for w in range {
+                let mut word = 0u64;
+                for draw in 0..16u64 {
+                    let random = split_mix64(
+                        seed.wrapping_add((w as u64 * 16 + draw + 1).wrapping_mul(GOLDEN_GAMMA)),
+                    );
+                    for lane in 0..4 {
+                        let bit = draw * 4 + lane;
+                        if (random >> (16 * lane)) & 0xFFFF >= threshold {
+                            word |= 1 << bit;
+                        }
+                    }
+                }
+                // Bits past `len` are never read.
+                // SAFETY: word `w` is written by this unit only.
+                unsafe { *out.get().add(w) = word };
+            }
+        });
+        Some(words)
     }
 }
 
+/// SplitMix64's increment (2^64 / φ) and output function (Steele et al., "Fast
+/// splittable pseudorandom number generators", 2014): `split_mix64(seed + k·γ)` is the
+/// `k`-th output of the stream started at `seed`.
+const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+fn split_mix64(state: u64) -> u64 {
+    let mut z = state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 impl LoraAdapter {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let training =
-            self.a.is_variable() && x.device().is_cpu() && x.dtype() == candle_core::DType::F32;
-        if !training {
-            return self.branch(x, &self.a, &self.b);
-        }
-        // In training the branch is recomputed in backward (cheap at low rank), so that
-        // the dropout mask and the masked input are not kept for the whole forward pass.
-        let this = self.clone();
-        recompute("lora", &[x, &self.a, &self.b], move |t| {
-            Ok(this.branch(&t[0], &t[1], &t[2])?)
-        })
+    /// `scale · B·A·dropout(x)` with candle's ops (the CPU's training step fuses it
+    /// into the projection: [`train_ops::lora_linear`]).
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.branch(x, &self.a, &self.b)
     }
 
     /// `scale · B·A·dropout(x)`, the scale applied at rank width (the smallest tensor).
@@ -246,6 +274,14 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match (&self.weight, self.candle_quantized()?) {
             (_, Some((q, matmul))) => matmul.forward(&pad_input(x, q.shape().dims()[1])?)?,
+            (LinearWeight::Dense(w), None) if self.trains_adapter_on_cpu(x) => {
+                let adapter = self.adapter.as_ref().expect("checked");
+                let y = train_ops::lora_linear(x, w, adapter)?;
+                return match &self.bias {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                };
+            }
             (LinearWeight::Dense(w), None) if self.frozen && x.device().is_cpu() => {
                 let dims = x.dims();
                 let rows = x.elem_count() / dims[dims.len() - 1];
@@ -259,6 +295,12 @@ impl Linear {
             (LinearWeight::Quantized(_), None) => unreachable!("quantized weights get a QMatMul"),
         };
         self.finish(x, y)
+    }
+
+    /// Whether `forward` is a LoRA training step on the CPU (one fused op).
+    fn trains_adapter_on_cpu(&self, x: &Tensor) -> bool {
+        let trained = self.adapter.as_ref().is_some_and(|a| a.a.is_variable());
+        trained && self.frozen && train_ops::applies_to(x)
     }
 
     /// Adds the bias and the adapter's update to the base projection `y` of `x`.
@@ -367,6 +409,8 @@ fn cpu_has_vnni() -> bool {
 /// so a sequence's results do not depend on the other sequences in its batch.
 pub(crate) mod packed {
     use std::borrow::Cow;
+
+    use crate::pool::{parallel, SharedMut};
 
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{Device, Result};
@@ -675,33 +719,13 @@ pub(crate) mod packed {
         }
     }
 
-    /// An output buffer shared by parallel units that write disjoint parts of it.
-    #[derive(Clone, Copy)]
-    struct SendPtr(*mut f32);
-    // SAFETY: every parallel unit writes a disjoint part of the buffer.
-    unsafe impl Send for SendPtr {}
-    unsafe impl Sync for SendPtr {}
-
-    impl SendPtr {
-        /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
-        fn get(self) -> *mut f32 {
-            self.0
-        }
-    }
-
-    /// Runs `f` over `0..units` in chunks of consecutive items, on the calling thread and
-    /// the workers of [`pool`].
-    pub fn parallel(units: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
-        pool::run(units, &f);
-    }
-
     /// `out[m, n] = x[m, :] · W[n, :]`, `out` row-major with `w.rows()` columns.
     pub fn matmul(w: &PackedMatrix, x: &QuantizedRows, out: &mut [f32]) {
         assert_eq!(x.k, w.k, "inner dimensions differ");
         let (m, n) = (x.m, w.n);
         assert!(out.len() >= m * n);
         let m_chunks = m.div_ceil(MT);
-        let dst = SendPtr(out.as_mut_ptr());
+        let dst = SharedMut(out.as_mut_ptr());
         parallel(w.tiles * m_chunks, |range| {
             for unit in range {
                 let (tile, m0) = (unit / m_chunks, (unit % m_chunks) * MT);
@@ -727,7 +751,7 @@ pub(crate) mod packed {
         let (m, n) = (x.m, w.n / 2);
         assert!(out.len() >= m * n && w.tiles.is_multiple_of(2));
         let m_chunks = m.div_ceil(MT);
-        let dst = SendPtr(out.as_mut_ptr());
+        let dst = SharedMut(out.as_mut_ptr());
         parallel(w.tiles / 2 * m_chunks, |range| {
             for unit in range {
                 let (pair, m0) = (unit / m_chunks, (unit % m_chunks) * MT);
@@ -763,230 +787,6 @@ pub(crate) mod packed {
                 }
             }
         });
-    }
-
-    /// A small thread pool for the packed kernels.
-    ///
-    /// The caller publishes a job and works on it too; workers claim chunks with an
-    /// atomic counter, and the caller waits only for chunks that were claimed. A worker
-    /// that wakes late (descheduled on a busy machine) finds nothing left and is never
-    /// waited for, so a loaded machine degrades towards single-thread speed instead of
-    /// stalling at every barrier. Workers spin briefly between jobs, then park.
-    ///
-    /// A worker descheduled while holding a chunk still makes the caller wait; when a
-    /// wait lasts much longer than chunks take (the machine is oversubscribed), the
-    /// pool runs jobs on the caller alone for a while, then tries again.
-    pub mod pool {
-        use std::ops::Range;
-        use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-        use std::sync::{Arc, Mutex, OnceLock};
-        use std::time::{Duration, Instant};
-
-        /// How long an idle worker spins before parking.
-        const SPIN: Duration = Duration::from_micros(300);
-        /// How long the pool runs jobs single-threaded after a stall; doubled (up to
-        /// `SOLO_MAX`) while stalls keep coming, halved after a job without one.
-        const SOLO_MIN: Duration = Duration::from_millis(50);
-        const SOLO_MAX: Duration = Duration::from_secs(2);
-
-        type Task = dyn Fn(Range<usize>) + Sync;
-
-        struct Job {
-            units: usize,
-            chunk: usize,
-            next: AtomicUsize,
-            done: AtomicUsize,
-            panicked: AtomicBool,
-            /// The caller's closure, lifetime erased. Only called for a claimed chunk,
-            /// and the caller does not return before every claimed chunk is done.
-            task: *const Task,
-        }
-
-        // SAFETY: `task` is only dereferenced under the claiming protocol above.
-        unsafe impl Send for Job {}
-        unsafe impl Sync for Job {}
-
-        impl Job {
-            /// Runs chunks until none is left; returns how many this thread ran.
-            fn work(&self) -> usize {
-                let mut ran = 0;
-                loop {
-                    let start = self.next.fetch_add(self.chunk, Ordering::AcqRel);
-                    if start >= self.units {
-                        return ran;
-                    }
-                    ran += 1;
-                    let end = (start + self.chunk).min(self.units);
-                    // SAFETY: a chunk was claimed, so the caller is still waiting.
-                    let task = unsafe { &*self.task };
-                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(start..end)))
-                        .is_err()
-                    {
-                        self.panicked.store(true, Ordering::Release);
-                    }
-                    self.done.fetch_add(end - start, Ordering::AcqRel);
-                }
-            }
-        }
-
-        struct Shared {
-            job: Mutex<Option<Arc<Job>>>,
-            epoch: AtomicU64,
-            sleeping: Vec<AtomicBool>,
-            threads: OnceLock<Vec<std::thread::Thread>>,
-            /// Serializes callers (a caller that finds the pool busy runs alone), and
-            /// holds the single-threaded spell.
-            busy: Mutex<Solo>,
-        }
-
-        #[derive(Default)]
-        struct Solo {
-            until: Option<Instant>,
-            spell: Duration,
-        }
-
-        thread_local! {
-            static IS_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-        }
-
-        fn shared() -> &'static Shared {
-            static SHARED: OnceLock<&'static Shared> = OnceLock::new();
-            SHARED.get_or_init(|| {
-                let workers = threads().saturating_sub(1);
-                let shared: &'static Shared = Box::leak(Box::new(Shared {
-                    job: Mutex::new(None),
-                    epoch: AtomicU64::new(0),
-                    sleeping: (0..workers).map(|_| AtomicBool::new(false)).collect(),
-                    threads: OnceLock::new(),
-                    busy: Mutex::new(Solo::default()),
-                }));
-                let handles = (0..workers)
-                    .filter_map(|i| {
-                        std::thread::Builder::new()
-                            .name(format!("seqit-worker-{i}"))
-                            .spawn(move || worker(shared, i))
-                            .ok()
-                            .map(|h| h.thread().clone())
-                    })
-                    .collect();
-                let _ = shared.threads.set(handles);
-                shared
-            })
-        }
-
-        /// Threads used (the caller included): `CANDLE_NUM_THREADS` or
-        /// `RAYON_NUM_THREADS` as candle reads them, else the available parallelism.
-        pub fn threads() -> usize {
-            static THREADS: OnceLock<usize> = OnceLock::new();
-            *THREADS.get_or_init(|| {
-                ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"]
-                    .iter()
-                    .find_map(|v| {
-                        std::env::var(v)
-                            .ok()?
-                            .parse::<usize>()
-                            .ok()
-                            .filter(|&n| n > 0)
-                    })
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-            })
-        }
-
-        fn worker(shared: &'static Shared, index: usize) {
-            IS_WORKER.with(|w| w.set(true));
-            let mut seen = shared.epoch.load(Ordering::Acquire);
-            loop {
-                let mut since = Instant::now();
-                let mut spins = 0u32;
-                loop {
-                    let epoch = shared.epoch.load(Ordering::Acquire);
-                    if epoch != seen {
-                        seen = epoch;
-                        break;
-                    }
-                    spins = spins.wrapping_add(1);
-                    if !spins.is_multiple_of(256) || since.elapsed() < SPIN {
-                        std::hint::spin_loop();
-                        continue;
-                    }
-                    shared.sleeping[index].store(true, Ordering::SeqCst);
-                    if shared.epoch.load(Ordering::SeqCst) == seen {
-                        std::thread::park();
-                    }
-                    shared.sleeping[index].store(false, Ordering::SeqCst);
-                    since = Instant::now();
-                }
-                let job = shared.job.lock().map(|j| j.clone()).unwrap_or(None);
-                if let Some(job) = job {
-                    job.work();
-                }
-            }
-        }
-
-        /// Runs `task` over `0..units`.
-        pub fn run<'a>(units: usize, task: &'a (dyn Fn(Range<usize>) + Sync + 'a)) {
-            if units == 0 {
-                return;
-            }
-            let threads = threads();
-            if units == 1 || threads == 1 || IS_WORKER.with(|w| w.get()) {
-                return task(0..units);
-            }
-            let shared = shared();
-            let Ok(mut solo) = shared.busy.try_lock() else {
-                return task(0..units);
-            };
-            let started = Instant::now();
-            if solo.until.is_some_and(|until| started < until) {
-                return task(0..units);
-            }
-            // ~8 chunks per thread: fast threads absorb a slow one's share.
-            let chunk = units.div_ceil(threads * 8).max(1);
-            // SAFETY: only the lifetime is erased; see `Job::task`.
-            let task: *const Task = unsafe {
-                std::mem::transmute::<&'a (dyn Fn(Range<usize>) + Sync + 'a), &'static Task>(task)
-            };
-            let job = Arc::new(Job {
-                units,
-                chunk,
-                next: AtomicUsize::new(0),
-                done: AtomicUsize::new(0),
-                panicked: AtomicBool::new(false),
-                task,
-            });
-            *shared.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(job.clone());
-            shared.epoch.fetch_add(1, Ordering::SeqCst);
-            if let Some(threads) = shared.threads.get() {
-                for (thread, sleeping) in threads.iter().zip(&shared.sleeping) {
-                    if sleeping.load(Ordering::SeqCst) {
-                        thread.unpark();
-                    }
-                }
-            }
-            let ran = job.work();
-            let worked = started.elapsed();
-            let mut spins = 0u32;
-            while job.done.load(Ordering::Acquire) < units {
-                spins = spins.saturating_add(1);
-                if spins < 4096 {
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
-                }
-            }
-            *shared.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            let waited = started.elapsed().saturating_sub(worked);
-            let chunk_time = worked / ran.max(1) as u32;
-            if waited > Duration::from_micros(500) && waited > 4 * chunk_time {
-                solo.spell = (solo.spell * 2).clamp(SOLO_MIN, SOLO_MAX);
-                solo.until = Some(Instant::now() + solo.spell);
-            } else {
-                solo.spell /= 2;
-            }
-            if job.panicked.load(Ordering::Acquire) {
-                panic!("a packed-kernel task panicked");
-            }
-        }
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -17,8 +17,8 @@ use crate::cache::{KvCache, PackedKv};
 use crate::config::{ModelConfig, RopeLayout};
 use crate::linear::packed::{self, PackedMatrix, QuantizedRows};
 use crate::linear::{Linear, LinearWeight};
-use crate::recompute::recompute;
-use crate::train_attention::{self, Heads};
+use crate::pool::{parallel, SharedMut};
+use crate::train_ops::{self, Heads};
 
 /// Module names of a layer's projections, as PEFT's `target_modules` spells them.
 pub const PROJECTIONS: [&str; 7] = [
@@ -64,21 +64,10 @@ impl RmsNorm {
         let eps = self.eps as f32;
         match kernels {
             Kernels::Fused => candle_nn::ops::rms_norm(x, &self.weight, eps),
-            Kernels::Differentiable if !x.device().is_cpu() || x.dtype() != DType::F32 => {
-                candle_nn::ops::rms_norm_slow(x, &self.weight, eps)
+            Kernels::Differentiable if train_ops::applies_to(x) => {
+                train_ops::rms_norm(x, &self.weight, eps)
             }
-            // A trained weight is an input (it gets a gradient); a frozen one is a constant.
-            Kernels::Differentiable if self.weight.is_variable() => {
-                recompute("rms-norm", &[x, &self.weight], move |t| {
-                    Ok(candle_nn::ops::rms_norm_slow(&t[0], &t[1], eps)?)
-                })
-            }
-            Kernels::Differentiable => {
-                let weight = self.weight.clone();
-                recompute("rms-norm", &[x], move |t| {
-                    Ok(candle_nn::ops::rms_norm_slow(&t[0], &weight, eps)?)
-                })
-            }
+            Kernels::Differentiable => candle_nn::ops::rms_norm_slow(x, &self.weight, eps),
         }
     }
 }
@@ -264,7 +253,13 @@ impl Llama {
         let h = block.post_attention_layernorm.forward(&x, self.kernels)?;
         let mlp = &block.mlp;
         let [gate, up] = Linear::forward_shared([&mlp.gate_proj, &mlp.up_proj], &h)?;
-        let h = mlp.down_proj.forward(&(gate.silu()? * up)?)?;
+        let gated = match self.kernels {
+            Kernels::Differentiable if train_ops::applies_to(&gate) => {
+                train_ops::swiglu(&gate, &up)?
+            }
+            _ => (gate.silu()? * up)?,
+        };
+        let h = mlp.down_proj.forward(&gated)?;
         Ok((x + h)?)
     }
 
@@ -286,12 +281,10 @@ impl Llama {
             },
             kernels: self.kernels,
         };
-        let training = self.kernels == Kernels::Differentiable
-            && cache.is_none()
-            && x.device().is_cpu()
-            && x.dtype() == DType::F32;
+        let training =
+            self.kernels == Kernels::Differentiable && cache.is_none() && train_ops::applies_to(x);
         let out = if training {
-            train_attention::attention(&q, &k, &v, &angles.cos, &angles.sin, mask, spec.heads)?
+            train_ops::attention(&q, &k, &v, &angles.cos, &angles.sin, mask, spec.heads)?
         } else {
             spec.core(&q, &k, &v, angles, mask, cache)?
         };
@@ -300,7 +293,7 @@ impl Llama {
 }
 
 /// Attention spelled with candle's ops: for inference ([`Kernels::Fused`]) and, on other
-/// devices than the CPU, for training ([`train_attention`] is the CPU's).
+/// devices than the CPU, for training ([`train_ops::attention`] is the CPU's).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AttentionSpec {
     pub(crate) heads: Heads,
@@ -902,19 +895,6 @@ fn store_kv(kv: &mut PackedKv, layer: usize, qkv: &[f32], s: &AttentionShape) {
     }
 }
 
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-// SAFETY: parallel attention units write disjoint heads of disjoint rows.
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-
-impl SyncPtr {
-    /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// Causal attention of the new positions over the cache, with grouped KV heads. Row
 /// `b`'s positions before `pads[b]` are padding: never attended, and attending only to
 /// themselves.
@@ -932,7 +912,7 @@ fn attention(
     let group = s.n_heads / s.n_kv;
     let scale = 1.0 / (d as f32).sqrt();
     let (keys, values) = (&kv.k[layer], &kv.v[layer]);
-    let dst = SyncPtr(out.as_mut_ptr());
+    let dst = SharedMut(out.as_mut_ptr());
     // The query heads of a KV head share its loads, in slices of at most 4 heads; with
     // few rows, one head per unit keeps both threads busy.
     let per_unit = if s.batch * s.n_kv >= 4 {
@@ -942,7 +922,7 @@ fn attention(
     };
     let slices = group.div_ceil(per_unit);
     let units = s.batch * s.n_kv * slices;
-    packed::parallel(units, |range| {
+    parallel(units, |range| {
         let mut scores = vec![0f32; per_unit * (s.past + s.t + 32)];
         for unit in range {
             let (b, rest) = (unit / (s.n_kv * slices), unit % (s.n_kv * slices));

@@ -11,11 +11,11 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
-use gemm::{gemm, Parallelism};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
+use super::{f32_slice, matmul, with_slices, Threads};
 use crate::config::RopeLayout;
-use crate::linear::packed::parallel;
+use crate::pool::{parallel, SharedMut};
 
 /// Query rows per block: a block's scores (`QUERY_BLOCK × t`) stay in L2.
 const QUERY_BLOCK: usize = 64;
@@ -102,12 +102,6 @@ fn key_ranges(mask: Option<&[f32]>, batch: usize, t: usize) -> Vec<(usize, usize
     ranges
 }
 
-/// A raw pointer that units of a parallel loop write through at disjoint places.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
 /// Rotates each of the `t` rows (`head_dim` wide, `row_stride` apart in `src`) by its
 /// position's angles into the dense `[t, head_dim]` `dst`; `inverse` rotates back (the
 /// transpose of the rotation, which is how gradients flow through it).
@@ -139,47 +133,6 @@ fn rotate(
             out[a] = x[a] * cj - x[b] * sj;
             out[b] = x[b] * cj + x[a] * sj;
         }
-    }
-}
-
-/// `dst[m×n] = alpha·dst + beta·lhs[m×k]·rhs[k×n]`, every matrix given by its pointer
-/// and (row stride, column stride); single-threaded (callers run units in parallel).
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
-    (m, n, k): (usize, usize, usize),
-    dst: (*mut f32, usize, usize),
-    accumulate: bool,
-    lhs: (*const f32, usize, usize),
-    rhs: (*const f32, usize, usize),
-    beta: f32,
-) {
-    gemm(
-        m,
-        n,
-        k,
-        dst.0,
-        dst.2 as isize,
-        dst.1 as isize,
-        accumulate,
-        lhs.0,
-        lhs.2 as isize,
-        lhs.1 as isize,
-        rhs.0,
-        rhs.2 as isize,
-        rhs.1 as isize,
-        if accumulate { 1.0 } else { 0.0 },
-        beta,
-        false,
-        false,
-        false,
-        Parallelism::None,
-    );
-}
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
-        _ => candle_core::bail!("training attention takes contiguous f32 tensors"),
     }
 }
 
@@ -234,6 +187,7 @@ impl AttentionOp {
                 (q.as_ptr().add(rows.start * d), d, 1),
                 (k.as_ptr().add(keys.0 * d), 1, d),
                 self.scale(),
+                Threads::One,
             );
         }
         if let Some(mask) = &self.mask {
@@ -252,11 +206,8 @@ impl AttentionOp {
         &self,
         b: usize,
         g: usize,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        out: Shared,
-        lse: Shared,
+        (q, k, v): (&[f32], &[f32], &[f32]),
+        (out, lse): (SharedMut<f32>, SharedMut<f32>),
     ) {
         let Heads {
             heads,
@@ -323,6 +274,7 @@ impl AttentionOp {
                             1,
                         ),
                         1.0,
+                        Threads::One,
                     );
                 }
             }
@@ -339,7 +291,7 @@ impl AttentionOp {
         (q, k, v): (&[f32], &[f32], &[f32]),
         (out, grad_out): (&[f32], &[f32]),
         lse: &[f32],
-        (grad_q, grad_k, grad_v): (Shared, Shared, Shared),
+        (grad_q, grad_k, grad_v): (SharedMut<f32>, SharedMut<f32>, SharedMut<f32>),
     ) {
         let Heads {
             heads,
@@ -405,6 +357,7 @@ impl AttentionOp {
                         (probs.as_ptr(), 1, width),
                         (grad_out.as_ptr().add(o_base), heads * d, 1),
                         1.0,
+                        Threads::One,
                     );
                     // dP = dO · V[keys]ᵀ       ([n × d] · [d × width])
                     matmul(
@@ -414,6 +367,7 @@ impl AttentionOp {
                         (grad_out.as_ptr().add(o_base), heads * d, 1),
                         (v_rows(keys.0), 1, kv_heads * d),
                         1.0,
+                        Threads::One,
                     );
                 }
                 // dS = P ⊙ (dP − D)
@@ -436,6 +390,7 @@ impl AttentionOp {
                         (grad_scores.as_ptr(), width, 1),
                         (k_rot.as_ptr().add(keys.0 * d), d, 1),
                         scale,
+                        Threads::One,
                     );
                     // dK[keys] += scale · dSᵀ · Q[rows]    ([width × n] · [n × d])
                     matmul(
@@ -445,6 +400,7 @@ impl AttentionOp {
                         (grad_scores.as_ptr(), 1, width),
                         (q_rot.as_ptr().add(rows.start * d), d, 1),
                         scale,
+                        Threads::One,
                     );
                 }
             }
@@ -466,7 +422,7 @@ impl AttentionOp {
 }
 
 /// Copies the dense `[t, d]` `src` into the rows of a head of a `[t, heads·d]` tensor.
-fn scatter(src: &[f32], dst: Shared, start: usize, row_stride: usize, d: usize) {
+fn scatter(src: &[f32], dst: SharedMut<f32>, start: usize, row_stride: usize, d: usize) {
     for (i, row) in src.chunks_exact(d).enumerate() {
         // SAFETY: the caller's unit owns this head of this row of the batch.
         unsafe {
@@ -495,10 +451,11 @@ impl CustomOp3 for AttentionOp {
         } = self.heads;
         let mut out = vec![0f32; q.len()];
         let mut lse = vec![0f32; self.batch * heads * self.t];
-        let (out_ptr, lse_ptr) = (Shared(out.as_mut_ptr()), Shared(lse.as_mut_ptr()));
+        let (out_ptr, lse_ptr) = (SharedMut(out.as_mut_ptr()), SharedMut(lse.as_mut_ptr()));
         parallel(self.batch * kv_heads, |units| {
             for unit in units {
-                self.forward_unit(unit / kv_heads, unit % kv_heads, q, k, v, out_ptr, lse_ptr);
+                let (b, g) = (unit / kv_heads, unit % kv_heads);
+                self.forward_unit(b, g, (q, k, v), (out_ptr, lse_ptr));
             }
         });
         *self.log_sum_exp.lock().expect("log-sum-exp lock") = lse;
@@ -517,31 +474,23 @@ impl CustomOp3 for AttentionOp {
         let lse = self.log_sum_exp.lock().expect("log-sum-exp lock");
         let kv_heads = self.heads.kv_heads;
         let mut grads = [q, k, v].map(|x| vec![0f32; x.elem_count()]);
-        let ptrs = [0, 1, 2].map(|i| Shared(grads[i].as_mut_ptr()));
-        let guards = [q, k, v, out, &grad_out].map(|t| t.storage_and_layout());
-        let mut inputs = Vec::with_capacity(guards.len());
-        for (storage, layout) in &guards {
-            let Storage::Cpu(storage) = &**storage else {
-                candle_core::bail!("training attention runs on the CPU");
-            };
-            inputs.push(f32_slice(storage, layout)?);
-        }
-        let [q_data, k_data, v_data, out_data, grad_data] = inputs[..] else {
-            unreachable!("five inputs")
-        };
-        parallel(self.batch * kv_heads, |units| {
-            for unit in units {
-                self.backward_unit(
-                    unit / kv_heads,
-                    unit % kv_heads,
-                    (q_data, k_data, v_data),
-                    (out_data, grad_data),
-                    &lse,
-                    (ptrs[0], ptrs[1], ptrs[2]),
-                );
-            }
-        });
-        drop(guards);
+        let ptrs = [0, 1, 2].map(|i| SharedMut(grads[i].as_mut_ptr()));
+        with_slices([q, k, v, out, &grad_out], |[q, k, v, out, grad_out]| {
+            parallel(self.batch * kv_heads, |units| {
+                for unit in units {
+                    let (b, g) = (unit / kv_heads, unit % kv_heads);
+                    self.backward_unit(
+                        b,
+                        g,
+                        (q, k, v),
+                        (out, grad_out),
+                        &lse,
+                        (ptrs[0], ptrs[1], ptrs[2]),
+                    );
+                }
+            });
+            Ok(())
+        })?;
         let [gq, gk, gv] = grads;
         let device = q.device();
         Ok((
@@ -554,30 +503,18 @@ impl CustomOp3 for AttentionOp {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Var};
+    use candle_core::Device;
 
     use super::*;
     use crate::llama::{AttentionSpec, Kernels, RopeAngles};
-
-    /// Deterministic values in `[-scale, scale)`.
-    fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
-            .collect()
-    }
+    use crate::train_ops::test_support::{assert_same_maths, var};
 
     /// The training attention op and the same maths in candle's differentiable ops agree
     /// on values and on the gradients of q, k and v: grouped heads, both RoPE layouts,
     /// a packed row (two examples, block-diagonal causal mask) and a padded one, over
     /// more than one query block.
     #[test]
-    fn training_attention_matches_composite_ops() {
+    fn matches_composite_ops() {
         let (batch, t, heads, kv_heads, d) = (2, 70, 4, 2, 8);
         let dev = Device::Cpu;
         // Row 0: examples of 40 and 30 tokens; row 1: 50 tokens then padding.
@@ -600,34 +537,23 @@ mod tests {
         }
         let mask = Tensor::from_vec(mask, (batch, 1, t, t), &dev).unwrap();
         let half = d / 2;
-        let inv: Vec<f32> = (0..half)
-            .map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / d as f32))
-            .collect();
         let angles: Vec<f32> = positions
             .iter()
-            .flat_map(|&p| inv.iter().map(move |f| p as f32 * f))
+            .flat_map(|&p| {
+                (0..half).map(move |i| p as f32 / 10000f32.powf(2.0 * i as f32 / d as f32))
+            })
             .collect();
         let angles = Tensor::from_vec(angles, (batch, t, half), &dev).unwrap();
         let angles = RopeAngles {
             cos: angles.cos().unwrap(),
             sin: angles.sin().unwrap(),
         };
-        let var = |n: usize, seed| {
-            let x = Tensor::from_vec(
-                values(batch * t * n * d, seed, 1.5),
-                (batch, t, n * d),
-                &dev,
-            );
-            Var::from_tensor(&x.unwrap()).unwrap()
-        };
-        let (q, k, v) = (var(heads, 1), var(kv_heads, 2), var(kv_heads, 3));
-        // A fixed random projection of the output, so that every output element matters.
-        let probe = Tensor::from_vec(
-            values(batch * t * heads * d, 4, 1.0),
-            (batch, t, heads * d),
-            &dev,
-        )
-        .unwrap();
+        let (q, k, v) = (
+            var(&[batch, t, heads * d], 1, 1.5),
+            var(&[batch, t, kv_heads * d], 2, 1.5),
+            var(&[batch, t, kv_heads * d], 3, 1.5),
+        );
+        let [q_, k_, v_] = [&q, &k, &v].map(|x| x.as_tensor());
         for layout in [RopeLayout::HalfSplit, RopeLayout::Interleaved] {
             let shape = Heads {
                 heads,
@@ -639,71 +565,16 @@ mod tests {
                 heads: shape,
                 kernels: Kernels::Differentiable,
             };
-            let fused = attention(
-                q.as_tensor(),
-                k.as_tensor(),
-                v.as_tensor(),
-                &angles.cos,
-                &angles.sin,
-                Some(&mask),
-                shape,
-            )
-            .unwrap();
-            let composite = spec
-                .core(
-                    q.as_tensor(),
-                    k.as_tensor(),
-                    v.as_tensor(),
-                    &angles,
-                    Some(&mask),
-                    None,
-                )
-                .unwrap();
-            let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
-                (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap()
-            };
-            assert!(
-                max_diff(&fused, &composite) < 1e-5,
-                "{layout:?} outputs differ"
+            let fused =
+                attention(q_, k_, v_, &angles.cos, &angles.sin, Some(&mask), shape).unwrap();
+            let composite = spec.core(q_, k_, v_, &angles, Some(&mask), None).unwrap();
+            let what = format!("attention, {layout:?}");
+            assert_same_maths(
+                &[("q", &q), ("k", &k), ("v", &v)],
+                &fused,
+                &composite,
+                &what,
             );
-            let grads = |out: &Tensor| {
-                (out * &probe)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap()
-            };
-            let (gf, gc) = (grads(&fused), grads(&composite));
-            for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
-                let (a, b) = (
-                    gf.get(x.as_tensor()).unwrap(),
-                    gc.get(x.as_tensor()).unwrap(),
-                );
-                let scale: f32 = b
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap();
-                assert!(scale > 0.1, "{name}: gradient vanishes");
-                assert!(
-                    max_diff(a, b) < 1e-4 * scale,
-                    "{layout:?}: gradients of {name} differ"
-                );
-            }
         }
     }
 }

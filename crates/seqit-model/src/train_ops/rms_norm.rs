@@ -1,0 +1,123 @@
+//! RMSNorm (Zhang & Sennrich, 2019) over the last dimension: `y = x · r · w` with
+//! `r = 1 / sqrt(mean(x²) + eps)` per row.
+//!
+//! Backward, with `a = dy ⊙ w`: `dx = r·a − x·r³·(a·x)/n` and `dw = Σ_rows dy ⊙ x·r`.
+
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+
+use super::{f32_slice, with_slices};
+use crate::pool::{parallel, SharedMut};
+
+/// `x: [..., n]` normalised and scaled by `weight: [n]`.
+pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
+    let op = RmsNormOp {
+        eps,
+        inverse_rms: Mutex::new(Vec::new()),
+    };
+    x.contiguous()?.apply_op2(&weight.contiguous()?, op)
+}
+
+struct RmsNormOp {
+    eps: f32,
+    /// `r` of each row, written by forward for backward.
+    inverse_rms: Mutex<Vec<f32>>,
+}
+
+impl CustomOp2 for RmsNormOp {
+    fn name(&self) -> &'static str {
+        "train-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_l: &Layout,
+        w: &CpuStorage,
+        w_l: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (f32_slice(x, x_l)?, f32_slice(w, w_l)?);
+        let n = w.len();
+        let rows = x.len() / n;
+        let mut y = vec![0f32; x.len()];
+        let mut inverse_rms = vec![0f32; rows];
+        let (y_ptr, r_ptr) = (
+            SharedMut(y.as_mut_ptr()),
+            SharedMut(inverse_rms.as_mut_ptr()),
+        );
+        parallel(rows, |range| {
+            for i in range {
+                let row = &x[i * n..(i + 1) * n];
+                let r = 1.0 / (row.iter().map(|v| v * v).sum::<f32>() / n as f32 + self.eps).sqrt();
+                // SAFETY: each row is written by one unit only.
+                let out = unsafe { std::slice::from_raw_parts_mut(y_ptr.get().add(i * n), n) };
+                for ((o, v), w) in out.iter_mut().zip(row).zip(w) {
+                    *o = v * r * w;
+                }
+                unsafe { *r_ptr.get().add(i) = r };
+            }
+        });
+        *self.inverse_rms.lock().expect("rms lock") = inverse_rms;
+        Ok((CpuStorage::F32(y), x_l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        grad_y: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad_y = grad_y.contiguous()?;
+        let inverse_rms = self.inverse_rms.lock().expect("rms lock");
+        let n = w.elem_count();
+        let mut grad_x = vec![0f32; x.elem_count()];
+        let grad_w = Mutex::new(vec![0f32; n]);
+        let want_grad_w = w.is_variable();
+        let dx_ptr = SharedMut(grad_x.as_mut_ptr());
+        with_slices([x, w, &grad_y], |[x, w, grad_y]| {
+            parallel(inverse_rms.len(), |range| {
+                let mut partial_w = vec![0f32; if want_grad_w { n } else { 0 }];
+                for i in range {
+                    let (row, dy) = (&x[i * n..(i + 1) * n], &grad_y[i * n..(i + 1) * n]);
+                    let r = inverse_rms[i];
+                    let ax: f32 = dy.iter().zip(w).zip(row).map(|((g, w), v)| g * w * v).sum();
+                    let c = r * r * r * ax / n as f32;
+                    // SAFETY: each row is written by one unit only.
+                    let dx = unsafe { std::slice::from_raw_parts_mut(dx_ptr.get().add(i * n), n) };
+                    for (((dx, g), w), v) in dx.iter_mut().zip(dy).zip(w).zip(row) {
+                        *dx = r * g * w - v * c;
+                    }
+                    for ((pw, g), v) in partial_w.iter_mut().zip(dy).zip(row) {
+                        *pw += g * v * r;
+                    }
+                }
+                if want_grad_w {
+                    let mut total = grad_w.lock().expect("grad lock");
+                    total.iter_mut().zip(&partial_w).for_each(|(t, p)| *t += p);
+                }
+            });
+            Ok(())
+        })?;
+        let grad_x = Tensor::from_vec(grad_x, x.shape(), x.device())?;
+        let grad_w = want_grad_w
+            .then(|| Tensor::from_vec(grad_w.into_inner().expect("grad lock"), n, w.device()))
+            .transpose()?;
+        Ok((Some(grad_x), grad_w))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train_ops::test_support::{assert_same_maths, var};
+
+    #[test]
+    fn matches_composite_ops() {
+        let (x, w) = (var(&[3, 5, 48], 1, 2.0), var(&[48], 2, 1.0));
+        let fused = rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
+        let composite = candle_nn::ops::rms_norm_slow(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
+        assert_same_maths(&[("x", &x), ("w", &w)], &fused, &composite, "rms-norm");
+    }
+}
