@@ -23,7 +23,6 @@ fn main() -> ExitCode {
 
 /// Process-wide settings, made before any thread starts.
 fn configure_process() {
-    allocator::configure();
     // Errors are reported as messages; a captured library backtrace (candle attaches
     // one when RUST_BACKTRACE is set) would bury them.
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {

@@ -120,6 +120,64 @@ fn lora_run_from_config_exports_an_adapter_that_generate_applies() {
     assert_ne!(with_adapter, base, "the adapter changes the model");
 }
 
+/// The real default model (SmolLM2-135M-Instruct, converted to an f32 Hugging Face
+/// directory) with the paper's LoRA recipe (lr 2e-4, linear decay): four epochs over the
+/// 16 sequential instructions of examples/data/sit-demo.jsonl lower the training loss by
+/// a clear margin. Deterministic: seeded shuffling and dropout, one machine.
+#[test]
+fn lora_on_smollm2_learns_the_demo_sit_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("smollm2");
+    ok(seqit(&[
+        "model",
+        "convert",
+        "--output",
+        model.to_str().unwrap(),
+    ]));
+    let data = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/data/sit-demo.jsonl"
+    );
+    let run = dir.path().join("run");
+    ok(seqit(&[
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data,
+        "--output",
+        run.to_str().unwrap(),
+        "--epochs",
+        "4",
+        "--batch-size",
+        "4",
+        "--max-len",
+        "256",
+        "--seed",
+        "1",
+    ]));
+    let losses: Vec<f64> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(losses.len(), 16, "4 epochs of 4 updates");
+    let mean = |epoch: &[f64]| epoch.iter().sum::<f64>() / epoch.len() as f64;
+    let (first, last) = (mean(&losses[..4]), mean(&losses[12..]));
+    assert!(
+        first > 1.0,
+        "the base model does not know the set yet: {first}"
+    );
+    assert!(
+        last < 0.8 * first,
+        "epoch-mean loss {first:.3} -> {last:.3}"
+    );
+}
+
 #[test]
 fn bad_settings_are_reported_precisely() {
     let dir = tempfile::tempdir().unwrap();

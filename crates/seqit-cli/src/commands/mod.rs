@@ -29,7 +29,10 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Serve(args) => serve::run(args),
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => {
+            crate::allocator::tune_for_training();
+            train::run(args)
+        }
         Command::ExportRecipe(args) => recipe::run(args),
         Command::Model(ModelCommand::Convert(args)) => model::convert(args),
         Command::Batch(command) => batch::run(command),
@@ -38,7 +41,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Build(command) => build::run(command),
         Command::Augment(args) => augment::run(args),
         Command::Seqeval(command) => seqeval::run(command),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => {
+            crate::allocator::tune_for_training();
+            run::run(args)
+        }
         Command::Report(args) => report::run(args),
     }
 }
