@@ -43,8 +43,12 @@ pub(crate) fn attention(
 ) -> Result<Tensor> {
     let (batch, t, _) = q.dims3()?;
     let flat = |x: &Tensor| -> Result<Vec<f32>> { x.flatten_all()?.to_vec1::<f32>() };
-    let mask = mask.map(flat).transpose()?;
-    let visible = key_ranges(mask.as_deref(), batch, t);
+    // Every layer's op shares the one mask tensor (kept for backward), instead of a copy.
+    let mask = mask.map(Tensor::contiguous).transpose()?;
+    let visible = match &mask {
+        Some(m) => with_slices([m], |[m]| Ok(key_ranges(Some(m), batch, t)))?,
+        None => key_ranges(None, batch, t),
+    };
     let op = AttentionOp {
         heads,
         batch,
@@ -65,7 +69,8 @@ struct AttentionOp {
     t: usize,
     cos: Vec<f32>,
     sin: Vec<f32>,
-    mask: Option<Vec<f32>>,
+    /// `[batch, 1, t, t]`, contiguous f32 on the CPU.
+    mask: Option<Tensor>,
     /// Per (row, query block): the keys `[start, end)` that some query of it may see.
     visible: Vec<(usize, usize)>,
     /// Per (row, head, query): `log Σ_j exp(score)`, written by forward for backward.
@@ -137,6 +142,14 @@ fn rotate(
 }
 
 impl AttentionOp {
+    /// Runs `f` with the mask's values (`None`: no mask).
+    fn with_mask<R>(&self, f: impl FnOnce(Option<&[f32]>) -> Result<R>) -> Result<R> {
+        match &self.mask {
+            Some(mask) => with_slices([mask], |[mask]| f(Some(mask))),
+            None => f(None),
+        }
+    }
+
     fn scale(&self) -> f32 {
         1.0 / (self.heads.head_dim as f32).sqrt()
     }
@@ -171,8 +184,7 @@ impl AttentionOp {
         b: usize,
         rows: std::ops::Range<usize>,
         keys: (usize, usize),
-        q: &[f32],
-        k: &[f32],
+        (q, k, mask): (&[f32], &[f32], Option<&[f32]>),
         scores: &mut [f32],
     ) {
         let (d, t) = (self.heads.head_dim, self.t);
@@ -190,7 +202,7 @@ impl AttentionOp {
                 Threads::One,
             );
         }
-        if let Some(mask) = &self.mask {
+        if let Some(mask) = mask {
             for (r, i) in rows.enumerate() {
                 let m = &mask[(b * t + i) * t + keys.0..(b * t + i) * t + keys.1];
                 for (s, m) in scores[r * width..(r + 1) * width].iter_mut().zip(m) {
@@ -207,6 +219,7 @@ impl AttentionOp {
         b: usize,
         g: usize,
         (q, k, v): (&[f32], &[f32], &[f32]),
+        mask: Option<&[f32]>,
         (out, lse): (SharedMut<f32>, SharedMut<f32>),
     ) {
         let Heads {
@@ -242,7 +255,7 @@ impl AttentionOp {
                     continue;
                 }
                 let scores = &mut scores[..rows.len() * width];
-                self.scores(b, rows.clone(), keys, &q_rot, &k_rot, scores);
+                self.scores(b, rows.clone(), keys, (&q_rot, &k_rot, mask), scores);
                 for (r, row) in scores.chunks_exact_mut(width).enumerate() {
                     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let total = if max == f32::NEG_INFINITY {
@@ -290,7 +303,7 @@ impl AttentionOp {
         g: usize,
         (q, k, v): (&[f32], &[f32], &[f32]),
         (out, grad_out): (&[f32], &[f32]),
-        lse: &[f32],
+        (lse, mask): (&[f32], Option<&[f32]>),
         (grad_q, grad_k, grad_v): (SharedMut<f32>, SharedMut<f32>, SharedMut<f32>),
     ) {
         let Heads {
@@ -338,7 +351,7 @@ impl AttentionOp {
                         .sum();
                 }
                 let probs = &mut probs[..n * width];
-                self.scores(b, rows.clone(), keys, &q_rot, &k_rot, probs);
+                self.scores(b, rows.clone(), keys, (&q_rot, &k_rot, mask), probs);
                 for (row, &l) in probs.chunks_exact_mut(width).zip(lse) {
                     if l == f32::NEG_INFINITY {
                         row.fill(0.0);
@@ -452,12 +465,15 @@ impl CustomOp3 for AttentionOp {
         let mut out = vec![0f32; q.len()];
         let mut lse = vec![0f32; self.batch * heads * self.t];
         let (out_ptr, lse_ptr) = (SharedMut(out.as_mut_ptr()), SharedMut(lse.as_mut_ptr()));
-        parallel(self.batch * kv_heads, |units| {
-            for unit in units {
-                let (b, g) = (unit / kv_heads, unit % kv_heads);
-                self.forward_unit(b, g, (q, k, v), (out_ptr, lse_ptr));
-            }
-        });
+        self.with_mask(|mask| {
+            parallel(self.batch * kv_heads, |units| {
+                for unit in units {
+                    let (b, g) = (unit / kv_heads, unit % kv_heads);
+                    self.forward_unit(b, g, (q, k, v), mask, (out_ptr, lse_ptr));
+                }
+            });
+            Ok(())
+        })?;
         *self.log_sum_exp.lock().expect("log-sum-exp lock") = lse;
         Ok((CpuStorage::F32(out), q_l.shape().clone()))
     }
@@ -476,20 +492,22 @@ impl CustomOp3 for AttentionOp {
         let mut grads = [q, k, v].map(|x| vec![0f32; x.elem_count()]);
         let ptrs = [0, 1, 2].map(|i| SharedMut(grads[i].as_mut_ptr()));
         with_slices([q, k, v, out, &grad_out], |[q, k, v, out, grad_out]| {
-            parallel(self.batch * kv_heads, |units| {
-                for unit in units {
-                    let (b, g) = (unit / kv_heads, unit % kv_heads);
-                    self.backward_unit(
-                        b,
-                        g,
-                        (q, k, v),
-                        (out, grad_out),
-                        &lse,
-                        (ptrs[0], ptrs[1], ptrs[2]),
-                    );
-                }
-            });
-            Ok(())
+            self.with_mask(|mask| {
+                parallel(self.batch * kv_heads, |units| {
+                    for unit in units {
+                        let (b, g) = (unit / kv_heads, unit % kv_heads);
+                        self.backward_unit(
+                            b,
+                            g,
+                            (q, k, v),
+                            (out, grad_out),
+                            (&lse, mask),
+                            (ptrs[0], ptrs[1], ptrs[2]),
+                        );
+                    }
+                });
+                Ok(())
+            })
         })?;
         let [gq, gk, gv] = grads;
         let device = q.device();
