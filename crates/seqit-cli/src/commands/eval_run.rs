@@ -240,6 +240,19 @@ impl Subject {
         settings["backend"] = json!(self.spec.describe());
         settings
     }
+
+    /// The job of a few-shot prompted benchmark: the answerer's settings plus the data
+    /// files and the prompt (name, version, hash).
+    fn prompted_job<'a>(&self, benchmark: &'a str, data: Value, prompt: &FewShot) -> Job<'a> {
+        let mut settings = self.settings();
+        settings["data"] = data;
+        settings["prompt"] = describe_prompt(prompt);
+        Job {
+            benchmark,
+            concurrency: self.concurrency,
+            settings,
+        }
+    }
 }
 
 fn limit<T>(mut items: Vec<T>, limit: Option<usize>) -> Vec<T> {
@@ -276,15 +289,8 @@ pub fn gsm8k(args: Gsm8kArgs) -> Result<()> {
     let items = limit(gsm8k::read(&args.data)?, args.answerer.limit);
     let prompt = prompt_or(args.prompts.as_deref(), "cot", gsm8k::cot_prompt())?;
     let subject = Subject::open(&args.answerer, SamplingParams::greedy(args.max_tokens))?;
-    let mut settings = subject.settings();
-    settings["data"] = json!(args.data);
-    settings["prompt"] = describe_prompt(&prompt);
     let (_, metrics) = subject.output.run(
-        Job {
-            benchmark: "gsm8k",
-            concurrency: subject.concurrency,
-            settings,
-        },
+        subject.prompted_job("gsm8k", json!(args.data), &prompt),
         &items,
         |item| item.id.clone(),
         |item| benchmarks::gsm8k_item(&subject.answerer, &prompt, item),
@@ -310,15 +316,8 @@ pub fn mgsm(args: MgsmArgs) -> Result<()> {
     let items = limit(items, args.answerer.limit);
     let prompt = prompt_or(args.prompts.as_deref(), name, mgsm::prompt(style))?;
     let subject = Subject::open(&args.answerer, SamplingParams::greedy(args.max_tokens))?;
-    let mut settings = subject.settings();
-    settings["data"] = json!(args.data);
-    settings["prompt"] = describe_prompt(&prompt);
     let (_, metrics) = subject.output.run(
-        Job {
-            benchmark: "mgsm",
-            concurrency: subject.concurrency,
-            settings,
-        },
+        subject.prompted_job("mgsm", json!(args.data), &prompt),
         &items,
         |item| item.id.clone(),
         |item| benchmarks::mgsm_item(&subject.answerer, &prompt, item),
@@ -346,15 +345,8 @@ pub fn xquad(args: XquadArgs) -> Result<()> {
         xquad::translate_answer_prompt(),
     )?;
     let subject = Subject::open(&args.answerer, SamplingParams::greedy(args.max_tokens))?;
-    let mut settings = subject.settings();
-    settings["data"] = json!(args.data);
-    settings["prompt"] = describe_prompt(&prompt);
     let (_, metrics) = subject.output.run(
-        Job {
-            benchmark: "xquad",
-            concurrency: subject.concurrency,
-            settings,
-        },
+        subject.prompted_job("xquad", json!(args.data), &prompt),
         &items,
         |item| format!("{}/{}", item.language, item.id),
         |item| benchmarks::xquad_item(&subject.answerer, &prompt, item),
