@@ -10,6 +10,9 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use super::{f32_slice, with_slices};
 use crate::pool::{parallel, SharedMut};
 
+/// Rows per partial sum of the weight's gradient.
+const ROWS_PER_PARTIAL: usize = 64;
+
 /// `x: [..., n]` normalised and scaled by `weight: [n]`.
 pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
     let op = RmsNormOp {
@@ -72,37 +75,53 @@ impl CustomOp2 for RmsNormOp {
         let grad_y = grad_y.contiguous()?;
         let inverse_rms = self.inverse_rms.lock().expect("rms lock");
         let n = w.elem_count();
+        let rows = inverse_rms.len();
         let mut grad_x = vec![0f32; x.elem_count()];
-        let grad_w = Mutex::new(vec![0f32; n]);
         let want_grad_w = w.is_variable();
+        // dw is summed per fixed block of rows, then over blocks in order: the result
+        // does not depend on how the pool scheduled the blocks (exact resume relies on it).
+        let blocks = rows.div_ceil(ROWS_PER_PARTIAL);
+        let mut partials = vec![0f32; if want_grad_w { blocks * n } else { 0 }];
         let dx_ptr = SharedMut(grad_x.as_mut_ptr());
+        let partials_ptr = SharedMut(partials.as_mut_ptr());
         with_slices([x, w, &grad_y], |[x, w, grad_y]| {
-            parallel(inverse_rms.len(), |range| {
-                let mut partial_w = vec![0f32; if want_grad_w { n } else { 0 }];
-                for i in range {
-                    let (row, dy) = (&x[i * n..(i + 1) * n], &grad_y[i * n..(i + 1) * n]);
-                    let r = inverse_rms[i];
-                    let ax: f32 = dy.iter().zip(w).zip(row).map(|((g, w), v)| g * w * v).sum();
-                    let c = r * r * r * ax / n as f32;
-                    // SAFETY: each row is written by one unit only.
-                    let dx = unsafe { std::slice::from_raw_parts_mut(dx_ptr.get().add(i * n), n) };
-                    for (((dx, g), w), v) in dx.iter_mut().zip(dy).zip(w).zip(row) {
-                        *dx = r * g * w - v * c;
+            parallel(blocks, |range| {
+                for block in range {
+                    let first = block * ROWS_PER_PARTIAL;
+                    for i in first..rows.min(first + ROWS_PER_PARTIAL) {
+                        let (row, dy) = (&x[i * n..(i + 1) * n], &grad_y[i * n..(i + 1) * n]);
+                        let r = inverse_rms[i];
+                        let ax: f32 = dy.iter().zip(w).zip(row).map(|((g, w), v)| g * w * v).sum();
+                        let c = r * r * r * ax / n as f32;
+                        // SAFETY: each row and each block's partial sum is written by one
+                        // unit only.
+                        let dx =
+                            unsafe { std::slice::from_raw_parts_mut(dx_ptr.get().add(i * n), n) };
+                        for (((dx, g), w), v) in dx.iter_mut().zip(dy).zip(w).zip(row) {
+                            *dx = r * g * w - v * c;
+                        }
+                        if want_grad_w {
+                            let partial = unsafe {
+                                std::slice::from_raw_parts_mut(partials_ptr.get().add(block * n), n)
+                            };
+                            for ((pw, g), v) in partial.iter_mut().zip(dy).zip(row) {
+                                *pw += g * v * r;
+                            }
+                        }
                     }
-                    for ((pw, g), v) in partial_w.iter_mut().zip(dy).zip(row) {
-                        *pw += g * v * r;
-                    }
-                }
-                if want_grad_w {
-                    let mut total = grad_w.lock().expect("grad lock");
-                    total.iter_mut().zip(&partial_w).for_each(|(t, p)| *t += p);
                 }
             });
             Ok(())
         })?;
         let grad_x = Tensor::from_vec(grad_x, x.shape(), x.device())?;
         let grad_w = want_grad_w
-            .then(|| Tensor::from_vec(grad_w.into_inner().expect("grad lock"), n, w.device()))
+            .then(|| {
+                let mut total = vec![0f32; n];
+                for partial in partials.chunks_exact(n) {
+                    total.iter_mut().zip(partial).for_each(|(t, p)| *t += p);
+                }
+                Tensor::from_vec(total, n, w.device())
+            })
             .transpose()?;
         Ok((Some(grad_x), grad_w))
     }
