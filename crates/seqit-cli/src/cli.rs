@@ -537,10 +537,15 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_steps: Option<usize>,
-    /// Weights and compute dtype: f32, or bf16/f16 on a device that supports them [default: f32].
+    /// Weights and activations: f32, or bf16/f16 with f32 master weights and optimizer
+    /// state (f16 with dynamic loss scaling) [default: f32].
     #[arg(long, value_parser = ["f32", "bf16", "f16"])]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dtype: Option<String>,
+    /// cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`) [default: cpu].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// Continue the run in `--output` from its newest checkpoint.
     #[arg(long)]
     #[serde(default, skip_serializing_if = "is_false")]

@@ -181,3 +181,57 @@ fn bad_training_input_is_reported() {
         "{err}"
     );
 }
+
+/// `--dtype f16` reaches the trainer (its metrics carry the loss scale); `--device`
+/// names a CUDA GPU only in builds with the `cuda` feature, and says so otherwise.
+#[test]
+fn dtype_and_device_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = TinyModel::new(&TinyModelSpec::default())
+        .unwrap()
+        .write_hf_dir(&dir.path().join("base"))
+        .unwrap();
+    let data = data(dir.path());
+    let (model, data) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let train = |output: &str, extra: &[&str]| {
+        let output = dir.path().join(output);
+        let args = train_args(model, data, output.to_str().unwrap(), extra);
+        let out = Command::new(env!("CARGO_BIN_EXE_seqit"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+            output,
+        )
+    };
+    let (code, err, run) = train("f16", &["--dtype", "f16", "--max-steps", "2"]);
+    assert_eq!(code, Some(0), "{err}");
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["loss_scale"], 65536.0, "{first}");
+    let config = std::fs::read_to_string(run.join("model/config.json")).unwrap();
+    assert!(config.contains("\"torch_dtype\": \"float16\""), "{config}");
+
+    let (code, err, _) = train("tpu", &["--device", "tpu"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("device `tpu`: expected cpu, cuda or cuda:N"),
+        "{err}"
+    );
+    if !cfg!(feature = "cuda") {
+        let (code, err, _) = train("cuda", &["--device", "cuda:0"]);
+        assert_eq!(code, Some(1));
+        assert!(
+            err.contains("built without CUDA support") && err.contains("--features cuda"),
+            "{err}"
+        );
+    }
+}

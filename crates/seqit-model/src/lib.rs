@@ -6,10 +6,12 @@
 //!   (`config.json` + safetensors, sharded or not), checking every tensor's shape.
 //! * [`save_hf_weights`] — writes a dense model as Hugging Face safetensors + `config.json`.
 //! * [`apply_peft_adapter`] / [`save_peft_adapter`] — LoRA adapters in PEFT's layout.
+//! * [`parse_device`] — `cpu`, `cuda` or `cuda:N` (CUDA in builds with the `cuda` feature).
 //! * [`gguf`] — GGUF metadata, tensor-name mapping and the RoPE row permutation.
 
 mod cache;
 mod config;
+mod device;
 mod export;
 pub mod gguf;
 mod linear;
@@ -21,6 +23,7 @@ mod train_ops;
 
 pub use cache::KvCache;
 pub use config::{Architecture, Llama3RopeScaling, ModelConfig, RopeLayout};
+pub use device::parse_device;
 pub use export::{named_weights, save_hf_weights};
 pub use linear::{DropoutState, Linear, LinearWeight, LoraAdapter, LoraDropout};
 pub use llama::{

@@ -7,7 +7,9 @@ use std::sync::{Arc, OnceLock};
 
 use candle_core::backend::BackendStorage;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Storage, Tensor, D};
+use candle_core::{
+    CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, Storage, Tensor, D,
+};
 
 use crate::pool::{parallel, SharedMut};
 use crate::train_ops;
@@ -163,9 +165,11 @@ impl LoraAdapter {
         matmul_t(&down, b)
     }
 
-    /// `scale · B·A`, the dense update that merging adds to the weight.
+    /// `scale · B·A`, the dense update that merging adds to the weight, in f32 whatever
+    /// the adapter's dtype (merging then rounds once, into the weight's dtype).
     pub fn delta(&self) -> Result<Tensor> {
-        self.b.matmul(&self.a)? * self.scale
+        let (a, b) = (self.a.to_dtype(DType::F32)?, self.b.to_dtype(DType::F32)?);
+        b.matmul(&a)? * self.scale
     }
 }
 
@@ -240,7 +244,7 @@ impl Linear {
         let LinearWeight::Dense(w) = &self.weight else {
             candle_core::bail!("a LoRA adapter can only be merged into dense weights");
         };
-        let merged = (w + adapter.delta()?.to_dtype(w.dtype())?)?;
+        let merged = (w.to_dtype(DType::F32)? + adapter.delta()?)?.to_dtype(w.dtype())?;
         let mut linear = Self::new(LinearWeight::Dense(merged), self.bias.clone())?;
         linear.frozen = self.frozen;
         Ok(linear)

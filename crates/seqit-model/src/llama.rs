@@ -343,7 +343,12 @@ impl AttentionSpec {
         };
         let probs = match self.kernels {
             Kernels::Fused => candle_nn::ops::softmax_last_dim(&scores)?,
-            Kernels::Differentiable => candle_nn::ops::softmax(&scores, D::Minus1)?,
+            // Low-precision scores are normalised in f32 (as transformers does): bf16's
+            // 8-bit mantissa is too coarse for the sums of exponentials.
+            Kernels::Differentiable => {
+                candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?
+                    .to_dtype(scores.dtype())?
+            }
         };
         Ok(probs
             .matmul(&v.contiguous()?)?

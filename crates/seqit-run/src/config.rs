@@ -234,6 +234,12 @@ pub struct TrainSection {
     pub packing: bool,
     /// Checkpoint every N updates, so that an interrupted run resumes.
     pub save_every: Option<usize>,
+    /// `seqit train --dtype`: f32, bf16 or f16.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<String>,
+    /// `seqit train --device`: cpu, cuda or cuda:N.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// Hand training off to a distributed trainer (`trl`, `llamafactory`, `axolotl`)
     /// instead of training here: the stage writes its data and config.
     pub handoff: Option<String>,

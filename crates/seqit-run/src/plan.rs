@@ -346,6 +346,8 @@ fn train_stage(exp: &Experiment, t: &TrainSection, data: &Path, examples: u64) -
             push_opt(&mut cmd, "--max-steps", t.max_steps);
             push_opt(&mut cmd, "--template", t.template.as_deref());
             push_opt(&mut cmd, "--save-every", t.save_every);
+            push_opt(&mut cmd, "--dtype", t.dtype.as_deref());
+            push_opt(&mut cmd, "--device", t.device.as_deref());
             if t.packing {
                 cmd.push("--packing".into());
             }

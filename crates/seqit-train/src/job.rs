@@ -24,6 +24,8 @@ pub struct TrainJob {
     /// Validation conversations, evaluated every `eval_every` updates and at the end.
     pub eval_conversations: Vec<Vec<ChatMessage>>,
     pub eval_every: usize,
+    /// Where the model trains: the CPU, or a CUDA GPU (builds with the `cuda` feature).
+    pub device: Device,
 }
 
 /// What a finished run reports.
@@ -68,11 +70,12 @@ pub fn run_training(
             job.config.max_len
         );
     }
+    let dtype = job.config.precision.dtype();
     let options = LoadOptions {
         gguf_weights: GgufWeights::Dequantized,
-        dtype: DType::F32,
+        dtype,
     };
-    let base = load_model(&job.model, &Device::Cpu, options)
+    let base = load_model(&job.model, &job.device, options)
         .with_context(|| format!("cannot load `{}`", job.model.display()))?
         .llama;
     let model = match &job.config.lora {
@@ -88,19 +91,13 @@ pub fn run_training(
             let dir = job.output.join("adapter");
             let mut config = settings.peft_config();
             config.base_model_name_or_path = Some(job.model.display().to_string());
-            let tensors: Vec<_> = trainer
-                .model
-                .params
-                .iter()
-                .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-                .collect();
-            save_peft_adapter(&dir, &config, &tensors)?;
+            save_peft_adapter(&dir, &config, &trainer.trained_weights()?)?;
             Some(dir)
         }
         None => None,
     };
     let model_dir = job.output.join("model");
-    export(&trainer, &tokenizer, template.source(), &model_dir)?;
+    export(&trainer, &tokenizer, template.source(), &model_dir, dtype)?;
     Ok(TrainSummary {
         examples: examples.len(),
         skipped_without_labels: skipped,
@@ -123,14 +120,15 @@ fn total_updates(examples: usize, config: &TrainConfig) -> usize {
     })
 }
 
-/// Writes the trained model (adapters merged) as a Hugging Face directory carrying the
-/// chat template it was trained with, so that `seqit generate` and transformers prompt it
-/// the same way.
+/// Writes the trained model (adapters merged) in `dtype` as a Hugging Face directory
+/// carrying the chat template it was trained with, so that `seqit generate` and
+/// transformers prompt it the same way.
 fn export(
     trainer: &Trainer,
     tokenizer: &seqit_engine::Tokenizer,
     template: &str,
     dir: &Path,
+    dtype: DType,
 ) -> Result<()> {
     let tmp = dir.with_extension("tmp");
     if tmp.exists() {
@@ -138,7 +136,7 @@ fn export(
     }
     let mut llama = trainer.model.llama.clone();
     llama.merge_adapters()?;
-    save_hf_weights(&llama, &tmp, DType::F32)?;
+    save_hf_weights(&llama, &tmp, dtype)?;
     write_tokenizer_files(&tmp, tokenizer, Some(template), &llama.config)?;
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;

@@ -8,12 +8,15 @@
 //! * [`Trainer`] — the loop (accumulation, clipping, schedules, checkpoints, exact resume,
 //!   validation loss) over a [`TrainableModel`]: every weight ([`full_finetuning`]) or
 //!   LoRA adapters on frozen weights ([`lora`]), exported by [`run_training`] as a Hugging
-//!   Face directory and a PEFT adapter.
+//!   Face directory and a PEFT adapter. On the CPU in f32 by default; in bf16/f16 with
+//!   f32 master weights ([`Precision`]), and on CUDA GPUs in builds with the `cuda`
+//!   feature.
 
 mod batch;
 mod job;
 mod loss;
 mod optim;
+mod precision;
 mod recipe;
 mod schedule;
 mod tokenize;
@@ -24,6 +27,7 @@ pub use batch::{build_batch, pack, Batch};
 pub use job::{run_training, TrainJob, TrainSummary};
 pub use loss::masked_cross_entropy;
 pub use optim::{AdamW, AdamWConfig, Moments};
+pub use precision::{LossScale, Precision};
 pub use recipe::{export_recipe, DistributedTrainer, RecipeSettings};
 pub use schedule::{learning_rate, Schedule};
 pub use tokenize::{

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Tensor, Var};
+use candle_core::{Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use seqit_model::{
@@ -93,7 +93,7 @@ pub fn lora(mut model: Llama, settings: &LoraSettings, seed: u64) -> Result<Trai
     let state = Arc::new(DropoutState::default());
     let mut rng = StdRng::seed_from_u64(seed);
     let mut params = Vec::new();
-    let device = model.device().clone();
+    let (device, dtype) = (model.device().clone(), model.dtype());
     for (id, (module, linear)) in model.projections_mut().into_iter().enumerate() {
         let frozen = linear.clone().frozen();
         let short = module.rsplit('.').next().unwrap_or_default();
@@ -109,8 +109,9 @@ pub fn lora(mut model: Llama, settings: &LoraSettings, seed: u64) -> Result<Trai
         let a: Vec<f32> = (0..settings.rank * inp)
             .map(|_| rng.random_range(-bound..bound) as f32)
             .collect();
-        let a = Var::from_tensor(&Tensor::from_vec(a, (settings.rank, inp), &device)?)?;
-        let b = Var::zeros((out, settings.rank), DType::F32, &device)?;
+        let a = Tensor::from_vec(a, (settings.rank, inp), &device)?.to_dtype(dtype)?;
+        let a = Var::from_tensor(&a)?;
+        let b = Var::zeros((out, settings.rank), dtype, &device)?;
         let adapter = LoraAdapter {
             a: a.as_tensor().clone(),
             b: b.as_tensor().clone(),

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::batch::{build_batch, pack};
 use crate::loss::masked_cross_entropy;
 use crate::optim::{AdamW, AdamWConfig, Moments};
+use crate::precision::{LossScale, Precision};
 use crate::schedule::{learning_rate, Schedule};
 use crate::tokenize::TokenizedExample;
 use crate::trainable::{LoraSettings, TrainableModel};
@@ -42,6 +43,9 @@ pub struct TrainConfig {
     /// LoRA adapters instead of full fine-tuning.
     #[serde(default)]
     pub lora: Option<LoraSettings>,
+    /// The dtype of the weights and activations (the optimizer's state is f32).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -61,6 +65,7 @@ impl Default for TrainConfig {
             save_every: 0,
             max_steps: None,
             lora: None,
+            precision: Precision::F32,
         }
     }
 }
@@ -79,6 +84,17 @@ pub struct StepMetrics {
     /// Mean loss per trained token on the validation data, when evaluated at this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_loss: Option<f64>,
+    /// f16 only: the loss-scale factor this update's gradients were computed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    /// f16 only: the gradients overflowed at this loss scale, so the update was skipped
+    /// (and `grad_norm` is 0).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub overflow: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Where training stands; saved with every checkpoint.
@@ -87,6 +103,8 @@ struct Progress {
     /// Updates done.
     step: usize,
     config: TrainConfig,
+    #[serde(default)]
+    loss_scale: Option<LossScale>,
 }
 
 /// Examples dropped because truncation left them without trained tokens.
@@ -158,6 +176,8 @@ pub struct Trainer {
     config: TrainConfig,
     output: PathBuf,
     step: usize,
+    /// f16 only.
+    loss_scale: Option<LossScale>,
     /// Validation examples and how many updates apart to evaluate them (0: at the end).
     eval: Option<(Vec<TokenizedExample>, usize)>,
 }
@@ -191,6 +211,7 @@ impl Trainer {
         let mut trainer = Self {
             model,
             optimizer,
+            loss_scale: config.precision.initial_loss_scale(),
             config,
             output: output.to_path_buf(),
             step: 0,
@@ -211,6 +232,13 @@ impl Trainer {
 
     pub fn step(&self) -> usize {
         self.step
+    }
+
+    /// The trainable tensors under their names, in f32 on the CPU (for bf16/f16 runs:
+    /// the optimizer's master weights).
+    pub fn trained_weights(&self) -> Result<Vec<(String, Tensor)>> {
+        let names = self.model.params.iter().map(|(n, _)| n.clone());
+        Ok(names.zip(self.optimizer.f32_weights()?).collect())
     }
 
     /// Evaluates `examples` every `every` updates and after the last one (0: only then).
@@ -234,7 +262,7 @@ impl Trainer {
         let (mut total, mut count) = (0f64, 0usize);
         for chunk in examples.chunks(self.config.batch_size.max(1)) {
             let rows: Vec<Vec<&TokenizedExample>> = chunk.iter().map(|e| vec![e]).collect();
-            let batch = build_batch(&rows, &Device::Cpu)?;
+            let batch = build_batch(&rows, self.model.llama.device())?;
             let logits = self.model.llama.forward(
                 &batch.input_ids,
                 &batch.positions,
@@ -274,6 +302,7 @@ impl Trainer {
                 .flat_map(|mb| mb.iter().flatten())
                 .map(|&i| examples[i].trained.iter().skip(1).filter(|t| **t).count())
                 .sum();
+            let loss_scale = self.loss_scale.map_or(1.0, |s| s.factor);
             let mut grads: Option<GradStore> = None;
             let (mut loss_sum, mut tokens, mut trained) = (0f64, 0, 0);
             for (micro_index, micro) in micro_batches.iter().enumerate() {
@@ -286,7 +315,7 @@ impl Trainer {
                     .iter()
                     .map(|r| r.iter().map(|&i| &examples[i]).collect())
                     .collect();
-                let batch = build_batch(&rows, &Device::Cpu)?;
+                let batch = build_batch(&rows, self.model.llama.device())?;
                 let logits = self.model.llama.forward(
                     &batch.input_ids,
                     &batch.positions,
@@ -299,7 +328,7 @@ impl Trainer {
                 let loss =
                     (masked_cross_entropy(&logits, &batch.targets, &batch.weights)? * share)?;
                 loss_sum += loss.to_scalar::<f32>()? as f64;
-                let micro_grads = loss.backward()?;
+                let micro_grads = (loss * loss_scale)?.backward()?;
                 grads = Some(match grads {
                     None => micro_grads,
                     Some(mut acc) => {
@@ -326,7 +355,15 @@ impl Trainer {
                 warmup,
             );
             let grads = grads.context("an update without batches")?;
-            let grad_norm = self.optimizer.step(&grads, lr, self.config.max_grad_norm)?;
+            let grad_norm =
+                self.optimizer
+                    .step(&grads, lr, self.config.max_grad_norm, 1.0 / loss_scale)?;
+            let overflow = !grad_norm.is_finite();
+            match &mut self.loss_scale {
+                Some(scale) => scale.record(!overflow)?,
+                None if overflow => bail!("the gradient norm is {grad_norm}: training diverged"),
+                None => {}
+            }
             self.step += 1;
             let elapsed = started.elapsed().as_secs_f64();
             let eval_loss = match &self.eval {
@@ -342,11 +379,13 @@ impl Trainer {
                 epoch: (self.step - 1) / updates_per_epoch.max(1),
                 loss: loss_sum,
                 lr,
-                grad_norm,
+                grad_norm: if overflow { 0.0 } else { grad_norm },
                 tokens,
                 trained_tokens: trained,
                 tokens_per_second: tokens as f64 / elapsed,
                 eval_loss,
+                loss_scale: self.loss_scale.is_some().then_some(loss_scale),
+                overflow,
             };
             writeln!(metrics_file, "{}", serde_json::to_string(&metrics)?)?;
             metrics_file.flush()?;
@@ -370,16 +409,12 @@ impl Trainer {
             std::fs::remove_dir_all(&tmp)?;
         }
         std::fs::create_dir_all(&tmp)?;
-        let weights: std::collections::HashMap<String, Tensor> = self
-            .model
-            .params
-            .iter()
-            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-            .collect();
+        let weights: std::collections::HashMap<String, Tensor> =
+            self.trained_weights()?.into_iter().collect();
         candle_core::safetensors::save(&weights, tmp.join("weights.safetensors"))?;
         let mut state = std::collections::HashMap::new();
-        for ((name, _), Moments { m, v }) in self.model.params.iter().zip(self.optimizer.moments())
-        {
+        let moments = self.optimizer.moments()?;
+        for ((name, _), Moments { m, v }) in self.model.params.iter().zip(moments) {
             let n = m.len();
             state.insert(format!("{name}.m"), Tensor::from_vec(m, n, &Device::Cpu)?);
             state.insert(format!("{name}.v"), Tensor::from_vec(v, n, &Device::Cpu)?);
@@ -388,6 +423,7 @@ impl Trainer {
         let progress = Progress {
             step: self.step,
             config: self.config.clone(),
+            loss_scale: self.loss_scale,
         };
         std::fs::write(
             tmp.join("progress.json"),
@@ -420,12 +456,12 @@ impl Trainer {
             candle_core::safetensors::load(dir.join("weights.safetensors"), &Device::Cpu)?;
         let state =
             candle_core::safetensors::load(dir.join("optimizer.safetensors"), &Device::Cpu)?;
-        let mut moments = Vec::new();
-        for (name, var) in &self.model.params {
+        let (mut restored, mut moments) = (Vec::new(), Vec::new());
+        for (name, _) in &self.model.params {
             let w = weights
                 .get(name)
                 .with_context(|| format!("checkpoint lacks `{name}`"))?;
-            var.set(w)?;
+            restored.push(w.clone());
             let get = |suffix: &str| -> Result<Vec<f32>> {
                 Ok(state
                     .get(&format!("{name}.{suffix}"))
@@ -437,8 +473,12 @@ impl Trainer {
                 v: get("v")?,
             });
         }
-        self.optimizer.restore(moments, progress.step as u64)?;
+        self.optimizer
+            .restore(restored, moments, progress.step as u64)?;
         self.step = progress.step;
+        if progress.loss_scale.is_some() {
+            self.loss_scale = progress.loss_scale;
+        }
         // Metrics of updates after the checkpoint were lost with the process: drop them
         // so the file holds each step once.
         let metrics_path = self.output.join("metrics.jsonl");

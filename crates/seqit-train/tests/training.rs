@@ -1,10 +1,10 @@
-//! The training loop on a tiny random model: it learns, and resuming from a checkpoint
-//! continues the exact same loss curve.
+//! The training loop on a tiny random model: it learns (in f32, bf16 and f16), and
+//! resuming from a checkpoint continues the exact same loss curve.
 
 use candle_core::{DType, Device};
 use seqit_model::load_hf_dir;
 use seqit_testkit::{TinyModel, TinyModelSpec};
-use seqit_train::{full_finetuning, Schedule, TokenizedExample, TrainConfig, Trainer};
+use seqit_train::{full_finetuning, Precision, Schedule, TokenizedExample, TrainConfig, Trainer};
 
 fn examples() -> Vec<TokenizedExample> {
     (0..8u32)
@@ -22,11 +22,16 @@ fn examples() -> Vec<TokenizedExample> {
 }
 
 fn model(dir: &std::path::Path) -> seqit_train::TrainableModel {
+    model_in(dir, Precision::F32)
+}
+
+fn model_in(dir: &std::path::Path, precision: Precision) -> seqit_train::TrainableModel {
     let hf = TinyModel::new(&TinyModelSpec::default())
         .unwrap()
         .write_hf_dir(dir)
         .unwrap();
-    full_finetuning(load_hf_dir(&hf, &Device::Cpu, DType::F32).unwrap()).unwrap()
+    let dtype = precision.dtype();
+    full_finetuning(load_hf_dir(&hf, &Device::Cpu, dtype).unwrap()).unwrap()
 }
 
 fn config() -> TrainConfig {
@@ -66,15 +71,90 @@ fn tiny_model_memorises_eight_examples() {
 
 #[test]
 fn resume_continues_the_same_loss_curve() {
+    assert_resume_is_exact(Precision::F32);
+}
+
+/// bf16 weights train through f32 master weights: the loss falls as in f32, and what a
+/// checkpoint saves (masters and moments in f32) resumes exactly.
+#[test]
+fn bf16_training_learns_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        precision: Precision::Bf16,
+        ..config()
+    };
+    let mut trainer = Trainer::new(
+        model_in(&dir.path().join("m"), Precision::Bf16),
+        config,
+        &dir.path().join("run"),
+        false,
+    )
+    .unwrap();
+    assert!(trainer
+        .model
+        .params
+        .iter()
+        .all(|(_, v)| v.dtype() == DType::BF16));
+    let metrics = trainer.train(&examples(), &mut |_| {}).unwrap();
+    let (first, last) = (metrics[0].loss, metrics.last().unwrap().loss);
+    assert!(first > 2.0 && last < 0.1, "loss {first} -> {last}");
+    assert!(metrics.iter().all(|m| m.loss_scale.is_none()));
+    let weights = trainer.trained_weights().unwrap();
+    assert!(weights.iter().all(|(_, w)| w.dtype() == DType::F32));
+    assert_resume_is_exact(Precision::Bf16);
+}
+
+/// f16 scales the loss (2^16 at first), skips updates whose gradients overflow and
+/// halves the scale; it learns, and the scale is part of what resumes.
+#[test]
+fn f16_training_scales_the_loss_learns_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        precision: Precision::F16,
+        ..config()
+    };
+    let mut trainer = Trainer::new(
+        model_in(&dir.path().join("m"), Precision::F16),
+        config,
+        &dir.path().join("run"),
+        false,
+    )
+    .unwrap();
+    let metrics = trainer.train(&examples(), &mut |_| {}).unwrap();
+    assert_eq!(metrics[0].loss_scale, Some(65536.0));
+    for pair in metrics.windows(2) {
+        let (scale, next) = (pair[0].loss_scale.unwrap(), pair[1].loss_scale.unwrap());
+        if pair[0].overflow {
+            assert_eq!(pair[0].grad_norm, 0.0);
+            assert_eq!(next, scale / 2.0, "an overflow halves the scale");
+        } else {
+            assert_eq!(next, scale, "no growth within 2000 clean updates");
+        }
+    }
+    let applied: Vec<f64> = metrics
+        .iter()
+        .filter(|m| !m.overflow)
+        .map(|m| m.loss)
+        .collect();
+    let (first, last) = (applied[0], *applied.last().unwrap());
+    assert!(applied.len() > metrics.len() / 2, "most updates apply");
+    assert!(first > 2.0 && last < 0.1, "loss {first} -> {last}");
+    assert_resume_is_exact(Precision::F16);
+}
+
+/// Train N updates straight, and N/2 + a crash + resume: the same losses.
+fn assert_resume_is_exact(precision: Precision) {
     let dir = tempfile::tempdir().unwrap();
     let short = TrainConfig {
         epochs: 16,
         save_every: 3,
+        precision,
         ..config()
     };
+    let model = |name: &str| model_in(&dir.path().join(name), precision);
     let straight = {
         let mut t = Trainer::new(
-            model(&dir.path().join("a")),
+            model("a"),
             short.clone(),
             &dir.path().join("straight"),
             false,
@@ -87,7 +167,7 @@ fn resume_continues_the_same_loss_curve() {
     // checkpoint, as after a crash, and redoes update 7 onwards.
     let run = dir.path().join("resumed");
     let mut first = Trainer::new(
-        model(&dir.path().join("b")),
+        model("b"),
         TrainConfig {
             max_steps: Some(7),
             ..short.clone()
@@ -98,15 +178,15 @@ fn resume_continues_the_same_loss_curve() {
     .unwrap();
     first.train(&examples(), &mut |_| {}).unwrap();
     std::fs::remove_dir_all(run.join("checkpoint-00000007")).unwrap();
-    let mut second = Trainer::new(model(&dir.path().join("c")), short, &run, true).unwrap();
+    let mut second = Trainer::new(model("c"), short, &run, true).unwrap();
     assert_eq!(second.step(), 6);
     let rest = second.train(&examples(), &mut |_| {}).unwrap();
     assert_eq!(rest.len(), 10);
     for (a, b) in straight[6..].iter().zip(&rest) {
-        assert_eq!(a.step, b.step);
+        assert_eq!((a.step, a.loss_scale), (b.step, b.loss_scale));
         assert!(
             (a.loss - b.loss).abs() < 1e-6,
-            "step {}: {} vs {}",
+            "{precision:?} step {}: {} vs {}",
             a.step,
             a.loss,
             b.loss

@@ -7,7 +7,10 @@ use anyhow::{bail, Context, Result};
 use seqit_core::{ChatMessage, Role};
 use seqit_data::{read_all, ReadOptions};
 use seqit_engine::resolve_model;
-use seqit_train::{run_training, ChatFormat, LoraSettings, Schedule, TrainConfig, TrainJob};
+use seqit_model::parse_device;
+use seqit_train::{
+    run_training, ChatFormat, LoraSettings, Precision, Schedule, TrainConfig, TrainJob,
+};
 
 use crate::cli::TrainArgs;
 
@@ -96,6 +99,7 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
         save_every: args.save_every.unwrap_or(0),
         max_steps: args.max_steps,
         lora,
+        precision: Precision::parse(args.dtype.as_deref().unwrap_or("f32"))?,
     })
 }
 
@@ -115,14 +119,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let (Some(data), Some(output)) = (&args.data, &args.output) else {
         bail!("`seqit train` needs --data and --output (as flags or in the --config file)");
     };
-    match args.dtype.as_deref().unwrap_or("f32") {
-        "f32" => {}
-        other => bail!(
-            "--dtype {other}: training runs on the CPU here, which seqit trains in f32 only \
-             (candle's {other} kernels on CPU are several times slower than f32)\nhint: use --dtype f32"
-        ),
-    }
     let config = train_config(&args)?;
+    let device = parse_device(args.device.as_deref().unwrap_or("cpu"))?;
+    if device.is_cpu() && config.precision != Precision::F32 {
+        // candle widens bf16 matmuls to f32 on the CPU and has no f16 SIMD kernels.
+        eprintln!("note: on the CPU, bf16/f16 training saves memory but runs slower than f32");
+    }
     let model = resolve_model(args.model.as_deref())?;
     let format = chat_format(args.template.as_deref())?;
     let conversations = read_conversations(data)?;
@@ -140,7 +142,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
         ),
         None => "full fine-tuning".to_string(),
     };
-    eprintln!("{mode}, lr {:.1e}", config.lr);
+    eprintln!(
+        "{mode}, lr {:.1e}, {:?} on {}",
+        config.lr,
+        config.precision,
+        args.device.as_deref().unwrap_or("cpu")
+    );
     let job = TrainJob {
         model,
         conversations,
@@ -150,6 +157,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         resume: args.resume,
         eval_conversations,
         eval_every: args.eval_every.unwrap_or(0),
+        device,
     };
     let started = Instant::now();
     let summary = run_training(&job, &mut |m, total| {
