@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""PyTorch reference for scripts/bench/train: transformers (+ PEFT for LoRA), CPU, f32.
+"""PyTorch reference for scripts/bench/train: transformers (+ PEFT for LoRA), CPU, f32
+(or bf16 weights with --dtype bf16; PEFT then keeps the adapters in f32).
 
 Same data as seqit's run: each conversation rendered with the model's chat template,
 loss on the assistant tokens only (labels -100 elsewhere), truncated to --seq tokens,
@@ -14,6 +15,8 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
+
 
 def main() -> None:
     p = argparse.ArgumentParser()
@@ -27,11 +30,12 @@ def main() -> None:
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--alpha", type=float, default=32)
     p.add_argument("--dropout", type=float, default=0.05)
+    p.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
     args = p.parse_args()
     torch.manual_seed(1)
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=DTYPES[args.dtype])
     if args.mode == "lora":
         from peft import LoraConfig, get_peft_model
 

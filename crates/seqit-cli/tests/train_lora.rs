@@ -217,6 +217,9 @@ fn bad_settings_are_reported_precisely() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown LoRA target `x`"), "{err}");
 
+    // The config file bypasses clap's value lists: seqit checks the values itself.
+    let config = dir.path().join("fp8.toml");
+    std::fs::write(&config, "dtype = \"fp8\"\n").unwrap();
     let out = seqit(&[
         "train",
         "--model",
@@ -225,11 +228,14 @@ fn bad_settings_are_reported_precisely() {
         &train,
         "--output",
         dir.path().join("o").to_str().unwrap(),
-        "--dtype",
-        "bf16",
+        "--config",
+        config.to_str().unwrap(),
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--dtype bf16") && err.contains("f32"), "{err}");
+    assert!(
+        err.contains("dtype `fp8`: expected f32, bf16 or f16"),
+        "{err}"
+    );
 }
 
 #[test]
