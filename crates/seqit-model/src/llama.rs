@@ -4,8 +4,9 @@
 //!
 //! One definition serves inference and training. [`Kernels::Fused`] uses candle's fused
 //! softmax/RMSNorm/RoPE kernels, which are fast but have no backward pass;
-//! [`Kernels::Differentiable`] spells the same maths with elementary ops so that every
-//! parameter receives a gradient.
+//! [`Kernels::Differentiable`] computes the same maths with ops that have one: seqit's
+//! CPU training ops, or candle's elementary ops on other devices
+//! ([`Kernels::Elementary`] forces the latter).
 
 use std::sync::Arc;
 
@@ -34,8 +35,15 @@ pub const PROJECTIONS: [&str; 7] = [
 /// Which implementation of the non-matmul ops to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
+    /// Inference: candle's fused kernels, which have no backward pass.
     Fused,
+    /// Training: seqit's CPU ops with hand-written backward passes (`train_ops`) on the
+    /// CPU, candle's elementary ops on other devices.
     Differentiable,
+    /// Training on candle's elementary ops only, as devices other than the CPU run it;
+    /// tests select it on the CPU to check that path. (A LoRA projection on the CPU
+    /// still takes its fused op, which `train_ops` tests check against candle's ops.)
+    Elementary,
 }
 
 /// Which positions get logits: generation only needs the last one, training needs all.
@@ -67,7 +75,9 @@ impl RmsNorm {
             Kernels::Differentiable if train_ops::applies_to(x) => {
                 train_ops::rms_norm(x, &self.weight, eps)
             }
-            Kernels::Differentiable => candle_nn::ops::rms_norm_slow(x, &self.weight, eps),
+            Kernels::Differentiable | Kernels::Elementary => {
+                candle_nn::ops::rms_norm_slow(x, &self.weight, eps)
+            }
         }
     }
 }
@@ -210,7 +220,12 @@ impl Llama {
             .0
             .index_select(&input_ids.flatten_all()?, 0)?
             .reshape((batch, t, self.config.hidden_size))?;
-        let mask = mask.map(|m| m.to_dtype(self.dtype())).transpose()?;
+        // The CPU's training ops take an f32 mask whatever the model's dtype.
+        let mask_dtype = match self.uses_train_ops(&x, cache.is_none()) {
+            true => DType::F32,
+            false => self.dtype(),
+        };
+        let mask = mask.map(|m| m.to_dtype(mask_dtype)).transpose()?;
         for (index, block) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| (index, c));
             x = self
@@ -263,6 +278,12 @@ impl Llama {
         Ok((x + h)?)
     }
 
+    /// Whether a forward pass over `x` runs attention on [`train_ops`]: a training pass
+    /// (differentiable kernels, no cache) on the CPU.
+    fn uses_train_ops(&self, x: &Tensor, without_cache: bool) -> bool {
+        self.kernels == Kernels::Differentiable && without_cache && train_ops::applies_to(x)
+    }
+
     fn attention(
         &self,
         attn: &Attention,
@@ -281,9 +302,7 @@ impl Llama {
             },
             kernels: self.kernels,
         };
-        let training =
-            self.kernels == Kernels::Differentiable && cache.is_none() && train_ops::applies_to(x);
-        let out = if training {
+        let out = if self.uses_train_ops(x, cache.is_none()) {
             train_ops::attention(&q, &k, &v, &angles.cos, &angles.sin, mask, spec.heads)?
         } else {
             spec.core(&q, &k, &v, angles, mask, cache)?
@@ -345,7 +364,7 @@ impl AttentionSpec {
             Kernels::Fused => candle_nn::ops::softmax_last_dim(&scores)?,
             // Low-precision scores are normalised in f32 (as transformers does): bf16's
             // 8-bit mantissa is too coarse for the sums of exponentials.
-            Kernels::Differentiable => {
+            Kernels::Differentiable | Kernels::Elementary => {
                 candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?
                     .to_dtype(scores.dtype())?
             }
@@ -365,7 +384,7 @@ impl AttentionSpec {
             (Kernels::Fused, RopeLayout::Interleaved) => {
                 candle_nn::rotary_emb::rope_i(x, cos, sin)?
             }
-            (Kernels::Differentiable, layout) => {
+            (Kernels::Differentiable | Kernels::Elementary, layout) => {
                 let (b, h, t, d) = x.dims4()?;
                 let cos = cos.unsqueeze(1)?;
                 let sin = sin.unsqueeze(1)?;

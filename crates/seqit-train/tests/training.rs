@@ -2,7 +2,7 @@
 //! resuming from a checkpoint continues the exact same loss curve.
 
 use candle_core::{DType, Device};
-use seqit_model::load_hf_dir;
+use seqit_model::{load_hf_dir, Kernels};
 use seqit_testkit::{TinyModel, TinyModelSpec};
 use seqit_train::{full_finetuning, Precision, Schedule, TokenizedExample, TrainConfig, Trainer};
 
@@ -102,6 +102,35 @@ fn bf16_training_learns_and_resumes_exactly() {
     let weights = trainer.trained_weights().unwrap();
     assert!(weights.iter().all(|(_, w)| w.dtype() == DType::F32));
     assert_resume_is_exact(Precision::Bf16);
+}
+
+/// bf16 on candle's elementary ops, the path CUDA runs, learns along the same loss curve
+/// as the CPU's fused training ops (which compute in f32 between bf16 tensors).
+#[test]
+fn bf16_elementary_ops_follow_the_fused_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        epochs: 20,
+        precision: Precision::Bf16,
+        ..config()
+    };
+    let run = |name: &str, kernels: Kernels| {
+        let mut model = model_in(&dir.path().join(name), Precision::Bf16);
+        model.llama.kernels = kernels;
+        let run_dir = dir.path().join(format!("{name}-run"));
+        let mut trainer = Trainer::new(model, config.clone(), &run_dir, false).unwrap();
+        let metrics = trainer.train(&examples(), &mut |_| {}).unwrap();
+        metrics.iter().map(|m| m.loss).collect::<Vec<f64>>()
+    };
+    let fused = run("fused", Kernels::Differentiable);
+    let elementary = run("elementary", Kernels::Elementary);
+    assert!(fused[19] < 0.5 * fused[0], "{fused:?}");
+    for (step, (a, b)) in fused.iter().zip(&elementary).enumerate() {
+        assert!(
+            (a - b).abs() < 0.05 * a,
+            "step {step}: fused {a} vs elementary {b}"
+        );
+    }
 }
 
 /// f16 scales the loss (2^16 at first), skips updates whose gradients overflow and

@@ -11,9 +11,9 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use super::{f32_slice, matmul, with_slices, Threads};
+use super::{f32_slice, in_f32, matmul, with_slices, Threads};
 use crate::config::RopeLayout;
 use crate::pool::{parallel, SharedMut};
 
@@ -31,7 +31,8 @@ pub(crate) struct Heads {
 
 /// Attention over `q: [batch, t, heads·d]`, `k`, `v: [batch, t, kv_heads·d]` (projected,
 /// not rotated) with RoPE angles `cos`, `sin: [batch, t, d/2]` and an additive mask
-/// `[batch, 1, t, t]` (0 or -inf; `None`: every key visible). Returns `[batch, t, heads·d]`.
+/// `[batch, 1, t, t]` (0 or -inf, f32; `None`: every key visible). Returns `[batch, t,
+/// heads·d]`, in `q`'s dtype (computed in f32).
 pub(crate) fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -41,8 +42,24 @@ pub(crate) fn attention(
     mask: Option<&Tensor>,
     heads: Heads,
 ) -> Result<Tensor> {
+    in_f32([q, k, v], |[q, k, v]| {
+        attention_f32(&q, &k, &v, cos, sin, mask, heads)
+    })
+}
+
+fn attention_f32(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    mask: Option<&Tensor>,
+    heads: Heads,
+) -> Result<Tensor> {
     let (batch, t, _) = q.dims3()?;
-    let flat = |x: &Tensor| -> Result<Vec<f32>> { x.flatten_all()?.to_vec1::<f32>() };
+    let flat = |x: &Tensor| -> Result<Vec<f32>> {
+        x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
+    };
     // Every layer's op shares the one mask tensor (kept for backward), instead of a copy.
     let mask = mask.map(Tensor::contiguous).transpose()?;
     let visible = match &mask {

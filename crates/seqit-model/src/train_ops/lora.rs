@@ -12,15 +12,29 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use super::{f32_slice, matmul, with_slices, Threads};
+use super::{f32_slice, in_f32, matmul, with_slices, Threads};
 use crate::linear::LoraAdapter;
 use crate::pool::{parallel, SharedMut};
 
 /// `x @ weightᵀ` plus the adapter's update, for `x: [..., in]`, `weight: [out, in]`
 /// (frozen: it gets no gradient) and the adapter's `a: [rank, in]`, `b: [out, rank]`.
 pub(crate) fn lora_linear(x: &Tensor, weight: &Tensor, adapter: &LoraAdapter) -> Result<Tensor> {
+    // The frozen weight gets no gradient: its f32 copy (none for f32) is the op's own.
+    let weight = weight.to_dtype(DType::F32)?;
+    in_f32([x, &adapter.a, &adapter.b], |[x, a, b]| {
+        lora_linear_f32(&x, &weight, &a, &b, adapter)
+    })
+}
+
+fn lora_linear_f32(
+    x: &Tensor,
+    weight: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    adapter: &LoraAdapter,
+) -> Result<Tensor> {
     let dims = x.dims();
     let k = dims[dims.len() - 1];
     let rows = x.elem_count() / k;
@@ -38,7 +52,7 @@ pub(crate) fn lora_linear(x: &Tensor, weight: &Tensor, adapter: &LoraAdapter) ->
     *out_dims.last_mut().expect("rank >= 1") = weight.dim(0)?;
     x.reshape((rows, k))?
         .contiguous()?
-        .apply_op3(&adapter.a.contiguous()?, &adapter.b.contiguous()?, op)?
+        .apply_op3(&a.contiguous()?, &b.contiguous()?, op)?
         .reshape(out_dims)
 }
 

@@ -15,7 +15,7 @@ pub(crate) use lora::lora_linear;
 pub(crate) use rms_norm::rms_norm;
 pub(crate) use swiglu::swiglu;
 
-use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
+use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor};
 use gemm::{gemm, Parallelism};
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
@@ -41,9 +41,27 @@ fn with_slices<const N: usize, R>(
     f(slices.try_into().expect("one slice per tensor"))
 }
 
-/// Whether the CPU ops of this module apply to `x`.
+/// Whether the CPU ops of this module apply to `x`: on the CPU, in f32, or in bf16/f16,
+/// which [`in_f32`] computes in f32.
 pub(crate) fn applies_to(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::BF16 | DType::F16)
+}
+
+/// `op` on f32 versions of `inputs`, its result cast back to their dtype. bf16/f16
+/// training on the CPU computes each fused op in f32 (candle's CPU has no low-precision
+/// arithmetic of its own) and keeps low-precision tensors between them: candle's
+/// elementary ops would instead keep several full-size intermediates per op for backward.
+/// The casts are differentiable; f32 inputs are not copied.
+fn in_f32<const N: usize>(
+    inputs: [&Tensor; N],
+    op: impl FnOnce([Tensor; N]) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let dtype = inputs[0].dtype();
+    let mut widened = Vec::with_capacity(N);
+    for t in inputs {
+        widened.push(t.to_dtype(DType::F32)?);
+    }
+    op(widened.try_into().expect("one tensor per input"))?.to_dtype(dtype)
 }
 
 /// Whether a matrix product may use all threads (rayon's pool, as candle's matmul does)

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::{f32_slice, with_slices};
+use super::{f32_slice, in_f32, with_slices};
 use crate::pool::{parallel, SharedMut};
 
 /// Rows per partial sum of the weight's gradient.
@@ -15,11 +15,13 @@ const ROWS_PER_PARTIAL: usize = 64;
 
 /// `x: [..., n]` normalised and scaled by `weight: [n]`.
 pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
-    let op = RmsNormOp {
-        eps,
-        inverse_rms: Mutex::new(Vec::new()),
-    };
-    x.contiguous()?.apply_op2(&weight.contiguous()?, op)
+    in_f32([x, weight], |[x, weight]| {
+        let op = RmsNormOp {
+            eps,
+            inverse_rms: Mutex::new(Vec::new()),
+        };
+        x.contiguous()?.apply_op2(&weight.contiguous()?, op)
+    })
 }
 
 struct RmsNormOp {
@@ -77,7 +79,7 @@ impl CustomOp2 for RmsNormOp {
         let n = w.elem_count();
         let rows = inverse_rms.len();
         let mut grad_x = vec![0f32; x.elem_count()];
-        let want_grad_w = w.is_variable();
+        let want_grad_w = w.track_op();
         // dw is summed per fixed block of rows, then over blocks in order: the result
         // does not depend on how the pool scheduled the blocks (exact resume relies on it).
         let blocks = rows.div_ceil(ROWS_PER_PARTIAL);
@@ -130,7 +132,7 @@ impl CustomOp2 for RmsNormOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train_ops::test_support::{assert_same_maths, var};
+    use crate::train_ops::test_support::{assert_same_maths, max_abs, max_abs_diff, var};
 
     #[test]
     fn matches_composite_ops() {
@@ -138,5 +140,23 @@ mod tests {
         let fused = rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
         let composite = candle_nn::ops::rms_norm_slow(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
         assert_same_maths(&[("x", &x), ("w", &w)], &fused, &composite, "rms-norm");
+    }
+
+    /// bf16 inputs: computed in f32, rounded once into a bf16 result, and the gradient
+    /// flows back through the casts.
+    #[test]
+    fn bf16_runs_in_f32_and_returns_bf16() {
+        use candle_core::DType;
+        let (x, w) = (var(&[3, 5, 48], 1, 2.0), var(&[48], 2, 1.0));
+        let bf16 = |t: &Tensor| t.to_dtype(DType::BF16).unwrap();
+        let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let (xb, wb) = (bf16(x.as_tensor()), bf16(w.as_tensor()));
+        let out = rms_norm(&xb, &wb, 1e-5).unwrap();
+        assert_eq!(out.dtype(), DType::BF16);
+        let reference = bf16(&rms_norm(&f32(&xb), &f32(&wb), 1e-5).unwrap());
+        assert_eq!(max_abs_diff(&f32(&out), &f32(&reference)), 0.0);
+        let grads = f32(&out).sum_all().unwrap().backward().unwrap();
+        assert!(max_abs(grads.get(x.as_tensor()).unwrap()) > 0.0);
+        assert!(max_abs(grads.get(w.as_tensor()).unwrap()) > 0.0);
     }
 }

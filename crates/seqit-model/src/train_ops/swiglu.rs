@@ -4,7 +4,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::{f32_slice, with_slices};
+use super::{f32_slice, in_f32, with_slices};
 use crate::pool::{parallel, SharedMut};
 
 /// Values per parallel unit: enough work to amortise handing it out.
@@ -12,7 +12,9 @@ const CHUNK: usize = 4096;
 
 /// `silu(gate) · up`, elementwise (same shapes).
 pub(crate) fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    gate.contiguous()?.apply_op2(&up.contiguous()?, SwigluOp)
+    in_f32([gate, up], |[gate, up]| {
+        gate.contiguous()?.apply_op2(&up.contiguous()?, SwigluOp)
+    })
 }
 
 struct SwigluOp;
