@@ -221,9 +221,10 @@ impl Llama {
             .index_select(&input_ids.flatten_all()?, 0)?
             .reshape((batch, t, self.config.hidden_size))?;
         // The CPU's training ops take an f32 mask whatever the model's dtype.
-        let mask_dtype = match self.uses_train_ops(&x, cache.is_none()) {
-            true => DType::F32,
-            false => self.dtype(),
+        let mask_dtype = if self.uses_train_ops(&x, cache.is_none()) {
+            DType::F32
+        } else {
+            self.dtype()
         };
         let mask = mask.map(|m| m.to_dtype(mask_dtype)).transpose()?;
         for (index, block) in self.layers.iter().enumerate() {

@@ -122,8 +122,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let config = train_config(&args)?;
     let device = parse_device(args.device.as_deref().unwrap_or("cpu"))?;
     if device.is_cpu() && config.precision != Precision::F32 {
-        // candle widens bf16 matmuls to f32 on the CPU and has no f16 SIMD kernels.
-        eprintln!("note: on the CPU, bf16/f16 training saves memory but runs slower than f32");
+        // The CPU computes bf16/f16 in f32 and keeps f32 copies for backward
+        // (docs/benchmarks.md: bf16 LoRA 8.6 GB vs 4.8 GB in f32 at 4 x 512).
+        eprintln!(
+            "note: on the CPU, f32 trains faster and in less memory than bf16/f16, which are meant for GPUs"
+        );
     }
     let model = resolve_model(args.model.as_deref())?;
     let format = chat_format(args.template.as_deref())?;

@@ -3,7 +3,8 @@
 //!
 //! Spelled with candle's elementary ops, each of these is a chain of passes over memory
 //! (and a tensor kept for backward per link), which cost more than the matrix products
-//! around them. Other devices and dtypes use the elementary ops.
+//! around them. They compute in f32 (bf16/f16 tensors are widened at their boundaries);
+//! other devices use the elementary ops.
 
 mod attention;
 mod lora;
