@@ -8,14 +8,15 @@ use seqit_train::{
     run_training, ChatFormat, LoraSettings, Precision, Schedule, TrainConfig, TrainJob,
 };
 
-#[test]
-fn trained_and_exported_model_answers_what_it_learned() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = TinyModel::new(&TinyModelSpec::default())
+fn tiny_base(dir: &std::path::Path) -> std::path::PathBuf {
+    TinyModel::new(&TinyModelSpec::default())
         .unwrap()
-        .write_hf_dir(&dir.path().join("base"))
-        .unwrap();
-    let conversations = vec![
+        .write_hf_dir(&dir.join("base"))
+        .unwrap()
+}
+
+fn conversations() -> Vec<Vec<ChatMessage>> {
+    vec![
         vec![
             ChatMessage::user("capital of france?"),
             ChatMessage::assistant("paris"),
@@ -24,7 +25,14 @@ fn trained_and_exported_model_answers_what_it_learned() {
             ChatMessage::user("two plus two?"),
             ChatMessage::assistant("four"),
         ],
-    ];
+    ]
+}
+
+#[test]
+fn trained_and_exported_model_answers_what_it_learned() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = tiny_base(dir.path());
+    let conversations = conversations();
     let job = TrainJob {
         model: base,
         conversations: conversations.clone(),
@@ -98,20 +106,8 @@ fn greedy_replies(model_dir: &std::path::Path, conversations: &[Vec<ChatMessage>
 #[test]
 fn bf16_lora_follows_f32_and_exports_a_bf16_model_and_an_f32_adapter() {
     let dir = tempfile::tempdir().unwrap();
-    let base = TinyModel::new(&TinyModelSpec::default())
-        .unwrap()
-        .write_hf_dir(&dir.path().join("base"))
-        .unwrap();
-    let conversations = vec![
-        vec![
-            ChatMessage::user("capital of france?"),
-            ChatMessage::assistant("paris"),
-        ],
-        vec![
-            ChatMessage::user("two plus two?"),
-            ChatMessage::assistant("four"),
-        ],
-    ];
+    let base = tiny_base(dir.path());
+    let conversations = conversations();
     let run = |precision: Precision| {
         let job = TrainJob {
             model: base.clone(),
