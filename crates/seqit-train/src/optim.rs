@@ -383,14 +383,23 @@ mod tests {
         (0..n).map(|i| ((i as f32) * 0.37 + phase).sin()).collect()
     }
 
-    /// Three steps of `loss = Σ x²/2` (gradient `x`) on a parameter of `n` values.
-    fn run(mut make: impl FnMut(Vec<Var>) -> AdamW, init: &[f32], dtype: DType) -> (AdamW, Var) {
+    /// Three steps of `loss = Σ x²/2` (gradient `x`) from `init`, with weight decay 0.1,
+    /// by the fused update or (`tensor_updates`) the tensor-op one.
+    fn three_steps(init: &[f32], tensor_updates: bool) -> (AdamW, Var) {
         let t = Tensor::from_vec(init.to_vec(), init.len(), &Device::Cpu).unwrap();
-        let var = Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap();
-        let mut opt = make(vec![var.clone()]);
+        let var = Var::from_tensor(&t).unwrap();
+        let config = AdamWConfig {
+            weight_decay: 0.1,
+            ..AdamWConfig::default()
+        };
+        let params = vec![var.clone()];
+        let mut opt = if tensor_updates {
+            AdamW::with_tensor_updates(params, config).unwrap()
+        } else {
+            AdamW::new(params, config).unwrap()
+        };
         for _ in 0..3 {
-            let x = var.as_tensor().to_dtype(DType::F32).unwrap();
-            let loss = (x.sqr().unwrap().sum_all().unwrap() * 0.5).unwrap();
+            let loss = (var.as_tensor().sqr().unwrap().sum_all().unwrap() * 0.5).unwrap();
             opt.step(&loss.backward().unwrap(), 0.01, None, 1.0)
                 .unwrap();
         }
@@ -404,22 +413,11 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
-    fn decay_config() -> AdamWConfig {
-        AdamWConfig {
-            weight_decay: 0.1,
-            ..AdamWConfig::default()
-        }
-    }
-
     /// The fused update equals the textbook AdamW formulas.
     #[test]
     fn matches_reference_adamw() {
         let init = wave(40_000, 0.0);
-        let (_, var) = run(
-            |p| AdamW::new(p, decay_config()).unwrap(),
-            &init,
-            DType::F32,
-        );
+        let (_, var) = three_steps(&init, false);
         let (mut p, mut m, mut v) = (init.clone(), vec![0f32; 40_000], vec![0f32; 40_000]);
         for step in 1..=3 {
             for i in 0..p.len() {
@@ -440,16 +438,8 @@ mod tests {
     #[test]
     fn tensor_update_matches_fused() {
         let init = wave(5_000, 1.0);
-        let (fused, a) = run(
-            |p| AdamW::new(p, decay_config()).unwrap(),
-            &init,
-            DType::F32,
-        );
-        let (tensors, b) = run(
-            |p| AdamW::with_tensor_updates(p, decay_config()).unwrap(),
-            &init,
-            DType::F32,
-        );
+        let (fused, a) = three_steps(&init, false);
+        let (tensors, b) = three_steps(&init, true);
         assert!(matches!(fused.states[0], ParamState::Fused(_)));
         assert!(matches!(tensors.states[0], ParamState::Tensors(_)));
         let (wa, wb): (Vec<f32>, Vec<f32>) = (
