@@ -8,6 +8,8 @@
 //! * [`apply_peft_adapter`] / [`save_peft_adapter`] — LoRA adapters in PEFT's layout.
 //! * [`parse_device`] — `cpu`, `cuda` or `cuda:N` (CUDA in builds with the `cuda` feature).
 //! * [`gguf`] — GGUF metadata, tensor-name mapping and the RoPE row permutation.
+//! * [`packed`] — the packed decoder's quantized kernels for AVX-512 VNNI, AVX2, NEON
+//!   and portable Rust, with one arithmetic on all of them.
 
 mod cache;
 mod config;
@@ -17,6 +19,7 @@ pub mod gguf;
 mod linear;
 mod llama;
 mod load;
+pub mod packed;
 mod peft;
 mod pool;
 mod train_ops;

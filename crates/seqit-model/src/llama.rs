@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Storage, Tensor, D};
 
 use crate::cache::{KvCache, PackedKv};
 use crate::config::{ModelConfig, RopeLayout};
-use crate::linear::packed::{self, PackedMatrix, QuantizedRows};
+use crate::packed::{self, AttendSpan, Isa, PackedMatrix, QuantizedRows};
 use crate::linear::{Linear, LinearWeight};
 use crate::pool::{parallel, SharedMut};
 use crate::train_ops::{self, Heads};
@@ -153,8 +153,20 @@ impl Llama {
             inv_freq,
             packed: None,
         };
-        llama.packed = PackedWeights::build(&llama)?.map(Arc::new);
+        if let Some(isa) = packed::decoder_isa().map_err(anyhow::Error::msg)? {
+            llama.packed = PackedWeights::build(&llama, isa)?.map(Arc::new);
+        }
         Ok(llama)
+    }
+
+    /// The same model with the packed decoder running `isa`'s kernels (to compare
+    /// instruction sets on one machine; the default is [`Isa::selected`]).
+    pub fn with_packed_isa(mut self, isa: Isa) -> Result<Self> {
+        if !isa.supported() {
+            bail!("this CPU has no {} instructions", isa.name());
+        }
+        self.packed = PackedWeights::build(&self, isa)?.map(Arc::new);
+        Ok(self)
     }
 
     pub fn device(&self) -> &Device {
@@ -479,6 +491,8 @@ struct PackedLayer {
 
 /// The model's quantized weights in the layout of [`packed`], built once at construction.
 struct PackedWeights {
+    /// The instruction set every kernel of this model runs with.
+    isa: Isa,
     layers: Vec<PackedLayer>,
     final_norm: Vec<f32>,
     lm_head: PackedMatrix,
@@ -490,6 +504,7 @@ struct PackedWeights {
 impl std::fmt::Debug for PackedWeights {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PackedWeights")
+            .field("isa", &self.isa)
             .field("layers", &self.layers.len())
             .field("lm_head", &self.lm_head)
             .finish()
@@ -552,10 +567,9 @@ fn packed_sources(model: &Llama) -> Option<Vec<&Arc<QTensor>>> {
 }
 
 impl PackedWeights {
-    fn build(model: &Llama) -> Result<Option<Self>> {
+    fn build(model: &Llama, isa: Isa) -> Result<Option<Self>> {
         let cfg = &model.config;
-        let usable = packed::available()
-            && model.device().is_cpu()
+        let usable = model.device().is_cpu()
             && model.embed_tokens.0.dtype() == DType::F32
             && cfg.head_dim.is_multiple_of(16)
             && cfg.hidden_size.is_multiple_of(packed::QK)
@@ -604,6 +618,7 @@ impl PackedWeights {
             false,
         )?;
         Ok(Some(Self {
+            isa,
             layers,
             final_norm: vector(model.norm.weight())?,
             lm_head,
@@ -638,9 +653,14 @@ impl Llama {
     }
 
     /// Whether [`Self::forward_packed`] runs: every projection is quantized (and has not
-    /// been replaced since construction) and the CPU has AVX-512 VNNI.
+    /// been replaced since construction) and the CPU has packed kernels.
     pub fn packed_available(&self) -> bool {
         self.packed_weights().is_some()
+    }
+
+    /// The instruction set of the packed decoder, when it runs.
+    pub fn packed_isa(&self) -> Option<Isa> {
+        self.packed_weights().map(|p| p.isa)
     }
 
     /// One decoder pass of a left-padded batch for generation, with the packed
@@ -650,7 +670,7 @@ impl Llama {
     /// * `tokens`: `batch × t` new token ids, row-major.
     /// * `pads[b]`: padding positions at the start of row `b`'s history (cache + new
     ///   tokens), as for [`padded_causal_mask`]. Position `j` of a row has RoPE position
-    ///   `j - pads[b]`; padding positions attend only to themselves and are never attended.
+    ///   `j - pads[b]`; padding is never computed nor attended.
     ///
     /// Each row is computed independently of the others (same arithmetic whatever the
     /// batch), so a batch gives the same logits as its rows one by one.
@@ -661,23 +681,42 @@ impl Llama {
         pads: &[usize],
         cache: &mut KvCache,
     ) -> Result<Vec<f32>> {
+        let past = cache.len();
+        let starts: Vec<usize> = pads.iter().map(|&p| p.max(past)).collect();
+        self.forward_packed_from(tokens, batch, pads, &starts, cache)
+    }
+
+    /// [`Self::forward_packed`] where row `b` is computed from history position
+    /// `starts[b]` on (`pads[b] ≤ starts[b] < past + t`): its new tokens before that are
+    /// padding (`< pads[b]`) or already in the cache (a reused prompt prefix). Only the
+    /// rows' own tokens cost compute, so a ragged batch wastes nothing on padding.
+    pub fn forward_packed_from(
+        &self,
+        tokens: &[u32],
+        batch: usize,
+        pads: &[usize],
+        starts: &[usize],
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>> {
         let weights = self
             .packed_weights()
-            .context("the packed decoder needs quantized weights and a CPU with AVX-512 VNNI")?;
+            .context("the packed decoder needs quantized weights and a CPU it has kernels for")?;
+        let isa = weights.isa;
         let cfg = &self.config;
         if batch == 0
             || tokens.is_empty()
             || !tokens.len().is_multiple_of(batch)
             || pads.len() != batch
+            || starts.len() != batch
         {
             bail!(
-                "{} tokens and {} pads for {batch} rows",
+                "{} tokens, {} pads and {} starts for {batch} rows",
                 tokens.len(),
-                pads.len()
+                pads.len(),
+                starts.len()
             );
         }
         let t = tokens.len() / batch;
-        let m = tokens.len();
         let (hidden, d) = (cfg.hidden_size, cfg.head_dim);
         let (n_heads, n_kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
         let (q_out, kv_out) = (n_heads * d, n_kv * d);
@@ -689,9 +728,16 @@ impl Llama {
                 cfg.vocab_size
             );
         }
-        if pads.iter().any(|&p| p > past + t) {
-            bail!("more padding than positions");
+        for (&pad, &start) in pads.iter().zip(starts) {
+            if start < pad.max(past) || start >= past + t {
+                bail!("a row computed from position {start} with {pad} padding positions and {past} cached");
+            }
         }
+        // The computed positions: (row, index among the new tokens), row by row.
+        let computed: Vec<(usize, usize)> = (0..batch)
+            .flat_map(|b| (starts[b] - past..t).map(move |i| (b, i)))
+            .collect();
+        let m = computed.len();
 
         // Embeddings.
         let mut x = vec![0f32; m * hidden];
@@ -705,56 +751,48 @@ impl Llama {
             if !layout.is_contiguous() {
                 bail!("the embedding table is not contiguous");
             }
-            for (row, &id) in x.chunks_exact_mut(hidden).zip(tokens) {
-                row.copy_from_slice(&table[id as usize * hidden..][..hidden]);
+            for (row, &(b, i)) in x.chunks_exact_mut(hidden).zip(&computed) {
+                let id = tokens[b * t + i] as usize;
+                row.copy_from_slice(&table[id * hidden..][..hidden]);
             }
         }
 
-        // RoPE angles of every new position.
+        // RoPE angles of every computed position, in f64 then rounded once, so that they
+        // do not depend on the platform's f32 sin/cos.
         let half = d / 2;
         let inv_freq = self.inv_freq.to_vec1::<f32>()?;
         let mut cos = vec![0f32; m * half];
         let mut sin = vec![0f32; m * half];
-        for (b, &pad) in pads.iter().enumerate() {
-            for i in 0..t {
-                let r = b * t + i;
-                let pos = (past + i).saturating_sub(pad) as f32;
-                for (j, f) in inv_freq.iter().enumerate() {
-                    let angle = pos * f;
-                    cos[r * half + j] = angle.cos();
-                    sin[r * half + j] = angle.sin();
-                }
+        for (r, &(b, i)) in computed.iter().enumerate() {
+            let pos = (past + i - pads[b]) as f64;
+            for (j, f) in inv_freq.iter().enumerate() {
+                let angle = pos * *f as f64;
+                cos[r * half + j] = angle.cos() as f32;
+                sin[r * half + j] = angle.sin() as f32;
             }
         }
 
         let kv = cache.packed_mut(batch, n_kv, d, past + t)?;
         let eps = cfg.rms_norm_eps as f32;
+        let inter = weights.layers.first().map_or(0, |l| l.gate_up.rows() / 2);
         let mut s = Scratch {
-            h: Vec::new(),
-            qkv: Vec::new(),
-            attn: Vec::new(),
-            proj: Vec::new(),
-            mlp: Vec::new(),
+            h: vec![0.0; m * hidden],
+            qkv: vec![0.0; m * qkv_cols],
+            attn: vec![0.0; m * q_out],
+            proj: vec![0.0; m * hidden],
+            mlp: vec![0.0; m * inter],
             rows: QuantizedRows::new(activation_levels()),
         };
-        s.h.resize(m * hidden, 0.0);
-        s.qkv.resize(m * qkv_cols, 0.0);
-        s.attn.resize(m * q_out, 0.0);
-        s.proj.resize(m * hidden, 0.0);
-        let inter = weights.layers.first().map_or(0, |l| l.gate_up.rows() / 2);
-        s.mlp.resize(m * inter, 0.0);
         let shape = AttentionShape {
-            batch,
-            t,
             past,
             n_heads,
             n_kv,
             d,
         };
         for (index, layer) in weights.layers.iter().enumerate() {
-            rms_norm_rows(&x, &layer.attn_norm, eps, &mut s.h);
-            s.rows.quantize(&s.h, hidden);
-            packed::matmul(&layer.qkv, &s.rows, &mut s.qkv);
+            packed::rms_norm_rows(isa, &x, &layer.attn_norm, eps, &mut s.h);
+            s.rows.quantize(isa, &s.h, hidden);
+            packed::matmul(isa, &layer.qkv, &s.rows, &mut s.qkv);
             if let Some(bias) = &layer.qkv_bias {
                 for row in s.qkv.chunks_exact_mut(qkv_cols) {
                     row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
@@ -766,31 +804,33 @@ impl Llama {
                     rope_in_place(head, cos, sin, self.rope_layout);
                 }
             }
-            store_kv(kv, index, &s.qkv, &shape);
-            attention(kv, index, &s.qkv, pads, &shape, &mut s.attn);
-            s.rows.quantize(&s.attn, q_out);
-            packed::matmul(&layer.o, &s.rows, &mut s.proj);
+            store_kv(isa, kv, index, &s.qkv, &computed, &shape);
+            attention(isa, kv, index, &s.qkv, &computed, pads, &shape, &mut s.attn);
+            s.rows.quantize(isa, &s.attn, q_out);
+            packed::matmul(isa, &layer.o, &s.rows, &mut s.proj);
             x.iter_mut().zip(&s.proj).for_each(|(x, p)| *x += p);
 
-            rms_norm_rows(&x, &layer.mlp_norm, eps, &mut s.h);
-            s.rows.quantize(&s.h, hidden);
-            packed::matmul_swiglu(&layer.gate_up, &s.rows, &mut s.mlp);
-            s.rows.quantize(&s.mlp, inter);
-            packed::matmul(&layer.down, &s.rows, &mut s.proj);
+            packed::rms_norm_rows(isa, &x, &layer.mlp_norm, eps, &mut s.h);
+            s.rows.quantize(isa, &s.h, hidden);
+            packed::matmul_swiglu(isa, &layer.gate_up, &s.rows, &mut s.mlp);
+            s.rows.quantize(isa, &s.mlp, inter);
+            packed::matmul(isa, &layer.down, &s.rows, &mut s.proj);
             x.iter_mut().zip(&s.proj).for_each(|(x, p)| *x += p);
         }
         cache.advance(t);
 
-        // Logits of each row's last position.
+        // Logits of each row's last position only (the LM head is the largest matrix).
         let mut last = vec![0f32; batch * hidden];
-        for b in 0..batch {
-            last[b * hidden..][..hidden].copy_from_slice(&x[(b * t + t - 1) * hidden..][..hidden]);
+        for (r, &(b, i)) in computed.iter().enumerate() {
+            if i == t - 1 {
+                last[b * hidden..][..hidden].copy_from_slice(&x[r * hidden..][..hidden]);
+            }
         }
         let mut normed = vec![0f32; batch * hidden];
-        rms_norm_rows(&last, &weights.final_norm, eps, &mut normed);
-        s.rows.quantize(&normed, hidden);
+        packed::rms_norm_rows(isa, &last, &weights.final_norm, eps, &mut normed);
+        s.rows.quantize(isa, &normed, hidden);
         let mut logits = vec![0f32; batch * weights.lm_head.rows()];
-        packed::matmul(&weights.lm_head, &s.rows, &mut logits);
+        packed::matmul(isa, &weights.lm_head, &s.rows, &mut logits);
         Ok(logits)
     }
 
@@ -852,15 +892,6 @@ fn activation_levels() -> usize {
     )
 }
 
-/// `out[r] = x[r] / rms(x[r]) * weight` for every row.
-fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-    let n = weight.len();
-    for (row, dst) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-        // SAFETY: the packed path is only built when the kernels are available.
-        unsafe { packed::kernels::rms_norm(row, weight, eps, dst) };
-    }
-}
-
 /// Rotates one head in place (`cos`, `sin`: `head_dim / 2` angles).
 fn rope_in_place(head: &mut [f32], cos: &[f32], sin: &[f32], layout: RopeLayout) {
     let half = cos.len();
@@ -884,49 +915,53 @@ fn rope_in_place(head: &mut [f32], cos: &[f32], sin: &[f32], layout: RopeLayout)
 
 #[derive(Debug, Clone, Copy)]
 struct AttentionShape {
-    batch: usize,
-    t: usize,
     past: usize,
     n_heads: usize,
     n_kv: usize,
     d: usize,
 }
 
-/// Writes the new keys and values of `layer` (from the stacked q/k/v rows) into the cache.
-fn store_kv(kv: &mut PackedKv, layer: usize, qkv: &[f32], s: &AttentionShape) {
+/// Writes the new keys and values of `layer` (from the stacked q/k/v rows of the
+/// computed positions) into the cache.
+fn store_kv(
+    isa: Isa,
+    kv: &mut PackedKv,
+    layer: usize,
+    qkv: &[f32],
+    computed: &[(usize, usize)],
+    s: &AttentionShape,
+) {
     let (d, cap) = (s.d, kv.capacity);
     let q_out = s.n_heads * d;
     let cols = q_out + 2 * s.n_kv * d;
     let (keys, values) = (&mut kv.k[layer], &mut kv.v[layer]);
     let mut k16 = vec![0u16; d];
-    for b in 0..s.batch {
-        for i in 0..s.t {
-            let row = &qkv[(b * s.t + i) * cols..][..cols];
-            let j = s.past + i;
-            for hk in 0..s.n_kv {
-                let k = &row[q_out + hk * d..][..d];
-                let v = &row[q_out + s.n_kv * d + hk * d..][..d];
-                let block = ((b * s.n_kv + hk) * cap + j / 16 * 16) * d;
-                // SAFETY: the packed path is only built when the kernels are available.
-                unsafe { packed::kernels::to_f16(k, &mut k16) };
-                for (dd, &kv) in k16.iter().enumerate() {
-                    keys[block + dd * 16 + j % 16] = kv;
-                }
-                let dst = &mut values[((b * s.n_kv + hk) * cap + j) * d..][..d];
-                // SAFETY: as above.
-                unsafe { packed::kernels::to_f16(v, dst) };
+    for (r, &(b, i)) in computed.iter().enumerate() {
+        let row = &qkv[r * cols..][..cols];
+        let j = s.past + i;
+        for hk in 0..s.n_kv {
+            let k = &row[q_out + hk * d..][..d];
+            let v = &row[q_out + s.n_kv * d + hk * d..][..d];
+            let block = ((b * s.n_kv + hk) * cap + j / 16 * 16) * d;
+            packed::to_f16(isa, k, &mut k16);
+            for (dd, &kv) in k16.iter().enumerate() {
+                keys[block + dd * 16 + j % 16] = kv;
             }
+            let dst = &mut values[((b * s.n_kv + hk) * cap + j) * d..][..d];
+            packed::to_f16(isa, v, dst);
         }
     }
 }
 
-/// Causal attention of the new positions over the cache, with grouped KV heads. Row
-/// `b`'s positions before `pads[b]` are padding: never attended, and attending only to
-/// themselves.
+/// Causal attention of the computed positions over the cache, with grouped KV heads.
+/// Row `b`'s positions before `pads[b]` are padding: never attended.
+#[allow(clippy::too_many_arguments)]
 fn attention(
+    isa: Isa,
     kv: &PackedKv,
     layer: usize,
     qkv: &[f32],
+    computed: &[(usize, usize)],
     pads: &[usize],
     s: &AttentionShape,
     out: &mut [f32],
@@ -939,196 +974,38 @@ fn attention(
     let (keys, values) = (&kv.k[layer], &kv.v[layer]);
     let dst = SharedMut(out.as_mut_ptr());
     // The query heads of a KV head share its loads, in slices of at most 4 heads; with
-    // few rows, one head per unit keeps both threads busy.
-    let per_unit = if s.batch * s.n_kv >= 4 {
+    // few positions, one head per unit keeps every thread busy.
+    let per_unit = if computed.len() * s.n_kv >= 4 {
         group.min(4)
     } else {
         1
     };
     let slices = group.div_ceil(per_unit);
-    let units = s.batch * s.n_kv * slices;
+    let units = computed.len() * s.n_kv * slices;
+    let longest = s.past + computed.iter().map(|&(_, i)| i + 1).max().unwrap_or(0);
     parallel(units, |range| {
-        let mut scores = vec![0f32; per_unit * (s.past + s.t + 32)];
+        let mut scores = vec![0f32; per_unit * (longest + 32)];
         for unit in range {
-            let (b, rest) = (unit / (s.n_kv * slices), unit % (s.n_kv * slices));
+            let (r, rest) = (unit / (s.n_kv * slices), unit % (s.n_kv * slices));
             let (hk, slice) = (rest / slices, rest % slices);
+            let (b, i) = computed[r];
             let h0 = hk * group + slice * per_unit;
             let heads = per_unit.min(hk * group + group - h0);
             let k_base = &keys[(b * s.n_kv + hk) * cap * d..];
             let v_base = &values[(b * s.n_kv + hk) * cap * d..];
-            for i in 0..s.t {
-                let r = b * s.t + i;
-                let q = &qkv[r * cols + h0 * d..][..heads * d];
-                let j = s.past + i;
-                let (from, to) = if j < pads[b] {
-                    (j, j + 1)
-                } else {
-                    (pads[b], j + 1)
-                };
-                // SAFETY: each (row, head) output is written by exactly one unit.
-                let o = unsafe {
-                    std::slice::from_raw_parts_mut(dst.get().add(r * q_out + h0 * d), heads * d)
-                };
-                let span = AttendSpan { from, to, scale };
-                // SAFETY: the packed path is only built when the kernels are available.
-                unsafe {
-                    match heads {
-                        1 => attend::<1>(q, k_base, v_base, span, &mut scores, o),
-                        2 => attend::<2>(q, k_base, v_base, span, &mut scores, o),
-                        3 => attend::<3>(q, k_base, v_base, span, &mut scores, o),
-                        _ => attend::<4>(q, k_base, v_base, span, &mut scores, o),
-                    }
-                }
-            }
+            let q = &qkv[r * cols + h0 * d..][..heads * d];
+            let span = AttendSpan {
+                from: pads[b],
+                to: s.past + i + 1,
+                scale,
+            };
+            // SAFETY: each (position, head) output is written by exactly one unit.
+            let o = unsafe {
+                std::slice::from_raw_parts_mut(dst.get().add(r * q_out + h0 * d), heads * d)
+            };
+            packed::attend(isa, heads, q, k_base, v_base, span, &mut scores, o);
         }
     });
-}
-
-/// Positions `from..to` of the cache and the score scale.
-#[derive(Clone, Copy)]
-struct AttendSpan {
-    from: usize,
-    to: usize,
-    scale: f32,
-}
-
-/// `o_g = softmax(scale · q_g·K[from..to]) · V[from..to]` for `G` query heads sharing a
-/// KV head (`q`, `o`: `G × head_dim`; keys in blocks of 16 positions and values, as f16
-/// bits, laid out as [`PackedKv`] describes).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn attend<const G: usize>(
-    q: &[f32],
-    keys: &[u16],
-    values: &[u16],
-    span: AttendSpan,
-    scores: &mut [f32],
-    o: &mut [f32],
-) {
-    use std::arch::x86_64::*;
-    let AttendSpan { from, to, scale } = span;
-    let d = q.len() / G;
-    let n = to - from;
-    // Scores are computed for whole key blocks: index `i` is position `first + i`.
-    let first = from / 16 * 16;
-    let chunks = (to - first).div_ceil(16);
-    let stride = chunks * 16;
-    let kp = keys.as_ptr();
-    let sp = scores.as_mut_ptr();
-    let load_k = |c: usize, dd: usize| {
-        _mm512_cvtph_ps(_mm256_loadu_si256(
-            kp.add((first + c * 16) * d + dd * 16) as *const __m256i
-        ))
-    };
-    // Two key blocks at a time so that 2·G FMA chains are in flight.
-    let mut c = 0;
-    while c < chunks {
-        let two = c + 1 < chunks;
-        let mut acc = [[_mm512_setzero_ps(); 2]; G];
-        for dd in 0..d {
-            let k0 = load_k(c, dd);
-            let k1 = if two { load_k(c + 1, dd) } else { k0 };
-            for (g, acc) in acc.iter_mut().enumerate() {
-                let qb = _mm512_set1_ps(*q.get_unchecked(g * d + dd));
-                acc[0] = _mm512_fmadd_ps(qb, k0, acc[0]);
-                acc[1] = _mm512_fmadd_ps(qb, k1, acc[1]);
-            }
-        }
-        for (g, acc) in acc.iter().enumerate() {
-            _mm512_storeu_ps(sp.add(g * stride + c * 16), acc[0]);
-            if two {
-                _mm512_storeu_ps(sp.add(g * stride + c * 16 + 16), acc[1]);
-            }
-        }
-        c += 2;
-    }
-    // Lanes of the first and last blocks outside `from..to` do not count.
-    let lanes = |c: usize| -> u16 {
-        let lo = if c == 0 { from - first } else { 0 };
-        let hi = (to - first - c * 16).min(16);
-        (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
-    };
-    let vscale = _mm512_set1_ps(scale);
-    let mut inv = [0f32; G];
-    for (g, inv) in inv.iter_mut().enumerate() {
-        let row = sp.add(g * stride);
-        let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
-        for c in 0..chunks {
-            let v = _mm512_mul_ps(_mm512_loadu_ps(row.add(c * 16)), vscale);
-            _mm512_storeu_ps(row.add(c * 16), v);
-            max = _mm512_mask_max_ps(max, lanes(c), max, v);
-        }
-        let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
-        let mut sum = _mm512_setzero_ps();
-        for c in 0..chunks {
-            let e = packed::kernels::exp_ps(_mm512_sub_ps(_mm512_loadu_ps(row.add(c * 16)), max));
-            let e = _mm512_maskz_mov_ps(lanes(c), e);
-            sum = _mm512_add_ps(sum, e);
-            _mm512_storeu_ps(row.add(c * 16), e);
-        }
-        *inv = 1.0 / _mm512_reduce_add_ps(sum);
-    }
-    // Weighted values, 64 dimensions at a time.
-    let vp = values.as_ptr().add(from * d);
-    let p = std::slice::from_raw_parts(sp.add(from - first), G * stride - (from - first));
-    for c0 in (0..d).step_by(64) {
-        let (vp, op) = (vp.add(c0), o.as_mut_ptr().add(c0));
-        match (d - c0) / 16 {
-            1 => weighted_values::<G, 1>(p, stride, n, vp, d, &inv, op),
-            2 => weighted_values::<G, 2>(p, stride, n, vp, d, &inv, op),
-            3 => weighted_values::<G, 3>(p, stride, n, vp, d, &inv, op),
-            _ => weighted_values::<G, 4>(p, stride, n, vp, d, &inv, op),
-        }
-    }
-}
-
-/// `o_g[..16W] = inv_g · Σ_j p_g[j] · v[j·d..][..16W]` for `G` heads (`p_g` at `g·stride`,
-/// `o_g` at `g·d`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn weighted_values<const G: usize, const W: usize>(
-    p: &[f32],
-    stride: usize,
-    n: usize,
-    v: *const u16,
-    d: usize,
-    inv: &[f32; G],
-    o: *mut f32,
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); W]; G];
-    for j in 0..n {
-        let row = v.add(j * d);
-        let mut vals = [_mm512_setzero_ps(); W];
-        for (c, val) in vals.iter_mut().enumerate() {
-            *val = _mm512_cvtph_ps(_mm256_loadu_si256(row.add(16 * c) as *const __m256i));
-        }
-        for (g, acc) in acc.iter_mut().enumerate() {
-            let pj = _mm512_set1_ps(*p.get_unchecked(g * stride + j));
-            for (c, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm512_fmadd_ps(pj, vals[c], *acc);
-            }
-        }
-    }
-    for (g, acc) in acc.iter().enumerate() {
-        let scale = _mm512_set1_ps(inv[g]);
-        for (c, acc) in acc.iter().enumerate() {
-            _mm512_storeu_ps(o.add(g * d + 16 * c), _mm512_mul_ps(*acc, scale));
-        }
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn attend<const G: usize>(
-    _: &[f32],
-    _: &[u16],
-    _: &[u16],
-    _: AttendSpan,
-    _: &mut [f32],
-    _: &mut [f32],
-) {
-    unreachable!("the packed decoder is x86-64 only")
 }
 
 #[cfg(test)]
@@ -1139,7 +1016,6 @@ mod packed_tests {
     use candle_core::{Device, Tensor};
 
     use super::*;
-    use crate::linear::packed;
 
     /// Deterministic pseudo-random values in [-scale, scale).
     fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
@@ -1206,6 +1082,8 @@ mod packed_tests {
             lm_head,
         )
         .unwrap()
+        .with_packed_isa(Isa::best())
+        .unwrap()
     }
 
     fn prompts() -> Vec<Vec<u32>> {
@@ -1268,9 +1146,6 @@ mod packed_tests {
 
     #[test]
     fn packed_path_is_as_close_to_f32_as_candles_quantized_path() {
-        if !packed::available() {
-            return;
-        }
         let model = tiny_model();
         let dense = dense_twin(&model);
         assert!(model.packed_available() && !dense.packed_available());
@@ -1308,9 +1183,6 @@ mod packed_tests {
 
     #[test]
     fn batch_rows_do_not_affect_each_other() {
-        if !packed::available() {
-            return;
-        }
         let model = tiny_model();
         let prompts = prompts();
         let steps = 6;
@@ -1360,9 +1232,6 @@ mod packed_tests {
 
     #[test]
     fn cache_grows_without_changing_results() {
-        if !packed::available() {
-            return;
-        }
         let model = tiny_model();
         let prompt = &prompts()[0];
         let expected = solo(&model, prompt, 40);
@@ -1379,9 +1248,6 @@ mod packed_tests {
 
     #[test]
     fn replaced_weights_disable_the_packed_path() {
-        if !packed::available() {
-            return;
-        }
         let mut model = tiny_model();
         assert!(model.packed_available());
         model.layers[1].mlp.up_proj = quantized(128, 64, 99, GgmlDType::Q4_1);
@@ -1393,5 +1259,59 @@ mod packed_tests {
         model
             .forward_padded(&[1, 2], 1, &[0], &mut KvCache::new(2))
             .unwrap();
+    }
+    #[test]
+    fn every_isa_generates_the_same_logits_bit_for_bit() {
+        let isas = Isa::supported_all();
+        eprintln!(
+            "decoder tested with: {}",
+            isas.iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
+        );
+        let reference = tiny_model().with_packed_isa(Isa::Scalar).unwrap();
+        for isa in isas {
+            let model = tiny_model().with_packed_isa(isa).unwrap();
+            assert_eq!(model.packed_isa(), Some(isa));
+            for prompt in prompts() {
+                let (want, got) = (solo(&reference, &prompt, 6), solo(&model, &prompt, 6));
+                for (step, (w, g)) in want.iter().zip(&got).enumerate() {
+                    let same = w.iter().zip(g).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{isa:?}, prompt {prompt:?}, step {step}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ragged_rows_skip_padding_and_reused_prefixes_exactly() {
+        let model = tiny_model();
+        let prompts = prompts();
+        let longest = prompts.iter().map(Vec::len).max().unwrap();
+        let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+        let mut tokens = Vec::new();
+        for (p, &pad) in prompts.iter().zip(&pads) {
+            tokens.extend(std::iter::repeat_n(0u32, pad).chain(p.iter().copied()));
+        }
+        // A batch computes only real tokens: each row's logits are its solo logits.
+        let mut cache = KvCache::new(2);
+        let batched = model.forward_packed(&tokens, 3, &pads, &mut cache).unwrap();
+        for (b, prompt) in prompts.iter().enumerate() {
+            let solo = &solo(&model, prompt, 0)[0];
+            assert_eq!(&batched[b * 96..(b + 1) * 96], solo.as_slice(), "row {b}");
+        }
+        // Prefill in two passes (the first covers every row's padding and part of its
+        // prompt) gives the same logits as one.
+        let mut cache = KvCache::new(2);
+        let prefix_len = longest - 1;
+        let prefix_tokens: Vec<u32> = (0..3)
+            .flat_map(|b| tokens[b * longest..b * longest + prefix_len].to_vec())
+            .collect();
+        model
+            .forward_packed(&prefix_tokens, 3, &pads, &mut cache)
+            .unwrap();
+        let rest: Vec<u32> = (0..3)
+            .flat_map(|b| tokens[b * longest + prefix_len..(b + 1) * longest].to_vec())
+            .collect();
+        let logits = model.forward_packed(&rest, 3, &pads, &mut cache).unwrap();
+        assert_eq!(logits, batched, "prefill in two passes");
     }
 }

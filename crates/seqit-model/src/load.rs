@@ -208,9 +208,9 @@ impl TensorSource for GgufSource<'_> {
         }
         let gguf_name = self.gguf_name(name)?;
         let mut q = self.file.tensor(&gguf_name, &self.device)?;
-        // The packed kernels multiply Q4_1 and Q8_0 blocks as stored; candle's fast paths
+        // The packed kernels multiply Q4_0, Q4_1 and Q8_0 blocks as stored; candle's fast paths
         // need Q8_0 (or a K-quant).
-        let packed = self.device.is_cpu() && crate::linear::packed::takes(q.dtype());
+        let packed = self.device.is_cpu() && crate::packed::multiplies_as_stored(q.dtype());
         if self.options.gguf_weights == GgufWeights::Fast
             && needs_requantization(q.dtype())
             && !packed

@@ -1,0 +1,82 @@
+//! x86-64 kernels: AVX-512 VNNI and AVX2 (+FMA, F16C).
+
+pub(crate) mod avx2;
+pub(crate) mod avx512;
+
+use super::QK;
+use std::arch::x86_64::*;
+
+/// The 4 activation bytes `j..j+4` of `a` in every 32-bit lane.
+macro_rules! bcast4 {
+    ($set1:ident, $a:expr, $j:expr) => {
+        $set1(std::ptr::read_unaligned(($a as *const i32).add($j)))
+    };
+}
+pub(crate) use bcast4;
+
+/// Runs `$body!(i)` for the rows `i < R`, unrolled so that the accumulators stay in
+/// registers.
+macro_rules! for_rows {
+    ($R:ident, $body:ident) => {
+        $body!(0);
+        if $R > 1 {
+            $body!(1);
+        }
+        if $R > 2 {
+            $body!(2);
+        }
+        if $R > 3 {
+            $body!(3);
+        }
+        if $R > 4 {
+            $body!(4);
+        }
+        if $R > 5 {
+            $body!(5);
+        }
+        if $R > 6 {
+            $body!(6);
+        }
+        if $R > 7 {
+            $body!(7);
+        }
+    };
+}
+pub(crate) use for_rows;
+
+/// Calls `$f::<R, TWO>(args)` for the run-time row count and level count.
+macro_rules! dispatch_rows {
+    ($f:ident, $rows:expr, $two:expr, ($($arg:expr),*)) => {
+        match ($rows, $two) {
+            (1, false) => $f::<1, false>($($arg),*),
+            (2, false) => $f::<2, false>($($arg),*),
+            (3, false) => $f::<3, false>($($arg),*),
+            (4, false) => $f::<4, false>($($arg),*),
+            (5, false) => $f::<5, false>($($arg),*),
+            (6, false) => $f::<6, false>($($arg),*),
+            (7, false) => $f::<7, false>($($arg),*),
+            (_, false) => $f::<8, false>($($arg),*),
+            (1, true) => $f::<1, true>($($arg),*),
+            (2, true) => $f::<2, true>($($arg),*),
+            (3, true) => $f::<3, true>($($arg),*),
+            (4, true) => $f::<4, true>($($arg),*),
+            (5, true) => $f::<5, true>($($arg),*),
+            (6, true) => $f::<6, true>($($arg),*),
+            (7, true) => $f::<7, true>($($arg),*),
+            (_, true) => $f::<8, true>($($arg),*),
+        }
+    };
+}
+pub(crate) use dispatch_rows;
+
+/// Sums the 16 lanes of two 8-lane halves (`lo` = lanes 0..8) in the order of
+/// [`super::reference::sum16`].
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn sum16(lo: __m256, hi: __m256) -> f32 {
+    let mut lanes = [0f32; 16];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), lo);
+    _mm256_storeu_ps(lanes.as_mut_ptr().add(8), hi);
+    super::reference::sum16(lanes)
+}
+
+const _: () = assert!(QK == 32);
