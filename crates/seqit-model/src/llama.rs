@@ -16,8 +16,8 @@ use candle_core::{DType, Device, Storage, Tensor, D};
 
 use crate::cache::{KvCache, PackedKv};
 use crate::config::{ModelConfig, RopeLayout};
-use crate::packed::{self, AttendSpan, Isa, PackedMatrix, QuantizedRows};
 use crate::linear::{Linear, LinearWeight};
+use crate::packed::{self, AttendSpan, Isa, PackedMatrix, QuantizedRows};
 use crate::pool::{parallel, SharedMut};
 use crate::train_ops::{self, Heads};
 

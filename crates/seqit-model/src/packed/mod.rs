@@ -40,13 +40,13 @@ use half::f16;
 
 use crate::pool::{parallel, SharedMut};
 
-pub(crate) mod reference;
-#[cfg(target_arch = "x86_64")]
-mod x86;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+pub(crate) mod reference;
 #[cfg(test)]
 mod tests;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 /// Output rows per tile.
 pub const TILE_N: usize = 16;
@@ -120,7 +120,9 @@ impl Isa {
 
     /// The fastest supported instruction set.
     pub fn best() -> Isa {
-        *Isa::supported_all().last().expect("scalar is always supported")
+        *Isa::supported_all()
+            .last()
+            .expect("scalar is always supported")
     }
 
     /// The instruction set the packed decoder uses: [`Isa::best`], or the one named by
@@ -474,9 +476,7 @@ impl QuantizedRows {
 unsafe fn dispatch_quantize(isa: Isa, x: &[f32], rows: &mut QuantizedRows, first_block: usize) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => x86::avx512::quantize_blocks(x, rows, first_block),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => x86::avx2::quantize_blocks(x, rows, first_block),
+        Isa::Avx512Vnni | Isa::Avx2 => x86::avx2::quantize_blocks(x, rows, first_block),
         _ => reference::quantize_blocks(x, rows, first_block),
     }
 }
@@ -561,8 +561,26 @@ pub fn matmul_swiglu(isa: Isa, w: &PackedMatrix, x: &QuantizedRows, out: &mut [f
                 let mut gate = [[0f32; TILE_N]; MT];
                 let mut up = [[0f32; TILE_N]; MT];
                 let kb = w.k / QK;
-                tile(isa, w.kind, w.tile_ptr(2 * pair), kb, x, m0, rows, &mut gate);
-                tile(isa, w.kind, w.tile_ptr(2 * pair + 1), kb, x, m0, rows, &mut up);
+                tile(
+                    isa,
+                    w.kind,
+                    w.tile_ptr(2 * pair),
+                    kb,
+                    x,
+                    m0,
+                    rows,
+                    &mut gate,
+                );
+                tile(
+                    isa,
+                    w.kind,
+                    w.tile_ptr(2 * pair + 1),
+                    kb,
+                    x,
+                    m0,
+                    rows,
+                    &mut up,
+                );
                 for r in 0..rows {
                     swiglu16(isa, &mut gate[r], &up[r]);
                     let p = dst.get().add((m0 + r) * n + pair * TILE_N);
@@ -623,6 +641,7 @@ pub(crate) struct AttendSpan {
 /// sharing a KV head (`q`, `o`: `heads × head_dim`; keys in blocks of 16 positions,
 /// transposed within a block, and values, as f16 bits, laid out as the packed KV cache
 /// describes). `scores` needs `heads · (to − from + 32)` values.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attend(
     isa: Isa,
     heads: usize,

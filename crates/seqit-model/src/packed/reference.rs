@@ -178,6 +178,7 @@ fn pow2(n: f32) -> f32 {
 /// `e^x` (relative error ~2e-7; inputs clamped to [-87, 88]): `x = n·ln2 + r`, a degree-7
 /// polynomial in `r`, times `2^n`.
 #[inline(always)]
+#[allow(clippy::manual_clamp)] // `clamp` keeps NaN; the SIMD max/min (and this) do not
 pub(crate) fn exp(x: f32) -> f32 {
     let x = x.max(-87.0).min(88.0);
     let n = round_even(x * std::f32::consts::LOG2_E);

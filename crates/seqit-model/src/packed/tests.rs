@@ -38,7 +38,11 @@ fn isas(test: &str) -> Vec<Isa> {
     eprintln!(
         "{test}: kernels tested on this CPU: {} (not available here: {})",
         names.join(", "),
-        if missing.is_empty() { "none".to_string() } else { missing.join(", ") }
+        if missing.is_empty() {
+            "none".to_string()
+        } else {
+            missing.join(", ")
+        }
     );
     all
 }
@@ -75,7 +79,12 @@ fn f64_product(w: &QTensor, x: &[f32], k: usize, levels: usize) -> Vec<f32> {
         } else {
             let residual: Vec<f32> = block.iter().zip(&first).map(|(x, q)| x - q).collect();
             let (second, _) = round_block(&residual, Some(d / 256.0));
-            xq.extend(first.iter().zip(&second).map(|(a, b)| *a as f64 + *b as f64));
+            xq.extend(
+                first
+                    .iter()
+                    .zip(&second)
+                    .map(|(a, b)| *a as f64 + *b as f64),
+            );
         }
     }
     xq.chunks(k)
@@ -178,7 +187,10 @@ fn activations_saturate_nowhere_and_stay_within_127() {
         assert_eq!(rows.qs[1], -127);
         let mut want = QuantizedRows::new(2);
         want.quantize(Isa::Scalar, &x, 64);
-        assert_eq!((&rows.qs, &rows.qs2, &rows.sum128), (&want.qs, &want.qs2, &want.sum128));
+        assert_eq!(
+            (&rows.qs, &rows.qs2, &rows.sum128),
+            (&want.qs, &want.qs2, &want.sum128)
+        );
         assert_bits_equal(&rows.d, &want.d, "scales");
         assert_bits_equal(&rows.sum, &want.sum, "sums");
     }
@@ -298,11 +310,20 @@ fn elementwise_kernels_match_the_reference_bit_for_bit() {
     // The reference exponential against the standard library's.
     for v in [-87.0f32, -20.5, -1.0, -1e-3, 0.0, 0.3, 1.0, 10.25, 80.0] {
         let (ours, std) = (reference::exp(v), v.exp());
-        assert!((ours - std).abs() <= 1e-6 * std, "exp({v}): {ours} vs {std}");
+        assert!(
+            (ours - std).abs() <= 1e-6 * std,
+            "exp({v}): {ours} vs {std}"
+        );
     }
-    for h in [0u16, 1, 0x3C00, 0x8001, 0x7BFF, 0x7C00, 0xFC00, 0x0400, 0x03FF] {
+    for h in [
+        0u16, 1, 0x3C00, 0x8001, 0x7BFF, 0x7C00, 0xFC00, 0x0400, 0x03FF,
+    ] {
         let want = half::f16::from_bits(h).to_f32();
-        assert_eq!(reference::f16_to_f32(h).to_bits(), want.to_bits(), "f16 {h:#x}");
+        assert_eq!(
+            reference::f16_to_f32(h).to_bits(),
+            want.to_bits(),
+            "f16 {h:#x}"
+        );
     }
 }
 
@@ -332,12 +353,28 @@ fn attention_matches_the_reference_and_f64_softmax() {
     let (k16, v16) = kv_layout(&keys, &vals, d);
     let round = |v: f32| half::f16::from_f32(v).to_f32() as f64;
     for heads in 1..=4 {
-        let q: Vec<f32> = values(heads * d, 33 + heads as u64).iter().map(|v| v * 4.0).collect();
+        let q: Vec<f32> = values(heads * d, 33 + heads as u64)
+            .iter()
+            .map(|v| v * 4.0)
+            .collect();
         for (from, to) in [(0, 1), (0, 53), (5, 37), (16, 33), (17, 18), (3, 16)] {
-            let span = AttendSpan { from, to, scale: 0.125 };
+            let span = AttendSpan {
+                from,
+                to,
+                scale: 0.125,
+            };
             let mut scores = vec![0f32; heads * (to - from + 32)];
             let mut want = vec![0f32; heads * d];
-            attend(Isa::Scalar, heads, &q, &k16, &v16, span, &mut scores, &mut want);
+            attend(
+                Isa::Scalar,
+                heads,
+                &q,
+                &k16,
+                &v16,
+                span,
+                &mut scores,
+                &mut want,
+            );
             // f64 softmax over the f16-rounded cache.
             for g in 0..heads {
                 let logits: Vec<f64> = (from..to)
@@ -356,7 +393,10 @@ fn attention_matches_the_reference_and_f64_softmax() {
                         .map(|j| e[j - from] / total * round(vals[j * d + dd]))
                         .sum();
                     let got = want[g * d + dd] as f64;
-                    assert!((got - o).abs() < 1e-5, "heads {heads} {from}..{to}: {got} vs {o}");
+                    assert!(
+                        (got - o).abs() < 1e-5,
+                        "heads {heads} {from}..{to}: {got} vs {o}"
+                    );
                 }
             }
             for isa in isas("attention") {

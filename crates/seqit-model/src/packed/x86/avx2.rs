@@ -14,10 +14,76 @@ macro_rules! bcast {
     };
 }
 
-/// [`reference::quantize_blocks`] compiled for AVX2.
+/// Quantizes 32 values (`x0..x3`, 8 each) to `[-127, 127]` on the step `scale`, as
+/// [`reference::quantize_blocks`] does; returns `Σq` and the residuals `x − q·scale`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_block(x: [__m256; 4], scale: f32, out: *mut i8) -> (i32, [__m256; 4]) {
+    let inv = _mm256_set1_ps(if scale != 0.0 { 1.0 / scale } else { 0.0 });
+    let (lo, hi) = (_mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
+    let vscale = _mm256_set1_ps(scale);
+    let mut q = [_mm256_setzero_si256(); 4];
+    let mut residual = x;
+    let mut sum = _mm256_setzero_si256();
+    for i in 0..4 {
+        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(x[i], inv),
+        );
+        let r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
+        residual[i] = _mm256_fnmadd_ps(r, vscale, x[i]);
+        q[i] = _mm256_cvtps_epi32(r);
+        sum = _mm256_add_epi32(sum, q[i]);
+    }
+    // i32 → i8 (the values fit, so the saturating packs are exact). The packs work per
+    // 128-bit lane and leave 4-byte groups in the order q0 q1 q2 q3 | q0' q1' q2' q3'
+    // (primes: each vector's upper half); the permutation restores q0 q0' q1 q1' ...
+    let bytes = _mm256_permutevar8x32_epi32(
+        _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        ),
+        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
+    );
+    _mm256_storeu_si256(out as *mut __m256i, bytes);
+    let mut lanes = [0i32; 8];
+    _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, sum);
+    (lanes.iter().sum(), residual)
+}
+
+/// [`reference::quantize_blocks`] with 256-bit registers.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn quantize_blocks(x: &[f32], rows: &mut QuantizedRows, first_block: usize) {
-    reference::quantize_blocks(x, rows, first_block)
+    let two = rows.levels == 2;
+    let sign = _mm256_set1_ps(-0.0);
+    for (i, block) in x.chunks_exact(QK).enumerate() {
+        let b = first_block + i;
+        let p = block.as_ptr();
+        let v = [
+            _mm256_loadu_ps(p),
+            _mm256_loadu_ps(p.add(8)),
+            _mm256_loadu_ps(p.add(16)),
+            _mm256_loadu_ps(p.add(24)),
+        ];
+        let a = _mm256_max_ps(
+            _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+            _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])),
+        );
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), a);
+        let amax = lanes.iter().fold(0f32, |m, &v| m.max(v));
+        let d = amax / 127.0;
+        let (sum, residual) = quantize_block(v, d, rows.qs.as_mut_ptr().add(b * QK));
+        if two {
+            let unit = d / 256.0;
+            let (sum2, _) = quantize_block(residual, unit, rows.qs2.as_mut_ptr().add(b * QK));
+            rows.d[b] = unit;
+            rows.sum128[b] = 128 * (256 * sum + sum2);
+            rows.sum[b] = d * sum as f32 + unit * sum2 as f32;
+        } else {
+            rows.d[b] = d;
+            rows.sum128[b] = 128 * sum;
+            rows.sum[b] = d * sum as f32;
+        }
+    }
 }
 
 /// [`reference::rms_norm`] compiled for AVX2.
@@ -38,9 +104,7 @@ pub(crate) unsafe fn to_f16(src: &[f32], dst: &mut [u16]) {
     let n = src.len().min(dst.len());
     let mut i = 0;
     while i + 8 <= n {
-        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
-            _mm256_loadu_ps(src.as_ptr().add(i)),
-        );
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(src.as_ptr().add(i)));
         _mm_storeu_si128(dst.as_mut_ptr().add(i) as *mut __m128i, h);
         i += 8;
     }

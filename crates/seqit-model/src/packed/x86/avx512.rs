@@ -10,12 +10,6 @@ macro_rules! bcast {
     };
 }
 
-/// [`reference::quantize_blocks`] compiled for AVX-512.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
-pub(crate) unsafe fn quantize_blocks(x: &[f32], rows: &mut QuantizedRows, first_block: usize) {
-    reference::quantize_blocks(x, rows, first_block)
-}
-
 /// [`reference::rms_norm`] compiled for AVX-512.
 #[target_feature(enable = "avx512f,fma")]
 pub(crate) unsafe fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
