@@ -50,6 +50,18 @@ impl PackedKv {
         }
     }
 
+    /// Checks that positions `from..to` of row `row` lie in the buffers.
+    fn check_span(&self, row: usize, from: usize, to: usize) -> Result<()> {
+        if row >= self.batch || from > to || to > self.capacity {
+            candle_core::bail!(
+                "positions {from}..{to} of row {row} in a cache of {} rows of {} positions",
+                self.batch,
+                self.capacity
+            );
+        }
+        Ok(())
+    }
+
     /// Copies the first `len` positions of rows `rows` of `self` into `into`.
     fn copy_into(&self, into: &mut PackedKv, rows: &[usize], len: usize) {
         let (h, d) = (self.kv_heads, self.head_dim);
@@ -66,6 +78,32 @@ impl PackedKv {
                 }
             }
         }
+    }
+}
+
+/// Keys and values of a run of positions of one cache row, every layer, copied out of
+/// the packed buffers ([`KvCache::read_packed`]) to be written into a row of another
+/// cache ([`KvCache::write_packed`]). Per layer, f16 bits, position-major:
+/// `[positions, kv_heads, head_dim]`.
+///
+/// Keys are stored already rotated by their RoPE position relative to the row's first
+/// real position, so a block is valid wherever it is written as long as it lands at the
+/// same distance from the row's padding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvBlock {
+    pub positions: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Per layer, `positions · kv_heads · head_dim` f16 bits.
+    pub k: Vec<Vec<u16>>,
+    pub v: Vec<Vec<u16>>,
+}
+
+impl KvBlock {
+    /// Memory the keys and values take.
+    pub fn bytes(&self) -> usize {
+        let per_layer = self.positions * self.kv_heads * self.head_dim * 2;
+        2 * self.k.len() * per_layer
     }
 }
 
@@ -194,6 +232,103 @@ impl KvCache {
         Ok(packed)
     }
 
+    /// Makes sure the packed-path buffers exist for `batch` rows of `kv_heads × head_dim`
+    /// with room for `positions` positions (and at least what the cache reserved), so
+    /// that [`Self::write_packed`] can fill positions before the first forward pass.
+    pub fn reserve_packed(
+        &mut self,
+        batch: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        positions: usize,
+    ) -> Result<()> {
+        self.packed_mut(batch, kv_heads, head_dim, positions)?;
+        Ok(())
+    }
+
+    /// Copies the keys and values of row `row`, positions `from..to`, of every layer
+    /// out of the packed buffers.
+    pub fn read_packed(&self, row: usize, from: usize, to: usize) -> Result<KvBlock> {
+        let Some(p) = &self.packed else {
+            candle_core::bail!("this cache holds no packed keys and values");
+        };
+        p.check_span(row, from, to)?;
+        let (h, d, cap) = (p.kv_heads, p.head_dim, p.capacity);
+        let n = to - from;
+        let mut block = KvBlock {
+            positions: n,
+            kv_heads: h,
+            head_dim: d,
+            k: Vec::with_capacity(p.k.len()),
+            v: Vec::with_capacity(p.v.len()),
+        };
+        for (keys, values) in p.k.iter().zip(&p.v) {
+            let mut k = vec![0u16; n * h * d];
+            let mut v = vec![0u16; n * h * d];
+            for hk in 0..h {
+                let base = (row * h + hk) * cap;
+                for (i, j) in (from..to).enumerate() {
+                    let dst = (i * h + hk) * d;
+                    let key_block = (base + j / 16 * 16) * d + j % 16;
+                    for (dd, out) in k[dst..dst + d].iter_mut().enumerate() {
+                        *out = keys[key_block + dd * 16];
+                    }
+                    v[dst..dst + d].copy_from_slice(&values[(base + j) * d..][..d]);
+                }
+            }
+            block.k.push(k);
+            block.v.push(v);
+        }
+        Ok(block)
+    }
+
+    /// Writes `block` into row `row` from position `at` on (the inverse of
+    /// [`Self::read_packed`]); the buffers must exist ([`Self::reserve_packed`]) with
+    /// room for `at + block.positions` positions.
+    pub fn write_packed(&mut self, row: usize, at: usize, block: &KvBlock) -> Result<()> {
+        let Some(p) = &mut self.packed else {
+            candle_core::bail!("this cache holds no packed keys and values; reserve them first");
+        };
+        let (h, d, cap) = (p.kv_heads, p.head_dim, p.capacity);
+        let layers = p.k.len();
+        if block.kv_heads != h
+            || block.head_dim != d
+            || block.k.len() != layers
+            || block.v.len() != layers
+        {
+            candle_core::bail!(
+                "a block of {} layers of {}x{} keys for a cache of {layers} layers of {h}x{d}",
+                block.k.len(),
+                block.kv_heads,
+                block.head_dim
+            );
+        }
+        let n = block.positions;
+        p.check_span(row, at, at + n)?;
+        for ((keys, values), (k, v)) in
+            p.k.iter_mut()
+                .zip(&mut p.v)
+                .zip(block.k.iter().zip(&block.v))
+        {
+            if k.len() != n * h * d || v.len() != n * h * d {
+                candle_core::bail!("a block's buffers do not hold {n} positions");
+            }
+            for hk in 0..h {
+                let base = (row * h + hk) * cap;
+                for i in 0..n {
+                    let j = at + i;
+                    let src = (i * h + hk) * d;
+                    let key_block = (base + j / 16 * 16) * d + j % 16;
+                    for (dd, &key) in k[src..src + d].iter().enumerate() {
+                        keys[key_block + dd * 16] = key;
+                    }
+                    values[(base + j) * d..][..d].copy_from_slice(&v[src..src + d]);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Records that a forward pass of the packed path wrote `t` more positions.
     pub(crate) fn advance(&mut self, t: usize) {
         self.len += t;
@@ -225,5 +360,79 @@ impl KvCache {
             *p = kept;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A packed cache of `batch` rows whose every key and value is a distinct number.
+    fn filled(batch: usize, positions: usize) -> KvCache {
+        let mut cache = KvCache::new(3);
+        cache.reserve_packed(batch, 2, 8, positions).unwrap();
+        let p = cache.packed.as_mut().unwrap();
+        for (layer, (k, v)) in p.k.iter_mut().zip(&mut p.v).enumerate() {
+            for (i, (k, v)) in k.iter_mut().zip(v.iter_mut()).enumerate() {
+                *k = (i * 7 + layer * 13) as u16;
+                *v = (i * 11 + layer * 5 + 1) as u16;
+            }
+        }
+        cache
+    }
+
+    #[test]
+    fn blocks_round_trip_at_any_offset() {
+        let source = filled(3, 64);
+        let block = source.read_packed(1, 5, 37).unwrap();
+        assert_eq!(block.positions, 32);
+        assert_eq!(block.bytes(), 2 * 3 * 32 * 2 * 8 * 2);
+        for at in [0, 3, 16, 21] {
+            let mut target = KvCache::with_capacity(3, 80);
+            target.reserve_packed(2, 2, 8, 60).unwrap();
+            target.write_packed(1, at, &block).unwrap();
+            assert_eq!(
+                target.read_packed(1, at, at + 32).unwrap(),
+                block,
+                "at {at}"
+            );
+            // Nothing else was written.
+            let zero = |row, from, to| {
+                let b = target.read_packed(row, from, to).unwrap();
+                b.k.iter().chain(&b.v).all(|l| l.iter().all(|&x| x == 0))
+            };
+            assert!(zero(0, 0, 80) && zero(1, 0, at) && zero(1, at + 32, 80));
+        }
+    }
+
+    #[test]
+    fn blocks_follow_the_packed_layout() {
+        let source = filled(2, 32);
+        let block = source.read_packed(1, 17, 19).unwrap();
+        let p = source.packed.as_ref().unwrap();
+        let (h, d, cap) = (2, 8, p.capacity);
+        // Layer 2, position 18 (index 1 of the block), KV head 1, dimension 3.
+        let (layer, j, hk, dd) = (2, 18, 1, 3);
+        let key = p.k[layer][((h + hk) * cap + 16) * d + dd * 16 + j % 16];
+        let value = p.v[layer][((h + hk) * cap + j) * d + dd];
+        assert_eq!(block.k[layer][(h + hk) * d + dd], key);
+        assert_eq!(block.v[layer][(h + hk) * d + dd], value);
+    }
+
+    #[test]
+    fn spans_outside_the_buffers_are_refused() {
+        let mut cache = filled(2, 32);
+        assert!(cache.read_packed(2, 0, 1).is_err());
+        assert!(cache.read_packed(0, 5, 33).is_err());
+        let block = cache.read_packed(0, 0, 16).unwrap();
+        assert!(cache.write_packed(0, 17, &block).is_err());
+        assert!(cache.write_packed(2, 0, &block).is_err());
+        assert!(KvCache::new(3).write_packed(0, 0, &block).is_err());
+        let mut other = KvCache::new(2);
+        other.reserve_packed(1, 2, 8, 32).unwrap();
+        assert!(
+            other.write_packed(0, 0, &block).is_err(),
+            "layer count differs"
+        );
     }
 }
