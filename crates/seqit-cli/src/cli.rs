@@ -65,6 +65,11 @@ pub struct ModelArgs {
     /// Most sequences decoded together.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    /// Memory for cached prompt prefixes in MiB: requests that start with tokens an
+    /// earlier request computed (a shared system prompt, few-shot examples) reuse their
+    /// keys and values. 0 disables the cache.
+    #[arg(long, default_value_t = seqit_engine::DEFAULT_PREFIX_CACHE_MIB)]
+    pub prefix_cache_mib: usize,
     /// A LoRA adapter in PEFT's layout (`adapter_config.json` + `adapter_model.safetensors`)
     /// to apply to the model.
     #[arg(long)]

@@ -5,16 +5,22 @@
 //! sequences: prompts are left-padded and prefilled together, then decoded one token per
 //! step for all rows at once. Finished rows are dropped from the batch (and its cache) so
 //! that long generations do not pay for short ones.
+//!
+//! On the packed path, prompt prefixes are cached ([`PrefixCache`]): a row starts from
+//! the keys and values of its longest cached prefix and computes only the rest, and a
+//! prefix that several rows of a batch share is computed once before the batch.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use seqit_core::{Completion, FinishReason, Prompt, SamplingParams};
-use seqit_model::{load_model, GgufWeights, KvCache, Llama, LoadOptions};
+use seqit_model::{load_model, GgufWeights, KvBlock, KvCache, Llama, LoadOptions};
 
 use crate::chat_template::ChatTemplate;
+use crate::prefix_cache::{PrefixCache, PrefixCacheStats, PREFIX_BLOCK_TOKENS};
 use crate::sampler::Sampler;
 use crate::tokenizer::{TextStream, Tokenizer};
 
@@ -36,13 +42,20 @@ pub struct EngineOptions {
     pub gguf_weights: GgufWeights,
     /// Most sequences decoded together.
     pub max_batch: usize,
+    /// Memory for the keys and values of cached prompt prefixes, in MiB (0 disables
+    /// prefix caching). Used on the packed decoder path only.
+    pub prefix_cache_mib: usize,
 }
+
+/// Default prefix-cache budget in MiB (about 11,000 tokens of SmolLM2-135M).
+pub const DEFAULT_PREFIX_CACHE_MIB: usize = 256;
 
 impl Default for EngineOptions {
     fn default() -> Self {
         Self {
             gguf_weights: GgufWeights::Fast,
             max_batch: 16,
+            prefix_cache_mib: DEFAULT_PREFIX_CACHE_MIB,
         }
     }
 }
@@ -61,6 +74,7 @@ pub struct Engine {
     stop_ids: HashSet<u32>,
     model_path: PathBuf,
     options: EngineOptions,
+    prefix_cache: Option<PrefixCache>,
 }
 
 impl Engine {
@@ -101,6 +115,7 @@ impl Engine {
         engine.stop_ids.extend(extra_eos);
         engine.model_path = path.to_path_buf();
         engine.options = options;
+        engine.prefix_cache = prefix_cache_for(&engine.options);
         Ok(engine)
     }
 
@@ -138,14 +153,27 @@ impl Engine {
             stop_ids,
             model_path: PathBuf::new(),
             options: EngineOptions::default(),
+            prefix_cache: prefix_cache_for(&EngineOptions::default()),
         })
     }
 
     /// Applies a LoRA adapter in PEFT's layout: merged into dense weights, kept beside
     /// quantized ones. Returns the number of adapted projections.
     pub fn apply_adapter(&mut self, dir: &Path) -> Result<usize> {
+        // Cached keys and values belong to the old weights.
+        if let Some(cache) = &self.prefix_cache {
+            cache.clear();
+        }
         seqit_model::apply_peft_adapter(&mut self.model, dir)
             .with_context(|| format!("cannot apply the adapter `{}`", dir.display()))
+    }
+
+    /// Counters of the prompt-prefix cache (all zero when it is disabled).
+    pub fn prefix_cache_stats(&self) -> PrefixCacheStats {
+        self.prefix_cache
+            .as_ref()
+            .map(PrefixCache::stats)
+            .unwrap_or_default()
     }
 
     pub fn model(&self) -> &Llama {
@@ -280,7 +308,13 @@ impl Engine {
         };
         let capacity = (longest + most_new).min(context);
         let mut cache = KvCache::with_capacity(self.model.config.num_hidden_layers, capacity);
-        let mut logits = forward(&input, &pads, &mut cache)?;
+        let mut logits = match self.prefix_cache.as_ref().filter(|_| packed) {
+            Some(prefixes) => {
+                let prompts: Vec<&[u32]> = batch.iter().map(|(_, ids, _)| *ids).collect();
+                self.prefill_with_prefixes(prefixes, &prompts, &input, &pads, &mut cache)?
+            }
+            None => forward(&input, &pads, &mut cache)?,
+        };
 
         // `active[r]` is the index into `rows` of cache row `r`.
         let mut active: Vec<usize> = (0..rows.len()).collect();
@@ -316,6 +350,170 @@ impl Engine {
             .map(|seq| seq.into_completion(on_text))
             .collect())
     }
+}
+
+impl Engine {
+    /// The packed prefill of a left-padded batch (`input`, `pads`) whose rows start from
+    /// their longest cached prefix; afterwards the prompts' full blocks are cached.
+    fn prefill_with_prefixes(
+        &self,
+        prefixes: &PrefixCache,
+        prompts: &[&[u32]],
+        input: &[u32],
+        pads: &[usize],
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>> {
+        let block = prefixes.block_tokens();
+        // Prefixes that rows of this batch share are computed once, first.
+        let shared: Vec<&[u32]> =
+            shared_prefixes(prefixes, prompts, |p| prefixes.usable_blocks(p.len()))
+                .into_iter()
+                .map(|(row, blocks)| &prompts[row][..blocks * block])
+                .collect();
+        self.ensure_cached(prefixes, shared)?;
+
+        let hits: Vec<_> = prompts.iter().map(|p| prefixes.lookup(p)).collect();
+        let starts = self.write_prefixes(cache, pads, &hits, input.len() / prompts.len())?;
+        let logits = self
+            .model
+            .forward_packed_from(input, prompts.len(), pads, &starts, cache)?;
+        self.insert_prompts(prefixes, cache, prompts, pads)?;
+        Ok(logits)
+    }
+
+    /// Writes each row's cached prefix blocks (`hits[b]`) into a fresh `cache` after its
+    /// padding, with room for the `positions` of the prefill (the buffers must not grow
+    /// before it: growing keeps only computed positions); returns the position each row
+    /// is computed from.
+    fn write_prefixes(
+        &self,
+        cache: &mut KvCache,
+        pads: &[usize],
+        hits: &[Vec<Arc<KvBlock>>],
+        positions: usize,
+    ) -> Result<Vec<usize>> {
+        let mut starts = pads.to_vec();
+        if hits.iter().all(Vec::is_empty) {
+            return Ok(starts);
+        }
+        let cfg = &self.model.config;
+        cache.reserve_packed(pads.len(), cfg.num_key_value_heads, cfg.head_dim, positions)?;
+        for (b, blocks) in hits.iter().enumerate() {
+            for kv in blocks {
+                cache.write_packed(b, starts[b], kv)?;
+                starts[b] += kv.positions;
+            }
+        }
+        Ok(starts)
+    }
+
+    /// Caches the full blocks of each prompt that are not cached yet, read from rows of
+    /// `cache` after a prefill.
+    fn insert_prompts(
+        &self,
+        prefixes: &PrefixCache,
+        cache: &KvCache,
+        prompts: &[&[u32]],
+        pads: &[usize],
+    ) -> Result<()> {
+        let block = prefixes.block_tokens();
+        for (b, prompt) in prompts.iter().enumerate() {
+            let full = prompt.len() / block;
+            let first = prefixes.cached_blocks(&prompt[..full * block]);
+            if first == full {
+                continue;
+            }
+            let blocks = (first..full)
+                .map(|i| {
+                    let from = pads[b] + i * block;
+                    Ok(cache.read_packed(b, from, from + block)?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            prefixes.insert(prompt, first, blocks);
+        }
+        Ok(())
+    }
+
+    /// Makes sure every target (a block-aligned token prefix) is cached, computing the
+    /// missing ones in one packed pass, after the parts that several of them share.
+    fn ensure_cached(&self, prefixes: &PrefixCache, targets: Vec<&[u32]>) -> Result<()> {
+        let block = prefixes.block_tokens();
+        // Distinct targets, longest first, not cached yet, and not a prefix of another.
+        let mut targets = targets;
+        targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        targets.dedup();
+        let mut covered: HashSet<u64> = HashSet::new();
+        let mut todo: Vec<&[u32]> = Vec::new();
+        for target in targets {
+            let keys = prefixes.block_keys(target);
+            let Some(last) = keys.last() else { continue };
+            if covered.contains(last) || prefixes.cached_blocks(target) == keys.len() {
+                continue;
+            }
+            covered.extend(keys);
+            todo.push(target);
+        }
+        if todo.is_empty() {
+            return Ok(());
+        }
+        // What several targets share is computed first, once.
+        let shared: Vec<&[u32]> = shared_prefixes(prefixes, &todo, |t| t.len() / block)
+            .into_iter()
+            .map(|(row, blocks)| &todo[row][..blocks * block])
+            .collect();
+        self.ensure_cached(prefixes, shared)?;
+
+        let longest = todo.iter().map(|t| t.len()).max().unwrap_or(0);
+        let pads: Vec<usize> = todo.iter().map(|t| longest - t.len()).collect();
+        let mut input = Vec::with_capacity(todo.len() * longest);
+        for (target, pad) in todo.iter().zip(&pads) {
+            input.extend(std::iter::repeat_n(0u32, *pad).chain(target.iter().copied()));
+        }
+        let hits: Vec<_> = todo
+            .iter()
+            .map(|t| prefixes.cached_prefix(&t[..t.len() - block]))
+            .collect();
+        let mut cache = KvCache::with_capacity(self.model.config.num_hidden_layers, longest);
+        let starts = self.write_prefixes(&mut cache, &pads, &hits, longest)?;
+        self.model
+            .forward_packed_from(&input, todo.len(), &pads, &starts, &mut cache)?;
+        let computed: usize = starts.iter().map(|s| longest - s).sum();
+        prefixes.record_shared_prefill(computed);
+        self.insert_prompts(prefixes, &cache, &todo, &pads)
+    }
+}
+
+/// For the sequences of `seqs` that share leading blocks with another one (counting at
+/// most `limit(seq)` blocks of each): `(index, blocks)` of the longest shared prefix of
+/// each, one per distinct prefix.
+fn shared_prefixes(
+    prefixes: &PrefixCache,
+    seqs: &[&[u32]],
+    limit: impl Fn(&[u32]) -> usize,
+) -> Vec<(usize, usize)> {
+    let block = prefixes.block_tokens();
+    let keys: Vec<Vec<u64>> = seqs
+        .iter()
+        .map(|s| prefixes.block_keys(&s[..limit(s).min(s.len() / block) * block]))
+        .collect();
+    let mut count: HashMap<u64, usize> = HashMap::new();
+    for key in keys.iter().flatten() {
+        *count.entry(*key).or_default() += 1;
+    }
+    let mut seen = HashSet::new();
+    keys.iter()
+        .enumerate()
+        .filter_map(|(i, keys)| {
+            let depth = keys.iter().rposition(|k| count[k] >= 2)? + 1;
+            seen.insert(keys[depth - 1]).then_some((i, depth))
+        })
+        .collect()
+}
+
+/// The prefix cache `options` ask for, if any.
+fn prefix_cache_for(options: &EngineOptions) -> Option<PrefixCache> {
+    (options.prefix_cache_mib > 0)
+        .then(|| PrefixCache::new(options.prefix_cache_mib << 20, PREFIX_BLOCK_TOKENS))
 }
 
 /// Decoding state of one sequence.

@@ -4,6 +4,8 @@
 //!   chat template and generates for batches of [`GenerationRequest`]s.
 //! * [`Tokenizer`] — from `tokenizer.json`, or rebuilt from GGUF metadata.
 //! * [`ChatTemplate`] — the model's Jinja template rendered like transformers does.
+//! * [`PrefixCache`] — keys and values of prompt prefixes reused across requests
+//!   (automatic prefix caching), with its [`PrefixCacheStats`].
 //! * [`Sampler`] — greedy / temperature / top-k / top-p with per-request seeds.
 //! * [`resolve_model`] — `smollm2-135m` (or nothing) → the packaged default model.
 //! * [`convert_gguf_to_hf`] — GGUF → Hugging Face directory.
@@ -13,13 +15,15 @@ mod chat_template;
 mod convert;
 mod engine;
 mod model_files;
+mod prefix_cache;
 mod sampler;
 mod tokenizer;
 
 pub use assets::{assets_dir, resolve_model};
 pub use chat_template::ChatTemplate;
 pub use convert::{convert_gguf_to_hf, write_tokenizer_files};
-pub use engine::{Engine, EngineOptions, GenerationRequest};
+pub use engine::{Engine, EngineOptions, GenerationRequest, DEFAULT_PREFIX_CACHE_MIB};
 pub use model_files::load_tokenizer;
+pub use prefix_cache::{kv_bytes_per_token, PrefixCache, PrefixCacheStats, PREFIX_BLOCK_TOKENS};
 pub use sampler::{argmax, Sampler};
 pub use tokenizer::{TextStream, Tokenizer};

@@ -24,7 +24,7 @@ mod peft;
 mod pool;
 mod train_ops;
 
-pub use cache::KvCache;
+pub use cache::{KvBlock, KvCache};
 pub use config::{Architecture, Llama3RopeScaling, ModelConfig, RopeLayout};
 pub use device::parse_device;
 pub use export::{named_weights, save_hf_weights};

@@ -44,10 +44,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         let generated: usize = completions.iter().map(Completion::completion_tokens).sum();
         let prompt: usize = completions.iter().map(|c| c.prompt_tokens).sum();
         let seconds = started.elapsed().as_secs_f64();
+        // The engine is this run's own: its prefix-cache counters cover this run.
+        let prefixes = engine.prefix_cache_stats();
         eprintln!(
             "{}",
             json!({"sequences": completions.len(), "prompt_tokens": prompt, "generated_tokens": generated,
-                   "seconds": seconds, "generated_tokens_per_second": generated as f64 / seconds})
+                   "seconds": seconds, "generated_tokens_per_second": generated as f64 / seconds,
+                   "prefix_cache_hit_tokens": prefixes.hit_tokens,
+                   "prefix_cache_hit_rate": prefixes.hit_rate(),
+                   "prefix_cache_shared_prefill_tokens": prefixes.shared_prefill_tokens})
         );
     }
     Ok(())

@@ -60,6 +60,7 @@ fn load_engine(args: &ModelArgs) -> Result<Engine> {
                 WeightsArg::F32 => GgufWeights::Dequantized,
             },
             max_batch: args.batch_size.max(1),
+            prefix_cache_mib: args.prefix_cache_mib,
         },
     )?;
     if let Some(adapter) = &args.adapter {
