@@ -9,7 +9,8 @@
 //! * [`router`] — the same application as an axum [`Router`], for embedding.
 //! * [`ServerConfig`] — served model name, API key, body size limit, queue bounds.
 //!
-//! Routes ([`routes`] holds the paths): `GET /health`, `GET /v1/models`,
+//! Routes ([`routes`] holds the paths): `GET /health`, `GET /metrics` (Prometheus text:
+//! requests, tokens, the engine's prefix cache), `GET /v1/models`,
 //! `GET /v1/models/{model}`, `POST /v1/chat/completions` and `POST /v1/completions`,
 //! both with `stream: true` support.
 //!

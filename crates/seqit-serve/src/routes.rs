@@ -37,6 +37,9 @@ pub const MODEL: &str = "/v1/models/{model}";
 pub const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
 /// Text completions (raw prompts).
 pub const COMPLETIONS: &str = "/v1/completions";
+/// Counters in Prometheus' text format (requests, tokens, prefix cache); like
+/// [`HEALTH`], it never needs the API key.
+pub const METRICS: &str = "/metrics";
 
 pub(crate) fn router(state: AppState) -> Router {
     let api = Router::new()
@@ -50,6 +53,7 @@ pub(crate) fn router(state: AppState) -> Router {
         ));
     Router::new()
         .route(HEALTH, get(health))
+        .route(METRICS, get(metrics))
         .merge(api)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -59,6 +63,101 @@ pub(crate) fn router(state: AppState) -> Router {
 
 async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// The counters of the scheduler and the engine's prefix cache, Prometheus text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let counters = state.scheduler.counters();
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let prefixes = state.engine.prefix_cache_stats();
+    let series: [(&str, &str, &str, u64); 12] = [
+        (
+            "seqit_requests_total",
+            "counter",
+            "Completion requests answered.",
+            load(&counters.requests),
+        ),
+        (
+            "seqit_request_failures_total",
+            "counter",
+            "Completion requests whose generation failed.",
+            load(&counters.failures),
+        ),
+        (
+            "seqit_prompt_tokens_total",
+            "counter",
+            "Prompt tokens of the answered sequences.",
+            load(&counters.prompt_tokens),
+        ),
+        (
+            "seqit_generated_tokens_total",
+            "counter",
+            "Tokens generated for the answered sequences.",
+            load(&counters.generated_tokens),
+        ),
+        (
+            "seqit_prefix_cache_lookups_total",
+            "counter",
+            "Prompts looked up in the prefix cache.",
+            prefixes.lookups,
+        ),
+        (
+            "seqit_prefix_cache_prompt_tokens_total",
+            "counter",
+            "Tokens of the prompts looked up in the prefix cache.",
+            prefixes.prompt_tokens,
+        ),
+        (
+            "seqit_prefix_cache_hit_tokens_total",
+            "counter",
+            "Prompt tokens whose keys and values came from the prefix cache.",
+            prefixes.hit_tokens,
+        ),
+        (
+            "seqit_prefix_cache_shared_prefill_tokens_total",
+            "counter",
+            "Tokens computed once ahead of a batch for a prefix several of its prompts share.",
+            prefixes.shared_prefill_tokens,
+        ),
+        (
+            "seqit_prefix_cache_evictions_total",
+            "counter",
+            "Prefix-cache blocks evicted.",
+            prefixes.evictions,
+        ),
+        (
+            "seqit_prefix_cache_blocks",
+            "gauge",
+            "Prefix-cache blocks held.",
+            prefixes.blocks as u64,
+        ),
+        (
+            "seqit_prefix_cache_bytes",
+            "gauge",
+            "Bytes of keys and values held by the prefix cache.",
+            prefixes.bytes as u64,
+        ),
+        (
+            "seqit_prefix_cache_capacity_bytes",
+            "gauge",
+            "The prefix cache's budget in bytes (0: disabled).",
+            prefixes.capacity_bytes as u64,
+        ),
+    ];
+    let mut text = String::new();
+    for (name, kind, help, value) in series {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn route_not_found(method: Method, uri: Uri) -> ApiError {

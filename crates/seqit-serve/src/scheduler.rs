@@ -8,7 +8,7 @@
 //! its deltas are discarded if it has.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,11 +50,25 @@ impl Drop for QueueSlot {
     }
 }
 
+/// What the scheduler has done since it started, for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Jobs (HTTP requests) answered with completions.
+    pub requests: AtomicU64,
+    /// Jobs whose generation failed.
+    pub failures: AtomicU64,
+    /// Prompt tokens of the answered sequences.
+    pub prompt_tokens: AtomicU64,
+    /// Tokens generated for the answered sequences.
+    pub generated_tokens: AtomicU64,
+}
+
 /// Handle to the scheduler thread; the thread ends when every handle is dropped.
 pub(crate) struct Scheduler {
     jobs: mpsc::Sender<Job>,
     pending: Arc<AtomicUsize>,
     max_pending: usize,
+    counters: Arc<Counters>,
 }
 
 impl Scheduler {
@@ -68,14 +82,22 @@ impl Scheduler {
     ) -> std::io::Result<Self> {
         // A std channel: the consumer is a plain thread that needs a timed receive.
         let (jobs, queue) = mpsc::channel();
+        let counters = Arc::new(Counters::default());
+        let counted = Arc::clone(&counters);
         std::thread::Builder::new()
             .name("seqit-scheduler".into())
-            .spawn(move || run(&engine, &queue, batch_window))?;
+            .spawn(move || run(&engine, &queue, batch_window, &counted))?;
         Ok(Self {
             jobs,
             pending: Arc::new(AtomicUsize::new(0)),
             max_pending: max_pending.max(1),
+            counters,
         })
+    }
+
+    /// The scheduler's counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// Queues one request's sequences, or refuses when the queue is full.
@@ -114,7 +136,7 @@ impl Scheduler {
     }
 }
 
-fn run(engine: &Engine, queue: &mpsc::Receiver<Job>, batch_window: Duration) {
+fn run(engine: &Engine, queue: &mpsc::Receiver<Job>, batch_window: Duration, counters: &Counters) {
     let max_batch = engine.max_batch().max(1);
     let mut carried: Option<Job> = None;
     loop {
@@ -150,12 +172,12 @@ fn run(engine: &Engine, queue: &mpsc::Receiver<Job>, batch_window: Duration) {
         // Clients that went away while queued cost nothing.
         batch.retain(|job| !job.events.is_closed());
         if !batch.is_empty() {
-            run_batch(engine, batch);
+            run_batch(engine, batch, counters);
         }
     }
 }
 
-fn run_batch(engine: &Engine, mut batch: Vec<Job>) {
+fn run_batch(engine: &Engine, mut batch: Vec<Job>, counters: &Counters) {
     // Flat engine request `i` is sequence `owners[i].1` of job `owners[i].0`.
     let mut owners = Vec::new();
     let mut requests = Vec::new();
@@ -181,6 +203,18 @@ fn run_batch(engine: &Engine, mut batch: Vec<Job>) {
     }));
     let results: Vec<Event> = match outcome {
         Ok(Ok(completions)) => {
+            let add = |counter: &AtomicU64, n: usize| {
+                counter.fetch_add(n as u64, Ordering::Relaxed);
+            };
+            add(&counters.requests, batch.len());
+            add(
+                &counters.prompt_tokens,
+                completions.iter().map(|c| c.prompt_tokens).sum(),
+            );
+            add(
+                &counters.generated_tokens,
+                completions.iter().map(Completion::completion_tokens).sum(),
+            );
             let mut per_job: Vec<Vec<Completion>> = batch.iter().map(|_| Vec::new()).collect();
             for ((j, _), completion) in owners.iter().zip(completions) {
                 per_job[*j].push(completion);
@@ -200,6 +234,13 @@ fn run_batch(engine: &Engine, mut batch: Vec<Job>) {
             )
         }
     };
+    let failures = results
+        .iter()
+        .filter(|r| matches!(r, Event::Failed(_)))
+        .count();
+    counters
+        .failures
+        .fetch_add(failures as u64, Ordering::Relaxed);
     for (job, result) in batch.into_iter().zip(results) {
         // Free the queue places before answering, so that a client which sends its next
         // request as soon as this one ends finds them free.
