@@ -2,9 +2,12 @@
 //!
 //! Every stage (engine, server, client, augment, train, eval) speaks in these types, so
 //! they live in a crate with no heavy dependencies. The main types are [`ChatMessage`],
-//! [`SamplingParams`], [`Completion`] and [`FinishReason`].
+//! [`SamplingParams`], [`Completion`] and [`FinishReason`]. [`durable`] is the one way
+//! seqit replaces files and directories (temporary name, fsync, rename, fsync of the
+//! parent): outputs, manifests and checkpoints all go through it.
 
 mod chat;
+pub mod durable;
 mod generation;
 mod sampling;
 

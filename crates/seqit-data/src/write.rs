@@ -1,13 +1,13 @@
 //! [`Writer`]: records into a file, atomically. Records go to a temporary file in the
-//! target's directory, which is synced and renamed over the target only by
-//! [`Writer::finish`]; a writer dropped early (an error, a panic) removes it, so a
-//! failed run never leaves a half-written file where good data was expected.
+//! target's directory, which is synced and renamed over the target (and the directory
+//! synced) only by [`Writer::finish`]; a writer dropped early (an error, a panic)
+//! removes it, so a failed run never leaves a half-written file where good data was
+//! expected. Both go through [`seqit_core::durable`].
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use tempfile::NamedTempFile;
+use seqit_core::durable::AtomicFile;
 
 use crate::codec::{self, out::Out, EncodeOptions};
 use crate::error::{Error, Result};
@@ -34,9 +34,9 @@ impl WriteOptions {
 }
 
 enum Sink {
-    Json(BufWriter<NamedTempFile>),
+    Json(BufWriter<AtomicFile>),
     #[cfg_attr(not(feature = "parquet"), allow(dead_code))]
-    Parquet(NamedTempFile, Vec<Vec<(String, Out)>>),
+    Parquet(AtomicFile, Vec<Vec<(String, Out)>>),
 }
 
 /// Writes records of one format into a file (see the module documentation).
@@ -73,20 +73,7 @@ impl Writer {
                 path.display()
             )));
         }
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&dir).map_err(|e| Error::write(path, e))?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
-            .tempfile_in(&dir)
-            .map_err(|e| Error::write(path, e))?;
+        let tmp = AtomicFile::create(path).map_err(|e| Error::write(path, e))?;
         let sink = match container {
             Container::Parquet => Sink::Parquet(tmp, Vec::new()),
             _ => {
@@ -180,7 +167,7 @@ impl Writer {
             }
             #[cfg(feature = "parquet")]
             Sink::Parquet(tmp, rows) => {
-                let file = tmp.reopen().map_err(|e| Error::write(&path, e))?;
+                let file = tmp.file().try_clone().map_err(|e| Error::write(&path, e))?;
                 crate::parquet::write_rows(file, self.format.schema, &rows)
                     .map_err(|e| Error::write(&path, e))?;
                 tmp
@@ -188,24 +175,8 @@ impl Writer {
             #[cfg(not(feature = "parquet"))]
             Sink::Parquet(..) => unreachable!("refused by `create`"),
         };
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| Error::write(&path, e))?;
-        tmp.persist(&path)
-            .map_err(|e| Error::write(&path, e.error))?;
-        sync_parent(&path);
+        tmp.commit().map_err(|e| Error::write(&path, e))?;
         Ok(self.count)
-    }
-}
-
-/// Makes the rename durable (best effort: not every platform can sync a directory).
-fn sync_parent(path: &Path) {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    if let Ok(dir) = File::open(dir) {
-        let _ = dir.sync_all();
     }
 }
 
@@ -222,22 +193,8 @@ pub fn write_all<'a>(
     writer.finish()
 }
 
-/// Writes a whole file atomically (temporary file in the same directory, sync, rename).
+/// Writes a whole file atomically and durably (temporary file in the same directory,
+/// sync, rename, sync of the directory).
 pub fn write_file_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| Error::write(path, e))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".seqit.")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(|e| Error::write(path, e))?;
-    tmp.write_all(contents)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| Error::write(path, e))?;
-    tmp.persist(path).map_err(|e| Error::write(path, e.error))?;
-    sync_parent(path);
-    Ok(())
+    seqit_core::durable::atomic_write(path, contents).map_err(|e| Error::write(path, e))
 }
