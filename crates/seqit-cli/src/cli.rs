@@ -285,7 +285,7 @@ pub struct BatchImportArgs {
 /// `seqit data` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
-    /// Check a dataset file and list every problem (exit status 1 if there is any).
+    /// Check a dataset file and list its problems as found (exit status 1 if there is any).
     Validate(DataValidateArgs),
     /// Convert a dataset into another format (written atomically).
     Convert(DataConvertArgs),
@@ -335,6 +335,9 @@ pub struct DataReadArgs {
 pub struct DataValidateArgs {
     /// The dataset (.json, .jsonl, .txt, .parquet).
     pub file: PathBuf,
+    /// Problems listed (as they are found); any beyond are only counted. 0 lists none.
+    #[arg(long, default_value_t = 1000)]
+    pub max_problems: usize,
     #[command(flatten)]
     pub read: DataReadArgs,
 }

@@ -435,3 +435,146 @@ fn huge_line_over_64_mib() {
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Writes `total` bytes of `lines` (repeated) after `head`, then `tail`.
+fn write_repeated(path: &Path, head: &[u8], lines: &[&[u8]], tail: &[u8], total: usize) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    f.write_all(head).unwrap();
+    let block: Vec<u8> = lines.concat().repeat(1000);
+    let mut written = head.len();
+    while written < total {
+        f.write_all(&block).unwrap();
+        written += block.len();
+    }
+    f.write_all(tail).unwrap();
+}
+
+/// Runs `seqit data validate FILE` (stdout piped), checks that the first problem is on
+/// stdout while the process is still working, and returns stdout, stderr and the
+/// child's peak RSS in KiB (its own `ru_maxrss` from `wait4`).
+fn validate_measured(dir: &Path, file: &str) -> (String, String, i64) {
+    use std::io::{BufRead, Read};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seqit"))
+        .args(["data", "validate", file])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    stdout.read_line(&mut text).unwrap();
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first problem should be printed long before the end: {text}"
+    );
+    stdout.read_to_string(&mut text).unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 1,
+        "status {status}: {stderr}"
+    );
+    (text, stderr, usage.ru_maxrss)
+}
+
+/// `validate` streams: 100 MB of short bad records (millions of problems) are checked
+/// in bounded memory, the first 1000 problems listed as found and the rest counted.
+#[test]
+fn validate_streams_a_100_mb_bad_file_in_bounded_memory() {
+    const MB: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let lines: [&[u8]; 5] = [
+        b"{\"instruction\": \"summarise the paragraph below in one line\", \"output\": }\n",
+        b"{\"instruction\": 17, \"output\": \"a number is not an instruction\"}\n",
+        b"{\"id\": 1, \"instruction\": \"the id repeats the first one\", \"output\": \"b\"}\n",
+        b"{\"instruction\": \"   \", \"output\": \"the instruction is only blanks\"}\n",
+        b"not json at all, just a line of text in a JSON Lines file\n",
+    ];
+    let head = b"{\"id\": 1, \"instruction\": \"a\", \"output\": \"b\"}\n";
+    write_repeated(&dir.path().join("bad.jsonl"), head, &lines, b"", 100 * MB);
+    let (stdout, stderr, rss_kib) = validate_measured(dir.path(), "bad.jsonl");
+    let problems = stdout.lines().count();
+    assert_eq!(problems, 1000, "{stderr}");
+    assert!(stdout.starts_with("bad.jsonl:2: invalid JSON at column 72: expected value\nbad.jsonl:3: field `instruction`: expected a string, found number\nbad.jsonl:4: field `id`: 1 repeats the id of bad.jsonl:1\n"), "{stdout}");
+    let lines_in_file = 1 + (100 * MB).div_ceil(lines.concat().len() * 1000) * 5000;
+    assert!(
+        stderr.contains(&format!(
+            "`bad.jsonl`: {} problems found (1000 listed, {} more counted only; raise --max-problems to list them)",
+            lines_in_file - 1,
+            lines_in_file - 1001
+        )),
+        "{stderr}"
+    );
+    eprintln!("validate, 100 MB JSONL: peak RSS {} MiB", rss_kib / 1024);
+    assert!(rss_kib < 100 * 1024, "peak RSS {rss_kib} KiB");
+
+    // A JSON array is streamed too (records with problems that do not stop reading):
+    // reading it whole, as before, would take more memory than the file's 50 MB.
+    let records: [&[u8]; 3] = [
+        b",\n{\"instruction\": 17, \"output\": \"a number is not an instruction\"}",
+        b",\n{\"id\": 1, \"instruction\": \"the id repeats the first one\", \"output\": \"b\"}",
+        b",\n{\"instruction\": \"   \", \"output\": \"the instruction is only blanks\"}",
+    ];
+    let head = b"[{\"id\": 1, \"instruction\": \"a\", \"output\": \"b\"}";
+    write_repeated(
+        &dir.path().join("bad.json"),
+        head,
+        &records,
+        b"\n]\n",
+        50 * MB,
+    );
+    let (stdout, stderr, rss_kib) = validate_measured(dir.path(), "bad.json");
+    assert_eq!(stdout.lines().count(), 1000, "{stderr}");
+    assert!(
+        stdout.starts_with("bad.json:2: record 1: field `instruction`: expected a string, found number\nbad.json:3: record 2: field `id`: 1 repeats the id of bad.json:1: record 0\n"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("problems found (1000 listed"), "{stderr}");
+    eprintln!(
+        "validate, 50 MB JSON array: peak RSS {} MiB",
+        rss_kib / 1024
+    );
+    assert!(rss_kib < 50 * 1024, "peak RSS {rss_kib} KiB");
+}
+
+#[test]
+fn max_problems_lists_that_many_and_counts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("few.jsonl"),
+        "x\ny\nz\n{\"prompt\": \"\"}\n",
+    )
+    .unwrap();
+    for (max, listed) in [("2", 2), ("0", 0), ("10", 4)] {
+        let out = seqit(
+            dir.path(),
+            &["data", "validate", "few.jsonl", "--max-problems", max],
+        );
+        let stderr = check_clean_failure(&out, "few");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), listed);
+        let note = if listed < 4 {
+            format!(
+                " ({listed} listed, {} more counted only; raise --max-problems to list them)",
+                4 - listed
+            )
+        } else {
+            String::new()
+        };
+        assert!(
+            stderr.contains(&format!("`few.jsonl`: 4 problems found{note}")),
+            "{stderr}"
+        );
+    }
+}

@@ -22,6 +22,7 @@
 //! assert_eq!(records, vec![record]);
 //! ```
 
+mod array;
 mod codec;
 mod decontaminate;
 mod dedupe;

@@ -1,9 +1,9 @@
 //! [`Reader`]: records out of a file, one at a time.
 //!
 //! JSON Lines and text files are streamed line by line (a line may not exceed
-//! [`ReadOptions::max_line_bytes`]); JSON arrays are read whole and walked record by
-//! record so that errors still name the line and record index; Parquet is read row by
-//! row. A problem confined to one record (bad JSON on one line, a field of the wrong
+//! [`ReadOptions::max_line_bytes`]); JSON arrays are streamed element by element (one
+//! record in memory, no larger than the same limit), with errors naming the line and
+//! record index; Parquet is read row by row. A problem confined to one record (bad JSON on one line, a field of the wrong
 //! type) is yielded as an error and reading goes on with the next record; a problem
 //! that leaves the rest of the file unreadable ends the iteration after its error.
 
@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::array::ArraySource;
 use crate::codec;
 use crate::error::{type_name, Error, Location, Result};
 use crate::format::{Container, Format, Schema};
@@ -22,14 +23,15 @@ use crate::record::Record;
 /// The longest line a reader accepts by default (64 MiB).
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 
-const BOM: &[u8] = b"\xEF\xBB\xBF";
+pub(crate) const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// How to read a file.
 #[derive(Debug, Clone)]
 pub struct ReadOptions {
     /// The record schema; detected from the first record when `None`.
     pub schema: Option<Schema>,
-    /// The longest line accepted in line-based files.
+    /// The longest line accepted in line-based files, and the longest record of a
+    /// JSON array.
     pub max_line_bytes: usize,
 }
 
@@ -132,7 +134,7 @@ impl Reader {
                     options.max_line_bytes,
                 ))
             }
-            Container::JsonArray => Source::Array(ArraySource::load(path)?),
+            Container::JsonArray => Source::Array(ArraySource::open(path, options.max_line_bytes)?),
             Container::Parquet => open_parquet(path)?,
         };
         Ok(Self {
@@ -190,11 +192,8 @@ impl Reader {
                         None => None,
                     }
                 }
-                Source::Array(array) => match array.next(&self.path) {
-                    Some(Ok(item)) => Some(Ok(item)),
-                    Some(Err(error)) => self.fatal(error),
-                    None => None,
-                },
+                // The source ends itself after a problem that leaves the rest unreadable.
+                Source::Array(array) => array.next(&self.path),
                 #[cfg(feature = "parquet")]
                 Source::Parquet(rows) => {
                     let at = Location::record(&self.path, self.seen, None);
@@ -420,15 +419,25 @@ pub(crate) fn json_message(e: &serde_json::Error) -> String {
 }
 
 fn utf8_message(bytes: &[u8], e: &std::str::Utf8Error) -> String {
+    utf8_message_from(bytes, e, 1)
+}
+
+/// The message for invalid UTF-8 in `bytes`, whose first byte is at column
+/// `first_column` of its line.
+pub(crate) fn utf8_message_from(
+    bytes: &[u8],
+    e: &std::str::Utf8Error,
+    first_column: usize,
+) -> String {
     let valid = e.valid_up_to();
-    let line_start = bytes[..valid]
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
+    let (line_start, offset) = match bytes[..valid].iter().rposition(|&b| b == b'\n') {
+        Some(i) => (i + 1, 1),
+        None => (0, first_column),
+    };
     let column = String::from_utf8_lossy(&bytes[line_start..valid])
         .chars()
         .count()
-        + 1;
+        + offset;
     format!(
         "not valid UTF-8 text (byte 0x{:02x} at column {column})\nhint: convert the file to UTF-8, e.g. with `iconv -t UTF-8`",
         bytes[valid]
@@ -436,7 +445,7 @@ fn utf8_message(bytes: &[u8], e: &std::str::Utf8Error) -> String {
 }
 
 /// `64 MiB (67108864 bytes)`, or `100 bytes`.
-fn human_bytes(n: usize) -> String {
+pub(crate) fn human_bytes(n: usize) -> String {
     let unit = if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{} MiB", n >> 20)
     } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
@@ -445,169 +454,4 @@ fn human_bytes(n: usize) -> String {
         return format!("{n} bytes");
     };
     format!("{unit} ({n} bytes)")
-}
-
-/// A JSON array read whole and walked one element at a time.
-struct ArraySource {
-    bytes: Vec<u8>,
-    pos: usize,
-    /// Index of the next element.
-    index: usize,
-    opened: bool,
-    finished: bool,
-    /// Line bookkeeping up to `scanned`.
-    scanned: usize,
-    line: usize,
-    line_start: usize,
-}
-
-impl ArraySource {
-    fn load(path: &Path) -> Result<Self> {
-        let mut bytes = std::fs::read(path).map_err(|e| Error::read(path, e))?;
-        if bytes.starts_with(BOM) {
-            bytes.drain(..BOM.len());
-        }
-        if let Err(e) = std::str::from_utf8(&bytes) {
-            let line = 1 + bytes[..e.valid_up_to()]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count();
-            return Err(Error::at(
-                &Location::line(path, line),
-                utf8_message(&bytes, &e),
-            ));
-        }
-        Ok(Self {
-            bytes,
-            pos: 0,
-            index: 0,
-            opened: false,
-            finished: false,
-            scanned: 0,
-            line: 1,
-            line_start: 0,
-        })
-    }
-
-    fn skip_ws(&self, mut pos: usize) -> usize {
-        while pos < self.bytes.len() && self.bytes[pos].is_ascii_whitespace() {
-            pos += 1;
-        }
-        pos
-    }
-
-    /// 1-based line and column of a byte position (positions only move forward).
-    fn line_col(&mut self, pos: usize) -> (usize, usize) {
-        for i in self.scanned..pos.min(self.bytes.len()) {
-            if self.bytes[i] == b'\n' {
-                self.line += 1;
-                self.line_start = i + 1;
-            }
-        }
-        self.scanned = self.scanned.max(pos);
-        let column =
-            String::from_utf8_lossy(&self.bytes[self.line_start..pos.min(self.bytes.len())])
-                .chars()
-                .count()
-                + 1;
-        (self.line, column)
-    }
-
-    fn error(&mut self, path: &Path, pos: usize, message: String) -> Error {
-        let (line, column) = self.line_col(pos);
-        self.finished = true;
-        Error::at(
-            &Location::line(path, line),
-            format!("{message} (column {column})"),
-        )
-    }
-
-    fn next(&mut self, path: &Path) -> Option<Result<(Location, Value)>> {
-        if self.finished {
-            return None;
-        }
-        let len = self.bytes.len();
-        let mut pos = self.skip_ws(self.pos);
-        let close = |source: &mut Self, pos: usize| -> Option<Result<(Location, Value)>> {
-            source.finished = true;
-            let after = source.skip_ws(pos + 1);
-            if after < source.bytes.len() {
-                return Some(Err(source.error(
-                    path,
-                    after,
-                    "trailing characters after the JSON array".into(),
-                )));
-            }
-            None
-        };
-        if !self.opened {
-            // `Reader::open` checked that the first byte is `[`.
-            self.opened = true;
-            pos = self.skip_ws(pos + 1);
-            if pos < len && self.bytes[pos] == b']' {
-                return close(self, pos);
-            }
-        } else {
-            let previous = self.index - 1;
-            if pos >= len {
-                return Some(Err(self.error(
-                    path,
-                    pos,
-                    format!("the file ends inside the JSON array: expected `,` or `]` after record {previous}"),
-                )));
-            }
-            match self.bytes[pos] {
-                b',' => {
-                    pos = self.skip_ws(pos + 1);
-                    if pos < len && self.bytes[pos] == b']' {
-                        return Some(Err(self.error(
-                            path,
-                            pos,
-                            format!("trailing comma after record {previous}"),
-                        )));
-                    }
-                }
-                b']' => return close(self, pos),
-                other => {
-                    let found = char::from(other);
-                    return Some(Err(self.error(
-                        path,
-                        pos,
-                        format!("expected `,` or `]` after record {previous}, found `{found}`"),
-                    )));
-                }
-            }
-        }
-        if pos >= len {
-            return Some(Err(self.error(
-                path,
-                pos,
-                "the file ends inside the JSON array: expected a record or `]`".into(),
-            )));
-        }
-        let index = self.index;
-        let (line, column) = self.line_col(pos);
-        let mut stream =
-            serde_json::Deserializer::from_slice(&self.bytes[pos..]).into_iter::<Value>();
-        match stream.next() {
-            Some(Ok(value)) => {
-                self.pos = pos + stream.byte_offset();
-                self.index += 1;
-                Some(Ok((Location::record(path, index, Some(line)), value)))
-            }
-            Some(Err(e)) => {
-                self.finished = true;
-                let (err_line, err_column) = if e.line() <= 1 {
-                    (line, column + e.column().saturating_sub(1))
-                } else {
-                    (line + e.line() - 1, e.column())
-                };
-                Some(Err(Error::at(
-                    &Location::record(path, index, Some(err_line)),
-                    format!("invalid JSON at column {err_column}: {}", json_message(&e)),
-                )))
-            }
-            None => None,
-        }
-    }
 }

@@ -1,10 +1,16 @@
-//! `seqit data validate`: every problem of a file, one line each.
+//! `seqit data validate`: every problem of a file, one line each, reported as it is
+//! found.
 //!
 //! Besides what reading finds (bad JSON, wrong types, missing fields, bad UTF-8, lines
 //! over the limit), a record is a problem when its id repeats an earlier one, when it
 //! has no user turn, or when a user or assistant turn is empty.
+//!
+//! Memory stays bounded by one record (the reader streams every container but Parquet
+//! row groups) plus, for the repeated-id check, a 128-bit digest and the position of
+//! each distinct id: problems are handed to a callback, never collected.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::path::Path;
 
 use seqit_core::Role;
@@ -21,59 +27,115 @@ pub struct Validation {
     pub format: Option<Format>,
     /// Records read without a reading problem.
     pub records: usize,
-    /// Every problem, in file order.
-    pub problems: Vec<String>,
+    /// Problems found, each handed to the callback as found.
+    pub problems: usize,
 }
 
 impl Validation {
     pub fn is_clean(&self) -> bool {
-        self.problems.is_empty()
+        self.problems == 0
     }
 }
 
-/// Reads the whole file and lists every problem.
-pub fn validate(path: &Path, options: &ReadOptions) -> Validation {
+/// Reads the whole file and hands every problem (one line of text, possibly followed
+/// by `\nhint: ...` lines) to `on_problem` as soon as it is found, in file order.
+pub fn validate(
+    path: &Path,
+    options: &ReadOptions,
+    on_problem: &mut dyn FnMut(&str),
+) -> Validation {
     let mut result = Validation {
         format: None,
         records: 0,
-        problems: Vec::new(),
+        problems: 0,
+    };
+    let mut report = |problem: &str| {
+        result.problems += 1;
+        on_problem(problem);
     };
     let mut reader = match Reader::open(path, options) {
         Ok(reader) => reader,
         Err(e) => {
-            result.problems.extend(e.problems());
+            for problem in e.problems() {
+                report(&problem);
+            }
             return result;
         }
     };
-    let mut ids: HashMap<String, Location> = HashMap::new();
+    let mut ids = SeenIds::default();
+    let mut records = 0;
     while let Some(item) = reader.next() {
         let record = match item {
             Ok(record) => record,
             Err(e) => {
-                result.problems.extend(e.problems());
+                for problem in e.problems() {
+                    report(&problem);
+                }
                 continue;
             }
         };
-        result.records += 1;
+        records += 1;
         let at = reader
             .location()
             .cloned()
             .unwrap_or_else(|| Location::file(path));
         let schema = reader.format().map_or(Schema::Messages, |f| f.schema);
         for problem in check_record(&record, schema, &at, &mut ids) {
-            result.problems.push(problem.to_string());
+            report(&problem.to_string());
         }
     }
+    result.records = records;
     result.format = reader.format();
     result
 }
 
-fn check_record(
-    record: &Record,
-    schema: Schema,
-    at: &Location,
-    ids: &mut HashMap<String, Location>,
-) -> Vec<Problem> {
+/// Where each distinct id was first seen, keyed by a 128-bit digest of the id (two
+/// salted SipHash passes), so that memory does not grow with the length of ids.
+#[derive(Default)]
+struct SeenIds(HashMap<u128, FirstSeen>);
+
+#[derive(Clone, Copy)]
+struct FirstSeen {
+    line: Option<usize>,
+    record: Option<usize>,
+}
+
+impl SeenIds {
+    fn digest(id: &str) -> u128 {
+        let half = |salt: u8| {
+            // `DefaultHasher::new()` has fixed keys: the same digest for the same id.
+            let mut hasher = std::hash::DefaultHasher::new();
+            salt.hash(&mut hasher);
+            id.hash(&mut hasher);
+            hasher.finish()
+        };
+        (u128::from(half(1)) << 64) | u128::from(half(2))
+    }
+
+    /// The first place of `id` if it was seen before; else remembers `at`.
+    fn first_or_insert(&mut self, id: &str, at: &Location) -> Option<Location> {
+        let digest = Self::digest(id);
+        match self.0.get(&digest) {
+            Some(first) => Some(Location {
+                file: at.file.clone(),
+                line: first.line,
+                record: first.record,
+            }),
+            None => {
+                self.0.insert(
+                    digest,
+                    FirstSeen {
+                        line: at.line,
+                        record: at.record,
+                    },
+                );
+                None
+            }
+        }
+    }
+}
+
+fn check_record(record: &Record, schema: Schema, at: &Location, ids: &mut SeenIds) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut problem = |field: Option<String>, message: String| {
         problems.push(Problem {
@@ -83,11 +145,8 @@ fn check_record(
         })
     };
     if let Some(id) = &record.id {
-        let key = id.to_string();
-        if let Some(first) = ids.get(&key) {
+        if let Some(first) = ids.first_or_insert(&id.to_string(), at) {
             problem(Some("id".into()), format!("{id} repeats the id of {first}"));
-        } else {
-            ids.insert(key, at.clone());
         }
     }
     if record.user_turns() == 0 {

@@ -2,6 +2,7 @@
 //! The work is done by `seqit-data`; this module turns flags into its settings and
 //! prints results (stdout) and progress notes (stderr).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -45,34 +46,62 @@ fn read_options(args: &DataReadArgs) -> Result<ReadOptions> {
     })
 }
 
+/// Distinct hints kept for the final error (they are fixed texts; this only bounds a
+/// file that would produce many different ones).
+const MAX_HINTS: usize = 16;
+
 fn validate(args: DataValidateArgs) -> Result<()> {
     let options = read_options(&args.read)?;
-    let result = seqit_data::validate(&args.file, &options);
-    // One problem per line on stdout; their hints once each with the final error.
-    let mut hints: Vec<&str> = Vec::new();
-    for problem in &result.problems {
+    // One problem per line on stdout as it is found (the first `--max-problems`; then
+    // only counted); their hints once each with the final error.
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut hints: Vec<String> = Vec::new();
+    let mut listed = 0usize;
+    let mut write_error: Option<std::io::Error> = None;
+    let result = seqit_data::validate(&args.file, &options, &mut |problem| {
         let mut lines = problem.split("\nhint: ");
-        println!("{}", lines.next().unwrap_or_default());
-        for hint in lines {
-            if !hints.contains(&hint) {
-                hints.push(hint);
+        let first = lines.next().unwrap_or_default();
+        if listed < args.max_problems && write_error.is_none() {
+            listed += 1;
+            if let Err(e) = writeln!(out, "{first}") {
+                write_error = Some(e);
             }
         }
+        for hint in lines {
+            if hints.len() < MAX_HINTS && !hints.iter().any(|h| h == hint) {
+                hints.push(hint.to_string());
+            }
+        }
+    });
+    if let Some(e) = write_error {
+        return Err(anyhow::Error::new(e).context("cannot write the problems to stdout"));
     }
 
     let format = result.format.map(|f| format!(", {f}")).unwrap_or_default();
     if result.is_clean() {
-        println!(
+        writeln!(
+            out,
             "ok: `{}`: {} records{format}, no problems",
             args.file.display(),
             result.records
-        );
+        )?;
         return Ok(());
     }
-    let n = result.problems.len();
+    out.flush()?;
+    let n = result.problems;
+    let unlisted = if listed < n {
+        format!(
+            " ({} listed, {} more counted only; raise --max-problems to list them)",
+            listed,
+            n - listed
+        )
+    } else {
+        String::new()
+    };
     let hints: String = hints.iter().map(|h| format!("\nhint: {h}")).collect();
     bail!(
-        "`{}`: {n} problem{} found{hints}",
+        "`{}`: {n} problem{} found{unlisted}{hints}",
         args.file.display(),
         if n == 1 { "" } else { "s" },
     )
