@@ -159,7 +159,7 @@ fn the_reference_matches_f64_arithmetic() {
     let k = 96;
     for levels in [1, 2] {
         for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0, GgmlDType::Q4_0] {
-            for (n, m) in [(48, 1), (48, 5), (40, 8), (48, 13), (16, 17)] {
+            for (n, m) in [(48, 1), (48, 5), (40, 8), (48, 13), (16, 17), (40, 150)] {
                 let w = qtensor(n, k, n as u64 + m as u64, dtype);
                 let packed = PackedMatrix::stack(&[&w], false).unwrap();
                 let x = values(m * k, 7 * m as u64);
