@@ -1,6 +1,6 @@
 //! Reading JSONL (plain or gzip-compressed) and writing files atomically.
 
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -100,26 +100,14 @@ pub fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename,
-/// so readers never see a half-written file.
+/// Writes `bytes` to `path` through a temporary file in the same directory, synced and
+/// renamed into place (see [`seqit_core::durable::atomic_write`]), so readers never see
+/// a half-written file and a crash leaves the old content or the new.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let write_err = |source| EvalError::Write {
+    seqit_core::durable::atomic_write(path, bytes).map_err(|source| EvalError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".seqit-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(write_err)?;
-    tmp.write_all(bytes).map_err(write_err)?;
-    tmp.as_file().sync_all().map_err(write_err)?;
-    tmp.persist(path).map_err(|err| write_err(err.error))?;
-    Ok(())
+    })
 }
 
 /// `path` with `suffix` appended to its file name (`results.jsonl` → `results.jsonl.partial`).

@@ -69,9 +69,13 @@ impl Journal {
                 .open(path)
                 .map_err(write_err)?
         } else {
-            let mut file = std::fs::File::create(path).map_err(write_err)?;
-            writeln!(file, "{}", json!({ "settings": settings })).map_err(write_err)?;
-            file
+            // A new journal replaces the old one whole: a kill leaves one or the other.
+            let header = format!("{}\n", json!({ "settings": settings }));
+            seqit_core::durable::atomic_write(path, header.as_bytes()).map_err(write_err)?;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map_err(write_err)?
         };
         Ok(Self {
             path: path.to_path_buf(),

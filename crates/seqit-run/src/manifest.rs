@@ -61,19 +61,11 @@ impl Manifest {
     }
 }
 
-/// Writes through a temporary file in the same directory and renames it into place.
+/// Writes through a temporary file in the same directory, synced and renamed into place
+/// (see [`seqit_core::durable::atomic_write`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".seqit-run.")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write in `{}`", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write `{}`", path.display()))?;
-    Ok(())
+    seqit_core::durable::atomic_write(path, bytes)
+        .with_context(|| format!("cannot write `{}`", path.display()))
 }
 
 pub fn fingerprint(
@@ -138,7 +130,9 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> 
         let entry = entry?;
         let path = entry.path();
         // Temporary files of an atomic write in progress are not content.
-        if entry.file_name().to_string_lossy().starts_with(".seqit") {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".seqit") || seqit_core::durable::is_temp_name(&name) {
             continue;
         }
         if path.is_dir() {

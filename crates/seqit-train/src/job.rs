@@ -91,7 +91,8 @@ pub fn run_training(
             let dir = job.output.join("adapter");
             let mut config = settings.peft_config();
             config.base_model_name_or_path = Some(job.model.display().to_string());
-            save_peft_adapter(&dir, &config, &trainer.trained_weights()?)?;
+            let weights = trainer.trained_weights()?;
+            write_dir(&dir, |tmp| save_peft_adapter(tmp, &config, &weights))?;
             Some(dir)
         }
         None => None,
@@ -130,17 +131,25 @@ fn export(
     dir: &Path,
     dtype: DType,
 ) -> Result<()> {
-    let tmp = dir.with_extension("tmp");
+    let mut llama = trainer.model.llama.clone();
+    llama.merge_adapters()?;
+    write_dir(dir, |tmp| {
+        save_hf_weights(&llama, tmp, dtype)?;
+        write_tokenizer_files(tmp, tokenizer, Some(template), &llama.config)
+    })
+}
+
+/// Writes a directory durably: `write` fills `.NAME.tmp/` next to it, which is synced
+/// and then replaces `dir` (see [`seqit_core::durable::replace_dir`]), so a kill leaves
+/// the old directory or the new one, complete.
+fn write_dir(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = seqit_core::durable::parent_dir(dir).join(format!(".{name}.tmp"));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
     }
-    let mut llama = trainer.model.llama.clone();
-    llama.merge_adapters()?;
-    save_hf_weights(&llama, &tmp, dtype)?;
-    write_tokenizer_files(&tmp, tokenizer, Some(template), &llama.config)?;
-    if dir.exists() {
-        std::fs::remove_dir_all(dir)?;
-    }
-    std::fs::rename(&tmp, dir)?;
-    Ok(())
+    std::fs::create_dir_all(&tmp)?;
+    write(&tmp)?;
+    seqit_core::durable::replace_dir(&tmp, dir)
+        .with_context(|| format!("cannot write `{}`", dir.display()))
 }

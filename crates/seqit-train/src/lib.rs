@@ -34,4 +34,4 @@ pub use tokenize::{
     chat_tokenizer, explain_example, tokenize_example, ChatFormat, TokenPiece, TokenizedExample,
 };
 pub use trainable::{full_finetuning, lora, LoraSettings, TrainableModel};
-pub use trainer::{truncate_examples, StepMetrics, TrainConfig, Trainer};
+pub use trainer::{latest_checkpoint, truncate_examples, StepMetrics, TrainConfig, Trainer};

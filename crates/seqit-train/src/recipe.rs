@@ -87,9 +87,8 @@ pub fn export_recipe(
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, &path)?;
+        seqit_core::durable::atomic_write(&path, text.as_bytes())
+            .with_context(|| format!("cannot write `{}`", path.display()))?;
         files.push(name.to_string());
         Ok(())
     };

@@ -217,6 +217,7 @@ impl Trainer {
             step: 0,
             eval: None,
         };
+        remove_staged_checkpoints(output)?;
         if resume {
             if let Some(dir) = latest_checkpoint(output)? {
                 trainer.load_checkpoint(&dir)?;
@@ -387,31 +388,39 @@ impl Trainer {
                 loss_scale: self.loss_scale.is_some().then_some(loss_scale),
                 overflow,
             };
-            writeln!(metrics_file, "{}", serde_json::to_string(&metrics)?)?;
-            metrics_file.flush()?;
+            // One write per line: a kill leaves at most one torn line, cut off on resume.
+            let mut line = serde_json::to_string(&metrics)?;
+            line.push('\n');
+            metrics_file.write_all(line.as_bytes())?;
             on_step(&metrics);
             out.push(metrics);
             let save_now =
                 self.config.save_every > 0 && self.step.is_multiple_of(self.config.save_every);
             if save_now || self.step == last {
+                // The metrics of every update a checkpoint holds are on disk before it.
+                metrics_file.sync_data()?;
                 self.save_checkpoint()?;
             }
         }
         Ok(out)
     }
 
+    /// Writes `checkpoint-N/` durably: everything goes into `.checkpoint-N.tmp/`
+    /// (`progress.json` last), which is synced and renamed into place (see
+    /// [`seqit_core::durable::replace_dir`]). Earlier checkpoints are kept, so a kill at
+    /// any moment leaves the previous complete checkpoint, or this one, to resume from.
     fn save_checkpoint(&self) -> Result<()> {
-        let final_dir = self.output.join(format!("checkpoint-{:08}", self.step));
+        let final_dir = self.output.join(checkpoint_name(self.step));
         let tmp = self
             .output
-            .join(format!(".checkpoint-{:08}.tmp", self.step));
+            .join(format!(".{}.tmp", checkpoint_name(self.step)));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
         }
         std::fs::create_dir_all(&tmp)?;
         let weights: std::collections::HashMap<String, Tensor> =
             self.trained_weights()?.into_iter().collect();
-        candle_core::safetensors::save(&weights, tmp.join("weights.safetensors"))?;
+        candle_core::safetensors::save(&weights, tmp.join(WEIGHTS_FILE))?;
         let mut state = std::collections::HashMap::new();
         let moments = self.optimizer.moments()?;
         for ((name, _), Moments { m, v }) in self.model.params.iter().zip(moments) {
@@ -419,20 +428,18 @@ impl Trainer {
             state.insert(format!("{name}.m"), Tensor::from_vec(m, n, &Device::Cpu)?);
             state.insert(format!("{name}.v"), Tensor::from_vec(v, n, &Device::Cpu)?);
         }
-        candle_core::safetensors::save(&state, tmp.join("optimizer.safetensors"))?;
+        candle_core::safetensors::save(&state, tmp.join(OPTIMIZER_FILE))?;
         let progress = Progress {
             step: self.step,
             config: self.config.clone(),
             loss_scale: self.loss_scale,
         };
         std::fs::write(
-            tmp.join("progress.json"),
+            tmp.join(PROGRESS_FILE),
             serde_json::to_string_pretty(&progress)?,
         )?;
-        if final_dir.exists() {
-            std::fs::remove_dir_all(&final_dir)?;
-        }
-        std::fs::rename(&tmp, &final_dir)?;
+        seqit_core::durable::replace_dir(&tmp, &final_dir)
+            .with_context(|| format!("cannot write the checkpoint `{}`", final_dir.display()))?;
         Ok(())
     }
 
@@ -479,32 +486,183 @@ impl Trainer {
         if progress.loss_scale.is_some() {
             self.loss_scale = progress.loss_scale;
         }
-        // Metrics of updates after the checkpoint were lost with the process: drop them
-        // so the file holds each step once.
-        let metrics_path = self.output.join("metrics.jsonl");
-        if metrics_path.exists() {
-            let kept: String = std::fs::read_to_string(&metrics_path)?
-                .lines()
-                .filter(|l| {
-                    serde_json::from_str::<StepMetrics>(l).is_ok_and(|m| m.step <= self.step)
-                })
-                .map(|l| format!("{l}\n"))
-                .collect();
-            std::fs::write(&metrics_path, kept)?;
-        }
+        // Metrics of updates after the checkpoint were lost with the process: cut them
+        // (and a torn last line) off the end so the file holds each step once. The file
+        // is only ever appended to and truncated, never rewritten.
+        truncate_metrics(&self.output.join("metrics.jsonl"), self.step)?;
         Ok(())
     }
 }
 
-fn latest_checkpoint(output: &Path) -> Result<Option<PathBuf>> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(output)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("checkpoint-"))
+const WEIGHTS_FILE: &str = "weights.safetensors";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const PROGRESS_FILE: &str = "progress.json";
+
+/// `checkpoint-00000042`.
+fn checkpoint_name(step: usize) -> String {
+    format!("checkpoint-{step:08}")
+}
+
+/// The step of a `checkpoint-N` directory name.
+fn checkpoint_step(name: &str) -> Option<usize> {
+    let digits = name.strip_prefix("checkpoint-")?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// Whether `dir` holds every file of a checkpoint and a readable `progress.json` for
+/// `step`.
+fn is_complete_checkpoint(dir: &Path, step: usize) -> bool {
+    let progress = std::fs::read_to_string(dir.join(PROGRESS_FILE))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Progress>(&text).ok());
+    progress.is_some_and(|p| p.step == step)
+        && [WEIGHTS_FILE, OPTIMIZER_FILE]
+            .iter()
+            .all(|f| dir.join(f).is_file())
+}
+
+/// The newest complete checkpoint in `output`. Checkpoints are renamed into place only
+/// when complete, so an incomplete one can only come from outside (a copy cut short);
+/// it is passed over for the one before.
+pub fn latest_checkpoint(output: &Path) -> Result<Option<PathBuf>> {
+    let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(output)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let step = checkpoint_step(e.file_name().to_str()?)?;
+            Some((step, e.path()))
         })
         .collect();
     found.sort();
-    Ok(found.pop())
+    Ok(found
+        .into_iter()
+        .rev()
+        .find(|(step, dir)| is_complete_checkpoint(dir, *step))
+        .map(|(_, dir)| dir))
+}
+
+/// Removes checkpoints a killed run was still writing (`.checkpoint-N.tmp/` and
+/// directories set aside while one was replaced).
+fn remove_staged_checkpoints(output: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(output) else {
+        return Ok(());
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".checkpoint-")
+            && seqit_core::durable::is_temp_name(&name)
+            && entry.file_type().is_ok_and(|t| t.is_dir())
+        {
+            std::fs::remove_dir_all(entry.path())
+                .with_context(|| format!("cannot remove `{}`", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Cuts `metrics.jsonl` back to its complete lines of steps up to `step`.
+fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    use std::io::BufRead;
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
+    };
+    let total = file.metadata()?.len();
+    let mut reader = std::io::BufReader::new(file);
+    let (mut keep, mut line) = (0u64, Vec::new());
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 || !line.ends_with(b"\n") {
+            break;
+        }
+        match serde_json::from_slice::<StepMetrics>(&line) {
+            Ok(m) if m.step <= step => keep += n as u64,
+            _ => break,
+        }
+    }
+    if keep < total {
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        file.set_len(keep)?;
+        file.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_checkpoint(output: &Path, step: usize, complete: bool) -> PathBuf {
+        let dir = output.join(checkpoint_name(step));
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in [WEIGHTS_FILE, OPTIMIZER_FILE] {
+            std::fs::write(dir.join(file), b"").unwrap();
+        }
+        if complete {
+            let progress = Progress {
+                step,
+                config: TrainConfig::default(),
+                loss_scale: None,
+            };
+            std::fs::write(
+                dir.join(PROGRESS_FILE),
+                serde_json::to_string(&progress).unwrap(),
+            )
+            .unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn resume_takes_the_newest_complete_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        assert_eq!(latest_checkpoint(out).unwrap(), None);
+        write_checkpoint(out, 999_999_999, true);
+        // Steps compare as numbers ("1000000000" sorts before "999999999" as text).
+        let newest = write_checkpoint(out, 1_000_000_000, true);
+        write_checkpoint(out, 1_000_000_001, false); // no progress.json: passed over
+        std::fs::create_dir_all(out.join(".checkpoint-1000000002.tmp")).unwrap();
+        std::fs::create_dir_all(out.join("checkpoint-x")).unwrap();
+        assert_eq!(latest_checkpoint(out).unwrap(), Some(newest));
+        remove_staged_checkpoints(out).unwrap();
+        assert!(!out.join(".checkpoint-1000000002.tmp").exists());
+        assert!(out.join("checkpoint-x").exists());
+    }
+
+    #[test]
+    fn metrics_are_cut_back_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let line = |step| {
+            let m = StepMetrics {
+                step,
+                epoch: 0,
+                loss: 1.0,
+                lr: 0.1,
+                grad_norm: 1.0,
+                tokens: 4,
+                trained_tokens: 2,
+                tokens_per_second: 1.0,
+                eval_loss: None,
+                loss_scale: None,
+                overflow: false,
+            };
+            format!("{}\n", serde_json::to_string(&m).unwrap())
+        };
+        let kept = format!("{}{}", line(1), line(2));
+        let torn = &line(4)[..20];
+        std::fs::write(&path, format!("{kept}{}{torn}", line(3))).unwrap();
+        truncate_metrics(&path, 2).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), kept);
+        // Nothing after the checkpoint: the file is left as it is; a torn tail goes.
+        std::fs::write(&path, format!("{kept}{torn}")).unwrap();
+        truncate_metrics(&path, 5).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), kept);
+        truncate_metrics(&dir.path().join("none.jsonl"), 1).unwrap();
+    }
 }

@@ -278,9 +278,10 @@ fn open_partial(path: &PathBuf, settings: &Value, append: bool) -> Result<std::f
             }
             Ok(file)
         } else {
-            let mut file = std::fs::File::create(path)?;
-            writeln!(file, "{}", json!({ "settings": settings }))?;
-            Ok(file)
+            // A fresh journal replaces an old one whole: a kill leaves one or the other.
+            let header = format!("{}\n", json!({ "settings": settings }));
+            seqit_core::durable::atomic_write(path, header.as_bytes())?;
+            std::fs::OpenOptions::new().append(true).open(path)
         }
     };
     open().with_context(|| format!("cannot write `{}`", path.display()))

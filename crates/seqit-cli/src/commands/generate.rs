@@ -237,9 +237,8 @@ pub(super) fn finish_output(records: &[InputRecord], partial: &Path, output: &Pa
         ordered.push_str(line);
         ordered.push('\n');
     }
-    let tmp = partial.with_extension("tmp");
-    std::fs::write(&tmp, ordered)?;
-    std::fs::rename(&tmp, output)?;
+    seqit_core::durable::atomic_write(output, ordered.as_bytes())
+        .with_context(|| format!("cannot write `{}`", output.display()))?;
     std::fs::remove_file(partial)?;
     eprintln!("wrote {} replies to {}", records.len(), output.display());
     Ok(())

@@ -151,6 +151,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
         config.precision,
         args.device.as_deref().unwrap_or("cpu")
     );
+    if args.resume {
+        match output
+            .is_dir()
+            .then(|| seqit_train::latest_checkpoint(output))
+            .transpose()?
+            .flatten()
+        {
+            Some(dir) => eprintln!("resuming from `{}`", dir.display()),
+            None => eprintln!(
+                "no checkpoint in `{}` yet: training from the start",
+                output.display()
+            ),
+        }
+    }
     let job = TrainJob {
         model,
         conversations,
