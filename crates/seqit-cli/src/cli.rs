@@ -225,6 +225,22 @@ pub struct RemoteArgs {
     /// How `--n` > 1 is sent: probe the server, always `n`, or one request per sample.
     #[arg(long, value_enum, default_value_t = NModeArg::Auto)]
     pub n_mode: NModeArg,
+    #[command(flatten)]
+    pub endpoint_cache: EndpointCacheArgs,
+}
+
+/// How answers of an endpoint are cached and bounded.
+#[derive(Debug, Args, Clone)]
+pub struct EndpointCacheArgs {
+    /// Let endpoints that serve the same model name share cached answers (cache keys
+    /// then leave out the endpoint's URL; by default they hold it, without credentials
+    /// or query, so two servers never share answers).
+    #[arg(long)]
+    pub share_cache_across_endpoints: bool,
+    /// Largest response body accepted from an endpoint, in bytes; a larger one fails
+    /// its request (not retried) with an error saying so.
+    #[arg(long, default_value_t = seqit_llm::DEFAULT_MAX_RESPONSE_BYTES)]
+    pub max_response_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -270,6 +286,14 @@ pub struct BatchExportArgs {
     /// Leave out requests already answered in this cache.
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// The endpoint that will use the imported answers (the `--endpoint` of the later
+    /// `seqit generate`): cache keys name it. One of this and
+    /// `--share-cache-across-endpoints` is required.
+    #[arg(long, env = "SEQIT_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Key the answers for every endpoint of the model (the later run needs the same flag).
+    #[arg(long, conflicts_with = "endpoint")]
+    pub share_cache_across_endpoints: bool,
 }
 
 #[derive(Debug, Args)]
@@ -657,6 +681,8 @@ pub struct AnswererArgs {
     /// Request cache (SQLite); default `OUTPUT/cache.sqlite`.
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub endpoint_cache: EndpointCacheArgs,
     /// Directory for `items.jsonl` (one line per item), `metrics.json` and the cache.
     #[arg(long)]
     pub output: PathBuf,
@@ -773,6 +799,8 @@ pub struct AlpacaevalArgs {
     /// Request cache (SQLite); default `OUTPUT/cache.sqlite`.
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub endpoint_cache: EndpointCacheArgs,
     /// Directory for `annotations.json`, `items.jsonl`, `metrics.json`.
     #[arg(long)]
     pub output: PathBuf,

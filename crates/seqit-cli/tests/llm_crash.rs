@@ -130,6 +130,7 @@ fn killed_run_resumes_without_loss_duplicates_or_asking_twice() {
         .filter(|i| {
             let prompt = Prompt::Chat(vec![ChatMessage::user(format!("crash prompt {i}"))]);
             let key = CacheKey::new(
+                Some(&seqit_llm::remote::endpoint_identity(server.url())),
                 EndpointKind::Chat,
                 "fault-model",
                 &prompt,

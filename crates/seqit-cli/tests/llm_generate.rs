@@ -304,6 +304,8 @@ fn batch_export_then_import_completes_the_job_without_requests() {
                 batch.to_str().unwrap(),
                 "--model",
                 "gpt-x",
+                "--endpoint",
+                server.url(),
             ][..],
             &sampling,
         ]
@@ -417,6 +419,8 @@ fn batch_export_then_import_completes_the_job_without_requests() {
                 "gpt-x",
                 "--cache",
                 cache.to_str().unwrap(),
+                "--endpoint",
+                server.url(),
             ][..],
             &sampling,
         ]
@@ -449,6 +453,100 @@ fn batch_export_then_import_completes_the_job_without_requests() {
     );
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("results.jsonl:1"), "{}", stderr(&bad));
+}
+
+/// Runs `seqit generate --endpoint URL` on `input` with a shared cache file.
+fn generate_with_cache(
+    url: &str,
+    input: &Path,
+    output: &Path,
+    cache: &Path,
+    extra: &[&str],
+) -> Output {
+    let mut args = vec![
+        "generate",
+        "--endpoint",
+        url,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+        "--max-tokens",
+        "16",
+    ];
+    args.extend_from_slice(extra);
+    seqit(&args, &[])
+}
+
+#[test]
+fn endpoints_keep_their_own_cached_answers_and_oversized_bodies_fail_clearly() {
+    let a = server(FaultRates::none());
+    let b = server(FaultRates::none());
+    let dir = tempfile::tempdir().unwrap();
+    let (input, cache) = (dir.path().join("in.jsonl"), dir.path().join("cache.sqlite"));
+    write_prompts(&input, 5);
+    let out = |name: &str| dir.path().join(name);
+    let first = generate_with_cache(a.url(), &input, &out("a.jsonl"), &cache, &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(a.log().len(), 5);
+    // Same model name, same prompts, same cache: the other server is asked all of them.
+    let second = generate_with_cache(b.url(), &input, &out("b.jsonl"), &cache, &[]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(b.log().len(), 5, "{}", stderr(&second));
+    // Shared on purpose: the third run (keys without the endpoint) asks once, the fourth
+    // (another server) nothing.
+    let share = ["--share-cache-across-endpoints"];
+    let shared_a = generate_with_cache(a.url(), &input, &out("c.jsonl"), &cache, &share);
+    assert!(shared_a.status.success(), "{}", stderr(&shared_a));
+    let shared_b = generate_with_cache(b.url(), &input, &out("d.jsonl"), &cache, &share);
+    assert!(shared_b.status.success(), "{}", stderr(&shared_b));
+    assert_eq!((a.log().len(), b.log().len()), (10, 5));
+    assert_eq!(read_jsonl(&out("c.jsonl")), read_jsonl(&out("d.jsonl")));
+
+    // A body over `--max-response-bytes` fails its record with a clear error, once.
+    let small = ["--max-response-bytes", "100", "--no-cache"];
+    let args: Vec<&str> = [
+        "generate",
+        "--endpoint",
+        a.url(),
+        "--prompt",
+        "a question whose echoed answer is longer than one hundred bytes once wrapped",
+    ]
+    .into_iter()
+    .chain(small)
+    .collect();
+    let before = a.log().len();
+    let refused = seqit(&args, &[]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("is larger than the limit of 100 bytes")
+            && stderr(&refused).contains("hint: raise the limit with --max-response-bytes"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(a.log().len(), before + 1, "not retried");
+    // Batch export asks which endpoint its answers are for.
+    let refused = seqit(
+        &[
+            "batch",
+            "export",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out("batch.jsonl").to_str().unwrap(),
+            "--model",
+            "m",
+        ],
+        &[],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("`--endpoint URL`"),
+        "{}",
+        stderr(&refused)
+    );
 }
 
 #[test]

@@ -158,6 +158,7 @@ mod tests {
         .with_samples(2)
         .for_samples(1, 1);
         let key = CacheKey::new(
+            None,
             EndpointKind::Chat,
             "m",
             &request.prompt,

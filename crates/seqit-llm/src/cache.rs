@@ -3,11 +3,12 @@
 //!
 //! Every answer is committed as soon as it arrives, so a run that is killed (SIGKILL,
 //! Ctrl-C, power loss aside) and started again re-asks nothing that was answered.
-//! Failures are never stored. The key hashes everything that determines an answer
-//! (endpoint kind, model, prompt, every sampling parameter including the seed, the
-//! sample index and the caller's prompt-template version) and nothing else: not the
-//! endpoint URL (so results imported from a Batch API file serve any endpoint of the
-//! same model) and never the API key.
+//! Failures are never stored. The key hashes everything that determines an answer: the
+//! endpoint's identity (its URL without credentials, query or fragment, so two servers
+//! that serve the same model name do not share answers; left out for the local engine
+//! and when a caller shares answers across endpoints on purpose), the endpoint kind,
+//! model, prompt, every sampling parameter including the seed, the sample index and the
+//! caller's prompt-template version. Never the API key.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -30,6 +31,9 @@ pub struct CacheKey([u8; 32]);
 #[derive(Serialize)]
 struct KeyMaterial<'a> {
     format: &'static str,
+    /// Absent (not null) when shared, so shared keys equal those of earlier versions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<&'a str>,
     kind: EndpointKind,
     model: &'a str,
     prompt: &'a Prompt,
@@ -39,7 +43,11 @@ struct KeyMaterial<'a> {
 }
 
 impl CacheKey {
+    /// The key of one sample. `endpoint` is the answering endpoint's identity
+    /// ([`Llm::cache_scope`](crate::Llm::cache_scope)), `None` for answers shared by
+    /// every endpoint of the model (and for the local engine).
     pub fn new(
+        endpoint: Option<&str>,
         kind: EndpointKind,
         model: &str,
         prompt: &Prompt,
@@ -49,6 +57,7 @@ impl CacheKey {
     ) -> Self {
         let material = KeyMaterial {
             format: KEY_FORMAT,
+            endpoint,
             kind,
             model,
             prompt,
@@ -268,6 +277,7 @@ fn insert(conn: &Connection, key: &CacheKey, answer: &CachedAnswer) -> rusqlite:
         match sample.finish_reason {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
         },
         sample.prompt_tokens.map(|t| t as i64),
         sample.completion_tokens.map(|t| t as i64),
@@ -289,17 +299,26 @@ mod tests {
     #[test]
     fn keys_separate_everything_that_changes_an_answer() {
         let params = SamplingParams::greedy(8);
-        let base = CacheKey::new(EndpointKind::Chat, "m", &prompt(), &params, 0, "v1");
+        let base = CacheKey::new(None, EndpointKind::Chat, "m", &prompt(), &params, 0, "v1");
         assert_eq!(
             base,
-            CacheKey::new(EndpointKind::Chat, "m", &prompt(), &params, 0, "v1")
+            CacheKey::new(None, EndpointKind::Chat, "m", &prompt(), &params, 0, "v1")
         );
         let mut seeded = params.clone();
         seeded.seed = 1;
         let others = [
-            CacheKey::new(EndpointKind::Completions, "m", &prompt(), &params, 0, "v1"),
-            CacheKey::new(EndpointKind::Chat, "m2", &prompt(), &params, 0, "v1"),
             CacheKey::new(
+                None,
+                EndpointKind::Completions,
+                "m",
+                &prompt(),
+                &params,
+                0,
+                "v1",
+            ),
+            CacheKey::new(None, EndpointKind::Chat, "m2", &prompt(), &params, 0, "v1"),
+            CacheKey::new(
+                None,
                 EndpointKind::Chat,
                 "m",
                 &Prompt::Text("hi".into()),
@@ -307,10 +326,11 @@ mod tests {
                 0,
                 "v1",
             ),
-            CacheKey::new(EndpointKind::Chat, "m", &prompt(), &seeded, 0, "v1"),
-            CacheKey::new(EndpointKind::Chat, "m", &prompt(), &params, 1, "v1"),
-            CacheKey::new(EndpointKind::Chat, "m", &prompt(), &params, 0, "v2"),
+            CacheKey::new(None, EndpointKind::Chat, "m", &prompt(), &seeded, 0, "v1"),
+            CacheKey::new(None, EndpointKind::Chat, "m", &prompt(), &params, 1, "v1"),
+            CacheKey::new(None, EndpointKind::Chat, "m", &prompt(), &params, 0, "v2"),
             CacheKey::new(
+                None,
                 EndpointKind::Chat,
                 "m",
                 &Prompt::Chat(vec![
@@ -324,6 +344,21 @@ mod tests {
         for other in others {
             assert_ne!(base, other);
         }
+        // Two endpoints keep separate answers; a shared key is neither of them.
+        let at = |url| {
+            CacheKey::new(
+                Some(url),
+                EndpointKind::Chat,
+                "m",
+                &prompt(),
+                &params,
+                0,
+                "v1",
+            )
+        };
+        assert_ne!(at("http://a:1/v1"), at("http://b:1/v1"));
+        assert_ne!(at("http://a:1/v1"), base);
+        assert_eq!(at("http://a:1/v1"), at("http://a:1/v1"));
         assert_eq!(CacheKey::from_hex(&base.to_hex()), Some(base));
         assert_eq!(CacheKey::from_hex("zz"), None);
     }
@@ -333,6 +368,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/cache.sqlite");
         let key = CacheKey::new(
+            None,
             EndpointKind::Chat,
             "m",
             &prompt(),

@@ -17,11 +17,18 @@ use crate::types::{Llm, LlmRequest, LlmResponse, MultiSample, Sample, Usage};
 /// otherwise one request per sample) and commits each answer to the cache the moment
 /// it arrives. A request fails if any of its samples fails; the samples that did arrive
 /// stay cached.
+///
+/// Cache keys include the backend's [`cache_scope`](Llm::cache_scope) (for an endpoint,
+/// its URL without credentials), so answers of one server are never served for another
+/// that happens to use the same model name, unless
+/// [`share_cache_across_endpoints`](Client::share_cache_across_endpoints) says so.
 #[derive(Clone)]
 pub struct Client {
     backend: Arc<dyn Llm>,
     cache: Option<Arc<Cache>>,
     ledger: Arc<Ledger>,
+    /// The endpoint identity in cache keys; `None` when shared.
+    scope: Option<String>,
 }
 
 impl std::fmt::Debug for Client {
@@ -37,10 +44,28 @@ impl Client {
     /// A client without a cache and with a ledger without prices.
     pub fn new(backend: Arc<dyn Llm>) -> Self {
         Self {
+            scope: backend.cache_scope(),
             backend,
             cache: None,
             ledger: Arc::new(Ledger::default()),
         }
+    }
+
+    /// With `share`, cache keys leave the endpoint out: every endpoint serving the same
+    /// model name reads and writes the same answers (e.g. replicas of one deployment, or
+    /// answers imported from a Batch API file).
+    pub fn share_cache_across_endpoints(mut self, share: bool) -> Self {
+        self.scope = if share {
+            None
+        } else {
+            self.backend.cache_scope()
+        };
+        self
+    }
+
+    /// The endpoint identity in this client's cache keys (`None`: shared, or local).
+    pub fn cache_scope(&self) -> Option<&str> {
+        self.scope.as_deref()
     }
 
     pub fn with_cache(mut self, cache: Arc<Cache>) -> Self {
@@ -68,6 +93,7 @@ impl Client {
     /// The cache key of sample `index` of `request` for this client's model.
     pub fn key(&self, request: &LlmRequest, index: u32) -> CacheKey {
         CacheKey::new(
+            self.scope.as_deref(),
             request.kind(),
             self.backend.model(),
             &request.prompt,
@@ -283,6 +309,10 @@ impl Llm for Client {
 
     fn multi_sample(&self) -> MultiSample {
         MultiSample::Supported
+    }
+
+    fn cache_scope(&self) -> Option<String> {
+        self.scope.clone()
     }
 
     fn generate<'a>(

@@ -27,6 +27,10 @@ pub enum LlmError {
     /// The response body is not the JSON of a completion.
     #[error("the response from `{url}` is not a valid completion: {message}")]
     Malformed { url: String, message: String },
+    /// The response body is larger than the configured limit (`--max-response-bytes`);
+    /// another attempt would fetch it again, so it is not retried.
+    #[error("the response from `{url}` is larger than the limit of {}\nhint: raise the limit with --max-response-bytes", human_size(*.limit))]
+    TooLarge { url: String, limit: usize },
     /// The answer has no choices.
     #[error("the response from `{url}` has no choices")]
     EmptyChoices { url: String },
@@ -62,6 +66,7 @@ impl LlmError {
             | LlmError::Malformed { .. }
             | LlmError::EmptyChoices { .. } => true,
             LlmError::MultiSampleUnsupported { .. }
+            | LlmError::TooLarge { .. }
             | LlmError::RetriesExhausted { .. }
             | LlmError::Invalid(_)
             | LlmError::Local(_)
@@ -86,6 +91,7 @@ impl LlmError {
             LlmError::Connect { .. } => "connect",
             LlmError::Truncated { .. } => "truncated",
             LlmError::Malformed { .. } => "malformed",
+            LlmError::TooLarge { .. } => "response_too_large",
             LlmError::EmptyChoices { .. } => "empty_choices",
             LlmError::MultiSampleUnsupported { .. } => "multi_sample_unsupported",
             LlmError::RetriesExhausted { last, .. } => last.kind(),
@@ -111,4 +117,14 @@ impl LlmError {
 /// 408, 409, 425, 429 and every 5xx are worth another attempt; other statuses are not.
 pub fn is_retryable_status(status: u16) -> bool {
     matches!(status, 408 | 409 | 425 | 429) || status >= 500
+}
+
+/// `64 MiB (67108864 bytes)`, `1000 bytes`.
+pub(crate) fn human_size(n: usize) -> String {
+    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
+            return format!("{} {unit} ({n} bytes)", n >> shift);
+        }
+    }
+    format!("{n} bytes")
 }

@@ -48,6 +48,9 @@ pub use error::{is_retryable_status, LlmError};
 pub use ledger::{thousands, Estimate, Ledger, ModelTally, Price, PriceTable};
 pub use local::LocalBackend;
 pub use open::{open_backend, BackendSpec};
-pub use remote::{ApiKey, MultiSampleMode, RemoteBackend, RemoteConfig, DEFAULT_API_KEY_ENV};
+pub use remote::{
+    ApiKey, MultiSampleMode, RemoteBackend, RemoteConfig, DEFAULT_API_KEY_ENV,
+    DEFAULT_MAX_RESPONSE_BYTES,
+};
 pub use seqit_core::SamplingParams;
 pub use types::{EndpointKind, Llm, LlmRequest, LlmResponse, MultiSample, Sample, Usage};

@@ -35,6 +35,8 @@ pub struct BackendSpec {
     pub max_retries: u32,
     /// Most sequences the local engine decodes together.
     pub local_max_batch: usize,
+    /// Largest response body accepted from the endpoint (remote only).
+    pub max_response_bytes: usize,
 }
 
 impl BackendSpec {
@@ -48,6 +50,7 @@ impl BackendSpec {
             timeout: Duration::from_secs(300),
             max_retries: 8,
             local_max_batch: EngineOptions::default().max_batch,
+            max_response_bytes: crate::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 
@@ -132,6 +135,7 @@ pub async fn open_backend(spec: &BackendSpec) -> Result<Arc<dyn Llm>> {
             config.concurrency = spec.concurrency;
             config.timeout = spec.timeout;
             config.max_retries = spec.max_retries;
+            config.max_response_bytes = spec.max_response_bytes;
             Ok(Arc::new(RemoteBackend::new(config)?))
         }
     }

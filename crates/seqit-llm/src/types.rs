@@ -162,6 +162,15 @@ pub trait Llm: Send + Sync {
         MultiSample::Supported
     }
 
+    /// Who answers, as far as the request cache is concerned: for an endpoint its URL
+    /// without credentials, query or fragment (see
+    /// [`endpoint_identity`](crate::remote::endpoint_identity)), so that two servers
+    /// serving the same model name keep separate answers; `None` for the local engine,
+    /// whose answers are keyed by the model alone.
+    fn cache_scope(&self) -> Option<String> {
+        None
+    }
+
     /// Answers `request`. Errors are final: backends retry what can be retried.
     fn generate<'a>(
         &'a self,

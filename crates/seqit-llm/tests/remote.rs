@@ -394,3 +394,98 @@ async fn tokens_per_minute_are_limited() {
         "{used} tokens in {elapsed:.2}s"
     );
 }
+
+/// A fault server with the default model name whose replies to `prompt` are `reply`.
+async fn scripted(prompt: &str, reply: &str) -> FaultServer {
+    FaultServer::start(FaultConfig {
+        script: vec![seqit_faultserver::ScriptRule {
+            contains: prompt.into(),
+            reply: reply.into(),
+        }],
+        ..FaultConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn client_of(server: &FaultServer, cache: &Arc<Cache>, share: bool) -> Client {
+    let backend = RemoteBackend::new(config(server)).unwrap();
+    Client::new(Arc::new(backend))
+        .with_cache(cache.clone())
+        .share_cache_across_endpoints(share)
+}
+
+#[tokio::test]
+async fn two_servers_with_the_same_model_name_do_not_share_answers() {
+    let a = scripted("capital", "Paris, says server A").await;
+    let b = scripted("capital", "Lyon, says server B").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(Cache::open(&dir.path().join("cache.sqlite")).unwrap());
+    let ask = |client: Client, prompt: &'static str| async move {
+        client.generate(&chat(prompt)).await.unwrap().samples[0].clone()
+    };
+
+    let first = ask(client_of(&a, &cache, false), "the capital?").await;
+    assert_eq!(first.text, "Paris, says server A");
+    // Same model name, same prompt, same cache file, another server: asked, not served
+    // server A's answer.
+    let other = ask(client_of(&b, &cache, false), "the capital?").await;
+    assert_eq!(other.text, "Lyon, says server B");
+    assert!(!other.cached);
+    assert_eq!((a.log().len(), b.log().len()), (1, 1));
+    // Each server's own answer is cached for it.
+    let again = ask(client_of(&a, &cache, false), "the capital?").await;
+    assert!(again.cached && again.text == "Paris, says server A");
+    assert_eq!(a.log().len(), 1);
+    // The same server under a URL with credentials and a query is the same endpoint.
+    let mut with_secrets = config(&a);
+    with_secrets.base_url = a
+        .url()
+        .replace("http://", "http://user:secret@")
+        .replace("/v1", "/v1?token=s3cret");
+    let scope = Client::new(Arc::new(RemoteBackend::new(with_secrets).unwrap()))
+        .cache_scope()
+        .map(str::to_string);
+    assert_eq!(scope.as_deref(), Some(a.url()));
+
+    // Asked to share, endpoints of the same model name read each other's answers.
+    let shared = ask(client_of(&a, &cache, true), "the capital, shared?").await;
+    assert_eq!(shared.text, "Paris, says server A");
+    let from_b = ask(client_of(&b, &cache, true), "the capital, shared?").await;
+    assert!(from_b.cached && from_b.text == "Paris, says server A");
+    assert_eq!((a.log().len(), b.log().len()), (2, 1));
+}
+
+#[tokio::test]
+async fn an_oversized_body_fails_with_a_clear_error_and_is_not_retried() {
+    let big = "x".repeat(2 << 20);
+    let server = scripted("huge", &big).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(Cache::open(&dir.path().join("cache.sqlite")).unwrap());
+    let mut limited = config(&server);
+    limited.max_response_bytes = 1 << 20;
+    limited.timeout = Duration::from_secs(10);
+    let client =
+        Client::new(Arc::new(RemoteBackend::new(limited).unwrap())).with_cache(cache.clone());
+    let error = client.generate(&chat("a huge answer")).await.unwrap_err();
+    assert!(matches!(error, LlmError::TooLarge { limit, .. } if limit == 1 << 20));
+    assert_eq!(error.kind(), "response_too_large");
+    let message = error.chain();
+    assert!(
+        message.contains(&format!(
+            "the response from `{}/chat/completions` is larger than the limit of 1 MiB (1048576 bytes)",
+            server.url()
+        )) && message.contains("hint: raise the limit with --max-response-bytes"),
+        "{message}"
+    );
+    assert_eq!(server.log().len(), 1, "not retried");
+    assert!(cache.is_empty().unwrap(), "nothing cached");
+    // Within the limit the same server answers.
+    let small = client.generate(&chat("a short answer")).await.unwrap();
+    assert!(small.samples[0].text.contains("a short answer"));
+    // The default limit is 64 MiB.
+    assert_eq!(
+        RemoteConfig::new(server.url(), "m").max_response_bytes,
+        64 << 20
+    );
+}

@@ -17,6 +17,8 @@ use seqit_core::SamplingParams;
 use seqit_data::Schema;
 use seqit_llm::{BackendSpec, Cache, Client, Ledger, PriceTable};
 
+use crate::cli::EndpointCacheArgs;
+
 /// Name of the default cache file, next to the output.
 const DEFAULT_CACHE_FILE: &str = "seqit-cache.sqlite";
 
@@ -91,6 +93,8 @@ pub struct TeacherArgs {
     /// Neither read nor write the request cache (a killed run then re-asks).
     #[arg(long)]
     pub no_cache: bool,
+    #[command(flatten)]
+    pub endpoint_cache: EndpointCacheArgs,
     /// Prices per model per 1M tokens (TOML or JSON) for the cost figure.
     #[arg(long)]
     pub prices: Option<PathBuf>,
@@ -154,9 +158,12 @@ impl TeacherArgs {
         spec.timeout = Duration::from_secs_f64(self.timeout);
         spec.max_retries = self.max_retries;
         spec.local_max_batch = self.local_batch.max(1);
+        spec.max_response_bytes = self.endpoint_cache.max_response_bytes;
         let backend = seqit_llm::open_backend(&spec).await?;
         let prices = self.prices.as_deref().map(PriceTable::load).transpose()?;
-        let mut client = Client::new(backend.clone()).with_ledger(Arc::new(Ledger::new(prices)));
+        let mut client = Client::new(backend.clone())
+            .with_ledger(Arc::new(Ledger::new(prices)))
+            .share_cache_across_endpoints(self.endpoint_cache.share_cache_across_endpoints);
         if !self.no_cache {
             let path = match &self.cache {
                 Some(path) => path.clone(),

@@ -3,7 +3,7 @@
 //! `generate` command afterwards completes without asking anything.
 
 use std::collections::HashSet;
-use std::io::{BufReader, Write};
+use std::io::BufReader;
 
 use anyhow::{Context, Result};
 use seqit_llm::batch::{export_line, import_results};
@@ -32,6 +32,16 @@ fn export(args: BatchExportArgs) -> Result<()> {
     if args.samples == 0 {
         anyhow::bail!("`--n` must be at least 1");
     }
+    // Cache keys name the endpoint that will read the answers, as that run's would.
+    let scope = match (&args.endpoint, args.share_cache_across_endpoints) {
+        (_, true) => None,
+        (Some(endpoint), false) => Some(seqit_llm::remote::endpoint_identity(
+            &seqit_llm::remote::normalize_base_url(endpoint)?,
+        )),
+        (None, false) => anyhow::bail!(
+            "say which endpoint the batch's answers are for: `--endpoint URL` (the one the later `seqit generate --endpoint` uses), or `--share-cache-across-endpoints` (the later run then needs that flag too)\nhint: cached answers are kept per endpoint, so two servers with the same model name never share them"
+        ),
+    };
     let params = super::sampling_params(&args.decoding)?;
     let records = read_input(&args.input, args.system.as_deref(), args.raw)?;
     let cache = args.cache.as_deref().map(Cache::open).transpose()?;
@@ -44,6 +54,7 @@ fn export(args: BatchExportArgs) -> Result<()> {
             .with_prompt_version(args.prompt_version.clone());
         for index in request.sample_indices() {
             let key = CacheKey::new(
+                scope.as_deref(),
                 request.kind(),
                 &args.model,
                 &request.prompt,
@@ -71,18 +82,8 @@ fn export(args: BatchExportArgs) -> Result<()> {
             written += 1;
         }
     }
-    let tmp = args.output.with_extension("tmp");
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write `{}`", tmp.display()))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, &args.output).with_context(|| {
-        format!(
-            "cannot move `{}` to `{}`",
-            tmp.display(),
-            args.output.display()
-        )
-    })?;
+    seqit_core::durable::atomic_write(&args.output, text.as_bytes())
+        .with_context(|| format!("cannot write `{}`", args.output.display()))?;
     let mut note = String::new();
     if duplicates > 0 {
         note.push_str(&format!(

@@ -45,6 +45,14 @@ pub(super) fn reject_remote_only_flags(remote: &RemoteArgs) -> Result<()> {
         (remote.rpm.is_some(), "--rpm"),
         (remote.tpm.is_some(), "--tpm"),
         (remote.prices.is_some(), "--prices"),
+        (
+            remote.endpoint_cache.share_cache_across_endpoints,
+            "--share-cache-across-endpoints",
+        ),
+        (
+            remote.endpoint_cache.max_response_bytes != seqit_llm::DEFAULT_MAX_RESPONSE_BYTES,
+            "--max-response-bytes",
+        ),
     ]
     .into_iter()
     .filter_map(|(set, flag)| set.then_some(flag))
@@ -200,9 +208,12 @@ async fn run_async(
         NModeArg::FanOut => MultiSampleMode::FanOut,
     };
     config.seed = settings.params.seed;
+    config.max_response_bytes = remote.endpoint_cache.max_response_bytes;
     let backend = RemoteBackend::new(config)?;
     let ledger = Arc::new(Ledger::new(settings.prices.clone()));
-    let mut client = Client::new(Arc::new(backend)).with_ledger(ledger.clone());
+    let mut client = Client::new(Arc::new(backend))
+        .with_ledger(ledger.clone())
+        .share_cache_across_endpoints(remote.endpoint_cache.share_cache_across_endpoints);
     if let Some(path) = &settings.cache_path {
         client = client.with_cache(Arc::new(Cache::open(path)?));
     }
@@ -258,11 +269,14 @@ fn dry_run(args: &GenerateArgs, settings: &Settings, records: &[InputRecord]) ->
         model: model.clone(),
         ..Estimate::default()
     };
+    let scope = (!remote.endpoint_cache.share_cache_across_endpoints)
+        .then(|| seqit_llm::remote::endpoint_identity(&settings.base_url));
     let mut seen = std::collections::HashSet::new();
     for record in records.iter().filter(|r| !done.contains(&r.id.to_string())) {
         let request = request_for(record, &settings.params, remote);
         for index in request.sample_indices() {
             let key = seqit_llm::CacheKey::new(
+                scope.as_deref(),
                 request.kind(),
                 &model,
                 &request.prompt,
@@ -488,9 +502,8 @@ async fn generate_file(
             );
             text.push('\n');
         }
-        let tmp = errors_path.with_extension("tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, &errors_path)?;
+        seqit_core::durable::atomic_write(&errors_path, text.as_bytes())
+            .with_context(|| format!("cannot write `{}`", errors_path.display()))?;
         let (i, message, _) = &failures[0];
         bail!(
             "{} of {} records failed after every retry (first: record {}: {message}); they are listed in `{}`, the {} answered are kept in `{}`\nhint: run the same command again to retry only the failed records",

@@ -26,20 +26,26 @@ use seqit_llm::{BackendSpec, Cache, Client, Llm};
 use serde_json::{json, Value};
 
 use crate::cli::{
-    AlpacaevalArgs, AnswererArgs, Gsm8kArgs, HumanevalArgs, JudgeArgs, MgsmArgs, MgsmStyleArg,
-    MtbenchArgs, SeqevalArgs, XquadArgs,
+    AlpacaevalArgs, AnswererArgs, EndpointCacheArgs, Gsm8kArgs, HumanevalArgs, JudgeArgs, MgsmArgs,
+    MgsmStyleArg, MtbenchArgs, SeqevalArgs, XquadArgs,
 };
 
 /// Where a run writes.
 struct Output {
     dir: PathBuf,
     cache: Arc<Cache>,
+    /// Cache keys leave the endpoint out; bodies larger than this fail.
+    endpoint_cache: EndpointCacheArgs,
     /// One runtime for the whole command: backends keep connections on it.
     runtime: tokio::runtime::Runtime,
 }
 
 impl Output {
-    fn create(dir: &Path, cache: Option<&Path>) -> Result<Self> {
+    fn create(
+        dir: &Path,
+        cache: Option<&Path>,
+        endpoint_cache: &EndpointCacheArgs,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create `{}`", dir.display()))?;
         let cache_path = cache.map_or_else(|| dir.join("cache.sqlite"), Path::to_path_buf);
@@ -49,12 +55,15 @@ impl Output {
         Ok(Self {
             dir: dir.to_path_buf(),
             cache,
+            endpoint_cache: endpoint_cache.clone(),
             runtime: tokio::runtime::Runtime::new()?,
         })
     }
 
     fn client(&self, backend: Arc<dyn Llm>) -> Client {
-        Client::new(backend).with_cache(self.cache.clone())
+        Client::new(backend)
+            .with_cache(self.cache.clone())
+            .share_cache_across_endpoints(self.endpoint_cache.share_cache_across_endpoints)
     }
 
     /// Runs `work` over `items` through the journal, then writes `items.jsonl` and
@@ -200,6 +209,7 @@ fn open_model(
     spec.api_key_env = api_key_env.to_string();
     spec.concurrency = concurrency;
     spec.local_max_batch = concurrency;
+    spec.max_response_bytes = output.endpoint_cache.max_response_bytes;
     let backend = output.runtime.block_on(seqit_llm::open_backend(&spec))?;
     Ok((backend, spec))
 }
@@ -216,7 +226,7 @@ struct Subject {
 impl Subject {
     fn open(args: &AnswererArgs, params: SamplingParams) -> Result<Self> {
         params.validate().map_err(anyhow::Error::msg)?;
-        let output = Output::create(&args.output, args.cache.as_deref())?;
+        let output = Output::create(&args.output, args.cache.as_deref(), &args.endpoint_cache)?;
         let (backend, spec) = open_model(
             &output,
             args.endpoint.as_deref(),
@@ -495,7 +505,7 @@ pub fn alpacaeval(args: AlpacaevalArgs) -> Result<()> {
         };
         pairs.push((i, output, reference));
     }
-    let output = Output::create(&args.output, args.cache.as_deref())?;
+    let output = Output::create(&args.output, args.cache.as_deref(), &args.endpoint_cache)?;
     let (judge, judge_settings) = open_judge(
         &args.judge,
         &args.api_key_env,

@@ -28,6 +28,8 @@ use seqit_llm::{open_backend, BackendSpec, Cache, Client, LlmRequest, DEFAULT_AP
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::cli::EndpointCacheArgs;
+
 /// Seconds between progress lines.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
@@ -85,6 +87,8 @@ pub struct VqaArgs {
     pub cache: Option<PathBuf>,
     #[arg(long)]
     pub no_cache: bool,
+    #[command(flatten)]
+    pub endpoint_cache: EndpointCacheArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -154,6 +158,7 @@ pub fn run(args: VqaArgs) -> Result<()> {
     spec.api_key_env = args.api_key_env.clone();
     spec.concurrency = args.concurrency;
     spec.timeout = Duration::from_secs_f64(args.timeout);
+    spec.max_response_bytes = args.endpoint_cache.max_response_bytes;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("cannot create `{}`", args.output.display()))?;
     let cache_path = match (&args.cache, args.no_cache) {
@@ -205,7 +210,8 @@ async fn evaluate(
 ) -> Result<()> {
     let backend = open_backend(spec).await?;
     let model = backend.model().to_string();
-    let mut client = Client::new(backend);
+    let mut client = Client::new(backend)
+        .share_cache_across_endpoints(args.endpoint_cache.share_cache_across_endpoints);
     if let Some(path) = &cache_path {
         client = client.with_cache(Arc::new(Cache::open(path)?));
     }

@@ -32,6 +32,10 @@ use crate::types::{EndpointKind, Llm, LlmRequest, LlmResponse, MultiSample};
 /// Environment variable read for the API key unless another is named.
 pub const DEFAULT_API_KEY_ENV: &str = "OPENAI_API_KEY";
 
+/// Largest response body read by default (64 MiB): a completion is far smaller, so a
+/// larger body is a misbehaving server, not an answer.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 << 20;
+
 /// An API key. Its `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey(String);
@@ -102,6 +106,9 @@ pub struct RemoteConfig {
     pub multi_sample: MultiSampleMode,
     /// Seed of the backoff jitter.
     pub seed: u64,
+    /// Largest response body read; a larger one fails the request with
+    /// [`LlmError::TooLarge`] (not retried).
+    pub max_response_bytes: usize,
 }
 
 impl RemoteConfig {
@@ -124,6 +131,7 @@ impl RemoteConfig {
             max_retry_after: Duration::from_secs(600),
             multi_sample: MultiSampleMode::Auto,
             seed: 0,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -174,6 +182,50 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The identity of an endpoint in cache keys: its API base ([`normalize_base_url`])
+/// without user name, password, query or fragment, so that keys never hold a secret and
+/// the same server reached with other credentials shares its answers. A URL that does
+/// not parse is used as given, minus anything from `?` or `#` on.
+pub fn endpoint_identity(url: &str) -> String {
+    let base = normalize_base_url(url).unwrap_or_else(|_| url.trim().to_string());
+    match reqwest::Url::parse(&base) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            parsed.to_string().trim_end_matches('/').to_string()
+        }
+        Err(_) => base
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    }
+}
+
+/// Why a body could not be read.
+enum BodyError {
+    TooLarge,
+    Read(reqwest::Error),
+}
+
+/// Reads a response body of at most `limit` bytes, refusing a larger one as soon as its
+/// `Content-Length` or the bytes received say so.
+async fn read_body(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Lists the models an endpoint serves (`GET {base}/models`).
 pub async fn list_models(
     base_url: &str,
@@ -199,9 +251,16 @@ pub async fn list_models(
         .await
         .map_err(|e| classify_send_error(&url, timeout, e))?;
     let status = response.status().as_u16();
-    let body = response.bytes().await.map_err(|e| LlmError::Truncated {
-        url: url.clone(),
-        message: error_chain(&e.without_url()),
+    let limit = DEFAULT_MAX_RESPONSE_BYTES;
+    let body = read_body(response, limit).await.map_err(|e| match e {
+        BodyError::TooLarge => LlmError::TooLarge {
+            url: url.clone(),
+            limit,
+        },
+        BodyError::Read(e) => LlmError::Truncated {
+            url: url.clone(),
+            message: error_chain(&e.without_url()),
+        },
     })?;
     if status != 200 {
         return Err(LlmError::Status {
@@ -402,22 +461,27 @@ impl RemoteBackend {
             .map_err(|e| classify_send_error(&url, self.config.timeout, e))?;
         let status = response.status().as_u16();
         let retry_after = parse_retry_after(response.headers(), SystemTime::now());
-        let bytes = response.bytes().await.map_err(|e| {
-            if e.is_timeout() {
-                LlmError::Timeout {
-                    url: url.clone(),
-                    timeout: self.config.timeout,
-                }
-            } else {
-                LlmError::Truncated {
-                    url: url.clone(),
-                    message: error_chain(&e.without_url()),
-                }
-            }
+        let limit = self.config.max_response_bytes;
+        let bytes = read_body(response, limit).await.map_err(|e| match e {
+            BodyError::TooLarge => LlmError::TooLarge {
+                url: url.clone(),
+                limit,
+            },
+            BodyError::Read(e) if e.is_timeout() => LlmError::Timeout {
+                url: url.clone(),
+                timeout: self.config.timeout,
+            },
+            BodyError::Read(e) => LlmError::Truncated {
+                url: url.clone(),
+                message: error_chain(&e.without_url()),
+            },
         });
         if status != 200 {
             let message = match &bytes {
                 Ok(bytes) => body_message(bytes),
+                Err(LlmError::TooLarge { .. }) => {
+                    "(a body larger than --max-response-bytes)".to_string()
+                }
                 Err(_) => "(no body)".to_string(),
             };
             if request.n > 1
@@ -473,6 +537,10 @@ impl RemoteBackend {
 impl Llm for RemoteBackend {
     fn model(&self) -> &str {
         &self.config.model
+    }
+
+    fn cache_scope(&self) -> Option<String> {
+        Some(endpoint_identity(&self.base))
     }
 
     fn multi_sample(&self) -> MultiSample {
@@ -553,6 +621,33 @@ mod tests {
         }
         assert!(normalize_base_url("localhost:8000").is_err());
         assert!(normalize_base_url("ftp://h/v1").is_err());
+    }
+
+    #[test]
+    fn endpoint_identities_hold_no_secrets() {
+        let id = endpoint_identity;
+        assert_eq!(id("http://h:1/v1/"), "http://h:1/v1");
+        assert_eq!(id("http://h:1"), "http://h:1/v1");
+        assert_eq!(id("http://bob:hunter2@H:1/v1"), "http://h:1/v1");
+        assert_eq!(id("http://h:1/v1?key=s3cret#x"), "http://h:1/v1");
+        assert_eq!(id("http://h:1/v1/chat/completions"), "http://h:1/v1");
+        assert_ne!(id("http://h:1/v1"), id("http://h:2/v1"));
+        assert_ne!(id("http://h:1/v1"), id("http://h:1/other/v1"));
+        let backend =
+            RemoteBackend::new(RemoteConfig::new("http://bob:pw@127.0.0.1:9/v1", "m")).unwrap();
+        assert_eq!(
+            backend.cache_scope().as_deref(),
+            Some("http://127.0.0.1:9/v1")
+        );
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(
+            crate::error::human_size(64 << 20),
+            "64 MiB (67108864 bytes)"
+        );
+        assert_eq!(crate::error::human_size(1000), "1000 bytes");
     }
 
     #[test]
