@@ -852,12 +852,22 @@ pub struct HumanevalArgs {
     /// Address-space limit per program, in MiB.
     #[arg(long, default_value_t = 2048)]
     pub memory_mb: u64,
+    /// Size of each program's writable directory, in MiB (a fresh tmpfs per program;
+    /// with `--sandbox basic`, a quota kept by the Python guard).
+    #[arg(long, default_value_t = 256)]
+    pub disk_mb: u64,
+    /// When seqit runs as root and the sandbox's unprivileged user (uid 65534) cannot
+    /// run the interpreter, run model-written code as root instead of refusing (unsafe;
+    /// warned about on every run).
+    #[arg(long)]
+    pub allow_root_sandbox: bool,
     /// Start a fresh interpreter in fresh namespaces for every program instead of forking
     /// it from a sandboxed server per worker (slower; the same limits either way).
     #[arg(long)]
     pub fresh_process: bool,
-    /// Isolation: `auto` (namespaces where the kernel allows, else basic), `namespaces`
-    /// (or fail), `basic` (resource limits and a Python guard only).
+    /// Isolation: `auto` and `namespaces` (user, PID, mount, network and IPC namespaces, or
+    /// an error that says why), `basic` (no namespaces: limits, seccomp and a Python guard;
+    /// only when asked for, with a warning).
     #[arg(long, value_enum, default_value_t = SandboxArg::Auto)]
     pub sandbox: SandboxArg,
 }

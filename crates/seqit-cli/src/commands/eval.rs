@@ -77,6 +77,8 @@ fn humaneval(args: HumanevalArgs) -> Result<()> {
         python: args.python.clone(),
         timeout: Duration::from_secs_f64(args.timeout),
         memory_bytes: args.memory_mb << 20,
+        disk_bytes: args.disk_mb << 20,
+        allow_root: args.allow_root_sandbox,
         isolation: match args.sandbox {
             SandboxArg::Auto => IsolationPolicy::Auto,
             SandboxArg::Namespaces => IsolationPolicy::Namespaces,
@@ -84,6 +86,9 @@ fn humaneval(args: HumanevalArgs) -> Result<()> {
         },
         ..SandboxConfig::default()
     })?;
+    for warning in sandbox.warnings() {
+        eprintln!("warning: {warning}");
+    }
 
     std::fs::create_dir_all(&args.answerer.output)
         .with_context(|| format!("cannot create `{}`", args.answerer.output.display()))?;
@@ -95,6 +100,7 @@ fn humaneval(args: HumanevalArgs) -> Result<()> {
         "completions": completions,
         "timeout_s": args.timeout,
         "memory_bytes": args.memory_mb << 20,
+        "disk_bytes": args.disk_mb << 20,
         "python": sandbox.python(),
     });
     let previous = resume(&partial_path, &run_settings, &samples)?;
@@ -162,9 +168,7 @@ fn humaneval(args: HumanevalArgs) -> Result<()> {
         report.problems.len(),
         report.results.len(),
         started.elapsed().as_secs_f64(),
-        metrics["settings"]["sandbox"]["isolation"]
-            .as_str()
-            .unwrap_or("?"),
+        sandbox.summary(),
     );
     for (k, reason) in &report.skipped_k {
         eprintln!("note: pass@{k} not computed: {reason}");
