@@ -137,7 +137,8 @@ pub struct ServeArgs {
     pub host: String,
     #[arg(long, env = "SEQIT_PORT", default_value_t = 8000)]
     pub port: u16,
-    /// Require `Authorization: Bearer <key>` on every request.
+    /// Require `Authorization: Bearer <key>` on every `/v1` request. Prefer setting
+    /// SEQIT_API_KEY: a key on the command line shows in `ps` and shell history.
     #[arg(long, env = "SEQIT_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// Name the model is served under (defaults to the file or directory name).
@@ -146,6 +147,24 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Most new tokens per sequence; larger `max_tokens` in requests are lowered to it.
+    #[arg(long, default_value_t = 4096)]
+    pub max_tokens_limit: usize,
+    /// Longest a request may take, in seconds: still queued then, it gets 503; still
+    /// generating, it ends there with the text it has (`finish_reason` `length`).
+    #[arg(long, default_value_t = 600.0)]
+    pub request_timeout: f64,
+    /// Seconds allowed for a request's head (request line and headers) to arrive after
+    /// the connection opens or its previous response ends.
+    #[arg(long, default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Close a connection after this many seconds without a byte moving while it waits
+    /// for its client (waiting for the model never counts).
+    #[arg(long, default_value_t = 60.0)]
+    pub idle_timeout: f64,
+    /// Most open connections; at the limit a new one replaces the one idle longest.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Subcommand)]

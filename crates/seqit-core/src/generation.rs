@@ -19,6 +19,9 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` or the context window was reached.
     Length,
+    /// The caller stopped the sequence before it ended (its client went away); the
+    /// text is what was generated until then.
+    Cancelled,
 }
 
 /// One generated sequence.

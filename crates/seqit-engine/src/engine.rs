@@ -232,6 +232,20 @@ impl Engine {
         requests: &[GenerationRequest],
         on_text: &mut dyn FnMut(usize, &str),
     ) -> Result<Vec<Completion>> {
+        self.generate_cancellable(requests, on_text, &mut |_| false)
+    }
+
+    /// [`Engine::generate`], with a way to stop requests early: `cancelled(i)` is asked
+    /// before the prefill and before every decode step for each request `i` still
+    /// running. Once it answers `true`, request `i` ends at once with
+    /// [`FinishReason::Cancelled`] and the text generated so far, and its row leaves
+    /// the batch (the other rows go on unchanged).
+    pub fn generate_cancellable(
+        &self,
+        requests: &[GenerationRequest],
+        on_text: &mut dyn FnMut(usize, &str),
+        cancelled: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Vec<Completion>> {
         let mut prompts = Vec::with_capacity(requests.len());
         for (i, request) in requests.iter().enumerate() {
             request
@@ -255,11 +269,24 @@ impl Engine {
         order.sort_by_key(|&i| prompts[i].len());
         let mut results: Vec<Option<Completion>> = vec![None; requests.len()];
         for chunk in order.chunks(self.options.max_batch.max(1)) {
-            let batch: Vec<(usize, &[u32], &SamplingParams)> = chunk
-                .iter()
-                .map(|&i| (i, prompts[i].as_slice(), &requests[i].params))
-                .collect();
-            for (i, completion) in self.generate_batch(&batch, on_text)? {
+            let mut batch: Vec<(usize, &[u32], &SamplingParams)> = Vec::with_capacity(chunk.len());
+            for &i in chunk {
+                if cancelled(i) {
+                    // Never started: no prefill, no tokens.
+                    results[i] = Some(Completion {
+                        text: String::new(),
+                        token_ids: Vec::new(),
+                        prompt_tokens: prompts[i].len(),
+                        finish_reason: FinishReason::Cancelled,
+                    });
+                } else {
+                    batch.push((i, prompts[i].as_slice(), &requests[i].params));
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            for (i, completion) in self.generate_batch(&batch, on_text, cancelled)? {
                 results[i] = Some(completion);
             }
         }
@@ -273,6 +300,7 @@ impl Engine {
         &self,
         batch: &[(usize, &[u32], &SamplingParams)],
         on_text: &mut dyn FnMut(usize, &str),
+        cancelled: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Vec<(usize, Completion)>> {
         let device = self.model.device().clone();
         let context = self.model.config.max_position_embeddings;
@@ -306,7 +334,8 @@ impl Engine {
                 self.model.forward_padded(tokens, pads.len(), pads, cache)
             }
         };
-        let capacity = (longest + most_new).min(context);
+        // `max_tokens` comes from clients (up to `usize::MAX`).
+        let capacity = longest.saturating_add(most_new).min(context);
         let mut cache = KvCache::with_capacity(self.model.config.num_hidden_layers, capacity);
         let mut logits = match self.prefix_cache.as_ref().filter(|_| packed) {
             Some(prefixes) => {
@@ -320,8 +349,13 @@ impl Engine {
         let mut active: Vec<usize> = (0..rows.len()).collect();
         loop {
             let mut next = Vec::with_capacity(active.len());
+            let mut cancelled_now = false;
             for (r, &row) in active.iter().enumerate() {
                 let seq = &mut rows[row];
+                if seq.finish.is_none() && cancelled(seq.index) {
+                    seq.finish = Some(FinishReason::Cancelled);
+                    cancelled_now = true;
+                }
                 let token = seq.sampler.sample(&logits[r * vocab..(r + 1) * vocab]);
                 seq.push(token, &self.stop_ids, context, on_text)?;
                 next.push(token);
@@ -333,8 +367,9 @@ impl Engine {
             if finished == active.len() {
                 break;
             }
-            // Dropping rows copies the cache, so wait until it pays off.
-            if finished > 0 && finished * 4 >= active.len() {
+            // Dropping rows copies the cache, so wait until it pays off; a cancelled row
+            // (which may have had thousands of tokens to go) leaves at once.
+            if finished > 0 && (cancelled_now || finished * 4 >= active.len()) {
                 let keep: Vec<u32> = (0..active.len() as u32)
                     .filter(|&r| rows[active[r as usize]].finish.is_none())
                     .collect();
@@ -604,7 +639,7 @@ impl<'t> Sequence<'t> {
         let longest = self.params.stop.iter().map(|s| s.len()).max()?;
         let mut from = self
             .emitted
-            .min(self.text.len().saturating_sub(longest + 8));
+            .min(self.text.len().saturating_sub(longest.saturating_add(8)));
         while !self.text.is_char_boundary(from) {
             from -= 1;
         }

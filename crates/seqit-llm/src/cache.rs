@@ -277,6 +277,7 @@ fn insert(conn: &Connection, key: &CacheKey, answer: &CachedAnswer) -> rusqlite:
         match sample.finish_reason {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
         },
         sample.prompt_tokens.map(|t| t as i64),
         sample.completion_tokens.map(|t| t as i64),

@@ -38,6 +38,8 @@ pub(crate) enum ApiError {
     PayloadTooLarge { limit: usize },
     /// Too many sequences are queued (503, with `Retry-After`).
     Overloaded { queued: usize, limit: usize },
+    /// The request's deadline passed while it was queued (503, with `Retry-After`).
+    QueueTimeout { timeout: std::time::Duration },
     /// Generation failed inside the engine (500).
     Internal { message: String },
 }
@@ -80,7 +82,7 @@ impl ApiError {
             Self::ModelNotFound { .. } | Self::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded { .. } | Self::QueueTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -114,6 +116,7 @@ impl ApiError {
                 ("invalid_request_error", Some("payload_too_large"), None)
             }
             Self::Overloaded { .. } => ("server_overloaded", Some("server_overloaded"), None),
+            Self::QueueTimeout { .. } => ("server_overloaded", Some("timeout"), None),
             Self::Internal { .. } => ("server_error", None, None),
         };
         ErrorBody {
@@ -152,6 +155,10 @@ impl ApiError {
             Self::Overloaded { queued, limit } => format!(
                 "the server is overloaded ({queued} of {limit} sequences queued); retry later"
             ),
+            Self::QueueTimeout { timeout } => format!(
+                "the request was still queued after the server's request timeout of {} s; retry later",
+                timeout.as_secs_f64()
+            ),
         }
     }
 }
@@ -164,7 +171,7 @@ impl IntoResponse for ApiError {
             Self::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::Overloaded { .. } => {
+            Self::Overloaded { .. } | Self::QueueTimeout { .. } => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECONDS),

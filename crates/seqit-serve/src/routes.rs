@@ -5,7 +5,7 @@
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, Method, Uri};
@@ -17,6 +17,7 @@ use seqit_core::{Completion, Prompt};
 use seqit_engine::GenerationRequest;
 use serde_json::json;
 
+use crate::connections::ConnHandle;
 use crate::error::ApiError;
 use crate::scheduler::Event;
 use crate::stream::{self, Kind, StreamMeta};
@@ -70,7 +71,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let counters = state.scheduler.counters();
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let prefixes = state.engine.prefix_cache_stats();
-    let series: [(&str, &str, &str, u64); 12] = [
+    let series: [(&str, &str, &str, u64); 14] = [
         (
             "seqit_requests_total",
             "counter",
@@ -82,6 +83,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "counter",
             "Completion requests whose generation failed.",
             load(&counters.failures),
+        ),
+        (
+            "seqit_cancelled_sequences_total",
+            "counter",
+            "Sequences stopped or skipped because their client went away.",
+            load(&counters.cancelled_sequences),
+        ),
+        (
+            "seqit_timed_out_sequences_total",
+            "counter",
+            "Sequences that reached their request's deadline (queued or generating).",
+            load(&counters.timed_out_sequences),
         ),
         (
             "seqit_prompt_tokens_total",
@@ -176,30 +189,16 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 
 /// Refuses requests without the configured `Authorization: Bearer <key>`.
 async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(key) = &state.config.api_key {
+    if let Some(key) = &state.api_key {
         let given = request
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        if !given.is_some_and(|token| same_secret(token.as_bytes(), key.as_bytes())) {
+            .map(|value| value.as_bytes());
+        if !key.admits(given) {
             return ApiError::Unauthorized.into_response();
         }
     }
     next.run(request).await
-}
-
-/// Compares without stopping at the first difference, so timing does not reveal how
-/// much of a guessed key was right.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
 }
 
 async fn list_models(State(state): State<AppState>) -> Response {
@@ -232,12 +231,14 @@ fn model_card(state: &AppState) -> ModelCard<'_> {
 
 async fn chat_completions(
     State(state): State<AppState>,
+    conn: ConnHandle,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
     let common: CommonFields = fields(&body)?;
     state.check_model(common.model.as_deref())?;
     let chat: ChatFields = fields(&body)?;
-    let sampling = common.sampling(state.config.default_max_tokens, random_u64())?;
+    let sampling = state.sampling(&common)?;
     let prompts = vec![Prompt::Chat(chat.messages()?)];
     let meta = StreamMeta {
         kind: Kind::Chat,
@@ -247,8 +248,17 @@ async fn chat_completions(
         choices: sampling.n,
         n: sampling.n,
         include_usage: sampling.include_usage,
+        request_timeout: state.config.request_timeout,
     };
-    let completions = match generate(&state, prompts, &sampling, &meta, "messages").await? {
+    let request = Generate {
+        prompts,
+        sampling: &sampling,
+        meta: &meta,
+        prompt_field: "messages",
+        arrived,
+        conn,
+    };
+    let completions = match generate(&state, request).await? {
         Generated::Stream(response) => return Ok(response),
         Generated::Done(completions) => completions,
     };
@@ -277,23 +287,34 @@ async fn chat_completions(
 
 async fn completions(
     State(state): State<AppState>,
+    conn: ConnHandle,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
     let common: CommonFields = fields(&body)?;
     state.check_model(common.model.as_deref())?;
     let text: CompletionFields = fields(&body)?;
-    let sampling = common.sampling(state.config.default_max_tokens, random_u64())?;
+    let sampling = state.sampling(&common)?;
     let prompts: Vec<Prompt> = text.prompts()?.into_iter().map(Prompt::Text).collect();
     let meta = StreamMeta {
         kind: Kind::Text,
         id: format!("cmpl-{:016x}", random_u64()),
         created: unix_now(),
         model: state.config.model_name.clone(),
-        choices: prompts.len() * sampling.n,
+        choices: prompts.len().saturating_mul(sampling.n),
         n: sampling.n,
         include_usage: sampling.include_usage,
+        request_timeout: state.config.request_timeout,
     };
-    let completions = match generate(&state, prompts, &sampling, &meta, "prompt").await? {
+    let request = Generate {
+        prompts,
+        sampling: &sampling,
+        meta: &meta,
+        prompt_field: "prompt",
+        arrived,
+        conn,
+    };
+    let completions = match generate(&state, request).await? {
         Generated::Stream(response) => return Ok(response),
         Generated::Done(completions) => completions,
     };
@@ -317,17 +338,31 @@ async fn completions(
     Ok(Json(response).into_response())
 }
 
+/// One request for [`generate`].
+struct Generate<'a> {
+    prompts: Vec<Prompt>,
+    sampling: &'a Sampling,
+    meta: &'a StreamMeta,
+    /// The body field that holds the prompts, for error messages.
+    prompt_field: &'static str,
+    /// When the handler started (the request's deadline counts from here).
+    arrived: Instant,
+    conn: ConnHandle,
+}
+
 /// Checks the prompts, queues `n` sequences per prompt (seeds `seed`, `seed + 1`, ...;
 /// choice `p * n + j` is sequence `j` of prompt `p`), then either waits for them or,
 /// for `stream: true`, returns the SSE response that will carry them.
-async fn generate(
-    state: &AppState,
-    prompts: Vec<Prompt>,
-    sampling: &Sampling,
-    meta: &StreamMeta,
-    prompt_field: &'static str,
-) -> Result<Generated, ApiError> {
-    let sequences = prompts.len() * sampling.n;
+async fn generate(state: &AppState, request: Generate<'_>) -> Result<Generated, ApiError> {
+    let Generate {
+        prompts,
+        sampling,
+        meta,
+        prompt_field,
+        arrived,
+        conn,
+    } = request;
+    let sequences = prompts.len().saturating_mul(sampling.n);
     // More than the queue holds could never be admitted: refuse it as a bad request.
     let most = MAX_SEQUENCES_PER_REQUEST.min(state.config.max_queued_sequences);
     if sequences > most {
@@ -336,6 +371,8 @@ async fn generate(
         );
         return Err(ApiError::invalid(message, Some("n".to_string())));
     }
+    // From here on the connection waits for the server, not for its client.
+    let waiting = conn.waiting();
     state.check_prompts(&prompts, prompt_field).await?;
     let requests: Vec<GenerationRequest> = prompts
         .iter()
@@ -350,10 +387,18 @@ async fn generate(
             })
         })
         .collect();
-    let mut events = state.scheduler.submit(requests, sampling.stream)?;
+    let timeout = state.config.request_timeout;
+    // A timeout too large to add means no deadline.
+    let deadline = arrived
+        .checked_add(timeout)
+        .unwrap_or_else(|| arrived + Duration::from_secs(100 * 365 * 24 * 3600));
+    let mut events = state
+        .scheduler
+        .submit(requests, sampling.stream, deadline)?;
     if sampling.stream {
+        drop(waiting);
         return Ok(Generated::Stream(
-            stream::sse(meta.clone(), events).into_response(),
+            stream::sse(meta.clone(), events, conn).into_response(),
         ));
     }
     loop {
@@ -361,6 +406,7 @@ async fn generate(
             Some(Event::Text { .. }) => {}
             Some(Event::Finished(completions)) => return Ok(Generated::Done(completions)),
             Some(Event::Failed(message)) => return Err(ApiError::Internal { message }),
+            Some(Event::Expired) => return Err(ApiError::QueueTimeout { timeout }),
             None => {
                 return Err(ApiError::Internal {
                     message: "generation stopped before finishing".into(),
@@ -379,6 +425,13 @@ enum Generated {
 }
 
 impl AppState {
+    /// The decoding settings of a request, `max_tokens` within the server's limit.
+    fn sampling(&self, common: &CommonFields) -> Result<Sampling, ApiError> {
+        let limit = self.config.max_tokens_limit;
+        let default = self.config.default_max_tokens.min(limit);
+        common.sampling(default, limit, random_u64())
+    }
+
     /// The request may name the served model, or none.
     fn check_model(&self, model: Option<&str>) -> Result<(), ApiError> {
         match model {

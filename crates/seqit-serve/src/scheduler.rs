@@ -3,17 +3,20 @@
 //! that concurrent HTTP requests share decoding steps.
 //!
 //! Handlers [`Scheduler::submit`] a job and get back a channel of [`Event`]s: text
-//! deltas (streaming jobs only) and then exactly one `Finished` or `Failed`. A client
-//! that disconnects drops its receiver; its job is skipped if it has not started, and
-//! its deltas are discarded if it has.
+//! deltas (streaming jobs only) and then exactly one `Finished`, `Failed` or
+//! `Expired`. A client that disconnects drops its receiver: its job is skipped if it
+//! has not started, and its sequences stop at the next decode step if it has (its
+//! queue places are given back at once). A job past its deadline is refused if still
+//! queued; if running, its sequences end there with the text they have.
 
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use seqit_core::Completion;
+use seqit_core::{Completion, FinishReason};
 use seqit_engine::{Engine, GenerationRequest};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -28,6 +31,8 @@ pub(crate) enum Event {
     Finished(Vec<Completion>),
     /// Generation failed; the message is for the client.
     Failed(String),
+    /// The job's deadline passed while it was queued; it never ran.
+    Expired,
 }
 
 /// One HTTP request's sequences.
@@ -35,7 +40,17 @@ struct Job {
     requests: Vec<GenerationRequest>,
     stream: bool,
     events: UnboundedSender<Event>,
-    _slot: QueueSlot,
+    /// When the job must end (see `ServerConfig::request_timeout`).
+    deadline: Instant,
+    /// Its places in the queue; emptied (given back) once the job is over or its
+    /// client has gone.
+    slot: Cell<Option<QueueSlot>>,
+}
+
+impl Job {
+    fn client_gone(&self) -> bool {
+        self.events.is_closed()
+    }
 }
 
 /// Sequences a job holds in the queue; given back when the job is dropped.
@@ -61,6 +76,10 @@ pub(crate) struct Counters {
     pub prompt_tokens: AtomicU64,
     /// Tokens generated for the answered sequences.
     pub generated_tokens: AtomicU64,
+    /// Sequences stopped (or never started) because their client went away.
+    pub cancelled_sequences: AtomicU64,
+    /// Sequences that reached their request's deadline (queued or running).
+    pub timed_out_sequences: AtomicU64,
 }
 
 /// Handle to the scheduler thread; the thread ends when every handle is dropped.
@@ -100,17 +119,20 @@ impl Scheduler {
         &self.counters
     }
 
-    /// Queues one request's sequences, or refuses when the queue is full.
+    /// Queues one request's sequences, to be done by `deadline`, or refuses when the
+    /// queue is full.
     pub fn submit(
         &self,
         requests: Vec<GenerationRequest>,
         stream: bool,
+        deadline: Instant,
     ) -> Result<UnboundedReceiver<Event>, ApiError> {
         let sequences = requests.len();
         let reserved = self
             .pending
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                (queued + sequences <= self.max_pending).then_some(queued + sequences)
+                let after = queued.saturating_add(sequences);
+                (after <= self.max_pending).then_some(after)
             });
         if let Err(queued) = reserved {
             return Err(ApiError::Overloaded {
@@ -127,7 +149,8 @@ impl Scheduler {
             requests,
             stream,
             events,
-            _slot: slot,
+            deadline,
+            slot: Cell::new(Some(slot)),
         };
         self.jobs.send(job).map_err(|_| ApiError::Internal {
             message: "the generation thread has stopped".into(),
@@ -169,8 +192,27 @@ fn run(engine: &Engine, queue: &mpsc::Receiver<Job>, batch_window: Duration, cou
             rows += next.requests.len();
             batch.push(next);
         }
-        // Clients that went away while queued cost nothing.
-        batch.retain(|job| !job.events.is_closed());
+        // Clients that went away while queued cost nothing; jobs past their deadline are
+        // refused.
+        let now = Instant::now();
+        batch.retain(|job| {
+            let sequences = job.requests.len() as u64;
+            if job.client_gone() {
+                counters
+                    .cancelled_sequences
+                    .fetch_add(sequences, Ordering::Relaxed);
+                false
+            } else if now >= job.deadline {
+                counters
+                    .timed_out_sequences
+                    .fetch_add(sequences, Ordering::Relaxed);
+                drop(job.slot.take());
+                let _ = job.events.send(Event::Expired);
+                false
+            } else {
+                true
+            }
+        });
         if !batch.is_empty() {
             run_batch(engine, batch, counters);
         }
@@ -198,15 +240,28 @@ fn run_batch(engine: &Engine, mut batch: Vec<Job>, counters: &Counters) {
             });
         }
     };
+    // Asked for every running sequence before each decode step.
+    let mut cancelled = |i: usize| {
+        let job = &batch[owners[i].0];
+        let gone = job.client_gone();
+        if gone {
+            // Nobody waits for the rest: its queue places are free now.
+            drop(job.slot.take());
+        }
+        gone || Instant::now() >= job.deadline
+    };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        engine.generate(&requests, &mut on_text)
+        engine.generate_cancellable(&requests, &mut on_text, &mut cancelled)
     }));
     let results: Vec<Event> = match outcome {
         Ok(Ok(completions)) => {
             let add = |counter: &AtomicU64, n: usize| {
                 counter.fetch_add(n as u64, Ordering::Relaxed);
             };
-            add(&counters.requests, batch.len());
+            add(
+                &counters.requests,
+                batch.iter().filter(|job| !job.client_gone()).count(),
+            );
             add(
                 &counters.prompt_tokens,
                 completions.iter().map(|c| c.prompt_tokens).sum(),
@@ -216,7 +271,16 @@ fn run_batch(engine: &Engine, mut batch: Vec<Job>, counters: &Counters) {
                 completions.iter().map(Completion::completion_tokens).sum(),
             );
             let mut per_job: Vec<Vec<Completion>> = batch.iter().map(|_| Vec::new()).collect();
-            for ((j, _), completion) in owners.iter().zip(completions) {
+            for ((j, _), mut completion) in owners.iter().zip(completions) {
+                if completion.finish_reason == FinishReason::Cancelled {
+                    if batch[*j].client_gone() {
+                        add(&counters.cancelled_sequences, 1);
+                    } else {
+                        // Cut at the deadline: for the client, a reply that hit a limit.
+                        add(&counters.timed_out_sequences, 1);
+                        completion.finish_reason = FinishReason::Length;
+                    }
+                }
                 per_job[*j].push(completion);
             }
             per_job.into_iter().map(Event::Finished).collect()
@@ -244,8 +308,8 @@ fn run_batch(engine: &Engine, mut batch: Vec<Job>, counters: &Counters) {
     for (job, result) in batch.into_iter().zip(results) {
         // Free the queue places before answering, so that a client which sends its next
         // request as soon as this one ends finds them free.
-        let Job { events, _slot, .. } = job;
-        drop(_slot);
+        let Job { events, slot, .. } = job;
+        drop(slot);
         let _ = events.send(result);
     }
 }

@@ -5,7 +5,8 @@
 //! `stream_options.include_usage`) a chunk with `usage` and no choices, then
 //! `data: [DONE]`. Text completion streams have the same shape with `text` fields. A
 //! failure after the stream has started is sent as an `{"error": ...}` event before
-//! `[DONE]`.
+//! `[DONE]`. While the stream waits for the engine its connection is marked as waiting
+//! (the idle timeout does not run); a client that stops reading is not waited for.
 
 use std::convert::Infallible;
 
@@ -15,6 +16,7 @@ use seqit_core::{Completion, FinishReason};
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::connections::ConnHandle;
 use crate::error::ApiError;
 use crate::scheduler::Event;
 use crate::wire::{ChatChunkChoice, Chunk, Delta, TextChoice, Usage};
@@ -37,6 +39,8 @@ pub(crate) struct StreamMeta {
     /// Sequences per prompt; prompt tokens are counted once per prompt.
     pub n: usize,
     pub include_usage: bool,
+    /// The server's request timeout, for the error of a request that expired queued.
+    pub request_timeout: std::time::Duration,
 }
 
 enum Phase {
@@ -49,6 +53,7 @@ struct State {
     meta: StreamMeta,
     events: UnboundedReceiver<Event>,
     phase: Phase,
+    conn: ConnHandle,
 }
 
 /// The SSE response for one job. Dropping it (the client went away) drops the event
@@ -56,11 +61,13 @@ struct State {
 pub(crate) fn sse(
     meta: StreamMeta,
     events: UnboundedReceiver<Event>,
+    conn: ConnHandle,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let state = State {
         meta,
         events,
         phase: Phase::Start,
+        conn,
     };
     let events = stream::unfold(state, |mut state| async move {
         let out = match state.phase {
@@ -83,7 +90,7 @@ pub(crate) fn sse(
                     Kind::Text => Vec::new(),
                 }
             }
-            Phase::Running => match state.events.recv().await {
+            Phase::Running => match next_event(&mut state).await {
                 Some(Event::Text { index, delta }) => vec![state.meta.delta(index, &delta)],
                 Some(Event::Finished(completions)) => {
                     state.phase = Phase::Done;
@@ -92,6 +99,13 @@ pub(crate) fn sse(
                 Some(Event::Failed(message)) => {
                     state.phase = Phase::Done;
                     vec![error_event(ApiError::Internal { message }), done_event()]
+                }
+                Some(Event::Expired) => {
+                    state.phase = Phase::Done;
+                    let error = ApiError::QueueTimeout {
+                        timeout: state.meta.request_timeout,
+                    };
+                    vec![error_event(error), done_event()]
                 }
                 None => {
                     state.phase = Phase::Done;
@@ -104,6 +118,12 @@ pub(crate) fn sse(
     })
     .flatten();
     Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+/// The next event of the job; meanwhile the connection waits for the engine.
+async fn next_event(state: &mut State) -> Option<Event> {
+    let _waiting = state.conn.waiting();
+    state.events.recv().await
 }
 
 impl StreamMeta {

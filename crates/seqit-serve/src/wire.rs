@@ -136,23 +136,26 @@ pub(crate) struct Sampling {
 }
 
 impl CommonFields {
-    /// Turns the decoding fields into engine settings. `random_seed` is used when the
-    /// request gives no seed (sampling is then not reproducible, as with OpenAI).
+    /// Turns the decoding fields into engine settings. `max_tokens` above
+    /// `max_tokens_limit` is lowered to it. `random_seed` is used when the request gives
+    /// no seed (sampling is then not reproducible, as with OpenAI).
     pub fn sampling(
         &self,
         default_max_tokens: usize,
+        max_tokens_limit: usize,
         random_seed: u64,
     ) -> Result<Sampling, ApiError> {
+        // Numbers from clients are compared as sent (u64), never cast down first.
         let n = match self.n {
             None => 1,
             Some(0) => return Err(ApiError::field("n", "must be at least 1")),
-            Some(n) if n as usize > MAX_SEQUENCES_PER_REQUEST => {
+            Some(n) if n > MAX_SEQUENCES_PER_REQUEST as u64 => {
                 return Err(ApiError::field(
                     "n",
                     format!("must be at most {MAX_SEQUENCES_PER_REQUEST}, got {n}"),
                 ))
             }
-            Some(n) => n as usize,
+            Some(n) => n as usize, // at most MAX_SEQUENCES_PER_REQUEST
         };
         let (max_field, max_tokens) = match (self.max_completion_tokens, self.max_tokens) {
             (Some(v), _) => ("max_completion_tokens", Some(v)),
@@ -162,7 +165,8 @@ impl CommonFields {
             None => default_max_tokens,
             Some(0) => return Err(ApiError::field(max_field, "must be at least 1")),
             Some(v) => usize::try_from(v).unwrap_or(usize::MAX),
-        };
+        }
+        .min(max_tokens_limit);
         let temperature = self.temperature.unwrap_or(1.0);
         if !temperature.is_finite() || temperature < 0.0 {
             return Err(ApiError::field(
@@ -179,7 +183,7 @@ impl CommonFields {
         }
         let top_k = match self.top_k {
             None | Some(-1) | Some(0) => 0,
-            Some(k) if k > 0 => k as usize,
+            Some(k) if k > 0 => usize::try_from(k).unwrap_or(usize::MAX),
             Some(k) => {
                 return Err(ApiError::field(
                     "top_k",
@@ -410,7 +414,7 @@ impl Usage {
         Self {
             prompt_tokens,
             completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
         }
     }
 }
@@ -508,7 +512,7 @@ mod tests {
     use serde_json::json;
 
     fn common(body: Value) -> Result<Sampling, ApiError> {
-        fields::<CommonFields>(&body)?.sampling(512, 7)
+        fields::<CommonFields>(&body)?.sampling(512, 4096, 7)
     }
 
     #[test]
@@ -533,6 +537,20 @@ mod tests {
         assert_eq!(s.params.stop, vec!["\n".to_string()]);
         assert_eq!(s.params.seed, u64::MAX);
         assert_eq!(s.params.top_k, 0);
+    }
+
+    #[test]
+    fn huge_numbers_are_capped_not_wrapped() {
+        let s = common(json!({"max_tokens": u64::MAX})).unwrap();
+        assert_eq!(s.params.max_tokens, 4096);
+        let s = common(json!({"max_completion_tokens": 100, "top_k": i64::MAX})).unwrap();
+        assert_eq!(s.params.max_tokens, 100);
+        assert_eq!(s.params.top_k, usize::try_from(i64::MAX).unwrap());
+        let err = common(json!({"n": u64::MAX})).unwrap_err();
+        assert!(matches!(err, ApiError::InvalidRequest { param: Some(p), .. } if p == "n"));
+        // 2^32 + 1 must not pass as 1 where usize has 32 bits.
+        assert!(common(json!({"n": (1u64 << 32) + 1})).is_err());
+        assert_eq!(Usage::new(usize::MAX, 5).total_tokens, usize::MAX);
     }
 
     #[test]

@@ -4,13 +4,18 @@
 //! One server is started per test binary (loading the model once) and shared by every
 //! test; tests run concurrently, so their requests are batched together, as they would
 //! be in production.
+//!
+//! Greedy text is never compared with a fixed answer (the default model's first token
+//! for the France question is a near-tie): the server's reply must equal what the engine
+//! itself generates for the same request.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use reqwest::{Client, Response, StatusCode};
-use seqit_engine::{resolve_model, Engine, EngineOptions};
+use seqit_core::{ChatMessage, Completion, Prompt, SamplingParams};
+use seqit_engine::{resolve_model, Engine, EngineOptions, GenerationRequest};
 use seqit_serve::ServerConfig;
 use serde_json::{json, Value};
 
@@ -30,6 +35,40 @@ fn engine() -> Arc<Engine> {
             )
         })
         .clone()
+}
+
+/// The engine's own greedy reply to one user message (what the server must answer to a
+/// `temperature: 0` request with the same `max_tokens`).
+async fn engine_greedy_reply(content: &str, max_tokens: usize) -> Completion {
+    let engine = engine();
+    let request = GenerationRequest {
+        prompt: Prompt::Chat(vec![ChatMessage::user(content)]),
+        params: SamplingParams::greedy(max_tokens),
+    };
+    tokio::task::spawn_blocking(move || engine.generate(&[request], &mut |_, _| {}))
+        .await
+        .unwrap()
+        .unwrap()
+        .remove(0)
+}
+
+/// A completion's `finish_reason` as the API spells it.
+fn wire_reason(completion: &Completion) -> Value {
+    serde_json::to_value(completion.finish_reason).unwrap()
+}
+
+/// The text of the chat deltas of an SSE body.
+fn streamed_chat_text(body: &str) -> String {
+    sse_data(body)
+        .iter()
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| {
+            let chunk: Value = serde_json::from_str(d).unwrap();
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
 }
 
 /// Starts a server on an ephemeral port and returns its base URL. It lives on its own
@@ -180,12 +219,13 @@ async fn health_is_open_and_models_lists_the_served_name() {
 }
 
 #[tokio::test]
-async fn greedy_chat_answers_paris_with_consistent_usage() {
+async fn greedy_chat_equals_the_engines_reply_with_consistent_usage() {
     let (status, body) = post_json(
         "/v1/chat/completions",
         &chat(FRANCE, json!({"temperature": 0, "max_tokens": 32})),
     )
     .await;
+    let expected = engine_greedy_reply(FRANCE, 32).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], MODEL);
@@ -193,13 +233,18 @@ async fn greedy_chat_answers_paris_with_consistent_usage() {
     let choice = &body["choices"][0];
     assert_eq!(choice["index"], 0);
     assert_eq!(choice["message"]["role"], "assistant");
-    let text = choice["message"]["content"].as_str().unwrap();
-    assert!(text.contains("Paris"), "{text}");
-    assert_eq!(choice["finish_reason"], "stop");
+    assert_eq!(choice["message"]["content"], expected.text.as_str());
+    assert_eq!(choice["finish_reason"], wire_reason(&expected));
     assert_usage_consistent(&body);
-    // The reply is short: a handful of tokens, the end-of-turn token included.
-    let completion = body["usage"]["completion_tokens"].as_u64().unwrap();
-    assert!((5..32).contains(&completion), "{body}");
+    assert_eq!(
+        body["usage"]["completion_tokens"],
+        expected.token_ids.len(),
+        "{body}"
+    );
+    assert_eq!(
+        body["usage"]["prompt_tokens"], expected.prompt_tokens,
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -248,7 +293,10 @@ async fn streamed_deltas_equal_the_non_streamed_text() {
         })
         .collect();
     assert_eq!(finishing.len(), 1);
-    assert_eq!(finishing[0]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        finishing[0]["choices"][0]["finish_reason"],
+        whole["choices"][0]["finish_reason"]
+    );
     let usage_chunk = chunks.last().unwrap();
     assert_eq!(usage_chunk["choices"], json!([]));
     assert_eq!(usage_chunk["usage"], whole["usage"]);
@@ -278,20 +326,25 @@ async fn n_two_returns_two_indexed_choices() {
 }
 
 #[tokio::test]
-async fn stop_string_cuts_the_reply() {
-    // The unconstrained greedy reply is "The capital of France is Paris."
+async fn stop_string_cuts_the_reply_before_it() {
+    // A word from the middle of the engine's own greedy reply is the stop string.
+    let free = engine_greedy_reply(FRANCE, 32).await;
+    let words: Vec<&str> = free.text.split_whitespace().collect();
+    assert!(words.len() >= 3, "the reply is too short: {:?}", free.text);
+    let stop = words[words.len() / 2];
+    let before = &free.text[..free.text.find(stop).unwrap()];
+    assert!(!before.is_empty(), "{:?} / {stop:?}", free.text);
+
     let (status, body) = post_json(
         "/v1/chat/completions",
         &chat(
             FRANCE,
-            json!({"temperature": 0, "max_tokens": 32, "stop": [" Paris"]}),
+            json!({"temperature": 0, "max_tokens": 32, "stop": [stop]}),
         ),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let text = body["choices"][0]["message"]["content"].as_str().unwrap();
-    assert!(!text.contains(" Paris"), "{text}");
-    assert!(text.starts_with("The capital of France"), "{text}");
+    assert_eq!(body["choices"][0]["message"]["content"], before, "{body}");
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
 
     // Streaming never sends text that the stop string later removes.
@@ -299,23 +352,12 @@ async fn stop_string_cuts_the_reply() {
         "/v1/chat/completions",
         &chat(
             FRANCE,
-            json!({"temperature": 0, "max_tokens": 32, "stop": "Paris", "stream": true}),
+            json!({"temperature": 0, "max_tokens": 32, "stop": stop, "stream": true}),
         ),
     )
     .await;
-    let data = sse_data(&response.text().await.unwrap());
-    let streamed: String = data
-        .iter()
-        .filter(|d| *d != "[DONE]")
-        .filter_map(|d| {
-            let chunk: Value = serde_json::from_str(d).unwrap();
-            chunk["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect();
-    assert!(!streamed.contains("Paris"), "{streamed}");
-    assert!(streamed.starts_with("The capital of France"), "{streamed}");
+    let streamed = streamed_chat_text(&response.text().await.unwrap());
+    assert_eq!(streamed, before, "stop string {stop:?}");
 }
 
 #[tokio::test]
@@ -564,16 +606,65 @@ async fn a_client_leaving_mid_stream_harms_nothing() {
     assert!(String::from_utf8_lossy(&first).starts_with("data: "));
     drop(response);
 
+    // The next request is answered in full, as the engine answers it.
     let (status, body) = post_json(
         "/v1/chat/completions",
         &chat(FRANCE, json!({"temperature": 0, "max_tokens": 32})),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(body["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap()
-        .contains("Paris"));
+    let expected = engine_greedy_reply(FRANCE, 32).await;
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        expected.text.as_str()
+    );
+}
+
+#[tokio::test]
+async fn huge_max_tokens_are_capped_by_the_server_and_never_overflow() {
+    // The shared server's default limit (4096) lowers u64::MAX; the reply is the
+    // engine's, which ends long before.
+    let request = chat(FRANCE, json!({"temperature": 0, "max_tokens": u64::MAX}));
+    let (status, body) = post_json("/v1/chat/completions", &request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let expected = engine_greedy_reply(FRANCE, 4096).await;
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        expected.text.as_str()
+    );
+
+    // Without a limit the engine itself gets usize::MAX (a debug build checks every
+    // addition for overflow).
+    let mut config = ServerConfig::new(MODEL);
+    config.max_tokens_limit = usize::MAX;
+    let unlimited = start_server(config);
+    let response = client()
+        .post(format!("{unlimited}/v1/chat/completions"))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        expected.text.as_str()
+    );
+
+    // A small limit caps what a request asks for.
+    let mut config = ServerConfig::new(MODEL);
+    config.max_tokens_limit = 3;
+    let capped = start_server(config);
+    let response = client()
+        .post(format!("{capped}/v1/completions"))
+        .json(&json!({"prompt": "1, 2, 3,", "max_tokens": 100, "ignore_eos": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["usage"]["completion_tokens"], 3, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "length", "{body}");
 }
 
 #[tokio::test]

@@ -4,8 +4,9 @@
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use seqit_core::DEFAULT_MODEL_NAME;
 use seqit_serve::ServerConfig;
 
@@ -19,11 +20,30 @@ pub fn run(args: ServeArgs) -> Result<()> {
         Some(name) => name.clone(),
         None => default_served_name(args.model.model.as_deref()),
     };
+    if args.api_key.is_some() && api_key_in_argv(std::env::args_os()) {
+        eprintln!(
+            "warning: the API key given with `--api-key` is visible to other users in `ps` and stays in shell history\nhint: set SEQIT_API_KEY instead"
+        );
+    }
     let mut config = ServerConfig::new(&model_name);
     config.api_key = args.api_key.clone();
     config.max_body_bytes = args.max_body_bytes;
+    config.max_tokens_limit = args.max_tokens_limit;
+    config.request_timeout = seconds("--request-timeout", args.request_timeout)?;
+    config.header_timeout = seconds("--header-timeout", args.header_timeout)?;
+    config.idle_timeout = seconds("--idle-timeout", args.idle_timeout)?;
+    config.max_connections = args.max_connections;
     // Bad settings fail before the model loads.
     config.validate()?;
+    // Each connection holds a file descriptor.
+    match seqit_serve::raise_open_files_limit() {
+        Ok(files) if (files as usize) < config.max_connections => eprintln!(
+            "warning: the open-file limit is {files}, so fewer than {} connections fit\nhint: raise the hard limit (`ulimit -Hn`)",
+            config.max_connections
+        ),
+        Ok(_) => {}
+        Err(err) => eprintln!("warning: cannot raise the open-file limit: {err}"),
+    }
 
     // Bind before loading the model, so that a busy port fails at once.
     let listener = std::net::TcpListener::bind((args.host.as_str(), args.port))
@@ -50,6 +70,22 @@ pub fn run(args: ServeArgs) -> Result<()> {
     // Generation still running for a client that left must not keep the process alive.
     runtime.shutdown_background();
     Ok(())
+}
+
+/// A duration option given in seconds.
+fn seconds(flag: &str, value: f64) -> Result<Duration> {
+    match Duration::try_from_secs_f64(value) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => bail!("`{flag}` must be a number of seconds > 0, got {value}"),
+    }
+}
+
+/// Whether the command line itself carries `--api-key` (rather than SEQIT_API_KEY).
+fn api_key_in_argv(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    args.skip(1).any(|arg| {
+        let arg = arg.to_string_lossy();
+        arg == "--api-key" || arg.starts_with("--api-key=")
+    })
 }
 
 /// The name a model is served under without `--served-model-name`: the default model's
@@ -114,6 +150,23 @@ async fn termination() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_api_key_on_the_command_line_is_noticed() {
+        let argv = |args: &[&str]| args.iter().map(Into::into).collect::<Vec<_>>().into_iter();
+        assert!(api_key_in_argv(argv(&["seqit", "serve", "--api-key", "k"])));
+        assert!(api_key_in_argv(argv(&["seqit", "serve", "--api-key=k"])));
+        assert!(!api_key_in_argv(argv(&["seqit", "serve", "--port", "1"])));
+        assert!(!api_key_in_argv(argv(&["--api-key"])));
+    }
+
+    #[test]
+    fn timeouts_are_positive_seconds() {
+        assert_eq!(seconds("--x", 1.5).unwrap(), Duration::from_millis(1500));
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(seconds("--x", bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn served_names() {
