@@ -72,30 +72,6 @@ unsafe fn load_f16x8(p: *const u16) -> (float32x4_t, float32x4_t) {
     (lo, hi)
 }
 
-/// Calls `$f::<R, TWO>(args)` for the run-time row count and level count.
-macro_rules! dispatch_rows {
-    ($f:ident, $rows:expr, $two:expr, ($($arg:expr),*)) => {
-        match ($rows, $two) {
-            (1, false) => $f::<1, false>($($arg),*),
-            (2, false) => $f::<2, false>($($arg),*),
-            (3, false) => $f::<3, false>($($arg),*),
-            (4, false) => $f::<4, false>($($arg),*),
-            (5, false) => $f::<5, false>($($arg),*),
-            (6, false) => $f::<6, false>($($arg),*),
-            (7, false) => $f::<7, false>($($arg),*),
-            (_, false) => $f::<8, false>($($arg),*),
-            (1, true) => $f::<1, true>($($arg),*),
-            (2, true) => $f::<2, true>($($arg),*),
-            (3, true) => $f::<3, true>($($arg),*),
-            (4, true) => $f::<4, true>($($arg),*),
-            (5, true) => $f::<5, true>($($arg),*),
-            (6, true) => $f::<6, true>($($arg),*),
-            (7, true) => $f::<7, true>($($arg),*),
-            (_, true) => $f::<8, true>($($arg),*),
-        }
-    };
-}
-
 /// Runs `$body!(quad)` for the 4 row quads of a tile, unrolled so that the accumulators
 /// of few activation rows stay in registers.
 macro_rules! for_quads {

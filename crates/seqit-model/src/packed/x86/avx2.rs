@@ -5,7 +5,7 @@
 //! holds half a tile (8 rows × 4 values).
 
 use super::super::{reference, AttendSpan, Kind, QuantizedRows, MT, QK, TILE_N};
-use super::{bcast4, dispatch_rows, for_rows};
+use super::{bcast4, for_rows};
 use std::arch::x86_64::*;
 
 macro_rules! bcast {

@@ -1,7 +1,7 @@
 //! AVX-512 VNNI kernels: one `vpdpbusd` multiplies 4 inner values of a whole 16-row tile.
 
 use super::super::{reference, AttendSpan, Kind, QuantizedRows, MT, QK, TILE_N};
-use super::{bcast4, dispatch_rows, for_rows};
+use super::{bcast4, for_rows};
 use std::arch::x86_64::*;
 
 macro_rules! bcast {
