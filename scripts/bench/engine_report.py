@@ -216,8 +216,9 @@ class Bench:
                     "--n_threads", str(a.threads), "--n_threads_batch", str(a.threads), "--verbose", "False"]
             env, ready = self.env, url + "/v1/models"
         else:  # native llama-server
+            slots = a.llama_server_slots or a.concurrency
             argv = [a.llama_server, "-m", a.gguf, "--host", "127.0.0.1", "--port", str(port),
-                    "-np", str(a.concurrency), "-c", str(a.ctx * a.concurrency), "-b", "2048", "-ub", "512",
+                    "-np", str(slots), "-c", str(a.ctx * slots), "-b", "2048", "-ub", "512",
                     "-t", str(a.threads), "-tb", str(a.threads), "--no-warmup"]
             env, ready = self.env, url + "/health"
         logf = open(self.work / f"server-{kind}-{port}.log", "w")
@@ -394,6 +395,7 @@ def main() -> int:
                     help="seconds after which a workload row sends no more requests (0: none)")
     ap.add_argument("--ctx", type=int, default=2048, help="context per llama.cpp slot in the workload")
     ap.add_argument("--llama-server", help="a native llama-server binary: also run the workload on it")
+    ap.add_argument("--llama-server-slots", type=int, help="llama-server -np (default: --concurrency)")
     ap.add_argument("--quiet-wait", type=float, default=0.0)
     ap.add_argument("--quick", action="store_true", help="recorded in the report only")
     ap.add_argument("--out", required=True)
@@ -514,7 +516,7 @@ def main() -> int:
         label = {"seqit": "`seqit serve`", "llama.cpp": "`python -m llama_cpp.server`",
                  "llama-server": "llama.cpp `llama-server` (native)"}
         slots = {"seqit": f"{args.concurrency} (batch)", "llama.cpp": "1 (requests serialized)",
-                 "llama-server": f"{args.concurrency} (-np)"}
+                 "llama-server": f"{args.llama_server_slots or args.concurrency} (-np)"}
         lines += [
             f"## Workload: {args.requests} Seq-Instruct classification requests, {args.concurrency} concurrent clients",
             "",
