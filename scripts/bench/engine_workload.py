@@ -4,7 +4,7 @@ to an OpenAI-compatible server by concurrent clients.
 The prompts are the classification requests `seqit augment` sends (see
 crates/seqit-augment/src/prompts.rs, `Prompts::classify`), assembled here from the same
 files: the system message `classify_system` and the user message `classify_user` of
-prompts/seq-instruct/v1/templates.toml, with all five worked examples of
+prompts/seq-instruct/v2/templates.toml, with all five worked examples of
 classify_examples.toml (rendered with `classify_example`, in an order drawn per item, as
 seqit does) and the instruction (and input) of one item of the demo data under
 examples/data/ (seed.jsonl, then sit-demo.jsonl). The order of the examples comes from

@@ -31,7 +31,7 @@ use crate::extract::{extract_added_task, extract_new_instruction, extract_split,
 use crate::item::{output_id, user_turn, SourceItem};
 use crate::option::{parse_option, Edit, Rule};
 use crate::progress::Progress;
-use crate::prompts::PromptSet;
+use crate::prompts::{PromptSet, Stage};
 use crate::state::{sibling, Journal};
 use crate::stats::{AugmentStats, StatsInput};
 use crate::teacher::{item_rng, Asked, Teacher};
@@ -53,6 +53,15 @@ pub struct AugmentSettings {
     /// Refinement check: retries of a rewrite the teacher judges to have lost
     /// information (0 = no check).
     pub refine: u32,
+    /// Structured outputs: each classification, rewrite, split and refinement reply is
+    /// constrained to the format its parser reads (the prompt set's `*_format`
+    /// regular expressions). Off: the paper's free-text prompts and rule parser alone.
+    #[serde(default = "structured_default")]
+    pub structured: bool,
+}
+
+fn structured_default() -> bool {
+    true
 }
 
 impl AugmentSettings {
@@ -65,6 +74,7 @@ impl AugmentSettings {
             decoding: paper_decoding(seed),
             split: false,
             refine: 0,
+            structured: true,
         }
     }
 }
@@ -77,8 +87,7 @@ pub fn paper_decoding(seed: u64) -> SamplingParams {
         top_p: 0.9,
         top_k: 50,
         seed,
-        stop: Vec::new(),
-        ignore_eos: false,
+        ..SamplingParams::default()
     }
 }
 
@@ -247,6 +256,7 @@ impl Augmenter<'_> {
             "decoding": self.settings.decoding,
             "split": self.settings.split,
             "refine": self.settings.refine,
+            "structured": self.settings.structured,
             "prompts": self.prompts.hash(),
             "teacher": self.teacher.info().model,
         });
@@ -264,6 +274,13 @@ impl Augmenter<'_> {
     ) -> Result<AugmentOutcome> {
         if self.settings.iterations == 0 {
             bail!("`iterations` must be at least 1");
+        }
+        if self.settings.structured {
+            // A prompt set without formats fails here, not after the first item.
+            for stage in Stage::ALL {
+                self.prompts
+                    .format(stage, self.settings.decoding.max_tokens)?;
+            }
         }
         let items = records
             .iter()
@@ -342,17 +359,13 @@ impl Augmenter<'_> {
         it_control: bool,
     ) -> Result<ItemState> {
         let id = item.id.as_str();
-        let decoding = &self.settings.decoding;
         if self.settings.split && state.split.is_none() {
             let raw = self
                 .teacher
                 .ask(
                     self.prompts
                         .split(&user_turn(&item.instruction, item.input.as_deref())),
-                    &SamplingParams {
-                        temperature: 0.0,
-                        ..decoding.clone()
-                    },
+                    &self.params(Stage::Split, 0.0)?,
                     0,
                     Asked {
                         id,
@@ -412,7 +425,7 @@ impl Augmenter<'_> {
             .teacher
             .ask(
                 self.prompts.classify(instruction, input, &mut rng),
-                decoding,
+                &self.params(Stage::Classify, decoding.temperature)?,
                 0,
                 Asked {
                     id,
@@ -441,12 +454,13 @@ impl Augmenter<'_> {
             input,
             &mut item_rng(seed, id, iteration, "rewrite"),
         );
+        let rewrite_params = self.params(Stage::Rewrite, decoding.temperature)?;
         for attempt in 0..=self.settings.refine {
             let raw = self
                 .teacher
                 .ask(
                     prompt.clone(),
-                    decoding,
+                    &rewrite_params,
                     attempt,
                     Asked {
                         id,
@@ -467,10 +481,7 @@ impl Augmenter<'_> {
                     .teacher
                     .ask(
                         self.prompts.refine(instruction, input, new),
-                        &SamplingParams {
-                            temperature: 0.0,
-                            ..decoding.clone()
-                        },
+                        &self.params(Stage::Refine, 0.0)?,
                         0,
                         Asked {
                             id,
@@ -495,6 +506,22 @@ impl Augmenter<'_> {
         }
         round.rewrite_failed = true;
         Ok(round)
+    }
+
+    /// The teacher's decoding for `stage` at `temperature`, constrained to the stage's
+    /// format in structured mode.
+    fn params(&self, stage: Stage, temperature: f64) -> Result<SamplingParams> {
+        let decoding = &self.settings.decoding;
+        let constraint = if self.settings.structured {
+            Some(self.prompts.format(stage, decoding.max_tokens)?)
+        } else {
+            None
+        };
+        Ok(SamplingParams {
+            temperature,
+            constraint,
+            ..decoding.clone()
+        })
     }
 
     /// The teacher's answer to `instruction` (with the item's system prompt and input).

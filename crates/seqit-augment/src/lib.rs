@@ -3,7 +3,7 @@
 //! * [`Edit`] / [`parse_option`] — the four edits (A decompose, B prefix, C suffix,
 //!   D keep) and the rules that read the teacher's choice.
 //! * [`extract_new_instruction`] and friends — results out of the teacher's text.
-//! * [`PromptSet`] — the versioned prompt files (`prompts/seq-instruct/v1/`, or a user
+//! * [`PromptSet`] — the versioned prompt files (`prompts/seq-instruct/v2/`, or a user
 //!   directory) and the requests built from them, few-shot examples shuffled by a
 //!   seeded RNG.
 //! * [`Augmenter`] — the Seq-Instruct pipeline over a dataset, with the IT control,
@@ -33,7 +33,7 @@ pub use extract::{
 pub use item::{user_turn, SourceItem};
 pub use option::{parse_option, Edit, ParsedOption, Rule};
 pub use progress::{Progress, Silent};
-pub use prompts::{PromptSet, CLASSIFY_SHOTS, PROMPT_FILES, REWRITE_SHOTS};
+pub use prompts::{PromptSet, Stage, CLASSIFY_SHOTS, PROMPT_FILES, REWRITE_SHOTS};
 pub use state::{sibling, Journal};
 pub use stats::{AugmentStats, IterationStats, PaperShares, PAPER_ALPACA, PAPER_FLAN};
 pub use teacher::{item_rng, Asked, Teacher, TeacherInfo};

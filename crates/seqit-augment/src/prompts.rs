@@ -1,11 +1,11 @@
 //! The Seq-Instruct prompt set: templates and few-shot pools read from versioned files
-//! (`prompts/seq-instruct/v1/` embedded as the default, or a user directory), checked
+//! (`prompts/seq-instruct/v2/` embedded as the default, or a user directory), checked
 //! when loaded, and the requests built from them.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use seqit_core::{ChatMessage, Prompt};
+use seqit_core::{ChatMessage, Constraint, Prompt};
 use seqit_data::SeededRng;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -25,9 +25,9 @@ pub const PROMPT_FILES: [&str; 3] = [
 ];
 
 const BUILTIN: [&str; 3] = [
-    include_str!("../../../prompts/seq-instruct/v1/templates.toml"),
-    include_str!("../../../prompts/seq-instruct/v1/classify_examples.toml"),
-    include_str!("../../../prompts/seq-instruct/v1/rewrite_examples.toml"),
+    include_str!("../../../prompts/seq-instruct/v2/templates.toml"),
+    include_str!("../../../prompts/seq-instruct/v2/classify_examples.toml"),
+    include_str!("../../../prompts/seq-instruct/v2/rewrite_examples.toml"),
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +46,51 @@ struct Templates {
     rewrite_task_suffix: String,
     split_user: String,
     refine_user: String,
+    /// Structured mode: the regular expression each stage's reply must match (absent
+    /// in prompt sets written before version 2).
+    #[serde(default)]
+    classify_format: Option<String>,
+    #[serde(default)]
+    rewrite_format: Option<String>,
+    #[serde(default)]
+    split_format: Option<String>,
+    #[serde(default)]
+    refine_format: Option<String>,
+}
+
+/// A teacher request of the pipeline whose reply has a fixed shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Classify,
+    Rewrite,
+    Split,
+    Refine,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 4] = [Stage::Classify, Stage::Rewrite, Stage::Split, Stage::Refine];
+
+    /// The key of its format in `templates.toml`.
+    pub fn format_key(self) -> &'static str {
+        match self {
+            Stage::Classify => "classify_format",
+            Stage::Rewrite => "rewrite_format",
+            Stage::Split => "split_format",
+            Stage::Refine => "refine_format",
+        }
+    }
+
+    /// Characters of free reasoning a reply of `max_tokens` tokens may spend before
+    /// its fixed part: a token holds at least one character, so the fixed part always
+    /// fits.
+    fn reason_chars(self, max_tokens: usize) -> usize {
+        match self {
+            Stage::Classify | Stage::Refine => max_tokens.saturating_sub(12).clamp(1, 800),
+            // The explanation is not used; the new instruction needs the room.
+            Stage::Rewrite => (max_tokens / 4).clamp(1, 400),
+            Stage::Split => 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,7 +138,7 @@ pub struct PromptSet {
 }
 
 impl PromptSet {
-    /// The prompts shipped with seqit (`prompts/seq-instruct/v1/`).
+    /// The prompts shipped with seqit (`prompts/seq-instruct/v2/`).
     pub fn builtin() -> Self {
         Self::parse(&BUILTIN.map(str::to_string), Path::new("<built-in>"))
             .expect("the built-in prompt files are valid")
@@ -149,7 +194,7 @@ impl PromptSet {
             }
         }
         let t = &templates;
-        let checks: [(&str, &str, &[&str]); 12] = [
+        let checks: [(&str, &str, &[&str]); 16] = [
             ("classify_system", &t.classify_system, &[]),
             (
                 "classify_example",
@@ -188,6 +233,22 @@ impl PromptSet {
                 &t.refine_user,
                 &["instruction", "new_instruction", "input_block"],
             ),
+            (
+                "classify_format",
+                t.classify_format.as_deref().unwrap_or(""),
+                &["reason_chars"],
+            ),
+            (
+                "rewrite_format",
+                t.rewrite_format.as_deref().unwrap_or(""),
+                &["reason_chars"],
+            ),
+            ("split_format", t.split_format.as_deref().unwrap_or(""), &[]),
+            (
+                "refine_format",
+                t.refine_format.as_deref().unwrap_or(""),
+                &["reason_chars"],
+            ),
         ];
         for (name, template, allowed) in checks {
             if let Some(unknown) = placeholders(template).find(|p| !allowed.contains(p)) {
@@ -214,7 +275,7 @@ impl PromptSet {
         })
     }
 
-    /// The version named in `templates.toml` (e.g. `seq-instruct/v1`).
+    /// The version named in `templates.toml` (e.g. `seq-instruct/v2`).
     pub fn version(&self) -> &str {
         &self.version
     }
@@ -327,6 +388,29 @@ impl PromptSet {
         ])
     }
 
+    /// Structured mode: the constraint on `stage`'s replies for a budget of
+    /// `max_tokens` new tokens. Fails when the prompt set has no format for it.
+    pub fn format(&self, stage: Stage, max_tokens: usize) -> Result<Constraint> {
+        let t = &self.templates;
+        let template = match stage {
+            Stage::Classify => &t.classify_format,
+            Stage::Rewrite => &t.rewrite_format,
+            Stage::Split => &t.split_format,
+            Stage::Refine => &t.refine_format,
+        };
+        let Some(template) = template else {
+            bail!(
+                "the prompt set `{}` has no `{}` (structured mode needs one per stage; see prompts/seq-instruct/v2/templates.toml), or pass `--structured off`",
+                self.version,
+                stage.format_key()
+            );
+        };
+        let chars = stage.reason_chars(max_tokens).to_string();
+        Ok(Constraint::Regex {
+            pattern: render(template, &[("reason_chars", &chars)]),
+        })
+    }
+
     /// The step-0 request splitting a raw prompt into instruction and input.
     pub fn split(&self, prompt: &str) -> Prompt {
         Prompt::Chat(vec![ChatMessage::user(render(
@@ -400,7 +484,7 @@ mod tests {
     #[test]
     fn builtin_pools_are_large_enough() {
         let set = PromptSet::builtin();
-        assert_eq!(set.version(), "seq-instruct/v1");
+        assert_eq!(set.version(), "seq-instruct/v2");
         assert!(set.hash().starts_with("sha256:"));
         assert!(
             set.pool_sizes().iter().all(|&n| n >= 7),

@@ -109,6 +109,9 @@ async fn augment(
         teacher,
         settings: AugmentSettings {
             iterations,
+            // The paper's free-text path: the scripted replies are not all in the
+            // structured formats (a constrained run would ask again).
+            structured: false,
             ..AugmentSettings::paper(SEED)
         },
         concurrency: 3,
@@ -284,7 +287,7 @@ async fn scripted_teacher_end_to_end() {
         assert_eq!(p["teacher"]["endpoint_kind"], "remote");
         assert_eq!(p["decoding"]["temperature"], 1.0);
         assert_eq!(p["decoding"]["top_k"], 50);
-        assert_eq!(p["prompts"]["version"], "seq-instruct/v1");
+        assert_eq!(p["prompts"]["version"], "seq-instruct/v2");
         assert_eq!(p["prompts"]["hash"], prompts.hash());
         assert!(p["iterations"][0]["classification"].as_str().unwrap().len() > 1);
         assert_eq!(it_records[i]["instruction"], ITEMS[i].1);
@@ -407,6 +410,7 @@ async fn split_and_refinement_check() {
             iterations: 1,
             split: true,
             refine: 2,
+            structured: false,
             ..AugmentSettings::paper(SEED)
         },
         concurrency: 2,

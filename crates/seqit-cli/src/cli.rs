@@ -98,6 +98,35 @@ pub struct DecodingArgs {
     /// Generate exactly `--max-tokens` tokens, ignoring end-of-sequence (for benchmarks).
     #[arg(long)]
     pub ignore_eos: bool,
+    #[command(flatten)]
+    pub constraint: ConstraintArgs,
+    /// Report each generated token's log-probability and this many alternatives
+    /// (0-20): in the `logprobs` field of `--output` records, or as a JSON line on
+    /// stderr for `--prompt`.
+    #[arg(long, value_name = "N")]
+    pub logprobs: Option<usize>,
+}
+
+/// Structured outputs: at most one constraint on the shape of every reply.
+#[derive(Debug, Args, Clone)]
+#[group(multiple = false)]
+pub struct ConstraintArgs {
+    /// Replies are JSON valid under the JSON Schema in this file.
+    #[arg(long, value_name = "FILE")]
+    pub json_schema: Option<PathBuf>,
+    /// Replies are JSON objects.
+    #[arg(long)]
+    pub json_object: bool,
+    /// Replies match this regular expression in full.
+    #[arg(long, value_name = "RE")]
+    pub regex: Option<String>,
+    /// Replies are exactly one of these comma-separated strings.
+    #[arg(long, value_name = "A,B,C", value_delimiter = ',')]
+    pub choice: Option<Vec<String>>,
+    /// Replies follow the Lark grammar in this file (llguidance's dialect; `start` is
+    /// the top rule).
+    #[arg(long, value_name = "FILE.lark")]
+    pub grammar: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -272,7 +301,7 @@ pub enum NModeArg {
 #[derive(Debug, Subcommand)]
 pub enum BatchCommand {
     /// Write an OpenAI Batch API request file (also read by `vllm run-batch`).
-    Export(BatchExportArgs),
+    Export(Box<BatchExportArgs>),
     /// Read a Batch API results file into the request cache.
     Import(BatchImportArgs),
 }
@@ -719,6 +748,11 @@ pub struct JudgeArgs {
     /// Most new tokens per verdict.
     #[arg(long, default_value_t = 512)]
     pub judge_max_tokens: usize,
+    /// Constrain the judge's replies to its verdict formats and score verdicts from
+    /// its token log-probabilities where the backend returns them (`off`: free text,
+    /// parsed).
+    #[arg(long, value_enum, default_value_t = crate::commands::Switch::On)]
+    pub judge_structured: crate::commands::Switch,
     /// Directory with judge prompts overriding the built-in `judge/v1` ones
     /// (`following.template`, `quality.template`, `pairwise.template`; MT-Bench:
     /// `judge_prompts.jsonl`).

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::ChatMessage;
+use crate::{ChatMessage, TokenLogprob};
 
 /// What the model is asked to continue: a conversation (rendered with the model's chat
 /// template) or raw text (used as is).
@@ -31,6 +31,14 @@ pub struct Completion {
     pub token_ids: Vec<u32>,
     pub prompt_tokens: usize,
     pub finish_reason: FinishReason,
+    /// Per generated token, when the request asked for log-probabilities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<TokenLogprob>>,
+    /// For a constrained request: whether the text is complete under the constraint
+    /// (`false` when `max_tokens` or the context ran out first, or the constraint
+    /// could not be followed); `None` without a constraint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint_met: Option<bool>,
 }
 
 impl Completion {

@@ -2,18 +2,21 @@
 //!
 //! Every stage (engine, server, client, augment, train, eval) speaks in these types, so
 //! they live in a crate with no heavy dependencies. The main types are [`ChatMessage`],
-//! [`SamplingParams`], [`Completion`] and [`FinishReason`]. [`durable`] is the one way
+//! [`SamplingParams`] (with its structured-output [`Constraint`]), [`Completion`] and
+//! [`FinishReason`]. [`durable`] is the one way
 //! seqit replaces files and directories (temporary name, fsync, rename, fsync of the
 //! parent): outputs, manifests and checkpoints all go through it.
 
 mod chat;
+mod constraint;
 pub mod durable;
 mod generation;
 mod sampling;
 
 pub use chat::{ChatMessage, Role};
+pub use constraint::{escape_regex, Constraint, TokenLogprob, TopLogprob};
 pub use generation::{Completion, FinishReason, Prompt};
-pub use sampling::SamplingParams;
+pub use sampling::{SamplingParams, MAX_TOP_LOGPROBS};
 
 /// Name under which seqit knows its embedded default model (SmolLM2-135M-Instruct, Q4_1 GGUF).
 pub const DEFAULT_MODEL_NAME: &str = "smollm2-135m";

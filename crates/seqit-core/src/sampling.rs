@@ -1,5 +1,10 @@
 use serde::{Deserialize, Serialize};
 
+use crate::Constraint;
+
+/// Most alternatives a request may ask for per position (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
 /// Decoding settings for one generation request.
 ///
 /// `temperature == 0` means greedy decoding; `top_k == 0` and `top_p >= 1` disable those
@@ -17,6 +22,15 @@ pub struct SamplingParams {
     /// Keep generating past end-of-sequence tokens until `max_tokens` (benchmarks use
     /// it to generate an exact number of tokens).
     pub ignore_eos: bool,
+    /// The shape the text must have (structured outputs); `None` leaves it free.
+    /// Left out of the serialized form when absent, so cache keys of unconstrained
+    /// requests do not change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<Constraint>,
+    /// Report each generated token's log-probability and this many alternatives
+    /// (0 = the chosen token only); `None` reports nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<usize>,
 }
 
 impl Default for SamplingParams {
@@ -35,6 +49,8 @@ impl SamplingParams {
             seed: 0,
             stop: Vec::new(),
             ignore_eos: false,
+            constraint: None,
+            logprobs: None,
         }
     }
 
@@ -55,6 +71,16 @@ impl SamplingParams {
         }
         if self.max_tokens == 0 {
             return Err("`max_tokens` must be at least 1".into());
+        }
+        if let Some(top) = self.logprobs {
+            if top > MAX_TOP_LOGPROBS {
+                return Err(format!(
+                    "`top_logprobs` must be at most {MAX_TOP_LOGPROBS}, got {top}"
+                ));
+            }
+        }
+        if let Some(constraint) = &self.constraint {
+            constraint.validate_shape()?;
         }
         Ok(())
     }

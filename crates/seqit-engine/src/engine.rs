@@ -12,14 +12,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use seqit_core::{Completion, FinishReason, Prompt, SamplingParams};
+use seqit_core::{
+    Completion, Constraint, FinishReason, Prompt, SamplingParams, TokenLogprob, TopLogprob,
+};
 use seqit_model::{load_model, GgufWeights, KvBlock, KvCache, Llama, LoadOptions};
 
 use crate::chat_template::ChatTemplate;
+use crate::constraint::{ConstraintCompiler, MatchStep, TokenMatcher};
 use crate::prefix_cache::{PrefixCache, PrefixCacheStats, PREFIX_BLOCK_TOKENS};
 use crate::sampler::Sampler;
 use crate::tokenizer::{TextStream, Tokenizer};
@@ -75,6 +78,10 @@ pub struct Engine {
     model_path: PathBuf,
     options: EngineOptions,
     prefix_cache: Option<PrefixCache>,
+    /// Built on the first constrained request (see [`ConstraintCompiler`]).
+    constraints: OnceLock<ConstraintCompiler>,
+    /// Each token's bytes, built on the first request for log-probabilities.
+    token_bytes: OnceLock<Vec<Vec<u8>>>,
 }
 
 impl Engine {
@@ -154,6 +161,8 @@ impl Engine {
             model_path: PathBuf::new(),
             options: EngineOptions::default(),
             prefix_cache: prefix_cache_for(&EngineOptions::default()),
+            constraints: OnceLock::new(),
+            token_bytes: OnceLock::new(),
         })
     }
 
@@ -198,6 +207,32 @@ impl Engine {
 
     pub fn max_batch(&self) -> usize {
         self.options.max_batch
+    }
+
+    /// Compiles `constraint` for this model's tokenizer, to check it before accepting a
+    /// request. The error says what is wrong with it.
+    pub fn check_constraint(&self, constraint: &Constraint) -> Result<()> {
+        self.constraint_matcher(constraint).map(drop)
+    }
+
+    fn constraint_matcher(&self, constraint: &Constraint) -> Result<TokenMatcher> {
+        let compiler = match self.constraints.get() {
+            Some(compiler) => compiler,
+            None => {
+                let compiler = ConstraintCompiler::new(&self.tokenizer, &self.stop_ids)?;
+                self.constraints.get_or_init(|| compiler)
+            }
+        };
+        compiler.compile(constraint)
+    }
+
+    fn token_bytes(&self) -> Result<&[Vec<u8>]> {
+        if let Some(bytes) = self.token_bytes.get() {
+            return Ok(bytes);
+        }
+        let bytes = llguidance::token_bytes_from_tokenizer_json(self.tokenizer.to_json())
+            .map_err(|e| anyhow::anyhow!("cannot read the tokens' bytes: {e}"))?;
+        Ok(self.token_bytes.get_or_init(|| bytes))
     }
 
     /// The text a prompt is turned into before tokenization.
@@ -247,6 +282,9 @@ impl Engine {
         cancelled: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Vec<Completion>> {
         let mut prompts = Vec::with_capacity(requests.len());
+        let mut matchers: Vec<Option<TokenMatcher>> = Vec::with_capacity(requests.len());
+        // Requests of a batch often share one constraint: compile it once, copy the rest.
+        let mut compiled: HashMap<String, TokenMatcher> = HashMap::new();
         for (i, request) in requests.iter().enumerate() {
             request
                 .params
@@ -263,13 +301,32 @@ impl Engine {
                 );
             }
             prompts.push(ids);
+            let matcher = match &request.params.constraint {
+                None => None,
+                Some(constraint) => {
+                    let key = serde_json::to_string(constraint)?;
+                    if !compiled.contains_key(&key) {
+                        let fresh = self
+                            .constraint_matcher(constraint)
+                            .with_context(|| format!("request {i}"))?;
+                        compiled.insert(key.clone(), fresh);
+                    }
+                    Some(compiled[&key].fork())
+                }
+            };
+            matchers.push(matcher);
         }
+        let token_bytes = if requests.iter().any(|r| r.params.logprobs.is_some()) {
+            Some(self.token_bytes()?)
+        } else {
+            None
+        };
         // Similar lengths together waste less compute on padding.
         let mut order: Vec<usize> = (0..requests.len()).collect();
         order.sort_by_key(|&i| prompts[i].len());
         let mut results: Vec<Option<Completion>> = vec![None; requests.len()];
         for chunk in order.chunks(self.options.max_batch.max(1)) {
-            let mut batch: Vec<(usize, &[u32], &SamplingParams)> = Vec::with_capacity(chunk.len());
+            let mut batch = Vec::with_capacity(chunk.len());
             for &i in chunk {
                 if cancelled(i) {
                     // Never started: no prefill, no tokens.
@@ -278,15 +335,24 @@ impl Engine {
                         token_ids: Vec::new(),
                         prompt_tokens: prompts[i].len(),
                         finish_reason: FinishReason::Cancelled,
+                        logprobs: requests[i].params.logprobs.map(|_| Vec::new()),
+                        constraint_met: matchers[i].as_ref().map(|_| false),
                     });
                 } else {
-                    batch.push((i, prompts[i].as_slice(), &requests[i].params));
+                    batch.push(Sequence::new(
+                        i,
+                        prompts[i].as_slice(),
+                        &requests[i].params,
+                        matchers[i].take(),
+                        &self.tokenizer,
+                        token_bytes,
+                    ));
                 }
             }
             if batch.is_empty() {
                 continue;
             }
-            for (i, completion) in self.generate_batch(&batch, on_text, cancelled)? {
+            for (i, completion) in self.generate_batch(batch, on_text, cancelled)? {
                 results[i] = Some(completion);
             }
         }
@@ -298,30 +364,19 @@ impl Engine {
 
     fn generate_batch(
         &self,
-        batch: &[(usize, &[u32], &SamplingParams)],
+        mut rows: Vec<Sequence<'_>>,
         on_text: &mut dyn FnMut(usize, &str),
         cancelled: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Vec<(usize, Completion)>> {
         let device = self.model.device().clone();
         let context = self.model.config.max_position_embeddings;
         let vocab = self.model.config.vocab_size;
-        let mut rows: Vec<Sequence> = batch
-            .iter()
-            .map(|(index, ids, params)| Sequence::new(*index, ids.len(), params, &self.tokenizer))
-            .collect();
-        let longest = batch.iter().map(|(_, ids, _)| ids.len()).max().unwrap_or(0);
-        let most_new = batch
-            .iter()
-            .map(|(_, _, p)| p.max_tokens)
-            .max()
-            .unwrap_or(0);
-        let mut pads: Vec<usize> = batch
-            .iter()
-            .map(|(_, ids, _)| longest - ids.len())
-            .collect();
-        let mut input = Vec::with_capacity(batch.len() * longest);
-        for ((_, ids, _), pad) in batch.iter().zip(&pads) {
-            input.extend(std::iter::repeat_n(0u32, *pad).chain(ids.iter().copied()));
+        let longest = rows.iter().map(|s| s.prompt.len()).max().unwrap_or(0);
+        let most_new = rows.iter().map(|s| s.params.max_tokens).max().unwrap_or(0);
+        let mut pads: Vec<usize> = rows.iter().map(|s| longest - s.prompt.len()).collect();
+        let mut input = Vec::with_capacity(rows.len() * longest);
+        for (seq, pad) in rows.iter().zip(&pads) {
+            input.extend(std::iter::repeat_n(0u32, *pad).chain(seq.prompt.iter().copied()));
         }
         // The reference mode keeps candle's kernels; otherwise the packed kernels run
         // whenever the weights allow.
@@ -339,7 +394,7 @@ impl Engine {
         let mut cache = KvCache::with_capacity(self.model.config.num_hidden_layers, capacity);
         let mut logits = match self.prefix_cache.as_ref().filter(|_| packed) {
             Some(prefixes) => {
-                let prompts: Vec<&[u32]> = batch.iter().map(|(_, ids, _)| *ids).collect();
+                let prompts: Vec<&[u32]> = rows.iter().map(|s| s.prompt).collect();
                 self.prefill_with_prefixes(prefixes, &prompts, &input, &pads, &mut cache)?
             }
             None => forward(&input, &pads, &mut cache)?,
@@ -356,7 +411,7 @@ impl Engine {
                     seq.finish = Some(FinishReason::Cancelled);
                     cancelled_now = true;
                 }
-                let token = seq.sampler.sample(&logits[r * vocab..(r + 1) * vocab]);
+                let token = seq.choose(&logits[r * vocab..(r + 1) * vocab]);
                 seq.push(token, &self.stop_ids, context, on_text)?;
                 next.push(token);
             }
@@ -554,35 +609,76 @@ fn prefix_cache_for(options: &EngineOptions) -> Option<PrefixCache> {
 /// Decoding state of one sequence.
 struct Sequence<'t> {
     index: usize,
-    prompt_len: usize,
+    prompt: &'t [u32],
     params: SamplingParams,
     sampler: Sampler,
+    /// The structured-output constraint, if the request has one.
+    matcher: Option<TokenMatcher>,
+    /// Each token's bytes, when the request asked for log-probabilities.
+    token_bytes: Option<&'t [Vec<u8>]>,
+    logprobs: Vec<TokenLogprob>,
     stream: TextStream<'t>,
     ids: Vec<u32>,
     text: String,
     /// Bytes of `text` already handed to the caller.
     emitted: usize,
     finish: Option<FinishReason>,
+    /// Set when the constraint could not be followed (no token allowed, or an
+    /// internal error of the matcher): the sequence ends unfinished.
+    constraint_failed: bool,
 }
 
 impl<'t> Sequence<'t> {
     fn new(
         index: usize,
-        prompt_len: usize,
+        prompt: &'t [u32],
         params: &SamplingParams,
+        matcher: Option<TokenMatcher>,
         tokenizer: &'t Tokenizer,
+        token_bytes: Option<&'t [Vec<u8>]>,
     ) -> Self {
         Self {
             index,
-            prompt_len,
+            prompt,
             params: params.clone(),
             sampler: Sampler::new(params),
+            matcher,
+            token_bytes: token_bytes.filter(|_| params.logprobs.is_some()),
+            logprobs: Vec::new(),
             stream: tokenizer.decode_stream(),
             ids: Vec::new(),
             text: String::new(),
             emitted: 0,
             finish: None,
+            constraint_failed: false,
         }
+    }
+
+    /// The next token from this row's logits: masked by the constraint, then sampled;
+    /// its log-probability is recorded when asked for.
+    fn choose(&mut self, logits: &[f32]) -> u32 {
+        if self.finish.is_some() {
+            // The row waits to leave the batch; what it is fed does not matter.
+            return 0;
+        }
+        let token = match self.matcher.as_mut() {
+            None => self.sampler.sample(logits),
+            Some(matcher) => {
+                let mut masked = logits.to_vec();
+                let allowed = matcher.mask(&mut masked).is_ok()
+                    && masked.iter().any(|l| *l > f32::NEG_INFINITY);
+                if !allowed {
+                    self.constraint_failed = true;
+                    self.finish = Some(FinishReason::Stop);
+                    return 0;
+                }
+                self.sampler.sample(&masked)
+            }
+        };
+        if let (Some(top), Some(bytes)) = (self.params.logprobs, self.token_bytes) {
+            self.logprobs.push(token_logprob(logits, token, top, bytes));
+        }
+        token
     }
 
     fn push(
@@ -596,9 +692,24 @@ impl<'t> Sequence<'t> {
             return Ok(());
         }
         self.ids.push(token);
-        if stop_ids.contains(&token) && !self.params.ignore_eos {
+        // Under a constraint, a stop token is only allowed where the text may end.
+        if stop_ids.contains(&token) && (!self.params.ignore_eos || self.matcher.is_some()) {
+            // The stop token is not part of the text; neither is its log-probability.
+            if self.token_bytes.is_some() {
+                self.logprobs.pop();
+            }
             self.finish = Some(FinishReason::Stop);
             return Ok(());
+        }
+        if let Some(matcher) = self.matcher.as_mut() {
+            match matcher.advance(token) {
+                Ok(MatchStep::Complete) => self.finish = Some(FinishReason::Stop),
+                Ok(MatchStep::Continue) => {}
+                Err(_) => {
+                    self.constraint_failed = true;
+                    self.finish = Some(FinishReason::Stop);
+                }
+            }
         }
         if let Some(piece) = self.stream.step(token)? {
             self.text.push_str(&piece);
@@ -606,8 +717,9 @@ impl<'t> Sequence<'t> {
         if let Some(cut) = self.find_stop() {
             self.text.truncate(cut);
             self.finish = Some(FinishReason::Stop);
-        } else if self.ids.len() >= self.params.max_tokens
-            || self.prompt_len + self.ids.len() >= context
+        } else if self.finish.is_none()
+            && (self.ids.len() >= self.params.max_tokens
+                || self.prompt.len() + self.ids.len() >= context)
         {
             self.finish = Some(FinishReason::Length);
         }
@@ -651,19 +763,75 @@ impl<'t> Sequence<'t> {
             .min()
     }
 
-    fn into_completion(self, on_text: &mut dyn FnMut(usize, &str)) -> (usize, Completion) {
+    fn into_completion(mut self, on_text: &mut dyn FnMut(usize, &str)) -> (usize, Completion) {
         if self.text.len() > self.emitted {
             on_text(self.index, &self.text[self.emitted..]);
         }
+        let constraint_met = match self.matcher.as_mut() {
+            Some(matcher) => Some(!self.constraint_failed && matcher.is_accepting()),
+            None => None,
+        };
+        let logprobs = self.params.logprobs.map(|_| self.logprobs);
         (
             self.index,
             Completion {
                 text: self.text,
                 token_ids: self.ids,
-                prompt_tokens: self.prompt_len,
+                prompt_tokens: self.prompt.len(),
                 finish_reason: self.finish.unwrap_or(FinishReason::Length),
+                logprobs,
+                constraint_met,
             },
         )
+    }
+}
+
+/// `token`'s log-probability under `logits` (a log-softmax in f64) and the `top` most
+/// likely tokens, best first.
+fn token_logprob(logits: &[f32], token: u32, top: usize, bytes: &[Vec<u8>]) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let log_total = max
+        + logits
+            .iter()
+            .map(|&l| (l as f64 - max).exp())
+            .sum::<f64>()
+            .ln();
+    let logprob = |id: u32| (logits[id as usize] as f64 - log_total) as f32;
+    let text = |id: u32| -> (String, Vec<u8>) {
+        let mut raw = bytes.get(id as usize).cloned().unwrap_or_default();
+        // Special tokens are stored with llguidance's 0xFF marker.
+        if raw.first() == Some(&0xFF) {
+            raw.remove(0);
+        }
+        (String::from_utf8_lossy(&raw).into_owned(), raw)
+    };
+    let mut best: Vec<u32> = (0..logits.len() as u32).collect();
+    let by_logit_desc = |a: &u32, b: &u32| {
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
+    };
+    if top > 0 && top < best.len() {
+        best.select_nth_unstable_by(top - 1, by_logit_desc);
+    }
+    best.truncate(top);
+    best.sort_unstable_by(by_logit_desc);
+    let (token_text, token_bytes) = text(token);
+    TokenLogprob {
+        token: token_text,
+        bytes: token_bytes,
+        logprob: logprob(token),
+        top: best
+            .into_iter()
+            .map(|id| {
+                let (token, bytes) = text(id);
+                TopLogprob {
+                    token,
+                    bytes,
+                    logprob: logprob(id),
+                }
+            })
+            .collect(),
     }
 }
 

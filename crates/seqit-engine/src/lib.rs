@@ -6,12 +6,15 @@
 //! * [`ChatTemplate`] — the model's Jinja template rendered like transformers does.
 //! * [`PrefixCache`] — keys and values of prompt prefixes reused across requests
 //!   (automatic prefix caching), with its [`PrefixCacheStats`].
+//! * [`ConstraintCompiler`] — structured outputs: JSON Schema, regex, choice and Lark
+//!   constraints compiled by llguidance into per-step token masks.
 //! * [`Sampler`] — greedy / temperature / top-k / top-p with per-request seeds.
 //! * [`resolve_model`] — `smollm2-135m` (or nothing) → the packaged default model.
 //! * [`convert_gguf_to_hf`] — GGUF → Hugging Face directory.
 
 mod assets;
 mod chat_template;
+mod constraint;
 mod convert;
 mod engine;
 mod model_files;
@@ -21,6 +24,7 @@ mod tokenizer;
 
 pub use assets::{assets_dir, resolve_model};
 pub use chat_template::ChatTemplate;
+pub use constraint::{ConstraintCompiler, MatchStep, TextChecker, TokenMatcher};
 pub use convert::{convert_gguf_to_hf, write_tokenizer_files};
 pub use engine::{Engine, EngineOptions, GenerationRequest, DEFAULT_PREFIX_CACHE_MIB};
 pub use model_files::load_tokenizer;

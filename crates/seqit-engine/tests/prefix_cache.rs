@@ -249,7 +249,7 @@ fn the_candle_path_does_not_cache() {
 
 /// The Seq-Instruct classification examples: a long prefix shared by every item.
 const CLASSIFY_EXAMPLES: &str =
-    include_str!("../../../prompts/seq-instruct/v1/classify_examples.toml");
+    include_str!("../../../prompts/seq-instruct/v2/classify_examples.toml");
 
 fn classify(instruction: &str, max_tokens: usize) -> GenerationRequest {
     let system = "You are an assistant that classifies instructions. You read an instruction \

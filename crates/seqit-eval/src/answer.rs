@@ -3,8 +3,8 @@
 //! every answer is committed to the cache as it arrives and a resumed run re-asks
 //! nothing. Benchmarks use an [`Answerer`] for the model under test and for the judge.
 
-use seqit_core::{ChatMessage, Prompt, SamplingParams};
-use seqit_llm::{Client, LlmRequest};
+use seqit_core::{ChatMessage, Constraint, Prompt, SamplingParams};
+use seqit_llm::{Client, LlmRequest, Sample};
 use serde_json::{json, Value};
 
 use crate::error::Result;
@@ -116,6 +116,32 @@ impl Answerer {
             .next()
             .map(|s| s.text)
             .unwrap_or_default())
+    }
+
+    /// One reply whose shape `constraint` fixes (structured outputs), with each token's
+    /// log-probability and `logprobs` alternatives when asked for (backends that do not
+    /// return them leave `Sample::logprobs` empty). `text` is sent like
+    /// [`Answerer::ask`] sends it; `system`, when given, comes first as a system turn.
+    pub async fn ask_shaped(
+        &self,
+        system: Option<&str>,
+        text: &str,
+        version: &str,
+        constraint: Option<Constraint>,
+        logprobs: Option<usize>,
+    ) -> Result<Sample> {
+        let mut request = self.request(text, &[], version, 1);
+        if let (Some(system), Prompt::Chat(messages)) = (system, &mut request.prompt) {
+            messages.insert(0, ChatMessage::system(system));
+        }
+        request.params.constraint = constraint;
+        request.params.logprobs = logprobs;
+        let response = self.client.generate(&request).await?;
+        Ok(response
+            .samples
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Sample::new(0, "", seqit_core::FinishReason::Stop)))
     }
 
     /// One reply to `text`.

@@ -11,16 +11,25 @@
 //! Parsing is strict: a verdict missing, out of range or given twice with different
 //! values is a parse failure (`None`), never a guess; callers count failures.
 //! Pairwise comparisons are asked in both orders, and ties count half.
+//!
+//! A structured judge (the default) is constrained to exactly these verdict formats
+//! (its reasons may hold no `:` or `#`, so no verdict line can hide in them), and asks
+//! for token log-probabilities: where the backend returns them, every verdict also gets
+//! a probability-weighted score (see [`crate::logprob_score`]) beside the parsed one.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use seqit_core::{Constraint, TokenLogprob};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::answer::Answerer;
 use crate::benchmarks::prompt_key;
 use crate::error::Result;
+use crate::logprob_score::{
+    expected_rating, winner_distribution, yes_probabilities, JUDGE_TOP_LOGPROBS,
+};
 use crate::prompt::FewShot;
 
 const FOLLOWING: &str = include_str!("../prompts/judge/v1/following.template");
@@ -202,6 +211,58 @@ pub fn parse_winner(text: &str) -> Option<Winner> {
     }))
 }
 
+/// The verdict lines [`parse_following`] reads, as a constraint: `Task <i>: yes|no` for
+/// each of `n` tasks, then `Overall: yes|no`.
+pub fn following_format(n: usize) -> Constraint {
+    let mut pattern: String = (1..=n.max(1))
+        .map(|i| format!("Task {i}: (yes|no)\n"))
+        .collect();
+    pattern.push_str("Overall: (yes|no)");
+    Constraint::Regex { pattern }
+}
+
+/// Up to `reason_chars` characters of justification (no `:` or `#`), then
+/// `<label>: ` and one of `verdicts`.
+pub fn reasoned_verdict_format(reason_chars: usize, label: &str, verdicts: &[&str]) -> Constraint {
+    let options: Vec<String> = verdicts
+        .iter()
+        .map(|v| seqit_core::escape_regex(v))
+        .collect();
+    Constraint::Regex {
+        pattern: format!(
+            "[^:#]{{0,{reason_chars}}}\n{}: ({})",
+            seqit_core::escape_regex(label),
+            options.join("|")
+        ),
+    }
+}
+
+/// A following verdict: the raw reply, its parse and, with log-probabilities, p(yes)
+/// per task and for the whole chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FollowingVerdict {
+    /// The judge's reply.
+    pub raw: String,
+    /// Its verdict lines, when they parsed.
+    pub parsed: Option<Following>,
+    /// p(yes) per task (with log-probabilities).
+    pub step_yes: Option<Vec<f64>>,
+    /// p(yes) of the overall line (with log-probabilities).
+    pub chain_yes: Option<f64>,
+}
+
+/// A quality verdict: the raw reply, the rating it states and, with
+/// log-probabilities, the expected rating.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityVerdict {
+    /// The judge's reply.
+    pub raw: String,
+    /// The rating it states, when it parsed.
+    pub rating: Option<u32>,
+    /// Σ p(k)·k over the ratings (with log-probabilities).
+    pub expected: Option<f64>,
+}
+
 /// One pairwise comparison asked in both orders.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Pairwise {
@@ -214,6 +275,9 @@ pub struct Pairwise {
     /// The model's score: 1 win, ½ tie, 0 loss, averaged over the parsed orders; `None`
     /// when neither parsed.
     pub score: Option<f64>,
+    /// The same score from the judge's probabilities, p(model wins) + ½ p(tie),
+    /// averaged over both orders (`None` without log-probabilities for both).
+    pub expected_score: Option<f64>,
 }
 
 impl Pairwise {
@@ -244,7 +308,22 @@ impl Pairwise {
             model_second_raw,
             verdicts,
             score,
+            expected_score: None,
         }
+    }
+
+    /// Adds the probability-weighted score from both orders' log-probabilities.
+    fn with_logprobs(
+        mut self,
+        model_first: Option<&[TokenLogprob]>,
+        model_second: Option<&[TokenLogprob]>,
+    ) -> Self {
+        let first = model_first.and_then(winner_distribution);
+        let second = model_second.and_then(winner_distribution);
+        if let (Some([a1, _, t1]), Some([_, b2, t2])) = (first, second) {
+            self.expected_score = Some(((a1 + 0.5 * t1) + (b2 + 0.5 * t2)) / 2.0);
+        }
+        self
     }
 
     /// Orders whose verdict did not parse (0, 1 or 2).
@@ -260,14 +339,67 @@ pub struct Judge {
     pub answerer: Answerer,
     /// The prompts it is asked.
     pub prompts: JudgePrompts,
+    /// Constrain replies to the verdict formats and ask for log-probabilities (see the
+    /// module documentation); off: free text, parsed.
+    pub structured: bool,
+}
+
+/// A judge's reply and, when it came with them, its token log-probabilities.
+struct Reply {
+    text: String,
+    logprobs: Option<Vec<TokenLogprob>>,
 }
 
 impl Judge {
-    async fn ask(&self, prompt: &FewShot, fields: &[(&str, &str)]) -> Result<String> {
-        let rendered = prompt.render(&fields.iter().copied().collect())?;
+    /// A structured judge.
+    pub fn new(answerer: Answerer, prompts: JudgePrompts) -> Self {
+        Self {
+            answerer,
+            prompts,
+            structured: true,
+        }
+    }
+
+    /// Characters of justification a reply may spend before its verdict line.
+    fn reason_chars(&self) -> usize {
         self.answerer
-            .ask_one(&rendered.text, &rendered.stop, &prompt_key(&rendered))
-            .await
+            .params()
+            .max_tokens
+            .saturating_sub(12)
+            .min(600)
+    }
+
+    async fn ask(
+        &self,
+        prompt: &FewShot,
+        fields: &[(&str, &str)],
+        format: Constraint,
+    ) -> Result<Reply> {
+        let rendered = prompt.render(&fields.iter().copied().collect())?;
+        if !self.structured {
+            let text = self
+                .answerer
+                .ask_one(&rendered.text, &rendered.stop, &prompt_key(&rendered))
+                .await?;
+            return Ok(Reply {
+                text,
+                logprobs: None,
+            });
+        }
+        let sample = self
+            .answerer
+            .ask_shaped(
+                None,
+                &rendered.text,
+                &prompt_key(&rendered),
+                Some(format),
+                Some(JUDGE_TOP_LOGPROBS),
+            )
+            .await?;
+        Ok(Reply {
+            text: sample.text,
+            logprobs: sample.logprobs,
+        })
     }
 
     /// Following: the raw reply and its parse.
@@ -276,14 +408,14 @@ impl Judge {
         instruction: &str,
         steps: &[String],
         response: &str,
-    ) -> Result<(String, Option<Following>)> {
+    ) -> Result<FollowingVerdict> {
         let numbered: Vec<String> = steps
             .iter()
             .enumerate()
             .map(|(i, s)| format!("{}. {}", i + 1, s.trim()))
             .collect();
         let n = steps.len().to_string();
-        let raw = self
+        let reply = self
             .ask(
                 &self.prompts.following,
                 &[
@@ -292,26 +424,42 @@ impl Judge {
                     ("n", &n),
                     ("response", response),
                 ],
+                following_format(steps.len()),
             )
             .await?;
-        let parsed = parse_following(&raw, steps.len());
-        Ok((raw, parsed))
+        // Exactly one p(yes) per task plus the overall one, or none at all.
+        let yes = reply
+            .logprobs
+            .as_deref()
+            .map(yes_probabilities)
+            .filter(|p| p.len() == steps.len() + 1);
+        Ok(FollowingVerdict {
+            parsed: parse_following(&reply.text, steps.len()),
+            step_yes: yes.as_ref().map(|p| p[..steps.len()].to_vec()),
+            chain_yes: yes.as_ref().map(|p| p[steps.len()]),
+            raw: reply.text,
+        })
     }
 
     /// Quality 1–5: the raw reply and its parse.
-    pub async fn quality(
-        &self,
-        instruction: &str,
-        response: &str,
-    ) -> Result<(String, Option<u32>)> {
-        let raw = self
+    pub async fn quality(&self, instruction: &str, response: &str) -> Result<QualityVerdict> {
+        let format =
+            reasoned_verdict_format(self.reason_chars(), "Rating", &["1", "2", "3", "4", "5"]);
+        let reply = self
             .ask(
                 &self.prompts.quality,
                 &[("instruction", instruction), ("response", response)],
+                format,
             )
             .await?;
-        let rating = parse_rating(&raw, 1, 5);
-        Ok((raw, rating))
+        Ok(QualityVerdict {
+            rating: parse_rating(&reply.text, 1, 5),
+            expected: reply
+                .logprobs
+                .as_deref()
+                .and_then(|l| expected_rating(l, 1, 5)),
+            raw: reply.text,
+        })
     }
 
     /// The model's response against a reference, asked in both orders.
@@ -330,11 +478,14 @@ impl Judge {
             async move {
                 let fields: Vec<(&str, &str)> =
                     fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                self.ask(&self.prompts.pairwise, &fields).await
+                let format =
+                    reasoned_verdict_format(self.reason_chars(), "Winner", &["A", "B", "tie"]);
+                self.ask(&self.prompts.pairwise, &fields, format).await
             }
         };
         let (first, second) = futures::try_join!(ask(model, reference), ask(reference, model))?;
-        Ok(Pairwise::new(first, second))
+        Ok(Pairwise::new(first.text, second.text)
+            .with_logprobs(first.logprobs.as_deref(), second.logprobs.as_deref()))
     }
 }
 

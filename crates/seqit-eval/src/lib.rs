@@ -46,6 +46,7 @@ pub mod humaneval;
 pub mod io;
 pub mod journal;
 pub mod judge;
+pub mod logprob_score;
 pub mod metrics;
 pub mod mtbench;
 pub mod pool;

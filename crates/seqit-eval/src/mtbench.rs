@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use seqit_core::ChatMessage;
+use seqit_core::{ChatMessage, Constraint};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -186,16 +186,22 @@ impl Grader {
             ("ref_answer_2", reference_turn(1)),
         ];
         let user = fill_placeholders(&prompt.prompt_template, &fields.into_iter().collect(), name)?;
+        // The verdict format FastChat's parser reads: reasons, then `[[rating]]`.
+        let reason_chars = self.judge.params().max_tokens.saturating_sub(12).min(1200);
+        let format = Constraint::Regex {
+            pattern: format!("[^\\[\\]]{{0,{reason_chars}}}\\[\\[(10|[1-9])\\]\\]"),
+        };
         let raw = self
             .judge
-            .ask_chat(
-                vec![
-                    ChatMessage::system(&prompt.system_prompt),
-                    ChatMessage::user(user),
-                ],
+            .ask_shaped(
+                Some(&prompt.system_prompt),
+                &user,
                 &format!("mtbench/{name}"),
+                Some(format),
+                None,
             )
-            .await?;
+            .await?
+            .text;
         let rating = parse_rating(&raw);
         Ok(json!({ "judge_prompt": name, "judge_raw": raw, "rating": rating }))
     }

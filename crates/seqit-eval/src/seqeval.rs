@@ -162,8 +162,9 @@ pub async fn evaluate_item(
 ) -> Result<Value> {
     let prompt = item.prompt();
     let output = answerer.ask_one(&prompt, &[], "seqeval/answer").await?;
-    let (following_raw, following) = judge.following(&prompt, &item.sub_steps, &output).await?;
-    let (quality_raw, quality) = judge.quality(&prompt, &output).await?;
+    let following = judge.following(&prompt, &item.sub_steps, &output).await?;
+    let quality = judge.quality(&prompt, &output).await?;
+    let parsed = following.parsed.as_ref();
     let pairwise = match reference {
         Some(reference) => Some(judge.compare(&prompt, &output, reference).await?),
         None => None,
@@ -175,14 +176,21 @@ pub async fn evaluate_item(
         "output": output,
         "sub_steps": item.sub_steps,
         "following": {
-            "steps": following.as_ref().map(|f| &f.steps),
-            "all_steps": following.as_ref().map(|f| f.all_steps()),
-            "chain": following.as_ref().map(|f| f.chain),
-            "judge_raw": following_raw,
+            "steps": parsed.map(|f| &f.steps),
+            "all_steps": parsed.map(|f| f.all_steps()),
+            "chain": parsed.map(|f| f.chain),
+            "step_yes_probability": following.step_yes,
+            "chain_yes_probability": following.chain_yes,
+            "judge_raw": following.raw,
         },
-        "quality": { "rating": quality, "judge_raw": quality_raw },
+        "quality": {
+            "rating": quality.rating,
+            "expected_rating": quality.expected,
+            "judge_raw": quality.raw,
+        },
         "pairwise": pairwise.map(|p| json!({
             "score": p.score,
+            "expected_score": p.expected_score,
             "verdicts": p.verdicts,
             "parse_failures": p.parse_failures(),
             "judge_raw": [p.model_first_raw, p.model_second_raw],
@@ -219,6 +227,16 @@ fn group_metrics(records: &[&Value]) -> Value {
         .collect();
     let quality = collect(&|r| r["quality"]["rating"].as_f64());
     let win = collect(&|r| r["pairwise"]["score"].as_f64());
+    // Probability-weighted scores (judges that returned log-probabilities).
+    let chain_yes = collect(&|r| r["following"]["chain_yes_probability"].as_f64());
+    let step_yes: Vec<f64> = records
+        .iter()
+        .filter_map(|r| r["following"]["step_yes_probability"].as_array())
+        .flatten()
+        .filter_map(Value::as_f64)
+        .collect();
+    let expected_quality = collect(&|r| r["quality"]["expected_rating"].as_f64());
+    let expected_win = collect(&|r| r["pairwise"]["expected_score"].as_f64());
     let compared = records.iter().filter(|r| r["pairwise"].is_object()).count();
     let pairwise_failures: u64 = records
         .iter()
@@ -231,6 +249,12 @@ fn group_metrics(records: &[&Value]) -> Value {
         "step_attempt_rate": { "steps": steps.len(), "mean": mean(&steps) },
         "quality": summary(&quality),
         "win_rate": summary(&win),
+        "logprob_scores": {
+            "chain_yes_probability": summary(&chain_yes),
+            "step_yes_probability": { "steps": step_yes.len(), "mean": mean(&step_yes) },
+            "expected_quality": summary(&expected_quality),
+            "expected_win_rate": summary(&expected_win),
+        },
         "parse_failures": {
             "following": records.len() - following.len(),
             "quality": records.len() - quality.len(),

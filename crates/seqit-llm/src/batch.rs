@@ -39,7 +39,7 @@ pub fn export_line(model: &str, request: &LlmRequest, record_id: &str, key: &Cac
         custom_id: custom_id(record_id, request.first_sample, key),
         method: "POST",
         url: format!("/v1{}", request.kind().path()),
-        body: RequestBody::new(model, &single),
+        body: RequestBody::new(model, &single).with_constraint(&single),
     };
     serde_json::to_string(&line).expect("request lines serialize")
 }

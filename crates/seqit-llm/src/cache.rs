@@ -154,10 +154,20 @@ impl Cache {
                 finish_reason TEXT NOT NULL,
                 prompt_tokens INTEGER,
                 completion_tokens INTEGER,
-                created_at INTEGER NOT NULL
+                created_at INTEGER NOT NULL,
+                details TEXT
             ) WITHOUT ROWID;",
         )
         .map_err(|e| cache_error(path, "cannot create the table in", e))?;
+        // Caches written before `details` existed get the column (NULL for old rows).
+        let has_details = conn
+            .prepare("SELECT 1 FROM pragma_table_info('answers') WHERE name = 'details'")
+            .and_then(|mut s| s.exists([]))
+            .map_err(|e| cache_error(path, "cannot read", e))?;
+        if !has_details {
+            conn.execute_batch("ALTER TABLE answers ADD COLUMN details TEXT;")
+                .map_err(|e| cache_error(path, "cannot upgrade", e))?;
+        }
         Ok(Self {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
@@ -183,7 +193,8 @@ impl Cache {
         {
             let mut statement = tx
                 .prepare_cached(
-                    "SELECT model, kind, sample, text, finish_reason, prompt_tokens, completion_tokens
+                    "SELECT model, kind, sample, text, finish_reason, prompt_tokens, completion_tokens,
+                            details
                      FROM answers WHERE key = ?1",
                 )
                 .map_err(read)?;
@@ -236,6 +247,11 @@ impl Cache {
 fn row_answer(row: &rusqlite::Row<'_>) -> rusqlite::Result<CachedAnswer> {
     let kind: String = row.get(1)?;
     let finish: String = row.get(4)?;
+    // Unreadable details (written by a newer seqit) are dropped, not fatal.
+    let details: Details = row
+        .get::<_, Option<String>>(7)?
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default();
     Ok(CachedAnswer {
         model: row.get(0)?,
         kind: if kind == "completions" {
@@ -254,8 +270,30 @@ fn row_answer(row: &rusqlite::Row<'_>) -> rusqlite::Result<CachedAnswer> {
             prompt_tokens: row.get::<_, Option<i64>>(5)?.map(|t| t as u64),
             completion_tokens: row.get::<_, Option<i64>>(6)?.map(|t| t as u64),
             cached: true,
+            logprobs: details.logprobs,
+            constraint_met: details.constraint_met,
         },
     })
+}
+
+/// What a sample has beyond its text and counts, stored as JSON in `details`.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Details {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    logprobs: Option<Vec<seqit_core::TokenLogprob>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    constraint_met: Option<bool>,
+}
+
+impl Details {
+    fn of(sample: &Sample) -> Option<String> {
+        let details = Details {
+            logprobs: sample.logprobs.clone(),
+            constraint_met: sample.constraint_met,
+        };
+        (details.logprobs.is_some() || details.constraint_met.is_some())
+            .then(|| serde_json::to_string(&details).expect("details serialize"))
+    }
 }
 
 fn insert(conn: &Connection, key: &CacheKey, answer: &CachedAnswer) -> rusqlite::Result<()> {
@@ -264,8 +302,9 @@ fn insert(conn: &Connection, key: &CacheKey, answer: &CachedAnswer) -> rusqlite:
         .map_or(0, |d| d.as_secs() as i64);
     let mut statement = conn.prepare_cached(
         "INSERT OR REPLACE INTO answers
-         (key, model, kind, sample, text, finish_reason, prompt_tokens, completion_tokens, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         (key, model, kind, sample, text, finish_reason, prompt_tokens, completion_tokens, created_at,
+          details)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     let sample = &answer.sample;
     statement.execute(params![
@@ -282,6 +321,7 @@ fn insert(conn: &Connection, key: &CacheKey, answer: &CachedAnswer) -> rusqlite:
         sample.prompt_tokens.map(|t| t as i64),
         sample.completion_tokens.map(|t| t as i64),
         now,
+        Details::of(sample),
     ])?;
     Ok(())
 }
@@ -386,6 +426,8 @@ mod tests {
                 prompt_tokens: Some(3),
                 completion_tokens: None,
                 cached: false,
+                logprobs: None,
+                constraint_met: Some(true),
             },
         };
         {

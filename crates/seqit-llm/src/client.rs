@@ -155,8 +155,7 @@ impl Client {
                 }
                 answers.push(Some(LlmResponse {
                     samples,
-                    usage: Usage::default(),
-                    attempts: 0,
+                    ..LlmResponse::default()
                 }));
             } else {
                 answers.push(None);
@@ -196,6 +195,7 @@ impl Client {
                 response.usage.completion_tokens += answer.usage.completion_tokens;
                 response.usage.estimated |= answer.usage.estimated;
                 response.attempts += answer.attempts;
+                response.constraint_retries += answer.constraint_retries;
                 for sample in answer.samples {
                     let position = (sample.index - request.first_sample) as usize;
                     samples[position] = Some(sample);
@@ -253,6 +253,8 @@ impl Client {
             Ok(answer) => {
                 self.ledger
                     .record_answer(model, answer.usage, answer.attempts);
+                self.ledger
+                    .record_constraint_retries(model, answer.constraint_retries);
                 if let Some(cache) = &self.cache {
                     for sample in &answer.samples {
                         let stored = CachedAnswer {
@@ -287,6 +289,7 @@ fn merge(total: &mut LlmResponse, answer: LlmResponse) {
         estimated: total.usage.estimated || answer.usage.estimated,
     };
     total.attempts += answer.attempts;
+    total.constraint_retries += answer.constraint_retries;
     total.samples.extend(answer.samples);
 }
 
@@ -385,12 +388,9 @@ mod tests {
                     samples: request
                         .sample_indices()
                         .map(|i| Sample {
-                            index: i,
-                            text: format!("{text} #{i}"),
-                            finish_reason: FinishReason::Stop,
                             prompt_tokens: Some(2),
                             completion_tokens: Some(3),
-                            cached: false,
+                            ..Sample::new(i, format!("{text} #{i}"), FinishReason::Stop)
                         })
                         .collect(),
                     usage: Usage {
@@ -399,6 +399,7 @@ mod tests {
                         estimated: false,
                     },
                     attempts: 1,
+                    constraint_retries: 0,
                 })
             })
         }

@@ -100,6 +100,9 @@ pub struct ModelTally {
     pub cached_completion_tokens: u64,
     /// Requests that ended failed.
     pub failed: u64,
+    /// Times a request was asked again because a reply broke its structured-output
+    /// constraint (endpoints that do not enforce constraints).
+    pub constraint_retries: u64,
 }
 
 /// Thread-safe counts per model, with optional prices.
@@ -134,6 +137,13 @@ impl Ledger {
             t.completion_tokens += usage.completion_tokens;
             t.usage_estimated += u64::from(usage.estimated);
         });
+    }
+
+    /// Requests asked again because replies broke their constraint.
+    pub fn record_constraint_retries(&self, model: &str, retries: u32) {
+        if retries > 0 {
+            self.with(model, |t| t.constraint_retries += u64::from(retries));
+        }
     }
 
     /// A sample served from the cache, with the tokens it cost when first asked.
@@ -187,6 +197,12 @@ impl Ledger {
                 line.push_str(&format!(
                     " ({} answers without usage, estimated as characters / 4)",
                     thousands(t.usage_estimated)
+                ));
+            }
+            if t.constraint_retries > 0 {
+                line.push_str(&format!(
+                    "; {} constraint retries",
+                    thousands(t.constraint_retries)
                 ));
             }
             if t.cached_samples > 0 {

@@ -40,6 +40,7 @@ mod ledger;
 mod local;
 mod open;
 pub mod remote;
+mod structured;
 mod types;
 
 pub use cache::{Cache, CacheKey, CachedAnswer};
@@ -53,4 +54,5 @@ pub use remote::{
     DEFAULT_MAX_RESPONSE_BYTES,
 };
 pub use seqit_core::SamplingParams;
+pub use structured::check_reply;
 pub use types::{EndpointKind, Llm, LlmRequest, LlmResponse, MultiSample, Sample, Usage};

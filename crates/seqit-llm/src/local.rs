@@ -107,6 +107,8 @@ impl LocalBackend {
                     prompt_tokens: Some(c.prompt_tokens as u64),
                     completion_tokens: Some(c.completion_tokens() as u64),
                     cached: false,
+                    logprobs: c.logprobs.clone(),
+                    constraint_met: c.constraint_met,
                 }
             })
             .collect();
@@ -114,6 +116,7 @@ impl LocalBackend {
             samples,
             usage,
             attempts: 0,
+            constraint_retries: 0,
         })
     }
 }

@@ -2,7 +2,7 @@
 //! and the [`Llm`] trait every backend implements.
 
 use futures::future::BoxFuture;
-use seqit_core::{FinishReason, Prompt, SamplingParams};
+use seqit_core::{FinishReason, Prompt, SamplingParams, TokenLogprob};
 use serde::{Deserialize, Serialize};
 
 use crate::error::LlmError;
@@ -118,6 +118,31 @@ pub struct Sample {
     pub completion_tokens: Option<u64>,
     /// Whether the sample came from the request cache instead of the backend.
     pub cached: bool,
+    /// Per token, when the request asked for log-probabilities and the backend
+    /// returned them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<TokenLogprob>>,
+    /// For a constrained request: whether the text satisfies the constraint (checked
+    /// by the engine locally, by [`check_reply`](crate::check_reply) for endpoints);
+    /// `None` without a constraint or where it cannot be checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint_met: Option<bool>,
+}
+
+impl Sample {
+    /// A sample with no token counts, log-probabilities or constraint verdict.
+    pub fn new(index: u32, text: impl Into<String>, finish_reason: FinishReason) -> Self {
+        Self {
+            index,
+            text: text.into(),
+            finish_reason,
+            prompt_tokens: None,
+            completion_tokens: None,
+            cached: false,
+            logprobs: None,
+            constraint_met: None,
+        }
+    }
 }
 
 /// Token counts of one backend call, as reported by the backend.
@@ -139,6 +164,9 @@ pub struct LlmResponse {
     pub usage: Usage,
     /// HTTP attempts made (1 when the first try succeeded; 0 for local and cached answers).
     pub attempts: u32,
+    /// Times the request was asked again because a reply broke its constraint (an
+    /// endpoint that does not enforce constraints itself).
+    pub constraint_retries: u32,
 }
 
 /// Whether a backend can return several samples in one call.

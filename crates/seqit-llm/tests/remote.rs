@@ -489,3 +489,50 @@ async fn an_oversized_body_fails_with_a_clear_error_and_is_not_retried() {
         64 << 20
     );
 }
+
+/// A server that ignores constraint fields (the fault server answers its script
+/// whatever the request says): replies are checked, a broken one is asked again up to
+/// the cap, counted in the ledger, and the last one comes back marked unmet.
+#[tokio::test]
+async fn constraints_are_checked_and_retried_where_the_server_ignores_them() {
+    let server = FaultServer::start(FaultConfig {
+        script: vec![
+            seqit_faultserver::ScriptRule {
+                contains: "Is it raining?".into(),
+                reply: "maybe".into(),
+            },
+            seqit_faultserver::ScriptRule {
+                contains: "Is it sunny?".into(),
+                reply: "yes".into(),
+            },
+        ],
+        ..FaultConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut remote = config(&server);
+    remote.max_constraint_retries = 2;
+    let client = Client::new(Arc::new(RemoteBackend::new(remote).unwrap()));
+    let ask = |text: &str| {
+        let mut request = chat(text);
+        request.params.constraint = Some(seqit_core::Constraint::Choice {
+            options: vec!["yes".into(), "no".into()],
+        });
+        request
+    };
+    let good = client.generate(&ask("Is it sunny?")).await.unwrap();
+    assert_eq!(good.samples[0].text, "yes");
+    assert_eq!(good.samples[0].constraint_met, Some(true));
+    assert_eq!(good.constraint_retries, 0);
+
+    let bad = client.generate(&ask("Is it raining?")).await.unwrap();
+    assert_eq!(bad.samples[0].text, "maybe");
+    assert_eq!(bad.samples[0].constraint_met, Some(false));
+    assert_eq!(bad.constraint_retries, 2);
+    // One request for the good reply, three (the first and two retries) for the bad one.
+    let log = server.log();
+    assert_eq!(log.len(), 4);
+    let tally = client.ledger().tallies()["fault-model"].clone();
+    assert_eq!(tally.constraint_retries, 2);
+    assert!(client.ledger().summary().contains("2 constraint retries"));
+}

@@ -15,7 +15,10 @@
 //! Routes ([`routes`] holds the paths): `GET /health`, `GET /metrics` (Prometheus text:
 //! requests, tokens, the engine's prefix cache), `GET /v1/models`,
 //! `GET /v1/models/{model}`, `POST /v1/chat/completions` and `POST /v1/completions`,
-//! both with `stream: true` support.
+//! both with `stream: true`, `logprobs`, and structured outputs in OpenAI's
+//! (`response_format`), vLLM's (`guided_json`/`_regex`/`_choice`/`_grammar`,
+//! `structured_outputs`) and llama.cpp's (`json_schema`) dialects, enforced by
+//! constrained decoding; a constraint that does not compile gets 400 naming its field.
 //!
 //! Concurrency: one scheduler thread owns the engine. Requests are queued; the scheduler
 //! takes everything queued (up to the engine's batch size) and decodes it as one batch,
@@ -48,6 +51,7 @@ mod error;
 pub mod routes;
 mod scheduler;
 mod stream;
+mod structured;
 mod wire;
 
 pub use connections::raise_open_files_limit;

@@ -21,6 +21,9 @@ use crate::connections::ConnHandle;
 use crate::error::ApiError;
 use crate::scheduler::Event;
 use crate::stream::{self, Kind, StreamMeta};
+use crate::structured::{
+    chat_logprobs, text_logprobs, ChatLogprobs, ConstraintFields, RequestedConstraint, TextLogprobs,
+};
 use crate::wire::{
     fields, AssistantMessage, ChatChoice, ChatCompletion, ChatFields, CommonFields,
     CompletionFields, JsonBody, ModelCard, ModelList, Sampling, TextChoice, TextCompletion,
@@ -238,7 +241,9 @@ async fn chat_completions(
     let common: CommonFields = fields(&body)?;
     state.check_model(common.model.as_deref())?;
     let chat: ChatFields = fields(&body)?;
-    let sampling = state.sampling(&common)?;
+    let mut sampling = state.sampling(&common)?;
+    sampling.params.logprobs = chat_logprobs(chat.logprobs, chat.top_logprobs)?;
+    let constraint = fields::<ConstraintFields>(&body)?.constraint()?;
     let prompts = vec![Prompt::Chat(chat.messages()?)];
     let meta = StreamMeta {
         kind: Kind::Chat,
@@ -255,6 +260,7 @@ async fn chat_completions(
         sampling: &sampling,
         meta: &meta,
         prompt_field: "messages",
+        constraint,
         arrived,
         conn,
     };
@@ -276,7 +282,7 @@ async fn chat_completions(
                     role: "assistant",
                     content: &c.text,
                 },
-                logprobs: None,
+                logprobs: c.logprobs.as_deref().map(ChatLogprobs::new),
                 finish_reason: c.finish_reason,
             })
             .collect(),
@@ -294,7 +300,9 @@ async fn completions(
     let common: CommonFields = fields(&body)?;
     state.check_model(common.model.as_deref())?;
     let text: CompletionFields = fields(&body)?;
-    let sampling = state.sampling(&common)?;
+    let mut sampling = state.sampling(&common)?;
+    sampling.params.logprobs = text_logprobs(text.logprobs)?;
+    let constraint = fields::<ConstraintFields>(&body)?.constraint()?;
     let prompts: Vec<Prompt> = text.prompts()?.into_iter().map(Prompt::Text).collect();
     let meta = StreamMeta {
         kind: Kind::Text,
@@ -311,6 +319,7 @@ async fn completions(
         sampling: &sampling,
         meta: &meta,
         prompt_field: "prompt",
+        constraint,
         arrived,
         conn,
     };
@@ -329,7 +338,7 @@ async fn completions(
             .map(|(index, c)| TextChoice {
                 index,
                 text: &c.text,
-                logprobs: None,
+                logprobs: c.logprobs.as_deref().map(TextLogprobs::new),
                 finish_reason: Some(c.finish_reason),
             })
             .collect(),
@@ -345,6 +354,8 @@ struct Generate<'a> {
     meta: &'a StreamMeta,
     /// The body field that holds the prompts, for error messages.
     prompt_field: &'static str,
+    /// The structured-output constraint, checked with the prompts.
+    constraint: Option<RequestedConstraint>,
     /// When the handler started (the request's deadline counts from here).
     arrived: Instant,
     conn: ConnHandle,
@@ -359,6 +370,7 @@ async fn generate(state: &AppState, request: Generate<'_>) -> Result<Generated, 
         sampling,
         meta,
         prompt_field,
+        constraint,
         arrived,
         conn,
     } = request;
@@ -373,7 +385,12 @@ async fn generate(state: &AppState, request: Generate<'_>) -> Result<Generated, 
     }
     // From here on the connection waits for the server, not for its client.
     let waiting = conn.waiting();
-    state.check_prompts(&prompts, prompt_field).await?;
+    state
+        .check_prompts(&prompts, prompt_field, constraint.clone())
+        .await?;
+    let mut sampling = sampling.clone();
+    sampling.params.constraint = constraint.map(|c| c.constraint);
+    let sampling = &sampling;
     let requests: Vec<GenerationRequest> = prompts
         .iter()
         .flat_map(|prompt| {
@@ -444,12 +461,23 @@ impl AppState {
     }
 
     /// Renders and tokenizes every prompt (off the async threads) and checks that it
-    /// fits the context window, so that one bad request cannot fail a whole batch.
-    async fn check_prompts(&self, prompts: &[Prompt], field: &'static str) -> Result<(), ApiError> {
+    /// fits the context window, and compiles the constraint, so that one bad request
+    /// cannot fail a whole batch.
+    async fn check_prompts(
+        &self,
+        prompts: &[Prompt],
+        field: &'static str,
+        constraint: Option<RequestedConstraint>,
+    ) -> Result<(), ApiError> {
         let engine = Arc::clone(&self.engine);
         let prompts = prompts.to_vec();
         let context = self.context;
         let checked = tokio::task::spawn_blocking(move || {
+            if let Some(c) = &constraint {
+                engine
+                    .check_constraint(&c.constraint)
+                    .map_err(|err| ApiError::field(&c.field, format!("{err:#}")))?;
+            }
             for (i, prompt) in prompts.iter().enumerate() {
                 let at = if prompts.len() > 1 { format!("{field}[{i}]") } else { field.to_string() };
                 let ids = engine

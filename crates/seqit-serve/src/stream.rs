@@ -3,7 +3,8 @@
 //! Chat streams open with a role delta per choice, then content deltas as text becomes
 //! final, then one chunk per choice carrying its `finish_reason`, then (when asked with
 //! `stream_options.include_usage`) a chunk with `usage` and no choices, then
-//! `data: [DONE]`. Text completion streams have the same shape with `text` fields. A
+//! `data: [DONE]`. Log-probabilities, when asked for, come in each choice's finishing
+//! chunk. Text completion streams have the same shape with `text` fields. A
 //! failure after the stream has started is sent as an `{"error": ...}` event before
 //! `[DONE]`. While the stream waits for the engine its connection is marked as waiting
 //! (the idle timeout does not run); a client that stops reading is not waited for.
@@ -19,6 +20,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::connections::ConnHandle;
 use crate::error::ApiError;
 use crate::scheduler::Event;
+use crate::structured::{ChatLogprobs, TextLogprobs};
 use crate::wire::{ChatChunkChoice, Chunk, Delta, TextChoice, Usage};
 
 /// Which API the stream answers.
@@ -84,6 +86,7 @@ pub(crate) fn sse(
                                     content: Some(""),
                                 },
                                 None,
+                                None,
                             )
                         })
                         .collect(),
@@ -147,21 +150,28 @@ impl StreamMeta {
         index: usize,
         delta: Delta<'_>,
         finish_reason: Option<FinishReason>,
+        logprobs: Option<ChatLogprobs>,
     ) -> SseEvent {
         let choice = ChatChunkChoice {
             index,
             delta,
-            logprobs: None,
+            logprobs,
             finish_reason,
         };
         self.chunk(vec![choice], None)
     }
 
-    fn text(&self, index: usize, text: &str, finish_reason: Option<FinishReason>) -> SseEvent {
+    fn text(
+        &self,
+        index: usize,
+        text: &str,
+        finish_reason: Option<FinishReason>,
+        logprobs: Option<TextLogprobs>,
+    ) -> SseEvent {
         let choice = TextChoice {
             index,
             text,
-            logprobs: None,
+            logprobs,
             finish_reason,
         };
         self.chunk(vec![choice], None)
@@ -176,8 +186,9 @@ impl StreamMeta {
                     content: Some(text),
                 },
                 None,
+                None,
             ),
-            Kind::Text => self.text(index, text, None),
+            Kind::Text => self.text(index, text, None, None),
         }
     }
 
@@ -185,9 +196,21 @@ impl StreamMeta {
         let mut out: Vec<SseEvent> = completions
             .iter()
             .enumerate()
+            // Log-probabilities of the whole choice come with its last chunk (clients
+            // concatenate `content` across chunks).
             .map(|(index, c)| match self.kind {
-                Kind::Chat => self.chat(index, Delta::default(), Some(c.finish_reason)),
-                Kind::Text => self.text(index, "", Some(c.finish_reason)),
+                Kind::Chat => self.chat(
+                    index,
+                    Delta::default(),
+                    Some(c.finish_reason),
+                    c.logprobs.as_deref().map(ChatLogprobs::new),
+                ),
+                Kind::Text => self.text(
+                    index,
+                    "",
+                    Some(c.finish_reason),
+                    c.logprobs.as_deref().map(TextLogprobs::new),
+                ),
             })
             .collect();
         if self.include_usage {

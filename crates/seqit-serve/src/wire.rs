@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::structured::{ChatLogprobs, TextLogprobs};
 use crate::AppState;
 
 /// Most sequences (prompts × `n`) that one request may ask for.
@@ -105,6 +106,7 @@ pub(crate) struct StreamOptions {
 pub(crate) struct ChatFields {
     pub messages: Option<Vec<WireMessage>>,
     pub logprobs: Option<bool>,
+    pub top_logprobs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,6 +239,9 @@ impl CommonFields {
             seed,
             stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
             ignore_eos: self.ignore_eos.unwrap_or(false),
+            // Set from the dialect-specific fields by the handlers.
+            constraint: None,
+            logprobs: None,
         };
         params
             .validate()
@@ -259,12 +264,6 @@ impl CommonFields {
 impl ChatFields {
     /// The conversation, checked: at least one message, text content only.
     pub fn messages(&self) -> Result<Vec<ChatMessage>, ApiError> {
-        if self.logprobs == Some(true) {
-            return Err(ApiError::Unsupported {
-                message: "`logprobs` is not supported by this server".into(),
-                param: "logprobs".into(),
-            });
-        }
         let messages = self.messages.as_ref().ok_or_else(|| {
             ApiError::invalid("missing field `messages`", Some("messages".to_string()))
         })?;
@@ -308,9 +307,6 @@ impl CompletionFields {
         };
         if self.echo == Some(true) {
             return Err(unsupported("echo", "`echo`"));
-        }
-        if self.logprobs.is_some_and(|n| n > 0) {
-            return Err(unsupported("logprobs", "`logprobs`"));
         }
         if self.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
             return Err(unsupported("suffix", "`suffix` (fill-in-the-middle)"));
@@ -433,7 +429,7 @@ pub(crate) struct ChatCompletion<'a> {
 pub(crate) struct ChatChoice<'a> {
     pub index: usize,
     pub message: AssistantMessage<'a>,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: FinishReason,
 }
 
@@ -457,7 +453,7 @@ pub(crate) struct TextCompletion<'a> {
 pub(crate) struct TextChoice<'a> {
     pub index: usize,
     pub text: &'a str,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<TextLogprobs>,
     pub finish_reason: Option<FinishReason>,
 }
 
@@ -478,7 +474,7 @@ pub(crate) struct Chunk<'a, C> {
 pub(crate) struct ChatChunkChoice<'a> {
     pub index: usize,
     pub delta: Delta<'a>,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<FinishReason>,
 }
 

@@ -739,3 +739,170 @@ async fn a_full_queue_answers_503_with_retry_after() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+// ---- structured outputs and log-probabilities ----
+
+/// Asserts a 400 whose error names `param`.
+async fn assert_rejected(body: Value, param: &str) {
+    let (status, body) = post_json("/v1/chat/completions", &body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_object(&body)["param"], param, "{body}");
+}
+
+#[tokio::test]
+async fn every_constraint_dialect_shapes_the_reply() {
+    let schema = json!({"type": "object",
+        "properties": {"capital": {"type": "string", "maxLength": 30}, "sure": {"type": "boolean"}},
+        "required": ["capital", "sure"], "additionalProperties": false});
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let dialects = [
+        json!({"response_format": {"type": "json_schema",
+            "json_schema": {"name": "answer", "strict": true, "schema": schema}}}),
+        json!({"guided_json": schema}),
+        json!({"structured_outputs": {"json": schema}}),
+        json!({"json_schema": schema}),
+    ];
+    for extra in dialects {
+        let mut extra = extra;
+        extra["max_tokens"] = json!(60);
+        extra["temperature"] = json!(0);
+        let (status, body) = post_json("/v1/chat/completions", &chat(FRANCE, extra.clone())).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+        let value: Value =
+            serde_json::from_str(content).unwrap_or_else(|e| panic!("{e}: {content}"));
+        assert!(validator.is_valid(&value), "{extra}: {content}");
+        assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    }
+    let (_, body) = post_json(
+        "/v1/chat/completions",
+        &chat(
+            FRANCE,
+            json!({"guided_choice": ["Paris", "Lyon", "Rome"], "max_tokens": 8}),
+        ),
+    )
+    .await;
+    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(["Paris", "Lyon", "Rome"].contains(&content), "{content}");
+    let (_, body) = post_json(
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "The year is", "max_tokens": 12,
+                "structured_outputs": {"regex": " [12][0-9]{3}\\."}}),
+    )
+    .await;
+    let text = body["choices"][0]["text"].as_str().unwrap();
+    assert!(
+        regex::Regex::new(r"^ [12][0-9]{3}\.$")
+            .unwrap()
+            .is_match(text),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn bad_constraints_get_400_naming_the_field() {
+    assert_rejected(
+        chat(FRANCE, json!({"guided_regex": "(unclosed"})),
+        "guided_regex",
+    )
+    .await;
+    assert_rejected(
+        chat(FRANCE, json!({"response_format": {"type": "json_schema",
+            "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"a": {"type": 7}}}}}})),
+        "response_format",
+    )
+    .await;
+    assert_rejected(
+        chat(
+            FRANCE,
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}),
+        ),
+        "response_format.json_schema.schema",
+    )
+    .await;
+    assert_rejected(
+        chat(FRANCE, json!({"guided_choice": ["a"], "guided_regex": "a"})),
+        "guided_choice",
+    )
+    .await;
+    assert_rejected(
+        chat(FRANCE, json!({"guided_grammar": "start: missing"})),
+        "guided_grammar",
+    )
+    .await;
+    assert_rejected(chat(FRANCE, json!({"top_logprobs": 2})), "top_logprobs").await;
+    assert_rejected(
+        chat(FRANCE, json!({"logprobs": true, "top_logprobs": 21})),
+        "top_logprobs",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn logprobs_come_back_in_chat_completions_and_streams() {
+    let request = chat(
+        FRANCE,
+        json!({"logprobs": true, "top_logprobs": 3, "max_tokens": 8, "temperature": 0}),
+    );
+    let (status, body) = post_json("/v1/chat/completions", &request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let content = body["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        content.len() as u64,
+        body["usage"]["completion_tokens"].as_u64().unwrap()
+            - u64::from(body["choices"][0]["finish_reason"] == "stop")
+    );
+    let spelled: Vec<u8> = content
+        .iter()
+        .flat_map(|t| {
+            t["bytes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b.as_u64().unwrap() as u8)
+        })
+        .collect();
+    assert_eq!(
+        String::from_utf8(spelled).unwrap(),
+        body["choices"][0]["message"]["content"]
+    );
+    for token in content {
+        let top = token["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        // Greedy: the chosen token is the best alternative.
+        assert_eq!(top[0]["logprob"], token["logprob"]);
+        assert!(token["logprob"].as_f64().unwrap() <= 0.0);
+    }
+
+    // Streamed: the log-probabilities of the whole choice, in its last chunk.
+    let mut streamed = request.clone();
+    streamed["stream"] = json!(true);
+    let response = post("/v1/chat/completions", &streamed).await;
+    let data = sse_data(&response.text().await.unwrap());
+    let tokens: Vec<Value> = data
+        .iter()
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["choices"][0]["logprobs"]["content"]
+                .as_array()
+                .cloned()
+        })
+        .flatten()
+        .collect();
+    assert_eq!(&tokens, content);
+
+    // Legacy completions: tokens, token_logprobs, top_logprobs maps, text offsets.
+    let (_, body) = post_json(
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "One, two,", "max_tokens": 5, "temperature": 0,
+                "logprobs": 2, "ignore_eos": true}),
+    )
+    .await;
+    let logprobs = &body["choices"][0]["logprobs"];
+    assert_eq!(logprobs["tokens"].as_array().unwrap().len(), 5);
+    assert_eq!(logprobs["token_logprobs"].as_array().unwrap().len(), 5);
+    assert_eq!(logprobs["top_logprobs"][0].as_object().unwrap().len(), 2);
+    assert_eq!(logprobs["text_offset"][0], 0);
+}

@@ -17,6 +17,7 @@ use seqit_core::SamplingParams;
 use seqit_data::Schema;
 use seqit_llm::{BackendSpec, Cache, Client, Ledger, PriceTable};
 
+use super::Switch;
 use crate::cli::EndpointCacheArgs;
 
 /// Name of the default cache file, next to the output.
@@ -55,6 +56,11 @@ pub struct AugmentArgs {
     /// up to this many times (0: no check).
     #[arg(long, default_value_t = 0)]
     pub refine: u32,
+    /// Structured outputs: constrain the teacher's classification, rewrite, split and
+    /// refinement replies to the formats the parsers read (`*_format` in the prompt
+    /// set). `off` sends the paper's free-text prompts alone (for fidelity studies).
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub structured: Switch,
     #[command(flatten)]
     pub teacher: TeacherArgs,
 }
@@ -99,7 +105,7 @@ pub struct TeacherArgs {
     #[arg(long)]
     pub prices: Option<PathBuf>,
     /// Directory with your own prompt files (templates.toml, classify_examples.toml,
-    /// rewrite_examples.toml); default: the built-in `seq-instruct/v1`.
+    /// rewrite_examples.toml); default: the built-in `seq-instruct/v2`.
     #[arg(long)]
     pub prompts: Option<PathBuf>,
     /// Append one JSON line per teacher request (id, iteration, purpose, cached).
@@ -225,6 +231,7 @@ pub fn run(args: AugmentArgs) -> Result<()> {
         decoding: args.teacher.decoding()?,
         split: args.split,
         refine: args.refine,
+        structured: args.structured == Switch::On,
     };
     if settings.iterations == 0 {
         bail!("`--iterations` must be at least 1");

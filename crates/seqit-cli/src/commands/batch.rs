@@ -15,7 +15,7 @@ use crate::cli::{BatchCommand, BatchExportArgs, BatchImportArgs};
 
 pub fn run(command: BatchCommand) -> Result<()> {
     match command {
-        BatchCommand::Export(args) => export(args),
+        BatchCommand::Export(args) => export(*args),
         BatchCommand::Import(args) => import(args),
     }
 }

@@ -400,7 +400,16 @@ fn open_judge(
     let mut describe = answerer.describe();
     describe["backend"] = json!(spec.describe());
     describe["prompts"] = prompts.describe();
-    Ok((Judge { answerer, prompts }, describe))
+    let structured = args.judge_structured == crate::commands::Switch::On;
+    describe["structured"] = json!(structured);
+    Ok((
+        Judge {
+            answerer,
+            prompts,
+            structured,
+        },
+        describe,
+    ))
 }
 
 fn fmt_summary(value: &Value) -> String {
@@ -636,8 +645,7 @@ pub fn humaneval_samples(
         top_p: args.top_p,
         top_k: 0,
         seed: args.seed,
-        stop: Vec::new(),
-        ignore_eos: false,
+        ..SamplingParams::default()
     };
     let subject = Subject::open(&args.answerer, params)?;
     let raw = args.answerer.raw;

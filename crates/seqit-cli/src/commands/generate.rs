@@ -35,6 +35,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             })?;
             writeln!(out)?;
             out.flush()?;
+            report_structure(&completions[0]);
             completions
         }
         (None, Some(input), Some(output)) => generate_file(&engine, &args, input, output, params)?,
@@ -122,6 +123,20 @@ pub(super) fn partial_path(output: &Path) -> PathBuf {
     output.with_file_name(name)
 }
 
+/// After a `--prompt` reply: the log-probabilities as a JSON line on stderr when asked
+/// for, and a warning when the reply does not complete its constraint.
+fn report_structure(completion: &Completion) {
+    if let Some(logprobs) = &completion.logprobs {
+        eprintln!("{}", json!({ "logprobs": logprobs }));
+    }
+    if completion.constraint_met == Some(false) {
+        eprintln!(
+            "warning: the reply does not complete the constraint (finish reason: {:?}); raise --max-tokens",
+            completion.finish_reason
+        );
+    }
+}
+
 /// Ids already written by an earlier, interrupted run. A torn last line (the process
 /// died mid-write) is dropped and regenerated.
 pub(super) fn resume_done(partial: &Path) -> Result<(HashSet<String>, Vec<Completion>)> {
@@ -146,6 +161,8 @@ pub(super) fn resume_done(partial: &Path) -> Result<(HashSet<String>, Vec<Comple
             prompt_tokens: value["prompt_tokens"].as_u64().unwrap_or(0) as usize,
             finish_reason: serde_json::from_value(value["finish_reason"].clone())
                 .unwrap_or(seqit_core::FinishReason::Stop),
+            logprobs: None,
+            constraint_met: value["constraint_met"].as_bool(),
         });
         valid_len += line.len();
     }
@@ -193,13 +210,19 @@ fn generate_file(
         let batch = engine.generate(&requests, &mut |_, _| {})?;
         let mut lines = String::new();
         for (record, completion) in chunk.iter().zip(&batch) {
-            let line = json!({
+            let mut line = json!({
                 "id": record.id,
                 "output": completion.text,
                 "finish_reason": completion.finish_reason,
                 "prompt_tokens": completion.prompt_tokens,
                 "completion_tokens": completion.completion_tokens(),
             });
+            if let Some(met) = completion.constraint_met {
+                line["constraint_met"] = json!(met);
+            }
+            if let Some(logprobs) = &completion.logprobs {
+                line["logprobs"] = json!(logprobs);
+            }
             lines.push_str(&line.to_string());
             lines.push('\n');
         }

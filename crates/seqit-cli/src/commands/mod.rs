@@ -18,12 +18,14 @@ mod serve;
 mod train;
 pub mod vqa;
 
-use anyhow::Result;
-use seqit_core::SamplingParams;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use seqit_core::{Constraint, SamplingParams};
 use seqit_engine::{resolve_model, Engine, EngineOptions};
 use seqit_model::GgufWeights;
 
-use crate::cli::{Cli, Command, DecodingArgs, ModelArgs, ModelCommand, WeightsArg};
+use crate::cli::{Cli, Command, ConstraintArgs, DecodingArgs, ModelArgs, ModelCommand, WeightsArg};
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -69,6 +71,13 @@ fn load_engine(args: &ModelArgs) -> Result<Engine> {
     Ok(engine)
 }
 
+/// A feature flag's value: `on` / `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
 fn sampling_params(args: &DecodingArgs) -> Result<SamplingParams> {
     let params = SamplingParams {
         max_tokens: args.max_tokens,
@@ -78,7 +87,36 @@ fn sampling_params(args: &DecodingArgs) -> Result<SamplingParams> {
         seed: args.seed,
         stop: args.stop.clone(),
         ignore_eos: args.ignore_eos,
+        constraint: constraint(&args.constraint)?,
+        logprobs: args.logprobs,
     };
     params.validate().map_err(anyhow::Error::msg)?;
     Ok(params)
+}
+
+/// The constraint the flags ask for; files are read here so that a missing or invalid
+/// one is reported before any model loads.
+fn constraint(args: &ConstraintArgs) -> Result<Option<Constraint>> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))
+    };
+    Ok(if let Some(path) = &args.json_schema {
+        let schema = serde_json::from_str(&read(path)?)
+            .with_context(|| format!("`{}` (--json-schema) is not valid JSON", path.display()))?;
+        Some(Constraint::JsonSchema { schema })
+    } else if args.json_object {
+        Some(Constraint::JsonObject)
+    } else if let Some(pattern) = &args.regex {
+        Some(Constraint::Regex {
+            pattern: pattern.clone(),
+        })
+    } else if let Some(options) = &args.choice {
+        Some(Constraint::Choice {
+            options: options.clone(),
+        })
+    } else if let Some(path) = &args.grammar {
+        Some(Constraint::Grammar { lark: read(path)? })
+    } else {
+        None
+    })
 }

@@ -27,6 +27,7 @@ pub use self::limiter::TokenBucket;
 pub use self::retry::{parse_retry_after, Backoff};
 use self::wire::{parse_response, ParseError, RequestBody};
 use crate::error::LlmError;
+use crate::structured::check_reply;
 use crate::types::{EndpointKind, Llm, LlmRequest, LlmResponse, MultiSample};
 
 /// Environment variable read for the API key unless another is named.
@@ -109,6 +110,10 @@ pub struct RemoteConfig {
     /// Largest response body read; a larger one fails the request with
     /// [`LlmError::TooLarge`] (not retried).
     pub max_response_bytes: usize,
+    /// Times a constrained request is asked again when a reply breaks its constraint
+    /// (the server ignored or does not know the constraint fields); after that the
+    /// reply is returned with `constraint_met: false`.
+    pub max_constraint_retries: u32,
 }
 
 impl RemoteConfig {
@@ -132,6 +137,7 @@ impl RemoteConfig {
             multi_sample: MultiSampleMode::Auto,
             seed: 0,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_constraint_retries: 3,
         }
     }
 }
@@ -285,6 +291,9 @@ pub async fn list_models(
         .unwrap_or_default())
 }
 
+/// Lowest temperature of a constraint retry.
+pub const CONSTRAINT_RETRY_TEMPERATURE: f64 = 0.7;
+
 const UNKNOWN: u8 = 0;
 const SUPPORTED: u8 = 1;
 const UNSUPPORTED: u8 = 2;
@@ -298,6 +307,9 @@ pub struct RemoteBackend {
     requests: Option<TokenBucket>,
     tokens: Option<TokenBucket>,
     multi_sample: AtomicU8,
+    /// Whether the server accepts constraint fields (probed like `n`: refused with
+    /// 400/422 once, never sent again).
+    constraints: AtomicU8,
     rng: Mutex<StdRng>,
     auth: Option<HeaderValue>,
 }
@@ -357,6 +369,7 @@ impl RemoteBackend {
             requests: config.requests_per_minute.map(TokenBucket::per_minute),
             tokens: config.tokens_per_minute.map(TokenBucket::per_minute),
             multi_sample: AtomicU8::new(multi_sample),
+            constraints: AtomicU8::new(UNKNOWN),
             rng: Mutex::new(StdRng::seed_from_u64(config.seed)),
             auth,
             config,
@@ -381,13 +394,71 @@ impl RemoteBackend {
         redact_url(&self.url(kind))
     }
 
-    async fn generate_with_retries(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
+    /// Sends `request`; for a constrained one, checks every reply against the
+    /// constraint and asks again (up to `max_constraint_retries` times, with a new seed
+    /// and a temperature of at least [`CONSTRAINT_RETRY_TEMPERATURE`], since a greedy
+    /// server would repeat itself) while one breaks it.
+    async fn generate_checked(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
+        let Some(constraint) = request.params.constraint.as_ref() else {
+            return self.generate_with_retries(request, false).await;
+        };
+        let mut retries = 0;
+        let mut current = request.clone();
+        loop {
+            let native = self.constraints.load(Ordering::Relaxed) != UNSUPPORTED;
+            let mut response = match self.generate_with_retries(&current, native).await {
+                Err(LlmError::Status {
+                    status: 400 | 422, ..
+                }) if native && self.constraints.load(Ordering::Relaxed) == UNKNOWN => {
+                    // The server refuses the constraint fields: check replies instead.
+                    self.constraints.store(UNSUPPORTED, Ordering::Relaxed);
+                    continue;
+                }
+                other => other?,
+            };
+            let mut all_met = true;
+            for sample in &mut response.samples {
+                let met = check_reply(constraint, &sample.text).is_ok();
+                sample.constraint_met = Some(met);
+                all_met &= met;
+            }
+            if native && all_met {
+                let _ = self.constraints.compare_exchange(
+                    UNKNOWN,
+                    SUPPORTED,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            if all_met || retries >= self.config.max_constraint_retries {
+                response.constraint_retries = retries;
+                return Ok(response);
+            }
+            retries += 1;
+            current.params.seed = request
+                .params
+                .seed
+                .wrapping_add(0x9E37 * u64::from(retries));
+            current.params.temperature =
+                current.params.temperature.max(CONSTRAINT_RETRY_TEMPERATURE);
+        }
+    }
+
+    async fn generate_with_retries(
+        &self,
+        request: &LlmRequest,
+        send_constraint: bool,
+    ) -> Result<LlmResponse, LlmError> {
         if request.n > 1 && self.multi_sample.load(Ordering::Relaxed) == UNSUPPORTED {
             return Err(LlmError::MultiSampleUnsupported {
                 url: self.shown_url(request.kind()),
             });
         }
-        let body = serde_json::to_vec(&RequestBody::new(&self.config.model, request))
+        let mut body = RequestBody::new(&self.config.model, request);
+        if send_constraint {
+            body = body.with_constraint(request);
+        }
+        let body = serde_json::to_vec(&body)
             .map_err(|e| LlmError::Invalid(format!("cannot encode the request: {e}")))?;
         let estimate = (wire::estimate_prompt_tokens(&request.prompt)
             + request.params.max_tokens as u64 * u64::from(request.n.max(1)))
@@ -530,6 +601,7 @@ impl RemoteBackend {
             samples,
             usage,
             attempts: 1,
+            constraint_retries: 0,
         })
     }
 }
@@ -555,7 +627,7 @@ impl Llm for RemoteBackend {
         &'a self,
         request: &'a LlmRequest,
     ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
-        Box::pin(self.generate_with_retries(request))
+        Box::pin(self.generate_checked(request))
     }
 }
 

@@ -3,7 +3,7 @@
 //! `null` content, content as a list of parts, extra fields, unordered choices and the
 //! many spellings of `finish_reason`.
 
-use seqit_core::{ChatMessage, FinishReason, Prompt, Role};
+use seqit_core::{ChatMessage, Constraint, FinishReason, Prompt, Role, TokenLogprob, TopLogprob};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -31,6 +31,52 @@ pub struct RequestBody<'a> {
     /// vLLM extension: sent only when set.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     ignore_eos: bool,
+    /// Chat: `true` asks for log-probabilities; completions: the number of
+    /// alternatives per token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<Value>,
+    /// Chat: alternatives per token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_logprobs: Option<usize>,
+    /// The constraint in the fields servers read (see [`RequestBody::with_constraint`]).
+    #[serde(flatten)]
+    constraint: ConstraintFields,
+}
+
+/// A constraint as request fields: JSON constraints as OpenAI's `response_format`
+/// (which OpenAI, vLLM, SGLang and llama.cpp's server all read), the text ones as
+/// vLLM's `guided_regex` / `guided_choice` / `guided_grammar`.
+#[derive(Debug, Default, Serialize)]
+struct ConstraintFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guided_regex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guided_choice: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guided_grammar: Option<String>,
+}
+
+impl ConstraintFields {
+    fn new(constraint: &Constraint) -> Self {
+        let mut fields = Self::default();
+        match constraint {
+            Constraint::JsonObject => {
+                fields.response_format = Some(serde_json::json!({"type": "json_object"}))
+            }
+            Constraint::JsonSchema { schema } => {
+                // Not `strict`: OpenAI's strict mode accepts only a subset of JSON
+                // Schema; replies are checked here either way.
+                fields.response_format = Some(serde_json::json!({"type": "json_schema",
+                    "json_schema": {"name": "seqit", "schema": schema, "strict": false}}))
+            }
+            Constraint::Regex { pattern } => fields.guided_regex = Some(pattern.clone()),
+            Constraint::Choice { options } => fields.guided_choice = Some(options.clone()),
+            Constraint::Grammar { lark } => fields.guided_grammar = Some(lark.clone()),
+        }
+        fields
+    }
 }
 
 /// A chat message as sent: `content` is the text alone, or, when the message carries
@@ -104,7 +150,23 @@ impl<'a> RequestBody<'a> {
             stop: &p.stop,
             n: request.n.max(1),
             ignore_eos: p.ignore_eos,
+            logprobs: p.logprobs.map(|top| match request.prompt {
+                Prompt::Chat(_) => Value::Bool(true),
+                Prompt::Text(_) => Value::from(top),
+            }),
+            top_logprobs: p
+                .logprobs
+                .filter(|_| matches!(request.prompt, Prompt::Chat(_))),
+            constraint: ConstraintFields::default(),
         }
+    }
+
+    /// Adds the request's constraint, if any, in the fields servers read.
+    pub fn with_constraint(mut self, request: &LlmRequest) -> Self {
+        if let Some(constraint) = &request.params.constraint {
+            self.constraint = ConstraintFields::new(constraint);
+        }
+        self
     }
 }
 
@@ -130,6 +192,8 @@ struct WireChoice {
     text: Option<Value>,
     #[serde(default)]
     finish_reason: Option<Value>,
+    #[serde(default)]
+    logprobs: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +283,8 @@ pub fn parse_answer(
             prompt_tokens: None,
             completion_tokens: None,
             cached: false,
+            logprobs: choice.logprobs.as_ref().and_then(read_logprobs),
+            constraint_met: None,
         });
     }
     let reported = wire.usage.as_ref().and_then(|u| {
@@ -250,6 +316,81 @@ pub fn parse_answer(
         sample.completion_tokens = Some(share);
     }
     Ok((samples, usage))
+}
+
+/// A choice's `logprobs`: chat's `{"content": [{token, logprob, bytes, top_logprobs}]}`
+/// or the legacy completions layout (`tokens`, `token_logprobs`, `top_logprobs` maps).
+/// `None` when absent or unreadable.
+fn read_logprobs(value: &Value) -> Option<Vec<TokenLogprob>> {
+    let bytes_of = |entry: &Value, token: &str| -> Vec<u8> {
+        entry["bytes"]
+            .as_array()
+            .and_then(|b| b.iter().map(|x| x.as_u64().map(|x| x as u8)).collect())
+            .unwrap_or_else(|| token.as_bytes().to_vec())
+    };
+    if let Some(content) = value.get("content").and_then(Value::as_array) {
+        return content
+            .iter()
+            .map(|entry| {
+                let token = entry["token"].as_str()?.to_string();
+                Some(TokenLogprob {
+                    bytes: bytes_of(entry, &token),
+                    logprob: entry["logprob"].as_f64()? as f32,
+                    top: entry["top_logprobs"]
+                        .as_array()
+                        .map(|alternatives| {
+                            alternatives
+                                .iter()
+                                .filter_map(|a| {
+                                    let token = a["token"].as_str()?.to_string();
+                                    Some(TopLogprob {
+                                        bytes: bytes_of(a, &token),
+                                        logprob: a["logprob"].as_f64()? as f32,
+                                        token,
+                                    })
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    token,
+                })
+            })
+            .collect();
+    }
+    let tokens = value.get("tokens")?.as_array()?;
+    let logprobs = value.get("token_logprobs")?.as_array()?;
+    let tops = value.get("top_logprobs").and_then(Value::as_array);
+    tokens
+        .iter()
+        .zip(logprobs)
+        .enumerate()
+        .map(|(i, (token, logprob))| {
+            let token = token.as_str()?.to_string();
+            let mut top: Vec<TopLogprob> = tops
+                .and_then(|t| t.get(i))
+                .and_then(Value::as_object)
+                .map(|alternatives| {
+                    alternatives
+                        .iter()
+                        .filter_map(|(t, lp)| {
+                            Some(TopLogprob {
+                                token: t.clone(),
+                                bytes: t.as_bytes().to_vec(),
+                                logprob: lp.as_f64()? as f32,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            top.sort_by(|a, b| b.logprob.total_cmp(&a.logprob));
+            Some(TokenLogprob {
+                bytes: token.as_bytes().to_vec(),
+                logprob: logprob.as_f64()? as f32,
+                token,
+                top,
+            })
+        })
+        .collect()
 }
 
 /// Text of a message's `content`: a string, `null` (empty), or a list of parts whose
@@ -461,6 +602,63 @@ mod tests {
             body,
             json!({"model": "m", "prompt": "p", "max_tokens": 4, "temperature": 0.0, "top_p": 1.0, "top_k": 5, "seed": 12, "stop": ["\n"], "n": 3, "ignore_eos": true})
         );
+    }
+
+    #[test]
+    fn constraints_and_logprobs_go_in_the_fields_servers_read() {
+        let mut params = SamplingParams::greedy(4);
+        params.logprobs = Some(3);
+        params.constraint = Some(Constraint::Choice {
+            options: vec!["A".into(), "B".into()],
+        });
+        let chat = LlmRequest::new(Prompt::Chat(vec![ChatMessage::user("q")]), params.clone());
+        let body =
+            serde_json::to_value(RequestBody::new("m", &chat).with_constraint(&chat)).unwrap();
+        assert_eq!(body["guided_choice"], json!(["A", "B"]));
+        assert_eq!(
+            (body["logprobs"].clone(), body["top_logprobs"].clone()),
+            (json!(true), json!(3))
+        );
+        // Without `with_constraint` nothing of the constraint is sent.
+        let plain = serde_json::to_value(RequestBody::new("m", &chat)).unwrap();
+        assert!(plain.get("guided_choice").is_none());
+        params.constraint = Some(Constraint::JsonSchema {
+            schema: json!({"type": "object"}),
+        });
+        let text = LlmRequest::new(Prompt::Text("p".into()), params);
+        let body =
+            serde_json::to_value(RequestBody::new("m", &text).with_constraint(&text)).unwrap();
+        assert_eq!(
+            body["response_format"]["json_schema"]["schema"],
+            json!({"type": "object"})
+        );
+        assert_eq!(
+            (body["logprobs"].clone(), body.get("top_logprobs")),
+            (json!(3), None)
+        );
+    }
+
+    #[test]
+    fn logprobs_are_read_in_both_layouts() {
+        let chat = json!({"choices": [{"message": {"content": "Hi"}, "finish_reason": "stop",
+            "logprobs": {"content": [{"token": "Hi", "logprob": -0.5, "bytes": [72, 105],
+                "top_logprobs": [{"token": "Hi", "logprob": -0.5, "bytes": [72, 105]},
+                                 {"token": "Yo", "logprob": -1.5, "bytes": null}]}]}}]});
+        let (samples, _) = parse_response(chat.to_string().as_bytes(), &chat_request(1)).unwrap();
+        let lp = samples[0].logprobs.as_ref().unwrap();
+        assert_eq!(
+            (lp[0].token.as_str(), lp[0].logprob, lp[0].top.len()),
+            ("Hi", -0.5, 2)
+        );
+        assert_eq!(lp[0].top[1].bytes, b"Yo".to_vec());
+        let text = json!({"choices": [{"text": "a b", "logprobs": {"tokens": ["a", " b"],
+            "token_logprobs": [-0.1, -0.2], "top_logprobs": [{"a": -0.1, "c": -2.0}, {" b": -0.2}]}}]});
+        let (samples, _) = parse_response(text.to_string().as_bytes(), &chat_request(1)).unwrap();
+        let lp = samples[0].logprobs.as_ref().unwrap();
+        assert_eq!(lp.len(), 2);
+        assert_eq!(lp[0].top[0].token, "a");
+        assert_eq!(lp[1].logprob, -0.2);
+        assert!(samples[0].constraint_met.is_none());
     }
 
     #[test]
