@@ -454,7 +454,17 @@ impl Augmenter<'_> {
             input,
             &mut item_rng(seed, id, iteration, "rewrite"),
         );
-        let rewrite_params = self.params(Stage::Rewrite, decoding.temperature)?;
+        let rewrite_params = SamplingParams {
+            constraint: if self.settings.structured {
+                Some(
+                    self.prompts
+                        .rewrite_format(parsed.edit, instruction, decoding.max_tokens)?,
+                )
+            } else {
+                None
+            },
+            ..decoding.clone()
+        };
         for attempt in 0..=self.settings.refine {
             let raw = self
                 .teacher

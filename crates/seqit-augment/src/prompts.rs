@@ -56,6 +56,11 @@ struct Templates {
     split_format: Option<String>,
     #[serde(default)]
     refine_format: Option<String>,
+    /// The new instruction of a prefix / suffix rewrite (keeps the original).
+    #[serde(default)]
+    prefix_instruction_format: Option<String>,
+    #[serde(default)]
+    suffix_instruction_format: Option<String>,
 }
 
 /// A teacher request of the pipeline whose reply has a fixed shape.
@@ -194,7 +199,7 @@ impl PromptSet {
             }
         }
         let t = &templates;
-        let checks: [(&str, &str, &[&str]); 16] = [
+        let checks: [(&str, &str, &[&str]); 18] = [
             ("classify_system", &t.classify_system, &[]),
             (
                 "classify_example",
@@ -241,7 +246,17 @@ impl PromptSet {
             (
                 "rewrite_format",
                 t.rewrite_format.as_deref().unwrap_or(""),
-                &["reason_chars"],
+                &["reason_chars", "new_instruction"],
+            ),
+            (
+                "prefix_instruction_format",
+                t.prefix_instruction_format.as_deref().unwrap_or(""),
+                &["instruction"],
+            ),
+            (
+                "suffix_instruction_format",
+                t.suffix_instruction_format.as_deref().unwrap_or(""),
+                &["instruction"],
             ),
             ("split_format", t.split_format.as_deref().unwrap_or(""), &[]),
             (
@@ -407,7 +422,46 @@ impl PromptSet {
         };
         let chars = stage.reason_chars(max_tokens).to_string();
         Ok(Constraint::Regex {
-            pattern: render(template, &[("reason_chars", &chars)]),
+            pattern: render(
+                template,
+                &[
+                    ("reason_chars", &chars),
+                    ("new_instruction", ANY_INSTRUCTION),
+                ],
+            ),
+        })
+    }
+
+    /// Structured mode: the constraint on a rewrite of `instruction` by `edit`. Prefix
+    /// and suffix rewrites keep the original instruction word for word when the prompt
+    /// set says how (`prefix_instruction_format`, `suffix_instruction_format`);
+    /// decompositions, and prompt sets without those formats, take any instruction.
+    pub fn rewrite_format(
+        &self,
+        edit: Edit,
+        instruction: &str,
+        max_tokens: usize,
+    ) -> Result<Constraint> {
+        let t = &self.templates;
+        let kept = match edit {
+            Edit::Prefix => t.prefix_instruction_format.as_deref(),
+            Edit::Suffix => t.suffix_instruction_format.as_deref(),
+            _ => None,
+        };
+        let Some(kept) = kept else {
+            return self.format(Stage::Rewrite, max_tokens);
+        };
+        let new_instruction = render(kept, &[("instruction", &literal_pattern(instruction))]);
+        let template = t.rewrite_format.as_deref().unwrap_or_default();
+        let chars = Stage::Rewrite.reason_chars(max_tokens).to_string();
+        Ok(Constraint::Regex {
+            pattern: render(
+                template,
+                &[
+                    ("reason_chars", &chars),
+                    ("new_instruction", &new_instruction),
+                ],
+            ),
         })
     }
 
@@ -430,6 +484,26 @@ impl PromptSet {
             ],
         ))])
     }
+}
+
+/// The shape of a new instruction no format restricts.
+const ANY_INSTRUCTION: &str = "[^#]+";
+
+/// A regular expression matching `text` exactly, its first letter in either case (it
+/// may follow "then" or start a sentence).
+fn literal_pattern(text: &str) -> String {
+    let text = text.trim();
+    let mut chars = text.chars();
+    let Some(first) = chars.next() else {
+        return String::new();
+    };
+    let escape = seqit_core::escape_regex;
+    let head = if first.is_alphabetic() && first.to_lowercase().ne(first.to_uppercase()) {
+        format!("[{}{}]", first.to_lowercase(), first.to_uppercase())
+    } else {
+        escape(&first.to_string())
+    };
+    format!("{head}{}", escape(chars.as_str()))
 }
 
 /// The `{{name}}` placeholders of a template.
@@ -556,5 +630,32 @@ mod tests {
             "a {{y}} b 2"
         );
         assert_eq!(render("open {{x", &[("x", "1")]), "open {{x");
+    }
+
+    #[test]
+    fn prefix_and_suffix_rewrites_keep_the_original_instruction() {
+        let set = PromptSet::builtin();
+        let original = "Write a haiku about rain (5-7-5).";
+        let prefix = set.rewrite_format(Edit::Prefix, original, 256).unwrap();
+        let suffix = set.rewrite_format(Edit::Suffix, original, 256).unwrap();
+        let decompose = set.rewrite_format(Edit::Decompose, original, 256).unwrap();
+        let reply = |new: &str| {
+            format!("It helps.\n#Added Task#: List rain words.\n#New Instruction#: {new}\n###")
+        };
+        let kept_after =
+            reply("First list three rain words. Then write a haiku about rain (5-7-5).");
+        let kept_before = reply("Write a haiku about rain (5-7-5). Then explain its image.");
+        let dropped = reply("List three rain words.");
+        assert!(seqit_llm::check_reply(&prefix, &kept_after).is_ok());
+        assert!(seqit_llm::check_reply(&prefix, &dropped).is_err());
+        assert!(seqit_llm::check_reply(&prefix, &kept_before).is_err());
+        assert!(seqit_llm::check_reply(&suffix, &kept_before).is_ok());
+        assert!(seqit_llm::check_reply(&suffix, &dropped).is_err());
+        assert!(seqit_llm::check_reply(&decompose, &dropped).is_ok());
+        // The free-text parser reads what the format lets through.
+        assert_eq!(
+            crate::extract::extract_new_instruction(&kept_after).as_deref(),
+            Some("First list three rain words. Then write a haiku about rain (5-7-5).")
+        );
     }
 }

@@ -828,6 +828,10 @@ pub struct SeqevalArgs {
     /// Most new tokens per answer (greedy).
     #[arg(long, default_value_t = 2048)]
     pub max_tokens: usize,
+    /// Score only by program (every item must be verifiable, from `seqit seqeval
+    /// synth`): no judge is opened or asked.
+    #[arg(long, conflicts_with = "reference")]
+    pub verifiable_only: bool,
 }
 
 #[derive(Debug, Args)]

@@ -70,6 +70,10 @@ fn local_teacher_two_iterations() {
             .args([
                 "--iterations",
                 "2",
+                // The compact test prompts have no structured formats: the paper's
+                // free-text path, whose D items are what this test follows.
+                "--structured",
+                "off",
                 "--max-tokens",
                 "16",
                 "--concurrency",
@@ -151,6 +155,9 @@ fn augment_against(url: &str, input: &Path, out: &Path) -> Command {
             url,
             "--teacher-model",
             "fault",
+            // The fault server's replies are free text (the paper's path).
+            "--structured",
+            "off",
             "--concurrency",
             "16",
             "--seed",
@@ -264,6 +271,8 @@ fn seqeval_build_against_a_scripted_teacher() {
                 server.url(),
                 "--teacher-model",
                 "fault",
+                "--structured",
+                "off",
                 "--seed",
                 "2",
             ]),
@@ -310,6 +319,8 @@ fn seqeval_build_against_a_scripted_teacher() {
                 server.url(),
                 "--teacher-model",
                 "fault",
+                "--structured",
+                "off",
                 "--seed",
                 "2",
             ]),

@@ -35,7 +35,7 @@ fn seqeval_with_the_local_model_as_answerer_and_judge() {
     let run = Command::new(env!("CARGO_BIN_EXE_seqit"))
         .args(["eval", "seqeval", "--data"])
         .arg(fixture("seqeval_small.jsonl"))
-        .args(["--max-tokens", "16", "--judge-max-tokens", "8", "--output"])
+        .args(["--max-tokens", "16", "--judge-max-tokens", "32", "--output"])
         .arg(&out)
         .output()
         .unwrap();
@@ -69,18 +69,26 @@ fn seqeval_with_the_local_model_as_answerer_and_judge() {
         .collect();
     assert_eq!(by_depth, [2, 3, 3, 2]);
     let all = &scores["overall"];
+    // The structured judge (the default): every verdict parses, and the local engine's
+    // log-probabilities give every item a probability-weighted score too.
     for (score, failures) in [("following_rate", "following"), ("quality", "quality")] {
-        let n = all[score]["n"].as_u64().unwrap();
-        assert_eq!(
-            n + all["parse_failures"][failures].as_u64().unwrap(),
-            10,
-            "{all}"
-        );
+        assert_eq!(all[score]["n"], 10, "{all}");
+        assert_eq!(all["parse_failures"][failures], 0, "{all}");
     }
+    assert_eq!(all["logprob_scores"]["expected_quality"]["n"], 10, "{all}");
+    assert_eq!(
+        all["logprob_scores"]["chain_yes_probability"]["n"], 10,
+        "{all}"
+    );
+    let expected = all["logprob_scores"]["expected_quality"]["mean"]
+        .as_f64()
+        .unwrap();
+    assert!((1.0..=5.0).contains(&expected), "{all}");
     let settings = &metrics["settings"];
     assert_eq!(settings["max_tokens"], 16);
     assert_eq!(settings["temperature"], 0.0);
-    assert_eq!(settings["judge"]["max_tokens"], 8);
+    assert_eq!(settings["judge"]["max_tokens"], 32);
+    assert_eq!(settings["judge"]["structured"], true);
     assert_eq!(settings["model"], settings["judge"]["model"]);
 }
 

@@ -82,6 +82,9 @@ fn seqeval_args<'a>(
         "64",
         "--judge-max-tokens",
         "64",
+        // The scripted verdicts include malformed ones on purpose (free-text parsing).
+        "--judge-structured",
+        "off",
         "--concurrency",
         "4",
     ]
@@ -466,4 +469,108 @@ fn mtbench_grades_both_turns_with_the_packaged_prompts() {
     assert_eq!(scores["overall"]["mean"], 7.0);
     assert_eq!(scores["by_category"]["writing"]["n"], 2);
     assert_eq!(scores["parse_failures"], 0);
+}
+
+/// `seqit seqeval synth` writes a verifiable set; `seqit eval seqeval --verifiable-only`
+/// scores answers by program alone. The scripted answerer follows every chain of the
+/// even items and leaves out the last step of the odd ones: exactly half the chains pass,
+/// and each odd chain breaks at its last step.
+#[test]
+fn verifiable_seqeval_is_scored_by_program_without_a_judge() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("verifiable.jsonl");
+    let synth = Command::new(env!("CARGO_BIN_EXE_seqit"))
+        .args([
+            "seqeval",
+            "synth",
+            "--per-depth",
+            "3",
+            "--seed",
+            "9",
+            "--output",
+        ])
+        .arg(&set)
+        .output()
+        .unwrap();
+    assert!(
+        synth.status.success(),
+        "{}",
+        String::from_utf8_lossy(&synth.stderr)
+    );
+    let items = seqit_verify::read_jsonl(&set).unwrap();
+    assert_eq!(items.len(), 12);
+    let prompts: std::collections::HashSet<&str> =
+        items.iter().map(|i| i.prompt.as_str()).collect();
+    assert_eq!(prompts.len(), 12);
+
+    let script: Vec<ScriptRule> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let answer = if i % 2 == 0 {
+                seqit_verify::perfect_answer(item)
+            } else {
+                seqit_verify::answer_skipping(item, item.depth - 1)
+            };
+            rule(&item.prompt, &answer)
+        })
+        .collect();
+    let server = BackgroundFaultServer::start(FaultConfig {
+        script,
+        ..FaultConfig::default()
+    })
+    .unwrap();
+    let out = dir.path().join("run");
+    let run = Command::new(env!("CARGO_BIN_EXE_seqit"))
+        .args(["eval", "seqeval", "--verifiable-only", "--data"])
+        .arg(&set)
+        .args([
+            "--endpoint",
+            server.url(),
+            "--model",
+            "subject",
+            "--max-tokens",
+            "256",
+            "--output",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("verified by program"), "{stdout}");
+    // Only the answers were asked: no judge.
+    assert_eq!(server.log().len(), 12);
+    let records = read_jsonl(&out.join("items.jsonl"));
+    for (i, record) in records.iter().enumerate() {
+        let item = items.iter().find(|it| it.id == record["id"]).unwrap();
+        let position = items.iter().position(|it| it.id == item.id).unwrap();
+        let v = &record["verifiable"];
+        assert_eq!(v["chain_passed"], position % 2 == 0, "{i}: {record}");
+        if position % 2 == 1 {
+            assert_eq!(v["first_failed_step"], item.depth, "{record}");
+        }
+        assert!(record.get("following").is_none(), "{record}");
+    }
+    let metrics: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(
+        metrics["scores"]["overall"]["verifiable"]["chain_pass_rate"]["mean"],
+        0.5
+    );
+
+    // A judged-only set is refused under --verifiable-only.
+    let refused = Command::new(env!("CARGO_BIN_EXE_seqit"))
+        .args(["eval", "seqeval", "--verifiable-only", "--data"])
+        .arg(fixture("seqeval_small.jsonl"))
+        .args(["--endpoint", server.url(), "--model", "subject", "--output"])
+        .arg(dir.path().join("refused"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("has no `steps`"));
 }

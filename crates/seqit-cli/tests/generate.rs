@@ -165,3 +165,106 @@ fn convert_writes_a_directory_that_generates_like_the_gguf() {
         gen(out.to_str().unwrap(), "fast")
     );
 }
+
+/// `--regex`, `--choice`, `--json-schema` and `--logprobs` on the local engine: every
+/// reply matches its constraint (checked here with the `regex` crate and serde_json),
+/// records say so, and log-probabilities come with their alternatives.
+#[test]
+fn constrained_generation_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": 1, \"prompt\": \"Pick a number.\"}\n{\"id\": 2, \"prompt\": \"What year is it?\"}\n",
+    )
+    .unwrap();
+    let output = dir.path().join("out.jsonl");
+    let out = seqit(&[
+        "generate",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--regex",
+        "[1-9][0-9]{2}",
+        "--logprobs",
+        "2",
+        "--max-tokens",
+        "8",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let three_digits = regex::Regex::new("^[1-9][0-9]{2}$").unwrap();
+    for record in read_jsonl(&output) {
+        let text = record["output"].as_str().unwrap();
+        assert!(three_digits.is_match(text), "{record}");
+        assert_eq!(record["constraint_met"], true);
+        let logprobs = record["logprobs"].as_array().unwrap();
+        assert!(!logprobs.is_empty());
+        assert!(logprobs
+            .iter()
+            .all(|t| t["top"].as_array().unwrap().len() == 2));
+    }
+
+    let out = seqit(&[
+        "generate",
+        "--prompt",
+        "Is the sea salty?",
+        "--choice",
+        "yes,no",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        ["yes", "no"].contains(&stdout(&out).trim_end()),
+        "{}",
+        stdout(&out)
+    );
+
+    let schema = dir.path().join("schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}, "legs": {"type": "integer"}}, "required": ["name", "legs"]}"#,
+    )
+    .unwrap();
+    let out = seqit(&[
+        "generate",
+        "--prompt",
+        "Describe a cat as JSON.",
+        "--json-schema",
+        schema.to_str().unwrap(),
+        "--max-tokens",
+        "40",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let value: Value = serde_json::from_str(stdout(&out).trim_end()).unwrap();
+    assert!(
+        value["name"].is_string() && value["legs"].is_i64(),
+        "{value}"
+    );
+}
+
+#[test]
+fn bad_constraints_are_reported_before_generation() {
+    let out = seqit(&["generate", "--prompt", "x", "--regex", "(unclosed"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("regex"), "{}", stderr(&out));
+    let out = seqit(&[
+        "generate",
+        "--prompt",
+        "x",
+        "--json-schema",
+        "/no/such/schema.json",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("/no/such/schema.json"),
+        "{}",
+        stderr(&out)
+    );
+    let out = seqit(&["generate", "--prompt", "x", "--regex", "a", "--choice", "b"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot be used with"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -155,5 +155,49 @@ fn generate_against_seqit_serve_matches_the_local_engine() {
         "{stderr}"
     );
     assert_eq!(read_jsonl(&remote_out), remote_records);
+
+    // Structured outputs over HTTP: the server enforces the constraint, so the greedy
+    // replies equal the local engine's constrained ones, and every one is complete.
+    let schema = dir.path().join("schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"answer": {"type": "string", "maxLength": 20}},
+            "required": ["answer"], "additionalProperties": false}"#,
+    )
+    .unwrap();
+    for constraint in [
+        vec!["--choice", "yes,no,maybe"],
+        vec!["--json-schema", schema.to_str().unwrap()],
+    ] {
+        let run = |out: &Path, endpoint: Option<&str>| {
+            let mut args = vec![
+                "generate",
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--max-tokens",
+                "24",
+            ];
+            args.extend(&constraint);
+            if let Some(endpoint) = endpoint {
+                args.extend(["--endpoint", endpoint]);
+            }
+            let done = seqit(&args);
+            assert!(
+                done.status.success(),
+                "{}",
+                String::from_utf8_lossy(&done.stderr)
+            );
+            read_jsonl(out)
+        };
+        let remote = run(&dir.path().join("remote-shaped.jsonl"), Some(&endpoint));
+        let local = run(&dir.path().join("local-shaped.jsonl"), None);
+        for (r, l) in remote.iter().zip(&local) {
+            assert_eq!(r["output"], l["output"], "{constraint:?}");
+            assert_eq!(r["constraint_met"], true, "{r}");
+            assert_eq!(l["constraint_met"], true, "{l}");
+        }
+    }
     drop(server);
 }

@@ -221,8 +221,8 @@ pub fn following_format(n: usize) -> Constraint {
     Constraint::Regex { pattern }
 }
 
-/// Up to `reason_chars` characters of justification (no `:` or `#`), then
-/// `<label>: ` and one of `verdicts`.
+/// Optionally up to `reason_chars` characters of justification (no `:` or `#`) and a
+/// line break, then `<label>: ` and one of `verdicts`.
 pub fn reasoned_verdict_format(reason_chars: usize, label: &str, verdicts: &[&str]) -> Constraint {
     let options: Vec<String> = verdicts
         .iter()
@@ -230,7 +230,7 @@ pub fn reasoned_verdict_format(reason_chars: usize, label: &str, verdicts: &[&st
         .collect();
     Constraint::Regex {
         pattern: format!(
-            "[^:#]{{0,{reason_chars}}}\n{}: ({})",
+            "(?:[^:#]{{0,{reason_chars}}}\n)?{}: ({})",
             seqit_core::escape_regex(label),
             options.join("|")
         ),

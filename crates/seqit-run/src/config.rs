@@ -298,7 +298,8 @@ pub struct EvalSection {
     pub models: Vec<String>,
     /// Judge (a name in `[models]`), for SeqEval.
     pub judge: Option<String>,
-    /// Benchmark data (GSM8K JSONL, HumanEval problems); SeqEval uses `[seqeval]`.
+    /// Benchmark data (GSM8K JSONL, HumanEval problems); SeqEval uses `[seqeval]`'s set
+    /// unless this names another (e.g. a verifiable set from `seqit seqeval synth`).
     pub data: Option<PathBuf>,
     pub limit: Option<usize>,
     pub max_tokens: Option<usize>,
@@ -636,16 +637,23 @@ fn check(config: &Config) -> Vec<(String, String)> {
         }
         match eval.benchmark {
             Benchmark::Seqeval => {
-                if config.seqeval.is_none() {
+                if config.seqeval.is_none() && eval.data.is_none() {
                     problems.push((
                         format!("eval[{i}].benchmark"),
-                        "a SeqEval evaluation needs a `[seqeval]` section (a set, or prompts to build one)".into(),
+                        "a SeqEval evaluation needs a `[seqeval]` section (a set, or prompts to build one) or its own `data`".into(),
                     ));
                 }
-                if eval.judge.is_none() {
+                let verifiable_only = eval.args.iter().any(|a| a == "--verifiable-only");
+                if eval.judge.is_none() && !verifiable_only {
                     problems.push((
                         format!("eval[{i}]"),
-                        "a SeqEval evaluation needs `judge` (a model in `[models]`)".into(),
+                        "a SeqEval evaluation needs `judge` (a model in `[models]`), or `args = [\"--verifiable-only\"]` for a verifiable set".into(),
+                    ));
+                }
+                if let Some(data) = eval.data.as_ref().filter(|d| !d.exists()) {
+                    problems.push((
+                        format!("eval[{i}].data"),
+                        format!("SeqEval set `{}` does not exist", data.display()),
                     ));
                 }
             }

@@ -424,8 +424,10 @@ fn eval_stage(
     } else if let Some(p) = local_model(&model) {
         inputs.push(p);
     }
+    // A SeqEval section may name its own set (a verifiable one from `seqit seqeval
+    // synth`); otherwise it uses `[seqeval]`'s.
     let data = match e.benchmark {
-        Benchmark::Seqeval => seqeval.map(Path::to_path_buf),
+        Benchmark::Seqeval => e.data.clone().or_else(|| seqeval.map(Path::to_path_buf)),
         _ => e.data.clone(),
     };
     if let Some(data) = &data {
@@ -436,7 +438,9 @@ fn eval_stage(
         };
         cmd.extend([flag.to_string(), path_str(data)]);
         inputs.push(data.clone());
-        if e.benchmark == Benchmark::Seqeval && c.seqeval.as_ref().is_some_and(|s| s.set.is_none())
+        if e.benchmark == Benchmark::Seqeval
+            && e.data.is_none()
+            && c.seqeval.as_ref().is_some_and(|s| s.set.is_none())
         {
             deps.push("seqeval-build".into());
         }

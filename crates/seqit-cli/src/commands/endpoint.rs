@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures::stream::{self, StreamExt};
-use seqit_core::{FinishReason, SamplingParams};
+use seqit_core::{FinishReason, SamplingParams, TokenLogprob};
 use seqit_llm::remote::{list_models, Backoff};
 use seqit_llm::{
     ApiKey, Cache, Client, Estimate, Ledger, LlmRequest, LlmResponse, MultiSampleMode, PriceTable,
@@ -316,8 +316,12 @@ fn reply_line(id: &Value, answer: &LlmResponse, samples: u32) -> String {
     #[derive(Serialize)]
     struct One<'a> {
         completion_tokens: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        constraint_met: Option<bool>,
         finish_reason: FinishReason,
         id: &'a Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        logprobs: Option<&'a [TokenLogprob]>,
         output: &'a str,
         prompt_tokens: u64,
     }
@@ -344,8 +348,10 @@ fn reply_line(id: &Value, answer: &LlmResponse, samples: u32) -> String {
         let sample = &answer.samples[0];
         serde_json::to_string(&One {
             completion_tokens,
+            constraint_met: sample.constraint_met,
             finish_reason: sample.finish_reason,
             id,
+            logprobs: sample.logprobs.as_deref(),
             output: &sample.text,
             prompt_tokens,
         })

@@ -426,14 +426,28 @@ fn fmt_summary(value: &Value) -> String {
 
 pub fn seqeval(args: SeqevalArgs) -> Result<()> {
     let items = limit(seqeval::read(&args.data)?, args.answerer.limit);
+    if args.verifiable_only {
+        if let Some(item) = items.iter().find(|i| i.verifiable.is_none()) {
+            bail!(
+                "--verifiable-only: item `{}` of `{}` has no `steps` to check (make verifiable sets with `seqit seqeval synth`)",
+                item.id,
+                args.data.display()
+            );
+        }
+    }
     let subject = Subject::open(&args.answerer, SamplingParams::greedy(args.max_tokens))?;
-    let (judge, judge_settings) = open_judge(
-        &args.judge,
-        &args.answerer.api_key_env,
-        args.answerer.concurrency,
-        &subject.output,
-        Some(&subject),
-    )?;
+    let (judge, judge_settings) = if args.verifiable_only {
+        (None, Value::Null)
+    } else {
+        let (judge, settings) = open_judge(
+            &args.judge,
+            &args.answerer.api_key_env,
+            args.answerer.concurrency,
+            &subject.output,
+            Some(&subject),
+        )?;
+        (Some(judge), settings)
+    };
     let references = match &args.reference {
         Some(path) => Some(seqeval::reference_by_instruction(&alpaca::read_outputs(
             path,
@@ -469,16 +483,33 @@ pub fn seqeval(args: SeqevalArgs) -> Result<()> {
                 .as_ref()
                 .and_then(|r| r.get(item.prompt().trim()))
                 .map(String::as_str);
-            seqeval::evaluate_item(&subject.answerer, &judge, item, reference)
+            seqeval::evaluate_item(&subject.answerer, judge.as_ref(), item, reference)
         },
         seqeval::metrics,
     )?;
-    println!("depth  items  following        chain            quality          win rate");
     let scores = &metrics["scores"];
     let mut rows: Vec<(String, &Value)> = vec![("all".into(), &scores["overall"])];
     if let Some(by_depth) = scores["by_depth"].as_object() {
         rows.extend(by_depth.iter().map(|(d, v)| (d.clone(), v)));
     }
+    if !scores["overall"]["verifiable"].is_null() {
+        println!("verified by program:");
+        println!("depth  items  chain passed     in order         steps passed");
+        for (depth, row) in &rows {
+            let v = &row["verifiable"];
+            println!(
+                "{depth:<6} {:<6} {:<16} {:<16} {}",
+                v["items"],
+                fmt_summary(&v["chain_pass_rate"]),
+                fmt_summary(&v["in_order_rate"]),
+                fmt_summary(&v["step_pass_rate"]),
+            );
+        }
+    }
+    if judge.is_none() {
+        return Ok(());
+    }
+    println!("depth  items  following        chain            quality          win rate");
     for (depth, row) in rows {
         println!(
             "{depth:<6} {:<6} {:<16} {:<16} {:<16} {}",

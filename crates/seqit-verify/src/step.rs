@@ -1,0 +1,574 @@
+//! The step kinds: what each asks for, its parameters (plain data, serialized with the
+//! item) and what its answer produces for later steps to act on.
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+/// The four families of steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Group {
+    /// The shape of the answer (case, quotes, lists, JSON, ...).
+    Format,
+    /// What the answer says or how long it is.
+    Content,
+    /// A value with exactly one right answer.
+    Computation,
+    /// Acts on the answer to an earlier step.
+    Dependent,
+}
+
+/// A unit conversion with an integer factor, so results are exact integers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Conversion {
+    KilometersToMeters,
+    MetersToCentimeters,
+    KilogramsToGrams,
+    LitersToMilliliters,
+    HoursToMinutes,
+    MinutesToSeconds,
+    DaysToHours,
+}
+
+impl Conversion {
+    pub const ALL: [Conversion; 7] = [
+        Conversion::KilometersToMeters,
+        Conversion::MetersToCentimeters,
+        Conversion::KilogramsToGrams,
+        Conversion::LitersToMilliliters,
+        Conversion::HoursToMinutes,
+        Conversion::MinutesToSeconds,
+        Conversion::DaysToHours,
+    ];
+
+    pub fn factor(self) -> i64 {
+        match self {
+            Conversion::KilometersToMeters
+            | Conversion::KilogramsToGrams
+            | Conversion::LitersToMilliliters => 1000,
+            Conversion::MetersToCentimeters => 100,
+            Conversion::HoursToMinutes | Conversion::MinutesToSeconds => 60,
+            Conversion::DaysToHours => 24,
+        }
+    }
+
+    /// Unit names as written in instructions (plural).
+    pub fn units(self) -> (&'static str, &'static str) {
+        match self {
+            Conversion::KilometersToMeters => ("kilometers", "meters"),
+            Conversion::MetersToCentimeters => ("meters", "centimeters"),
+            Conversion::KilogramsToGrams => ("kilograms", "grams"),
+            Conversion::LitersToMilliliters => ("liters", "milliliters"),
+            Conversion::HoursToMinutes => ("hours", "minutes"),
+            Conversion::MinutesToSeconds => ("minutes", "seconds"),
+            Conversion::DaysToHours => ("days", "hours"),
+        }
+    }
+}
+
+/// What an answer to a step yields for later steps: the class a dependent step needs
+/// its referenced step to be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Yields {
+    /// Running text (a sentence or a few): words can be counted, a last word exists.
+    Sentence,
+    /// A list of items.
+    List,
+    /// One word.
+    Word,
+    /// One integer.
+    Number,
+    /// Nothing a dependent step acts on.
+    Other,
+}
+
+macro_rules! step_kinds {
+    ($($kind:ident => $name:literal, $group:ident;)*) => {
+        /// The name of a step kind, without its parameters.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum StepKind {
+            $($kind,)*
+        }
+
+        impl StepKind {
+            /// Every kind, in a fixed order.
+            pub const ALL: &'static [StepKind] = &[$(StepKind::$kind,)*];
+
+            /// The snake_case name used in the template file and in JSON.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(StepKind::$kind => $name,)*
+                }
+            }
+
+            pub fn group(self) -> Group {
+                match self {
+                    $(StepKind::$kind => Group::$group,)*
+                }
+            }
+        }
+    };
+}
+
+step_kinds! {
+    AllCapitals => "all_capitals", Format;
+    AllLowercase => "all_lowercase", Format;
+    DoubleQuotes => "double_quotes", Format;
+    JsonObject => "json_object", Format;
+    NumberedList => "numbered_list", Format;
+    BulletedList => "bulleted_list", Format;
+    Title => "title", Format;
+    Paragraphs => "paragraphs", Format;
+    EndWith => "end_with", Format;
+    StartWith => "start_with", Format;
+    Postscript => "postscript", Format;
+    IncludeKeywords => "include_keywords", Content;
+    AvoidKeyword => "avoid_keyword", Content;
+    ExactWords => "exact_words", Content;
+    MinWords => "min_words", Content;
+    MaxWords => "max_words", Content;
+    ExactSentences => "exact_sentences", Content;
+    MentionTimes => "mention_times", Content;
+    NoCommas => "no_commas", Content;
+    ChooseWord => "choose_word", Content;
+    Sum => "sum", Computation;
+    Product => "product", Computation;
+    Difference => "difference", Computation;
+    CountLetters => "count_letters", Computation;
+    CountLetter => "count_letter", Computation;
+    SortWords => "sort_words", Computation;
+    ReverseWord => "reverse_word", Computation;
+    ConvertUnits => "convert_units", Computation;
+    UppercaseWord => "uppercase_word", Computation;
+    LargestNumber => "largest_number", Computation;
+    CountWords => "count_words", Dependent;
+    ListFirstItemCaps => "list_first_item_caps", Dependent;
+    RepeatLastWord => "repeat_last_word", Dependent;
+    TranslateWord => "translate_word", Dependent;
+    CountListItems => "count_list_items", Dependent;
+    CountLettersOfWord => "count_letters_of_word", Dependent;
+    SumOfAnswers => "sum_of_answers", Dependent;
+    MultiplyAnswer => "multiply_answer", Dependent;
+}
+
+/// Placeholders a phrasing may leave out: they only give the step a subject.
+pub const OPTIONAL_PLACEHOLDERS: [&str; 4] = ["topic", "subject", "category", "language"];
+
+impl StepKind {
+    pub fn from_name(name: &str) -> Option<StepKind> {
+        StepKind::ALL.iter().copied().find(|k| k.name() == name)
+    }
+
+    pub fn is_dependent(self) -> bool {
+        self.group() == Group::Dependent
+    }
+
+    /// The placeholders its phrasings may use.
+    pub fn placeholders(self) -> &'static [&'static str] {
+        use StepKind::*;
+        match self {
+            AllCapitals | AllLowercase | DoubleQuotes | Title | Postscript => &["topic"],
+            JsonObject => &["subject", "keys"],
+            NumberedList | BulletedList | Paragraphs | ExactWords | MinWords | MaxWords
+            | ExactSentences | NoCommas => &["topic", "count"],
+            EndWith => &["topic", "phrase"],
+            StartWith => &["topic", "word"],
+            IncludeKeywords => &["topic", "keyword1", "keyword2"],
+            AvoidKeyword => &["topic", "mention", "keyword"],
+            MentionTimes => &["topic", "word", "count"],
+            ChooseWord => &["category", "options"],
+            Sum | Product | LargestNumber => &["numbers"],
+            Difference => &["minuend", "subtrahend"],
+            CountLetters | ReverseWord | UppercaseWord => &["word"],
+            CountLetter => &["word", "letter"],
+            SortWords => &["words"],
+            ConvertUnits => &["value", "from", "to"],
+            CountWords | ListFirstItemCaps | RepeatLastWord | CountListItems
+            | CountLettersOfWord => &["ref"],
+            TranslateWord => &["ref", "table", "language"],
+            SumOfAnswers => &["refs"],
+            MultiplyAnswer => &["ref", "factor"],
+        }
+    }
+
+    /// The placeholders every phrasing must use: without them the step cannot be done.
+    pub fn required_placeholders(self) -> impl Iterator<Item = &'static str> {
+        self.placeholders()
+            .iter()
+            .copied()
+            .filter(|p| !OPTIONAL_PLACEHOLDERS.contains(p))
+    }
+
+    /// What an answer to this kind yields for later steps.
+    pub fn yields(self) -> Yields {
+        use StepKind::*;
+        match self {
+            AllCapitals | AllLowercase | DoubleQuotes | EndWith | StartWith | IncludeKeywords
+            | AvoidKeyword | ExactWords | MinWords | MaxWords | ExactSentences | MentionTimes
+            | NoCommas => Yields::Sentence,
+            NumberedList | BulletedList => Yields::List,
+            ChooseWord | ReverseWord | UppercaseWord | TranslateWord | RepeatLastWord => {
+                Yields::Word
+            }
+            Sum | Product | Difference | CountLetters | CountLetter | ConvertUnits
+            | LargestNumber | CountWords | CountListItems | CountLettersOfWord | SumOfAnswers
+            | MultiplyAnswer => Yields::Number,
+            JsonObject | Title | Paragraphs | Postscript | SortWords | ListFirstItemCaps => {
+                Yields::Other
+            }
+        }
+    }
+
+    /// Whether a dependent kind can act on the answer to `earlier`.
+    pub fn can_refer_to(self, earlier: StepKind) -> bool {
+        use StepKind::*;
+        match self {
+            CountWords | RepeatLastWord => earlier.yields() == Yields::Sentence,
+            ListFirstItemCaps | CountListItems => earlier.yields() == Yields::List,
+            // The translation table is built from the options of a choice.
+            TranslateWord => earlier == ChooseWord,
+            CountLettersOfWord => earlier.yields() == Yields::Word,
+            SumOfAnswers | MultiplyAnswer => earlier.yields() == Yields::Number,
+            _ => false,
+        }
+    }
+
+    /// Earlier steps a dependent kind needs (0 for the others).
+    pub fn references_needed(self) -> usize {
+        match self {
+            StepKind::SumOfAnswers => 2,
+            k if k.is_dependent() => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// One step: its kind and parameters. Serialized as `{"kind": "...", ...params}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StepSpec {
+    /// One sentence with no lowercase letters.
+    AllCapitals {
+        topic: String,
+    },
+    /// One sentence with no uppercase letters.
+    AllLowercase {
+        topic: String,
+    },
+    /// The answer wrapped in double quotes.
+    DoubleQuotes {
+        topic: String,
+    },
+    /// A JSON object with exactly these keys.
+    JsonObject {
+        subject: String,
+        keys: Vec<String>,
+    },
+    /// A list numbered 1..=count.
+    NumberedList {
+        topic: String,
+        count: usize,
+    },
+    /// A list of exactly `count` bullets (`-`, `*` or `•`).
+    BulletedList {
+        topic: String,
+        count: usize,
+    },
+    /// A title wrapped in `<<` `>>`.
+    Title {
+        topic: String,
+    },
+    /// Exactly `count` paragraphs separated by `***` lines.
+    Paragraphs {
+        topic: String,
+        count: usize,
+    },
+    /// Text ending with `phrase` (case and final punctuation ignored).
+    EndWith {
+        topic: String,
+        phrase: String,
+    },
+    /// Text whose first word is `word`.
+    StartWith {
+        topic: String,
+        word: String,
+    },
+    /// A note followed by a line starting with `P.S.`.
+    Postscript {
+        topic: String,
+    },
+    /// Text using every keyword.
+    IncludeKeywords {
+        topic: String,
+        keywords: Vec<String>,
+    },
+    /// Text using `mention` but never `keyword`.
+    AvoidKeyword {
+        topic: String,
+        mention: String,
+        keyword: String,
+    },
+    ExactWords {
+        topic: String,
+        count: usize,
+    },
+    MinWords {
+        topic: String,
+        count: usize,
+    },
+    /// At most `count` words (and at least two: it describes something).
+    MaxWords {
+        topic: String,
+        count: usize,
+    },
+    ExactSentences {
+        topic: String,
+        count: usize,
+    },
+    /// `word` used at least `count` times.
+    MentionTimes {
+        topic: String,
+        word: String,
+        count: usize,
+    },
+    /// At least `count` words and no comma.
+    NoCommas {
+        topic: String,
+        count: usize,
+    },
+    /// Exactly one of the options named.
+    ChooseWord {
+        category: String,
+        options: Vec<String>,
+    },
+    Sum {
+        numbers: Vec<i64>,
+    },
+    Product {
+        numbers: Vec<i64>,
+    },
+    Difference {
+        minuend: i64,
+        subtrahend: i64,
+    },
+    /// The number of letters in `word`.
+    CountLetters {
+        word: String,
+    },
+    /// How often `letter` occurs in `word`.
+    CountLetter {
+        word: String,
+        letter: char,
+    },
+    /// `words` in alphabetical order.
+    SortWords {
+        words: Vec<String>,
+    },
+    ReverseWord {
+        word: String,
+    },
+    ConvertUnits {
+        value: i64,
+        conversion: Conversion,
+    },
+    UppercaseWord {
+        word: String,
+    },
+    LargestNumber {
+        numbers: Vec<i64>,
+    },
+    /// The number of words in the answer to step `of`.
+    CountWords {
+        of: usize,
+    },
+    /// The first item of the list of step `of`, in capitals.
+    ListFirstItemCaps {
+        of: usize,
+    },
+    /// The last word of the answer to step `of`.
+    RepeatLastWord {
+        of: usize,
+    },
+    /// The word chosen in step `of` (a [`StepSpec::ChooseWord`]), translated with `table`.
+    TranslateWord {
+        of: usize,
+        language: String,
+        table: Vec<(String, String)>,
+    },
+    /// The number of items in the list of step `of`.
+    CountListItems {
+        of: usize,
+    },
+    /// The number of letters in the word given in step `of`.
+    CountLettersOfWord {
+        of: usize,
+    },
+    /// The sum of the numbers given in steps `of`.
+    SumOfAnswers {
+        of: Vec<usize>,
+    },
+    /// The number given in step `of` times `factor`.
+    MultiplyAnswer {
+        of: usize,
+        factor: i64,
+    },
+}
+
+impl StepSpec {
+    pub fn kind(&self) -> StepKind {
+        use StepSpec as S;
+        match self {
+            S::AllCapitals { .. } => StepKind::AllCapitals,
+            S::AllLowercase { .. } => StepKind::AllLowercase,
+            S::DoubleQuotes { .. } => StepKind::DoubleQuotes,
+            S::JsonObject { .. } => StepKind::JsonObject,
+            S::NumberedList { .. } => StepKind::NumberedList,
+            S::BulletedList { .. } => StepKind::BulletedList,
+            S::Title { .. } => StepKind::Title,
+            S::Paragraphs { .. } => StepKind::Paragraphs,
+            S::EndWith { .. } => StepKind::EndWith,
+            S::StartWith { .. } => StepKind::StartWith,
+            S::Postscript { .. } => StepKind::Postscript,
+            S::IncludeKeywords { .. } => StepKind::IncludeKeywords,
+            S::AvoidKeyword { .. } => StepKind::AvoidKeyword,
+            S::ExactWords { .. } => StepKind::ExactWords,
+            S::MinWords { .. } => StepKind::MinWords,
+            S::MaxWords { .. } => StepKind::MaxWords,
+            S::ExactSentences { .. } => StepKind::ExactSentences,
+            S::MentionTimes { .. } => StepKind::MentionTimes,
+            S::NoCommas { .. } => StepKind::NoCommas,
+            S::ChooseWord { .. } => StepKind::ChooseWord,
+            S::Sum { .. } => StepKind::Sum,
+            S::Product { .. } => StepKind::Product,
+            S::Difference { .. } => StepKind::Difference,
+            S::CountLetters { .. } => StepKind::CountLetters,
+            S::CountLetter { .. } => StepKind::CountLetter,
+            S::SortWords { .. } => StepKind::SortWords,
+            S::ReverseWord { .. } => StepKind::ReverseWord,
+            S::ConvertUnits { .. } => StepKind::ConvertUnits,
+            S::UppercaseWord { .. } => StepKind::UppercaseWord,
+            S::LargestNumber { .. } => StepKind::LargestNumber,
+            S::CountWords { .. } => StepKind::CountWords,
+            S::ListFirstItemCaps { .. } => StepKind::ListFirstItemCaps,
+            S::RepeatLastWord { .. } => StepKind::RepeatLastWord,
+            S::TranslateWord { .. } => StepKind::TranslateWord,
+            S::CountListItems { .. } => StepKind::CountListItems,
+            S::CountLettersOfWord { .. } => StepKind::CountLettersOfWord,
+            S::SumOfAnswers { .. } => StepKind::SumOfAnswers,
+            S::MultiplyAnswer { .. } => StepKind::MultiplyAnswer,
+        }
+    }
+
+    /// The earlier steps this one acts on (empty unless dependent).
+    pub fn references(&self) -> Vec<usize> {
+        use StepSpec as S;
+        match self {
+            S::CountWords { of }
+            | S::ListFirstItemCaps { of }
+            | S::RepeatLastWord { of }
+            | S::TranslateWord { of, .. }
+            | S::CountListItems { of }
+            | S::CountLettersOfWord { of }
+            | S::MultiplyAnswer { of, .. } => vec![*of],
+            S::SumOfAnswers { of } => of.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The numbers written in the instruction itself: an answer may restate them.
+    pub fn given_numbers(&self) -> Vec<i64> {
+        use StepSpec as S;
+        match self {
+            S::Sum { numbers } | S::Product { numbers } | S::LargestNumber { numbers } => {
+                numbers.clone()
+            }
+            S::Difference {
+                minuend,
+                subtrahend,
+            } => vec![*minuend, *subtrahend],
+            S::ConvertUnits { value, conversion } => vec![*value, conversion.factor()],
+            S::MultiplyAnswer { factor, .. } => vec![*factor],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The answer of a computation step, known from its parameters alone.
+    pub fn computed_number(&self) -> Option<i64> {
+        use StepSpec as S;
+        match self {
+            S::Sum { numbers } => Some(numbers.iter().sum()),
+            S::Product { numbers } => Some(numbers.iter().product()),
+            S::Difference {
+                minuend,
+                subtrahend,
+            } => Some(minuend - subtrahend),
+            S::CountLetters { word } => Some(crate::text::letter_count(word) as i64),
+            S::CountLetter { word, letter } => {
+                let letter = letter.to_lowercase().next().unwrap_or(*letter);
+                Some(word.to_lowercase().chars().filter(|&c| c == letter).count() as i64)
+            }
+            S::ConvertUnits { value, conversion } => Some(value * conversion.factor()),
+            S::LargestNumber { numbers } => numbers.iter().copied().max(),
+            _ => None,
+        }
+    }
+
+    /// Checks the parameters of step `index` of `steps` (references point to earlier
+    /// steps of a kind they can act on; counts and lists are not empty).
+    pub fn validate(&self, index: usize, steps: &[StepSpec]) -> Result<()> {
+        let kind = self.kind();
+        let refs = self.references();
+        if refs.len() < kind.references_needed() {
+            bail!(
+                "step {index} ({}): needs {} earlier step(s) to act on, has {}",
+                kind.name(),
+                kind.references_needed(),
+                refs.len()
+            );
+        }
+        for r in refs {
+            if r >= index {
+                bail!(
+                    "step {index} ({}): refers to step {r}, which does not come before it",
+                    kind.name()
+                );
+            }
+            if !kind.can_refer_to(steps[r].kind()) {
+                bail!(
+                    "step {index} ({}): cannot act on step {r} ({})",
+                    kind.name(),
+                    steps[r].kind().name()
+                );
+            }
+        }
+        use StepSpec as S;
+        let fine = match self {
+            S::JsonObject { keys, .. } => !keys.is_empty(),
+            S::NumberedList { count, .. }
+            | S::BulletedList { count, .. }
+            | S::ExactWords { count, .. }
+            | S::MinWords { count, .. }
+            | S::ExactSentences { count, .. }
+            | S::MentionTimes { count, .. }
+            | S::NoCommas { count, .. } => *count >= 1,
+            S::Paragraphs { count, .. } | S::MaxWords { count, .. } => *count >= 2,
+            S::IncludeKeywords { keywords, .. } => !keywords.is_empty(),
+            S::ChooseWord { options, .. } => options.len() >= 2,
+            S::Sum { numbers } | S::Product { numbers } | S::LargestNumber { numbers } => {
+                !numbers.is_empty()
+            }
+            S::SortWords { words } => words.len() >= 2,
+            S::TranslateWord { table, .. } => !table.is_empty(),
+            _ => true,
+        };
+        if !fine {
+            bail!(
+                "step {index} ({}): empty or too small parameter",
+                kind.name()
+            );
+        }
+        Ok(())
+    }
+}
