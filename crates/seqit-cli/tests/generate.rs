@@ -222,7 +222,7 @@ fn constrained_generation_from_the_command_line() {
     let schema = dir.path().join("schema.json");
     std::fs::write(
         &schema,
-        r#"{"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}, "legs": {"type": "integer"}}, "required": ["name", "legs"]}"#,
+        r#"{"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}, "legs": {"type": "integer", "minimum": 0, "maximum": 8}}, "required": ["name", "legs"], "additionalProperties": false}"#,
     )
     .unwrap();
     let out = seqit(&[
@@ -232,7 +232,7 @@ fn constrained_generation_from_the_command_line() {
         "--json-schema",
         schema.to_str().unwrap(),
         "--max-tokens",
-        "40",
+        "48",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let value: Value = serde_json::from_str(stdout(&out).trim_end()).unwrap();

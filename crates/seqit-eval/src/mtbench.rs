@@ -145,6 +145,8 @@ pub struct Grader {
     pub prompts: HashMap<String, JudgePrompt>,
     /// Reference answers by question.
     pub references: HashMap<u64, Vec<String>>,
+    /// Constrain the judge's reply to reasons then `[[rating]]` (FastChat's format).
+    pub structured: bool,
 }
 
 impl Grader {
@@ -188,16 +190,16 @@ impl Grader {
         let user = fill_placeholders(&prompt.prompt_template, &fields.into_iter().collect(), name)?;
         // The verdict format FastChat's parser reads: reasons, then `[[rating]]`.
         let reason_chars = self.judge.params().max_tokens.saturating_sub(12).min(1200);
-        let format = Constraint::Regex {
+        let format = self.structured.then(|| Constraint::Regex {
             pattern: format!("[^\\[\\]]{{0,{reason_chars}}}\\[\\[(10|[1-9])\\]\\]"),
-        };
+        });
         let raw = self
             .judge
             .ask_shaped(
                 Some(&prompt.system_prompt),
                 &user,
                 &format!("mtbench/{name}"),
-                Some(format),
+                format,
                 None,
             )
             .await?

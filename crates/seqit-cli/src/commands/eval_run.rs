@@ -782,6 +782,7 @@ pub fn mtbench(args: MtbenchArgs) -> Result<()> {
     )?;
     judge_settings["prompts"] = json!(prompts_path);
     let grader = mtbench::Grader {
+        structured: judge.structured,
         judge: judge.answerer,
         prompts: mtbench::read_judge_prompts(&prompts_path)?,
         references,

@@ -5,7 +5,7 @@
 use seqit_core::{ChatMessage, Role};
 use serde_json::{Map, Value};
 
-use super::fields::Fields;
+use super::fields::{remove_keeping_order, Fields};
 use super::out::Out;
 use super::EncodeOptions;
 use crate::error::type_name;
@@ -215,7 +215,7 @@ pub(super) fn encode(
         (Schema::AlpacaEval, Some(key)) => {
             let output = response.ok_or("it has no reply to its last user turn")?;
             out.push((key.into(), Out::Str(output.into())));
-            let generator = match (&options.generator, metadata.remove("generator")) {
+            let generator = match (&options.generator, remove_keeping_order(metadata, "generator")) {
                 (Some(name), _) => name.clone(),
                 (None, Some(Value::String(name))) => name,
                 (None, Some(other)) => {
@@ -232,7 +232,7 @@ pub(super) fn encode(
                 }
             };
             out.push(("generator".into(), Out::Str(generator)));
-            if let Some(dataset) = metadata.remove("dataset") {
+            if let Some(dataset) = remove_keeping_order(metadata, "dataset") {
                 out.push(("dataset".into(), Out::Json(dataset)));
             }
         }

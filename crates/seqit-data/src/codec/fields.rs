@@ -25,7 +25,7 @@ impl Fields {
 
     /// Removes a field; `null` counts as absent.
     pub fn take(&mut self, key: &str) -> Option<Value> {
-        match self.map.remove(key) {
+        match remove_keeping_order(&mut self.map, key) {
             Some(Value::Null) | None => None,
             Some(value) => Some(value),
         }
@@ -33,7 +33,7 @@ impl Fields {
 
     /// A required string field.
     pub fn required_str(&mut self, key: &str) -> Option<String> {
-        match self.map.remove(key) {
+        match remove_keeping_order(&mut self.map, key) {
             None => {
                 self.problem(key, "missing; expected a string");
                 None
@@ -93,4 +93,22 @@ impl Fields {
     pub fn into_rest(self) -> (Map<String, Value>, Vec<FieldProblem>) {
         (self.map, self.problems)
     }
+}
+
+/// Removes `key`, leaving the other fields in their order: where serde_json keeps
+/// insertion order (its `preserve_order` feature, which a dependency may turn on), its
+/// `remove` moves the last field into the hole, and metadata would come back reordered.
+pub(crate) fn remove_keeping_order(map: &mut Map<String, Value>, key: &str) -> Option<Value> {
+    if !map.contains_key(key) {
+        return None;
+    }
+    let mut removed = None;
+    for (k, v) in std::mem::take(map) {
+        if k == key {
+            removed = Some(v);
+        } else {
+            map.insert(k, v);
+        }
+    }
+    removed
 }

@@ -13,6 +13,7 @@ mod turns;
 
 use serde_json::{Map, Value};
 
+use self::fields::remove_keeping_order;
 use crate::error::{type_name, FieldProblem};
 use crate::format::Schema;
 use crate::record::{split_input, Record};
@@ -52,7 +53,7 @@ pub(crate) fn decode(schema: Schema, value: Value) -> Result<Record, Vec<FieldPr
         return Err(problems);
     }
     record.id = id;
-    let turn_fields = record.metadata.remove(crate::record::TURN_FIELDS_KEY);
+    let turn_fields = remove_keeping_order(&mut record.metadata, crate::record::TURN_FIELDS_KEY);
     record.metadata.extend(rest);
     let Extra {
         input,
@@ -128,7 +129,7 @@ fn take_extra(fields: &mut Fields) -> Extra {
         return extra;
     };
     for (key, slot) in [("input", &mut extra.input), ("system", &mut extra.system)] {
-        match map.remove(key) {
+        match remove_keeping_order(&mut map, key) {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) => *slot = Some(s),
             Some(other) => fields.problem(
@@ -137,7 +138,7 @@ fn take_extra(fields: &mut Fields) -> Extra {
             ),
         }
     }
-    match map.remove("metadata") {
+    match remove_keeping_order(&mut map, "metadata") {
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) => extra.metadata = m,
         Some(other) => fields.problem(

@@ -6,7 +6,7 @@
 use seqit_core::{ChatMessage, Role};
 use serde_json::{Map, Value};
 
-use super::fields::Fields;
+use super::fields::{remove_keeping_order, Fields};
 use super::out::Out;
 use crate::error::type_name;
 use crate::format::Schema;
@@ -120,7 +120,7 @@ pub(super) fn decode(schema: Schema, fields: &mut Fields) -> Record {
             );
             continue;
         };
-        let role = match turn.remove(layout.role) {
+        let role = match remove_keeping_order(&mut turn, layout.role) {
             None => {
                 fields.problem(
                     format!("{path}.{}", layout.role),
@@ -146,7 +146,7 @@ pub(super) fn decode(schema: Schema, fields: &mut Fields) -> Record {
                 None
             }
         };
-        let content = match turn.remove(layout.content) {
+        let content = match remove_keeping_order(&mut turn, layout.content) {
             None => {
                 fields.problem(
                     format!("{path}.{}", layout.content),
@@ -209,7 +209,7 @@ pub(super) fn encode(
     out: &mut Vec<(String, Out)>,
 ) -> Result<(), String> {
     let layout = layout(schema);
-    let turn_fields = match metadata.remove(TURN_FIELDS_KEY) {
+    let turn_fields = match remove_keeping_order(metadata, TURN_FIELDS_KEY) {
         Some(Value::Object(map)) => map,
         Some(other) => {
             // Not ours: keep it as plain metadata.
