@@ -4,7 +4,8 @@ turns into a GBNF grammar), same GGUF, same prompts, greedy, one thread count.
 
 Called by scripts/bench/structured; prints a Markdown table and writes it to --out.
 Tokens/s is generated tokens over the generation wall time (model loading excluded;
-prompt processing included, the same for both engines). "Valid" counts replies that
+prompt processing included). The unconstrained run of each engine gets the mean length of
+its constrained replies as max_tokens, so the two differ only by the constraint. "Valid" counts replies that
 parse as JSON and have the schema's required keys.
 """
 
@@ -97,12 +98,18 @@ def main():
     schema_file.write_text(json.dumps(SCHEMA))
     rows = []
     for engine, batch in [("seqit", 1), ("seqit", 8), ("llama.cpp", 1)]:
-        for constrained in (False, True):
+        # Constrained first; the free run then gets the same token budget per reply (the
+        # JSON replies are shorter than max_tokens), so both spend the same share of
+        # their time on the prompts.
+        budget = args.max_tokens
+        for constrained in (True, False):
             if engine == "seqit":
                 tokens, seconds, ok = run_seqit(args.seqit, batch, schema_file if constrained else None,
-                                                args.max_tokens, args.threads, work)
+                                                budget, args.threads, work)
             else:
-                tokens, seconds, ok = run_llamacpp(args.gguf, constrained, args.max_tokens, args.threads)
+                tokens, seconds, ok = run_llamacpp(args.gguf, constrained, budget, args.threads)
+            if constrained:
+                budget = max(1, round(tokens / len(SUBJECTS)))
             rows.append((engine, batch, constrained, tokens, seconds, ok))
             print(f"{engine} batch {batch} {'schema' if constrained else 'free'}: {tokens} tokens in "
                   f"{seconds:.2f} s, {ok}/8 valid", file=sys.stderr, flush=True)
