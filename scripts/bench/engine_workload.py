@@ -54,7 +54,7 @@ def render(template: str, values: dict) -> str:
 
 
 def classify_prompts(root: Path, n: int) -> list:
-    pdir = root / "prompts" / "seq-instruct" / "v1"
+    pdir = root / "prompts" / "seq-instruct" / "v2"
     templates = tomllib.loads((pdir / "templates.toml").read_text())
     shots = tomllib.loads((pdir / "classify_examples.toml").read_text())["example"]
     if len(shots) < CLASSIFY_SHOTS:
