@@ -9,13 +9,14 @@
 //! for the France question is a near-tie): the server's reply must equal what the engine
 //! itself generates for the same request.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+mod common;
 
-use reqwest::{Client, Response, StatusCode};
+use std::sync::OnceLock;
+
+use common::{client, engine, start_server};
+use reqwest::{Response, StatusCode};
 use seqit_core::{ChatMessage, Completion, Prompt, SamplingParams};
-use seqit_engine::{resolve_model, Engine, EngineOptions, GenerationRequest};
+use seqit_engine::GenerationRequest;
 use seqit_serve::ServerConfig;
 use serde_json::{json, Value};
 
@@ -23,19 +24,6 @@ const API_KEY: &str = "test-key-123";
 const MODEL: &str = "smollm2-135m";
 const BODY_LIMIT: usize = 256 * 1024;
 const FRANCE: &str = "What is the capital of France?";
-
-/// The default model, loaded once per test binary.
-fn engine() -> Arc<Engine> {
-    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            let path = resolve_model(None).expect("the default model is installed (scripts/setup)");
-            Arc::new(
-                Engine::load(&path, EngineOptions::default()).expect("the default model loads"),
-            )
-        })
-        .clone()
-}
 
 /// The engine's own greedy reply to one user message (what the server must answer to a
 /// `temperature: 0` request with the same `max_tokens`).
@@ -71,27 +59,6 @@ fn streamed_chat_text(body: &str) -> String {
         .collect()
 }
 
-/// Starts a server on an ephemeral port and returns its base URL. It lives on its own
-/// thread and runtime: each #[tokio::test] runtime ends with its test.
-fn start_server(config: ServerConfig) -> String {
-    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
-    let engine = engine();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            seqit_serve::serve(engine, config, listener).await.unwrap();
-        });
-    });
-    let addr = rx.recv().expect("the test server started");
-    format!("http://{addr}")
-}
-
 /// Base URL of the server most tests share.
 fn server() -> &'static str {
     static SERVER: OnceLock<String> = OnceLock::new();
@@ -101,16 +68,6 @@ fn server() -> &'static str {
         config.max_body_bytes = BODY_LIMIT;
         start_server(config)
     })
-}
-
-/// A client for the calling test. Not shared: pooled connections belong to the runtime
-/// of the test that opened them and break when that test ends.
-fn client() -> Client {
-    Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .unwrap()
 }
 
 fn url(path: &str) -> String {

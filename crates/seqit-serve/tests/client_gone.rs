@@ -3,13 +3,13 @@
 //! with the text it has. Real loopback servers over the default model; the tests take
 //! turns, since they time generation.
 
+mod common;
+
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::{client, start_server};
 use reqwest::{Client, StatusCode};
-use seqit_engine::{resolve_model, Engine, EngineOptions};
 use seqit_serve::ServerConfig;
 use serde_json::{json, Value};
 
@@ -17,45 +17,6 @@ const MODEL: &str = "smollm2-135m";
 
 /// One test at a time: each measures how long generation takes.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn engine() -> Arc<Engine> {
-    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            let path = resolve_model(None).expect("the default model is installed (scripts/setup)");
-            Arc::new(
-                Engine::load(&path, EngineOptions::default()).expect("the default model loads"),
-            )
-        })
-        .clone()
-}
-
-/// Starts a server on an ephemeral port on its own thread and runtime.
-fn start_server(config: ServerConfig) -> String {
-    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
-    let engine = engine();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            seqit_serve::serve(engine, config, listener).await.unwrap();
-        });
-    });
-    format!("http://{}", rx.recv().expect("the test server started"))
-}
-
-fn client() -> Client {
-    Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .unwrap()
-}
 
 fn chat(content: &str, extra: Value) -> Value {
     let mut body = json!({"model": MODEL, "messages": [{"role": "user", "content": content}]});

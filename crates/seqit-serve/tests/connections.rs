@@ -3,60 +3,18 @@
 //! that stops arriving is cut off after its timeout, and waiting for the engine never
 //! counts as idle.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use reqwest::{Client, StatusCode};
-use seqit_engine::{resolve_model, Engine, EngineOptions};
+use common::{client_with_timeout, engine, start_server_with};
+use reqwest::StatusCode;
 use seqit_serve::ServerConfig;
 use serde_json::{json, Value};
 
 const MODEL: &str = "smollm2-135m";
-
-fn engine() -> Arc<Engine> {
-    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            let path = resolve_model(None).expect("the default model is installed (scripts/setup)");
-            Arc::new(
-                Engine::load(&path, EngineOptions::default()).expect("the default model loads"),
-            )
-        })
-        .clone()
-}
-
-/// Starts a server on an ephemeral port on its own thread and runtime.
-fn start_server(config: ServerConfig) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
-    let engine = engine();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            // A deep accept queue: the test connects faster than a busy server accepts
-            // (an overflow costs the client a one-second SYN retry).
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-            let listener = socket.listen(4096).unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            seqit_serve::serve(engine, config, listener).await.unwrap();
-        });
-    });
-    rx.recv().expect("the test server started")
-}
-
-fn client() -> Client {
-    Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
 
 /// Whether the server has closed its end (end of stream or reset); never blocks.
 fn closed_by_server(mut stream: &TcpStream) -> bool {
@@ -97,7 +55,7 @@ async fn two_thousand_idle_connections_do_not_stop_health() {
     );
     let mut config = ServerConfig::new(MODEL);
     config.max_connections = LIMIT;
-    let addr = start_server(config);
+    let addr = start_server_with(engine(), config);
 
     let started = Instant::now();
     let idle: Vec<TcpStream> = (0..IDLE)
@@ -106,7 +64,7 @@ async fn two_thousand_idle_connections_do_not_stop_health() {
     let opened = started.elapsed();
 
     let started = Instant::now();
-    let health = client()
+    let health = client_with_timeout(Duration::from_secs(60))
         .get(format!("http://{addr}/health"))
         .timeout(Duration::from_secs(10))
         .send()
@@ -130,7 +88,7 @@ async fn two_thousand_idle_connections_do_not_stop_health() {
 async fn half_a_header_line_is_cut_off_after_the_header_timeout() {
     let mut config = ServerConfig::new(MODEL);
     config.header_timeout = Duration::from_secs(1);
-    let addr = start_server(config);
+    let addr = start_server_with(engine(), config);
 
     let started = Instant::now();
     let mut half = TcpStream::connect(addr).unwrap();
@@ -154,7 +112,7 @@ async fn half_a_header_line_is_cut_off_after_the_header_timeout() {
     }
 
     // Whole requests are unaffected.
-    let health = client()
+    let health = client_with_timeout(Duration::from_secs(60))
         .get(format!("http://{addr}/health"))
         .send()
         .await
@@ -166,7 +124,7 @@ async fn half_a_header_line_is_cut_off_after_the_header_timeout() {
 async fn a_stalled_body_is_cut_off_but_waiting_for_the_engine_is_not_idle() {
     let mut config = ServerConfig::new(MODEL);
     config.idle_timeout = Duration::from_secs(1);
-    let addr = start_server(config);
+    let addr = start_server_with(engine(), config);
 
     // A body that stops after a few bytes of the 1000 announced.
     let started = Instant::now();
@@ -188,7 +146,7 @@ async fn a_stalled_body_is_cut_off_but_waiting_for_the_engine_is_not_idle() {
 
     // A request the engine takes longer than the idle timeout to answer is answered.
     let started = Instant::now();
-    let response = client()
+    let response = client_with_timeout(Duration::from_secs(60))
         .post(format!("http://{addr}/v1/chat/completions"))
         .json(
             &json!({"messages": [{"role": "user", "content": "Count to one hundred."}],

@@ -2,43 +2,17 @@
 //! request and token counters and the engine's prefix cache, which a repeated long
 //! prompt hits.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use reqwest::{Client, StatusCode};
-use seqit_engine::{resolve_model, Engine, EngineOptions};
+use std::collections::HashMap;
+
+use common::{client, load_engine, start_server_with};
+use reqwest::StatusCode;
+use seqit_engine::EngineOptions;
 use seqit_serve::ServerConfig;
 use serde_json::{json, Value};
 
 const API_KEY: &str = "metrics-key";
-
-/// Starts a server on an ephemeral port on its own thread and runtime.
-fn start_server(engine: Arc<Engine>, config: ServerConfig) -> String {
-    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            seqit_serve::serve(engine, config, listener).await.unwrap();
-        });
-    });
-    format!("http://{}", rx.recv().expect("the test server started"))
-}
-
-fn client() -> Client {
-    Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .unwrap()
-}
 
 /// The samples of a Prometheus text body, checking that each has HELP and TYPE lines.
 fn parse(body: &str) -> HashMap<String, f64> {
@@ -79,15 +53,13 @@ async fn metrics(base: &str) -> HashMap<String, f64> {
 
 #[tokio::test]
 async fn metrics_count_requests_tokens_and_prefix_cache_hits() {
-    let path = resolve_model(None).expect("the default model is installed (scripts/setup)");
-    let options = EngineOptions {
+    let engine = load_engine(EngineOptions {
         prefix_cache_mib: 32,
         ..EngineOptions::default()
-    };
-    let engine = Arc::new(Engine::load(&path, options).expect("the default model loads"));
+    });
     let mut config = ServerConfig::new("smollm2-135m");
     config.api_key = Some(API_KEY.to_string());
-    let base = start_server(engine, config);
+    let base = format!("http://{}", start_server_with(engine, config));
 
     let before = metrics(&base).await;
     assert_eq!(before["seqit_requests_total"], 0.0);
