@@ -8,6 +8,8 @@
 //!   seeded RNG.
 //! * [`Augmenter`] — the Seq-Instruct pipeline over a dataset, with the IT control,
 //!   provenance, a resumable state journal and [`AugmentStats`].
+//! * [`VerifiedAugmenter`] — verified SIT data (opt-in, beyond the paper): K seeded
+//!   teacher samples per program-checked chain, the first that passes every step kept.
 //! * [`SeqEvalBuilder`] — SeqEval sets: prompts rewritten to depths 1–4, with modes and
 //!   sub-steps.
 
@@ -21,6 +23,7 @@ mod seqeval;
 mod state;
 mod stats;
 mod teacher;
+mod verified;
 
 pub use augment::{
     paper_decoding, read_records, Answer, AugmentOutcome, AugmentPaths, AugmentSettings, Augmenter,
@@ -37,6 +40,10 @@ pub use prompts::{PromptSet, Stage, CLASSIFY_SHOTS, PROMPT_FILES, REWRITE_SHOTS}
 pub use state::{sibling, Journal};
 pub use stats::{AugmentStats, IterationStats, PaperShares, PAPER_ALPACA, PAPER_FLAN};
 pub use teacher::{item_rng, Asked, Teacher, TeacherInfo};
+pub use verified::{
+    DepthYield, VerifiedAugmenter, VerifiedState, VerifiedTry, VerifyOutcome, VerifyPaths,
+    VerifySettings, VerifyStats,
+};
 
 pub use seqeval::{
     assign_depths, parse_depths, ChainRound, ChainState, SeqEvalBuilder, SeqEvalRecord,

@@ -58,8 +58,9 @@ pub struct ModelArgs {
     /// A `.gguf` file, a Hugging Face directory, or `smollm2-135m` (the default).
     #[arg(long, env = "SEQIT_MODEL")]
     pub model: Option<String>,
-    /// How GGUF weights are held: `fast` (quantized; types without SIMD kernels
-    /// re-quantized to Q8_0), `as-stored` (bit-comparable with llama.cpp) or `f32`.
+    /// How weights are held: `fast` (quantized: GGUF types without SIMD kernels and the
+    /// dense matrices of a Hugging Face directory become Q8_0), `as-stored` (GGUF blocks
+    /// bit-comparable with llama.cpp, safetensors dense) or `f32`.
     #[arg(long, value_enum, default_value_t = WeightsArg::Fast)]
     pub weights: WeightsArg,
     /// Most sequences decoded together.

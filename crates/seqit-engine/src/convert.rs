@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use seqit_model::gguf::GgufFile;
-use seqit_model::{load_gguf, save_hf_weights, GgufWeights, LoadOptions, ModelConfig};
+use seqit_model::{load_gguf, save_hf_weights, LoadOptions, ModelConfig, WeightStorage};
 use serde_json::json;
 
 use crate::tokenizer::Tokenizer;
@@ -19,7 +19,7 @@ pub fn convert_gguf_to_hf(gguf_path: &Path, output: &Path, dtype: DType) -> Resu
     let tokenizer = Tokenizer::from_gguf(&file)?;
     let template = file.string("tokenizer.chat_template").map(String::from);
     let options = LoadOptions {
-        gguf_weights: GgufWeights::Dequantized,
+        weights: WeightStorage::Dequantized,
         dtype: DType::F32,
     };
     let model = load_gguf(&mut file, &Device::Cpu, options)

@@ -19,7 +19,7 @@ use candle_core::{Device, Tensor};
 use seqit_core::{
     Completion, Constraint, FinishReason, Prompt, SamplingParams, TokenLogprob, TopLogprob,
 };
-use seqit_model::{load_model, GgufWeights, KvBlock, KvCache, Llama, LoadOptions};
+use seqit_model::{load_model, KvBlock, KvCache, Llama, LoadOptions, WeightStorage};
 
 use crate::chat_template::ChatTemplate;
 use crate::constraint::{ConstraintCompiler, MatchStep, TokenMatcher};
@@ -42,7 +42,7 @@ const END_OF_TURN_TOKENS: [&str; 7] = [
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// How GGUF matrices are held in memory.
-    pub gguf_weights: GgufWeights,
+    pub weights: WeightStorage,
     /// Most sequences decoded together.
     pub max_batch: usize,
     /// Memory for the keys and values of cached prompt prefixes, in MiB (0 disables
@@ -56,7 +56,7 @@ pub const DEFAULT_PREFIX_CACHE_MIB: usize = 256;
 impl Default for EngineOptions {
     fn default() -> Self {
         Self {
-            gguf_weights: GgufWeights::Fast,
+            weights: WeightStorage::Fast,
             max_batch: 16,
             prefix_cache_mib: DEFAULT_PREFIX_CACHE_MIB,
         }
@@ -89,7 +89,7 @@ impl Engine {
     pub fn load(path: &Path, options: EngineOptions) -> Result<Self> {
         let device = Device::Cpu;
         let load_options = LoadOptions {
-            gguf_weights: options.gguf_weights,
+            weights: options.weights,
             ..LoadOptions::default()
         };
         let loaded = load_model(path, &device, load_options)
@@ -381,7 +381,7 @@ impl Engine {
         // The reference mode keeps candle's kernels; otherwise the packed kernels run
         // whenever the weights allow.
         let packed =
-            self.options.gguf_weights != GgufWeights::AsStored && self.model.packed_available();
+            self.options.weights != WeightStorage::AsStored && self.model.packed_available();
         let forward = |tokens: &[u32], pads: &[usize], cache: &mut KvCache| -> Result<Vec<f32>> {
             if packed {
                 self.model.forward_packed(tokens, pads.len(), pads, cache)

@@ -4,7 +4,7 @@ use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
 use seqit_core::{ChatMessage, Prompt, SamplingParams};
 use seqit_engine::{convert_gguf_to_hf, Engine, EngineOptions, GenerationRequest};
-use seqit_model::{named_weights, GgufWeights};
+use seqit_model::{named_weights, WeightStorage};
 use seqit_testkit::{TinyModel, TinyModelSpec};
 
 #[test]
@@ -67,14 +67,14 @@ fn converted_default_model_generates_the_same_tokens_as_the_gguf() {
     })
     .collect();
     let dense = EngineOptions {
-        gguf_weights: GgufWeights::Dequantized,
+        weights: WeightStorage::Dequantized,
         ..EngineOptions::default()
     };
-    let from_gguf = Engine::load(&gguf, dense)
+    let from_gguf = Engine::load(&gguf, dense.clone())
         .unwrap()
         .generate(&requests, &mut |_, _| {})
         .unwrap();
-    let from_hf = Engine::load(dir.path(), EngineOptions::default())
+    let from_hf = Engine::load(dir.path(), dense.clone())
         .unwrap()
         .generate(&requests, &mut |_, _| {})
         .unwrap();
@@ -86,7 +86,7 @@ fn converted_default_model_generates_the_same_tokens_as_the_gguf() {
 
     // transformers, given the same directory (fixture made by
     // scripts/fixtures/make_transformers_golden.py), renders, tokenizes and generates alike.
-    let engine = Engine::load(dir.path(), EngineOptions::default()).unwrap();
+    let engine = Engine::load(dir.path(), dense).unwrap();
     let golden: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(seqit_testkit::fixture("smollm2_transformers_golden.json"))
             .unwrap(),

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use candle_core::{Device, Tensor};
 use seqit_core::{ChatMessage, Prompt, SamplingParams};
 use seqit_engine::{argmax, Engine, EngineOptions, GenerationRequest};
-use seqit_model::{GgufWeights, LogitsFor};
+use seqit_model::{LogitsFor, WeightStorage};
 use serde_json::Value;
 
 fn golden() -> &'static Value {
@@ -21,13 +21,13 @@ fn golden() -> &'static Value {
     })
 }
 
-fn engine(weights: GgufWeights) -> Engine {
+fn engine(weights: WeightStorage) -> Engine {
     let path =
         seqit_testkit::default_model_path().expect("assets missing: run scripts/setup first");
     Engine::load(
         &path,
         EngineOptions {
-            gguf_weights: weights,
+            weights,
             ..EngineOptions::default()
         },
     )
@@ -48,7 +48,7 @@ fn user(text: &str) -> Prompt {
 
 #[test]
 fn tokenizer_and_chat_template_match_llama_cpp() {
-    let engine = engine(GgufWeights::AsStored);
+    let engine = engine(WeightStorage::AsStored);
     for case in golden()["tokenizer"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
         assert_eq!(
@@ -77,7 +77,7 @@ fn tokenizer_and_chat_template_match_llama_cpp() {
 #[test]
 fn as_stored_weights_follow_llama_cpp_step_by_step() {
     const NEAR_TIE: f32 = 1.0;
-    let engine = engine(GgufWeights::AsStored);
+    let engine = engine(WeightStorage::AsStored);
     let model = engine.model();
     let (mut diffs, mut steps, mut agreements) = (Vec::new(), 0, 0);
     for chat in golden()["chats"].as_array().unwrap() {
@@ -149,7 +149,7 @@ fn as_stored_weights_follow_llama_cpp_step_by_step() {
 #[test]
 fn first_greedy_tokens_equal_llama_cpp() {
     // Free-running generation: the first tokens before any near-tie are exactly llama.cpp's.
-    let engine = engine(GgufWeights::AsStored);
+    let engine = engine(WeightStorage::AsStored);
     let chat = &golden()["chats"][0];
     let expected = ids(&chat["greedy_ids"]);
     let completion = engine
@@ -211,7 +211,10 @@ fn greedy_with_margins(engine: &Engine, prompt: &[u32], steps: usize) -> (Vec<u3
 #[test]
 fn fast_weights_follow_f32_step_by_step() {
     const NEAR_TIE: f32 = 0.5;
-    let (fast, exact) = (engine(GgufWeights::Fast), engine(GgufWeights::Dequantized));
+    let (fast, exact) = (
+        engine(WeightStorage::Fast),
+        engine(WeightStorage::Dequantized),
+    );
     assert!(
         fast.model().packed_available(),
         "the default weights run the packed path"

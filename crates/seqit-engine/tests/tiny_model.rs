@@ -5,14 +5,14 @@ use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 use seqit_core::{ChatMessage, FinishReason, Prompt, SamplingParams};
 use seqit_engine::{Engine, EngineOptions, GenerationRequest};
-use seqit_model::{load_model, Architecture, GgufWeights, LoadOptions, LogitsFor};
+use seqit_model::{load_model, Architecture, LoadOptions, LogitsFor, WeightStorage};
 use seqit_testkit::{TinyModel, TinyModelSpec};
 
 const TOKENS: [u32; 9] = [72, 101, 108, 108, 111, 32, 259, 33, 10];
 
-fn logits(path: &std::path::Path, weights: GgufWeights) -> Vec<f32> {
+fn logits(path: &std::path::Path, weights: WeightStorage) -> Vec<f32> {
     let options = LoadOptions {
-        gguf_weights: weights,
+        weights,
         ..LoadOptions::default()
     };
     let model = load_model(path, &Device::Cpu, options).unwrap().llama;
@@ -55,16 +55,24 @@ fn check_layouts(spec: TinyModelSpec) {
     let dir = tempfile::tempdir().unwrap();
     let model = TinyModel::new(&spec).unwrap();
     let hf = model.write_hf_dir(&dir.path().join("hf")).unwrap();
-    let reference = logits(&hf, GgufWeights::AsStored);
+    let reference = logits(&hf, WeightStorage::AsStored);
     assert!(rms(&reference) > 0.1, "logits should not be degenerate");
+    // A checkpoint directory loaded `Fast` holds Q8_0 matrices (where rows are whole
+    // blocks) and computes nearly what its dense weights compute.
+    let fast_hf = logits(&hf, WeightStorage::Fast);
+    let error = relative_rms_error(&fast_hf, &reference);
+    assert!(
+        error > 0.0 && error < 0.03,
+        "HF directory as Q8_0: relative error {error}"
+    );
 
     let f32_gguf = model
         .write_gguf(&dir.path().join("f32.gguf"), GgmlDType::F32)
         .unwrap();
     for weights in [
-        GgufWeights::AsStored,
-        GgufWeights::Dequantized,
-        GgufWeights::Fast,
+        WeightStorage::AsStored,
+        WeightStorage::Dequantized,
+        WeightStorage::Fast,
     ] {
         let diff = max_abs_diff(&reference, &logits(&f32_gguf, weights));
         assert!(
@@ -84,13 +92,13 @@ fn check_layouts(spec: TinyModelSpec) {
         let path = model
             .write_gguf(&dir.path().join(format!("{dtype:?}.gguf")), dtype)
             .unwrap();
-        let dequantized = logits(&path, GgufWeights::Dequantized);
+        let dequantized = logits(&path, WeightStorage::Dequantized);
         let error = relative_rms_error(&dequantized, &reference);
         assert!(
             error < tolerance,
             "{dtype:?} dequantized vs HF: relative error {error}"
         );
-        for weights in [GgufWeights::AsStored, GgufWeights::Fast] {
+        for weights in [WeightStorage::AsStored, WeightStorage::Fast] {
             let error = relative_rms_error(&logits(&path, weights), &dequantized);
             assert!(
                 error < 0.03,
@@ -179,27 +187,40 @@ fn batched_generation_equals_one_at_a_time() {
 }
 
 #[test]
-fn hf_directory_and_gguf_generate_the_same_tokens() {
+fn hf_directory_and_gguf_generate_the_same_tokens_dense_and_quantized() {
     let dir = tempfile::tempdir().unwrap();
     let model = TinyModel::new(&TinyModelSpec::default()).unwrap();
     let hf = model.write_hf_dir(&dir.path().join("hf")).unwrap();
-    let gguf = model
-        .write_gguf(&dir.path().join("m.gguf"), GgmlDType::F32)
-        .unwrap();
     let request = [GenerationRequest {
         prompt: chat("the answer"),
         params: greedy(24),
     }];
-    let from_hf = Engine::load(&hf, EngineOptions::default())
-        .unwrap()
-        .generate(&request, &mut |_, _| {})
+    let generate = |path: &std::path::Path, weights: WeightStorage| {
+        let options = EngineOptions {
+            weights,
+            ..EngineOptions::default()
+        };
+        let engine = Engine::load(path, options).unwrap();
+        let packed = engine.model().packed_available();
+        (engine.generate(&request, &mut |_, _| {}).unwrap(), packed)
+    };
+    // Dense: the directory and an F32 GGUF of the same weights.
+    let f32_gguf = model
+        .write_gguf(&dir.path().join("f32.gguf"), GgmlDType::F32)
         .unwrap();
-    let from_gguf = Engine::load(&gguf, EngineOptions::default())
-        .unwrap()
-        .generate(&request, &mut |_, _| {})
-        .unwrap();
+    let (from_hf, _) = generate(&hf, WeightStorage::AsStored);
+    let (from_gguf, _) = generate(&f32_gguf, WeightStorage::AsStored);
     assert_eq!(from_hf[0].token_ids, from_gguf[0].token_ids);
     assert_eq!(from_hf[0].prompt_tokens, from_gguf[0].prompt_tokens);
+    // Fast: the directory is quantized on load to the blocks a Q8_0 GGUF stores, and both
+    // run the packed decoder.
+    let q8_gguf = model
+        .write_gguf(&dir.path().join("q8.gguf"), GgmlDType::Q8_0)
+        .unwrap();
+    let (from_hf, hf_packed) = generate(&hf, WeightStorage::Fast);
+    let (from_gguf, gguf_packed) = generate(&q8_gguf, WeightStorage::Fast);
+    assert!(hf_packed && gguf_packed);
+    assert_eq!(from_hf[0].token_ids, from_gguf[0].token_ids);
 }
 
 #[test]

@@ -33,7 +33,7 @@ pub use llama::{
     padded_causal_mask, Attention, Block, Embedding, Kernels, Llama, LogitsFor, Mlp, RmsNorm,
     PROJECTIONS,
 };
-pub use load::{load_gguf, load_hf_dir, load_model, GgufWeights, LoadOptions, LoadedModel};
+pub use load::{load_gguf, load_hf_dir, load_model, LoadOptions, LoadedModel, WeightStorage};
 pub use peft::{
     apply_peft_adapter, peft_tensor_name, read_peft_config, save_peft_adapter, PeftConfig,
     ADAPTER_CONFIG, ADAPTER_WEIGHTS,

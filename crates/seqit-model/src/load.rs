@@ -14,13 +14,15 @@ use crate::gguf::{gguf_tensor_name, unpermute_interleaved_rope, GgufFile};
 use crate::linear::{Linear, LinearWeight};
 use crate::llama::{Attention, Block, Embedding, Llama, Mlp, RmsNorm};
 
-/// How GGUF matrices are held in memory.
+/// How a model's matrices are held in memory for inference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GgufWeights {
-    /// Quantized blocks exactly as stored (bit-comparable with llama.cpp).
+pub enum WeightStorage {
+    /// As the file stores them: GGUF blocks bit-comparable with llama.cpp, safetensors dense.
     AsStored,
-    /// Quantized types without SIMD kernels in candle (Q4_1, Q5_x, ...) re-quantized to
-    /// Q8_0, which has them; others kept as stored. The fast default.
+    /// The fast default. GGUF types without SIMD kernels in candle (Q4_1, Q5_x, ...)
+    /// re-quantized to Q8_0, others kept as stored; dense f32 matrices of a Hugging Face
+    /// directory (a trained checkpoint) quantized to Q8_0 on the CPU, so that the packed
+    /// decoder runs them (the same format as SmolLM2's GGUF; about 4x less memory traffic).
     Fast,
     /// Dense tensors in Hugging Face layout (needed for training and conversion).
     Dequantized,
@@ -29,7 +31,7 @@ pub enum GgufWeights {
 /// How to materialise the weights.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadOptions {
-    pub gguf_weights: GgufWeights,
+    pub weights: WeightStorage,
     /// Dtype of dense weights.
     pub dtype: DType,
 }
@@ -37,7 +39,7 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
-            gguf_weights: GgufWeights::Fast,
+            weights: WeightStorage::Fast,
             dtype: DType::F32,
         }
     }
@@ -45,7 +47,7 @@ impl Default for LoadOptions {
 
 impl LoadOptions {
     fn dequantize(&self) -> bool {
-        self.gguf_weights == GgufWeights::Dequantized
+        self.weights == WeightStorage::Dequantized
     }
 }
 
@@ -59,7 +61,10 @@ pub struct LoadedModel {
 /// Loads a `.gguf` file or a Hugging Face model directory.
 pub fn load_model(path: &Path, device: &Device, options: LoadOptions) -> Result<LoadedModel> {
     if path.is_dir() {
-        let llama = load_hf_dir(path, device, options.dtype)?;
+        let quantize = options.weights == WeightStorage::Fast
+            && device.is_cpu()
+            && options.dtype == DType::F32;
+        let llama = load_safetensors(path, device, options.dtype, quantize)?;
         return Ok(LoadedModel {
             llama,
             path: path.to_path_buf(),
@@ -96,8 +101,14 @@ pub fn load_gguf(file: &mut GgufFile, device: &Device, options: LoadOptions) -> 
     build_llama(config, layout, &mut source)
 }
 
-/// Loads `config.json` and `*.safetensors` (single file or sharded with an index).
+/// Loads `config.json` and `*.safetensors` (single file or sharded with an index), with
+/// dense weights of `dtype` (for training and exact comparisons).
 pub fn load_hf_dir(dir: &Path, device: &Device, dtype: DType) -> Result<Llama> {
+    load_safetensors(dir, device, dtype, false)
+}
+
+/// [`load_hf_dir`], with the projection matrices quantized to Q8_0 when `quantize`.
+fn load_safetensors(dir: &Path, device: &Device, dtype: DType, quantize: bool) -> Result<Llama> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path)
         .with_context(|| format!("cannot read `{}`", config_path.display()))?;
@@ -112,6 +123,7 @@ pub fn load_hf_dir(dir: &Path, device: &Device, dtype: DType) -> Result<Llama> {
         dir: dir.to_path_buf(),
         device: device.clone(),
         dtype,
+        quantize,
     };
     build_llama(config, RopeLayout::HalfSplit, &mut source)
 }
@@ -211,9 +223,7 @@ impl TensorSource for GgufSource<'_> {
         // The packed kernels multiply Q4_0, Q4_1 and Q8_0 blocks as stored; candle's fast paths
         // need Q8_0 (or a K-quant).
         let packed = self.device.is_cpu() && crate::packed::multiplies_as_stored(q.dtype());
-        if self.options.gguf_weights == GgufWeights::Fast
-            && needs_requantization(q.dtype())
-            && !packed
+        if self.options.weights == WeightStorage::Fast && needs_requantization(q.dtype()) && !packed
         {
             q = QTensor::quantize(&q.dequantize(&self.device)?, GgmlDType::Q8_0)?;
         }
@@ -226,6 +236,9 @@ struct SafetensorsSource {
     dir: PathBuf,
     device: Device,
     dtype: DType,
+    /// Hold projection matrices as Q8_0 blocks (rows whose length is a whole number of
+    /// blocks; others stay dense).
+    quantize: bool,
 }
 
 impl TensorSource for SafetensorsSource {
@@ -249,7 +262,16 @@ impl TensorSource for SafetensorsSource {
     }
 
     fn linear_weight(&mut self, name: &str) -> Result<LinearWeight> {
-        Ok(LinearWeight::Dense(self.dense(name)?))
+        let dense = self.dense(name)?;
+        let whole_blocks = dense
+            .dims()
+            .last()
+            .is_some_and(|&n| n.is_multiple_of(GgmlDType::Q8_0.block_size()));
+        if self.quantize && dense.rank() == 2 && whole_blocks {
+            let q = QTensor::quantize(&dense, GgmlDType::Q8_0)?;
+            return Ok(LinearWeight::Quantized(Arc::new(q)));
+        }
+        Ok(LinearWeight::Dense(dense))
     }
 }
 

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use seqit_core::ChatMessage;
 use seqit_engine::write_tokenizer_files;
-use seqit_model::{load_model, save_hf_weights, save_peft_adapter, GgufWeights, LoadOptions};
+use seqit_model::{load_model, save_hf_weights, save_peft_adapter, LoadOptions, WeightStorage};
 
 use crate::tokenize::{chat_tokenizer, tokenize_example, ChatFormat, TokenizedExample};
 use crate::trainable::{full_finetuning, lora};
@@ -72,7 +72,7 @@ pub fn run_training(
     }
     let dtype = job.config.precision.dtype();
     let options = LoadOptions {
-        gguf_weights: GgufWeights::Dequantized,
+        weights: WeightStorage::Dequantized,
         dtype,
     };
     let base = load_model(&job.model, &job.device, options)

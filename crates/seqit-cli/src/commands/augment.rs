@@ -1,6 +1,6 @@
 //! `seqit augment`: Seq-Instruct over a dataset (classify, rewrite, regenerate,
-//! iterate) with the IT control, through a local or remote teacher behind the request
-//! cache. Also the teacher flags and the progress display `seqit seqeval build` shares.
+//! iterate) with the IT control, or verified answers to program-checked chains
+//! (`--verify`), through a local or remote teacher behind the request cache. Also the teacher flags and the progress display `seqit seqeval build` shares.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use seqit_augment::{
     AugmentPaths, AugmentSettings, Augmenter, Progress, PromptSet, Teacher, TeacherInfo,
+    VerifiedAugmenter, VerifyPaths, VerifySettings,
 };
 use seqit_core::SamplingParams;
 use seqit_data::Schema;
@@ -61,6 +62,12 @@ pub struct AugmentArgs {
     /// set). `off` sends the paper's free-text prompts alone (for fidelity studies).
     #[arg(long, value_enum, default_value_t = Switch::On)]
     pub structured: Switch,
+    /// Verified SIT data (beyond the paper): `--input` is a set of program-checked
+    /// chains (`seqit seqeval synth`); ask the teacher up to this many seeded samples
+    /// per chain, keep the first that passes every step, drop chains with none. No
+    /// rewriting: the chains already are sequential instructions.
+    #[arg(long, value_name = "TRIES", conflicts_with_all = ["it_output", "split", "refine", "iterations"])]
+    pub verify: Option<u32>,
     #[command(flatten)]
     pub teacher: TeacherArgs,
 }
@@ -225,6 +232,16 @@ pub fn run(args: AugmentArgs) -> Result<()> {
         bail!("`--it-output` and `--output` are the same file");
     }
     let prompts = PromptSet::load_or_builtin(args.teacher.prompts.as_deref())?;
+    if let Some(tries) = args.verify {
+        let items = seqit_verify::read_jsonl(&args.input)
+            .context("`--verify` reads chains made by `seqit seqeval synth`")?;
+        let settings = VerifySettings {
+            tries,
+            seed: args.teacher.seed,
+            decoding: args.teacher.decoding()?,
+        };
+        return runtime()?.block_on(augment_verified(args, prompts, settings, items));
+    }
     let settings = AugmentSettings {
         iterations: args.iterations,
         seed: args.teacher.seed,
@@ -279,6 +296,42 @@ async fn augment(
         args.it_output
             .map(|p| format!(", {}", p.display()))
             .unwrap_or_default(),
+        paths.stats().display(),
+        outcome.resumed
+    );
+    Ok(())
+}
+
+async fn augment_verified(
+    args: AugmentArgs,
+    prompts: PromptSet,
+    settings: VerifySettings,
+    items: Vec<seqit_verify::VerifiableItem>,
+) -> Result<()> {
+    let teacher = args.teacher.open(&args.output, &prompts).await?;
+    let paths = VerifyPaths {
+        output: args.output.clone(),
+        schema: args.format,
+    };
+    eprintln!(
+        "verified answers for {} chains from `{}` with {} (up to {} tries each)",
+        items.len(),
+        args.input.display(),
+        teacher.info().backend,
+        settings.tries,
+    );
+    let augmenter = VerifiedAugmenter {
+        teacher: &teacher,
+        settings,
+        concurrency: args.teacher.items_in_flight(),
+    };
+    let progress = Display::new(teacher.client().ledger().clone());
+    let outcome = augmenter.run(&items, &paths, &progress).await?;
+    eprintln!("{}", outcome.stats.render());
+    eprintln!("{}", teacher.client().ledger().summary());
+    eprintln!(
+        "wrote {} and {} ({} items reused from an earlier run)",
+        args.output.display(),
         paths.stats().display(),
         outcome.resumed
     );

@@ -23,7 +23,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use seqit_core::{Constraint, SamplingParams};
 use seqit_engine::{resolve_model, Engine, EngineOptions};
-use seqit_model::GgufWeights;
+use seqit_model::WeightStorage;
 
 use crate::cli::{Cli, Command, ConstraintArgs, DecodingArgs, ModelArgs, ModelCommand, WeightsArg};
 
@@ -56,10 +56,10 @@ fn load_engine(args: &ModelArgs) -> Result<Engine> {
     let mut engine = Engine::load(
         &path,
         EngineOptions {
-            gguf_weights: match args.weights {
-                WeightsArg::Fast => GgufWeights::Fast,
-                WeightsArg::AsStored => GgufWeights::AsStored,
-                WeightsArg::F32 => GgufWeights::Dequantized,
+            weights: match args.weights {
+                WeightsArg::Fast => WeightStorage::Fast,
+                WeightsArg::AsStored => WeightStorage::AsStored,
+                WeightsArg::F32 => WeightStorage::Dequantized,
             },
             max_batch: args.batch_size.max(1),
             prefix_cache_mib: args.prefix_cache_mib,
