@@ -824,3 +824,48 @@ fn convert_through_parquet() {
         std::fs::read_to_string(&source).unwrap()
     );
 }
+
+/// 400 synthesized verifiable chains: `data stats` reads them as SeqEval records and
+/// shows no duplicate prompt, every depth 100 times and every step kind in use.
+#[test]
+fn stats_of_a_synthesized_seqeval_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(
+        d,
+        &[
+            "seqeval",
+            "synth",
+            "--per-depth",
+            "100",
+            "--seed",
+            "3",
+            "--output",
+            "chains.jsonl",
+        ],
+    );
+    let stats: Value = serde_json::from_str(&ok(
+        d,
+        &["data", "stats", "chains.jsonl", "--no-tokens", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(stats["schema"], "seqeval");
+    assert_eq!(stats["records"], 400);
+    assert_eq!(stats["duplicate_prompts"], 0);
+    assert_eq!(stats["without_response"], 400);
+    let chains = &stats["chains"];
+    assert_eq!(
+        chains["by_depth"],
+        json!({"1": 100, "2": 100, "3": 100, "4": 100})
+    );
+    assert_eq!(chains["verifiable"], 400);
+    let kinds = chains["step_kinds"].as_object().unwrap();
+    assert_eq!(kinds.len(), seqit_verify::StepKind::ALL.len());
+    let steps: u64 = kinds.values().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!(steps, 100 * (1 + 2 + 3 + 4));
+    // The same file given twice over has every prompt repeated.
+    let text = std::fs::read_to_string(d.join("chains.jsonl")).unwrap();
+    std::fs::write(d.join("twice.jsonl"), format!("{text}{text}")).unwrap();
+    let table = ok(d, &["data", "stats", "twice.jsonl", "--no-tokens"]);
+    assert!(table.contains("duplicate prompts: 400"), "{table}");
+}

@@ -22,27 +22,32 @@ pub enum Schema {
     AlpacaEval,
     /// Prompts only: one per line of a `.txt` file, or records with `prompt`.
     Prompts,
+    /// SeqEval items: `instruction`, `input`, the depth as `iteration`, `modes`,
+    /// `sub_steps` and, for program-checked chains, `steps`; no response.
+    SeqEval,
 }
 
 impl Schema {
     /// Every schema, in the order of [`Schema::NAMES`].
-    pub const ALL: [Schema; 6] = [
+    pub const ALL: [Schema; 7] = [
         Schema::Alpaca,
         Schema::ShareGpt,
         Schema::Messages,
         Schema::FlanCot,
         Schema::AlpacaEval,
         Schema::Prompts,
+        Schema::SeqEval,
     ];
 
     /// The names `--format` and `--to` accept.
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 7] = [
         "alpaca",
         "sharegpt",
         "messages",
         "flan",
         "alpaca-eval",
         "prompts",
+        "seqeval",
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +61,8 @@ impl Schema {
             Some(Schema::ShareGpt)
         } else if has("messages") {
             Some(Schema::Messages)
+        } else if has("instruction") && has("sub_steps") && !has("output") {
+            Some(Schema::SeqEval)
         } else if has("instruction") && has("generator") {
             Some(Schema::AlpacaEval)
         } else if has("instruction") {
@@ -88,6 +95,7 @@ impl FromStr for Schema {
             "flan" | "flancot" | "flan-cot" | "orca" => Schema::FlanCot,
             "alpaca-eval" | "alpacaeval" => Schema::AlpacaEval,
             "prompts" | "prompt" | "txt" => Schema::Prompts,
+            "seqeval" | "seq-eval" => Schema::SeqEval,
             _ => {
                 return Err(format!(
                     "unknown format `{s}`; expected one of {}",
@@ -181,6 +189,10 @@ mod tests {
             Some(Schema::FlanCot)
         );
         assert_eq!(detect(json!({"prompt": ""})), Some(Schema::Prompts));
+        assert_eq!(
+            detect(json!({"instruction": "", "iteration": 2, "sub_steps": []})),
+            Some(Schema::SeqEval)
+        );
         assert_eq!(detect(json!({"text": ""})), None);
     }
 

@@ -6,13 +6,17 @@
 //! use the nearest-rank method: p-th percentile of n sorted values is the value at
 //! rank ⌈p/100 · n⌉.
 
+use std::collections::{BTreeMap, HashSet};
+
 use rayon::prelude::*;
 use seqit_core::Role;
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::format::Format;
+use crate::format::{Format, Schema};
 use crate::read::Reader;
+use crate::record::Record;
 
 /// Counts tokens of a text (the model's tokenizer, without special tokens).
 pub type TokenCounter<'a> = &'a (dyn Fn(&str) -> std::result::Result<usize, String> + Sync);
@@ -69,6 +73,11 @@ pub struct Stats {
     pub with_system: usize,
     /// Records whose last user turn has no reply.
     pub without_response: usize,
+    /// Records whose user turns (system prompt included) repeat an earlier record's.
+    pub duplicate_prompts: usize,
+    /// Depths and step kinds, for SeqEval files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chains: Option<ChainStats>,
     pub instruction_words: Lengths,
     pub response_words: Lengths,
     /// The tokenizer's name, when tokens were counted.
@@ -78,6 +87,51 @@ pub struct Stats {
     pub instruction_tokens: Option<Lengths>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_tokens: Option<Lengths>,
+}
+
+/// What a SeqEval file holds: chains by depth (`iteration`) and the step kinds used
+/// (`steps[].kind` of program-checked chains, else `modes`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ChainStats {
+    pub by_depth: BTreeMap<u64, usize>,
+    /// Records without a numeric `iteration`.
+    pub without_depth: usize,
+    /// Records with `steps` (checked by program).
+    pub verifiable: usize,
+    /// Steps per kind over all records.
+    pub step_kinds: BTreeMap<String, usize>,
+}
+
+impl ChainStats {
+    fn add(&mut self, record: &Record) {
+        match record.metadata.get("iteration").and_then(Value::as_u64) {
+            Some(depth) => *self.by_depth.entry(depth).or_default() += 1,
+            None => self.without_depth += 1,
+        }
+        let steps = record.metadata.get("steps").and_then(Value::as_array);
+        self.verifiable += usize::from(steps.is_some());
+        let kinds: Vec<&str> = match steps {
+            Some(steps) => steps.iter().filter_map(|s| s["kind"].as_str()).collect(),
+            None => record
+                .metadata
+                .get("modes")
+                .and_then(Value::as_array)
+                .map(|m| m.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default(),
+        };
+        for kind in kinds {
+            *self.step_kinds.entry(kind.to_string()).or_default() += 1;
+        }
+    }
+}
+
+/// A 64-bit digest of a record's prompt parts (collisions are negligible at dataset
+/// sizes, and the set stays small).
+fn prompt_key(parts: &[&str]) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    parts.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Texts waiting for the tokenizer, counted in parallel batches.
@@ -131,6 +185,8 @@ pub fn stats(mut reader: Reader, tokens: Option<(&str, TokenCounter<'_>)>) -> Re
         with_input: 0,
         with_system: 0,
         without_response: 0,
+        duplicate_prompts: 0,
+        chains: None,
         instruction_words: Lengths::of(&mut []),
         response_words: Lengths::of(&mut []),
         tokenizer: None,
@@ -145,9 +201,27 @@ pub fn stats(mut reader: Reader, tokens: Option<(&str, TokenCounter<'_>)>) -> Re
         instruction: Vec::new(),
         response: Vec::new(),
     });
+    let mut prompts_seen = HashSet::new();
+    let mut chains = ChainStats::default();
     for record in &mut reader {
         let record = record?;
         s.records += 1;
+        let prompt: Vec<&str> = record
+            .system
+            .iter()
+            .map(String::as_str)
+            .chain(
+                record
+                    .messages
+                    .iter()
+                    .filter(|m| m.role == Role::User)
+                    .map(|m| m.content.as_str()),
+            )
+            .collect();
+        if !prompts_seen.insert(prompt_key(&prompt)) {
+            s.duplicate_prompts += 1;
+        }
+        chains.add(&record);
         s.turns += record.messages.len();
         s.multi_turn += usize::from(record.user_turns() > 1);
         s.with_input += usize::from(record.input.is_some());
@@ -173,6 +247,9 @@ pub fn stats(mut reader: Reader, tokens: Option<(&str, TokenCounter<'_>)>) -> Re
     }
     let format: Format = reader.format().expect("a file with records has a format");
     s.schema = format.schema.to_string();
+    if format.schema == Schema::SeqEval {
+        s.chains = Some(chains);
+    }
     s.container = format.container.to_string();
     s.instruction_words = Lengths::of(&mut instruction_words);
     s.response_words = Lengths::of(&mut response_words);
@@ -212,14 +289,43 @@ impl Stats {
             share(self.multi_turn)
         ));
         out.push_str(&format!(
-            "with input: {} ({:.1}%), with system prompt: {} ({:.1}%), without response: {} ({:.1}%)\n\n",
+            "with input: {} ({:.1}%), with system prompt: {} ({:.1}%), without response: {} ({:.1}%), duplicate prompts: {}\n",
             self.with_input,
             share(self.with_input),
             self.with_system,
             share(self.with_system),
             self.without_response,
-            share(self.without_response)
+            share(self.without_response),
+            self.duplicate_prompts
         ));
+        if let Some(chains) = &self.chains {
+            let depths: Vec<String> = chains
+                .by_depth
+                .iter()
+                .map(|(d, n)| format!("{d}: {n}"))
+                .collect();
+            out.push_str(&format!(
+                "chains by depth: {}{}; checked by program: {}\n",
+                depths.join(", "),
+                if chains.without_depth > 0 {
+                    format!(", no depth: {}", chains.without_depth)
+                } else {
+                    String::new()
+                },
+                chains.verifiable
+            ));
+            let kinds: Vec<String> = chains
+                .step_kinds
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            out.push_str(&format!(
+                "step kinds ({}): {}\n",
+                chains.step_kinds.len(),
+                kinds.join(", ")
+            ));
+        }
+        out.push('\n');
         out.push_str(&format!(
             "{:<24} {:>8} {:>9} {:>7} {:>7} {:>7} {:>7}\n",
             "length", "count", "mean", "p50", "p90", "p99", "max"

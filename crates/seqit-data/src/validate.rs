@@ -183,6 +183,7 @@ fn turn_field(record: &Record, schema: Schema, i: usize) -> String {
             if i >= last_exchange {
                 let keys = match schema {
                     Schema::Alpaca | Schema::AlpacaEval => ["instruction", "output"],
+                    Schema::SeqEval => ["instruction", "instruction"],
                     Schema::FlanCot => ["question", "response"],
                     _ => ["prompt", "prompt"],
                 };

@@ -6,7 +6,7 @@ use seqit_core::{ChatMessage, Role};
 use seqit_data::{
     read_all, Container, EncodeOptions, Error, Format, ReadOptions, Record, Schema, WriteOptions,
 };
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -189,8 +189,10 @@ fn every_fixture_through_every_format() {
     for name in fixtures {
         let (_, records) = read(&fixture(name));
         for schema in Schema::ALL {
-            if schema == Schema::Prompts {
-                continue; // holds prompts only: see `prompt_lists_keep_prompts`
+            if matches!(schema, Schema::Prompts | Schema::SeqEval) {
+                // Prompts only: see `prompt_lists_keep_prompts` and
+                // `seqeval_records_keep_their_chain_fields`.
+                continue;
             }
             for container in [Container::Jsonl, Container::JsonArray] {
                 // Records a single-exchange format cannot hold are checked separately.
@@ -376,7 +378,7 @@ fn formats_that_cannot_hold_a_record_say_why() {
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("it has 3 user turns; a prompt list holds one"),
+        err.contains("it has 3 user turns; a prompts record holds one"),
         "{err}"
     );
     let err = round_trip(
@@ -565,4 +567,26 @@ mod parquet {
             "{err}"
         );
     }
+}
+
+#[test]
+fn seqeval_records_keep_their_chain_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("set.jsonl");
+    let line = r#"{"id":"v-2-0","instruction":"First name a fruit. Then write it in capitals.","input":"","iteration":2,"modes":["choose_word","uppercase_word"],"sub_steps":["Name a fruit.","Write it in capitals."],"steps":[{"kind":"choose_word","options":["apple","pear"]},{"kind":"uppercase_word","ref":1}]}"#;
+    std::fs::write(&path, format!("{line}\n")).unwrap();
+    let (format, records) = read(&path);
+    assert_eq!(format.schema, Schema::SeqEval);
+    assert_eq!(records[0].response(), None);
+    assert_eq!(records[0].metadata["iteration"], 2);
+    let (back, text) = round_trip(
+        &records,
+        Schema::SeqEval,
+        Container::Jsonl,
+        Default::default(),
+    )
+    .unwrap();
+    assert_eq!(back, records);
+    let written: Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(written, serde_json::from_str::<Value>(line).unwrap());
 }

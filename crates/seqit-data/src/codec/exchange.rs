@@ -43,6 +43,12 @@ fn layout(schema: Schema) -> Layout {
             response: Some("output"),
             system: &[],
         },
+        Schema::SeqEval => Layout {
+            prompt: "instruction",
+            input: Some("input"),
+            response: None,
+            system: &["system"],
+        },
         _ => Layout {
             prompt: "prompt",
             input: None,
@@ -65,6 +71,7 @@ pub(super) fn reserved(schema: Schema) -> &'static [&'static str] {
         ],
         Schema::FlanCot => &["question", "response", "system_prompt", "system", "history"],
         Schema::AlpacaEval => &["instruction", "output", "generator", "dataset", "history"],
+        Schema::SeqEval => &["instruction", "input", "system"],
         _ => &["prompt", "system"],
     }
 }
@@ -95,7 +102,7 @@ pub(super) fn decode(schema: Schema, fields: &mut Fields) -> Record {
         fields.check_str("dataset", false);
     }
     let mut messages = Vec::new();
-    if schema != Schema::Prompts {
+    if !matches!(schema, Schema::Prompts | Schema::SeqEval) {
         if let Some(history) = fields.take("history") {
             messages = decode_history(fields, history);
         }
@@ -248,9 +255,9 @@ pub(super) fn encode(
         }
     }
     if !history.is_empty() {
-        if schema == Schema::Prompts {
+        if matches!(schema, Schema::Prompts | Schema::SeqEval) {
             return Err(format!(
-                "it has {} user turns; a prompt list holds one",
+                "it has {} user turns; a {schema} record holds one",
                 history.len() + 1
             ));
         }
