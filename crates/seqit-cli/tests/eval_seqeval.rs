@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use seqit_eval::judge::JudgePrompts;
 use seqit_faultserver::{BackgroundFaultServer, FaultConfig, Outcome, ScriptRule};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -562,6 +562,21 @@ fn verifiable_seqeval_is_scored_by_program_without_a_judge() {
         metrics["scores"]["overall"]["verifiable"]["chain_pass_rate"]["mean"],
         0.5
     );
+    // Nothing was judged, so no judge verdict failed to parse.
+    let failures = &metrics["scores"]["overall"]["parse_failures"];
+    assert_eq!(
+        (&failures["following"], &failures["quality"]),
+        (&json!(0), &json!(0))
+    );
+    let by_kind = metrics["scores"]["verifiable_by_kind"].as_object().unwrap();
+    for (kind, entry) in by_kind {
+        let group = seqit_verify::StepKind::from_name(kind).unwrap().group();
+        assert_eq!(
+            entry["group"],
+            serde_json::to_value(group).unwrap(),
+            "{kind}"
+        );
+    }
 
     // A judged-only set is refused under --verifiable-only.
     let refused = Command::new(env!("CARGO_BIN_EXE_seqit"))

@@ -19,7 +19,7 @@ use crate::error::{EvalError, Result};
 use crate::io::{kind, read_jsonl, string_field};
 use crate::judge::Judge;
 use crate::metrics::{bootstrap_mean_ci, mean};
-use seqit_verify::{ChainCheck, VerifiableItem};
+use seqit_verify::{ChainCheck, StepKind, VerifiableItem};
 
 /// Deepest chain SeqEval builds.
 pub const MAX_DEPTH: u64 = 4;
@@ -277,6 +277,7 @@ fn group_metrics(records: &[&Value]) -> Value {
     let expected_quality = collect(&|r| r["quality"]["expected_rating"].as_f64());
     let expected_win = collect(&|r| r["pairwise"]["expected_score"].as_f64());
     let compared = records.iter().filter(|r| r["pairwise"].is_object()).count();
+    let judged = |field: &str| records.iter().filter(|r| r[field].is_object()).count();
     let pairwise_failures: u64 = records
         .iter()
         .filter_map(|r| r["pairwise"]["parse_failures"].as_u64())
@@ -300,9 +301,10 @@ fn group_metrics(records: &[&Value]) -> Value {
             "expected_quality": summary(&expected_quality),
             "expected_win_rate": summary(&expected_win),
         },
+        // Of the judged records only: verifiable-only runs ask no judge.
         "parse_failures": {
-            "following": records.len() - following.len(),
-            "quality": records.len() - quality.len(),
+            "following": judged("following") - following.len(),
+            "quality": judged("quality") - quality.len(),
             "pairwise_orders": pairwise_failures,
             "pairwise_items_without_verdict": compared - win.len(),
         },
@@ -362,9 +364,10 @@ fn verifiable_by_kind(records: &[Value]) -> Value {
         .into_iter()
         .map(|(kind, (n, passed, done))| {
             let share = |k: u64| k as f64 / n as f64;
+            let group = StepKind::from_name(&kind).map(StepKind::group);
             (
                 kind,
-                json!({"steps": n, "pass_rate": share(passed), "done_rate": share(done)}),
+                json!({"group": group, "steps": n, "pass_rate": share(passed), "done_rate": share(done)}),
             )
         })
         .collect::<Map<String, Value>>()

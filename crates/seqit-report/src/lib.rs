@@ -5,8 +5,9 @@
 //!
 //! The page shows option shares per Seq-Instruct iteration next to the paper's, length
 //! distributions, loss curves, a results table of IT vs SIT with confidence intervals
-//! and deltas, the paper's Figure-3 plots (following rate and quality against SeqEval
-//! depth) and a sample browser.
+//! and deltas, the paper's Figure-3 plots against SeqEval depth (chains and steps
+//! passed by program check, the judge's following rate and quality), which kinds of
+//! steps fail, and a sample browser.
 
 mod load;
 mod svg;
@@ -36,6 +37,9 @@ pub struct Metric {
 const NOT_SCORES: &[&str] = &[
     "settings",
     "by_depth",
+    // Breakdowns shown in their own section or too fine for the results table.
+    "verifiable_by_kind",
+    "first_failed_step",
     "parse_failures",
     "outcomes",
     "samples_per_problem",
@@ -111,8 +115,9 @@ fn ci_of(summary: &Value) -> Option<(f64, f64)> {
 /// One point of a by-depth curve: (depth, mean, 95% interval).
 pub type DepthPoint = (f64, f64, Option<(f64, f64)>);
 
-/// `by_depth` scores of a SeqEval eval for one score name.
-pub fn by_depth(metrics: &Value, score: &str) -> Vec<DepthPoint> {
+/// `by_depth` scores of a SeqEval eval for one score, named by its path under each
+/// depth (`["quality"]`, `["verifiable", "chain_pass_rate"]`).
+pub fn by_depth(metrics: &Value, score: &[&str]) -> Vec<DepthPoint> {
     let Some(depths) = metrics["scores"]["by_depth"].as_object() else {
         return vec![];
     };
@@ -120,12 +125,58 @@ pub fn by_depth(metrics: &Value, score: &str) -> Vec<DepthPoint> {
         .iter()
         .filter_map(|(d, v)| {
             let depth: f64 = d.parse().ok()?;
-            let mean = v[score]["mean"].as_f64()?;
-            Some((depth, mean, ci_of(&v[score])))
+            let summary = score.iter().fold(v, |v, key| &v[*key]);
+            let mean = summary["mean"].as_f64()?;
+            Some((depth, mean, ci_of(summary)))
         })
         .collect();
     points.sort_by(|a, b| a.0.total_cmp(&b.0));
     points
+}
+
+/// The Figure-3 charts: one line per evaluated model against SeqEval depth.
+const DEPTH_CHARTS: [(&[&str], &str, &str, (f64, f64)); 4] = [
+    (
+        &["verifiable", "chain_pass_rate"],
+        "Chains followed (checked by program) by depth",
+        "every step done, in order",
+        (0.0, 1.0),
+    ),
+    (
+        &["verifiable", "step_pass_rate"],
+        "Steps done (checked by program) by depth",
+        "steps done in order",
+        (0.0, 1.0),
+    ),
+    (
+        &["following_rate"],
+        "Following rate (judged) by SeqEval depth",
+        "following rate",
+        (0.0, 1.0),
+    ),
+    (
+        &["quality"],
+        "Quality (judged) by SeqEval depth",
+        "quality (1-5)",
+        (1.0, 5.0),
+    ),
+];
+
+/// Step pass rates by kind of one eval: kind → (group, steps, pass rate).
+fn step_kinds(metrics: &Value) -> BTreeMap<String, (String, u64, f64)> {
+    let Some(kinds) = metrics["scores"]["verifiable_by_kind"].as_object() else {
+        return BTreeMap::new();
+    };
+    kinds
+        .iter()
+        .filter_map(|(kind, v)| {
+            let group = v["group"].as_str().unwrap_or("other").to_string();
+            Some((
+                kind.clone(),
+                (group, v["steps"].as_u64()?, v["pass_rate"].as_f64()?),
+            ))
+        })
+        .collect()
 }
 
 /// A model column of the results table.
@@ -451,31 +502,21 @@ pub fn render_html(data: &RunData, options: &Options) -> String {
         h.push_str("<p class=\"muted\">No SeqEval results found.</p>\n");
     } else {
         h.push_str("<div class=\"charts\">");
-        for (score, title, y_label, range) in [
-            (
-                "following_rate",
-                "Following rate by SeqEval depth",
-                "following rate",
-                (0.0, 1.0),
-            ),
-            (
-                "quality",
-                "Quality by SeqEval depth",
-                "quality (1-5)",
-                (1.0, 5.0),
-            ),
-        ] {
+        for (score, title, y_label, range) in DEPTH_CHARTS {
             let series: Vec<Series> = seqeval
                 .iter()
-                .map(|(name, e)| {
+                .filter_map(|(name, e)| {
                     let points = by_depth(&e.metrics, score);
-                    Series {
+                    (!points.is_empty()).then(|| Series {
                         name: name.clone(),
                         errors: points.iter().map(|p| p.2).collect(),
                         points: points.iter().map(|p| (p.0, p.1)).collect(),
-                    }
+                    })
                 })
                 .collect();
+            if series.is_empty() {
+                continue;
+            }
             h.push_str(&line_chart(
                 &Axes {
                     title,
@@ -490,6 +531,7 @@ pub fn render_html(data: &RunData, options: &Options) -> String {
         h.push_str("</div>\n");
     }
     h.push_str("</section>\n");
+    html_step_kinds(&mut h, &seqeval);
 
     h.push_str("<section id=\"samples\"><h2>Samples</h2>\n");
     let mut any_samples = false;
@@ -515,6 +557,93 @@ pub fn render_html(data: &RunData, options: &Options) -> String {
     }
     h.push_str("</section>\n</body></html>\n");
     h
+}
+
+/// Which steps fail: step pass rate per kind group (a bar per model) and per kind (a
+/// table, hardest kinds first), from program-checked SeqEval results.
+fn html_step_kinds(h: &mut String, seqeval: &[(String, &Eval)]) {
+    let models: Vec<(&str, BTreeMap<String, (String, u64, f64)>)> = seqeval
+        .iter()
+        .map(|(name, e)| (name.as_str(), step_kinds(&e.metrics)))
+        .filter(|(_, kinds)| !kinds.is_empty())
+        .collect();
+    if models.is_empty() {
+        return;
+    }
+    h.push_str("<section id=\"step-kinds\"><h2>Which steps fail (checked by program)</h2>\n");
+    let groups: Vec<String> = ["format", "content", "computation", "dependent"]
+        .iter()
+        .map(|g| g.to_string())
+        .filter(|g| models.iter().any(|(_, k)| k.values().any(|v| &v.0 == g)))
+        .collect();
+    let series: Vec<(String, Vec<f64>)> = models
+        .iter()
+        .map(|(name, kinds)| {
+            let rates = groups
+                .iter()
+                .map(|g| {
+                    let (steps, passed) = kinds
+                        .values()
+                        .filter(|v| &v.0 == g)
+                        .fold((0u64, 0.0), |(n, p), v| (n + v.1, p + v.2 * v.1 as f64));
+                    if steps == 0 {
+                        0.0
+                    } else {
+                        passed / steps as f64
+                    }
+                })
+                .collect();
+            (name.to_string(), rates)
+        })
+        .collect();
+    h.push_str(&bar_chart(
+        &Axes {
+            title: "Step pass rate by kind of step",
+            x_label: "kind of step",
+            y_label: "steps done in order",
+            y_range: Some((0.0, 1.0)),
+            integer_x: false,
+        },
+        &groups,
+        &series,
+    ));
+    let mut kinds: Vec<&String> = models.iter().flat_map(|(_, k)| k.keys()).collect();
+    kinds.sort();
+    kinds.dedup();
+    let mean_rate = |kind: &String| {
+        let rates: Vec<f64> = models
+            .iter()
+            .filter_map(|(_, k)| k.get(kind))
+            .map(|v| v.2)
+            .collect();
+        rates.iter().sum::<f64>() / rates.len().max(1) as f64
+    };
+    kinds.sort_by(|a, b| mean_rate(a).total_cmp(&mean_rate(b)).then(a.cmp(b)));
+    h.push_str("<table><tr><th>step kind</th><th>group</th>");
+    for (name, _) in &models {
+        let _ = write!(h, "<th>{}</th>", escape(name));
+    }
+    h.push_str("</tr>\n");
+    for kind in kinds {
+        let group = models
+            .iter()
+            .find_map(|(_, k)| k.get(kind))
+            .map_or("", |v| v.0.as_str());
+        let _ = write!(h, "<tr><td>{}</td><td>{}</td>", escape(kind), escape(group));
+        for (_, k) in &models {
+            match k.get(kind) {
+                Some((_, steps, rate)) => {
+                    let _ = write!(
+                        h,
+                        "<td>{rate:.2} <span class=\"muted\">({steps})</span></td>"
+                    );
+                }
+                None => h.push_str("<td>–</td>"),
+            }
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table>\n<p class=\"muted\">Share of steps of each kind done in order (steps checked in brackets), hardest first.</p>\n</section>\n");
 }
 
 fn eval_label(run: &Run, eval: &Eval, several: bool) -> String {
@@ -830,27 +959,40 @@ pub fn render_markdown(data: &RunData, options: &Options) -> String {
             .iter()
             .filter(|e| e.metrics["scores"]["by_depth"].is_object())
         {
-            let _ = writeln!(
+            let columns: Vec<(&str, Vec<DepthPoint>)> = DEPTH_CHARTS
+                .iter()
+                .map(|(score, _, y_label, _)| (*y_label, by_depth(&eval.metrics, score)))
+                .filter(|(_, points)| !points.is_empty())
+                .collect();
+            if columns.is_empty() {
+                continue;
+            }
+            let _ = write!(
                 m,
-                "## SeqEval by depth — {}\n\n| depth | following rate | quality |\n|---|---|---|",
+                "## SeqEval by depth — {}\n\n| depth |",
                 eval_label(run, eval, several)
             );
-            let following = by_depth(&eval.metrics, "following_rate");
-            let quality = by_depth(&eval.metrics, "quality");
+            for (name, _) in &columns {
+                let _ = write!(m, " {name} |");
+            }
+            let _ = writeln!(m, "\n|---|{}", "---|".repeat(columns.len()));
             for depth in 1..=4 {
-                let find = |points: &[DepthPoint]| {
-                    points
-                        .iter()
-                        .find(|p| p.0 == depth as f64)
-                        .map_or("–".into(), |p| {
-                            fmt_metric(&Some(Metric {
-                                name: String::new(),
-                                value: p.1,
-                                ci: p.2,
-                            }))
-                        })
-                };
-                let _ = writeln!(m, "| {depth} | {} | {} |", find(&following), find(&quality));
+                let _ = write!(m, "| {depth} |");
+                for (_, points) in &columns {
+                    let cell =
+                        points
+                            .iter()
+                            .find(|p| p.0 == depth as f64)
+                            .map_or("–".into(), |p| {
+                                fmt_metric(&Some(Metric {
+                                    name: String::new(),
+                                    value: p.1,
+                                    ci: p.2,
+                                }))
+                            });
+                    let _ = write!(m, " {cell} |");
+                }
+                m.push('\n');
             }
             m.push('\n');
         }

@@ -143,6 +143,37 @@ fn fixture_run(run: &Path) {
             })]),
         );
     }
+    // Program-checked chains: chain and step pass rates by depth, pass rates by kind.
+    for (model, chain, capitals) in [
+        ("it", [0.4, 0.2, 0.1, 0.0], 0.5),
+        ("sit", [0.5, 0.3, 0.2, 0.1], 0.75),
+    ] {
+        let depth = |d: usize| {
+            json!({"items": 50, "verifiable": {
+                "items": 50,
+                "chain_pass_rate": summary(chain[d], 0.0, chain[d] + 0.1, 50),
+                "step_pass_rate": summary(chain[d] + 0.2, chain[d], chain[d] + 0.3, 50),
+            }})
+        };
+        let dir = run.join(format!("eval-verifiable-{model}"));
+        write(
+            &dir.join("metrics.json"),
+            &json!({"benchmark": "seqeval", "scores": {
+                "overall": {"items": 200, "verifiable": {"chain_pass_rate": summary(0.175, 0.1, 0.25, 200), "first_failed_step": {"1": 100}}},
+                "by_depth": {"1": depth(0), "2": depth(1), "3": depth(2), "4": depth(3)},
+                "verifiable_by_kind": {
+                    "all_capitals": {"group": "format", "steps": 4, "pass_rate": capitals, "done_rate": capitals},
+                    "sum": {"group": "computation", "steps": 10, "pass_rate": 0.1, "done_rate": 0.2},
+                    "count_words": {"group": "dependent", "steps": 10, "pass_rate": 0.0, "done_rate": 0.0},
+                },
+            }})
+            .to_string(),
+        );
+        write(
+            &dir.join("manifest.json"),
+            &json!({"config": {"eval": {"benchmark": "seqeval", "name": "verifiable"}, "target": model}}).to_string(),
+        );
+    }
     for (model, pass1) in [("it", 0.125), ("sit", 0.25)] {
         let dir = run.join(format!("eval-humaneval-{model}"));
         write(
@@ -194,6 +225,18 @@ fn markdown_summary_has_the_numbers() {
         "{md}"
     );
     assert!(!md.contains("win_rate"), "null scores are left out: {md}");
+    assert!(
+        md.contains("| 2 | 0.300 [0.000, 0.400] | 0.500 [0.300, 0.600] |"),
+        "the verifiable SIT eval by depth: {md}"
+    );
+    assert!(
+        md.contains("| seqeval | verifiable.chain_pass_rate | 0.175 [0.100, 0.250] | 0.175 [0.100, 0.250] | +0.000 |"),
+        "{md}"
+    );
+    assert!(
+        !md.contains("first_failed_step") && !md.contains("all_capitals"),
+        "{md}"
+    );
     // IT data: "Name a fruit." (3 words) and "Add 2 and 3." (4 words); 1-word answers
     assert!(md.contains("| IT | 2 | 3.5 | 1.0 |"), "{md}");
 }
@@ -212,8 +255,21 @@ fn html_page_renders_in_chromium_with_charts_and_tables() {
     );
     assert_eq!(
         html.matches("<svg class=\"chart").count(),
-        6,
-        "shares, 2 length histograms, loss, 2 depth plots"
+        9,
+        "shares, 2 length histograms, loss, 4 depth plots, step kinds"
+    );
+    // Step kinds, hardest first, with each model's pass rate and steps checked.
+    let kinds = &html[html
+        .find("id=\"step-kinds\"")
+        .expect("a step-kinds section")..];
+    let order: Vec<usize> = ["count_words", "sum", "all_capitals"]
+        .iter()
+        .map(|k| kinds.find(&format!("<td>{k}</td>")).unwrap())
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{kinds}");
+    assert!(
+        kinds.contains("<td>0.75 <span class=\"muted\">(4)</span></td>"),
+        "{kinds}"
     );
     assert!(!html.contains("<script"), "self-contained and static");
     assert!(
@@ -257,11 +313,11 @@ fn html_page_renders_in_chromium_with_charts_and_tables() {
     let console: Vec<&str> = log.lines().filter(|l| l.contains("CONSOLE")).collect();
     assert!(console.is_empty(), "console messages: {console:?}");
     assert!(dom.contains("<h1>IT vs SIT</h1>"), "{dom}");
-    assert_eq!(dom.matches("<svg class=\"chart").count(), 6);
+    assert_eq!(dom.matches("<svg class=\"chart").count(), 9);
     assert_eq!(
         dom.matches("<polyline class=\"series\"").count(),
-        2 + 2 * 2,
-        "loss: IT, SIT; depth plots: 2 each"
+        2 + 4 * 2,
+        "loss: IT, SIT; 4 depth plots: 2 each"
     );
     for table in ["shares", "lengths", "training", "results"] {
         assert!(
