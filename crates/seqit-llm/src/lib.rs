@@ -41,6 +41,7 @@ mod local;
 mod open;
 pub mod remote;
 mod structured;
+mod tls;
 mod types;
 
 pub use cache::{Cache, CacheKey, CachedAnswer};
@@ -55,4 +56,5 @@ pub use remote::{
 };
 pub use seqit_core::SamplingParams;
 pub use structured::check_reply;
+pub use tls::{tls_roots, TlsRoots};
 pub use types::{EndpointKind, Llm, LlmRequest, LlmResponse, MultiSample, Sample, Usage};

@@ -134,36 +134,51 @@ pub fn by_depth(metrics: &Value, score: &[&str]) -> Vec<DepthPoint> {
     points
 }
 
-/// The Figure-3 charts: one line per evaluated model against SeqEval depth.
-const DEPTH_CHARTS: [(&[&str], &str, &str, (f64, f64)); 4] = [
-    (
-        &["verifiable", "chain_pass_rate"],
-        "Chains followed (checked by program) by depth",
-        "every step done, in order",
-        (0.0, 1.0),
-    ),
-    (
-        &["verifiable", "step_pass_rate"],
-        "Steps done (checked by program) by depth",
-        "steps done in order",
-        (0.0, 1.0),
-    ),
-    (
-        &["following_rate"],
-        "Following rate (judged) by SeqEval depth",
-        "following rate",
-        (0.0, 1.0),
-    ),
-    (
-        &["quality"],
-        "Quality (judged) by SeqEval depth",
-        "quality (1-5)",
-        (1.0, 5.0),
-    ),
+/// One Figure-3 chart: a score against SeqEval depth, one line per evaluated model.
+struct DepthChart {
+    /// The score's path under each depth of `by_depth`.
+    score: &'static [&'static str],
+    title: &'static str,
+    y_label: &'static str,
+    y_range: (f64, f64),
+}
+
+const DEPTH_CHARTS: [DepthChart; 4] = [
+    DepthChart {
+        score: &["verifiable", "chain_pass_rate"],
+        title: "Chains followed (checked by program) by depth",
+        y_label: "every step done, in order",
+        y_range: (0.0, 1.0),
+    },
+    DepthChart {
+        score: &["verifiable", "step_pass_rate"],
+        title: "Steps done (checked by program) by depth",
+        y_label: "steps done in order",
+        y_range: (0.0, 1.0),
+    },
+    DepthChart {
+        score: &["following_rate"],
+        title: "Following rate (judged) by SeqEval depth",
+        y_label: "following rate",
+        y_range: (0.0, 1.0),
+    },
+    DepthChart {
+        score: &["quality"],
+        title: "Quality (judged) by SeqEval depth",
+        y_label: "quality (1-5)",
+        y_range: (1.0, 5.0),
+    },
 ];
 
-/// Step pass rates by kind of one eval: kind → (group, steps, pass rate).
-fn step_kinds(metrics: &Value) -> BTreeMap<String, (String, u64, f64)> {
+/// How one kind of step fared in one eval.
+struct KindRate {
+    group: String,
+    steps: u64,
+    pass_rate: f64,
+}
+
+/// Step pass rates by kind of one eval.
+fn step_kinds(metrics: &Value) -> BTreeMap<String, KindRate> {
     let Some(kinds) = metrics["scores"]["verifiable_by_kind"].as_object() else {
         return BTreeMap::new();
     };
@@ -171,12 +186,130 @@ fn step_kinds(metrics: &Value) -> BTreeMap<String, (String, u64, f64)> {
         .iter()
         .filter_map(|(kind, v)| {
             let group = v["group"].as_str().unwrap_or("other").to_string();
-            Some((
-                kind.clone(),
-                (group, v["steps"].as_u64()?, v["pass_rate"].as_f64()?),
-            ))
+            let rate = KindRate {
+                group,
+                steps: v["steps"].as_u64()?,
+                pass_rate: v["pass_rate"].as_f64()?,
+            };
+            Some((kind.clone(), rate))
         })
         .collect()
+}
+
+/// The headline of one run: program-checked chain pass rates of its models, and SIT − IT
+/// over the chains both answered, with a paired bootstrap CI.
+pub struct Verdict {
+    pub run: String,
+    /// (model label, chain pass rate)
+    pub rates: Vec<(String, Metric)>,
+    /// SIT − IT in chain pass rate, when the run has one IT and one SIT model.
+    pub difference: Option<Metric>,
+    /// Chains both the IT and the SIT model answered.
+    pub shared: usize,
+}
+
+impl Verdict {
+    /// One sentence on what the difference shows.
+    pub fn conclusion(&self) -> String {
+        let Some(d) = &self.difference else {
+            return "no IT/SIT pair to compare".into();
+        };
+        let points = |v: f64| format!("{:+.1}", 100.0 * v);
+        let ci = d.ci.map_or(String::new(), |(lo, hi)| {
+            format!(" [{}, {}]", points(lo), points(hi))
+        });
+        let reading = match d.ci {
+            Some((lo, _)) if lo > 0.0 => "SIT follows more chains than IT (the 95% CI excludes 0)",
+            Some((_, hi)) if hi < 0.0 => "SIT follows fewer chains than IT (the 95% CI excludes 0)",
+            Some(_) => "no difference shown (the 95% CI includes 0)",
+            None => "no confidence interval",
+        };
+        format!(
+            "SIT − IT = {} points{ci}, paired bootstrap over {} chains: {reading}",
+            points(d.value),
+            self.shared
+        )
+    }
+}
+
+/// Verdicts of the runs that have program-checked SeqEval results.
+pub fn verdicts(data: &RunData) -> Vec<Verdict> {
+    use seqit_eval::benchmarks::{BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED};
+    let several = data.runs.len() > 1;
+    let mut out = Vec::new();
+    for run in &data.runs {
+        let checked: Vec<&Eval> = run
+            .evals
+            .iter()
+            .filter(|e| !e.chain_passed.is_empty())
+            .collect();
+        if checked.is_empty() {
+            continue;
+        }
+        let rates = checked
+            .iter()
+            .filter_map(|e| {
+                let summary = &e.metrics["scores"]["overall"]["verifiable"]["chain_pass_rate"];
+                Some((
+                    eval_label(run, e, several),
+                    Metric {
+                        name: "chain_pass_rate".into(),
+                        value: summary["mean"].as_f64()?,
+                        ci: ci_of(summary),
+                    },
+                ))
+            })
+            .collect();
+        let find = |kind: &str| {
+            let found: Vec<&&Eval> = checked
+                .iter()
+                .filter(|e| e.data.as_deref() == Some(kind))
+                .collect();
+            (found.len() == 1).then(|| found[0])
+        };
+        let (mut difference, mut shared) = (None, 0);
+        if let (Some(it), Some(sit)) = (find("it"), find("sit")) {
+            let flag = |b: bool| f64::from(u8::from(b));
+            let (sit_scores, it_scores): (Vec<f64>, Vec<f64>) = sit
+                .chain_passed
+                .iter()
+                .filter_map(|(id, s)| Some((flag(*s), flag(*it.chain_passed.get(id)?))))
+                .unzip();
+            shared = sit_scores.len();
+            if shared > 0 {
+                let value = (sit_scores.iter().sum::<f64>() - it_scores.iter().sum::<f64>())
+                    / shared as f64;
+                let ci = seqit_eval::metrics::bootstrap_paired_diff_ci(
+                    &sit_scores,
+                    &it_scores,
+                    BOOTSTRAP_RESAMPLES,
+                    0.95,
+                    BOOTSTRAP_SEED,
+                )
+                .map(|ci| (ci.low, ci.high));
+                difference = Some(Metric {
+                    name: "sit_minus_it".into(),
+                    value,
+                    ci,
+                });
+            }
+        }
+        out.push(Verdict {
+            run: run.label.clone(),
+            rates,
+            difference,
+            shared,
+        });
+    }
+    out
+}
+
+fn verdict_rates(v: &Verdict) -> String {
+    v.rates
+        .iter()
+        .map(|(name, m)| format!("{name} {}", fmt_metric(&Some(m.clone()))))
+        .collect::<Vec<_>>()
+        .join(" · ")
 }
 
 /// A model column of the results table.
@@ -435,6 +568,23 @@ pub fn render_html(data: &RunData, options: &Options) -> String {
     }
     h.push_str("</section>\n");
 
+    let verdicts = verdicts(data);
+    if !verdicts.is_empty() {
+        h.push_str(
+            "<section id=\"verdict\"><h2>Verdict: sequential following checked by program</h2>\n",
+        );
+        for v in &verdicts {
+            let _ = writeln!(
+                h,
+                "<p>{}Chains followed (every step done, in order): {}.</p>\n<p><strong>{}</strong>.</p>",
+                if several { format!("<em>{}</em>: ", escape(&v.run)) } else { String::new() },
+                escape(&verdict_rates(v)),
+                escape(&v.conclusion())
+            );
+        }
+        h.push_str("</section>\n");
+    }
+
     h.push_str("<section id=\"results\"><h2>Results</h2>\n");
     let res = results(data);
     if res.rows.is_empty() {
@@ -502,11 +652,11 @@ pub fn render_html(data: &RunData, options: &Options) -> String {
         h.push_str("<p class=\"muted\">No SeqEval results found.</p>\n");
     } else {
         h.push_str("<div class=\"charts\">");
-        for (score, title, y_label, range) in DEPTH_CHARTS {
+        for chart in &DEPTH_CHARTS {
             let series: Vec<Series> = seqeval
                 .iter()
                 .filter_map(|(name, e)| {
-                    let points = by_depth(&e.metrics, score);
+                    let points = by_depth(&e.metrics, chart.score);
                     (!points.is_empty()).then(|| Series {
                         name: name.clone(),
                         errors: points.iter().map(|p| p.2).collect(),
@@ -519,10 +669,10 @@ pub fn render_html(data: &RunData, options: &Options) -> String {
             }
             h.push_str(&line_chart(
                 &Axes {
-                    title,
+                    title: chart.title,
                     x_label: "depth (instructions in the chain)",
-                    y_label,
-                    y_range: Some(range),
+                    y_label: chart.y_label,
+                    y_range: Some(chart.y_range),
                     integer_x: true,
                 },
                 &series,
@@ -562,7 +712,7 @@ pub fn render_html(data: &RunData, options: &Options) -> String {
 /// Which steps fail: step pass rate per kind group (a bar per model) and per kind (a
 /// table, hardest kinds first), from program-checked SeqEval results.
 fn html_step_kinds(h: &mut String, seqeval: &[(String, &Eval)]) {
-    let models: Vec<(&str, BTreeMap<String, (String, u64, f64)>)> = seqeval
+    let models: Vec<(&str, BTreeMap<String, KindRate>)> = seqeval
         .iter()
         .map(|(name, e)| (name.as_str(), step_kinds(&e.metrics)))
         .filter(|(_, kinds)| !kinds.is_empty())
@@ -574,7 +724,11 @@ fn html_step_kinds(h: &mut String, seqeval: &[(String, &Eval)]) {
     let groups: Vec<String> = ["format", "content", "computation", "dependent"]
         .iter()
         .map(|g| g.to_string())
-        .filter(|g| models.iter().any(|(_, k)| k.values().any(|v| &v.0 == g)))
+        .filter(|g| {
+            models
+                .iter()
+                .any(|(_, k)| k.values().any(|v| &v.group == g))
+        })
         .collect();
     let series: Vec<(String, Vec<f64>)> = models
         .iter()
@@ -584,8 +738,10 @@ fn html_step_kinds(h: &mut String, seqeval: &[(String, &Eval)]) {
                 .map(|g| {
                     let (steps, passed) = kinds
                         .values()
-                        .filter(|v| &v.0 == g)
-                        .fold((0u64, 0.0), |(n, p), v| (n + v.1, p + v.2 * v.1 as f64));
+                        .filter(|v| &v.group == g)
+                        .fold((0u64, 0.0), |(n, p), v| {
+                            (n + v.steps, p + v.pass_rate * v.steps as f64)
+                        });
                     if steps == 0 {
                         0.0
                     } else {
@@ -614,7 +770,7 @@ fn html_step_kinds(h: &mut String, seqeval: &[(String, &Eval)]) {
         let rates: Vec<f64> = models
             .iter()
             .filter_map(|(_, k)| k.get(kind))
-            .map(|v| v.2)
+            .map(|v| v.pass_rate)
             .collect();
         rates.iter().sum::<f64>() / rates.len().max(1) as f64
     };
@@ -628,14 +784,15 @@ fn html_step_kinds(h: &mut String, seqeval: &[(String, &Eval)]) {
         let group = models
             .iter()
             .find_map(|(_, k)| k.get(kind))
-            .map_or("", |v| v.0.as_str());
+            .map_or("", |v| v.group.as_str());
         let _ = write!(h, "<tr><td>{}</td><td>{}</td>", escape(kind), escape(group));
         for (_, k) in &models {
             match k.get(kind) {
-                Some((_, steps, rate)) => {
+                Some(rate) => {
                     let _ = write!(
                         h,
-                        "<td>{rate:.2} <span class=\"muted\">({steps})</span></td>"
+                        "<td>{:.2} <span class=\"muted\">({})</span></td>",
+                        rate.pass_rate, rate.steps
                     );
                 }
                 None => h.push_str("<td>–</td>"),
@@ -852,6 +1009,21 @@ pub fn render_markdown(data: &RunData, options: &Options) -> String {
         .clone()
         .unwrap_or_else(|| "seqit report".into());
     let _ = writeln!(m, "# {title}\n");
+    let verdicts = verdicts(data);
+    if !verdicts.is_empty() {
+        m.push_str("## Verdict: sequential following checked by program\n\n");
+        for v in &verdicts {
+            if several {
+                let _ = write!(m, "*{}*: ", v.run);
+            }
+            let _ = writeln!(
+                m,
+                "Chains followed (every step done, in order): {}.\n\n**{}.**\n",
+                verdict_rates(v),
+                v.conclusion()
+            );
+        }
+    }
     for run in &data.runs {
         if let Some(stats) = &run.augment {
             let _ = writeln!(
@@ -961,7 +1133,7 @@ pub fn render_markdown(data: &RunData, options: &Options) -> String {
         {
             let columns: Vec<(&str, Vec<DepthPoint>)> = DEPTH_CHARTS
                 .iter()
-                .map(|(score, _, y_label, _)| (*y_label, by_depth(&eval.metrics, score)))
+                .map(|chart| (chart.y_label, by_depth(&eval.metrics, chart.score)))
                 .filter(|(_, points)| !points.is_empty())
                 .collect();
             if columns.is_empty() {

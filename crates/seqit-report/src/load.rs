@@ -3,6 +3,7 @@
 //! results), found by what they contain, so that output directories of commands run by
 //! hand are read as well as those of `seqit run`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -55,6 +56,8 @@ pub struct Eval {
     pub data: Option<String>,
     pub metrics: Value,
     pub samples: Vec<Value>,
+    /// Per item id, whether the chain passed the program check (verifiable SeqEval).
+    pub chain_passed: BTreeMap<String, bool>,
 }
 
 impl Run {
@@ -134,6 +137,7 @@ fn load_run(dir: &Path) -> Result<Run> {
                 data: None,
                 metrics,
                 samples: read_samples(sub),
+                chain_passed: read_chain_outcomes(sub),
             });
         }
     }
@@ -215,6 +219,24 @@ fn read_samples(dir: &Path) -> Vec<Value> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Every verifiable item's whole-chain outcome in `items.jsonl`, by id.
+fn read_chain_outcomes(dir: &Path) -> BTreeMap<String, bool> {
+    let Ok(text) = std::fs::read_to_string(dir.join("items.jsonl")) else {
+        return BTreeMap::new();
+    };
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|r| {
+            let id = match &r["id"] {
+                Value::String(s) => s.clone(),
+                Value::Null => return None,
+                other => other.to_string(),
+            };
+            Some((id, r["verifiable"]["chain_passed"].as_bool()?))
+        })
+        .collect()
 }
 
 fn guess_benchmark(metrics: &Value) -> String {

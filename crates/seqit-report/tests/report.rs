@@ -173,6 +173,12 @@ fn fixture_run(run: &Path) {
             &dir.join("manifest.json"),
             &json!({"config": {"eval": {"benchmark": "seqeval", "name": "verifiable"}, "target": model}}).to_string(),
         );
+        // 20 chains: IT passes the first 2, SIT the first 8 (and no other).
+        let passed = if model == "it" { 2 } else { 8 };
+        let items: Vec<serde_json::Value> = (0..20)
+            .map(|i| json!({"id": format!("v-{i}"), "depth": 1, "verifiable": {"chain_passed": i < passed}}))
+            .collect();
+        write(&dir.join("items.jsonl"), &jsonl(&items));
     }
     for (model, pass1) in [("it", 0.125), ("sit", 0.25)] {
         let dir = run.join(format!("eval-humaneval-{model}"));
@@ -319,6 +325,7 @@ fn html_page_renders_in_chromium_with_charts_and_tables() {
         2 + 4 * 2,
         "loss: IT, SIT; 4 depth plots: 2 each"
     );
+    assert!(dom.contains("<section id=\"verdict\">"), "{dom}");
     for table in ["shares", "lengths", "training", "results"] {
         assert!(
             dom.contains(&format!("<table class=\"{table}\">")),
@@ -329,7 +336,11 @@ fn html_page_renders_in_chromium_with_charts_and_tables() {
         dom.contains("<td class=\"pos\">+0.225</td>"),
         "delta of the following rate"
     );
-    assert_eq!(dom.matches("<details class=\"sample\">").count(), 2);
+    // One judged sample per SeqEval model, and the 20 checked chains of each.
+    assert_eq!(
+        dom.matches("<details class=\"sample\">").count(),
+        2 + 2 * 20
+    );
 
     let shot = dir.path().join("report.png");
     let out = browse(&[

@@ -5,6 +5,7 @@ mod batch;
 pub mod build;
 mod data;
 mod data_show;
+pub(crate) mod doctor;
 mod endpoint;
 mod eval;
 mod eval_run;
@@ -15,6 +16,7 @@ mod report;
 mod run;
 pub(crate) mod seqeval;
 mod serve;
+pub(crate) mod setup;
 mod train;
 pub mod vqa;
 
@@ -48,6 +50,10 @@ pub fn run(cli: Cli) -> Result<()> {
             run::run(args)
         }
         Command::Report(args) => report::run(args),
+        Command::Doctor(args) => doctor::run(args),
+        Command::Setup(args) => setup::setup(args),
+        Command::Completions(args) => setup::completions(args),
+        Command::Man(args) => setup::man(args),
     }
 }
 

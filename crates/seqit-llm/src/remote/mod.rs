@@ -160,7 +160,7 @@ pub fn normalize_base_url(url: &str) -> Result<String, LlmError> {
     if parsed.scheme() == "https" && !cfg!(feature = "https") {
         let url = redact_url(url);
         return Err(LlmError::Invalid(format!(
-            "`{url}` is an https endpoint and this seqit was built without TLS\nhint: build with `cargo build --release --features https`, or reach the server over http"
+            "`{url}` is an https endpoint and this seqit was built without TLS (`--no-default-features`)\nhint: build with the default features (or `--features https`), or reach the server over http"
         )));
     }
     let mut base = trimmed.to_string();
@@ -241,7 +241,7 @@ pub async fn list_models(
     let base = normalize_base_url(base_url)?;
     let target = format!("{base}/models");
     let url = redact_url(&target);
-    let client = reqwest::Client::builder()
+    let client = crate::tls::with_roots(reqwest::Client::builder())
         .timeout(timeout)
         .build()
         .map_err(|e| LlmError::Connect {
@@ -337,7 +337,7 @@ impl RemoteBackend {
             ));
         }
         let concurrency = config.concurrency.max(1);
-        let http = reqwest::Client::builder()
+        let http = crate::tls::with_roots(reqwest::Client::builder())
             .pool_max_idle_per_host(concurrency)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
@@ -640,11 +640,26 @@ fn classify_send_error(url: &str, timeout: Duration, error: reqwest::Error) -> L
             timeout,
         }
     } else {
+        let message = error_chain(&error);
+        if is_certificate_error(&message) {
+            let roots = crate::tls::tls_roots();
+            return LlmError::Certificate {
+                url: url.to_string(),
+                message,
+                roots: format!("{} ({} certificates)", roots.source, roots.certificates),
+            };
+        }
         LlmError::Connect {
             url: url.to_string(),
-            message: error_chain(&error),
+            message,
         }
     }
+}
+
+/// Whether a connection failed on the server's certificate (rustls's wording:
+/// "invalid peer certificate: UnknownIssuer", "...: NotValidForName", ...).
+fn is_certificate_error(message: &str) -> bool {
+    message.contains("invalid peer certificate") || message.contains("certificate verify failed")
 }
 
 /// reqwest's message with its causes ("error sending request: connection refused").
@@ -767,7 +782,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            error.contains("built without TLS") && error.contains("--features https"),
+            error.contains("built without TLS") && error.contains("default features"),
             "{error}"
         );
         assert!(!error.contains("pw@"), "{error}");
