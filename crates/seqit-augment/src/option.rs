@@ -79,16 +79,18 @@ pub struct ParsedOption {
 /// period ("B."), then the keywords "prefix task" (B), "suffix task" (C) and
 /// "decompose" (A), else D.
 ///
-/// Answers reason before they conclude, so when a rule matches several times the
-/// **last** match wins ("option A does not fit ... Option: C" is C).
+/// When a rule matches several options, the paper's priority decides: its parser tests
+/// "option a" before "option b", "option c" and "option d", so A > B > C > D whatever
+/// the order in the text ("option A does not fit ... Option: C" is A). Structured
+/// outputs (the default) make such answers rare: the reply ends with one option line.
 pub fn parse_option(text: &str) -> ParsedOption {
-    if let Some(edit) = last_explicit(text) {
+    if let Some(edit) = first_explicit(text) {
         return ParsedOption {
             edit,
             rule: Rule::Explicit,
         };
     }
-    if let Some(edit) = last_bare_letter(text) {
+    if let Some(edit) = first_bare_letter(text) {
         return ParsedOption {
             edit,
             rule: Rule::Letter,
@@ -112,9 +114,10 @@ pub fn parse_option(text: &str) -> ParsedOption {
     }
 }
 
-/// The last "option X" / "option: X" (any case; spaces, `:` or `**` between) whose
-/// letter is A–D and stands alone (not the start of a word such as "option because").
-fn last_explicit(text: &str) -> Option<Edit> {
+/// The highest-priority option named by an "option X" / "option: X" mention (any case;
+/// spaces, `:` or `**` between) whose letter is A–D and stands alone (not the start of a
+/// word such as "option because").
+fn first_explicit(text: &str) -> Option<Edit> {
     let bytes = text.as_bytes();
     let lower = text.to_ascii_lowercase();
     let mut found = None;
@@ -134,15 +137,16 @@ fn last_explicit(text: &str) -> Option<Edit> {
             .is_none_or(|next| !next.is_ascii_alphanumeric());
         if alone {
             if let Some(edit) = Edit::from_letter(letter as char) {
-                found = Some(edit);
+                found = Some(found.map_or(edit, |f: Edit| f.min(edit)));
             }
         }
     }
     found
 }
 
-/// The last capital A–D directly followed by `.` and not preceded by a letter or digit.
-fn last_bare_letter(text: &str) -> Option<Edit> {
+/// The highest-priority capital A–D directly followed by `.` and not preceded by a
+/// letter or digit.
+fn first_bare_letter(text: &str) -> Option<Edit> {
     let bytes = text.as_bytes();
     let mut found = None;
     for i in 0..bytes.len().saturating_sub(1) {
@@ -151,7 +155,9 @@ fn last_bare_letter(text: &str) -> Option<Edit> {
             && bytes[i + 1] == b'.'
             && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric())
         {
-            found = Edit::from_letter(letter as char);
+            if let Some(edit) = Edit::from_letter(letter as char) {
+                found = Some(found.map_or(edit, |f: Edit| f.min(edit)));
+            }
         }
     }
     found
@@ -179,13 +185,19 @@ mod tests {
             Edit::Prefix,
             Rule::Explicit,
         ),
-        // Several options mentioned: the conclusion (last) wins.
+        // Several options mentioned: the paper's priority A > B > C > D, not the order.
         (
             "Option A would split it, but there is only one step. Option B adds nothing useful. \
              A follow-up explanation helps, so the answer is Option C.",
+            Edit::Decompose,
+            Rule::Explicit,
+        ),
+        (
+            "Option D keeps it; option c would add a check.",
             Edit::Suffix,
             Rule::Explicit,
         ),
+        ("D. or maybe B.", Edit::Prefix, Rule::Letter),
         // Markdown emphasis around the colon.
         (
             "Reasoning: two steps are joined by 'then'.\n**Option:** A",

@@ -45,9 +45,12 @@ pub struct IterationStats {
     pub iteration: u32,
     /// Items classified in this iteration (D items of earlier ones are frozen).
     pub classified: usize,
-    /// Items per option letter.
+    /// Items frozen (D) in an earlier iteration, counted as D here.
+    pub frozen_before: usize,
+    /// Items per option letter, the frozen ones under D.
     pub counts: BTreeMap<char, usize>,
-    /// Percent per option letter.
+    /// Percent per option letter over all items (classified + frozen before), as the
+    /// paper reports them.
     pub shares: BTreeMap<char, f64>,
     /// The paper's shares for this iteration, when it reports them for this kind of data.
     pub paper_shares: Option<BTreeMap<char, f64>>,
@@ -114,20 +117,29 @@ impl AugmentStats {
                     .iter()
                     .filter_map(|s| s.rounds.get(iteration as usize - 1))
                     .collect();
+                // Items frozen (D) in an earlier round stay D: the paper's shares are
+                // over all items of every round (its round 2 is A 30 / B 4 / C 3 / D 63).
+                let frozen_before = input
+                    .states
+                    .iter()
+                    .filter(|s| s.rounds.len() < iteration as usize && s.frozen())
+                    .count();
                 let mut counts: BTreeMap<char, usize> =
                     Edit::ALL.iter().map(|e| (e.letter(), 0)).collect();
                 for round in &rounds {
                     *counts.get_mut(&round.option.letter()).expect("all letters") += 1;
                 }
+                *counts.get_mut(&Edit::Keep.letter()).expect("all letters") += frozen_before;
+                let counted = rounds.len() + frozen_before;
                 let shares = counts
                     .iter()
                     .map(|(&letter, &n)| {
                         (
                             letter,
-                            if rounds.is_empty() {
+                            if counted == 0 {
                                 0.0
                             } else {
-                                100.0 * n as f64 / rounds.len() as f64
+                                100.0 * n as f64 / counted as f64
                             },
                         )
                     })
@@ -142,6 +154,7 @@ impl AugmentStats {
                 IterationStats {
                     iteration,
                     classified: rounds.len(),
+                    frozen_before,
                     counts,
                     shares,
                     paper_shares,
@@ -214,8 +227,8 @@ impl AugmentStats {
         for it in &self.per_iteration {
             let _ = write!(
                 out,
-                "  round {}: {} classified:",
-                it.iteration, it.classified
+                "  round {}: {} classified, {} frozen before:",
+                it.iteration, it.classified, it.frozen_before
             );
             for (letter, share) in &it.shares {
                 let _ = write!(out, " {letter} {share:.0}%");

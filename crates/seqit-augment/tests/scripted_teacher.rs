@@ -60,7 +60,7 @@ fn script() -> Vec<ScriptRule> {
         // b: a bare letter D.
         classify("Bravo task.", "Nothing to add.\nD."),
         // c: C, but the rewrite has no marker (kept as it is, counted).
-        classify("Charlie task.", "Option A does not fit; Option: C"),
+        classify("Charlie task.", "A check afterwards helps; Option: C"),
         rewrite("Charlie task.", "Here is my rewrite: Charlie task, then check it."),
         // d: keyword decompose, then B.
         classify("Delta task.", "It is best to decompose this."),
@@ -321,22 +321,26 @@ async fn scripted_teacher_end_to_end() {
         (5, 1, 1, 1, 2)
     );
     assert_eq!((r1.unparsed_classifications, r1.failed_rewrites), (1, 1));
+    // Round 2 over all five items, as the paper counts: b and e, frozen in round 1,
+    // stay D beside the one new D.
     let r2 = &stats.per_iteration[1];
     assert_eq!(
         (
             r2.classified,
+            r2.frozen_before,
             r2.counts[&'B'],
             r2.counts[&'C'],
             r2.counts[&'D']
         ),
-        (3, 1, 1, 1)
+        (3, 2, 1, 1, 3)
     );
+    assert_eq!(r2.shares[&'D'], 60.0);
     assert_eq!(r1.paper_shares.as_ref().unwrap()[&'B'], 51.0);
     assert_eq!(stats.rewritten_items, 2);
     let stats_file: Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("sit.jsonl.stats.json")).unwrap())
             .unwrap();
-    assert_eq!(stats_file["per_iteration"][1]["counts"]["D"], 1);
+    assert_eq!(stats_file["per_iteration"][1]["counts"]["D"], 3);
 
     // Determinism: a fresh run (new state, same seed) answered from the cache alone
     // writes byte-identical files and sends nothing.

@@ -767,6 +767,10 @@ pub struct JudgeArgs {
     /// `judge_prompts.jsonl`).
     #[arg(long)]
     pub judge_prompts: Option<PathBuf>,
+    /// Let the model under test judge its own answers (refused otherwise: a model rates
+    /// its own outputs too kindly, so such numbers are not comparable across models).
+    #[arg(long)]
+    pub self_judge: bool,
 }
 
 #[derive(Debug, Args)]

@@ -29,16 +29,30 @@ fn read_jsonl(path: &Path) -> Vec<Value> {
 }
 
 #[test]
-fn seqeval_with_the_local_model_as_answerer_and_judge() {
+fn seqeval_with_the_local_model_as_answerer_and_judge_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("seqeval");
-    let run = Command::new(env!("CARGO_BIN_EXE_seqit"))
-        .args(["eval", "seqeval", "--data"])
-        .arg(fixture("seqeval_small.jsonl"))
-        .args(["--max-tokens", "16", "--judge-max-tokens", "32", "--output"])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let eval = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_seqit"))
+            .args(["eval", "seqeval", "--data"])
+            .arg(fixture("seqeval_small.jsonl"))
+            .args(["--max-tokens", "16", "--judge-max-tokens", "32", "--output"])
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // The model under test does not judge itself unless asked to.
+    let refused = eval(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("the judge would be the model under test")
+            && stderr.contains("--self-judge"),
+        "{stderr}"
+    );
+    assert!(!out.join("items.jsonl").exists());
+    let run = eval(&["--self-judge"]);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         run.status.success(),

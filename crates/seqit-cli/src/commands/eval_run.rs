@@ -385,6 +385,19 @@ fn open_judge(
             && s.spec.endpoint.is_none()
             && (args.judge_model.is_none() || args.judge_model == s.spec.model)
     });
+    let remote_self = subject.is_some_and(|s| {
+        s.spec.endpoint.is_some()
+            && args.judge_endpoint == s.spec.endpoint
+            && args.judge_model == s.spec.model
+    });
+    if (reuse.is_some() || remote_self) && !args.self_judge {
+        let model = subject
+            .and_then(|s| s.spec.model.clone())
+            .unwrap_or_else(|| seqit_core::DEFAULT_MODEL_NAME.to_string());
+        bail!(
+            "the judge would be the model under test (`{model}`)\nhint: name another judge with `--judge-model` (and `--judge-endpoint`), or pass `--self-judge` to let it judge its own answers (such scores favour it and do not compare across models)"
+        );
+    }
     let (backend, spec) = match reuse {
         Some(subject) => (subject.backend.clone(), subject.spec.clone()),
         None => open_model(
