@@ -20,7 +20,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use futures::stream::{self, StreamExt};
 use seqit_core::{ChatMessage, Prompt, SamplingParams};
 use seqit_data::{Record, Schema, WriteOptions, Writer};
 use serde::{Deserialize, Serialize};
@@ -32,7 +31,7 @@ use crate::item::{output_id, user_turn, SourceItem};
 use crate::option::{parse_option, Edit, Rule};
 use crate::progress::Progress;
 use crate::prompts::{PromptSet, Stage};
-use crate::state::{sibling, Journal};
+use crate::state::{run_journaled, sibling, Journal};
 use crate::stats::{AugmentStats, StatsInput};
 use crate::teacher::{item_rng, Asked, Teacher};
 
@@ -311,31 +310,17 @@ impl Augmenter<'_> {
             }
         }
         progress.start("augment", items.len() as u64, resumed as u64);
-        let mut finished = stream::iter(pending)
-            .map(|(item, state)| self.advance(item, state, it_control))
-            .buffer_unordered(self.concurrency.max(1));
-        let mut failures = Vec::new();
-        while let Some(result) = finished.next().await {
-            match result {
-                Ok(state) => {
-                    journal.append(&state)?;
-                    states.insert(state.id.clone(), state);
-                    progress.advance(1);
-                }
-                Err(error) => failures.push(error),
-            }
-        }
-        drop(finished);
-        progress.finish();
-        if let Some(first) = failures.first() {
-            bail!(
-                "{} of {} items failed (the {} finished ones are saved in `{}`; run the same command again to retry the rest)\nfirst failure: {first:#}",
-                failures.len(),
-                items.len(),
-                items.len() - failures.len(),
-                journal.path().display()
-            );
-        }
+        run_journaled(
+            &journal,
+            pending,
+            self.concurrency,
+            progress,
+            |(item, state)| self.advance(item, state, it_control),
+            |state: ItemState| {
+                states.insert(state.id.clone(), state);
+            },
+        )
+        .await?;
         let ordered: Vec<&ItemState> = items.iter().map(|i| &states[&i.id]).collect();
         self.write_outputs(records, &items, &ordered, paths)?;
         journal.compact(&ordered)?;

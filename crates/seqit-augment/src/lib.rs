@@ -41,8 +41,8 @@ pub use state::{sibling, Journal};
 pub use stats::{AugmentStats, IterationStats, PaperShares, PAPER_ALPACA, PAPER_FLAN};
 pub use teacher::{item_rng, Asked, Teacher, TeacherInfo};
 pub use verified::{
-    DepthYield, VerifiedAugmenter, VerifiedState, VerifiedTry, VerifyOutcome, VerifyPaths,
-    VerifySettings, VerifyStats,
+    DepthYield, VerifiedAugmenter, VerifiedState, VerifiedTry, VerifyOutcome, VerifySettings,
+    VerifyStats,
 };
 
 pub use seqeval::{

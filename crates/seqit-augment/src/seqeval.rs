@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use futures::stream::{self, StreamExt};
 use seqit_core::SamplingParams;
 use seqit_data::{Record, SeededRng};
 use serde::{Deserialize, Serialize};
@@ -27,7 +26,7 @@ use crate::item::SourceItem;
 use crate::option::Edit;
 use crate::progress::Progress;
 use crate::prompts::PromptSet;
-use crate::state::{sibling, Journal};
+use crate::state::{run_journaled, sibling, Journal};
 use crate::teacher::{item_rng, Asked, Teacher};
 
 /// One SeqEval record (the shared schema).
@@ -237,29 +236,17 @@ impl SeqEvalBuilder<'_> {
             .map(|(i, &t)| (i, t))
             .collect();
         progress.start("seqeval", items.len() as u64, resumed as u64);
-        let mut finished = stream::iter(pending)
-            .map(|(item, depth)| self.chain(item, depth, &fingerprint))
-            .buffer_unordered(self.concurrency.max(1));
-        let mut failures = Vec::new();
-        while let Some(result) = finished.next().await {
-            match result {
-                Ok(state) => {
-                    journal.append(&state)?;
-                    states.insert(state.id.clone(), state);
-                    progress.advance(1);
-                }
-                Err(error) => failures.push(error),
-            }
-        }
-        drop(finished);
-        progress.finish();
-        if let Some(first) = failures.first() {
-            bail!(
-                "{} of {} items failed (finished ones are saved; run the same command again to retry)\nfirst failure: {first:#}",
-                failures.len(),
-                items.len()
-            );
-        }
+        run_journaled(
+            &journal,
+            pending,
+            self.concurrency,
+            progress,
+            |(item, depth)| self.chain(item, depth, &fingerprint),
+            |state: ChainState| {
+                states.insert(state.id.clone(), state);
+            },
+        )
+        .await?;
         let mut stats = SeqEvalStats {
             items: items.len(),
             written: 0,

@@ -104,6 +104,51 @@ impl Journal {
     }
 }
 
+/// Runs `work` on every pending unit, at most `concurrency` at once; each finished entry
+/// is appended to `journal` (so a kill loses nothing finished), handed to `finished`,
+/// and counted in `progress` (whose stage the caller started). A unit that fails does
+/// not stop the others; if any failed, the error says how many, that the finished ones
+/// are saved, and the first failure.
+pub async fn run_journaled<P, T, Fut>(
+    journal: &Journal,
+    pending: Vec<P>,
+    concurrency: usize,
+    progress: &dyn crate::progress::Progress,
+    work: impl Fn(P) -> Fut,
+    mut finished: impl FnMut(T),
+) -> Result<()>
+where
+    T: Serialize,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    use futures::stream::{self, StreamExt};
+    let total = pending.len();
+    let mut results = stream::iter(pending)
+        .map(work)
+        .buffer_unordered(concurrency.max(1));
+    let mut failures = Vec::new();
+    while let Some(result) = results.next().await {
+        match result {
+            Ok(entry) => {
+                journal.append(&entry)?;
+                finished(entry);
+                progress.advance(1);
+            }
+            Err(error) => failures.push(error),
+        }
+    }
+    drop(results);
+    progress.finish();
+    if let Some(first) = failures.first() {
+        anyhow::bail!(
+            "{} of {total} pending items failed (the finished ones are saved in `{}`; run the same command again to retry the rest)\nfirst failure: {first:#}",
+            failures.len(),
+            journal.path().display()
+        );
+    }
+    Ok(())
+}
+
 /// `OUT` with `suffix` appended to its file name (`out.jsonl` → `out.jsonl.state`).
 pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();

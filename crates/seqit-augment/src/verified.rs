@@ -11,20 +11,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use futures::stream::{self, StreamExt};
 use seqit_core::{ChatMessage, Prompt, SamplingParams};
-use seqit_data::{Record, Schema, WriteOptions, Writer};
+use seqit_data::{Record, WriteOptions, Writer};
 use seqit_verify::VerifiableItem;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::augment::PROVENANCE_KEY;
+use crate::augment::{AugmentPaths, PROVENANCE_KEY};
 use crate::progress::Progress;
-use crate::state::{sibling, Journal};
+use crate::state::{run_journaled, Journal};
 use crate::teacher::{Asked, Teacher};
 
 /// What decides a verified run's results.
@@ -157,22 +155,6 @@ impl VerifyStats {
     }
 }
 
-/// Where a verified run reads and writes.
-#[derive(Debug, Clone)]
-pub struct VerifyPaths {
-    pub output: PathBuf,
-    pub schema: Schema,
-}
-
-impl VerifyPaths {
-    pub fn state(&self) -> PathBuf {
-        sibling(&self.output, ".state.jsonl")
-    }
-    pub fn stats(&self) -> PathBuf {
-        sibling(&self.output, ".stats.json")
-    }
-}
-
 /// Samples, checks and keeps (see the module documentation).
 pub struct VerifiedAugmenter<'a> {
     pub teacher: &'a Teacher,
@@ -205,12 +187,15 @@ impl VerifiedAugmenter<'_> {
     pub async fn run(
         &self,
         items: &[VerifiableItem],
-        paths: &VerifyPaths,
+        paths: &AugmentPaths,
         progress: &dyn Progress,
     ) -> Result<VerifyOutcome> {
         let limit = self.settings.tries;
         if limit == 0 {
             bail!("`--verify` needs at least 1 try per item");
+        }
+        if paths.it_output.is_some() {
+            bail!("a verified run has no IT control: its chains are sequential by construction");
         }
         let mut seen = HashMap::new();
         for (index, item) in items.iter().enumerate() {
@@ -246,30 +231,17 @@ impl VerifiedAugmenter<'_> {
             }
         }
         progress.start("verify", items.len() as u64, resumed as u64);
-        let mut finished = stream::iter(pending)
-            .map(|(item, state)| self.advance(item, state))
-            .buffer_unordered(self.concurrency.max(1));
-        let mut failures = Vec::new();
-        while let Some(result) = finished.next().await {
-            match result {
-                Ok(state) => {
-                    journal.append(&state)?;
-                    states.insert(state.id.clone(), state);
-                    progress.advance(1);
-                }
-                Err(error) => failures.push(error),
-            }
-        }
-        drop(finished);
-        progress.finish();
-        if let Some(first) = failures.first() {
-            bail!(
-                "{} of {} items failed (the finished ones are saved in `{}`; run the same command again to retry the rest)\nfirst failure: {first:#}",
-                failures.len(),
-                items.len(),
-                journal.path().display()
-            );
-        }
+        run_journaled(
+            &journal,
+            pending,
+            self.concurrency,
+            progress,
+            |(item, state)| self.advance(item, state),
+            |state: VerifiedState| {
+                states.insert(state.id.clone(), state);
+            },
+        )
+        .await?;
         let ordered: Vec<&VerifiedState> = items.iter().map(|i| &states[&i.id]).collect();
         self.write_output(items, &ordered, paths)?;
         journal.compact(&ordered)?;
@@ -315,7 +287,7 @@ impl VerifiedAugmenter<'_> {
         &self,
         items: &[VerifiableItem],
         states: &[&VerifiedState],
-        paths: &VerifyPaths,
+        paths: &AugmentPaths,
     ) -> Result<()> {
         let mut out = Writer::create(&paths.output, &WriteOptions::new(paths.schema))?;
         for (item, state) in items.iter().zip(states) {

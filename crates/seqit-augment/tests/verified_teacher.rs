@@ -3,17 +3,16 @@
 //! useful, or a step skipped) are asked exactly K times and dropped, and a later run
 //! with a larger K asks the dropped chains only the new tries.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use seqit_augment::{
-    PromptSet, Silent, Teacher, TeacherInfo, VerifiedAugmenter, VerifyPaths, VerifySettings,
+    AugmentPaths, PromptSet, Silent, Teacher, TeacherInfo, VerifiedAugmenter, VerifySettings,
 };
 use seqit_data::Schema;
 use seqit_faultserver::{FaultConfig, FaultServer, ScriptRule};
 use seqit_llm::{Client, RemoteBackend, RemoteConfig};
+use seqit_testkit::read_jsonl;
 use seqit_verify::{answer_skipping, perfect_answer, synthesize, SynthSettings, Templates};
-use serde_json::Value;
 
 fn teacher(url: &str) -> Teacher {
     let backend = RemoteBackend::new(RemoteConfig::new(url, "scripted")).unwrap();
@@ -27,14 +26,6 @@ fn teacher(url: &str) -> Teacher {
         info,
         PromptSet::builtin().cache_version(),
     )
-}
-
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[tokio::test]
@@ -69,8 +60,9 @@ async fn keeps_the_first_passing_sample_and_drops_chains_without_one() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let paths = VerifyPaths {
+    let paths = AugmentPaths {
         output: dir.path().join("verified.jsonl"),
+        it_output: None,
         schema: Schema::Alpaca,
     };
     let teacher = teacher(server.url());

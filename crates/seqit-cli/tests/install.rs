@@ -155,16 +155,11 @@ fn setup_installs_into_the_user_location_and_doctor_checks_it() {
     std::fs::create_dir_all(&wheels).unwrap();
     fake_wheels(&wheels);
 
-    let out = installed(&bin, &home)
+    ok(installed(&bin, &home)
         .args(["setup", "--pip-arg=--no-index"])
         .arg(format!("--pip-arg=--find-links={}", wheels.display()))
         .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .unwrap());
     let assets: PathBuf = home.join(".local/share/seqit/assets");
     let stamp = std::fs::read_to_string(assets.join(".seqit-assets")).unwrap();
     assert_eq!(stamp.trim(), seqit_engine::asset_packages().join(" "));

@@ -12,7 +12,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use seqit_augment::{
     AugmentPaths, AugmentSettings, Augmenter, Progress, PromptSet, Teacher, TeacherInfo,
-    VerifiedAugmenter, VerifyPaths, VerifySettings,
+    VerifiedAugmenter, VerifySettings,
 };
 use seqit_core::SamplingParams;
 use seqit_data::Schema;
@@ -309,8 +309,9 @@ async fn augment_verified(
     items: Vec<seqit_verify::VerifiableItem>,
 ) -> Result<()> {
     let teacher = args.teacher.open(&args.output, &prompts).await?;
-    let paths = VerifyPaths {
+    let paths = AugmentPaths {
         output: args.output.clone(),
+        it_output: None,
         schema: args.format,
     };
     eprintln!(

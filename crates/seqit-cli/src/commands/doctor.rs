@@ -247,13 +247,16 @@ fn cpu() -> Check {
             );
             let mut details = details;
             details["kernel_path"] = json!(isa.map(Isa::name));
-            let best = isa.is_some_and(|isa| isa == Isa::best());
-            if matches!(isa, Some(Isa::Avx512Vnni | Isa::Neon)) || best {
-                Check::new("cpu", Status::Ok, summary, details)
-            } else {
-                Check::new("cpu", Status::Warn, summary, details).hint(
-                    "the fastest kernels need AVX-512 VNNI (x86) or NEON with dot products (ARM); this path is slower but computes the same numbers",
-                )
+            let best = Isa::best();
+            match isa {
+                Some(isa) if isa != best => Check::new("cpu", Status::Warn, summary, details)
+                    .hint(format!(
+                        "{ISA_VARIABLE} forces a slower path than this CPU's best ({}); unset it for full speed (the numbers are the same)",
+                        best.name()
+                    )),
+                None | Some(Isa::Scalar) => Check::new("cpu", Status::Warn, summary, details)
+                    .hint("no fast kernels for this CPU: the packed kernels need AVX2+FMA (x86) or NEON with dot products (ARM)"),
+                Some(_) => Check::new("cpu", Status::Ok, summary, details),
             }
         }
     }
