@@ -37,16 +37,18 @@ async fn ask_number(
     let output = answerer
         .ask_one(&rendered.text, &rendered.stop, &prompt_key(&rendered))
         .await?;
+    // The paper scores the last number of the output; an answer after a marker
+    // ("The answer is 42") is the stricter second figure.
+    let last = score_number(&output, gold, Mode::LastNumber, &rendered.stop, language);
     let strict = score_number(&output, gold, Mode::Strict, &rendered.stop, language);
-    let flexible = score_number(&output, gold, Mode::Flexible, &rendered.stop, language);
     Ok(json!({
         "prompt": rendered.text,
         "output": output,
         "gold": format_number(gold),
-        "extracted": strict.extracted.map(format_number),
-        "correct": strict.correct,
-        "extracted_flexible": flexible.extracted.map(format_number),
-        "correct_flexible": flexible.correct,
+        "extracted": last.extracted.map(format_number),
+        "correct": last.correct,
+        "extracted_strict": strict.extracted.map(format_number),
+        "correct_strict": strict.correct,
     }))
 }
 
@@ -109,14 +111,24 @@ fn flags(records: &[Value], field: &str) -> Vec<bool> {
         .collect()
 }
 
-/// Exact match (strict and flexible) with bootstrap 95% CIs, plus per-language scores
-/// and their mean when the records carry a `language`.
+/// GSM8K/MGSM exact match with bootstrap 95% CIs: `exact_match` on the last number of
+/// the output (the paper's headline) and `exact_match_strict` on the number after an
+/// answer marker, plus per-language scores and their mean when records carry a
+/// `language`.
 pub fn number_metrics(records: &[Value]) -> Value {
+    rate_metrics(
+        records,
+        &[
+            ("exact_match", "correct"),
+            ("exact_match_strict", "correct_strict"),
+        ],
+    )
+}
+
+/// A rate with its bootstrap CI (and per language) for each `(score, record field)`.
+fn rate_metrics(records: &[Value], scores_of: &[(&str, &str)]) -> Value {
     let mut scores = json!({});
-    for (name, field) in [
-        ("exact_match", "correct"),
-        ("exact_match_flexible", "correct_flexible"),
-    ] {
+    for &(name, field) in scores_of {
         let hits = flags(records, field);
         let values: Vec<f64> = hits.iter().map(|&h| f64::from(u8::from(h))).collect();
         scores[name] = json!({
@@ -139,7 +151,13 @@ pub fn number_metrics(records: &[Value]) -> Value {
 /// XQuAD substring accuracy (strict and flexible) and follow rate, overall and per
 /// language (mean over languages).
 pub fn xquad_summary(records: &[Value]) -> Value {
-    let mut scores = number_metrics(records);
+    let mut scores = rate_metrics(
+        records,
+        &[
+            ("accuracy", "correct"),
+            ("accuracy_flexible", "correct_flexible"),
+        ],
+    );
     let followed = flags(records, "followed");
     scores["follow_rate"] = json!(Rate::of(followed.iter().copied()));
     scores["follow_rate"]["per_language"] = json!(per_language(
@@ -148,12 +166,5 @@ pub fn xquad_summary(records: &[Value]) -> Value {
             .zip(&followed)
             .map(|(r, &f)| (r["language"].as_str().unwrap_or(""), f)),
     ));
-    let rename = |v: &mut Value, from: &str, to: &str| {
-        if let Some(x) = v.as_object_mut().and_then(|m| m.remove(from)) {
-            v[to] = x;
-        }
-    };
-    rename(&mut scores, "exact_match", "accuracy");
-    rename(&mut scores, "exact_match_flexible", "accuracy_flexible");
     scores
 }

@@ -48,6 +48,9 @@ pub enum Mode {
     /// The marked answer if there is one, else the last number (or the whole text).
     #[default]
     Flexible,
+    /// Numbers only: the last number of the output, markers ignored (the paper's
+    /// GSM8K/MGSM scoring).
+    LastNumber,
 }
 
 /// A number found in a text.
@@ -276,6 +279,11 @@ pub fn extract_number_in(
     markers: &[&str],
     dot_groups_thousands: bool,
 ) -> Option<f64> {
+    if mode == Mode::LastNumber {
+        return find_numbers_in(text, dot_groups_thousands)
+            .last()
+            .map(|n| n.value);
+    }
     if let Some(offset) = after_last_marker(text, markers) {
         if let Some(n) = find_numbers_in(&text[offset..], dot_groups_thousands).first() {
             return Some(n.value);
@@ -286,7 +294,7 @@ pub fn extract_number_in(
     }
     match mode {
         Mode::Strict => None,
-        Mode::Flexible => find_numbers_in(text, dot_groups_thousands)
+        Mode::Flexible | Mode::LastNumber => find_numbers_in(text, dot_groups_thousands)
             .last()
             .map(|n| n.value),
     }

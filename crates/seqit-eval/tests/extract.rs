@@ -307,3 +307,37 @@ fn xquad_prompt_is_zero_shot_translate_then_answer() {
     )));
     assert_eq!(rendered.version, "xquad/v1/translate_answer");
 }
+
+/// The paper scores GSM8K/MGSM on the last number of the output, whatever a marker says;
+/// the marker-based reading is the strict second figure.
+#[test]
+fn gsm8k_headline_is_the_last_number() {
+    let last = |text: &str| extract_number(text, Mode::LastNumber, ANSWER_MARKERS);
+    let cases: &[(&str, Option<f64>, Option<f64>)] = &[
+        // (output, last number: the headline, strict)
+        ("The answer is 72.", Some(72.0), Some(72.0)),
+        (
+            "The answer is 42. Checking: 42 + 1 = 43",
+            Some(43.0),
+            Some(42.0),
+        ),
+        (
+            "She earns 18 dollars a day, so 18 x 7 = 126 per week.",
+            Some(126.0),
+            None,
+        ),
+        ("The answer is unclear.", None, None),
+    ];
+    for &(output, want_last, want_strict) in cases {
+        assert_eq!(last(output), want_last, "last number: {output:?}");
+        assert_eq!(strict(output), want_strict, "strict: {output:?}");
+    }
+    let scored = score_number(
+        "The answer is 42. Checking: 42 + 1 = 43",
+        42.0,
+        Mode::LastNumber,
+        &[],
+        None,
+    );
+    assert!(!scored.correct, "the paper's scoring reads 43");
+}

@@ -306,10 +306,13 @@ pub fn gsm8k(args: Gsm8kArgs) -> Result<()> {
         |item| benchmarks::gsm8k_item(&subject.answerer, &prompt, item),
         benchmarks::number_metrics,
     )?;
-    print_rate("exact match", &metrics["scores"]["exact_match"]["rate"]);
     print_rate(
-        "exact match (flexible)",
-        &metrics["scores"]["exact_match_flexible"]["rate"],
+        "exact match (last number, the paper's)",
+        &metrics["scores"]["exact_match"]["rate"],
+    );
+    print_rate(
+        "exact match (strict: after an answer marker)",
+        &metrics["scores"]["exact_match_strict"]["rate"],
     );
     Ok(())
 }
