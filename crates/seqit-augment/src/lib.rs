@@ -46,6 +46,6 @@ pub use verified::{
 };
 
 pub use seqeval::{
-    assign_depths, parse_depths, ChainRound, ChainState, SeqEvalBuilder, SeqEvalRecord,
-    SeqEvalSettings, SeqEvalStats,
+    assign_depths, depth_counts, parse_depths, ChainRound, ChainState, SeqEvalBuilder,
+    SeqEvalRecord, SeqEvalSettings, SeqEvalStats,
 };

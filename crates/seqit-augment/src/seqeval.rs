@@ -97,10 +97,29 @@ impl SeqEvalSettings {
     }
 }
 
-/// The target depth of each item (by position): counts by largest remainder, placed on
-/// a seeded shuffle of the items.
+/// How many items get each depth, as the paper counted them: every depth but the last
+/// gets its share of `n` rounded half up, the last what remains (805 prompts at
+/// 10/20/30/40% → 81/161/242/321).
+pub fn depth_counts(n: usize, shares: &[f64]) -> Vec<usize> {
+    let total: f64 = shares.iter().sum();
+    let mut counts = Vec::with_capacity(shares.len());
+    let mut left = n;
+    for (i, share) in shares.iter().enumerate() {
+        let count = if i + 1 == shares.len() {
+            left
+        } else {
+            ((n as f64 * share / total) + 0.5).floor().min(left as f64) as usize
+        };
+        left -= count;
+        counts.push(count);
+    }
+    counts
+}
+
+/// The target depth of each item (by position): [`depth_counts`] of each depth, placed
+/// on a seeded shuffle of the items.
 pub fn assign_depths(n: usize, depths: &[u32], shares: &[f64], seed: u64) -> Vec<u32> {
-    let counts = seqit_data::allocate(n, shares);
+    let counts = depth_counts(n, shares);
     let mut order: Vec<usize> = (0..n).collect();
     SeededRng::new(seed).shuffle(&mut order);
     let mut assigned = vec![0; n];
@@ -377,10 +396,14 @@ mod tests {
     fn depths_follow_the_shares_and_the_seed() {
         let depths = assign_depths(805, &[1, 2, 3, 4], &[10.0, 20.0, 30.0, 40.0], 7);
         let count = |d| depths.iter().filter(|&&x| x == d).count();
+        // The paper's counts for its 805 prompts.
         assert_eq!(
             [count(1), count(2), count(3), count(4)],
-            [81, 161, 241, 322]
+            [81, 161, 242, 321]
         );
+        assert_eq!(depth_counts(10, &[1.0, 1.0, 1.0]), [3, 3, 4]);
+        assert_eq!(depth_counts(12, &[10.0, 20.0, 30.0, 40.0]), [1, 2, 4, 5]);
+        assert_eq!(depth_counts(0, &[1.0, 2.0]), [0, 0]);
         assert_eq!(
             depths,
             assign_depths(805, &[1, 2, 3, 4], &[10.0, 20.0, 30.0, 40.0], 7)
