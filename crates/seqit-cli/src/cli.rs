@@ -754,6 +754,13 @@ pub struct JudgeArgs {
     /// Judge model: the name sent to `--judge-endpoint`, or a local model.
     #[arg(long)]
     pub judge_model: Option<String>,
+    /// Environment variable holding the judge endpoint's API key (default: the
+    /// answerer's `--api-key-env`).
+    #[arg(long)]
+    pub judge_api_key_env: Option<String>,
+    /// Most judge requests in flight (default: the answerer's `--concurrency`).
+    #[arg(long)]
+    pub judge_concurrency: Option<usize>,
     /// Most new tokens per verdict.
     #[arg(long, default_value_t = 512)]
     pub judge_max_tokens: usize,

@@ -589,3 +589,64 @@ fn verifiable_seqeval_is_scored_by_program_without_a_judge() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("has no `steps`"));
 }
+
+/// A judge behind its own endpoint and key: `--judge-api-key-env` names the variable
+/// for the judge only (the answerer's server takes no key), and the judge's requests
+/// carry it.
+#[test]
+fn the_judge_uses_its_own_key_variable() {
+    let answers = BackgroundFaultServer::start(FaultConfig {
+        script: script(),
+        ..FaultConfig::default()
+    })
+    .unwrap();
+    let judge = BackgroundFaultServer::start(FaultConfig {
+        script: script(),
+        api_key: Some("judge-secret".into()),
+        ..FaultConfig::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture("seqeval_small.jsonl");
+    let run = |out: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_seqit"))
+            .args(["eval", "seqeval", "--data"])
+            .arg(&data)
+            .args(["--endpoint", answers.url(), "--model", "subject"])
+            .args(["--judge-endpoint", judge.url(), "--judge-model", "judge"])
+            .args(["--judge-structured", "off", "--limit", "2"])
+            .args(["--max-tokens", "64", "--judge-max-tokens", "64", "--output"])
+            .arg(dir.path().join(out))
+            .args(extra)
+            .env("JUDGE_KEY", "judge-secret")
+            .env_remove("OPENAI_API_KEY")
+            .output()
+            .unwrap()
+    };
+    let refused = run("without", &[]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let judged = run(
+        "with",
+        &[
+            "--judge-api-key-env",
+            "JUDGE_KEY",
+            "--judge-concurrency",
+            "2",
+        ],
+    );
+    assert!(
+        judged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&judged.stderr)
+    );
+    let metrics: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("with/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(metrics["scores"]["overall"]["quality"]["n"], 2, "{metrics}");
+}

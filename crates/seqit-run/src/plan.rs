@@ -502,20 +502,20 @@ fn train_stage_output(model: &ModelSpec, exp: &Experiment) -> bool {
     model.endpoint.is_none() && Path::new(&model.model).starts_with(&exp.run_dir)
 }
 
-/// Flags naming a model to a subcommand: `--{prefix}model`, `--{prefix}endpoint` and,
-/// for the command's main model (the teacher or the answerer, not a judge), the key
-/// variable and concurrency, which the subcommands take without a prefix.
+/// Flags naming a model to a subcommand: `--{prefix}model`, `--{prefix}endpoint`, and
+/// the key variable and concurrency: `--api-key-env`/`--concurrency` for the command's
+/// main model (the teacher or the answerer), `--judge-api-key-env`/`--judge-concurrency`
+/// for a judge.
 fn model_flags(prefix: &str, model: &ModelSpec) -> Vec<String> {
     let mut flags = vec![format!("--{prefix}model"), model.model.clone()];
     if let Some(endpoint) = &model.endpoint {
         flags.extend([format!("--{prefix}endpoint"), endpoint.clone()]);
-        if prefix != "judge-" {
-            if let Some(env) = &model.api_key_env {
-                flags.extend(["--api-key-env".to_string(), env.clone()]);
-            }
-            if let Some(n) = model.concurrency {
-                flags.extend(["--concurrency".to_string(), n.to_string()]);
-            }
+        let settings_prefix = if prefix == "judge-" { "judge-" } else { "" };
+        if let Some(env) = &model.api_key_env {
+            flags.extend([format!("--{settings_prefix}api-key-env"), env.clone()]);
+        }
+        if let Some(n) = model.concurrency {
+            flags.extend([format!("--{settings_prefix}concurrency"), n.to_string()]);
         }
     }
     flags
@@ -538,4 +538,40 @@ fn strings(parts: &[&str]) -> Vec<String> {
 
 pub fn path_str(path: &Path) -> String {
     path.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_judges_key_variable_and_concurrency_reach_it() {
+        let model = ModelSpec {
+            model: "gpt-4o".into(),
+            endpoint: Some("https://api.example.com/v1".into()),
+            api_key_env: Some("JUDGE_KEY".into()),
+            concurrency: Some(8),
+        };
+        assert_eq!(
+            model_flags("judge-", &model),
+            [
+                "--judge-model",
+                "gpt-4o",
+                "--judge-endpoint",
+                "https://api.example.com/v1",
+                "--judge-api-key-env",
+                "JUDGE_KEY",
+                "--judge-concurrency",
+                "8"
+            ]
+        );
+        assert_eq!(
+            model_flags("", &model)[4..],
+            ["--api-key-env", "JUDGE_KEY", "--concurrency", "8"]
+        );
+        assert_eq!(
+            model_flags("teacher-", &model)[4..],
+            ["--api-key-env", "JUDGE_KEY", "--concurrency", "8"]
+        );
+    }
 }

@@ -371,7 +371,8 @@ pub fn xquad(args: XquadArgs) -> Result<()> {
 }
 
 /// The judge: `--judge-endpoint`, else a local model (the answerer's own backend when it
-/// is the same local model, so the engine is loaded once).
+/// is the same local model, so the engine is loaded once). Its key variable and
+/// concurrency default to the answerer's (`api_key_env`, `concurrency`).
 fn open_judge(
     args: &JudgeArgs,
     api_key_env: &str,
@@ -379,6 +380,8 @@ fn open_judge(
     output: &Output,
     subject: Option<&Subject>,
 ) -> Result<(Judge, Value)> {
+    let api_key_env = args.judge_api_key_env.as_deref().unwrap_or(api_key_env);
+    let concurrency = args.judge_concurrency.unwrap_or(concurrency);
     let prompts = match &args.judge_prompts {
         Some(dir) => JudgePrompts::from_dir(dir)?,
         None => JudgePrompts::builtin(),
