@@ -663,6 +663,33 @@ fn check(config: &Config) -> Vec<(String, String)> {
             )),
             _ => {}
         }
+        // Options the benchmark's command does not take are refused here, not dropped
+        // or passed on to fail when the stage runs.
+        let benchmark = eval.benchmark.as_str();
+        for (option, given, takes) in [
+            (
+                "judge",
+                eval.judge.is_some(),
+                eval.benchmark == Benchmark::Seqeval,
+            ),
+            (
+                "samples",
+                eval.samples.is_some(),
+                eval.benchmark == Benchmark::Humaneval,
+            ),
+            (
+                "temperature",
+                eval.temperature.is_some(),
+                eval.benchmark == Benchmark::Humaneval,
+            ),
+        ] {
+            if given && !takes {
+                problems.push((
+                    format!("eval[{i}].{option}"),
+                    format!("`{benchmark}` does not take `{option}`"),
+                ));
+            }
+        }
         let name = eval.stage_suffix();
         if !valid_stage_part(name) {
             problems.push((

@@ -162,6 +162,31 @@ fn eval_of_an_unknown_model_and_every_problem_at_once() {
     );
 }
 
+/// Options a benchmark's command does not take are refused with their key and line.
+#[test]
+fn options_a_benchmark_does_not_take() {
+    let config = format!(
+        "{GOOD}\n[[eval]]\nbenchmark = \"gsm8k\"\nmodels = [\"it\"]\njudge = \"smol\"\ntemperature = 0.8\n"
+    );
+    let (_dir, errors) = errors(&config);
+    let found: Vec<(&str, Option<usize>, &str)> = errors
+        .iter()
+        .map(|e| (e.key.as_str(), e.line, e.message.as_str()))
+        .collect();
+    assert!(
+        found.contains(&("eval[0].judge", Some(27), "`gsm8k` does not take `judge`")),
+        "{errors:?}"
+    );
+    assert!(
+        found.contains(&(
+            "eval[0].temperature",
+            Some(28),
+            "`gsm8k` does not take `temperature`"
+        )),
+        "{errors:?}"
+    );
+}
+
 #[test]
 fn syntax_error_has_a_line() {
     let e = one("[run]\noutput = \n");
