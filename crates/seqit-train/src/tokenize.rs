@@ -201,3 +201,28 @@ fn assistant_spans(
     }
     Ok(spans)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// open-instruct's training format: every message stripped, `<|role|>\n` before it,
+    /// a newline after it, the EOS token ending each assistant turn.
+    #[test]
+    fn tulu_renders_as_open_instruct_concatenates() {
+        let template = ChatTemplate::new(TULU_TEMPLATE, Some("<s>"), Some("</s>")).unwrap();
+        let messages = [
+            ChatMessage::system("  Be brief. "),
+            ChatMessage::user("\nName a colour.\n\n"),
+            ChatMessage::assistant(" Red.\n"),
+        ];
+        assert_eq!(
+            template.render(&messages, false).unwrap(),
+            "<|system|>\nBe brief.\n<|user|>\nName a colour.\n<|assistant|>\nRed.</s>\n"
+        );
+        assert_eq!(
+            template.render(&messages[..2], true).unwrap(),
+            "<|system|>\nBe brief.\n<|user|>\nName a colour.\n<|assistant|>\n"
+        );
+    }
+}
