@@ -204,7 +204,19 @@ fn killed_augment_resumes_without_loss_or_duplicates() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(!out.exists(), "a killed run must not leave an output");
-    let answered_before: HashSet<String> = server.answered_counts().into_keys().collect();
+    // Requests in flight at the kill are still answered by the server (into a closed
+    // connection) during its latency: wait until it has settled, so that they count as
+    // answered before the resumed run asks them again.
+    let mut answered = server.answered_counts();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = server.answered_counts();
+        if now == answered {
+            break;
+        }
+        answered = now;
+    }
+    let answered_before: HashSet<String> = answered.into_keys().collect();
     let resumed = run_ok(&mut augment_against(server.url(), &input, &out));
     let stderr = String::from_utf8_lossy(&resumed.stderr);
     assert!(

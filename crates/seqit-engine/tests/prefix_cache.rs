@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use seqit_core::{ChatMessage, Prompt, SamplingParams};
 use seqit_engine::{Engine, EngineOptions, GenerationRequest, PrefixCacheStats};
-use seqit_model::KvCache;
+use seqit_model::{KvCache, WeightStorage};
 use seqit_testkit::{GgmlDType, TinyModel, TinyModelSpec};
 
 /// A tiny model as a Q8_0 GGUF file (quantized, so the packed decoder runs).
@@ -240,7 +240,12 @@ fn the_candle_path_does_not_cache() {
         .unwrap()
         .write_hf_dir(dir.path())
         .unwrap();
-    let engine = Engine::load(&hf, EngineOptions::default()).unwrap();
+    // Dense weights as stored run on candle's kernels (`Fast` would quantize them).
+    let options = EngineOptions {
+        weights: WeightStorage::AsStored,
+        ..EngineOptions::default()
+    };
+    let engine = Engine::load(&hf, options).unwrap();
     assert!(!engine.model().packed_available());
     let request = [raw("the same prompt twice", 4)];
     assert_eq!(tokens(&engine, &request), tokens(&engine, &request));

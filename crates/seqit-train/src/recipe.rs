@@ -14,6 +14,8 @@ const ACCELERATE_ZERO3: &str = include_str!("../../../prompts/recipes/accelerate
 const LLAMAFACTORY: &str = include_str!("../../../prompts/recipes/llamafactory.yaml");
 const AXOLOTL: &str = include_str!("../../../prompts/recipes/axolotl.yaml");
 const DEEPSPEED_ZERO3: &str = include_str!("../../../prompts/recipes/ds_z3_config.json");
+/// The Tulu chat format with TRL's `{% generation %}` markers (assistant-only loss).
+const TULU_GENERATION: &str = include_str!("../../../prompts/recipes/tulu_generation.jinja");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DistributedTrainer {
@@ -74,6 +76,7 @@ pub fn export_recipe(
             .replace("{{effective_batch}}", &settings.effective_batch.to_string())
             .replace("{{max_len}}", &settings.max_len.to_string())
             .replace("{{output}}", &out_dir)
+            .replace("{{recipe_dir}}", &output.display().to_string())
             .replace("{{data_file}}", data_file)
             .replace(
                 "{{dataset_dir}}",
@@ -98,6 +101,7 @@ pub fn export_recipe(
             write("train.jsonl", messages_jsonl(conversations))?;
             write("ds_z3_config.json", DEEPSPEED_ZERO3.to_string())?;
             if trainer == DistributedTrainer::Trl {
+                write("tulu.jinja", TULU_GENERATION.to_string())?;
                 write("trl.yaml", fill(TRL, &data_file))?;
                 write("accelerate_zero3.yaml", fill(ACCELERATE_ZERO3, &data_file))?;
             } else {
@@ -185,6 +189,7 @@ mod tests {
             [
                 "train.jsonl",
                 "ds_z3_config.json",
+                "tulu.jinja",
                 "trl.yaml",
                 "accelerate_zero3.yaml"
             ]
@@ -201,9 +206,25 @@ mod tests {
             "bf16: true",
             "assistant_only_loss: true",
             "model_name_or_path: meta-llama/Meta-Llama-3-8B",
+            // TRL reads local files through a dataset mixture.
+            "datasets:",
+            "  - path: json",
+            "    split: train",
         ] {
             assert!(config.lines().any(|l| l == line), "missing `{line}`");
         }
+        let data_line = format!(
+            "    data_files: {}",
+            dir.path().join("train.jsonl").display()
+        );
+        assert!(config.lines().any(|l| l == data_line), "{config}");
+        let template_line = format!(
+            "chat_template_path: {}",
+            dir.path().join("tulu.jinja").display()
+        );
+        assert!(config.lines().any(|l| l == template_line), "{config}");
+        let template = std::fs::read_to_string(dir.path().join("tulu.jinja")).unwrap();
+        assert!(template.contains("{% generation %}"), "{template}");
         assert!(!config.contains("{{"), "unfilled placeholder");
         let first: serde_json::Value = serde_json::from_str(
             std::fs::read_to_string(dir.path().join("train.jsonl"))
