@@ -201,7 +201,7 @@ mod tests {
             "per_device_train_batch_size: 2",
             "gradient_accumulation_steps: 8",
             "max_length: 2048",
-            "warmup_ratio: 0.03",
+            "warmup_steps: 0.03   # a float below 1 is a ratio of the total steps (transformers 5)",
             "lr_scheduler_type: linear",
             "bf16: true",
             "assistant_only_loss: true",
