@@ -16,7 +16,6 @@
 //! `iterations` continue from the rounds already done. Outputs are written atomically
 //! once every item is finished.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -24,14 +23,13 @@ use seqit_core::{ChatMessage, Prompt, SamplingParams};
 use seqit_data::{Record, Schema, WriteOptions, Writer};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::extract::{extract_added_task, extract_new_instruction, extract_split, extract_verdict};
 use crate::item::{output_id, user_turn, SourceItem};
 use crate::option::{parse_option, Edit, Rule};
 use crate::progress::Progress;
 use crate::prompts::{PromptSet, Stage};
-use crate::state::{run_journaled, sibling, Journal};
+use crate::state::{check_unique_ids, run_journaled, settings_fingerprint, sibling, Journal};
 use crate::stats::{AugmentStats, StatsInput};
 use crate::teacher::{item_rng, Asked, Teacher};
 
@@ -250,7 +248,7 @@ pub struct AugmentOutcome {
 impl Augmenter<'_> {
     /// Hash of everything that decides results, except the number of iterations.
     pub fn fingerprint(&self) -> String {
-        let decided = json!({
+        settings_fingerprint(&json!({
             "seed": self.settings.seed,
             "decoding": self.settings.decoding,
             "split": self.settings.split,
@@ -258,9 +256,7 @@ impl Augmenter<'_> {
             "structured": self.settings.structured,
             "prompts": self.prompts.hash(),
             "teacher": self.teacher.info().model,
-        });
-        let digest = Sha256::digest(decided.to_string().as_bytes());
-        format!("{digest:x}")[..16].to_string()
+        }))
     }
 
     /// Augments `records` (read from `source_schema` data) into `paths`.
@@ -286,7 +282,7 @@ impl Augmenter<'_> {
             .enumerate()
             .map(|(i, r)| SourceItem::from_record(i, r))
             .collect::<Result<Vec<_>>>()?;
-        check_unique_ids(&items)?;
+        check_unique_ids(items.iter().map(|i| i.id.as_str()), "records")?;
         let fingerprint = self.fingerprint();
         let it_control = paths.it_output.is_some();
         let (journal, mut states) = Journal::open::<ItemState>(
@@ -646,19 +642,6 @@ impl Augmenter<'_> {
         );
         Value::Object(p)
     }
-}
-
-fn check_unique_ids(items: &[SourceItem]) -> Result<()> {
-    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
-        if let Some(first) = seen.insert(&item.id, index) {
-            bail!(
-                "records {first} and {index} have the same id `{}`; augmentation keys its work by id\nhint: give every record a unique `id`, or remove the ids to use record positions",
-                item.id
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Reads `path` as the records to augment.

@@ -19,14 +19,13 @@ use seqit_core::SamplingParams;
 use seqit_data::{Record, SeededRng};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::extract::{extract_added_task, extract_new_instruction};
 use crate::item::SourceItem;
 use crate::option::Edit;
 use crate::progress::Progress;
 use crate::prompts::PromptSet;
-use crate::state::{run_journaled, sibling, Journal};
+use crate::state::{run_journaled, settings_fingerprint, sibling, Journal};
 use crate::teacher::{item_rng, Asked, Teacher};
 
 /// One SeqEval record (the shared schema).
@@ -219,7 +218,7 @@ impl SeqEvalBuilder<'_> {
             "prompts": self.prompts.hash(),
             "teacher": self.teacher.info().model,
         });
-        format!("{:x}", Sha256::digest(decided.to_string().as_bytes()))[..16].to_string()
+        settings_fingerprint(&decided)
     }
 
     /// Builds the set from `records` into `output` (JSON Lines).

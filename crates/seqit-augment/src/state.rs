@@ -149,6 +149,29 @@ where
     Ok(())
 }
 
+/// The 16-hex-digit digest of the settings that decide a run's results: journal lines
+/// written with other settings are not reused.
+pub fn settings_fingerprint(decided: &serde_json::Value) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(decided.to_string().as_bytes()))[..16].to_string()
+}
+
+/// Refuses a second unit with the same id: journals key their work by id. `what` names
+/// the units in the message ("records", "items"); positions are 1-based.
+pub fn check_unique_ids<'a>(ids: impl IntoIterator<Item = &'a str>, what: &str) -> Result<()> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (index, id) in ids.into_iter().enumerate() {
+        if let Some(first) = seen.insert(id, index) {
+            anyhow::bail!(
+                "{what} {} and {} have the same id `{id}`; the run keys its work by id\nhint: give every one a unique `id`, or remove the ids to use positions",
+                first + 1,
+                index + 1
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `OUT` with `suffix` appended to its file name (`out.jsonl` → `out.jsonl.state`).
 pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
@@ -159,6 +182,22 @@ pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_must_be_unique_and_fingerprints_follow_the_settings() {
+        assert!(check_unique_ids(["a", "b", "c"], "items").is_ok());
+        let error = check_unique_ids(["a", "b", "a"], "records")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("records 1 and 3 have the same id `a`"),
+            "{error}"
+        );
+        let a = settings_fingerprint(&serde_json::json!({"seed": 1}));
+        assert_eq!(a.len(), 16);
+        assert_eq!(a, settings_fingerprint(&serde_json::json!({"seed": 1})));
+        assert_ne!(a, settings_fingerprint(&serde_json::json!({"seed": 2})));
+    }
 
     #[test]
     fn torn_tails_are_cut_and_last_lines_win() {

@@ -9,7 +9,7 @@
 //! resumes, and a later run with a larger K continues the dropped items from the try
 //! where they stopped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use anyhow::{bail, Result};
@@ -18,11 +18,10 @@ use seqit_data::{Record, WriteOptions, Writer};
 use seqit_verify::VerifiableItem;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::augment::{AugmentPaths, PROVENANCE_KEY};
 use crate::progress::Progress;
-use crate::state::{run_journaled, Journal};
+use crate::state::{check_unique_ids, run_journaled, settings_fingerprint, Journal};
 use crate::teacher::{Asked, Teacher};
 
 /// What decides a verified run's results.
@@ -174,14 +173,12 @@ pub struct VerifyOutcome {
 impl VerifiedAugmenter<'_> {
     /// Hash of what decides each sample (not K: a larger K continues a run).
     pub fn fingerprint(&self) -> String {
-        let decided = json!({
+        settings_fingerprint(&json!({
             "mode": "verified",
             "seed": self.settings.seed,
             "decoding": self.settings.decoding,
             "teacher": self.teacher.info().model,
-        });
-        let digest = Sha256::digest(decided.to_string().as_bytes());
-        format!("{digest:x}")[..16].to_string()
+        }))
     }
 
     pub async fn run(
@@ -197,17 +194,7 @@ impl VerifiedAugmenter<'_> {
         if paths.it_output.is_some() {
             bail!("a verified run has no IT control: its chains are sequential by construction");
         }
-        let mut seen = HashMap::new();
-        for (index, item) in items.iter().enumerate() {
-            if let Some(first) = seen.insert(item.id.as_str(), index) {
-                bail!(
-                    "items {} and {} have the same id `{}`; a verified run keys its work by id",
-                    first + 1,
-                    index + 1,
-                    item.id
-                );
-            }
-        }
+        check_unique_ids(items.iter().map(|i| i.id.as_str()), "items")?;
         let fingerprint = self.fingerprint();
         let (journal, mut states) = Journal::open::<VerifiedState>(
             &paths.state(),
