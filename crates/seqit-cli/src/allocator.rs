@@ -37,6 +37,15 @@ pub fn tune_for_training() {
     }
 }
 
+/// Returns the memory freed so far to the OS now instead of after mimalloc's purge
+/// delay, which only runs when the freeing thread allocates again: a model load frees
+/// hundreds of megabytes at once (candle's copies of weights the packed decoder holds).
+pub fn return_freed_memory() {
+    // SAFETY: plain FFI call; mimalloc collects the calling thread's heap and purges
+    // the memory every thread has freed back to its arenas.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
 fn physical_memory() -> Option<usize> {
     // SAFETY: sysconf has no preconditions.
     let (pages, page_size) = unsafe {

@@ -19,7 +19,11 @@ use candle_core::{Device, Tensor};
 use seqit_core::{
     Completion, Constraint, FinishReason, Prompt, SamplingParams, TokenLogprob, TopLogprob,
 };
-use seqit_model::{load_model, KvBlock, KvCache, Llama, LoadOptions, WeightStorage};
+use seqit_model::gguf::GgufFile;
+use seqit_model::{
+    load_gguf, load_model, load_packed_gguf, KvBlock, KvCache, Llama, LoadOptions, ModelConfig,
+    PackedDecoder, WeightStorage,
+};
 
 use crate::chat_template::ChatTemplate;
 use crate::constraint::{ConstraintCompiler, MatchStep, TokenMatcher};
@@ -70,8 +74,20 @@ pub struct GenerationRequest {
     pub params: SamplingParams,
 }
 
+/// The weights an engine computes with.
+enum Weights {
+    /// The whole model: candle's kernels, and the packed decoder when it runs.
+    Model(Box<Llama>),
+    /// The packed decoder alone (see [`Engine::keep_packed_weights_only`]).
+    Packed(Arc<PackedDecoder>),
+}
+
+/// Positions of KV cache reserved per row for generated tokens before the first
+/// doubling: a request's `max_tokens` is a bound, not a forecast.
+const KV_RESERVE_NEW_TOKENS: usize = 256;
+
 pub struct Engine {
-    model: Llama,
+    weights: Weights,
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
     stop_ids: HashSet<u32>,
@@ -87,14 +103,38 @@ pub struct Engine {
 impl Engine {
     /// Loads a `.gguf` file or Hugging Face directory with its tokenizer and template.
     pub fn load(path: &Path, options: EngineOptions) -> Result<Self> {
-        let device = Device::Cpu;
+        Self::open(path, options, false)
+    }
+
+    /// [`Self::load`] for inference only: the engine keeps the packed decoder alone when
+    /// it runs the model ([`Self::keep_packed_weights_only`]), and a GGUF file is read
+    /// straight into it, so peak memory stays near the packed weights' size. Adapters
+    /// cannot be applied afterwards.
+    pub fn load_for_inference(path: &Path, options: EngineOptions) -> Result<Self> {
+        Ok(Self::open(path, options, true)?.keep_packed_weights_only())
+    }
+
+    fn open(path: &Path, options: EngineOptions, packed_only: bool) -> Result<Self> {
         let load_options = LoadOptions {
             weights: options.weights,
             ..LoadOptions::default()
         };
-        let loaded = load_model(path, &device, load_options)
-            .with_context(|| format!("cannot load model `{}`", path.display()))?;
-        let (tokenizer, template_source) = match &loaded.gguf {
+        let cannot = || format!("cannot load model `{}`", path.display());
+        let (weights, gguf) =
+            if packed_only && path.is_file() && options.weights != WeightStorage::AsStored {
+                let mut file = GgufFile::open(path).with_context(cannot)?;
+                let weights = match load_packed_gguf(&mut file).with_context(cannot)? {
+                    Some(decoder) => Weights::Packed(Arc::new(decoder)),
+                    None => Weights::Model(Box::new(
+                        load_gguf(&mut file, &Device::Cpu, load_options).with_context(cannot)?,
+                    )),
+                };
+                (weights, Some(file))
+            } else {
+                let loaded = load_model(path, &Device::Cpu, load_options).with_context(cannot)?;
+                (Weights::Model(Box::new(loaded.llama)), loaded.gguf)
+            };
+        let (tokenizer, template_source) = match &gguf {
             Some(file) => (
                 Tokenizer::from_gguf(file)?,
                 file.string("tokenizer.chat_template").map(String::from),
@@ -105,9 +145,10 @@ impl Engine {
             ),
         };
         let mut extra_eos = Vec::new();
-        if loaded.gguf.is_none() {
+        if gguf.is_none() {
             extra_eos = generation_config_eos(path)?;
         }
+        drop(gguf);
         let template = template_source
             .map(|src| {
                 ChatTemplate::new(
@@ -118,7 +159,7 @@ impl Engine {
             })
             .transpose()
             .with_context(|| format!("the chat template of `{}`", path.display()))?;
-        let mut engine = Self::from_parts(loaded.llama, tokenizer, template)?;
+        let mut engine = Self::assemble(weights, tokenizer, template)?;
         engine.stop_ids.extend(extra_eos);
         engine.model_path = path.to_path_buf();
         engine.options = options;
@@ -133,14 +174,26 @@ impl Engine {
         tokenizer: Tokenizer,
         template: Option<ChatTemplate>,
     ) -> Result<Self> {
-        if tokenizer.vocab_size() > model.config.vocab_size {
+        Self::assemble(Weights::Model(Box::new(model)), tokenizer, template)
+    }
+
+    fn assemble(
+        weights: Weights,
+        tokenizer: Tokenizer,
+        template: Option<ChatTemplate>,
+    ) -> Result<Self> {
+        let config = match &weights {
+            Weights::Model(model) => &model.config,
+            Weights::Packed(decoder) => decoder.config(),
+        };
+        if tokenizer.vocab_size() > config.vocab_size {
             bail!(
                 "the tokenizer has {} tokens but the model's embedding has only {} rows",
                 tokenizer.vocab_size(),
-                model.config.vocab_size
+                config.vocab_size
             );
         }
-        let mut stop_ids: HashSet<u32> = model.config.eos_token_ids.iter().copied().collect();
+        let mut stop_ids: HashSet<u32> = config.eos_token_ids.iter().copied().collect();
         if let Some(eos) = tokenizer
             .eos_token
             .as_deref()
@@ -154,7 +207,7 @@ impl Engine {
             }
         }
         Ok(Self {
-            model,
+            weights,
             tokenizer,
             template,
             stop_ids,
@@ -173,8 +226,27 @@ impl Engine {
         if let Some(cache) = &self.prefix_cache {
             cache.clear();
         }
-        seqit_model::apply_peft_adapter(&mut self.model, dir)
+        let Weights::Model(model) = &mut self.weights else {
+            bail!("this engine keeps only its packed weights: apply adapters before `keep_packed_weights_only`");
+        };
+        seqit_model::apply_peft_adapter(model, dir)
             .with_context(|| format!("cannot apply the adapter `{}`", dir.display()))
+    }
+
+    /// Frees candle's copies of the weights when the packed decoder serves every request
+    /// (quantized weights, no adapter, not `WeightStorage::AsStored`): about half the
+    /// memory of the default model. Afterwards [`Self::model`] is `None` and adapters
+    /// cannot be applied; otherwise the engine is unchanged.
+    pub fn keep_packed_weights_only(mut self) -> Self {
+        let as_stored = self.options.weights == WeightStorage::AsStored;
+        self.weights = match self.weights {
+            Weights::Model(model) if !as_stored => match (*model).into_packed_decoder() {
+                Ok(decoder) => Weights::Packed(decoder),
+                Err(model) => Weights::Model(model),
+            },
+            other => other,
+        };
+        self
     }
 
     /// Counters of the prompt-prefix cache (all zero when it is disabled).
@@ -185,8 +257,29 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    pub fn model(&self) -> &Llama {
-        &self.model
+    /// The model, unless the engine keeps only its packed weights.
+    pub fn model(&self) -> Option<&Llama> {
+        match &self.weights {
+            Weights::Model(model) => Some(model),
+            Weights::Packed(_) => None,
+        }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        match &self.weights {
+            Weights::Model(model) => &model.config,
+            Weights::Packed(decoder) => decoder.config(),
+        }
+    }
+
+    /// The packed decoder, when generation runs on it (the packed kernels, and the
+    /// weights not held as stored for candle's reference kernels).
+    pub fn packed_decoder(&self) -> Option<&PackedDecoder> {
+        match &self.weights {
+            Weights::Packed(decoder) => Some(decoder),
+            Weights::Model(_) if self.options.weights == WeightStorage::AsStored => None,
+            Weights::Model(model) => model.packed_decoder(),
+        }
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -293,7 +386,7 @@ impl Engine {
             let ids = self
                 .prompt_ids(&request.prompt)
                 .with_context(|| format!("request {i}"))?;
-            let context = self.model.config.max_position_embeddings;
+            let context = self.config().max_position_embeddings;
             if ids.len() >= context {
                 bail!(
                     "request {i}: the prompt has {} tokens, the model's context window is {context}",
@@ -368,9 +461,8 @@ impl Engine {
         on_text: &mut dyn FnMut(usize, &str),
         cancelled: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Vec<(usize, Completion)>> {
-        let device = self.model.device().clone();
-        let context = self.model.config.max_position_embeddings;
-        let vocab = self.model.config.vocab_size;
+        let context = self.config().max_position_embeddings;
+        let vocab = self.config().vocab_size;
         let longest = rows.iter().map(|s| s.prompt.len()).max().unwrap_or(0);
         let most_new = rows.iter().map(|s| s.params.max_tokens).max().unwrap_or(0);
         let mut pads: Vec<usize> = rows.iter().map(|s| longest - s.prompt.len()).collect();
@@ -378,21 +470,21 @@ impl Engine {
         for (seq, pad) in rows.iter().zip(&pads) {
             input.extend(std::iter::repeat_n(0u32, *pad).chain(seq.prompt.iter().copied()));
         }
-        // The reference mode keeps candle's kernels; otherwise the packed kernels run
-        // whenever the weights allow.
-        let packed =
-            self.options.weights != WeightStorage::AsStored && self.model.packed_available();
+        let decoder = self.packed_decoder();
         let forward = |tokens: &[u32], pads: &[usize], cache: &mut KvCache| -> Result<Vec<f32>> {
-            if packed {
-                self.model.forward_packed(tokens, pads.len(), pads, cache)
-            } else {
-                self.model.forward_padded(tokens, pads.len(), pads, cache)
+            match (decoder, self.model()) {
+                (Some(decoder), _) => decoder.forward(tokens, pads.len(), pads, cache),
+                (None, Some(model)) => model.forward_padded(tokens, pads.len(), pads, cache),
+                (None, None) => unreachable!("an engine without its model keeps the decoder"),
             }
         };
-        // `max_tokens` comes from clients (up to `usize::MAX`).
-        let capacity = longest.saturating_add(most_new).min(context);
-        let mut cache = KvCache::with_capacity(self.model.config.num_hidden_layers, capacity);
-        let mut logits = match self.prefix_cache.as_ref().filter(|_| packed) {
+        // `max_tokens` comes from clients (up to `usize::MAX`): the cache grows by
+        // doubling past a first reserve.
+        let capacity = longest
+            .saturating_add(most_new.min(KV_RESERVE_NEW_TOKENS))
+            .min(context);
+        let mut cache = KvCache::with_capacity(self.config().num_hidden_layers, capacity);
+        let mut logits = match self.prefix_cache.as_ref().filter(|_| decoder.is_some()) {
             Some(prefixes) => {
                 let prompts: Vec<&[u32]> = rows.iter().map(|s| s.prompt).collect();
                 self.prefill_with_prefixes(prefixes, &prompts, &input, &pads, &mut cache)?
@@ -428,7 +520,7 @@ impl Engine {
                 let keep: Vec<u32> = (0..active.len() as u32)
                     .filter(|&r| rows[active[r as usize]].finish.is_none())
                     .collect();
-                cache.select_rows(&Tensor::new(keep.as_slice(), &device)?)?;
+                cache.select_rows(&Tensor::new(keep.as_slice(), &Device::Cpu)?)?;
                 next = keep.iter().map(|&r| next[r as usize]).collect();
                 pads = keep.iter().map(|&r| pads[r as usize]).collect();
                 active = keep.iter().map(|&r| active[r as usize]).collect();
@@ -443,6 +535,12 @@ impl Engine {
 }
 
 impl Engine {
+    /// The packed decoder, for the prefix cache (which only runs with it).
+    fn decoder(&self) -> Result<&PackedDecoder> {
+        self.packed_decoder()
+            .context("prefix caching runs on the packed decoder")
+    }
+
     /// The packed prefill of a left-padded batch (`input`, `pads`) whose rows start from
     /// their longest cached prefix; afterwards the prompts' full blocks are cached.
     fn prefill_with_prefixes(
@@ -465,8 +563,8 @@ impl Engine {
         let hits: Vec<_> = prompts.iter().map(|p| prefixes.lookup(p)).collect();
         let starts = self.write_prefixes(cache, pads, &hits, input.len() / prompts.len())?;
         let logits = self
-            .model
-            .forward_packed_from(input, prompts.len(), pads, &starts, cache)?;
+            .decoder()?
+            .forward_from(input, prompts.len(), pads, &starts, cache)?;
         self.insert_prompts(prefixes, cache, prompts, pads)?;
         Ok(logits)
     }
@@ -486,7 +584,7 @@ impl Engine {
         if hits.iter().all(Vec::is_empty) {
             return Ok(starts);
         }
-        let cfg = &self.model.config;
+        let cfg = self.config();
         cache.reserve_packed(pads.len(), cfg.num_key_value_heads, cfg.head_dim, positions)?;
         for (b, blocks) in hits.iter().enumerate() {
             for kv in blocks {
@@ -563,10 +661,10 @@ impl Engine {
             .iter()
             .map(|t| prefixes.cached_prefix(&t[..t.len() - block]))
             .collect();
-        let mut cache = KvCache::with_capacity(self.model.config.num_hidden_layers, longest);
+        let mut cache = KvCache::with_capacity(self.config().num_hidden_layers, longest);
         let starts = self.write_prefixes(&mut cache, &pads, &hits, longest)?;
-        self.model
-            .forward_packed_from(&input, todo.len(), &pads, &starts, &mut cache)?;
+        self.decoder()?
+            .forward_from(&input, todo.len(), &pads, &starts, &mut cache)?;
         let computed: usize = starts.iter().map(|s| longest - s).sum();
         prefixes.record_shared_prefill(computed);
         self.insert_prompts(prefixes, &cache, &todo, &pads)

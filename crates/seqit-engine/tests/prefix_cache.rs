@@ -31,7 +31,7 @@ fn engine(path: &Path, prefix_cache_mib: usize, max_batch: usize) -> Engine {
         },
     )
     .unwrap();
-    assert!(engine.model().packed_available(), "the packed path runs");
+    assert!(engine.packed_decoder().is_some(), "the packed path runs");
     engine
 }
 
@@ -187,7 +187,7 @@ fn cached_keys_and_values_give_bit_identical_logits_at_any_padding() {
     let dir = tempfile::tempdir().unwrap();
     let path = tiny_gguf(dir.path());
     let engine = engine(&path, 0, 1);
-    let model = engine.model();
+    let model = engine.model().unwrap();
     let layers = model.config.num_hidden_layers;
     let (kv_heads, head_dim) = (model.config.num_key_value_heads, model.config.head_dim);
     let prompt: Vec<u32> = (0..45).map(|i| (i * 37 % 250) as u32 + 3).collect();
@@ -246,7 +246,7 @@ fn the_candle_path_does_not_cache() {
         ..EngineOptions::default()
     };
     let engine = Engine::load(&hf, options).unwrap();
-    assert!(!engine.model().packed_available());
+    assert!(engine.packed_decoder().is_none());
     let request = [raw("the same prompt twice", 4)];
     assert_eq!(tokens(&engine, &request), tokens(&engine, &request));
     assert_eq!(engine.prefix_cache_stats().lookups, 0);
@@ -296,7 +296,7 @@ fn the_default_model_reuses_a_long_classification_prefix_exactly() {
         .unwrap()
     };
     let (cached, uncached) = (load(64), load(0));
-    assert!(cached.model().packed_available());
+    assert!(cached.packed_decoder().is_some());
     let first = classify("Write a haiku about the sea, then explain its imagery.", 12);
     let second = classify("List three prime numbers.", 12);
     let prefix_len = cached.prompt_ids(&first.prompt).unwrap().len();

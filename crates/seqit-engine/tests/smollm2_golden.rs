@@ -78,7 +78,7 @@ fn tokenizer_and_chat_template_match_llama_cpp() {
 fn as_stored_weights_follow_llama_cpp_step_by_step() {
     const NEAR_TIE: f32 = 1.0;
     let engine = engine(WeightStorage::AsStored);
-    let model = engine.model();
+    let model = engine.model().unwrap();
     let (mut diffs, mut steps, mut agreements) = (Vec::new(), 0, 0);
     for chat in golden()["chats"].as_array().unwrap() {
         let prompt = ids(&chat["prompt_ids"]);
@@ -173,7 +173,7 @@ fn first_greedy_tokens_equal_llama_cpp() {
 /// Greedy decoding step by step with `forward_padded` (any weights) or the packed path:
 /// the tokens and, at each step, the gap between the best and second-best logit.
 fn greedy_with_margins(engine: &Engine, prompt: &[u32], steps: usize) -> (Vec<u32>, Vec<f32>) {
-    let model = engine.model();
+    let model = engine.model().unwrap();
     let packed = model.packed_available();
     let mut cache = seqit_model::KvCache::new(model.config.num_hidden_layers);
     let mut input = prompt.to_vec();
@@ -216,10 +216,13 @@ fn fast_weights_follow_f32_step_by_step() {
         engine(WeightStorage::Dequantized),
     );
     assert!(
-        fast.model().packed_available(),
+        fast.packed_decoder().is_some(),
         "the default weights run the packed path"
     );
-    eprintln!("packed kernels: {:?}", fast.model().packed_isa());
+    eprintln!(
+        "packed kernels: {:?}",
+        fast.packed_decoder().map(|d| d.isa())
+    );
     let (mut steps, mut worst) = (0, 0f32);
     for question in PROBES {
         let prompt = fast.prompt_ids(&user(question)).unwrap();
@@ -228,7 +231,7 @@ fn fast_weights_follow_f32_step_by_step() {
         // Both models read the f32 answer; compare their logits at each step.
         let sequence: Vec<u32> = prompt.iter().chain(&answer).copied().collect();
         let logits = |engine: &Engine| {
-            let model = engine.model();
+            let model = engine.model().unwrap();
             let mut cache = seqit_model::KvCache::new(model.config.num_hidden_layers);
             let mut rows = vec![];
             for end in prompt.len()..=sequence.len() - 1 {

@@ -201,7 +201,7 @@ fn hf_directory_and_gguf_generate_the_same_tokens_dense_and_quantized() {
             ..EngineOptions::default()
         };
         let engine = Engine::load(path, options).unwrap();
-        let packed = engine.model().packed_available();
+        let packed = engine.packed_decoder().is_some();
         (engine.generate(&request, &mut |_, _| {}).unwrap(), packed)
     };
     // Dense: the directory and an F32 GGUF of the same weights.
@@ -304,4 +304,65 @@ fn seeded_sampling_is_reproducible() {
     };
     assert_eq!(sample(1), sample(1));
     assert_ne!(sample(1), sample(2));
+}
+
+/// An engine that frees candle's weights generates what the full engine does, and says
+/// so when asked for what it no longer has.
+#[test]
+fn an_engine_keeping_only_packed_weights_generates_the_same_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinyModelSpec {
+        tie_word_embeddings: true,
+        ..TinyModelSpec::default()
+    };
+    let model = TinyModel::new(&spec).unwrap();
+    let requests: Vec<GenerationRequest> = ["the answer", "a longer question about the answer"]
+        .iter()
+        .map(|text| GenerationRequest {
+            prompt: chat(text),
+            params: greedy(24),
+        })
+        .collect();
+    // Q8_0 and Q4_1 rows dequantize to the exact embedding table; an F32 file's matrices
+    // are re-quantized for the packed kernels, so its table stays.
+    for (dtype, embeds_from_lm_head) in [
+        (GgmlDType::Q8_0, true),
+        (GgmlDType::Q4_1, true),
+        (GgmlDType::F32, false),
+    ] {
+        let gguf = model
+            .write_gguf(&dir.path().join(format!("{dtype:?}.gguf")), dtype)
+            .unwrap();
+        let full = Engine::load(&gguf, EngineOptions::default()).unwrap();
+        let want = full.generate(&requests, &mut |_, _| {}).unwrap();
+        // Freed after loading, or read straight into the packed layout.
+        let released = Engine::load(&gguf, EngineOptions::default())
+            .unwrap()
+            .keep_packed_weights_only();
+        let streamed = Engine::load_for_inference(&gguf, EngineOptions::default()).unwrap();
+        for mut lean in [released, streamed] {
+            assert!(lean.model().is_none(), "{dtype:?}");
+            let decoder = lean.packed_decoder().unwrap();
+            assert_eq!(decoder.embeds_from_lm_head(), embeds_from_lm_head);
+            let got = lean.generate(&requests, &mut |_, _| {}).unwrap();
+            for (got, want) in got.iter().zip(&want) {
+                assert_eq!(got.token_ids, want.token_ids, "{dtype:?}");
+            }
+            let refused = lean.apply_adapter(dir.path()).unwrap_err().to_string();
+            assert!(
+                refused.contains("before `keep_packed_weights_only`"),
+                "{refused}"
+            );
+        }
+    }
+    // Weights held as stored run on candle's kernels: the model stays.
+    let gguf = dir.path().join("Q8_0.gguf");
+    let options = EngineOptions {
+        weights: WeightStorage::AsStored,
+        ..EngineOptions::default()
+    };
+    let engine = Engine::load(&gguf, options)
+        .unwrap()
+        .keep_packed_weights_only();
+    assert!(engine.model().is_some() && engine.packed_decoder().is_none());
 }

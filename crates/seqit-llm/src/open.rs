@@ -105,7 +105,7 @@ pub async fn open_backend(spec: &BackendSpec) -> Result<Arc<dyn Llm>> {
             };
             let engine = tokio::task::spawn_blocking({
                 let path = path.clone();
-                move || Engine::load(&path, options)
+                move || Engine::load_for_inference(&path, options)
             })
             .await
             .context("the model loading thread panicked")??;

@@ -2,6 +2,8 @@
 //!
 //! * [`Llama`] — one definition for inference (fused kernels, quantized matmuls) and
 //!   training (differentiable ops), with a batched [`KvCache`].
+//! * [`PackedDecoder`] — the generation forward pass on the packed kernels, with its own
+//!   copy of the weights; it can outlive the [`Llama`] to free candle's copies.
 //! * [`load_model`] — reads GGUF files (quantized or not) and Hugging Face directories
 //!   (`config.json` + safetensors, sharded or not), checking every tensor's shape.
 //! * [`save_hf_weights`] — writes a dense model as Hugging Face safetensors + `config.json`.
@@ -13,6 +15,7 @@
 
 mod cache;
 mod config;
+mod decoder;
 mod device;
 mod export;
 pub mod gguf;
@@ -26,6 +29,7 @@ mod train_ops;
 
 pub use cache::{KvBlock, KvCache};
 pub use config::{Architecture, Llama3RopeScaling, ModelConfig, RopeLayout};
+pub use decoder::{PackedDecoder, PREFILL_CHUNK_TOKENS};
 pub use device::parse_device;
 pub use export::{named_weights, save_hf_weights};
 pub use linear::{DropoutState, Linear, LinearWeight, LoraAdapter, LoraDropout};
@@ -33,7 +37,9 @@ pub use llama::{
     padded_causal_mask, Attention, Block, Embedding, Kernels, Llama, LogitsFor, Mlp, RmsNorm,
     PROJECTIONS,
 };
-pub use load::{load_gguf, load_hf_dir, load_model, LoadOptions, LoadedModel, WeightStorage};
+pub use load::{
+    load_gguf, load_hf_dir, load_model, load_packed_gguf, LoadOptions, LoadedModel, WeightStorage,
+};
 pub use peft::{
     apply_peft_adapter, peft_tensor_name, read_peft_config, save_peft_adapter, PeftConfig,
     ADAPTER_CONFIG, ADAPTER_WEIGHTS,

@@ -10,9 +10,11 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::{ModelConfig, RopeLayout};
+use crate::decoder::{DecoderParts, PackedDecoder};
 use crate::gguf::{gguf_tensor_name, unpermute_interleaved_rope, GgufFile};
 use crate::linear::{Linear, LinearWeight};
-use crate::llama::{Attention, Block, Embedding, Llama, Mlp, RmsNorm};
+use crate::llama::{inverse_frequencies, Attention, Block, Embedding, Llama, Mlp, RmsNorm};
+use crate::packed;
 
 /// How a model's matrices are held in memory for inference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +101,55 @@ pub fn load_gguf(file: &mut GgufFile, device: &Device, options: LoadOptions) -> 
         config: config.clone(),
     };
     build_llama(config, layout, &mut source)
+}
+
+/// Loads a GGUF file straight into the packed decoder, for inference without candle's
+/// kernels (see [`Llama::into_packed_decoder`] for the same from a loaded model). Each
+/// layer is packed as soon as it is read, so candle's copies of the weights are never all
+/// held at once; a tied LM head stored as Q8_0 or Q4_1 also serves the embeddings (its
+/// rows dequantize to the table's exact values), so the f32 table is never built. Peak
+/// memory stays near the size of the packed weights.
+///
+/// Matrices of other types are re-quantized to Q8_0 as [`Llama`]'s packed decoder does.
+/// `None` when the packed decoder cannot run the file (a CPU without packed kernels,
+/// unsupported shapes, biases it does not apply): load it with [`load_gguf`].
+pub fn load_packed_gguf(file: &mut GgufFile) -> Result<Option<PackedDecoder>> {
+    let Some(isa) = packed::decoder_isa().map_err(anyhow::Error::msg)? else {
+        return Ok(None);
+    };
+    let mut config = file.model_config()?;
+    let layout = file.rope_layout()?;
+    let mut source = GgufSource {
+        file,
+        device: Device::Cpu,
+        options: LoadOptions::default(),
+        stored_layout: layout,
+        config: config.clone(),
+    };
+    let reproduces_table = |lm_head: &Linear, tied: bool| {
+        tied && matches!(lm_head.weight(), LinearWeight::Quantized(q)
+            if matches!(q.dtype(), GgmlDType::Q8_0 | GgmlDType::Q4_1))
+    };
+    let parts = read_model(
+        &config,
+        &mut source,
+        |lm_head, tied| !reproduces_table(lm_head, tied),
+        |block| PackedDecoder::pack_layer(&block, &config),
+    )?;
+    let Some(layers) = parts.layers.into_iter().collect::<Option<Vec<_>>>() else {
+        return Ok(None);
+    };
+    config.tie_word_embeddings = parts.tied;
+    let inv_freq = inverse_frequencies(&config, &Device::Cpu)?.to_vec1::<f32>()?;
+    let decoder_parts = DecoderParts {
+        config: &config,
+        rope_layout: layout,
+        inv_freq,
+        embedding_table: parts.embed,
+        final_norm: &parts.final_norm,
+        lm_head: &parts.lm_head,
+    };
+    PackedDecoder::assemble(isa, decoder_parts, layers)
 }
 
 /// Loads `config.json` and `*.safetensors` (single file or sharded with an index), with
@@ -300,7 +351,41 @@ fn build_llama(
     layout: RopeLayout,
     src: &mut dyn TensorSource,
 ) -> Result<Llama> {
-    let c = &config;
+    let parts = read_model(&config, src, |_, _| true, Ok)?;
+    let mut config = config;
+    config.tie_word_embeddings = parts.tied;
+    Llama::new(
+        config,
+        layout,
+        Embedding(parts.embed.expect("asked for")),
+        parts.layers,
+        parts.final_norm,
+        parts.lm_head,
+    )
+}
+
+/// A model's tensors as [`read_model`] hands them over, each layer turned into `L`.
+struct ModelParts<L> {
+    /// The embedding table, unless the caller declined it.
+    embed: Option<Tensor>,
+    layers: Vec<L>,
+    final_norm: RmsNorm,
+    lm_head: Linear,
+    /// The LM head is the embedding matrix.
+    tied: bool,
+}
+
+/// Reads every tensor of a model, checking each one's presence and shape against the
+/// configuration. Each layer goes through `per_layer` as soon as it is read (so a caller
+/// can repack it and let candle's copy go); the LM head is read before the embedding
+/// table, which is read only when `want_table(&lm_head, tied)`.
+fn read_model<L>(
+    config: &ModelConfig,
+    src: &mut dyn TensorSource,
+    want_table: impl FnOnce(&Linear, bool) -> bool,
+    mut per_layer: impl FnMut(Block) -> Result<L>,
+) -> Result<ModelParts<L>> {
+    let c = config;
     let (hidden, inter) = (c.hidden_size, c.intermediate_size);
     let q_out = c.num_attention_heads * c.head_dim;
     let kv_out = c.num_key_value_heads * c.head_dim;
@@ -354,20 +439,11 @@ fn build_llama(
         Ok(RmsNorm::new(w, c.rms_norm_eps))
     };
 
-    let embed = src.dense("model.embed_tokens.weight")?;
-    if embed.dims() != [c.vocab_size, hidden] {
-        bail!(
-            "{}: tensor `model.embed_tokens.weight` has shape {:?}, expected [{}, {hidden}]",
-            src.describe(),
-            embed.dims(),
-            c.vocab_size
-        );
-    }
     let bias = c.architecture.has_qkv_bias();
     let mut layers = Vec::with_capacity(c.num_hidden_layers);
     for i in 0..c.num_hidden_layers {
         let p = format!("model.layers.{i}");
-        layers.push(Block {
+        layers.push(per_layer(Block {
             input_layernorm: norm(src, &format!("{p}.input_layernorm.weight"))?,
             self_attn: Attention {
                 q_proj: linear(src, &format!("{p}.self_attn.q_proj"), q_out, hidden, bias)?,
@@ -381,28 +457,58 @@ fn build_llama(
                 up_proj: linear(src, &format!("{p}.mlp.up_proj"), inter, hidden, false)?,
                 down_proj: linear(src, &format!("{p}.mlp.down_proj"), hidden, inter, false)?,
             },
-        });
+        })?);
     }
     let final_norm = norm(src, "model.norm.weight")?;
-    let lm_head = if src.contains("lm_head.weight") && !c.tie_word_embeddings {
-        linear(src, "lm_head", c.vocab_size, hidden, false)?
+    let tied = !src.contains("lm_head.weight") || c.tie_word_embeddings;
+    let read_table = |src: &mut dyn TensorSource| -> Result<Tensor> {
+        let embed = src.dense("model.embed_tokens.weight")?;
+        if embed.dims() != [c.vocab_size, hidden] {
+            bail!(
+                "{}: tensor `model.embed_tokens.weight` has shape {:?}, expected [{}, {hidden}]",
+                src.describe(),
+                embed.dims(),
+                c.vocab_size
+            );
+        }
+        Ok(embed)
+    };
+    let (lm_head, embed) = if !tied {
+        let lm_head = linear(src, "lm_head", c.vocab_size, hidden, false)?;
+        let embed = want_table(&lm_head, tied)
+            .then(|| read_table(src))
+            .transpose()?;
+        (lm_head, embed)
     } else {
         // Tied: multiply by the embedding table, kept quantized when the file stores it so.
-        let w = src.linear_weight("model.embed_tokens.weight")?;
-        let w = match w {
-            LinearWeight::Dense(_) => LinearWeight::Dense(embed.clone()),
-            quantized => quantized,
-        };
-        Linear::new(w, None)?
+        match src.linear_weight("model.embed_tokens.weight")? {
+            LinearWeight::Dense(_) => {
+                let embed = read_table(src)?;
+                (
+                    Linear::new(LinearWeight::Dense(embed.clone()), None)?,
+                    Some(embed),
+                )
+            }
+            quantized => {
+                check(
+                    "model.embed_tokens.weight",
+                    weight_shape(&quantized),
+                    &[c.vocab_size, hidden],
+                    src,
+                )?;
+                let lm_head = Linear::new(quantized, None)?;
+                let embed = want_table(&lm_head, tied)
+                    .then(|| read_table(src))
+                    .transpose()?;
+                (lm_head, embed)
+            }
+        }
     };
-    let mut config = config;
-    config.tie_word_embeddings = !src.contains("lm_head.weight") || config.tie_word_embeddings;
-    Llama::new(
-        config,
-        layout,
-        Embedding(embed),
+    Ok(ModelParts {
+        embed,
         layers,
         final_norm,
         lm_head,
-    )
+        tied,
+    })
 }

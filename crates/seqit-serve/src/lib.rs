@@ -220,7 +220,7 @@ pub fn router(engine: Arc<Engine>, config: ServerConfig) -> Result<Router> {
         config.batch_window,
     )
     .context("cannot start the generation thread")?;
-    let context = engine.model().config.max_position_embeddings;
+    let context = engine.config().max_position_embeddings;
     let state = AppState(Arc::new(Shared {
         engine,
         api_key: config.api_key.as_deref().map(auth::KeyDigest::of),

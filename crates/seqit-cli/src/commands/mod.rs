@@ -59,21 +59,22 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn load_engine(args: &ModelArgs) -> Result<Engine> {
     let path = resolve_model(args.model.as_deref())?;
-    let mut engine = Engine::load(
-        &path,
-        EngineOptions {
-            weights: match args.weights {
-                WeightsArg::Fast => WeightStorage::Fast,
-                WeightsArg::AsStored => WeightStorage::AsStored,
-                WeightsArg::F32 => WeightStorage::Dequantized,
-            },
-            max_batch: args.batch_size.max(1),
-            prefix_cache_mib: args.prefix_cache_mib,
+    let options = EngineOptions {
+        weights: match args.weights {
+            WeightsArg::Fast => WeightStorage::Fast,
+            WeightsArg::AsStored => WeightStorage::AsStored,
+            WeightsArg::F32 => WeightStorage::Dequantized,
         },
-    )?;
-    if let Some(adapter) = &args.adapter {
-        engine.apply_adapter(adapter)?;
-    }
+        max_batch: args.batch_size.max(1),
+        prefix_cache_mib: args.prefix_cache_mib,
+    };
+    let Some(adapter) = &args.adapter else {
+        let engine = Engine::load_for_inference(&path, options)?;
+        crate::allocator::return_freed_memory();
+        return Ok(engine);
+    };
+    let mut engine = Engine::load(&path, options)?;
+    engine.apply_adapter(adapter)?;
     Ok(engine)
 }
 

@@ -226,6 +226,8 @@ pub struct PackedMatrix {
     k: usize,
     kind: Kind,
     tiles: usize,
+    /// Tiles of two stacked matrices alternate (see [`PackedMatrix::stack`]).
+    interleaved: bool,
     lines: Vec<Line>,
 }
 
@@ -418,12 +420,57 @@ impl PackedMatrix {
             k,
             kind,
             tiles,
+            interleaved: interleave,
             lines,
         })
     }
 
     pub fn rows(&self) -> usize {
         self.n
+    }
+
+    /// Row `row`'s weights as f32, computed as candle dequantizes the GGUF blocks they
+    /// came from (`d·q + m` for Q4, `q·d` for Q8), so a row of a packed GGUF matrix
+    /// gives the same bits as candle's dequantization.
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
+        assert!(
+            row < self.n && out.len() == self.k && !self.interleaved,
+            "row {row} of a {}x{} matrix (interleaved: {})",
+            self.n,
+            self.k,
+            self.interleaved
+        );
+        let kb = self.k / QK;
+        let (tile, r) = (row / TILE_N, row % TILE_N);
+        let block_bytes = self.kind.block_bytes();
+        // SAFETY: `Line` is 64 plain bytes.
+        let bytes: &[u8] = unsafe {
+            std::slice::from_raw_parts(self.lines.as_ptr() as *const u8, self.lines.len() * 64)
+        };
+        for (b, values) in out.chunks_exact_mut(QK).enumerate() {
+            let blk = &bytes[(tile * kb + b) * block_bytes..][..block_bytes];
+            let d = f16::from_le_bytes([blk[2 * r], blk[2 * r + 1]]).to_f32();
+            match self.kind {
+                Kind::Q4 => {
+                    let m = f16::from_le_bytes([blk[32 + 2 * r], blk[33 + 2 * r]]).to_f32();
+                    for g in 0..4 {
+                        for j in 0..4 {
+                            let q = blk[64 + g * 64 + r * 4 + j];
+                            values[4 * g + j] = (q & 0x0F) as f32 * d + m;
+                            values[QK / 2 + 4 * g + j] = (q >> 4) as f32 * d + m;
+                        }
+                    }
+                }
+                Kind::Q8 => {
+                    for g in 0..8 {
+                        for j in 0..4 {
+                            let q = blk[64 + g * 64 + r * 4 + j] as i16 - 128;
+                            values[4 * g + j] = q as f32 * d;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn tile_ptr(&self, tile: usize) -> *const u8 {
