@@ -58,6 +58,23 @@ pub enum Command {
     Completions(crate::commands::setup::CompletionsArgs),
     /// Write the man pages.
     Man(crate::commands::setup::ManArgs),
+    /// Run a shell command in its own process group, ended when the parent process
+    /// dies (used by `seqit run` for launched trainers and served models).
+    #[command(hide = true)]
+    Supervise(SuperviseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SuperviseArgs {
+    /// The process whose death ends the command.
+    #[arg(long)]
+    pub parent: u32,
+    /// Where the command's output is appended.
+    #[arg(long)]
+    pub log: PathBuf,
+    /// The shell command line.
+    #[arg(last = true)]
+    pub command: String,
 }
 
 /// Which model to run.

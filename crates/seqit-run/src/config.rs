@@ -111,7 +111,7 @@ fn default_seed() -> u64 {
 
 /// A model: local (a name such as `smollm2-135m`, a `.gguf` file or a Hugging Face
 /// directory) or an OpenAI-compatible endpoint serving `model`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     pub model: String,
@@ -119,14 +119,60 @@ pub struct ModelSpec {
     /// Environment variable holding the endpoint's API key (its value never leaves it).
     pub api_key_env: Option<String>,
     pub concurrency: Option<usize>,
+    /// A command that serves this model on loopback while the stages that query it run
+    /// (any OpenAI-compatible server, e.g. `vllm serve {checkpoint} --port {port}
+    /// --served-model-name {name}`), started and stopped by the runner. Placeholders:
+    /// `{checkpoint}`, `{port}`, `{name}` (this section's `model`, the name requests
+    /// use) and `{seqit}` (the runner's binary).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serve: Option<String>,
+    /// What `serve` loads: a path or a name. Not given for a model that a training run
+    /// serves (`serve_as`): its checkpoint is that run's output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+    /// Seconds a served model may take to answer `GET /v1/models` (default 900).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serve_timeout: Option<u64>,
+}
+
+/// Placeholders a model's `serve` command may use.
+pub const SERVE_PLACEHOLDERS: [&str; 4] = ["checkpoint", "port", "name", "seqit"];
+/// Placeholders a training run's `launch` command may use.
+pub const LAUNCH_PLACEHOLDERS: [&str; 5] = ["recipe", "data", "base", "output", "seqit"];
+
+/// Replaces `{key}` by its value for every pair; other text is kept.
+pub fn expand(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = template.to_string();
+    for (key, value) in values {
+        out = out.replace(&format!("{{{key}}}"), value);
+    }
+    out
+}
+
+/// The `{...}` names in a command template that are not in `allowed`.
+fn unknown_placeholders(template: &str, allowed: &[&str]) -> Vec<String> {
+    let mut unknown = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else { break };
+        let name = &after[..close];
+        let is_name =
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if is_name && !allowed.contains(&name) {
+            unknown.push(format!("{{{name}}}"));
+        }
+        rest = &after[close + 1..];
+    }
+    unknown
 }
 
 impl ModelSpec {
     /// True when `model` names a file or directory (hashed as an input) rather than a
-    /// built-in name or a served model.
+    /// built-in name, a hub id handed to a trainer (`org/name`) or a served model.
+    /// Paths next to the config are absolute once loaded.
     pub fn is_local_path(&self) -> bool {
-        self.endpoint.is_none()
-            && (self.model.contains('/') || self.model.ends_with(".gguf") || self.model == ".")
+        self.endpoint.is_none() && self.serve.is_none() && looks_like_path(&self.model)
     }
 }
 
@@ -243,8 +289,16 @@ pub struct TrainSection {
     /// Hand training off to a distributed trainer (`trl`, `llamafactory`, `axolotl`)
     /// instead of training here: the stage writes its data and config.
     pub handoff: Option<String>,
-    /// The model evaluations use for a handed-off run (a name in `[models]`, e.g. the
-    /// endpoint that serves the trained checkpoint).
+    /// With `handoff`: the command that trains from the written recipe (e.g.
+    /// `accelerate launch -m trl.cli sft --config {recipe}/trl.yaml`, `sbatch --wait
+    /// job.sh`), run by the runner, which then checks the checkpoint in `{output}`.
+    /// Placeholders: `{recipe}` (the recipe directory), `{data}`, `{base}` (the base
+    /// model), `{output}` (`{recipe}/checkpoints`, where the recipes save) and `{seqit}`.
+    /// Without it the stage writes the recipe and stops there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launch: Option<String>,
+    /// The model evaluations use for this run (a name in `[models]`, e.g. one whose
+    /// `serve` command serves the trained checkpoint).
     pub serve_as: Option<String>,
     /// Further `seqit train` flags, passed as given.
     #[serde(default)]
@@ -274,6 +328,8 @@ pub enum Benchmark {
     Seqeval,
     Humaneval,
     Gsm8k,
+    Mgsm,
+    Xquad,
 }
 
 impl Benchmark {
@@ -282,6 +338,8 @@ impl Benchmark {
             Benchmark::Seqeval => "seqeval",
             Benchmark::Humaneval => "humaneval",
             Benchmark::Gsm8k => "gsm8k",
+            Benchmark::Mgsm => "mgsm",
+            Benchmark::Xquad => "xquad",
         }
     }
 }
@@ -298,8 +356,10 @@ pub struct EvalSection {
     pub models: Vec<String>,
     /// Judge (a name in `[models]`), for SeqEval.
     pub judge: Option<String>,
-    /// Benchmark data (GSM8K JSONL, HumanEval problems); SeqEval uses `[seqeval]`'s set
-    /// unless this names another (e.g. a verifiable set from `seqit seqeval synth`).
+    /// Benchmark data (GSM8K JSONL, HumanEval problems; for MGSM and XQuAD a file or a
+    /// directory of per-language files: `mgsm_*.tsv`/`.jsonl`, `xquad.*.json`); SeqEval
+    /// uses `[seqeval]`'s set unless this names another (e.g. a verifiable set from
+    /// `seqit seqeval synth`).
     pub data: Option<PathBuf>,
     pub limit: Option<usize>,
     pub max_tokens: Option<usize>,
@@ -329,6 +389,44 @@ pub struct Experiment {
     pub path: PathBuf,
     pub config: Config,
     pub run_dir: PathBuf,
+    /// The loopback port of each served model (`[models.X] serve`), chosen by the
+    /// runner before planning.
+    pub ports: BTreeMap<String, u16>,
+}
+
+impl Experiment {
+    /// The model named `name` as the stages query it: a served model at its loopback
+    /// endpoint.
+    pub fn model(&self, name: &str) -> ModelSpec {
+        let spec = &self.config.models[name];
+        match self.ports.get(name) {
+            Some(port) if spec.serve.is_some() => ModelSpec {
+                model: spec.model.clone(),
+                endpoint: Some(format!("http://127.0.0.1:{port}/v1")),
+                concurrency: spec.concurrency,
+                ..ModelSpec::default()
+            },
+            _ => spec.clone(),
+        }
+    }
+
+    /// The training run whose output a served model serves (`serve_as`).
+    pub fn run_serving(&self, name: &str) -> Option<&TrainSection> {
+        self.config
+            .train
+            .iter()
+            .find(|t| t.serve_as.as_deref() == Some(name))
+    }
+
+    /// Where a training run's model ends up: `checkpoints/` of a hand-off recipe
+    /// directory (where the recipes save), `model/` of `seqit train`'s output.
+    pub fn checkpoint_dir(&self, train: &TrainSection) -> PathBuf {
+        let dir = self.run_dir.join(format!("train-{}", train.name));
+        match train.handoff {
+            Some(_) => dir.join("checkpoints"),
+            None => dir.join("model"),
+        }
+    }
 }
 
 /// Reads, parses and checks a config file; all problems are reported together.
@@ -366,6 +464,7 @@ pub fn load(path: &Path, output_override: Option<&Path>) -> Result<Experiment, C
         path: path.to_path_buf(),
         config,
         run_dir,
+        ports: BTreeMap::new(),
     })
 }
 
@@ -452,12 +551,20 @@ fn resolve_paths(config: &mut Config, base: &Path) {
             join(p);
         }
     }
+    // A name that is a file or directory next to the config is a path too; `org/name`
+    // that is not one is a hub id.
+    let local = |name: &str| looks_like_path(name) || base.join(name).exists();
+    let resolve = |name: &mut String| {
+        let mut p = PathBuf::from(&*name);
+        join(&mut p);
+        *name = p.to_string_lossy().into_owned();
+    };
     for model in config.models.values_mut() {
-        // A name that is a file or directory next to the config is a path too.
-        if model.is_local_path() || (model.endpoint.is_none() && base.join(&model.model).exists()) {
-            let mut p = PathBuf::from(&model.model);
-            join(&mut p);
-            model.model = p.to_string_lossy().into_owned();
+        if model.endpoint.is_none() && model.serve.is_none() && local(&model.model) {
+            resolve(&mut model.model);
+        }
+        if let Some(checkpoint) = model.checkpoint.as_mut().filter(|c| local(c)) {
+            resolve(checkpoint);
         }
     }
 }
@@ -557,6 +664,51 @@ fn check(config: &Config) -> Vec<(String, String)> {
         )),
         None => {}
     }
+    for (name, model) in &config.models {
+        let Some(serve) = &model.serve else {
+            if model.checkpoint.is_some() || model.serve_timeout.is_some() {
+                problems.push((
+                    format!("models.{name}.serve"),
+                    "`checkpoint` and `serve_timeout` belong to a served model: give `serve`"
+                        .into(),
+                ));
+            }
+            continue;
+        };
+        if model.endpoint.is_some() {
+            problems.push((
+                format!("models.{name}.endpoint"),
+                "a served model's endpoint is the runner's (loopback, a free port): drop `endpoint` or `serve`".into(),
+            ));
+        }
+        let unknown = unknown_placeholders(serve, &SERVE_PLACEHOLDERS);
+        if !unknown.is_empty() {
+            problems.push((
+                format!("models.{name}.serve"),
+                format!(
+                    "unknown placeholder {}; the command may use {}",
+                    unknown.join(", "),
+                    braced(&SERVE_PLACEHOLDERS)
+                ),
+            ));
+        }
+        let trained = config
+            .train
+            .iter()
+            .any(|t| t.serve_as.as_deref() == Some(name.as_str()));
+        match (&model.checkpoint, trained) {
+            (Some(_), true) => problems.push((
+                format!("models.{name}.checkpoint"),
+                "a training run serves its output as this model (`serve_as`): drop `checkpoint`"
+                    .into(),
+            )),
+            (None, false) if serve.contains("{checkpoint}") => problems.push((
+                format!("models.{name}.checkpoint"),
+                "the `serve` command loads `{checkpoint}`: say what it is".into(),
+            )),
+            _ => {}
+        }
+    }
     let mut run_names: Vec<&str> = Vec::new();
     for (i, train) in config.train.iter().enumerate() {
         problems.extend(need_model(format!("train[{i}].base"), &train.base));
@@ -582,6 +734,25 @@ fn check(config: &Config) -> Vec<(String, String)> {
                 problems.push((
                     format!("train[{i}].handoff"),
                     format!("`{handoff}` is not one of trl, llamafactory, axolotl"),
+                ));
+            }
+        }
+        if let Some(launch) = &train.launch {
+            if train.handoff.is_none() {
+                problems.push((
+                    format!("train[{i}].launch"),
+                    "`launch` runs a hand-off recipe: give `handoff` too".into(),
+                ));
+            }
+            let unknown = unknown_placeholders(launch, &LAUNCH_PLACEHOLDERS);
+            if !unknown.is_empty() {
+                problems.push((
+                    format!("train[{i}].launch"),
+                    format!(
+                        "unknown placeholder {}; the command may use {}",
+                        unknown.join(", "),
+                        braced(&LAUNCH_PLACEHOLDERS)
+                    ),
                 ));
             }
         }
@@ -661,6 +832,13 @@ fn check(config: &Config) -> Vec<(String, String)> {
                 format!("eval[{i}]"),
                 "GSM8K needs `data` (a GSM8K JSONL file)".into(),
             )),
+            Benchmark::Mgsm | Benchmark::Xquad if eval.data.is_none() => problems.push((
+                format!("eval[{i}]"),
+                format!(
+                    "{} needs `data` (a per-language file, or a directory of them)",
+                    eval.benchmark.as_str()
+                ),
+            )),
             _ => {}
         }
         // Options the benchmark's command does not take are refused here, not dropped
@@ -705,6 +883,24 @@ fn check(config: &Config) -> Vec<(String, String)> {
         eval_names.push(name);
     }
     problems
+}
+
+/// A model string written as a path: absolute, `./` or `../`, or a `.gguf` file.
+fn looks_like_path(name: &str) -> bool {
+    name.starts_with('/')
+        || name.starts_with("./")
+        || name.starts_with("../")
+        || name.ends_with(".gguf")
+        || name == "."
+}
+
+/// `{a}, {b}, ...`
+fn braced(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{{{n}}}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn valid_stage_part(name: &str) -> bool {

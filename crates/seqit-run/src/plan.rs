@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::config::{Benchmark, EvalSection, Experiment, ModelSpec, TrainMethod, TrainSection};
+use crate::config::{
+    expand, Benchmark, EvalSection, Experiment, ModelSpec, TrainMethod, TrainSection,
+};
 
 /// Default new tokens per teacher reply when the config gives none (the paper's).
 const PAPER_MAX_TOKENS: usize = 2048;
@@ -37,6 +39,15 @@ pub enum Action {
     },
     /// `seqit` subcommands run as child processes, in order; each resumes on its own.
     Commands(Vec<Vec<String>>),
+    /// An external trainer: `seqit export-recipe` (`recipe`), then `command` (a shell
+    /// command line, `{seqit}` still to expand) under a supervisor with its output in
+    /// `log`; then the checkpoint in `checkpoint` is checked.
+    Launch {
+        recipe: Vec<String>,
+        command: String,
+        log: PathBuf,
+        checkpoint: PathBuf,
+    },
     /// Write the HTML and Markdown reports of the run directory.
     Report {
         html: PathBuf,
@@ -65,6 +76,8 @@ pub struct Stage {
     pub inputs: Vec<PathBuf>,
     /// What must exist when the stage is done (hashed into its manifest).
     pub outputs: Vec<PathBuf>,
+    /// Served models (`[models.X] serve`) the stage queries: running while it runs.
+    pub servers: Vec<String>,
     pub action: Action,
     pub estimate: Estimate,
 }
@@ -101,6 +114,7 @@ pub fn plan(exp: &Experiment, seed_count: usize, source_count: usize) -> Vec<Sta
                 slice: json!({ "seed": c.data.seed, "limit": c.data.limit }),
                 inputs: vec![seed_input.clone()],
                 outputs: vec![seed_file.clone()],
+                servers: vec![],
                 action: Action::Seed {
                     input: seed_input,
                     limit: c.data.limit,
@@ -111,7 +125,7 @@ pub fn plan(exp: &Experiment, seed_count: usize, source_count: usize) -> Vec<Sta
                     ..Estimate::default()
                 },
             });
-            let teacher = &c.models[&a.teacher];
+            let teacher = exp.model(&a.teacher);
             let augment_dir = run.join("augment");
             let (sit, it) = (augment_dir.join("sit.jsonl"), augment_dir.join("it.jsonl"));
             let mut cmd = strings(&["augment", "--input"]);
@@ -128,7 +142,7 @@ pub fn plan(exp: &Experiment, seed_count: usize, source_count: usize) -> Vec<Sta
                 "--seed".into(),
                 seed.to_string(),
             ]);
-            cmd.extend(model_flags("teacher-", teacher));
+            cmd.extend(model_flags("teacher-", &teacher));
             push_opt(&mut cmd, "--max-tokens", a.max_tokens);
             push_opt(&mut cmd, "--temperature", a.temperature);
             push_opt(&mut cmd, "--top-p", a.top_p);
@@ -143,12 +157,14 @@ pub fn plan(exp: &Experiment, seed_count: usize, source_count: usize) -> Vec<Sta
                 kind: Kind::Augment,
                 dir: augment_dir,
                 deps: vec!["seed".into()],
-                slice: json!({ "augment": a, "teacher": teacher, "seed": seed }),
-                inputs: [Some(seed_file), a.prompts.clone(), local_model(teacher)]
+                slice: json!({ "augment": a, "teacher": c.models[&a.teacher], "seed": seed }),
+                inputs: [Some(seed_file), a.prompts.clone()]
                     .into_iter()
                     .flatten()
+                    .chain(model_inputs(exp, &a.teacher))
                     .collect(),
                 outputs: vec![sit.clone(), it.clone()],
+                servers: served(exp, &[&a.teacher]),
                 action: Action::Commands(vec![cmd]),
                 estimate: Estimate {
                     requests,
@@ -207,6 +223,7 @@ pub fn plan(exp: &Experiment, seed_count: usize, source_count: usize) -> Vec<Sta
             .chain(c.mixture.extra.iter().map(|e| e.path.clone()))
             .collect(),
         outputs: vec![mixed("it"), mixed("sit")],
+        servers: vec![],
         action: Action::Commands(vec![mix(&it, &mixed("it")), mix(&sit, &mixed("sit"))]),
         estimate: Estimate::default(),
     });
@@ -226,7 +243,8 @@ pub fn plan(exp: &Experiment, seed_count: usize, source_count: usize) -> Vec<Sta
                 .teacher
                 .as_deref()
                 .or(c.augment.as_ref().map(|a| a.teacher.as_str()));
-            let builder = &c.models[teacher.expect("checked: SeqEval build has a teacher")];
+            let teacher = teacher.expect("checked: SeqEval build has a teacher");
+            let builder = exp.model(teacher);
             let mut cmd = strings(&["seqeval", "build", "--input"]);
             cmd.push(path_str(s.source.as_ref().expect("checked: set or source")));
             cmd.extend([
@@ -235,7 +253,7 @@ pub fn plan(exp: &Experiment, seed_count: usize, source_count: usize) -> Vec<Sta
                 "--seed".into(),
                 seed.to_string(),
             ]);
-            cmd.extend(model_flags("teacher-", builder));
+            cmd.extend(model_flags("teacher-", &builder));
             push_opt(&mut cmd, "--max-tokens", s.max_tokens);
             cmd.extend(cache_flags.clone());
             cmd.extend(s.args.iter().cloned());
@@ -245,12 +263,15 @@ pub fn plan(exp: &Experiment, seed_count: usize, source_count: usize) -> Vec<Sta
                 kind: Kind::SeqevalBuild,
                 dir,
                 deps: vec![],
-                slice: json!({ "seqeval": s, "teacher": builder, "seed": seed }),
-                inputs: [s.source.clone(), local_model(builder)]
+                slice: json!({ "seqeval": s, "teacher": c.models[teacher], "seed": seed }),
+                inputs: s
+                    .source
+                    .clone()
                     .into_iter()
-                    .flatten()
+                    .chain(model_inputs(exp, teacher))
                     .collect(),
                 outputs: vec![out.clone()],
+                servers: served(exp, &[teacher]),
                 action: Action::Commands(vec![cmd]),
                 estimate: Estimate {
                     requests: items * 4,
@@ -268,21 +289,31 @@ pub fn plan(exp: &Experiment, seed_count: usize, source_count: usize) -> Vec<Sta
         stages.push(stage);
     }
 
+    // One model's evaluations run together, so that a served model starts once.
+    let mut evals: Vec<(String, &EvalSection)> = Vec::new();
     for e in &c.eval {
         let models: Vec<String> = if e.models.is_empty() {
             c.train.iter().map(|t| t.name.clone()).collect()
         } else {
             e.models.clone()
         };
-        for model in models {
-            stages.push(eval_stage(
-                exp,
-                e,
-                &model,
-                seqeval_path.as_deref(),
-                source_count,
-            ));
+        evals.extend(models.into_iter().map(|m| (m, e)));
+    }
+    let mut model_order: Vec<String> = Vec::new();
+    for (model, _) in &evals {
+        if !model_order.contains(model) {
+            model_order.push(model.clone());
         }
+    }
+    evals.sort_by_key(|(model, _)| model_order.iter().position(|m| m == model));
+    for (model, e) in evals {
+        stages.push(eval_stage(
+            exp,
+            e,
+            &model,
+            seqeval_path.as_deref(),
+            source_count,
+        ));
     }
 
     let report_dir = run.join("report");
@@ -296,6 +327,7 @@ pub fn plan(exp: &Experiment, seed_count: usize, source_count: usize) -> Vec<Sta
         slice: json!({ "report": c.report }),
         inputs,
         outputs: vec![report_dir.join("report.html"), report_dir.join("report.md")],
+        servers: vec![],
         action: Action::Report {
             html: report_dir.join("report.html"),
             markdown: report_dir.join("report.md"),
@@ -310,17 +342,35 @@ fn train_stage(exp: &Experiment, t: &TrainSection, data: &Path, examples: u64) -
     let c = &exp.config;
     let dir = exp.run_dir.join(format!("train-{}", t.name));
     let base = &c.models[&t.base];
-    let mut cmd = match &t.handoff {
+    let checkpoint = exp.checkpoint_dir(t);
+    let action = match &t.handoff {
         Some(to) => {
-            let mut cmd = strings(&["export-recipe", "--to", to, "--model", &base.model]);
-            cmd.extend([
+            let mut recipe = strings(&["export-recipe", "--to", to, "--model", &base.model]);
+            recipe.extend([
                 "--data".into(),
                 path_str(data),
                 "--output".into(),
                 path_str(&dir),
             ]);
-            push_opt(&mut cmd, "--max-len", t.max_len);
-            cmd
+            push_opt(&mut recipe, "--max-len", t.max_len);
+            recipe.extend(t.args.iter().cloned());
+            match &t.launch {
+                Some(template) => Action::Launch {
+                    recipe,
+                    command: expand(
+                        template,
+                        &[
+                            ("recipe", &path_str(&dir)),
+                            ("data", &path_str(data)),
+                            ("base", &base.model),
+                            ("output", &path_str(&checkpoint)),
+                        ],
+                    ),
+                    log: dir.join("launch.log"),
+                    checkpoint: checkpoint.clone(),
+                },
+                None => Action::Commands(vec![recipe]),
+            }
         }
         None => {
             let mut cmd = strings(&["train", "--model", &base.model]);
@@ -351,19 +401,19 @@ fn train_stage(exp: &Experiment, t: &TrainSection, data: &Path, examples: u64) -
             if t.packing {
                 cmd.push("--packing".into());
             }
-            cmd
+            cmd.extend(t.args.iter().cloned());
+            Action::Commands(vec![cmd])
         }
     };
-    cmd.extend(t.args.iter().cloned());
     let epochs = t.epochs.unwrap_or(3) as u64;
     Stage {
         name: format!("train-{}", t.name),
         kind: Kind::Train,
-        outputs: vec![if t.handoff.is_some() {
-            dir.clone()
-        } else {
-            dir.join("model")
+        outputs: vec![match (&t.handoff, &t.launch) {
+            (Some(_), None) => dir.clone(),
+            _ => checkpoint,
         }],
+        servers: vec![],
         dir,
         deps: vec!["mixture".into()],
         slice: json!({ "train": t, "base": base, "seed": c.run.seed }),
@@ -371,36 +421,65 @@ fn train_stage(exp: &Experiment, t: &TrainSection, data: &Path, examples: u64) -
             .into_iter()
             .flatten()
             .collect(),
-        action: Action::Commands(vec![cmd]),
+        action,
         estimate: Estimate {
-            note: match &t.handoff {
-                Some(to) => {
+            note: match (&t.handoff, &t.launch) {
+                (Some(to), None) => {
                     format!("hand-off to {to}: writes data and config, trains nothing here")
                 }
-                None => format!("{examples} examples x {epochs} epochs"),
+                (Some(to), Some(_)) => {
+                    format!("hand-off to {to}: writes the recipe, then runs the launch command")
+                }
+                (None, _) => format!("{examples} examples x {epochs} epochs"),
             },
             ..Estimate::default()
         },
     }
 }
 
-/// What an evaluation runs against: a trained model directory, or a configured model.
-fn eval_target(exp: &Experiment, name: &str) -> (ModelSpec, Option<String>) {
-    let c = &exp.config;
-    match c.train.iter().find(|t| t.name == name) {
-        Some(t) => match &t.serve_as {
-            Some(served) => (c.models[served].clone(), Some(format!("train-{}", t.name))),
-            None => (
-                ModelSpec {
-                    model: path_str(&exp.run_dir.join(format!("train-{}", t.name)).join("model")),
-                    endpoint: None,
-                    api_key_env: None,
-                    concurrency: None,
-                },
-                Some(format!("train-{}", t.name)),
-            ),
-        },
-        None => (c.models[name].clone(), None),
+/// What an evaluation runs against: a trained model (its checkpoint directory, or the
+/// model that serves it), or a configured model; and the training stage it needs.
+fn eval_target(exp: &Experiment, name: &str) -> (String, ModelSpec, Option<String>) {
+    match exp.config.train.iter().find(|t| t.name == name) {
+        Some(t) => {
+            let stage = Some(format!("train-{}", t.name));
+            match &t.serve_as {
+                Some(served) => (served.clone(), exp.model(served), stage),
+                None => {
+                    let spec = ModelSpec {
+                        model: path_str(&exp.checkpoint_dir(t)),
+                        ..ModelSpec::default()
+                    };
+                    (name.to_string(), spec, stage)
+                }
+            }
+        }
+        None => (name.to_string(), exp.model(name), None),
+    }
+}
+
+/// The served models among `names`.
+fn served(exp: &Experiment, names: &[&str]) -> Vec<String> {
+    names
+        .iter()
+        .filter(|n| exp.config.models[**n].serve.is_some())
+        .map(|n| n.to_string())
+        .collect()
+}
+
+/// The files a stage that queries model `name` reads: a local model file or directory,
+/// or what its server loads.
+fn model_inputs(exp: &Experiment, name: &str) -> Vec<PathBuf> {
+    let spec = &exp.config.models[name];
+    if spec.serve.is_none() {
+        return local_model(spec).into_iter().collect();
+    }
+    match (exp.run_serving(name), &spec.checkpoint) {
+        (Some(t), _) => vec![exp.checkpoint_dir(t)],
+        (None, Some(checkpoint)) if Path::new(checkpoint).exists() => {
+            vec![PathBuf::from(checkpoint)]
+        }
+        _ => vec![],
     }
 }
 
@@ -414,15 +493,16 @@ fn eval_stage(
     let c = &exp.config;
     let name = format!("eval-{}-{}", e.stage_suffix(), model_name);
     let dir = exp.run_dir.join(&name);
-    let (model, train_stage) = eval_target(exp, model_name);
-    let judge = e.judge.as_ref().map(|j| c.models[j].clone());
+    let (target, model, train_stage) = eval_target(exp, model_name);
+    let judge = e.judge.as_ref().map(|j| exp.model(j));
     let mut cmd = strings(&["eval", e.benchmark.as_str()]);
     let mut inputs: Vec<PathBuf> = Vec::new();
     let mut deps: Vec<String> = train_stage.into_iter().collect();
+    let mut data_items = 0usize;
     if train_stage_output(&model, exp) {
         inputs.push(PathBuf::from(&model.model));
-    } else if let Some(p) = local_model(&model) {
-        inputs.push(p);
+    } else if exp.config.models.contains_key(&target) {
+        inputs.extend(model_inputs(exp, &target));
     }
     // A SeqEval section may name its own set (a verifiable one from `seqit seqeval
     // synth`); otherwise it uses `[seqeval]`'s.
@@ -436,7 +516,10 @@ fn eval_stage(
         } else {
             "--data"
         };
-        cmd.extend([flag.to_string(), path_str(data)]);
+        for file in benchmark_files(e.benchmark, data) {
+            cmd.extend([flag.to_string(), path_str(&file)]);
+            data_items += count_items(e.benchmark, &file);
+        }
         inputs.push(data.clone());
         if e.benchmark == Benchmark::Seqeval
             && e.data.is_none()
@@ -446,9 +529,9 @@ fn eval_stage(
         }
     }
     cmd.extend(model_flags("", &model));
-    if let Some(judge) = &judge {
+    if let (Some(judge), Some(name)) = (&judge, &e.judge) {
         cmd.extend(model_flags("judge-", judge));
-        inputs.extend(local_model(judge));
+        inputs.extend(model_inputs(exp, name));
     }
     cmd.extend(["--output".into(), path_str(&dir)]);
     push_opt(&mut cmd, "--limit", e.limit);
@@ -468,7 +551,7 @@ fn eval_stage(
     let items = match e.benchmark {
         Benchmark::Seqeval => source_count,
         Benchmark::Humaneval => HUMANEVAL_PROBLEMS as usize,
-        Benchmark::Gsm8k => e.limit.unwrap_or(0),
+        Benchmark::Gsm8k | Benchmark::Mgsm | Benchmark::Xquad => data_items,
     };
     let items = e
         .limit
@@ -477,7 +560,7 @@ fn eval_stage(
         // answer, following verdict, quality score
         Benchmark::Seqeval => 3,
         Benchmark::Humaneval => e.samples.unwrap_or(20) as u64,
-        Benchmark::Gsm8k => 1,
+        Benchmark::Gsm8k | Benchmark::Mgsm | Benchmark::Xquad => 1,
     };
     let max_tokens = e.max_tokens.unwrap_or(PAPER_MAX_TOKENS) as u64;
     Stage {
@@ -485,15 +568,75 @@ fn eval_stage(
         kind: Kind::Eval,
         dir: dir.clone(),
         deps,
-        slice: json!({ "eval": e, "target": model_name, "model": model, "judge": judge }),
+        slice: json!({
+            "eval": e,
+            "target": model_name,
+            "model": exp.config.models.get(&target).unwrap_or(&model),
+            "judge": e.judge.as_ref().map(|j| &c.models[j]),
+        }),
         inputs,
         outputs: vec![dir.join("metrics.json")],
+        servers: served(
+            exp,
+            &[Some(target.as_str()), e.judge.as_deref()]
+                .into_iter()
+                .flatten()
+                .filter(|n| exp.config.models.contains_key(*n))
+                .collect::<Vec<_>>(),
+        ),
         action: Action::Commands(vec![cmd]),
         estimate: Estimate {
             requests: items * per_item,
             tokens: items * per_item * (max_tokens + 300),
             note: format!("{items} items x {per_item} requests"),
         },
+    }
+}
+
+/// The files of a benchmark's `data`: a directory of MGSM or XQuAD files stands for
+/// each language's file in it (`mgsm_*`, `xquad.*`), in name order.
+fn benchmark_files(benchmark: Benchmark, data: &Path) -> Vec<PathBuf> {
+    let prefix = match benchmark {
+        Benchmark::Mgsm => "mgsm_",
+        Benchmark::Xquad => "xquad.",
+        _ => return vec![data.to_path_buf()],
+    };
+    let Ok(entries) = std::fs::read_dir(data) else {
+        return vec![data.to_path_buf()];
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Items in a benchmark file, for estimates (0 when it cannot be read yet): lines of
+/// GSM8K and MGSM files, questions of an XQuAD (SQuAD-format) file.
+fn count_items(benchmark: Benchmark, file: &Path) -> usize {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return 0;
+    };
+    match benchmark {
+        Benchmark::Xquad => serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("data").and_then(Value::as_array).cloned())
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|article| {
+                article["paragraphs"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|p| p["qas"].as_array().map_or(0, Vec::len))
+            .sum(),
+        _ => text.lines().filter(|l| !l.trim().is_empty()).count(),
     }
 }
 
@@ -551,6 +694,7 @@ mod tests {
             endpoint: Some("https://api.example.com/v1".into()),
             api_key_env: Some("JUDGE_KEY".into()),
             concurrency: Some(8),
+            ..ModelSpec::default()
         };
         assert_eq!(
             model_flags("judge-", &model),

@@ -12,9 +12,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::Experiment;
+use crate::config::{expand, Experiment};
 use crate::manifest::{fingerprint, Hasher, Manifest, Status};
-use crate::plan::{plan, Action, Kind, Stage};
+use crate::plan::{path_str, plan, Action, Kind, Stage};
+use crate::servers::{assign_ports, serve_command, Servers};
+use crate::supervise::Supervised;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const LOCK_FILE: &str = ".seqit-run.lock";
@@ -76,6 +78,7 @@ pub struct Summary {
 /// Runs (or with `dry_run`, describes) the experiment, writing progress lines to `out`.
 pub fn run(exp: &Experiment, options: &Options, out: &mut dyn Write) -> Result<Summary> {
     let started = Instant::now();
+    let exp = &assign_ports(exp)?;
     let c = &exp.config;
     let seed_count = match (&c.data.seed, &c.data.it) {
         (Some(seed), _) if c.augment.is_some() => {
@@ -98,7 +101,7 @@ pub fn run(exp: &Experiment, options: &Options, out: &mut dyn Write) -> Result<S
     let selection = select(&stages, options)?;
 
     if options.dry_run {
-        dry_run(&stages, &selection, out)?;
+        dry_run(exp, &stages, &selection, &options.exe, out)?;
         return Ok(Summary {
             stages: vec![],
             seconds: started.elapsed().as_secs_f64(),
@@ -114,6 +117,8 @@ pub fn run(exp: &Experiment, options: &Options, out: &mut dyn Write) -> Result<S
         )
     })?;
     let lock = lock_run_dir(&exp.run_dir, out)?;
+    // Declared after the lock: dropped (servers stopped) first.
+    let mut servers = Servers::new(exp, &options.exe, &lock);
     let mut hasher = Hasher::default();
     let mut reports = Vec::new();
     let total = stages.len();
@@ -152,6 +157,9 @@ pub fn run(exp: &Experiment, options: &Options, out: &mut dyn Write) -> Result<S
                 };
                 writeln!(out, "{label}: {how}")?;
                 out.flush()?;
+                servers
+                    .serve_only(&stage.servers, out)
+                    .with_context(|| format!("stage `{}` failed", stage.name))?;
                 hasher.forget(&stage.dir);
                 execute(
                     exp,
@@ -394,6 +402,30 @@ fn perform(exp: &Experiment, stage: &Stage, exe: &Path, lock: &File) -> Result<(
             }
             Ok(())
         }
+        Action::Launch {
+            recipe,
+            command,
+            log,
+            checkpoint,
+        } => {
+            run_child(exe, recipe, lock)?;
+            let command = expand(command, &[("seqit", &path_str(exe))]);
+            let mut trainer = Supervised::spawn(exe, &command, log, lock)?;
+            let status = trainer.wait()?;
+            if !status.success() {
+                bail!(
+                    "the launch command exited with {status}: `{command}`; its last lines ({}):\n{}",
+                    log.display(),
+                    trainer.log_tail(20)
+                );
+            }
+            check_checkpoint(checkpoint).with_context(|| {
+                format!(
+                    "the launch command `{command}` finished, but left no model in `{}`",
+                    checkpoint.display()
+                )
+            })
+        }
         Action::Report {
             html,
             markdown,
@@ -415,11 +447,48 @@ fn perform(exp: &Experiment, stage: &Stage, exe: &Path, lock: &File) -> Result<(
     }
 }
 
+/// The `seqit` subcommands of a stage (without the launch command of an external
+/// trainer, see [`launch_command`]).
 fn commands(stage: &Stage) -> Vec<Vec<String>> {
     match &stage.action {
         Action::Commands(c) => c.clone(),
+        Action::Launch { recipe, .. } => vec![recipe.clone()],
         _ => vec![],
     }
+}
+
+fn launch_command(stage: &Stage) -> Option<&str> {
+    match &stage.action {
+        Action::Launch { command, .. } => Some(command),
+        _ => None,
+    }
+}
+
+/// Checks that a trainer left a model in `dir`: `config.json` with safetensors or
+/// PyTorch weights, or a PEFT adapter (`adapter_config.json` with its weights).
+fn check_checkpoint(dir: &Path) -> Result<()> {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read `{}`", dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let has = |f: &dyn Fn(&str) -> bool| names.iter().any(|n| f(n));
+    let weights = has(&|n| {
+        n.ends_with(".safetensors") || (n.starts_with("pytorch_model") && n.ends_with(".bin"))
+    });
+    let full = has(&|n| n == "config.json") && weights;
+    let adapter = has(&|n| n == "adapter_config.json") && has(&|n| n.starts_with("adapter_model"));
+    if full || adapter {
+        return Ok(());
+    }
+    bail!(
+        "expected `config.json` with `*.safetensors` (or `pytorch_model*.bin`), or a PEFT adapter; found: {}",
+        if names.is_empty() {
+            "nothing".to_string()
+        } else {
+            names.join(", ")
+        }
+    )
 }
 
 /// Runs `seqit ARGS` with inherited output; the child is killed when the runner dies
@@ -537,8 +606,10 @@ fn train_tokens(dir: &Path) -> u64 {
 }
 
 fn dry_run(
+    exp: &Experiment,
     stages: &[Stage],
     selection: &HashMap<String, Selected>,
+    exe: &Path,
     out: &mut dyn Write,
 ) -> Result<()> {
     let mut hasher = Hasher::default();
@@ -591,6 +662,16 @@ fn dry_run(
                     .map(|a| shell_word(a))
                     .collect::<Vec<_>>()
                     .join(" ")
+            )?;
+        }
+        if let Some(command) = launch_command(stage) {
+            writeln!(out, "       $ {command}")?;
+        }
+        for name in &stage.servers {
+            writeln!(
+                out,
+                "       serves `{name}`: {}",
+                serve_command(exp, name, exe)
             )?;
         }
         if !matches!(decision, Decision::Skip | Decision::NotSelected) {

@@ -213,3 +213,56 @@ fn display_shows_file_line_and_key() {
         "exp.toml:3: `train[0].base`: model `x` is not defined"
     );
 }
+
+/// Launched trainers and served models: what the runner cannot do is refused with its
+/// key and line.
+#[test]
+fn launch_and_serve_mistakes() {
+    // A launch command without a recipe to run, with a placeholder that does not exist.
+    let config = GOOD.replacen(
+        "base = \"smol\"\n",
+        "base = \"smol\"\nlaunch = \"torchrun train.py {recipes}\"\n",
+        1,
+    );
+    let (_dir, found) = errors(&config);
+    let got: Vec<(&str, Option<usize>)> = found.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    assert_eq!(
+        got,
+        [("train[0].launch", Some(18)), ("train[0].launch", Some(18))],
+        "{found:?}"
+    );
+    assert!(
+        found[0].message.contains("give `handoff` too"),
+        "{}",
+        found[0].message
+    );
+    assert!(
+        found[1].message.contains("unknown placeholder {recipes}"),
+        "{}",
+        found[1].message
+    );
+
+    // A served model with an endpoint, and one whose command loads nothing named.
+    let config = GOOD.replace(
+        "[models.smol]\nmodel = \"smollm2-135m\"\n",
+        "[models.smol]\nmodel = \"smollm2-135m\"\n\n[models.big]\nmodel = \"big\"\nendpoint = \"http://localhost:8000/v1\"\nserve = \"vllm serve {checkpoint} --port {port}\"\n",
+    );
+    let (_dir, found) = errors(&config);
+    let keys: Vec<&str> = found.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["models.big.endpoint", "models.big.checkpoint"],
+        "{found:?}"
+    );
+
+    // A trained run's served model takes its checkpoint from the run.
+    let config = GOOD
+        .replace(
+            "[models.smol]\nmodel = \"smollm2-135m\"\n",
+            "[models.smol]\nmodel = \"smollm2-135m\"\n\n[models.served]\nmodel = \"it-model\"\ncheckpoint = \"elsewhere\"\nserve = \"vllm serve {checkpoint} --port {port}\"\n",
+        )
+        .replacen("base = \"smol\"\n", "base = \"smol\"\nserve_as = \"served\"\n", 1);
+    let e = one(&config);
+    assert_eq!(e.key, "models.served.checkpoint");
+    assert!(e.message.contains("drop `checkpoint`"), "{}", e.message);
+}

@@ -54,6 +54,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Setup(args) => setup::setup(args),
         Command::Completions(args) => setup::completions(args),
         Command::Man(args) => setup::man(args),
+        Command::Supervise(args) => {
+            let code = seqit_run::supervise(args.parent, &args.command, &args.log)?;
+            std::process::exit(code)
+        }
     }
 }
 
