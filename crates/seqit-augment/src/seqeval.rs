@@ -150,10 +150,18 @@ pub struct ChainState {
     pub rounds: Vec<ChainRound>,
 }
 
+impl ChainRound {
+    /// A round counts when it produced both a new instruction and the task it added: a
+    /// sub-step is never empty.
+    fn succeeded(&self) -> bool {
+        self.instruction.is_some() && self.added_task.is_some()
+    }
+}
+
 impl ChainState {
-    /// Rounds that produced a new instruction (a failed round ends the chain).
+    /// Rounds that succeeded (a failed round ends the chain).
     fn good_rounds(&self) -> impl Iterator<Item = &ChainRound> {
-        self.rounds.iter().take_while(|r| r.instruction.is_some())
+        self.rounds.iter().take_while(|r| r.succeeded())
     }
 
     /// The SeqEval record, or `None` when not even round 1 succeeded.
@@ -164,7 +172,7 @@ impl ChainState {
         for round in self.good_rounds() {
             instruction = round.instruction.as_ref().expect("good rounds have one");
             modes.push(round.mode.mode().to_string());
-            let added = round.added_task.clone().unwrap_or_default();
+            let added = round.added_task.clone().expect("good rounds have one");
             match round.mode {
                 Edit::Suffix => steps.push(added),
                 _ => steps.insert(0, added),
@@ -195,7 +203,8 @@ pub struct SeqEvalStats {
     pub short_chains: usize,
     /// Items left out because round 1 failed.
     pub dropped: usize,
-    /// Rounds whose rewrite had no `#Added Task#` line.
+    /// Rounds whose rewrites gave a new instruction but no `#Added Task#` line in any
+    /// attempt: the chain stops before them (no empty sub-step is written).
     pub missing_added_tasks: usize,
     pub prompt_version: String,
     pub prompt_hash: String,
@@ -283,8 +292,9 @@ impl SeqEvalBuilder<'_> {
             let state = &states[&item.id];
             *stats.target_depths.entry(state.target_depth).or_default() += 1;
             stats.missing_added_tasks += state
-                .good_rounds()
-                .filter(|r| r.added_task.is_none())
+                .rounds
+                .iter()
+                .filter(|r| r.instruction.is_some() && r.added_task.is_none())
                 .count();
             match state.record(item) {
                 Some(record) => {
@@ -355,11 +365,11 @@ impl SeqEvalBuilder<'_> {
                 done.instruction = extract_new_instruction(&raw);
                 done.added_task = extract_added_task(&raw);
                 done.raw.push(raw);
-                if done.instruction.is_some() {
+                if done.succeeded() {
                     break;
                 }
             }
-            let next = done.instruction.clone();
+            let next = done.succeeded().then(|| done.instruction.clone()).flatten();
             state.rounds.push(done);
             match next {
                 Some(next) => instruction = next,
@@ -448,6 +458,12 @@ mod tests {
             instruction: None,
             ..round(Edit::Suffix, "", "")
         });
+        // A round without the task it added ends the chain too: no empty sub-step.
+        let mut without_task = state.clone();
+        without_task.rounds[1].added_task = None;
+        let short = without_task.record(&item).unwrap();
+        assert_eq!(short.sub_steps, ["Write a poem.", "Explain it."]);
+        assert_eq!(short.iteration, 1);
         let record = state.record(&item).unwrap();
         assert_eq!(record.iteration, 2);
         assert_eq!(record.modes, ["suffix", "prefix"]);

@@ -339,3 +339,52 @@ fn seqeval_build_against_a_scripted_teacher() {
     );
     assert_eq!(server.log().len(), before);
 }
+
+/// A rewrite that names no added task is asked again (`--attempts`), and a chain whose
+/// round never names one stops before it: no record has an empty sub-step, and the
+/// stops are counted.
+#[test]
+fn seqeval_build_never_writes_an_empty_sub_step() {
+    let script = vec![seqit_faultserver::ScriptRule {
+        contains: "#Explanation#:".into(),
+        reply: "Because.\n#New Instruction#: Longer task, no added task named. ###".into(),
+    }];
+    let server = BackgroundFaultServer::start(FaultConfig {
+        script,
+        ..FaultConfig::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("prompts.txt");
+    std::fs::write(&input, "Base prompt A.\nBase prompt B.\n").unwrap();
+    let out = dir.path().join("seqeval.jsonl");
+    run_ok(
+        seqit()
+            .args(["seqeval", "build", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&out)
+            .args([
+                "--teacher-endpoint",
+                server.url(),
+                "--teacher-model",
+                "fault",
+                "--structured",
+                "off",
+                "--attempts",
+                "3",
+                "--no-cache",
+            ]),
+    );
+    assert!(
+        read_jsonl(&out).is_empty(),
+        "no chain has a named first step"
+    );
+    let stats: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("seqeval.jsonl.stats.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stats["dropped"], 2, "{stats}");
+    assert_eq!(stats["missing_added_tasks"], 2, "{stats}");
+    assert_eq!(server.log().len(), 2 * 3, "each first round asked 3 times");
+}
