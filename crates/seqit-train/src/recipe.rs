@@ -16,6 +16,12 @@ const AXOLOTL: &str = include_str!("../../../prompts/recipes/axolotl.yaml");
 const DEEPSPEED_ZERO3: &str = include_str!("../../../prompts/recipes/ds_z3_config.json");
 /// The Tulu chat format with TRL's `{% generation %}` markers (assistant-only loss).
 const TULU_GENERATION: &str = include_str!("../../../prompts/recipes/tulu_generation.jinja");
+/// The Tulu chat format as `seqit train --template tulu` renders it.
+const TULU: &str = include_str!("../../../prompts/templates/tulu.jinja");
+/// The paper's warm-up: this share of the training steps.
+const WARMUP_SHARE: f64 = 0.03;
+/// The paper's epochs (the recipes' `num_epochs`).
+const EPOCHS: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DistributedTrainer {
@@ -67,6 +73,14 @@ pub fn export_recipe(
         .with_context(|| format!("cannot create `{}`", output.display()))?;
     let out_dir = output.join("checkpoints").display().to_string();
     let grad_accum = (settings.effective_batch / per_step).to_string();
+    // Trainers that take warm-up in steps get the paper's 3% of the optimizer steps.
+    let total_steps = conversations.len().div_ceil(settings.effective_batch) * EPOCHS;
+    let warmup_steps = ((total_steps as f64 * WARMUP_SHARE).ceil() as usize).max(1);
+    let tulu_block: String = TULU
+        .trim_end()
+        .lines()
+        .map(|line| format!("  {line}\n"))
+        .collect();
     let fill = |template: &str, data_file: &str| {
         template
             .replace("{{model}}", &settings.model)
@@ -83,6 +97,9 @@ pub fn export_recipe(
                 &output.join("data").display().to_string(),
             )
             .replace("{{llamafactory_template}}", &settings.llamafactory_template)
+            .replace("{{total_steps}}", &total_steps.to_string())
+            .replace("{{warmup_steps}}", &warmup_steps.to_string())
+            .replace("{{tulu_template}}\n", &tulu_block)
     };
     let mut files = Vec::new();
     let mut write = |name: &str, text: String| -> Result<()> {
@@ -258,6 +275,11 @@ mod tests {
             config.contains("gradient_accumulation_steps: 8")
                 && config.contains("train_on_prompt: false")
         );
+        // Two conversations, effective batch 128: one step per epoch, 3 epochs.
+        assert!(
+            config.contains("warmup_steps: 1   # 3% of 3 steps"),
+            "{config}"
+        );
         assert!(config.contains("finetuning_type: full") && !config.contains("{{"));
         let items: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(dir.path().join("data/seqit_sit.json")).unwrap(),
@@ -288,7 +310,25 @@ mod tests {
             config.contains("roles_to_train: [\"assistant\"]")
                 && config.contains("train_on_eos: turn")
         );
-        assert!(config.contains("sequence_len: 2048") && !config.contains("{{"));
+        assert!(config.contains("sequence_len: 2048"));
+        // No placeholder of seqit's (`{{name}}`) is left; the template's own Jinja
+        // expressions (`{{ ... }}`) are.
+        assert!(!config
+            .split("{{")
+            .skip(1)
+            .any(|rest| rest.starts_with(|c: char| c.is_ascii_alphabetic())));
+        // The Tulu template, as a YAML block under `chat_template_jinja`.
+        let block = config
+            .split("chat_template_jinja: |\n")
+            .nth(1)
+            .expect("a template block");
+        let template: String = block
+            .lines()
+            .take_while(|l| l.starts_with("  "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        assert_eq!(template.trim_end(), TULU.trim_end());
+        assert!(config.contains("chat_template: jinja\n"));
     }
 
     #[test]
