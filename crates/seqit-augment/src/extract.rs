@@ -10,15 +10,54 @@ pub const END_MARKER: &str = "###";
 
 /// The rewritten instruction: the text after the **last** `#New Instruction#` marker
 /// (any case) up to the first `###` after it (or the end), trimmed of whitespace and of
-/// the `:` that usually follows the marker. `None` when there is no marker or nothing
-/// after it.
+/// the `:` that usually follows the marker, cut before a line that starts an
+/// explanation (`Explanation:`, `#Explanation#`, `**Explanation**`), and without quotes
+/// around the whole of it. `None` when there is no marker or nothing after it.
 pub fn extract_new_instruction(text: &str) -> Option<String> {
     let after = after_last_marker(text, NEW_INSTRUCTION_MARKER)?;
     let body = match after.find(END_MARKER) {
         Some(end) => &after[..end],
         None => after,
     };
-    non_empty(body)
+    let body = cut_at_explanation(body);
+    non_empty(unquote(non_empty(body)?.as_str()))
+}
+
+/// `text` up to the first line (after the first) that starts an explanation.
+fn cut_at_explanation(text: &str) -> &str {
+    let mut offset = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if i > 0 && starts_explanation(line) {
+            return &text[..offset];
+        }
+        offset += line.len();
+    }
+    text
+}
+
+/// `Explanation:`, `#Explanation#`, `**Explanation**` or `Explanation` alone on a line.
+fn starts_explanation(line: &str) -> bool {
+    let head = line.trim().trim_start_matches(['#', '*']);
+    let Some(word) = head.get(..11) else {
+        return false;
+    };
+    let rest = head[11..].trim_start_matches(['#', '*']);
+    word.eq_ignore_ascii_case("explanation") && (rest.is_empty() || rest.starts_with(':'))
+}
+
+/// `text` without one pair of quotes around all of it (`"..."`, `'...'`, `“...”`).
+fn unquote(text: &str) -> &str {
+    for (open, close) in [('"', '"'), ('\'', '\''), ('“', '”')] {
+        if let Some(inner) = text
+            .strip_prefix(open)
+            .and_then(|rest| rest.strip_suffix(close))
+        {
+            if !inner.contains([open, close]) {
+                return inner;
+            }
+        }
+    }
+    text
 }
 
 /// The added task: the rest of the line after the last `#Added Task#` marker that comes
@@ -124,6 +163,32 @@ mod tests {
         (
             "#New Instruction#: First, explain the bug.\nThen fix:\n```\nx = 1\n```\n###",
             Some("First, explain the bug.\nThen fix:\n```\nx = 1\n```"),
+        ),
+        // Quotes around the whole instruction go; quotes inside it stay.
+        (
+            "#New Instruction#: \"Summarise the text. Then give it a title.\"\n###",
+            Some("Summarise the text. Then give it a title."),
+        ),
+        (
+            "#New Instruction#: “List the names. Then sort them.”###",
+            Some("List the names. Then sort them."),
+        ),
+        (
+            "#New Instruction#: Translate \"bonjour\". Then use it in a sentence.###",
+            Some("Translate \"bonjour\". Then use it in a sentence."),
+        ),
+        // An explanation written after the instruction (no `###` before it) is cut off.
+        (
+            "#New Instruction#: Find the verbs. Then conjugate them.\nExplanation: the verbs come first.",
+            Some("Find the verbs. Then conjugate them."),
+        ),
+        (
+            "#New Instruction#: Count the words. Then double it.\n#Explanation#\nBecause.\n###",
+            Some("Count the words. Then double it."),
+        ),
+        (
+            "#New Instruction#: Write an explanation: why is the sky blue? Then summarise it.###",
+            Some("Write an explanation: why is the sky blue? Then summarise it."),
         ),
         // No marker at all.
         ("Here is the new instruction: do A then B.", None),
