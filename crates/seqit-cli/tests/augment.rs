@@ -254,6 +254,26 @@ fn killed_augment_resumes_without_loss_or_duplicates() {
     );
 }
 
+/// `seqit seqeval build` of `input` into `out` with the scripted teacher at `url`, free
+/// text (no structured output).
+fn seqeval_build(url: &str, input: &Path, out: &Path) -> Command {
+    let mut command = seqit();
+    command
+        .args(["seqeval", "build", "--input"])
+        .arg(input)
+        .arg("--output")
+        .arg(out)
+        .args([
+            "--teacher-endpoint",
+            url,
+            "--teacher-model",
+            "fault",
+            "--structured",
+            "off",
+        ]);
+    command
+}
+
 /// `seqit seqeval build` against a scripted teacher: depths by the shares, one mode per
 /// round, sub-steps in chain order, the shared record schema.
 #[test]
@@ -272,23 +292,7 @@ fn seqeval_build_against_a_scripted_teacher() {
     let prompts: String = (0..40).map(|i| format!("Base prompt {i}.\n")).collect();
     std::fs::write(&input, prompts).unwrap();
     let out = dir.path().join("seqeval.jsonl");
-    run_ok(
-        seqit()
-            .args(["seqeval", "build", "--input"])
-            .arg(&input)
-            .arg("--output")
-            .arg(&out)
-            .args([
-                "--teacher-endpoint",
-                server.url(),
-                "--teacher-model",
-                "fault",
-                "--structured",
-                "off",
-                "--seed",
-                "2",
-            ]),
-    );
+    run_ok(seqeval_build(server.url(), &input, &out).args(["--seed", "2"]));
     let records = read_jsonl(&out);
     assert_eq!(records.len(), 40);
     let mut by_depth: HashMap<u64, usize> = HashMap::new();
@@ -320,23 +324,7 @@ fn seqeval_build_against_a_scripted_teacher() {
     assert_eq!(by_depth, HashMap::from([(1, 4), (2, 8), (3, 12), (4, 16)]));
     // Re-running reuses everything.
     let before = server.log().len();
-    run_ok(
-        seqit()
-            .args(["seqeval", "build", "--input"])
-            .arg(&input)
-            .arg("--output")
-            .arg(&out)
-            .args([
-                "--teacher-endpoint",
-                server.url(),
-                "--teacher-model",
-                "fault",
-                "--structured",
-                "off",
-                "--seed",
-                "2",
-            ]),
-    );
+    run_ok(seqeval_build(server.url(), &input, &out).args(["--seed", "2"]));
     assert_eq!(server.log().len(), before);
 }
 
@@ -358,24 +346,7 @@ fn seqeval_build_never_writes_an_empty_sub_step() {
     let input = dir.path().join("prompts.txt");
     std::fs::write(&input, "Base prompt A.\nBase prompt B.\n").unwrap();
     let out = dir.path().join("seqeval.jsonl");
-    run_ok(
-        seqit()
-            .args(["seqeval", "build", "--input"])
-            .arg(&input)
-            .arg("--output")
-            .arg(&out)
-            .args([
-                "--teacher-endpoint",
-                server.url(),
-                "--teacher-model",
-                "fault",
-                "--structured",
-                "off",
-                "--attempts",
-                "3",
-                "--no-cache",
-            ]),
-    );
+    run_ok(seqeval_build(server.url(), &input, &out).args(["--attempts", "3", "--no-cache"]));
     assert!(
         read_jsonl(&out).is_empty(),
         "no chain has a named first step"

@@ -90,18 +90,6 @@ fn assert_nothing_left(mark: &str, limit: Duration) {
     }
 }
 
-fn wait_for(path: &Path, limit: Duration) {
-    let started = Instant::now();
-    while !path.exists() {
-        assert!(
-            started.elapsed() < limit,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The evaluation stages of the config, by benchmark and trained model.
 fn eval_stages() -> Vec<String> {
     let mut stages = Vec::new();
@@ -156,7 +144,7 @@ fn the_at_scale_topology_runs_and_a_killed_runner_leaves_nothing_behind() {
     // Killed during the launched training of the SIT run.
     let run = dir.path().join("run");
     let mut child = spawn(&run, &mark);
-    wait_for(&run.join("train-sit/launch.log"), Duration::from_secs(600));
+    seqit_testkit::wait_for_path(&run.join("train-sit/launch.log"), Duration::from_secs(600));
     std::thread::sleep(Duration::from_millis(500));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -165,7 +153,7 @@ fn the_at_scale_topology_runs_and_a_killed_runner_leaves_nothing_behind() {
 
     // Killed during a served evaluation (the SIT model's second).
     let mut child = spawn(&run, &mark);
-    wait_for(&run.join("eval-gsm8k-sit"), Duration::from_secs(600));
+    seqit_testkit::wait_for_path(&run.join("eval-gsm8k-sit"), Duration::from_secs(600));
     std::thread::sleep(Duration::from_millis(500));
     child.kill().unwrap();
     child.wait().unwrap();

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use seqit_testkit::{TinyModel, TinyModelSpec};
 use serde_json::Value;
@@ -257,19 +257,6 @@ fn config_errors_stop_before_any_work() {
     assert!(!dir.path().join("run").exists());
 }
 
-/// Waits until `path` exists (a stage got that far).
-fn wait_for(path: &Path, limit: Duration) {
-    let started = Instant::now();
-    while !path.exists() {
-        assert!(
-            started.elapsed() < limit,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn kill_9_during_training_resumes_to_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
@@ -295,7 +282,7 @@ fn kill_9_during_training_resumes_to_the_same_result() {
         .spawn()
         .unwrap();
     // Killed once the SIT run has checkpointed at least once (and the IT run finished).
-    wait_for(
+    seqit_testkit::wait_for_path(
         &run.join("train-sit/checkpoint-00000008"),
         Duration::from_secs(60),
     );

@@ -35,3 +35,16 @@ pub fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// Waits until `path` exists (a process under test got that far); panics after `limit`.
+pub fn wait_for_path(path: &std::path::Path, limit: std::time::Duration) {
+    let started = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            started.elapsed() < limit,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
