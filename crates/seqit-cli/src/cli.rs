@@ -841,6 +841,11 @@ pub struct XquadArgs {
     /// One SQuAD-format JSON file per language, named like `xquad.de.json`.
     #[arg(long, required = true)]
     pub data: Vec<PathBuf>,
+    /// English XQuAD file (`xquad.en.json`): non-English items are scored against the
+    /// English answers of the same question id as well as their own (default: the
+    /// `xquad.en.json` next to each `--data` file, when there is one).
+    #[arg(long)]
+    pub english: Option<PathBuf>,
     #[command(flatten)]
     pub answerer: AnswererArgs,
     #[arg(long, default_value_t = 256)]

@@ -78,7 +78,10 @@ pub async fn mgsm_item(answerer: &Answerer, prompt: &FewShot, item: &mgsm::Item)
     Ok(record)
 }
 
-/// One XQuAD question answered and scored.
+/// One XQuAD question answered and scored against [`xquad::Item::gold`] (the English
+/// answers of its id and its own) with [`score_xquad`]: `correct` is the paper's score
+/// (the whole output is the prediction when it has no marker), `correct_strict` counts
+/// only an answer after a marker (the paper's "accuracy with follow").
 pub async fn xquad_item(
     answerer: &Answerer,
     prompt: &FewShot,
@@ -88,20 +91,32 @@ pub async fn xquad_item(
     let output = answerer
         .ask_one(&rendered.text, &rendered.stop, &prompt_key(&rendered))
         .await?;
-    let strict = score_xquad(&output, &item.answers, Mode::Strict, XQUAD_MARKERS);
-    let flexible = score_xquad(&output, &item.answers, Mode::Flexible, XQUAD_MARKERS);
+    let gold = item.gold();
+    let paper = score_xquad(&output, &gold, Mode::Flexible, XQUAD_MARKERS);
+    let strict = score_xquad(&output, &gold, Mode::Strict, XQUAD_MARKERS);
     Ok(json!({
         "id": item.id,
         "language": item.language,
         "prompt": rendered.text,
         "output": output,
-        "gold": item.answers,
-        "followed": strict.followed,
-        "extracted": strict.extracted,
-        "correct": strict.correct,
-        "extracted_flexible": flexible.extracted,
-        "correct_flexible": flexible.correct,
+        "gold": gold,
+        "english_gold": item.english.status(),
+        "followed": paper.followed,
+        "extracted": paper.extracted,
+        "correct": paper.correct,
+        "extracted_strict": strict.extracted,
+        "correct_strict": strict.correct,
     }))
+}
+
+/// How XQuAD outputs are scored (the `scoring` entry of the metrics file's settings).
+pub fn xquad_scoring() -> Value {
+    json!({
+        "gold": "English answers of the same id (when an English file is available) and the item's own",
+        "markers": XQUAD_MARKERS,
+        "prediction": "text after the last marker; the whole output when none (strict: none)",
+        "match": "normalized gold in prediction or non-empty prediction in gold",
+    })
 }
 
 fn flags(records: &[Value], field: &str) -> Vec<bool> {
@@ -148,14 +163,16 @@ fn rate_metrics(records: &[Value], scores_of: &[(&str, &str)]) -> Value {
     scores
 }
 
-/// XQuAD substring accuracy (strict and flexible) and follow rate, overall and per
-/// language (mean over languages).
+/// XQuAD substring accuracy (the paper's, and strict: only after a marker) and follow
+/// rate, overall and per language (mean over languages), and how many items were scored
+/// against English answers (`english_gold`: `used`, `missing` from the English file,
+/// `not_used`).
 pub fn xquad_summary(records: &[Value]) -> Value {
     let mut scores = rate_metrics(
         records,
         &[
             ("accuracy", "correct"),
-            ("accuracy_flexible", "correct_flexible"),
+            ("accuracy_strict", "correct_strict"),
         ],
     );
     let followed = flags(records, "followed");
@@ -166,5 +183,16 @@ pub fn xquad_summary(records: &[Value]) -> Value {
             .zip(&followed)
             .map(|(r, &f)| (r["language"].as_str().unwrap_or(""), f)),
     ));
+    let count = |status: &str| {
+        records
+            .iter()
+            .filter(|r| r["english_gold"].as_str().unwrap_or("not_used") == status)
+            .count()
+    };
+    scores["english_gold"] = json!({
+        "used": count("used"),
+        "missing": count("missing"),
+        "not_used": count("not_used"),
+    });
     scores
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::extract::{answer_after_marker, has_marker, same_number, Mode};
+use crate::extract::{same_number, Mode};
 
 /// Whether a predicted number equals the gold one (a missing prediction is wrong).
 pub fn exact_match(predicted: Option<f64>, gold: f64) -> bool {
@@ -74,40 +74,83 @@ pub fn per_language<'a>(items: impl IntoIterator<Item = (&'a str, bool)>) -> Per
     }
 }
 
-/// The answer marker of the translate-then-answer prompts.
-pub const XQUAD_MARKERS: &[&str] = &["answer:", "answer："];
+/// The answer markers of XQuAD's translate-then-answer scoring, the SIT paper's set in
+/// its order: the answer is the text after the first of them the output contains, at
+/// its first occurrence (matched case-insensitively), as the paper's script reads it.
+pub const XQUAD_MARKERS: &[&str] = &["result:", "answer:", "answer is", "result is"];
 
 /// One XQuAD output scored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct XquadScore {
-    /// The output contains the answer marker.
+    /// The output contains an answer marker.
     pub followed: bool,
-    /// The text taken as the answer (after the marker; the whole output in flexible
-    /// mode when the marker is missing).
+    /// The prediction: the text after the marker (see [`XQUAD_MARKERS`]; to the end of
+    /// the output), or in
+    /// flexible mode the whole output when no marker is present, with punctuation, quotes
+    /// and whitespace at its ends removed. `None` when that leaves nothing, or in strict
+    /// mode when no marker is present.
     pub extracted: Option<String>,
-    /// Some gold answer, normalized, is a substring of the normalized extracted answer.
+    /// After [`normalize_xquad`], some non-empty gold answer is a substring of the
+    /// prediction or the prediction is a substring of it.
     pub correct: bool,
 }
 
-/// Scores one output against the gold answers (any of them counts).
+/// Scores one output against the gold answers (any of them counts), as the SIT paper
+/// does: the prediction is the text after the first of `markers` ([`XQUAD_MARKERS`]) that
+/// the output contains, at its first (case-insensitive) occurrence; with no marker, [`Mode::Flexible`] (the paper's)
+/// takes the whole output and [`Mode::Strict`] counts the item wrong
+/// ([`Mode::LastNumber`] reads as flexible). A prediction matches a gold answer when,
+/// both normalized by [`normalize_xquad`], either is a substring of the other; an empty
+/// prediction or gold answer never matches.
 pub fn score_xquad(output: &str, gold: &[String], mode: Mode, markers: &[&str]) -> XquadScore {
-    let followed = has_marker(output, markers);
-    let extracted = match answer_after_marker(output, markers) {
-        Some(answer) => Some(answer),
-        None if !followed && mode == Mode::Flexible => Some(output.trim().to_string()),
-        None => None,
+    let after = after_first_listed_marker(output, markers);
+    let followed = after.is_some();
+    let prediction = match after {
+        Some(offset) => Some(output[offset..].trim()),
+        None if mode == Mode::Strict => None,
+        None => Some(output.trim()),
     };
-    let correct = extracted.as_deref().is_some_and(|answer| {
-        let answer = normalize_answer(answer);
+    let prediction = prediction.map(trim_surrounding).filter(|p| !p.is_empty());
+    let correct = prediction.is_some_and(|p| {
+        let p = normalize_xquad(p);
         gold.iter()
-            .map(|g| normalize_answer(g))
-            .any(|g| !g.is_empty() && answer.contains(&g))
+            .map(|g| normalize_xquad(g))
+            .any(|g| !g.is_empty() && (p.contains(&g) || g.contains(&p)))
     });
     XquadScore {
         followed,
-        extracted,
+        extracted: prediction.map(str::to_string),
         correct,
     }
+}
+
+/// The byte offset just after the first marker of `markers`, in list order, that `text`
+/// contains (ASCII markers, any case), at its first occurrence.
+fn after_first_listed_marker(text: &str, markers: &[&str]) -> Option<usize> {
+    markers.iter().find_map(|marker| {
+        let marker = marker.as_bytes();
+        text.as_bytes()
+            .windows(marker.len().max(1))
+            .position(|window| window.eq_ignore_ascii_case(marker))
+            .map(|at| at + marker.len())
+    })
+}
+
+/// XQuAD's normalization before the substring match: punctuation, quotes and emphasis
+/// marks stripped from both ends (`**"Paris".**` → `paris`; punctuation inside is kept,
+/// `u.s. army`), whitespace collapsed to single spaces, lower case.
+pub fn normalize_xquad(text: &str) -> String {
+    trim_surrounding(text)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// `text` without punctuation, quotes, emphasis marks and whitespace at either end.
+fn trim_surrounding(text: &str) -> &str {
+    const PUNCT: &str = "。、，！？；：「」『』（）《》〈〉【】“”‘’«»—–…·・‧¿¡،؟।॥";
+    text.trim_matches(|c: char| c.is_ascii_punctuation() || PUNCT.contains(c) || c.is_whitespace())
 }
 
 /// Lower case, punctuation removed, whitespace collapsed (SQuAD's normalization without
@@ -130,7 +173,7 @@ pub fn normalize_answer(text: &str) -> String {
 pub struct XquadMetrics {
     /// Share of items answered correctly.
     pub accuracy: Rate,
-    /// Share of outputs that contain the answer marker.
+    /// Share of outputs that contain an answer marker.
     pub follow_rate: Rate,
 }
 

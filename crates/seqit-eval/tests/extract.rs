@@ -127,13 +127,16 @@ fn xquad_outputs() {
         ("Translation into English: Where does the Ebro flow into?\nAnswer: **en el mar Mediterráneo**.", Mode::Strict, true, true, Some("en el mar Mediterráneo")),
         ("ANSWER: Mar Mediterráneo, en el delta", Mode::Strict, true, true, Some("Mar Mediterráneo, en el delta")),
         ("Answer: el mar Mediterráneo", Mode::Strict, true, true, Some("el mar Mediterráneo")),
-        ("El Ebro desemboca en el mar Mediterráneo.", Mode::Flexible, false, true, Some("El Ebro desemboca en el mar Mediterráneo.")),
+        ("El Ebro desemboca en el mar Mediterráneo.", Mode::Flexible, false, true, Some("El Ebro desemboca en el mar Mediterráneo")),
         ("El Ebro desemboca en el mar Mediterráneo.", Mode::Strict, false, false, None),
         ("Answer: Madrid", Mode::Flexible, true, false, Some("Madrid")),
-        ("Answer: Madrid.\nTranslation into English: ...\nAnswer: \"mar Mediterráneo\"", Mode::Strict, true, true, Some("mar Mediterráneo")),
+        // A marker written twice is read at its first occurrence (the paper's script).
+        ("Answer: Madrid.\nTranslation into English: ...\nAnswer: \"mar Mediterráneo\"", Mode::Strict, true, true, Some("Madrid.\nTranslation into English: ...\nAnswer: \"mar Mediterráneo")),
         ("Answer:\n   mar mediterraneo", Mode::Strict, true, false, Some("mar mediterraneo")),
         ("Answer: ", Mode::Flexible, true, false, None),
-        ("Answer：「mar Mediterráneo」", Mode::Strict, true, true, Some("mar Mediterráneo")),
+        // The full-width colon is not one of the paper's markers: the whole output counts.
+        ("Answer：「mar Mediterráneo」", Mode::Strict, false, false, None),
+        ("Answer：「mar Mediterráneo」", Mode::Flexible, false, true, Some("Answer：「mar Mediterráneo")),
     ];
     for &(output, mode, followed, correct, extracted) in cases {
         let s = score_xquad(output, &gold, mode, XQUAD_MARKERS);

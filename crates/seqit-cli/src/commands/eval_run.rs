@@ -4,7 +4,7 @@
 //! killed run resumes with the missing items only; at the end `items.jsonl` (in data
 //! order) and `metrics.json` (scores and every setting) are written atomically.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -347,27 +347,86 @@ pub fn mgsm(args: MgsmArgs) -> Result<()> {
 }
 
 pub fn xquad(args: XquadArgs) -> Result<()> {
-    let mut items = Vec::new();
-    for path in &args.data {
-        items.extend(xquad::read(path, None)?);
+    let mut loaded = xquad::read_all(&args.data, args.english.as_deref())?;
+    loaded.items = limit(loaded.items, args.answerer.limit);
+    let kept: std::collections::HashSet<(&str, &str)> = loaded
+        .items
+        .iter()
+        .map(|i| (i.language.as_str(), i.id.as_str()))
+        .collect();
+    loaded
+        .missing
+        .retain(|(_, language, id)| kept.contains(&(language.as_str(), id.as_str())));
+    for warning in missing_english_warnings(&loaded) {
+        eprintln!("warning: {warning}");
     }
-    let items = limit(items, args.answerer.limit);
+    let items = loaded.items;
     let prompt = prompt_or(
         args.prompts.as_deref(),
         "translate_answer",
         xquad::translate_answer_prompt(),
     )?;
     let subject = Subject::open(&args.answerer, SamplingParams::greedy(args.max_tokens))?;
+    let mut job = subject.prompted_job("xquad", json!(args.data), &prompt);
+    job.settings["english"] = json!(loaded.english_files);
+    job.settings["scoring"] = benchmarks::xquad_scoring();
     let (_, metrics) = subject.output.run(
-        subject.prompted_job("xquad", json!(args.data), &prompt),
+        job,
         &items,
         |item| format!("{}/{}", item.language, item.id),
         |item| benchmarks::xquad_item(&subject.answerer, &prompt, item),
         benchmarks::xquad_summary,
     )?;
-    print_rate("accuracy", &metrics["scores"]["accuracy"]["rate"]);
+    print_rate(
+        "accuracy (the paper's: after the last marker, else the whole output)",
+        &metrics["scores"]["accuracy"]["rate"],
+    );
+    print_rate(
+        "accuracy (strict: only after a marker)",
+        &metrics["scores"]["accuracy_strict"]["rate"],
+    );
     print_rate("follow rate", &metrics["scores"]["follow_rate"]);
+    let english = &metrics["scores"]["english_gold"];
+    println!(
+        "English gold: {} items ({} missing from the English file, {} without)",
+        english["used"], english["missing"], english["not_used"]
+    );
     Ok(())
+}
+
+/// One line per English file that lacks some items' ids.
+fn missing_english_warnings(loaded: &xquad::Loaded) -> Vec<String> {
+    let mut by_file: Vec<(&Path, BTreeMap<&str, usize>)> = Vec::new();
+    for (file, language, _) in &loaded.missing {
+        let index = match by_file.iter().position(|(f, _)| f == file) {
+            Some(i) => i,
+            None => {
+                by_file.push((file, BTreeMap::new()));
+                by_file.len() - 1
+            }
+        };
+        *by_file[index].1.entry(language).or_default() += 1;
+    }
+    by_file
+        .into_iter()
+        .map(|(file, languages)| {
+            let total: usize = languages.values().sum();
+            let per_language: Vec<String> = languages
+                .iter()
+                .map(|(language, n)| format!("{language}: {n}"))
+                .collect();
+            let (items, have, they) = if total == 1 {
+                ("item", "has", "it is")
+            } else {
+                ("items", "have", "they are")
+            };
+            format!(
+                "{total} {items} ({}) {have} no question with the same id in `{}`; {they} scored against their own answers only",
+                per_language.join(", "),
+                file.display()
+            )
+        })
+        .collect()
 }
 
 /// The judge: `--judge-endpoint`, else a local model (the answerer's own backend when it
@@ -830,4 +889,155 @@ pub fn mtbench(args: MtbenchArgs) -> Result<()> {
         scores["parse_failures"]
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use clap::Parser;
+    use seqit_faultserver::{BackgroundFaultServer, FaultConfig, ScriptRule};
+    use serde_json::{json, Value};
+
+    use crate::cli::{Cli, Command, EvalCommand};
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../seqit-eval/tests/fixtures/xquad")
+            .join(name)
+    }
+
+    /// `seqit eval xquad` on the German fixture against a scripted endpoint: the
+    /// `xquad.en.json` beside it supplies the gold of q1 and q2 (answered in English),
+    /// q9 is missing from it and keeps its German answer; the scores are the paper's.
+    #[test]
+    fn xquad_scores_german_items_against_the_english_gold() {
+        let replies = [
+            // q1: English answer, the English gold of q1.
+            (
+                "Question: Wohin mündet der Rhein?",
+                "Translation into English: Where does the Rhine flow into?\nAnswer: the North Sea",
+            ),
+            // q2: `result:` comes first in the paper's list, whatever comes before it; the
+            // German gold alone would not match.
+            (
+                "Question: Wie lang ist der Rhein?",
+                "The answer is 1,000 km? No. Result: 1,230 kilometres.",
+            ),
+            // q9: no marker (not followed), whole output; German gold only.
+            (
+                "Question: Wo entspringt der Rhein?",
+                "Der Rhein entspringt in den Schweizer Alpen.",
+            ),
+        ];
+        let script = replies
+            .iter()
+            .map(|(contains, reply)| ScriptRule {
+                contains: contains.to_string(),
+                reply: reply.to_string(),
+            })
+            .collect();
+        let server = BackgroundFaultServer::start(FaultConfig {
+            script,
+            ..FaultConfig::default()
+        })
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("xquad");
+        let german = fixture("xquad.de.json");
+        let cli = Cli::try_parse_from([
+            "seqit",
+            "eval",
+            "xquad",
+            "--data",
+            german.to_str().unwrap(),
+            "--endpoint",
+            server.url(),
+            "--model",
+            "m",
+            "--concurrency",
+            "2",
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .unwrap();
+        let Command::Eval(EvalCommand::Xquad(args)) = cli.command else {
+            panic!("not `eval xquad`");
+        };
+        assert_eq!(args.english, None);
+        super::xquad(args).unwrap();
+        assert_eq!(server.log().len(), 3);
+
+        let records: Vec<Value> = std::fs::read_to_string(out.join("items.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let summary: Vec<Value> = records
+            .iter()
+            .map(|r| {
+                json!([
+                    r["id"],
+                    r["english_gold"],
+                    r["followed"],
+                    r["extracted"],
+                    r["correct"],
+                    r["correct_strict"]
+                ])
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                json!(["q1", "used", true, "the North Sea", true, true]),
+                json!(["q2", "used", true, "1,230 kilometres", true, true]),
+                json!([
+                    "q9",
+                    "missing",
+                    false,
+                    "Der Rhein entspringt in den Schweizer Alpen",
+                    true,
+                    false
+                ]),
+            ]
+        );
+        assert_eq!(
+            records[0]["gold"],
+            json!(["the North Sea", "North Sea", "in die Nordsee", "Nordsee"])
+        );
+        assert_eq!(records[2]["gold"], json!(["in den Schweizer Alpen"]));
+
+        let metrics: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap())
+                .unwrap();
+        let scores = &metrics["scores"];
+        assert_eq!(scores["accuracy"]["rate"]["hits"], 3);
+        assert_eq!(scores["accuracy_strict"]["rate"]["hits"], 2);
+        assert_eq!(scores["follow_rate"]["hits"], 2);
+        assert_eq!(
+            scores["english_gold"],
+            json!({"used": 2, "missing": 1, "not_used": 0})
+        );
+        assert_eq!(
+            metrics["settings"]["english"],
+            json!([fixture("xquad.en.json")])
+        );
+        assert_eq!(
+            metrics["settings"]["scoring"]["markers"],
+            json!(["result:", "answer:", "answer is", "result is"])
+        );
+    }
+
+    #[test]
+    fn missing_english_ids_make_one_warning_per_file() {
+        let loaded = seqit_eval::tasks::xquad::read_all(&[fixture("xquad.de.json")], None).unwrap();
+        let warnings = super::missing_english_warnings(&loaded);
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].starts_with("1 item (de: 1) has no question with the same id in `")
+                && warnings[0].contains("xquad.en.json"),
+            "{}",
+            warnings[0]
+        );
+    }
 }

@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | [`gsm8k`] | JSONL `question`/`answer` (`… #### 72`) | 8-shot CoT (`gsm8k/v1/cot`) | exact match on the number |
 //! | [`mgsm`] | TSV `question<TAB>answer` or JSONL, one file per language | 8-shot plain CoT (`mgsm/v1/cot`), translate-then-CoT (`mgsm/v1/translate_cot`) | exact match, per language and mean |
-//! | [`xquad`] | SQuAD-format JSON, one file per language | zero-shot translate-then-answer (`xquad/v1/translate_answer`) | substring accuracy, follow rate |
+//! | [`xquad`] | SQuAD-format JSON, one file per language | zero-shot translate-then-answer (`xquad/v1/translate_answer`) | substring accuracy either way against the English gold of the same id and the own answers, follow rate |
 //! | [`vqa`] | read by `seqit-build` (VQAv2, easy-VQA); images as `data:` URLs | zero-shot caption-then-answer (`vqa/v1/caption_answer`) | contains-match accuracy, VQA accuracy, follow rate |
 
 pub mod gsm8k;
