@@ -686,6 +686,19 @@ pub struct ExportRecipeArgs {
     /// LLaMA-Factory's template name for the model.
     #[arg(long, default_value = "llama3")]
     pub llamafactory_template: String,
+    /// Hold the recipe to a published setup: `paper` refuses an effective batch or a
+    /// maximum length other than the SIT paper's (128, 2048); the recipe files always
+    /// carry its other settings.
+    #[arg(long, value_enum)]
+    pub preset: Option<PresetArg>,
+}
+
+/// A published training setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PresetArg {
+    /// The SIT paper's: full fine-tuning, lr 2e-5, 3 epochs, effective batch 128, max
+    /// length 2048, 3% warm-up, linear decay, no weight decay, Tulu format.
+    Paper,
 }
 
 /// `seqit eval <benchmark>`.

@@ -300,10 +300,76 @@ pub struct TrainSection {
     /// The model evaluations use for this run (a name in `[models]`, e.g. one whose
     /// `serve` command serves the trained checkpoint).
     pub serve_as: Option<String>,
+    /// `paper`: the SIT paper's recipe (full fine-tuning, lr 2e-5, 3 epochs, effective
+    /// batch 128, max length 2048, 3% warm-up, linear decay, no weight decay, Tulu
+    /// format); settings left out take its values, settings that differ are refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
     /// Further `seqit train` flags, passed as given.
     #[serde(default)]
     pub args: Vec<String>,
 }
+
+/// A published training setup.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    Paper,
+}
+
+/// The problems of a training run held to the paper's recipe: (key, message).
+fn paper_preset_problems(i: usize, train: &TrainSection) -> Vec<(String, String)> {
+    use seqit_train::paper;
+    let mut problems = Vec::new();
+    let mut differs = |key: &str, given: String, papers: String| {
+        problems.push((
+            format!("train[{i}].{key}"),
+            format!(
+                "`preset = \"paper\"` trains with {key} = {papers}, not {given}: drop one of them"
+            ),
+        ));
+    };
+    if train.method != TrainMethod::Full {
+        differs("method", "\"lora\"".into(), "\"full\"".into());
+    }
+    if let Some(lr) = train.lr.filter(|&lr| lr != paper::LR) {
+        differs("lr", lr.to_string(), paper::LR.to_string());
+    }
+    if let Some(epochs) = train.epochs.filter(|&e| e != paper::EPOCHS) {
+        differs("epochs", epochs.to_string(), paper::EPOCHS.to_string());
+    }
+    if let Some(max_len) = train.max_len.filter(|&m| m != paper::MAX_LEN) {
+        differs("max_len", max_len.to_string(), paper::MAX_LEN.to_string());
+    }
+    if let Some(template) = train.template.as_deref().filter(|&t| t != paper::TEMPLATE) {
+        differs(
+            "template",
+            format!("\"{template}\""),
+            format!("\"{}\"", paper::TEMPLATE),
+        );
+    }
+    if train.handoff.is_none() {
+        let batch = train.batch_size.unwrap_or(PAPER_MICRO_BATCH);
+        let effective = batch
+            * train
+                .grad_accum
+                .unwrap_or(paper::EFFECTIVE_BATCH / batch.max(1));
+        if batch == 0 || effective != paper::EFFECTIVE_BATCH {
+            differs(
+                "batch_size",
+                format!("{batch} (x grad_accum: {effective} per step)"),
+                format!(
+                    "a divisor of {} (x grad_accum = {0})",
+                    paper::EFFECTIVE_BATCH
+                ),
+            );
+        }
+    }
+    problems
+}
+
+/// `seqit train`'s micro-batch under the paper's preset when the run names none.
+pub const PAPER_MICRO_BATCH: usize = 4;
 
 fn default_method() -> TrainMethod {
     TrainMethod::Lora
@@ -736,6 +802,9 @@ fn check(config: &Config) -> Vec<(String, String)> {
                     format!("`{handoff}` is not one of trl, llamafactory, axolotl"),
                 ));
             }
+        }
+        if train.preset == Some(Preset::Paper) {
+            problems.extend(paper_preset_problems(i, train));
         }
         if let Some(launch) = &train.launch {
             if train.handoff.is_none() {

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::config::{
-    expand, Benchmark, EvalSection, Experiment, ModelSpec, TrainMethod, TrainSection,
+    expand, Benchmark, EvalSection, Experiment, ModelSpec, Preset, TrainMethod, TrainSection,
+    PAPER_MICRO_BATCH,
 };
 
 /// Default new tokens per teacher reply when the config gives none (the paper's).
@@ -346,6 +347,9 @@ fn train_stage(exp: &Experiment, t: &TrainSection, data: &Path, examples: u64) -
     let action = match &t.handoff {
         Some(to) => {
             let mut recipe = strings(&["export-recipe", "--to", to, "--model", &base.model]);
+            if t.preset == Some(Preset::Paper) {
+                recipe.extend(strings(&["--preset", "paper"]));
+            }
             recipe.extend([
                 "--data".into(),
                 path_str(data),
@@ -381,6 +385,9 @@ fn train_stage(exp: &Experiment, t: &TrainSection, data: &Path, examples: u64) -
                 path_str(&dir),
             ]);
             cmd.extend(["--seed".into(), c.run.seed.to_string(), "--resume".into()]);
+            if t.preset == Some(Preset::Paper) {
+                cmd.extend(paper_train_flags(t));
+            }
             match t.method {
                 TrainMethod::Full => cmd.push("--full".into()),
                 TrainMethod::Lora => {
@@ -435,6 +442,42 @@ fn train_stage(exp: &Experiment, t: &TrainSection, data: &Path, examples: u64) -
             ..Estimate::default()
         },
     }
+}
+
+/// `seqit train` flags for the paper's recipe, for the settings the run leaves out (the
+/// config check refused the ones that differ).
+fn paper_train_flags(t: &TrainSection) -> Vec<String> {
+    use seqit_train::paper;
+    let batch = t.batch_size.unwrap_or(PAPER_MICRO_BATCH);
+    let mut flags = Vec::new();
+    let mut missing = |flag: &str, given: bool, value: String| {
+        if !given {
+            flags.extend([flag.to_string(), value]);
+        }
+    };
+    missing("--lr", t.lr.is_some(), paper::LR.to_string());
+    missing("--epochs", t.epochs.is_some(), paper::EPOCHS.to_string());
+    missing("--max-len", t.max_len.is_some(), paper::MAX_LEN.to_string());
+    missing(
+        "--template",
+        t.template.is_some(),
+        paper::TEMPLATE.to_string(),
+    );
+    missing("--batch-size", t.batch_size.is_some(), batch.to_string());
+    missing(
+        "--grad-accum",
+        t.grad_accum.is_some(),
+        (paper::EFFECTIVE_BATCH / batch).to_string(),
+    );
+    flags.extend([
+        "--warmup-ratio".to_string(),
+        paper::WARMUP_SHARE.to_string(),
+        "--schedule".to_string(),
+        "linear".to_string(),
+        "--weight-decay".to_string(),
+        paper::WEIGHT_DECAY.to_string(),
+    ]);
+    flags
 }
 
 /// What an evaluation runs against: a trained model (its checkpoint directory, or the
@@ -716,6 +759,19 @@ mod tests {
         assert_eq!(
             model_flags("teacher-", &model)[4..],
             ["--api-key-env", "JUDGE_KEY", "--concurrency", "8"]
+        );
+    }
+
+    #[test]
+    fn the_paper_preset_fills_in_the_papers_settings() {
+        let run: TrainSection = toml::from_str(
+            "name = \"sit\"\ndata = \"sit\"\nbase = \"smol\"\nmethod = \"full\"\npreset = \"paper\"\nbatch_size = 8\n",
+        )
+        .unwrap();
+        assert_eq!(
+            paper_train_flags(&run).join(" "),
+            "--lr 0.00002 --epochs 3 --max-len 2048 --template tulu --grad-accum 16 \
+             --warmup-ratio 0.03 --schedule linear --weight-decay 0"
         );
     }
 }

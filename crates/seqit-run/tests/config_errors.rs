@@ -266,3 +266,41 @@ fn launch_and_serve_mistakes() {
     assert_eq!(e.key, "models.served.checkpoint");
     assert!(e.message.contains("drop `checkpoint`"), "{}", e.message);
 }
+
+/// `preset = "paper"` fills in the paper's recipe and refuses settings that differ from
+/// it, each with its key.
+#[test]
+fn the_paper_preset_refuses_what_differs_from_the_paper() {
+    let config = GOOD.replacen(
+        "base = \"smol\"\n",
+        "base = \"smol\"\npreset = \"paper\"\nlr = 1e-4\nmax_len = 512\nbatch_size = 3\n",
+        1,
+    );
+    let (_dir, found) = errors(&config);
+    let keys: Vec<&str> = found.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "train[0].method",
+            "train[0].lr",
+            "train[0].max_len",
+            "train[0].batch_size"
+        ],
+        "{found:?}"
+    );
+    assert!(
+        found[1]
+            .message
+            .contains("trains with lr = 0.00002, not 0.0001"),
+        "{}",
+        found[1].message
+    );
+    // Full fine-tuning with the paper's values given or left out loads.
+    let config = GOOD.replacen(
+        "base = \"smol\"\n",
+        "base = \"smol\"\npreset = \"paper\"\nmethod = \"full\"\nbatch_size = 8\n",
+        1,
+    );
+    let (_dir, found) = errors(&config);
+    assert!(found.is_empty(), "{found:?}");
+}

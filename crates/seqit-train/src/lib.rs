@@ -28,7 +28,7 @@ pub use job::{run_training, TrainJob, TrainSummary};
 pub use loss::masked_cross_entropy;
 pub use optim::{AdamW, AdamWConfig, Moments};
 pub use precision::{LossScale, Precision};
-pub use recipe::{export_recipe, DistributedTrainer, RecipeSettings};
+pub use recipe::{export_recipe, paper, DistributedTrainer, RecipeSettings};
 pub use schedule::{learning_rate, Schedule};
 pub use tokenize::{
     chat_tokenizer, explain_example, tokenize_example, ChatFormat, TokenPiece, TokenizedExample,

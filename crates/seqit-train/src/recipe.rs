@@ -18,10 +18,22 @@ const DEEPSPEED_ZERO3: &str = include_str!("../../../prompts/recipes/ds_z3_confi
 const TULU_GENERATION: &str = include_str!("../../../prompts/recipes/tulu_generation.jinja");
 /// The Tulu chat format as `seqit train --template tulu` renders it.
 const TULU: &str = include_str!("../../../prompts/templates/tulu.jinja");
-/// The paper's warm-up: this share of the training steps.
-const WARMUP_SHARE: f64 = 0.03;
-/// The paper's epochs (the recipes' `num_epochs`).
-const EPOCHS: usize = 3;
+/// The SIT paper's training recipe (the written recipes carry it; `--preset paper` and
+/// `[[train]] preset = "paper"` hold a run to it).
+pub mod paper {
+    /// Full fine-tuning at this peak learning rate.
+    pub const LR: f64 = 2e-5;
+    pub const EPOCHS: usize = 3;
+    /// Sequences per optimizer step, over all devices.
+    pub const EFFECTIVE_BATCH: usize = 128;
+    pub const MAX_LEN: usize = 2048;
+    /// Linear warm-up over this share of the steps, then linear decay to 0.
+    pub const WARMUP_SHARE: f64 = 0.03;
+    pub const WEIGHT_DECAY: f64 = 0.0;
+    /// The chat format (`prompts/templates/tulu.jinja`).
+    pub const TEMPLATE: &str = "tulu";
+}
+use paper::{EPOCHS, WARMUP_SHARE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DistributedTrainer {

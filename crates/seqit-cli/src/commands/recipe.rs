@@ -1,11 +1,25 @@
 //! `seqit export-recipe`: hand-off to a distributed trainer.
 
-use anyhow::Result;
-use seqit_train::{export_recipe, DistributedTrainer, RecipeSettings};
+use anyhow::{bail, Result};
+use seqit_train::{export_recipe, paper, DistributedTrainer, RecipeSettings};
 
-use crate::cli::ExportRecipeArgs;
+use crate::cli::{ExportRecipeArgs, PresetArg};
 
 pub fn run(args: ExportRecipeArgs) -> Result<()> {
+    if args.preset == Some(PresetArg::Paper) {
+        for (flag, value, papers) in [
+            (
+                "--effective-batch",
+                args.effective_batch,
+                paper::EFFECTIVE_BATCH,
+            ),
+            ("--max-len", args.max_len, paper::MAX_LEN),
+        ] {
+            if value != papers {
+                bail!("`--preset paper` trains with {flag} {papers} (the SIT paper's), not {value}: drop one of them");
+            }
+        }
+    }
     let trainer = match args.to.as_str() {
         "trl" => DistributedTrainer::Trl,
         "llamafactory" => DistributedTrainer::LlamaFactory,
