@@ -254,6 +254,18 @@ fn killed_augment_resumes_without_loss_or_duplicates() {
     );
 }
 
+/// A scripted teacher that answers every rewrite request with `reply`.
+fn rewriting_teacher(reply: &str) -> BackgroundFaultServer {
+    BackgroundFaultServer::start(FaultConfig {
+        script: vec![seqit_faultserver::ScriptRule {
+            contains: "#Explanation#:".into(),
+            reply: reply.into(),
+        }],
+        ..FaultConfig::default()
+    })
+    .unwrap()
+}
+
 /// `seqit seqeval build` of `input` into `out` with the scripted teacher at `url`, free
 /// text (no structured output).
 fn seqeval_build(url: &str, input: &Path, out: &Path) -> Command {
@@ -278,15 +290,9 @@ fn seqeval_build(url: &str, input: &Path, out: &Path) -> Command {
 /// round, sub-steps in chain order, the shared record schema.
 #[test]
 fn seqeval_build_against_a_scripted_teacher() {
-    let script = vec![seqit_faultserver::ScriptRule {
-        contains: "#Explanation#:".into(),
-        reply: "Because.\n#Added Task#: Step added.\n#New Instruction#: Longer task. ###".into(),
-    }];
-    let server = BackgroundFaultServer::start(FaultConfig {
-        script,
-        ..FaultConfig::default()
-    })
-    .unwrap();
+    let server = rewriting_teacher(
+        "Because.\n#Added Task#: Step added.\n#New Instruction#: Longer task. ###",
+    );
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("prompts.txt");
     let prompts: String = (0..40).map(|i| format!("Base prompt {i}.\n")).collect();
@@ -333,15 +339,8 @@ fn seqeval_build_against_a_scripted_teacher() {
 /// stops are counted.
 #[test]
 fn seqeval_build_never_writes_an_empty_sub_step() {
-    let script = vec![seqit_faultserver::ScriptRule {
-        contains: "#Explanation#:".into(),
-        reply: "Because.\n#New Instruction#: Longer task, no added task named. ###".into(),
-    }];
-    let server = BackgroundFaultServer::start(FaultConfig {
-        script,
-        ..FaultConfig::default()
-    })
-    .unwrap();
+    let server =
+        rewriting_teacher("Because.\n#New Instruction#: Longer task, no added task named. ###");
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("prompts.txt");
     std::fs::write(&input, "Base prompt A.\nBase prompt B.\n").unwrap();
