@@ -109,6 +109,25 @@ impl Record {
         all
     }
 
+    /// [`Record::conversation`] with the Alpaca `input` joined to its instruction by
+    /// `separator` instead of [`INPUT_SEPARATOR`] (the SIT paper's Tulu training joins
+    /// them with one space). Records without a separate input are unchanged.
+    pub fn conversation_joined(&self, separator: &str) -> Vec<ChatMessage> {
+        let mut all = self.conversation();
+        // Only when the last user turn still ends with the input (an edited record may
+        // not): otherwise the input would be written twice.
+        let Some((instruction, input)) = self.input.as_deref().and_then(|input| {
+            split_input(self.prompt_text()?, input).map(|instruction| (instruction, input))
+        }) else {
+            return all;
+        };
+        let joined = format!("{instruction}{separator}{input}");
+        if let Some(turn) = all.iter_mut().rev().find(|m| m.role == Role::User) {
+            turn.content = joined;
+        }
+        all
+    }
+
     /// Number of user turns.
     pub fn user_turns(&self) -> usize {
         self.messages
@@ -136,5 +155,23 @@ mod tests {
         let r = Record::exchange("Hi", Some(""), None);
         assert_eq!(r.input, None);
         assert_eq!(r.response(), None);
+    }
+
+    #[test]
+    fn conversation_joined_rejoins_only_a_separate_input() {
+        let mut r = Record::exchange("Sum these.", Some("1 2"), Some("3"));
+        r.system = Some("Be exact.".into());
+        let joined = r.conversation_joined(" ");
+        assert_eq!(joined[0], ChatMessage::system("Be exact."));
+        assert_eq!(joined[1], ChatMessage::user("Sum these. 1 2"));
+        assert_eq!(joined[2], ChatMessage::assistant("3"));
+        // An edited turn that no longer ends with the input stays as it is.
+        r.messages[0].content = "Add up: 1 2 (quickly)".into();
+        assert_eq!(
+            r.conversation_joined(" ")[1].content,
+            "Add up: 1 2 (quickly)"
+        );
+        let plain = Record::exchange("Say hi.", None, Some("Hi"));
+        assert_eq!(plain.conversation_joined(" "), plain.conversation());
     }
 }

@@ -1,7 +1,8 @@
 //! Sequential instruction tuning: turning conversations into trainable token sequences.
 //!
 //! * [`ChatFormat`] — the model's own chat template or one of the project's formats
-//!   (`prompts/templates/`: Tulu, as in the SIT paper, and ChatML).
+//!   (`prompts/templates/`: Tulu, as in the SIT paper, and ChatML);
+//!   [`read_conversations`] reads a dataset in the form a format trains on.
 //! * [`tokenize_example`] — renders a conversation and marks which tokens carry loss:
 //!   exactly the assistant turns, including their end-of-turn token; [`explain_example`]
 //!   shows the mask token by token.
@@ -13,6 +14,7 @@
 //!   feature.
 
 mod batch;
+mod conversations;
 mod job;
 mod loss;
 mod optim;
@@ -24,6 +26,7 @@ mod trainable;
 mod trainer;
 
 pub use batch::{build_batch, pack, Batch};
+pub use conversations::read_conversations;
 pub use job::{run_training, TrainJob, TrainSummary};
 pub use loss::masked_cross_entropy;
 pub use optim::{AdamW, AdamWConfig, Moments};

@@ -32,6 +32,29 @@ pub enum ChatFormat {
 }
 
 impl ChatFormat {
+    /// The format a `--template` value names: `model`, `tulu`, `chatml`, or a path to a
+    /// Jinja file.
+    pub fn from_name(name: &str) -> Result<Self> {
+        Ok(match name {
+            "model" => ChatFormat::Model,
+            "tulu" => ChatFormat::Tulu,
+            "chatml" => ChatFormat::ChatMl,
+            path => ChatFormat::Custom(std::fs::read_to_string(path).with_context(|| {
+                format!("`--template {path}` is neither model, tulu, chatml nor a readable file")
+            })?),
+        })
+    }
+
+    /// How an Alpaca `input` is joined to its instruction in the user turn: one space
+    /// in the Tulu format (the SIT paper's training code writes `instruction + " " +
+    /// input`), a blank line otherwise.
+    pub fn input_separator(&self) -> &'static str {
+        match self {
+            ChatFormat::Tulu => " ",
+            _ => seqit_data::INPUT_SEPARATOR,
+        }
+    }
+
     /// The template for `tokenizer`, given the model's own template if it has one.
     pub fn template(
         &self,
@@ -206,10 +229,12 @@ fn assistant_spans(
 mod tests {
     use super::*;
 
-    /// open-instruct's training format: every message stripped, `<|role|>\n` before it,
-    /// a newline after it, the EOS token ending each assistant turn.
+    /// The SIT paper's training code (`encode_with_messages_format` in its
+    /// `self-seq/finetune.py`): every message trimmed, `<|role|>\n` before it, a newline
+    /// after it, EOS ending each answer, a system block even when the system prompt is
+    /// empty, and the whole text stripped (no newline after the last answer).
     #[test]
-    fn tulu_renders_as_open_instruct_concatenates() {
+    fn tulu_renders_as_the_papers_training_code() {
         let template = ChatTemplate::new(TULU_TEMPLATE, Some("<s>"), Some("</s>")).unwrap();
         let messages = [
             ChatMessage::system("  Be brief. "),
@@ -218,11 +243,27 @@ mod tests {
         ];
         assert_eq!(
             template.render(&messages, false).unwrap(),
-            "<|system|>\nBe brief.\n<|user|>\nName a colour.\n<|assistant|>\nRed.</s>\n"
+            "<|system|>\nBe brief.\n<|user|>\nName a colour.\n<|assistant|>\nRed.</s>"
         );
         assert_eq!(
             template.render(&messages[..2], true).unwrap(),
             "<|system|>\nBe brief.\n<|user|>\nName a colour.\n<|assistant|>\n"
         );
+        let no_system = [
+            ChatMessage::user("Hi"),
+            ChatMessage::assistant("Hello"),
+            ChatMessage::user("Bye"),
+            ChatMessage::assistant("Bye!"),
+        ];
+        assert_eq!(
+            template.render(&no_system, false).unwrap(),
+            "<|system|>\n\n<|user|>\nHi\n<|assistant|>\nHello</s>\n<|user|>\nBye\n<|assistant|>\nBye!</s>"
+        );
+    }
+
+    #[test]
+    fn tulu_joins_the_input_with_a_space() {
+        assert_eq!(ChatFormat::Tulu.input_separator(), " ");
+        assert_eq!(ChatFormat::ChatMl.input_separator(), "\n\n");
     }
 }

@@ -6,9 +6,8 @@ use std::io::IsTerminal;
 
 use anyhow::{bail, Result};
 use seqit_engine::resolve_model;
-use seqit_train::{chat_tokenizer, explain_example, TokenPiece};
+use seqit_train::{chat_tokenizer, explain_example, read_conversations, ChatFormat, TokenPiece};
 
-use super::train::{chat_format, read_conversations};
 use crate::cli::DataShowArgs;
 
 const GREEN: &str = "\x1b[1;32m";
@@ -17,8 +16,8 @@ const RESET: &str = "\x1b[0m";
 
 pub fn run(args: DataShowArgs) -> Result<()> {
     let model = resolve_model(args.model.as_deref())?;
-    let format = chat_format(args.template.as_deref())?;
-    let mut conversations = read_conversations(&args.file)?;
+    let format = ChatFormat::from_name(args.template.as_deref().unwrap_or("model"))?;
+    let mut conversations = read_conversations(&args.file, &format)?;
     if args.index >= conversations.len() {
         bail!(
             "{}: --index {} is out of range: the file has {} records",

@@ -1,7 +1,9 @@
 //! `seqit export-recipe`: hand-off to a distributed trainer.
 
 use anyhow::{bail, Result};
-use seqit_train::{export_recipe, paper, DistributedTrainer, RecipeSettings};
+use seqit_train::{
+    export_recipe, paper, read_conversations, ChatFormat, DistributedTrainer, RecipeSettings,
+};
 
 use crate::cli::{ExportRecipeArgs, PresetArg};
 
@@ -25,7 +27,9 @@ pub fn run(args: ExportRecipeArgs) -> Result<()> {
         "llamafactory" => DistributedTrainer::LlamaFactory,
         _ => DistributedTrainer::Axolotl,
     };
-    let conversations = super::train::read_conversations(&args.data)?;
+    // The recipes train in the paper's Tulu format (LLaMA-Factory's own template only when
+    // asked), so the data is joined the way that format trains.
+    let conversations = read_conversations(&args.data, &ChatFormat::Tulu)?;
     let settings = RecipeSettings {
         model: args.model,
         gpus: args.gpus,

@@ -4,34 +4,14 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use seqit_core::{ChatMessage, Role};
-use seqit_data::{read_all, ReadOptions};
 use seqit_engine::resolve_model;
 use seqit_model::parse_device;
 use seqit_train::{
-    run_training, ChatFormat, LoraSettings, Precision, Schedule, TrainConfig, TrainJob,
+    read_conversations, run_training, ChatFormat, LoraSettings, Precision, Schedule, TrainConfig,
+    TrainJob,
 };
 
 use crate::cli::TrainArgs;
-
-/// Training conversations (system prompt first) from any dataset format; every record
-/// must have a response.
-pub fn read_conversations(path: &std::path::Path) -> Result<Vec<Vec<ChatMessage>>> {
-    let (_, records) = read_all(path, &ReadOptions::default())?;
-    let mut conversations = Vec::with_capacity(records.len());
-    for (i, record) in records.into_iter().enumerate() {
-        if !record.messages.iter().any(|m| m.role == Role::Assistant) {
-            bail!("{}: record {i} has no response to train on", path.display());
-        }
-        let mut messages = Vec::with_capacity(record.messages.len() + 1);
-        if let Some(system) = record.system {
-            messages.push(ChatMessage::system(system));
-        }
-        messages.extend(record.messages);
-        conversations.push(messages);
-    }
-    Ok(conversations)
-}
 
 /// The flags over the `--config` file's settings (flags win).
 fn merged_settings(args: TrainArgs) -> Result<TrainArgs> {
@@ -103,17 +83,6 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
     })
 }
 
-pub fn chat_format(template: Option<&str>) -> Result<ChatFormat> {
-    Ok(match template.unwrap_or("model") {
-        "model" => ChatFormat::Model,
-        "tulu" => ChatFormat::Tulu,
-        "chatml" => ChatFormat::ChatMl,
-        path => ChatFormat::Custom(std::fs::read_to_string(path).with_context(|| {
-            format!("`--template {path}` is neither model, tulu, chatml nor a readable file")
-        })?),
-    })
-}
-
 pub fn run(args: TrainArgs) -> Result<()> {
     let args = merged_settings(args)?;
     let (Some(data), Some(output)) = (&args.data, &args.output) else {
@@ -129,10 +98,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
     }
     let model = resolve_model(args.model.as_deref())?;
-    let format = chat_format(args.template.as_deref())?;
-    let conversations = read_conversations(data)?;
+    let format = ChatFormat::from_name(args.template.as_deref().unwrap_or("model"))?;
+    let conversations = read_conversations(data, &format)?;
     let eval_conversations = match &args.eval_data {
-        Some(path) => read_conversations(path)?,
+        Some(path) => read_conversations(path, &format)?,
         None => Vec::new(),
     };
     let mode = match &config.lora {
