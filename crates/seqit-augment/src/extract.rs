@@ -8,13 +8,20 @@ pub const ADDED_TASK_MARKER: &str = "#Added Task#";
 /// Marker that ends a result.
 pub const END_MARKER: &str = "###";
 
+/// Where the rewritten instruction starts when the teacher dropped the `#` of the
+/// marker: the paper's code falls back to the last plain "new instruction".
+const NEW_INSTRUCTION_FALLBACK: &str = "new instruction";
+
 /// The rewritten instruction: the text after the **last** `#New Instruction#` marker
-/// (any case) up to the first `###` after it (or the end), trimmed of whitespace and of
-/// the `:` that usually follows the marker, cut before a line that starts an
-/// explanation (`Explanation:`, `#Explanation#`, `**Explanation**`), and without quotes
-/// around the whole of it. `None` when there is no marker or nothing after it.
+/// (any case; without one, after the last "new instruction", as the paper's code falls
+/// back) up to the first `###` after it (or the end), trimmed of whitespace and of the
+/// `:`/`#` that usually follow the marker, cut before a line that starts an explanation
+/// (`Explanation:`, `#Explanation#`, `**Explanation**`), and without quotes around the
+/// whole of it. `None` when there is no marker or nothing after it.
 pub fn extract_new_instruction(text: &str) -> Option<String> {
-    let after = after_last_marker(text, NEW_INSTRUCTION_MARKER)?;
+    let after = after_last_marker(text, NEW_INSTRUCTION_MARKER)
+        .or_else(|| after_last_marker(text, NEW_INSTRUCTION_FALLBACK))?
+        .trim_start_matches([':', '#', '*', ' ', '\t', '\n', '\r']);
     let body = match after.find(END_MARKER) {
         Some(end) => &after[..end],
         None => after,
@@ -190,8 +197,17 @@ mod tests {
             "#New Instruction#: Write an explanation: why is the sky blue? Then summarise it.###",
             Some("Write an explanation: why is the sky blue? Then summarise it."),
         ),
+        // Without `#...#`, the paper's fallback: after the last plain "new instruction".
+        (
+            "Here is the new instruction: do A then B.",
+            Some("do A then B."),
+        ),
+        (
+            "**New Instruction**: \"Name a river. Then give its length.\"\n###",
+            Some("Name a river. Then give its length."),
+        ),
         // No marker at all.
-        ("Here is the new instruction: do A then B.", None),
+        ("I think option B fits best.", None),
         // Marker with nothing after it.
         ("#New Instruction#: ###", None),
         ("#New Instruction#", None),
