@@ -841,6 +841,12 @@ pub struct MgsmArgs {
     /// replacing the built-in prompt.
     #[arg(long)]
     pub prompts: Option<PathBuf>,
+    /// The MGSM train split, one `<language>.jsonl` per language (`question`, `answer`):
+    /// each question is shown the first 8 exemplars of its own language, as in the
+    /// paper (translate-then-CoT also reads `en.jsonl`). Default: the built-in
+    /// exemplars, the same for every language.
+    #[arg(long)]
+    pub exemplars: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -137,6 +137,19 @@ fn the_at_scale_topology_runs_and_a_killed_runner_leaves_nothing_behind() {
     for stage in eval_stages() {
         metrics(&straight, &stage);
     }
+    // MGSM shows each question 8 shots in its own language (`exemplars`).
+    let items = std::fs::read_to_string(straight.join("eval-mgsm-sit/items.jsonl")).unwrap();
+    for line in items.lines() {
+        let item: Value = serde_json::from_str(line).unwrap();
+        let (prompt, language) = (item["prompt"].as_str().unwrap(), &item["language"]);
+        let first_shot = match language.as_str() {
+            Some("de") => "Ein Bauer hat 12 Hühner",
+            Some("fr") => "Un fermier a 12 poules",
+            other => panic!("unexpected language {other:?}"),
+        };
+        assert!(prompt.contains(first_shot), "{language}: {prompt}");
+        assert_eq!(prompt.matches("Question: ").count(), 9, "{prompt}");
+    }
     assert!(straight.join("report/report.html").exists());
     assert!(log.contains("stopping the server of `teacher`"), "{log}");
     assert_nothing_left(&mark, Duration::from_secs(5));

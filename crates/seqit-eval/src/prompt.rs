@@ -128,6 +128,21 @@ impl FewShot {
         )
     }
 
+    /// The same template with other exemplars, under `version`; the hash covers the
+    /// template and the new exemplars.
+    pub fn with_exemplars(&self, version: &str, exemplars: Vec<Exemplar>) -> Self {
+        let mut hash = Fnv1a::new();
+        hash.write(self.hash.as_bytes());
+        hash.write(&[0]);
+        hash.write(exemplars_text(&exemplars).as_bytes());
+        Self {
+            version: version.to_string(),
+            template: self.template.clone(),
+            exemplars,
+            hash: hash.hex(),
+        }
+    }
+
     /// The prompt for one item (`fields` fill the `[query]` placeholders; each exemplar
     /// fills `[shot]`). A placeholder without a value is an error naming it.
     pub fn render(&self, fields: &BTreeMap<&str, &str>) -> Result<Prompt> {

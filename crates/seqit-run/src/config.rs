@@ -432,6 +432,9 @@ pub struct EvalSection {
     /// Samples per problem (HumanEval).
     pub samples: Option<usize>,
     pub temperature: Option<f64>,
+    /// MGSM: the train split's per-language exemplars (`<language>.jsonl`), so that
+    /// each question gets 8 shots in its own language, as in the paper.
+    pub exemplars: Option<PathBuf>,
     /// Further `seqit eval` flags, passed as given.
     #[serde(default)]
     pub args: Vec<String>,
@@ -616,6 +619,9 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         if let Some(p) = &mut eval.data {
             join(p);
         }
+        if let Some(p) = &mut eval.exemplars {
+            join(p);
+        }
     }
     // A name that is a file or directory next to the config is a path too; `org/name`
     // that is not one is a hub id.
@@ -673,6 +679,9 @@ fn check(config: &Config) -> Vec<(String, String)> {
     for (i, eval) in config.eval.iter().enumerate() {
         if let Some(p) = &eval.data {
             need_file(format!("eval[{i}].data"), p, "benchmark data");
+        }
+        if let Some(p) = &eval.exemplars {
+            need_file(format!("eval[{i}].exemplars"), p, "exemplar directory");
         }
     }
     for (name, model) in &config.models {
@@ -928,6 +937,11 @@ fn check(config: &Config) -> Vec<(String, String)> {
                 "temperature",
                 eval.temperature.is_some(),
                 eval.benchmark == Benchmark::Humaneval,
+            ),
+            (
+                "exemplars",
+                eval.exemplars.is_some(),
+                eval.benchmark == Benchmark::Mgsm,
             ),
         ] {
             if given && !takes {

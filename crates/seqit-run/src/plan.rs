@@ -581,6 +581,10 @@ fn eval_stage(
     push_opt(&mut cmd, "--max-tokens", e.max_tokens);
     push_opt(&mut cmd, "--samples", e.samples);
     push_opt(&mut cmd, "--temperature", e.temperature);
+    if let Some(dir) = &e.exemplars {
+        cmd.extend(["--exemplars".into(), path_str(dir)]);
+        inputs.push(dir.clone());
+    }
     if e.benchmark != Benchmark::Humaneval {
         let cache = c
             .run

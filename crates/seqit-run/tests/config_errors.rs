@@ -166,7 +166,7 @@ fn eval_of_an_unknown_model_and_every_problem_at_once() {
 #[test]
 fn options_a_benchmark_does_not_take() {
     let config = format!(
-        "{GOOD}\n[[eval]]\nbenchmark = \"gsm8k\"\nmodels = [\"it\"]\njudge = \"smol\"\ntemperature = 0.8\n"
+        "{GOOD}\n[[eval]]\nbenchmark = \"gsm8k\"\nmodels = [\"it\"]\njudge = \"smol\"\ntemperature = 0.8\nexemplars = \".\"\n"
     );
     let (_dir, errors) = errors(&config);
     let found: Vec<(&str, Option<usize>, &str)> = errors
@@ -182,6 +182,14 @@ fn options_a_benchmark_does_not_take() {
             "eval[0].temperature",
             Some(28),
             "`gsm8k` does not take `temperature`"
+        )),
+        "{errors:?}"
+    );
+    assert!(
+        found.contains(&(
+            "eval[0].exemplars",
+            Some(29),
+            "`gsm8k` does not take `exemplars`"
         )),
         "{errors:?}"
     );

@@ -328,12 +328,30 @@ pub fn mgsm(args: MgsmArgs) -> Result<()> {
     };
     let items = limit(items, args.answerer.limit);
     let prompt = prompt_or(args.prompts.as_deref(), name, mgsm::prompt(style))?;
+    let per_language = match &args.exemplars {
+        Some(dir) => {
+            let mut languages: Vec<&str> = items.iter().map(|i| i.language.as_str()).collect();
+            languages.sort_unstable();
+            languages.dedup();
+            mgsm::prompts_per_language(&prompt, style, dir, &languages)?
+        }
+        None => Default::default(),
+    };
+    let prompt_for = |item: &mgsm::Item| per_language.get(&item.language).unwrap_or(&prompt);
     let subject = Subject::open(&args.answerer, SamplingParams::greedy(args.max_tokens))?;
+    let mut job = subject.prompted_job("mgsm", json!(args.data), &prompt);
+    if let Some(dir) = &args.exemplars {
+        job.settings["prompt"]["exemplars"] = json!(dir);
+        job.settings["prompt"]["per_language"] = per_language
+            .iter()
+            .map(|(language, p)| (language.clone(), benchmarks::describe_prompt(p)))
+            .collect();
+    }
     let (_, metrics) = subject.output.run(
-        subject.prompted_job("mgsm", json!(args.data), &prompt),
+        job,
         &items,
         |item| item.id.clone(),
-        |item| benchmarks::mgsm_item(&subject.answerer, &prompt, item),
+        |item| benchmarks::mgsm_item(&subject.answerer, prompt_for(item), item),
         benchmarks::number_metrics,
     )?;
     print_rate("exact match", &metrics["scores"]["exact_match"]["rate"]);
