@@ -433,6 +433,7 @@ impl Augmenter<'_> {
             parsed.edit,
             instruction,
             input,
+            false,
             &mut item_rng(seed, id, iteration, "rewrite"),
         );
         let rewrite_params = SamplingParams {

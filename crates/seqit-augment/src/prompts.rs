@@ -44,6 +44,9 @@ struct Templates {
     rewrite_task_decompose: String,
     rewrite_task_prefix: String,
     rewrite_task_suffix: String,
+    /// Added to the task when the instruction is already a chain (SeqEval rounds 2+).
+    #[serde(default)]
+    rewrite_task_longer: Option<String>,
     split_user: String,
     refine_user: String,
     /// Structured mode: the regular expression each stage's reply must match (absent
@@ -199,7 +202,7 @@ impl PromptSet {
             }
         }
         let t = &templates;
-        let checks: [(&str, &str, &[&str]); 18] = [
+        let checks: [(&str, &str, &[&str]); 19] = [
             ("classify_system", &t.classify_system, &[]),
             (
                 "classify_example",
@@ -232,6 +235,11 @@ impl PromptSet {
             ("rewrite_task_decompose", &t.rewrite_task_decompose, &[]),
             ("rewrite_task_prefix", &t.rewrite_task_prefix, &[]),
             ("rewrite_task_suffix", &t.rewrite_task_suffix, &[]),
+            (
+                "rewrite_task_longer",
+                t.rewrite_task_longer.as_deref().unwrap_or(""),
+                &[],
+            ),
             ("split_user", &t.split_user, &["prompt"]),
             (
                 "refine_user",
@@ -355,11 +363,14 @@ impl PromptSet {
 
     /// The rewrite request for `edit` (A, B or C): the option's task, the rules, and
     /// [`REWRITE_SHOTS`] examples drawn from its pool in an order drawn from `rng`.
+    /// `lengthen` adds `rewrite_task_longer` to the task (an instruction that is already
+    /// a chain, as in SeqEval's later rounds).
     pub fn rewrite(
         &self,
         edit: Edit,
         instruction: &str,
         input: Option<&str>,
+        lengthen: bool,
         rng: &mut SeededRng,
     ) -> Prompt {
         let (pool, task) = match edit {
@@ -388,10 +399,14 @@ impl PromptSet {
                 )
             })
             .collect();
+        let task = match self.templates.rewrite_task_longer.as_deref() {
+            Some(longer) if lengthen => format!("{task}\n{longer}"),
+            _ => task.clone(),
+        };
         let user = render(
             &self.templates.rewrite_user,
             &[
-                ("task", task),
+                ("task", &task),
                 ("examples", &examples.join("\n\n")),
                 ("instruction", instruction),
                 ("input_block", &self.input_block(input)),
@@ -596,11 +611,33 @@ mod tests {
     #[test]
     fn rewrite_draws_three_examples_of_the_option() {
         let set = PromptSet::builtin();
-        let prompt = set.rewrite(Edit::Prefix, "Solve x+1=2.", None, &mut SeededRng::new(3));
+        let prompt = set.rewrite(
+            Edit::Prefix,
+            "Solve x+1=2.",
+            None,
+            false,
+            &mut SeededRng::new(3),
+        );
         let text = user_text(&prompt);
         assert_eq!(text.matches("\n#New Instruction#:").count(), REWRITE_SHOTS);
         assert!(text.starts_with(&set.templates.rewrite_task_prefix));
         assert!(text.ends_with("#Instruction#: Solve x+1=2.\n#Explanation#:"));
+        let longer = set.templates.rewrite_task_longer.as_deref().unwrap();
+        assert!(!text.contains(longer));
+        // A chain being lengthened (SeqEval rounds 2+) is asked for a longer one.
+        let lengthen = set.rewrite(
+            Edit::Prefix,
+            "Solve x+1=2. Then check x.",
+            None,
+            true,
+            &mut SeededRng::new(3),
+        );
+        let text = user_text(&lengthen);
+        assert!(
+            text.starts_with(&format!("{}\n{longer}", set.templates.rewrite_task_prefix)),
+            "{text}"
+        );
+        assert!(longer.contains("longer"));
     }
 
     #[test]

@@ -340,6 +340,9 @@ impl SeqEvalBuilder<'_> {
                 mode,
                 &instruction,
                 item.input.as_deref(),
+                // From round 2 the instruction is a chain: ask for a longer one, as the
+                // paper's later rounds do.
+                round > 1,
                 &mut item_rng(seed, id, round, "seqeval-rewrite"),
             );
             let mut done = ChainRound {

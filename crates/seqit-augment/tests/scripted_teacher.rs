@@ -227,6 +227,7 @@ async fn scripted_teacher_end_to_end() {
             edit,
             instruction,
             None,
+            false,
             &mut item_rng(SEED, id, iteration, "rewrite"),
         ));
         assert_eq!(text.matches("\n#New Instruction#:").count(), REWRITE_SHOTS);

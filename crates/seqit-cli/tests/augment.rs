@@ -328,6 +328,18 @@ fn seqeval_build_against_a_scripted_teacher() {
         assert_eq!(r["instruction"], "Longer task.");
     }
     assert_eq!(by_depth, HashMap::from([(1, 4), (2, 8), (3, 12), (4, 16)]));
+    // Round 1 rewrites a base prompt; later rounds rewrite a chain and ask for a longer
+    // one, as the paper's later rounds do.
+    let log = server.log();
+    let (first, later): (Vec<_>, Vec<_>) = log
+        .iter()
+        .partition(|e| e.prompt.contains("#Instruction#: Base prompt"));
+    assert_eq!(first.len(), 40);
+    // (Identical later-round requests are asked once: the instructions are all the same.)
+    assert!(!later.is_empty() && later.len() <= 8 + 2 * 12 + 3 * 16);
+    let longer = "The new instruction must be a longer chain";
+    assert!(first.iter().all(|e| !e.prompt.contains(longer)));
+    assert!(later.iter().all(|e| e.prompt.contains(longer)));
     // Re-running reuses everything.
     let before = server.log().len();
     run_ok(seqeval_build(server.url(), &input, &out).args(["--seed", "2"]));
