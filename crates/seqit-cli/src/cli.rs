@@ -683,9 +683,14 @@ pub struct ExportRecipeArgs {
     pub effective_batch: usize,
     #[arg(long, default_value_t = 2048)]
     pub max_len: usize,
-    /// LLaMA-Factory's template name for the model.
-    #[arg(long, default_value = "llama3")]
+    /// LLaMA-Factory's chat format: `tulu` (the paper's, written into the data; needs
+    /// the base model's EOS text) or one of LLaMA-Factory's template names (`llama3`).
+    #[arg(long, default_value = "tulu")]
     pub llamafactory_template: String,
+    /// The base model's end-of-sequence text for the Tulu format (default: read from
+    /// the local model's tokenizer_config.json, or known for the paper's base models).
+    #[arg(long)]
+    pub eos_token: Option<String>,
     /// Hold the recipe to a published setup: `paper` refuses an effective batch or a
     /// maximum length other than the SIT paper's (128, 2048); the recipe files always
     /// carry its other settings.

@@ -31,7 +31,10 @@ pub use job::{run_training, TrainJob, TrainSummary};
 pub use loss::masked_cross_entropy;
 pub use optim::{AdamW, AdamWConfig, Moments};
 pub use precision::{LossScale, Precision};
-pub use recipe::{export_recipe, paper, DistributedTrainer, RecipeSettings};
+pub use recipe::{
+    export_recipe, known_eos_token, paper, DistributedTrainer, RecipeSettings,
+    TULU_FOR_LLAMAFACTORY,
+};
 pub use schedule::{learning_rate, Schedule};
 pub use tokenize::{
     chat_tokenizer, explain_example, tokenize_example, ChatFormat, TokenPiece, TokenizedExample,

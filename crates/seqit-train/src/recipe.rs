@@ -50,8 +50,25 @@ pub struct RecipeSettings {
     pub micro_batch: usize,
     pub effective_batch: usize,
     pub max_len: usize,
-    /// LLaMA-Factory's name for the chat template (e.g. `llama3`).
+    /// LLaMA-Factory's chat format: [`TULU_FOR_LLAMAFACTORY`] (the paper's, written
+    /// into the data) or the name of one of LLaMA-Factory's templates (e.g. `llama3`).
     pub llamafactory_template: String,
+    /// The base model's end-of-sequence text (`<|end_of_text|>` for Llama 3): the Tulu
+    /// format written for LLaMA-Factory ends each answer with it.
+    pub eos_token: Option<String>,
+}
+
+/// `llamafactory_template` value that writes the Tulu format into the data.
+pub const TULU_FOR_LLAMAFACTORY: &str = "tulu";
+
+/// The end-of-sequence text of the paper's base models, for recipes written without a
+/// local tokenizer to read it from.
+pub fn known_eos_token(model: &str) -> Option<&'static str> {
+    match model {
+        "meta-llama/Meta-Llama-3-8B" => Some("<|end_of_text|>"),
+        "mistralai/Mistral-7B-v0.1" => Some("</s>"),
+        _ => None,
+    }
 }
 
 impl Default for RecipeSettings {
@@ -62,7 +79,8 @@ impl Default for RecipeSettings {
             micro_batch: 2,
             effective_batch: 128,
             max_len: 2048,
-            llamafactory_template: "llama3".into(),
+            llamafactory_template: TULU_FOR_LLAMAFACTORY.into(),
+            eos_token: Some("<|end_of_text|>".into()),
         }
     }
 }
@@ -108,7 +126,6 @@ pub fn export_recipe(
                 "{{dataset_dir}}",
                 &output.join("data").display().to_string(),
             )
-            .replace("{{llamafactory_template}}", &settings.llamafactory_template)
             .replace("{{total_steps}}", &total_steps.to_string())
             .replace("{{warmup_steps}}", &warmup_steps.to_string())
             .replace("{{tulu_template}}\n", &tulu_block)
@@ -138,7 +155,27 @@ pub fn export_recipe(
             }
         }
         DistributedTrainer::LlamaFactory => {
-            write("data/seqit_sit.json", sharegpt_json(conversations)?)?;
+            let (data, template) = if settings.llamafactory_template == TULU_FOR_LLAMAFACTORY {
+                let Some(eos) = settings.eos_token.as_deref() else {
+                    bail!(
+                        "the Tulu format for LLaMA-Factory needs the base model's end-of-sequence text: \
+                         give --eos-token (e.g. `<|end_of_text|>` for Llama 3), or a LLaMA-Factory \
+                         template name with --llamafactory-template"
+                    );
+                };
+                let rendered = conversations
+                    .iter()
+                    .map(|c| tulu_turns(c, eos))
+                    .collect::<Result<Vec<_>>>()?;
+                // `empty` adds nothing around the turns: they already hold the Tulu text.
+                (sharegpt_json(&rendered)?, "empty")
+            } else {
+                (
+                    sharegpt_json(conversations)?,
+                    settings.llamafactory_template.as_str(),
+                )
+            };
+            write("data/seqit_sit.json", data)?;
             let info = json!({"seqit_sit": {
                 "file_name": "seqit_sit.json",
                 "formatting": "sharegpt",
@@ -149,7 +186,10 @@ pub fn export_recipe(
                 serde_json::to_string_pretty(&info)?,
             )?;
             write("ds_z3_config.json", DEEPSPEED_ZERO3.to_string())?;
-            write("llamafactory.yaml", fill(LLAMAFACTORY, ""))?;
+            write(
+                "llamafactory.yaml",
+                fill(LLAMAFACTORY, "").replace("{{llamafactory_template}}", template),
+            )?;
         }
     }
     Ok(files)
@@ -160,6 +200,36 @@ fn messages_jsonl(conversations: &[Vec<ChatMessage>]) -> String {
         .iter()
         .map(|c| format!("{}\n", json!({ "messages": c })))
         .collect()
+}
+
+/// A conversation as user/assistant turns whose texts, put together, are the Tulu
+/// format (`prompts/templates/tulu.jinja`, the paper's training text): each user turn
+/// carries the blocks before the answer (the system block on the first, the newline
+/// that ends the previous answer on later ones), each assistant turn the answer and
+/// `eos`. LLaMA-Factory trains the assistant turns only, as the paper masks.
+fn tulu_turns(conversation: &[ChatMessage], eos: &str) -> Result<Vec<ChatMessage>> {
+    let (system, rest) = match conversation.split_first() {
+        Some((first, rest)) if first.role == Role::System => (first.content.trim(), rest),
+        _ => ("", conversation),
+    };
+    let mut prompt = format!("<|system|>\n{system}\n");
+    let mut turns = Vec::with_capacity(rest.len());
+    for message in rest {
+        match message.role {
+            Role::User => prompt.push_str(&format!("<|user|>\n{}\n", message.content.trim())),
+            Role::Assistant => {
+                prompt.push_str("<|assistant|>\n");
+                turns.push(ChatMessage::user(std::mem::take(&mut prompt)));
+                turns.push(ChatMessage::assistant(format!(
+                    "{}{eos}",
+                    message.content.trim()
+                )));
+                prompt.push('\n');
+            }
+            _ => bail!("the Tulu format has no role `{}`", message.role.as_str()),
+        }
+    }
+    Ok(turns)
 }
 
 /// LLaMA-Factory's ShareGPT layout: system prompt apart, alternating human/gpt turns.
@@ -182,11 +252,9 @@ fn sharegpt_json(conversations: &[Vec<ChatMessage>]) -> Result<String> {
             };
             turns.push(json!({"from": from, "value": message.content}));
         }
-        let mut item = json!({ "conversations": turns });
-        if let Some(system) = system {
-            item["system"] = json!(system);
-        }
-        items.push(item);
+        // Every item has the column (LLaMA-Factory reads it from each one); the Tulu
+        // turns carry their system block themselves, so it is empty there.
+        items.push(json!({ "conversations": turns, "system": system.unwrap_or_default() }));
     }
     Ok(serde_json::to_string_pretty(&items)?)
 }
@@ -293,18 +361,93 @@ mod tests {
             "{config}"
         );
         assert!(config.contains("finetuning_type: full") && !config.contains("{{"));
+        // The Tulu text is in the turns; LLaMA-Factory adds nothing around them.
+        assert!(config.contains("\ntemplate: empty\n"), "{config}");
+        let items: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("data/seqit_sit.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(items[0]["conversations"][0]["from"], "human");
+        assert_eq!(
+            items[0]["conversations"][0]["value"],
+            "<|system|>\nBe brief.\n<|user|>\nTranslate 'cat', then define it.\n<|assistant|>\n"
+        );
+        assert_eq!(items[0]["conversations"][1]["from"], "gpt");
+        assert_eq!(
+            items[0]["conversations"][1]["value"],
+            "Chat. A small feline.<|end_of_text|>"
+        );
+
+        // A LLaMA-Factory template by name: raw turns, system prompt apart.
+        let named = RecipeSettings {
+            llamafactory_template: "llama3".into(),
+            ..settings
+        };
+        export_recipe(
+            DistributedTrainer::LlamaFactory,
+            &data(),
+            &named,
+            dir.path(),
+        )
+        .unwrap();
+        let config = std::fs::read_to_string(dir.path().join("llamafactory.yaml")).unwrap();
+        assert!(config.contains("\ntemplate: llama3\n"), "{config}");
         let items: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(dir.path().join("data/seqit_sit.json")).unwrap(),
         )
         .unwrap();
         assert_eq!(items[0]["system"], "Be brief.");
-        assert_eq!(items[0]["conversations"][0]["from"], "human");
-        assert_eq!(items[0]["conversations"][1]["from"], "gpt");
+        assert_eq!(
+            items[0]["conversations"][1]["value"],
+            "Chat. A small feline."
+        );
         let info: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(dir.path().join("data/dataset_info.json")).unwrap(),
         )
         .unwrap();
         assert_eq!(info["seqit_sit"]["formatting"], "sharegpt");
+    }
+
+    /// The LLaMA-Factory turns put together are the Tulu text `seqit train` renders.
+    #[test]
+    fn llamafactory_gets_the_tulu_text_in_its_turns() {
+        let conversation = vec![
+            ChatMessage::user(" Name a colour. "),
+            ChatMessage::assistant("Red."),
+            ChatMessage::user("Another?"),
+            ChatMessage::assistant("Blue.\n"),
+        ];
+        let turns = tulu_turns(&conversation, "<|end_of_text|>").unwrap();
+        assert_eq!(turns.len(), 4);
+        assert_eq!(
+            turns[0].content,
+            "<|system|>\n\n<|user|>\nName a colour.\n<|assistant|>\n"
+        );
+        assert_eq!(turns[1].content, "Red.<|end_of_text|>");
+        assert_eq!(turns[2].content, "\n<|user|>\nAnother?\n<|assistant|>\n");
+        let joined: String = turns.iter().map(|t| t.content.as_str()).collect();
+        let template =
+            seqit_engine::ChatTemplate::new(TULU, None, Some("<|end_of_text|>")).unwrap();
+        assert_eq!(joined, template.render(&conversation, false).unwrap());
+        let with_system = tulu_turns(&data()[0], "</s>").unwrap();
+        assert!(with_system[0]
+            .content
+            .starts_with("<|system|>\nBe brief.\n<|user|>\n"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let settings = RecipeSettings {
+            eos_token: None,
+            model: "org/unknown".into(),
+            ..RecipeSettings::default()
+        };
+        let err = export_recipe(
+            DistributedTrainer::LlamaFactory,
+            &data(),
+            &settings,
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("--eos-token"), "{err}");
     }
 
     #[test]
