@@ -1,4 +1,4 @@
-//! The Seq-Instruct pipeline over a dataset (SPEC §4): per item and iteration, classify
+//! The Seq-Instruct pipeline over a dataset: per item and iteration, classify
 //! (A/B/C/D), rewrite A/B/C, then answer the final instruction; D items are frozen and
 //! never sent again. Optionally a step-0 instruction/input split, a refinement check
 //! after each rewrite, and the IT control (answers to the original instructions).
@@ -29,9 +29,10 @@ use crate::item::{output_id, user_turn, SourceItem};
 use crate::option::{parse_option, Edit, Rule};
 use crate::progress::Progress;
 use crate::prompts::{PromptSet, Stage};
-use crate::state::{check_unique_ids, run_journaled, settings_fingerprint, sibling, Journal};
+use crate::state::{check_unique_ids, compact, open_journal, run_journaled, settings_fingerprint};
 use crate::stats::{AugmentStats, StatsInput};
 use crate::teacher::{item_rng, Asked, Teacher};
+use seqit_core::journal::with_suffix;
 
 /// Metadata key of the provenance object in every output record.
 pub const PROVENANCE_KEY: &str = "provenance";
@@ -100,10 +101,10 @@ pub struct AugmentPaths {
 
 impl AugmentPaths {
     pub fn state(&self) -> PathBuf {
-        sibling(&self.output, ".state.jsonl")
+        with_suffix(&self.output, ".state.jsonl")
     }
     pub fn stats(&self) -> PathBuf {
-        sibling(&self.output, ".stats.json")
+        with_suffix(&self.output, ".stats.json")
     }
 }
 
@@ -285,7 +286,7 @@ impl Augmenter<'_> {
         check_unique_ids(items.iter().map(|i| i.id.as_str()), "records")?;
         let fingerprint = self.fingerprint();
         let it_control = paths.it_output.is_some();
-        let (journal, mut states) = Journal::open::<ItemState>(
+        let (journal, mut states) = open_journal::<ItemState>(
             &paths.state(),
             |s| s.id.clone(),
             |s| s.fingerprint == fingerprint,
@@ -319,7 +320,7 @@ impl Augmenter<'_> {
         .await?;
         let ordered: Vec<&ItemState> = items.iter().map(|i| &states[&i.id]).collect();
         self.write_outputs(records, &items, &ordered, paths)?;
-        journal.compact(&ordered)?;
+        compact(&journal, &ordered)?;
         let stats = AugmentStats::compute(&StatsInput {
             items: &items,
             states: &ordered,

@@ -37,7 +37,6 @@ pub use item::{user_turn, SourceItem};
 pub use option::{parse_option, Edit, ParsedOption, Rule};
 pub use progress::{Progress, Silent};
 pub use prompts::{PromptSet, Stage, CLASSIFY_SHOTS, PROMPT_FILES, REWRITE_SHOTS};
-pub use state::{sibling, Journal};
 pub use stats::{AugmentStats, IterationStats, PaperShares, PAPER_ALPACA, PAPER_FLAN};
 pub use teacher::{item_rng, Asked, Teacher, TeacherInfo};
 pub use verified::{

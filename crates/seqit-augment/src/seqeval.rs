@@ -1,4 +1,4 @@
-//! Building a SeqEval set (SPEC §6) from any prompt set: each prompt gets a target
+//! Building a SeqEval set from any prompt set: each prompt gets a target
 //! depth (1–4 by default, in the given shares, seeded), then that many rounds of
 //! rewriting with the teacher through the Seq-Instruct rewrite prompts: round 1 one of
 //! decompose / prefix / suffix per item, later rounds prefix or suffix. Each round's
@@ -25,8 +25,9 @@ use crate::item::SourceItem;
 use crate::option::Edit;
 use crate::progress::Progress;
 use crate::prompts::PromptSet;
-use crate::state::{run_journaled, settings_fingerprint, sibling, Journal};
+use crate::state::{open_journal, run_journaled, settings_fingerprint};
 use crate::teacher::{item_rng, Asked, Teacher};
+use seqit_core::journal::with_suffix;
 
 /// One SeqEval record (the shared schema).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -250,8 +251,8 @@ impl SeqEvalBuilder<'_> {
             self.settings.seed,
         );
         let fingerprint = self.fingerprint();
-        let (journal, mut states) = Journal::open::<ChainState>(
-            &sibling(output, ".state.jsonl"),
+        let (journal, mut states) = open_journal::<ChainState>(
+            &with_suffix(output, ".state.jsonl"),
             |s| s.id.clone(),
             |s| s.fingerprint == fingerprint,
         )?;
@@ -312,7 +313,7 @@ impl SeqEvalBuilder<'_> {
         seqit_data::write_file_atomic(output, &text)
             .with_context(|| format!("cannot write `{}`", output.display()))?;
         seqit_data::write_file_atomic(
-            &sibling(output, ".stats.json"),
+            &with_suffix(output, ".stats.json"),
             &serde_json::to_vec_pretty(&stats)?,
         )?;
         Ok(stats)

@@ -1,107 +1,47 @@
-//! Append-only JSON Lines journals: one line per finished unit of work, written as it
-//! finishes, so a run killed at any point (even by `kill -9`) resumes with everything
-//! finished before the kill. A torn last line is cut off when the journal is reopened.
+//! Resumable units of work over [`seqit_core::journal`]: each finished unit is one
+//! journal line, keyed by its id, so a killed run resumes with the rest.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
 use anyhow::{Context, Result};
+use seqit_core::journal::Journal;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// An append-only journal of `T`s keyed by an id (see the module documentation).
-pub struct Journal {
-    path: PathBuf,
-    file: Mutex<File>,
+/// Opens (or creates) the journal at `path` and returns the units it holds by key (the
+/// last line of a key wins). Lines failing `keep` (written with other settings) and
+/// lines that are not a `T` are passed over.
+pub fn open_journal<T: DeserializeOwned>(
+    path: &Path,
+    key: impl Fn(&T) -> String,
+    keep: impl Fn(&T) -> bool,
+) -> Result<(Journal, HashMap<String, T>)> {
+    let (journal, resumed) =
+        Journal::open(path, None).with_context(|| format!("cannot open `{}`", path.display()))?;
+    let entries = resumed
+        .entries
+        .into_iter()
+        .filter_map(|value| serde_json::from_value::<T>(value).ok())
+        .filter(|entry| keep(entry))
+        .map(|entry| (key(&entry), entry))
+        .collect();
+    Ok((journal, entries))
 }
 
-impl Journal {
-    /// Opens (or creates) `path`, returning the entries it holds by key (the last line
-    /// of a key wins) after cutting off a torn tail. `key` and `keep` decide which
-    /// lines count; lines failing `keep` (written with other settings) are skipped.
-    pub fn open<T: DeserializeOwned>(
-        path: &Path,
-        key: impl Fn(&T) -> String,
-        keep: impl Fn(&T) -> bool,
-    ) -> Result<(Self, HashMap<String, T>)> {
-        let mut entries = HashMap::new();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create `{}`", dir.display()))?;
-        }
-        if path.exists() {
-            let text =
-                std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
-            let mut valid = 0;
-            for line in text.split_inclusive(|&b| b == b'\n') {
-                if !line.ends_with(b"\n") {
-                    break;
-                }
-                let Ok(entry) = serde_json::from_slice::<T>(line) else {
-                    break;
-                };
-                valid += line.len();
-                if keep(&entry) {
-                    entries.insert(key(&entry), entry);
-                }
-            }
-            if valid < text.len() {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .with_context(|| format!("cannot open `{}`", path.display()))?;
-                file.set_len(valid as u64)
-                    .with_context(|| format!("cannot truncate `{}`", path.display()))?;
-            }
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open `{}` for appending", path.display()))?;
-        Ok((
-            Self {
-                path: path.to_path_buf(),
-                file: Mutex::new(file),
-            },
-            entries,
-        ))
-    }
+/// Appends one finished unit to `journal`.
+fn append<T: Serialize>(journal: &Journal, entry: &T) -> Result<()> {
+    journal
+        .append(entry)
+        .with_context(|| format!("cannot append to `{}`", journal.path().display()))
+}
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Appends one entry as a single write of one line.
-    pub fn append<T: Serialize>(&self, entry: &T) -> Result<()> {
-        let mut line = serde_json::to_vec(entry).context("cannot serialize a journal entry")?;
-        line.push(b'\n');
-        self.file
-            .lock()
-            .expect("journal lock")
-            .write_all(&line)
-            .with_context(|| format!("cannot append to `{}`", self.path.display()))
-    }
-
-    /// Replaces the journal with exactly `entries` (atomically), e.g. to drop
-    /// superseded lines once a run is complete.
-    pub fn compact<T: Serialize>(&self, entries: &[&T]) -> Result<()> {
-        let mut text = Vec::new();
-        for entry in entries {
-            serde_json::to_writer(&mut text, entry)?;
-            text.push(b'\n');
-        }
-        let mut file = self.file.lock().expect("journal lock");
-        seqit_data::write_file_atomic(&self.path, &text)?;
-        *file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .with_context(|| format!("cannot reopen `{}`", self.path.display()))?;
-        Ok(())
-    }
+/// Replaces `journal` with exactly `entries` (e.g. to drop superseded lines once a run is
+/// complete).
+pub fn compact<T: Serialize>(journal: &Journal, entries: &[&T]) -> Result<()> {
+    journal
+        .compact(entries)
+        .with_context(|| format!("cannot rewrite `{}`", journal.path().display()))
 }
 
 /// Runs `work` on every pending unit, at most `concurrency` at once; each finished entry
@@ -130,7 +70,7 @@ where
     while let Some(result) = results.next().await {
         match result {
             Ok(entry) => {
-                journal.append(&entry)?;
+                append(journal, &entry)?;
                 finished(entry);
                 progress.advance(1);
             }
@@ -172,13 +112,6 @@ pub fn check_unique_ids<'a>(ids: impl IntoIterator<Item = &'a str>, what: &str) 
     Ok(())
 }
 
-/// `OUT` with `suffix` appended to its file name (`out.jsonl` → `out.jsonl.state`).
-pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    path.with_file_name(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,13 +132,15 @@ mod tests {
         assert_ne!(a, settings_fingerprint(&serde_json::json!({"seed": 2})));
     }
 
+    /// Over the core journal: the last line of a key wins, lines of other settings
+    /// (`keep`) are passed over.
     #[test]
     fn torn_tails_are_cut_and_last_lines_win() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.jsonl");
         std::fs::write(&path, "[\"a\",1]\n[\"b\",2]\n[\"a\",3]\n[\"c\",").unwrap();
         type E = (String, u32);
-        let (journal, entries) = Journal::open::<E>(&path, |e| e.0.clone(), |e| e.1 != 2).unwrap();
+        let (journal, entries) = open_journal::<E>(&path, |e| e.0.clone(), |e| e.1 != 2).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries["a"].1, 3);
         journal.append(&("d".to_string(), 4)).unwrap();
@@ -213,7 +148,7 @@ mod tests {
             std::fs::read_to_string(&path).unwrap(),
             "[\"a\",1]\n[\"b\",2]\n[\"a\",3]\n[\"d\",4]\n"
         );
-        journal.compact(&[&("d".to_string(), 4)]).unwrap();
+        compact(&journal, &[&("d".to_string(), 4)]).unwrap();
         journal.append(&("e".to_string(), 5)).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),

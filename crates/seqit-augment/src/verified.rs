@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use crate::augment::{AugmentPaths, PROVENANCE_KEY};
 use crate::progress::Progress;
-use crate::state::{check_unique_ids, run_journaled, settings_fingerprint, Journal};
+use crate::state::{check_unique_ids, compact, open_journal, run_journaled, settings_fingerprint};
 use crate::teacher::{Asked, Teacher};
 
 /// What decides a verified run's results.
@@ -196,7 +196,7 @@ impl VerifiedAugmenter<'_> {
         }
         check_unique_ids(items.iter().map(|i| i.id.as_str()), "items")?;
         let fingerprint = self.fingerprint();
-        let (journal, mut states) = Journal::open::<VerifiedState>(
+        let (journal, mut states) = open_journal::<VerifiedState>(
             &paths.state(),
             |s| s.id.clone(),
             |s| s.fingerprint == fingerprint,
@@ -231,7 +231,7 @@ impl VerifiedAugmenter<'_> {
         .await?;
         let ordered: Vec<&VerifiedState> = items.iter().map(|i| &states[&i.id]).collect();
         self.write_output(items, &ordered, paths)?;
-        journal.compact(&ordered)?;
+        compact(&journal, &ordered)?;
         let stats = VerifyStats::compute(items, &ordered, limit);
         seqit_data::write_file_atomic(&paths.stats(), &serde_json::to_vec_pretty(&stats)?)?;
         Ok(VerifyOutcome { stats, resumed })

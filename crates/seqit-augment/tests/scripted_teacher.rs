@@ -17,6 +17,7 @@ use seqit_core::Prompt;
 use seqit_data::{Record, Schema};
 use seqit_faultserver::{FaultConfig, FaultServer, LogEntry, ScriptRule};
 use seqit_llm::{Cache, Client, RemoteBackend, RemoteConfig};
+use seqit_testkit::read_jsonl;
 use serde_json::Value;
 
 const SEED: u64 = 11;
@@ -125,14 +126,6 @@ async fn augment(
         .run(&records(), Schema::Alpaca, &paths, &Silent)
         .await
         .unwrap()
-}
-
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn user_text(prompt: &Prompt) -> String {

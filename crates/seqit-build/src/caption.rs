@@ -1,4 +1,4 @@
-//! Caption-then-answer (SPEC §5): SIT and IT visual QA data as LLaVA-style
+//! Caption-then-answer: SIT and IT visual QA data as LLaVA-style
 //! conversation records, which LLaMA-Factory and other VLM trainers read:
 //!
 //! ```json

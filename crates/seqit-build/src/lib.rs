@@ -1,4 +1,4 @@
-//! Manual, task-driven sequential data (SPEC §5): the *translate-then-predict* and
+//! Manual, task-driven sequential data: the *translate-then-predict* and
 //! *caption-then-answer* builders behind `seqit build translate|caption`, and the
 //! visual QA source formats they (and `seqit eval vqa`) read.
 //!

@@ -1,4 +1,4 @@
-//! Translate-then-predict (SPEC §5): multilingual sequential data from an English
+//! Translate-then-predict: multilingual sequential data from an English
 //! Alpaca dataset and machine translations of the same items.
 //!
 //! Of the English items with a non-empty `input`, `per_language × languages` are drawn

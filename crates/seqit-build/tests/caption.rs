@@ -1,5 +1,5 @@
 //! Caption-then-answer on the committed VQAv2 + COCO fixture and on easy-VQA from its
-//! package (`$SEQIT_ASSETS/easy_vqa`).
+//! package (`$SEQIT_ASSETS/easy_vqa`; skipped without it: `seqit_testkit::require_asset`).
 
 use std::path::{Path, PathBuf};
 
@@ -13,17 +13,11 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn easy_vqa(split: &str) -> PathBuf {
-    let assets = std::env::var_os("SEQIT_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets"));
-    let dir = assets.join("easy_vqa/data").join(split);
-    assert!(
-        dir.join("questions.json").exists(),
-        "`{}` is missing\nhint: run `scripts/setup --assets-only`",
-        dir.display()
-    );
-    dir
+/// easy-VQA's `split` from its package, or `None` when the test is skipped
+/// (`seqit_testkit::require_asset`).
+fn easy_vqa(split: &str) -> Option<PathBuf> {
+    seqit_testkit::require_asset(&format!("easy_vqa/data/{split}/questions.json"))
+        .map(|questions| questions.parent().unwrap().to_path_buf())
 }
 
 fn vqav2_files() -> Vqav2Files {
@@ -160,7 +154,9 @@ fn vqav2_errors_name_the_file_and_question() {
 
 #[test]
 fn easy_vqa_test_split_from_the_package() {
-    let dir = easy_vqa("test");
+    let Some(dir) = easy_vqa("test") else {
+        return;
+    };
     let set = read_easy_vqa(&dir).unwrap();
     assert_eq!(set.items.len(), 9673);
     assert_eq!(set.images(), 1000);
@@ -214,7 +210,10 @@ fn easy_vqa_test_split_from_the_package() {
 
 #[test]
 fn limit_draws_a_reproducible_sample_in_file_order() {
-    let set = read_easy_vqa(&easy_vqa("train")).unwrap();
+    let Some(train) = easy_vqa("train") else {
+        return;
+    };
+    let set = read_easy_vqa(&train).unwrap();
     assert_eq!(set.items.len(), 38575);
     assert_eq!(set.images(), 4000);
     let prompts = CaptionPrompts::load(None).unwrap();

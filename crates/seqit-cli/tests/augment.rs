@@ -3,62 +3,37 @@
 //! SIGKILL and run again.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use seqit_faultserver::{BackgroundFaultServer, FaultConfig};
+use seqit_testkit::cli::{run_ok, Seqit};
+use seqit_testkit::{fixture, read_jsonl};
 use serde_json::{json, Value};
 
-fn seqit() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_seqit"));
-    command
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("SEQIT_TEACHER_ENDPOINT")
-        .env_remove("SEQIT_TEACHER_MODEL");
-    command
-}
-
-fn repo_file(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
-
-fn run_ok(command: &mut Command) -> Output {
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "seqit failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
 
 /// 20 items, 2 iterations, SmolLM2 as the teacher (compact prompts and 16 new tokens
 /// keep it short): every record has provenance, IT and SIT hold the same ids, and the
 /// request log shows that items classified D in round 1 were not sent in round 2.
 #[test]
 fn local_teacher_two_iterations() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let (sit, it, log) = (
         dir.path().join("sit.jsonl"),
         dir.path().join("it.jsonl"),
         dir.path().join("requests.jsonl"),
     );
-    let prompts = repo_file("tests/fixtures/augment/compact-prompts");
+    let prompts = fixture("augment/compact-prompts");
     run_ok(
-        seqit()
+        SEQIT
+            .command()
             .args(["augment", "--input"])
-            .arg(repo_file("tests/fixtures/augment/alpaca20.jsonl"))
+            .arg(fixture("augment/alpaca20.jsonl"))
             .arg("--output")
             .arg(&sit)
             .arg("--it-output")
@@ -142,7 +117,7 @@ fn fault_items(n: usize) -> String {
 }
 
 fn augment_against(url: &str, input: &Path, out: &Path) -> Command {
-    let mut command = seqit();
+    let mut command = SEQIT.command();
     command
         .args(["augment", "--input"])
         .arg(input)
@@ -269,7 +244,7 @@ fn rewriting_teacher(reply: &str) -> BackgroundFaultServer {
 /// `seqit seqeval build` of `input` into `out` with the scripted teacher at `url`, free
 /// text (no structured output).
 fn seqeval_build(url: &str, input: &Path, out: &Path) -> Command {
-    let mut command = seqit();
+    let mut command = SEQIT.command();
     command
         .args(["seqeval", "build", "--input"])
         .arg(input)

@@ -2,15 +2,18 @@
 //! a non-zero exit status and no panic, even with RUST_BACKTRACE set.
 
 use std::path::Path;
-use std::process::Command;
 
+use seqit_testkit::cli::Seqit;
 use seqit_testkit::{
-    rewrite_gguf_metadata, set_tensor_type, GgmlDType, GgufValue, TinyModel, TinyModelSpec,
+    rewrite_gguf_metadata, set_tensor_type, tiny_q8_gguf, GgufValue, TinyModel, TinyModelSpec,
 };
+
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
 
 /// Runs `seqit generate` and returns its stderr after checking it failed cleanly.
 fn fails(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_seqit"))
+    let out = SEQIT
+        .command()
         .arg("generate")
         .args(args)
         .env("RUST_BACKTRACE", "1")
@@ -28,13 +31,6 @@ fn fails(args: &[&str]) -> String {
 
 fn with_model(model: &Path) -> String {
     fails(&["--model", model.to_str().unwrap(), "--prompt", "hi"])
-}
-
-fn tiny_gguf(dir: &Path) -> std::path::PathBuf {
-    TinyModel::new(&TinyModelSpec::default())
-        .unwrap()
-        .write_gguf(&dir.join("ok.gguf"), GgmlDType::Q8_0)
-        .unwrap()
 }
 
 #[test]
@@ -61,7 +57,7 @@ fn file_that_is_not_gguf() {
 #[test]
 fn truncated_gguf() {
     let dir = tempfile::tempdir().unwrap();
-    let path = tiny_gguf(dir.path());
+    let path = tiny_q8_gguf(&dir.path().join("ok.gguf"), 512);
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let err = with_model(&path);
@@ -77,7 +73,7 @@ fn unsupported_architecture_in_gguf() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gpt2.gguf");
     rewrite_gguf_metadata(
-        &tiny_gguf(dir.path()),
+        &tiny_q8_gguf(&dir.path().join("ok.gguf"), 512),
         &path,
         "general.architecture",
         GgufValue::String("gpt2".into()),
@@ -93,7 +89,7 @@ fn unsupported_architecture_in_gguf() {
 #[test]
 fn unknown_quantization_type() {
     let dir = tempfile::tempdir().unwrap();
-    let path = tiny_gguf(dir.path());
+    let path = tiny_q8_gguf(&dir.path().join("ok.gguf"), 512);
     set_tensor_type(&path, "blk.0.attn_q.weight", 99).unwrap();
     let err = with_model(&path);
     assert!(

@@ -1,17 +1,13 @@
 //! `seqit build translate|caption` through the real binary: files written, reports
 //! beside them, errors naming the file and record.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
+use seqit_testkit::cli::Seqit;
+use seqit_testkit::{read_json, read_jsonl};
 use serde_json::Value;
 
-fn seqit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_seqit"))
-        .args(args)
-        .output()
-        .expect("the seqit binary runs")
-}
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
 
 fn fixture(path: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -19,23 +15,6 @@ fn fixture(path: &str) -> String {
         .join(path)
         .display()
         .to_string()
-}
-
-fn easy_vqa_test_split() -> PathBuf {
-    let assets = std::env::var_os("SEQIT_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets"));
-    let dir = assets.join("easy_vqa/data/test");
-    assert!(
-        dir.exists(),
-        "`{}` is missing\nhint: run `scripts/setup --assets-only`",
-        dir.display()
-    );
-    dir
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 #[test]
@@ -59,7 +38,7 @@ fn translate_writes_alpaca_and_messages_with_a_report() {
         "--seed",
         "7",
     ];
-    let run = seqit(&[&common[..], &["--output", out.to_str().unwrap()]].concat());
+    let run = SEQIT.output([&common[..], &["--output", out.to_str().unwrap()]].concat());
     assert!(
         run.status.success(),
         "{}",
@@ -92,8 +71,8 @@ fn translate_writes_alpaca_and_messages_with_a_report() {
 
     // The same selection as messages JSONL, and the cross-lingual control.
     let messages = dir.path().join("sit.jsonl");
-    let run = seqit(
-        &[
+    let run = SEQIT.output(
+        [
             &common[..],
             &[
                 "--output",
@@ -109,18 +88,14 @@ fn translate_writes_alpaca_and_messages_with_a_report() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let lines: Vec<Value> = std::fs::read_to_string(&messages)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = read_jsonl(&messages);
     assert_eq!(lines.len(), 7);
     for (line, alpaca) in lines.iter().zip(records) {
         assert_eq!(line["messages"][1]["content"], alpaca["output"]);
     }
     let control = dir.path().join("control.json");
-    let run = seqit(
-        &[
+    let run = SEQIT.output(
+        [
             &common[..],
             &[
                 "--output",
@@ -157,7 +132,7 @@ fn translate_refuses_misaligned_files_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sit.json");
     let fr = format!("fr={}", fixture("translate/fr_short.json"));
-    let run = seqit(&[
+    let run = SEQIT.output([
         "build",
         "translate",
         "--english",
@@ -184,8 +159,10 @@ fn caption_writes_llava_files_from_easy_vqa() {
     let sit = dir.path().join("sit.json");
     let it = dir.path().join("it.json");
     // `test` names the installed package's split (which must exist).
-    easy_vqa_test_split();
-    let run = seqit(&[
+    if seqit_testkit::require_asset("easy_vqa/data/test").is_none() {
+        return;
+    }
+    let run = SEQIT.output([
         "build",
         "caption",
         "--easy-vqa",

@@ -3,30 +3,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use seqit_testkit::{GgmlDType, TinyModel, TinyModelSpec};
+use seqit_testkit::cli::Seqit;
+use seqit_testkit::{fixture, read_jsonl, write_jsonl, GgmlDType, TinyModel, TinyModelSpec};
 use serde_json::{json, Value};
 
-fn seqit(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_seqit"))
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_BACKTRACE", "1")
-        .env_remove("SEQIT_MODEL")
-        .output()
-        .unwrap()
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = seqit(dir, args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "seqit {args:?} failed:\n{stderr}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
 
 fn fails(dir: &Path, args: &[&str]) -> String {
-    let out = seqit(dir, args);
+    let out = SEQIT.output_in(dir, args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "seqit {args:?}: {stderr}");
     assert!(
@@ -34,23 +19,6 @@ fn fails(dir: &Path, args: &[&str]) -> String {
         "{stderr}"
     );
     stderr
-}
-
-fn fixture(name: &str) -> PathBuf {
-    seqit_testkit::fixture(&format!("data/{name}"))
-}
-
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn write_jsonl(path: &Path, records: &[Value]) {
-    let text: String = records.iter().map(|r| format!("{r}\n")).collect();
-    std::fs::write(path, text).unwrap();
 }
 
 fn ids(records: &[Value]) -> Vec<String> {
@@ -75,7 +43,7 @@ fn validate_lists_every_problem() {
         ),
     )
     .unwrap();
-    let out = seqit(dir.path(), &["data", "validate", "multi.jsonl"]);
+    let out = SEQIT.output_in(dir.path(), ["data", "validate", "multi.jsonl"]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
@@ -92,12 +60,12 @@ fn validate_lists_every_problem() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim_end(), "error: `multi.jsonl`: 6 problems found");
 
-    let stdout = ok(
+    let stdout = SEQIT.ok_in(
         dir.path(),
-        &[
+        [
             "data",
             "validate",
-            fixture("sharegpt.json").to_str().unwrap(),
+            fixture("data/sharegpt.json").to_str().unwrap(),
         ],
     );
     assert!(
@@ -111,7 +79,7 @@ fn validate_lists_every_problem() {
 fn convert_chain_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let source = fixture("alpaca.jsonl");
+    let source = fixture("data/alpaca.jsonl");
     let steps = [
         ("sharegpt", "step1.json"),
         ("messages", "step2.jsonl"),
@@ -120,7 +88,7 @@ fn convert_chain_round_trips() {
     ];
     let mut input = source.to_str().unwrap().to_string();
     for (to, output) in steps {
-        ok(d, &["data", "convert", &input, output, "--to", to]);
+        SEQIT.ok_in(d, ["data", "convert", &input, output, "--to", to]);
         input = output.to_string();
     }
     assert_eq!(
@@ -155,9 +123,9 @@ fn convert_chain_round_trips() {
     );
     assert!(stderr.contains("hint: pass --generator NAME"), "{stderr}");
     assert!(!d.join("eval.json").exists());
-    ok(
+    SEQIT.ok_in(
         d,
-        &[
+        [
             "data",
             "convert",
             "step4.jsonl",
@@ -185,7 +153,7 @@ fn failed_convert_keeps_the_previous_output() {
         &[
             "data",
             "convert",
-            fixture("sharegpt.json").to_str().unwrap(),
+            fixture("data/sharegpt.json").to_str().unwrap(),
             "out.jsonl",
             "--to",
             "alpaca",
@@ -237,9 +205,9 @@ fn stats_percentiles_by_hand() {
         .write_gguf(&d.join("tiny.gguf"), GgmlDType::Q8_0)
         .unwrap();
     for model in [model_dir.to_str().unwrap(), gguf.to_str().unwrap()] {
-        let out = ok(
+        let out = SEQIT.ok_in(
             d,
-            &["data", "stats", "stats.jsonl", "--model", model, "--json"],
+            ["data", "stats", "stats.jsonl", "--model", model, "--json"],
         );
         let s: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(s["records"], json!(10));
@@ -266,7 +234,7 @@ fn stats_percentiles_by_hand() {
         );
         assert_eq!(s["tokenizer"], json!(model));
     }
-    let table = ok(d, &["data", "stats", "stats.jsonl", "--no-tokens"]);
+    let table = SEQIT.ok_in(d, ["data", "stats", "stats.jsonl", "--no-tokens"]);
     assert!(
         table.starts_with("stats.jsonl: 10 records (alpaca, JSON Lines)\n"),
         "{table}"
@@ -290,14 +258,17 @@ fn stats_percentiles_by_hand() {
 
 #[test]
 fn stats_counts_tokens_of_the_default_model() {
-    if seqit_testkit::default_model_path().is_none() {
-        eprintln!("skipped: the default model is not installed (scripts/setup)");
+    if seqit_testkit::require_model().is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = ok(
+    let out = SEQIT.ok_in(
         dir.path(),
-        &["data", "stats", fixture("alpaca.jsonl").to_str().unwrap()],
+        [
+            "data",
+            "stats",
+            fixture("data/alpaca.jsonl").to_str().unwrap(),
+        ],
     );
     assert!(out.contains("\ninstruction tokens "), "{out}");
     assert!(out.ends_with("tokens: smollm2-135m\n"), "{out}");
@@ -337,9 +308,9 @@ fn mix_is_seeded_and_weighted() {
     mix_sources(d);
     // No total: the most records without repeats, 13 (14 would ask a for 10.5). Shares
     // 3/4 and 1/4 of 13 are 9.75 and 3.25; the largest remainder gives a 10 and b 3.
-    let out = ok(
+    let out = SEQIT.ok_in(
         d,
-        &[
+        [
             "data",
             "mix",
             "a.jsonl:3",
@@ -351,15 +322,15 @@ fn mix_is_seeded_and_weighted() {
         ],
     );
     assert!(out.contains("a.jsonl: 10 of 10 records (weight 3)\nb.jsonl: 3 of 4 records (weight 1)\nwrote 13 records (seed 7)"), "{out}");
-    let m1 = ids(&jsonl(&d.join("m1.jsonl")));
+    let m1 = ids(&read_jsonl(&d.join("m1.jsonl")));
     let c = counts(&m1);
     assert_eq!(m1.len(), 13);
     assert_eq!(c.len(), 13, "no repeats: {m1:?}");
     assert_eq!(c.keys().filter(|k| k.starts_with('a')).count(), 10);
 
-    ok(
+    SEQIT.ok_in(
         d,
-        &[
+        [
             "data",
             "mix",
             "a.jsonl:3",
@@ -374,9 +345,9 @@ fn mix_is_seeded_and_weighted() {
         std::fs::read(d.join("m1.jsonl")).unwrap(),
         std::fs::read(d.join("m2.jsonl")).unwrap()
     );
-    ok(
+    SEQIT.ok_in(
         d,
-        &[
+        [
             "data",
             "mix",
             "a.jsonl:3",
@@ -392,7 +363,7 @@ fn mix_is_seeded_and_weighted() {
         std::fs::read(d.join("m3.jsonl")).unwrap()
     );
     let mut sorted1 = m1.clone();
-    let mut sorted3 = ids(&jsonl(&d.join("m3.jsonl")));
+    let mut sorted3 = ids(&read_jsonl(&d.join("m3.jsonl")));
     sorted1.sort();
     sorted3.sort();
     assert_ne!(
@@ -402,9 +373,9 @@ fn mix_is_seeded_and_weighted() {
 
     // A total above what the sources hold: 20 → a 15 (every record once, 5 twice),
     // b 5 (every record once, one twice).
-    let out = ok(
+    let out = SEQIT.ok_in(
         d,
-        &[
+        [
             "data",
             "mix",
             "a.jsonl:3",
@@ -421,7 +392,7 @@ fn mix_is_seeded_and_weighted() {
         out.contains("a.jsonl: 15 of 10 records (weight 3), upsampled"),
         "{out}"
     );
-    let c = counts(&ids(&jsonl(&d.join("big.jsonl"))));
+    let c = counts(&ids(&read_jsonl(&d.join("big.jsonl"))));
     let a_twice = c
         .iter()
         .filter(|(k, &n)| k.starts_with('a') && n == 2)
@@ -440,7 +411,7 @@ fn mix_is_seeded_and_weighted() {
             "data",
             "mix",
             "a.jsonl",
-            fixture("sharegpt.json").to_str().unwrap(),
+            fixture("data/sharegpt.json").to_str().unwrap(),
             "--output",
             "x.jsonl",
         ],
@@ -450,13 +421,13 @@ fn mix_is_seeded_and_weighted() {
         "{stderr}"
     );
     assert!(!d.join("x.jsonl").exists());
-    let out = ok(
+    let out = SEQIT.ok_in(
         d,
-        &[
+        [
             "data",
             "mix",
             "a.jsonl",
-            fixture("sharegpt.json").to_str().unwrap(),
+            fixture("data/sharegpt.json").to_str().unwrap(),
             "--output",
             "x.jsonl",
             "--to",
@@ -519,22 +490,22 @@ fn dedupe_exact_and_near() {
     let d = dir.path();
     dedupe_fixture(d);
     // Exact only: d2 and d3 normalise to d1's prompt; d8 has d7's prompt.
-    let out = ok(
+    let out = SEQIT.ok_in(
         d,
-        &["data", "dedupe", "dup.jsonl", "--output", "exact.jsonl"],
+        ["data", "dedupe", "dup.jsonl", "--output", "exact.jsonl"],
     );
     assert!(out.starts_with("kept 6 of 9 records; removed 3 exact and 0 near duplicates\nremoved: d2, d3, d8\nreport: exact.removed.jsonl\n"), "{out}");
     assert_eq!(
-        ids(&jsonl(&d.join("exact.jsonl"))),
+        ids(&read_jsonl(&d.join("exact.jsonl"))),
         ["d1", "d4", "d5", "d6", "d7", "d9"]
     );
 
     // Near at 0.8, 3-word shingles: d5 shares 9 of d4's 10 shingles, union 11 →
     // 9/11 = 0.818 (removed); d6 shares 7, union 13 → 0.538 (kept); d9's prompt has
     // the system prompt in front: 4 shared of 6 → 0.667 (kept).
-    let out = ok(
+    let out = SEQIT.ok_in(
         d,
-        &[
+        [
             "data",
             "dedupe",
             "dup.jsonl",
@@ -553,10 +524,10 @@ fn dedupe_exact_and_near() {
         "{out}"
     );
     assert_eq!(
-        ids(&jsonl(&d.join("near.jsonl"))),
+        ids(&read_jsonl(&d.join("near.jsonl"))),
         ["d1", "d4", "d6", "d7", "d9"]
     );
-    let report = jsonl(&d.join("near-report.jsonl"));
+    let report = read_jsonl(&d.join("near-report.jsonl"));
     assert_eq!(report.len(), 4);
     assert_eq!(
         report[0],
@@ -568,9 +539,9 @@ fn dedupe_exact_and_near() {
     assert!((report[2]["similarity"].as_f64().unwrap() - 9.0 / 11.0).abs() < 1e-12);
 
     // At 0.5 d6 (0.538) goes too, d9 (0.667) as a near duplicate of d1.
-    let out = ok(
+    let out = SEQIT.ok_in(
         d,
-        &[
+        [
             "data",
             "dedupe",
             "dup.jsonl",
@@ -583,9 +554,9 @@ fn dedupe_exact_and_near() {
     assert!(out.contains("removed: d2, d3, d5, d6, d8, d9\n"), "{out}");
 
     // By whole conversation: d8's reply differs from d7's, so it stays.
-    let out = ok(
+    let out = SEQIT.ok_in(
         d,
-        &[
+        [
             "data",
             "dedupe",
             "dup.jsonl",
@@ -673,9 +644,9 @@ fn decontaminate_by_ngrams() {
     // 5-grams. q1 (9 words) gives 5 five-grams, q2 (5 words) one, q4 (3 words, at least
     // ⌈5/2⌉) counts whole, q3 (2 words) is too short. t1 shares "explain why the sky
     // appears", t3's reply q2 whole, t4 "count to three", t6 "the sky appears blue during".
-    let out = ok(
+    let out = SEQIT.ok_in(
         d,
-        &[
+        [
             "data",
             "decontaminate",
             "train.jsonl",
@@ -692,8 +663,8 @@ fn decontaminate_by_ngrams() {
         out.contains("removed t1: \"explain why the sky appears\" (from bench.jsonl:1)\n"),
         "{out}"
     );
-    assert_eq!(ids(&jsonl(&d.join("clean.jsonl"))), ["t2", "t5", "t7"]);
-    let report = jsonl(&d.join("clean.contaminated.jsonl"));
+    assert_eq!(ids(&read_jsonl(&d.join("clean.jsonl"))), ["t2", "t5", "t7"]);
+    let report = read_jsonl(&d.join("clean.contaminated.jsonl"));
     assert_eq!(ids(&report), ["t1", "t3", "t4", "t6"]);
     assert_eq!(
         report[1],
@@ -705,9 +676,9 @@ fn decontaminate_by_ngrams() {
 
     // 13-grams (the default): only q1 (9 words ≥ 7) is checked, as a whole; no training
     // record holds all of it.
-    let out = ok(
+    let out = SEQIT.ok_in(
         d,
-        &[
+        [
             "data",
             "decontaminate",
             "train.jsonl",
@@ -724,16 +695,16 @@ fn decontaminate_by_ngrams() {
         &d.join("gsm.jsonl"),
         &[json!({"question": "count to three", "answer": "1 2 3"})],
     );
-    let out = ok(
+    let out = SEQIT.ok_in(
         d,
-        &[
+        [
             "data",
             "decontaminate",
             "train.jsonl",
             "--against",
             "gsm.jsonl",
             "--against",
-            fixture("alpaca_eval.json").to_str().unwrap(),
+            fixture("data/alpaca_eval.json").to_str().unwrap(),
             "--output",
             "c2.jsonl",
             "--ngram",
@@ -762,9 +733,9 @@ fn decontaminate_by_ngrams() {
         "{stderr}"
     );
     assert!(stderr.contains("hint: pass --bench-field NAME"), "{stderr}");
-    let out = ok(
+    let out = SEQIT.ok_in(
         d,
-        &[
+        [
             "data",
             "decontaminate",
             "train.jsonl",
@@ -791,10 +762,10 @@ fn decontaminate_by_ngrams() {
 fn convert_through_parquet() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let source = fixture("messages.jsonl");
-    ok(
+    let source = fixture("data/messages.jsonl");
+    SEQIT.ok_in(
         d,
-        &[
+        [
             "data",
             "convert",
             source.to_str().unwrap(),
@@ -803,14 +774,14 @@ fn convert_through_parquet() {
             "messages",
         ],
     );
-    let stdout = ok(d, &["data", "validate", "chat.parquet"]);
+    let stdout = SEQIT.ok_in(d, ["data", "validate", "chat.parquet"]);
     assert!(
         stdout.contains("4 records, messages (Parquet), no problems"),
         "{stdout}"
     );
-    ok(
+    SEQIT.ok_in(
         d,
-        &[
+        [
             "data",
             "convert",
             "chat.parquet",
@@ -831,9 +802,9 @@ fn convert_through_parquet() {
 fn stats_of_a_synthesized_seqeval_set() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    ok(
+    SEQIT.ok_in(
         d,
-        &[
+        [
             "seqeval",
             "synth",
             "--per-depth",
@@ -844,9 +815,9 @@ fn stats_of_a_synthesized_seqeval_set() {
             "chains.jsonl",
         ],
     );
-    let stats: Value = serde_json::from_str(&ok(
+    let stats: Value = serde_json::from_str(&SEQIT.ok_in(
         d,
-        &["data", "stats", "chains.jsonl", "--no-tokens", "--json"],
+        ["data", "stats", "chains.jsonl", "--no-tokens", "--json"],
     ))
     .unwrap();
     assert_eq!(stats["schema"], "seqeval");
@@ -866,6 +837,6 @@ fn stats_of_a_synthesized_seqeval_set() {
     // The same file given twice over has every prompt repeated.
     let text = std::fs::read_to_string(d.join("chains.jsonl")).unwrap();
     std::fs::write(d.join("twice.jsonl"), format!("{text}{text}")).unwrap();
-    let table = ok(d, &["data", "stats", "twice.jsonl", "--no-tokens"]);
+    let table = SEQIT.ok_in(d, ["data", "stats", "twice.jsonl", "--no-tokens"]);
     assert!(table.contains("duplicate prompts: 400"), "{table}");
 }

@@ -3,7 +3,11 @@
 //! output file left behind; `seqit data validate` lists the same problem.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use seqit_testkit::cli::Seqit;
+
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
 
 struct Case {
     file: &'static str,
@@ -261,15 +265,6 @@ const CASES: &[Case] = &[
     ),
 ];
 
-fn seqit(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_seqit"))
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .unwrap()
-}
-
 fn check_clean_failure(out: &Output, what: &str) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
@@ -306,7 +301,7 @@ fn malformed_files_give_precise_errors_and_no_output() {
             "messages",
         ];
         args.extend(case.args);
-        let out = seqit(dir.path(), &args);
+        let out = SEQIT.output_in(dir.path(), &args);
         let stderr = check_clean_failure(&out, case.file);
         assert!(
             contains_in_order(&stderr, case.expect),
@@ -328,7 +323,7 @@ fn malformed_files_give_precise_errors_and_no_output() {
         // `validate` reports the same problem on stdout.
         let mut args = vec!["data", "validate", case.file];
         args.extend(case.args);
-        let out = seqit(dir.path(), &args);
+        let out = SEQIT.output_in(dir.path(), &args);
         let stderr = check_clean_failure(&out, case.file);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stderr.contains(&format!("`{}`: ", case.file)), "{stderr}");
@@ -344,9 +339,9 @@ fn malformed_files_give_precise_errors_and_no_output() {
 #[test]
 fn missing_input_file() {
     let dir = tempfile::tempdir().unwrap();
-    let out = seqit(
+    let out = SEQIT.output_in(
         dir.path(),
-        &[
+        [
             "data",
             "convert",
             "nope.jsonl",
@@ -371,7 +366,7 @@ fn missing_input_file() {
 fn parquet_needs_the_feature() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("data.parquet"), b"PAR1").unwrap();
-    let out = seqit(dir.path(), &["data", "validate", "data.parquet"]);
+    let out = SEQIT.output_in(dir.path(), ["data", "validate", "data.parquet"]);
     let stderr = check_clean_failure(&out, "parquet");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if cfg!(feature = "parquet") {
@@ -410,9 +405,9 @@ fn huge_line_over_64_mib() {
         f.write_all(b"\",\"output\":\"b\"}\n{\"instruction\":\"c\",\"output\":\"d\"}\n")
             .unwrap();
     }
-    let out = seqit(
+    let out = SEQIT.output_in(
         dir.path(),
-        &[
+        [
             "data",
             "convert",
             "huge.jsonl",
@@ -429,7 +424,7 @@ fn huge_line_over_64_mib() {
     );
     assert!(!dir.path().join("out.json").exists());
     // validate goes on past it to the next line.
-    let out = seqit(dir.path(), &["data", "validate", "huge.jsonl"]);
+    let out = SEQIT.output_in(dir.path(), ["data", "validate", "huge.jsonl"]);
     check_clean_failure(&out, "huge validate");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
@@ -455,7 +450,8 @@ fn write_repeated(path: &Path, head: &[u8], lines: &[&[u8]], tail: &[u8], total:
 /// child's peak RSS in KiB (its own `ru_maxrss` from `wait4`).
 fn validate_measured(dir: &Path, file: &str) -> (String, String, i64) {
     use std::io::{BufRead, Read};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_seqit"))
+    let mut child = SEQIT
+        .command()
         .args(["data", "validate", file])
         .current_dir(dir)
         .stdout(std::process::Stdio::piped())
@@ -558,9 +554,9 @@ fn max_problems_lists_that_many_and_counts_the_rest() {
     )
     .unwrap();
     for (max, listed) in [("2", 2), ("0", 0), ("10", 4)] {
-        let out = seqit(
+        let out = SEQIT.output_in(
             dir.path(),
-            &["data", "validate", "few.jsonl", "--max-problems", max],
+            ["data", "validate", "few.jsonl", "--max-problems", max],
         );
         let stderr = check_clean_failure(&out, "few");
         assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), listed);

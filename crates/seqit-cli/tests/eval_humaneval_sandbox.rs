@@ -10,15 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use seqit_testkit::cli::Seqit;
 use serde_json::Value;
 
-fn seqit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_seqit"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .unwrap()
-}
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../seqit-eval/tests/fixtures")
@@ -80,7 +75,7 @@ fn score(samples: &Path, output: &Path, extra: &[&str]) -> Output {
         output.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    seqit(&args)
+    SEQIT.output(&args)
 }
 
 #[test]
@@ -274,7 +269,8 @@ fn the_hostile_file_is_scored_to_the_end_even_when_killed_and_resumed() {
         output.to_str().unwrap(),
     ];
     // Killed once a third of the samples are scored...
-    let mut child = Command::new(env!("CARGO_BIN_EXE_seqit"))
+    let mut child = SEQIT
+        .command()
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -297,7 +293,7 @@ fn the_hostile_file_is_scored_to_the_end_even_when_killed_and_resumed() {
     child.kill().unwrap();
     child.wait().unwrap();
     // ... and resumed: it finishes.
-    let out = seqit(&args);
+    let out = SEQIT.output(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("resuming:"), "{stderr}");

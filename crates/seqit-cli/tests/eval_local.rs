@@ -5,37 +5,23 @@
 //! of verdicts (a model this small rarely writes a parseable verdict: every item is
 //! either scored or counted as a parse failure), not the scores themselves.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use seqit_testkit::cli::Seqit;
+use seqit_testkit::{fixture, read_json, read_jsonl};
 
-use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/eval")
-        .join(name)
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
 
 #[test]
 fn seqeval_with_the_local_model_as_answerer_and_judge_when_asked() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("seqeval");
     let eval = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_seqit"))
+        SEQIT
+            .command()
             .args(["eval", "seqeval", "--data"])
-            .arg(fixture("seqeval_small.jsonl"))
+            .arg(fixture("eval/seqeval_small.jsonl"))
             .args(["--max-tokens", "16", "--judge-max-tokens", "32", "--output"])
             .arg(&out)
             .args(extra)
@@ -108,11 +94,15 @@ fn seqeval_with_the_local_model_as_answerer_and_judge_when_asked() {
 
 #[test]
 fn gsm8k_with_the_local_model() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("gsm8k");
-    let run = Command::new(env!("CARGO_BIN_EXE_seqit"))
+    let run = SEQIT
+        .command()
         .args(["eval", "gsm8k", "--data"])
-        .arg(fixture("gsm8k_mini.jsonl"))
+        .arg(fixture("eval/gsm8k_mini.jsonl"))
         .args(["--limit", "1", "--max-tokens", "16", "--output"])
         .arg(&out)
         .output()

@@ -3,19 +3,16 @@
 //! are exactly seqit's rendered `judge/v1` prompts, verdicts are scored as scripted,
 //! and a run killed with SIGKILL resumes without losing or repeating an item.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use seqit_eval::judge::JudgePrompts;
 use seqit_faultserver::{BackgroundFaultServer, FaultConfig, Outcome, ScriptRule};
+use seqit_testkit::cli::Seqit;
+use seqit_testkit::{fixture, read_jsonl};
 use serde_json::{json, Value};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/eval")
-        .join(name)
-}
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
 
 fn rule(contains: &str, reply: &str) -> ScriptRule {
     ScriptRule {
@@ -45,14 +42,6 @@ fn script() -> Vec<ScriptRule> {
         rule("Translate 'good morning'", "ANSWER s02"),
         rule("First list two fruits.", "ANSWER s03"),
     ]
-}
-
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn seqeval_args<'a>(
@@ -99,8 +88,8 @@ fn judge_prompts_sent_and_verdicts_scored() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let data = fixture("seqeval_small.jsonl");
-    let reference = fixture("seqeval_reference.json");
+    let data = fixture("eval/seqeval_small.jsonl");
+    let reference = fixture("eval/seqeval_reference.json");
     let mut args = seqeval_args(
         server.url(),
         out.to_str().unwrap(),
@@ -108,10 +97,7 @@ fn judge_prompts_sent_and_verdicts_scored() {
         reference.to_str().unwrap(),
     );
     args.extend(["--limit", "3"]);
-    let run = Command::new(env!("CARGO_BIN_EXE_seqit"))
-        .args(&args)
-        .output()
-        .unwrap();
+    let run = SEQIT.output(&args);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         run.status.success(),
@@ -212,10 +198,7 @@ fn judge_prompts_sent_and_verdicts_scored() {
     // A second run asks nothing: verdicts and answers are cached.
     let before = server.log().len();
     std::fs::remove_file(out.join("items.jsonl")).unwrap();
-    let rerun = Command::new(env!("CARGO_BIN_EXE_seqit"))
-        .args(&args)
-        .output()
-        .unwrap();
+    let rerun = SEQIT.output(&args);
     assert!(rerun.status.success());
     assert_eq!(server.log().len(), before);
     assert_eq!(read_jsonl(&out.join("items.jsonl")), items);
@@ -232,8 +215,8 @@ fn killed_seqeval_resumes_without_loss_or_duplicates() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let data = fixture("seqeval_small.jsonl");
-    let reference = fixture("seqeval_reference.json");
+    let data = fixture("eval/seqeval_small.jsonl");
+    let reference = fixture("eval/seqeval_reference.json");
     let args = seqeval_args(
         server.url(),
         out.to_str().unwrap(),
@@ -243,7 +226,8 @@ fn killed_seqeval_resumes_without_loss_or_duplicates() {
     let journal = out.join("items.jsonl.partial");
     let finished =
         || std::fs::read_to_string(&journal).map_or(0, |t| t.lines().count().saturating_sub(1));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_seqit"))
+    let mut child = SEQIT
+        .command()
         .args(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -268,10 +252,7 @@ fn killed_seqeval_resumes_without_loss_or_duplicates() {
         .filter(|e| e.outcome == Outcome::Answered)
         .count();
 
-    let rerun = Command::new(env!("CARGO_BIN_EXE_seqit"))
-        .args(&args)
-        .output()
-        .unwrap();
+    let rerun = SEQIT.output(&args);
     let stderr = String::from_utf8_lossy(&rerun.stderr);
     assert!(rerun.status.success(), "{stderr}");
     assert!(
@@ -334,7 +315,8 @@ fn alpacaeval_win_rate_and_annotations() {
     )
     .unwrap();
     let out = dir.path().join("ae");
-    let run = Command::new(env!("CARGO_BIN_EXE_seqit"))
+    let run = SEQIT
+        .command()
         .args([
             "eval",
             "alpacaeval",
@@ -391,10 +373,9 @@ fn alpacaeval_win_rate_and_annotations() {
 
 #[test]
 fn mtbench_grades_both_turns_with_the_packaged_prompts() {
-    let assets = std::env::var_os("SEQIT_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets"));
-    let data_dir = assets.join(seqit_eval::mtbench::PACKAGED_DATA);
+    let Some(data_dir) = seqit_testkit::require_asset(seqit_eval::mtbench::PACKAGED_DATA) else {
+        return;
+    };
     let questions =
         seqit_eval::mtbench::read_questions(&data_dir.join("mt_bench/question.jsonl")).unwrap();
     assert_eq!(questions.len(), 80);
@@ -418,7 +399,8 @@ fn mtbench_grades_both_turns_with_the_packaged_prompts() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("mt");
-    let run = Command::new(env!("CARGO_BIN_EXE_seqit"))
+    let run = SEQIT
+        .command()
         .args(["eval", "mtbench", "--data-dir"])
         .arg(&data_dir)
         .args([
@@ -479,7 +461,8 @@ fn mtbench_grades_both_turns_with_the_packaged_prompts() {
 fn verifiable_seqeval_is_scored_by_program_without_a_judge() {
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("verifiable.jsonl");
-    let synth = Command::new(env!("CARGO_BIN_EXE_seqit"))
+    let synth = SEQIT
+        .command()
         .args([
             "seqeval",
             "synth",
@@ -521,7 +504,8 @@ fn verifiable_seqeval_is_scored_by_program_without_a_judge() {
     })
     .unwrap();
     let out = dir.path().join("run");
-    let run = Command::new(env!("CARGO_BIN_EXE_seqit"))
+    let run = SEQIT
+        .command()
         .args(["eval", "seqeval", "--verifiable-only", "--data"])
         .arg(&set)
         .args([
@@ -579,9 +563,10 @@ fn verifiable_seqeval_is_scored_by_program_without_a_judge() {
     }
 
     // A judged-only set is refused under --verifiable-only.
-    let refused = Command::new(env!("CARGO_BIN_EXE_seqit"))
+    let refused = SEQIT
+        .command()
         .args(["eval", "seqeval", "--verifiable-only", "--data"])
-        .arg(fixture("seqeval_small.jsonl"))
+        .arg(fixture("eval/seqeval_small.jsonl"))
         .args(["--endpoint", server.url(), "--model", "subject", "--output"])
         .arg(dir.path().join("refused"))
         .output()
@@ -607,9 +592,10 @@ fn the_judge_uses_its_own_key_variable() {
     })
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let data = fixture("seqeval_small.jsonl");
+    let data = fixture("eval/seqeval_small.jsonl");
     let run = |out: &str, extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_seqit"))
+        SEQIT
+            .command()
             .args(["eval", "seqeval", "--data"])
             .arg(&data)
             .args(["--endpoint", answers.url(), "--model", "subject"])

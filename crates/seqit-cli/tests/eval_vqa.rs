@@ -2,25 +2,17 @@
 //! package) against the fault server's scripted mode on loopback: every request carries
 //! the question's own image as a PNG data URL, and the scores equal hand-computed ones.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use base64::Engine as _;
 use seqit_faultserver::{BackgroundFaultServer, FaultConfig, ScriptRule};
+use seqit_testkit::cli::Seqit;
 use serde_json::Value;
 
-fn easy_vqa_test_split() -> PathBuf {
-    let assets = std::env::var_os("SEQIT_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets"));
-    let dir = assets.join("easy_vqa/data/test");
-    assert!(
-        dir.exists(),
-        "`{}` is missing\nhint: run `scripts/setup --assets-only`",
-        dir.display()
-    );
-    dir
-}
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
+
+/// easy-VQA's test split inside the assets.
+const EASY_VQA_TEST: &str = "easy_vqa/data/test";
 
 /// Expected (followed, contains-correct, VQA accuracy).
 type Expected = (bool, bool, f64);
@@ -117,9 +109,9 @@ const CASES: &[(&str, &str, &str, Expected)] = &[
     ),
 ];
 
-fn run_eval(server: &BackgroundFaultServer, out: &Path) {
-    let split = easy_vqa_test_split();
-    let run = Command::new(env!("CARGO_BIN_EXE_seqit"))
+fn run_eval(server: &BackgroundFaultServer, split: &Path, out: &Path) {
+    let run = SEQIT
+        .command()
         .args([
             "eval",
             "vqa",
@@ -149,6 +141,9 @@ fn run_eval(server: &BackgroundFaultServer, out: &Path) {
 
 #[test]
 fn images_go_as_data_urls_and_scores_match_hand_computed_values() {
+    let Some(split) = seqit_testkit::require_asset(EASY_VQA_TEST) else {
+        return;
+    };
     let script = CASES
         .iter()
         .map(|(question, _, reply, _)| ScriptRule {
@@ -163,10 +158,9 @@ fn images_go_as_data_urls_and_scores_match_hand_computed_values() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    run_eval(&server, &out);
+    run_eval(&server, &split, &out);
 
     // Every request: the prompt text, then the question's image as a PNG data URL.
-    let split = easy_vqa_test_split();
     let questions: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(split.join("questions.json")).unwrap())
             .unwrap();
@@ -245,7 +239,7 @@ fn images_go_as_data_urls_and_scores_match_hand_computed_values() {
 
     // A second run answers from the request cache: nothing more reaches the server.
     std::fs::remove_file(out.join("results.jsonl")).unwrap();
-    run_eval(&server, &out);
+    run_eval(&server, &split, &out);
     assert_eq!(server.log().len(), CASES.len());
     let again = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
     assert_eq!(again.lines().count(), CASES.len());
@@ -278,7 +272,8 @@ fn vqav2_scores_use_the_ten_human_answers() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let run = Command::new(env!("CARGO_BIN_EXE_seqit"))
+    let run = SEQIT
+        .command()
         .args(["eval", "vqa", "--data"])
         .arg(fixtures.join("questions.json"))
         .arg("--annotations")
@@ -348,7 +343,9 @@ fn a_killed_run_resumes_without_asking_journaled_questions_again() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let split = easy_vqa_test_split();
+    let Some(split) = seqit_testkit::require_asset(EASY_VQA_TEST) else {
+        return;
+    };
     let limit = ITEMS.to_string();
     let args = [
         "eval",
@@ -366,7 +363,8 @@ fn a_killed_run_resumes_without_asking_journaled_questions_again() {
         "--output",
         out.to_str().unwrap(),
     ];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_seqit"))
+    let mut child = SEQIT
+        .command()
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -391,10 +389,7 @@ fn a_killed_run_resumes_without_asking_journaled_questions_again() {
         "{done_before} {asked_before}"
     );
 
-    let run = Command::new(env!("CARGO_BIN_EXE_seqit"))
-        .args(args)
-        .output()
-        .unwrap();
+    let run = SEQIT.output(args);
     assert!(
         run.status.success(),
         "{}",

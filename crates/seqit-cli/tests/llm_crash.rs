@@ -8,13 +8,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use seqit_core::{ChatMessage, Prompt, SamplingParams};
 use seqit_faultserver::{BackgroundFaultServer, FaultConfig, FaultRates};
 use seqit_llm::{Cache, CacheKey, EndpointKind};
+use seqit_testkit::cli::Seqit;
 use serde_json::{json, Value};
+
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
 
 const RECORDS: usize = 500;
 const CONCURRENCY: usize = 16;
@@ -96,7 +99,8 @@ fn killed_run_resumes_without_loss_duplicates_or_asking_twice() {
         "20",
     ];
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_seqit"))
+    let mut child = SEQIT
+        .command()
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -156,10 +160,7 @@ fn killed_run_resumes_without_loss_duplicates_or_asking_twice() {
         );
     }
 
-    let rerun = Command::new(env!("CARGO_BIN_EXE_seqit"))
-        .args(args)
-        .output()
-        .unwrap();
+    let rerun = SEQIT.output(args);
     let stderr = String::from_utf8_lossy(&rerun.stderr);
     assert!(rerun.status.success(), "{stderr}");
     if !written.is_empty() {

@@ -4,40 +4,15 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use seqit_faultserver::{BackgroundFaultServer, FaultConfig, FaultRates, Outcome};
-use serde_json::{json, Value};
+use seqit_testkit::cli::{stderr, stdout, Seqit};
+use seqit_testkit::read_jsonl;
+use serde_json::json;
 
-fn seqit(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_seqit"));
-    command
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("SEQIT_MODEL");
-    for (name, value) in envs {
-        command.env(name, value);
-    }
-    command.output().expect("seqit runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
 
 fn write_prompts(path: &Path, count: usize) {
     let text: String = (0..count)
@@ -87,7 +62,7 @@ fn faults_are_survived_and_a_rerun_asks_nothing() {
         "--backoff",
         "0.02",
     ];
-    let run = seqit(&args, &[]);
+    let run = SEQIT.output(args);
     assert!(run.status.success(), "{}", stderr(&run));
     let records = read_jsonl(&output);
     assert_eq!(records.len(), 120);
@@ -111,7 +86,7 @@ fn faults_are_survived_and_a_rerun_asks_nothing() {
 
     // Same command again: everything from the cache, nothing sent but the model lookup.
     std::fs::remove_file(&output).unwrap();
-    let again = seqit(&args, &[]);
+    let again = SEQIT.output(args);
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(server.log().len(), asked);
     assert!(
@@ -127,7 +102,7 @@ fn faults_are_survived_and_a_rerun_asks_nothing() {
     assert_eq!(read_jsonl(&output), records);
 
     // --no-cache asks again.
-    let fresh = seqit(&[&args[..], &["--no-cache"]].concat(), &[]);
+    let fresh = SEQIT.output([&args[..], &["--no-cache"]].concat());
     assert!(fresh.status.success(), "{}", stderr(&fresh));
     assert!(server.log().len() > asked);
 }
@@ -157,7 +132,7 @@ fn failed_records_are_reported_kept_out_of_the_output_and_retried_on_rerun() {
         "--backoff",
         "0.02",
     ];
-    let run = seqit(&[&base[..], &["--max-retries", "0"]].concat(), &[]);
+    let run = SEQIT.output([&base[..], &["--max-retries", "0"]].concat());
     assert!(!run.status.success());
     let message = stderr(&run);
     assert!(
@@ -185,7 +160,7 @@ fn failed_records_are_reported_kept_out_of_the_output_and_retried_on_rerun() {
         .map(|e| e["id"].as_str().unwrap().to_string())
         .collect();
 
-    let rerun = seqit(&[&base[..], &["--max-retries", "30"]].concat(), &[]);
+    let rerun = SEQIT.output([&base[..], &["--max-retries", "30"]].concat());
     assert!(rerun.status.success(), "{}", stderr(&rerun));
     assert!(
         stderr(&rerun).contains(&format!("resuming: {} of 40", partial.len())),
@@ -238,7 +213,7 @@ fn samples_and_dry_run_estimates() {
         "--prices",
         prices.to_str().unwrap(),
     ];
-    let dry = seqit(&[&base[..], &["--dry-run"]].concat(), &[]);
+    let dry = SEQIT.output([&base[..], &["--dry-run"]].concat());
     assert!(dry.status.success(), "{}", stderr(&dry));
     let text = stdout(&dry);
     assert!(
@@ -254,7 +229,7 @@ fn samples_and_dry_run_estimates() {
         "a dry run creates nothing"
     );
 
-    let run = seqit(&base, &[]);
+    let run = SEQIT.output(base);
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(stderr(&run).contains("cost $"), "{}", stderr(&run));
     let records = read_jsonl(&output);
@@ -272,7 +247,7 @@ fn samples_and_dry_run_estimates() {
                 .collect::<Vec<_>>()
         );
     }
-    let dry = seqit(&[&base[..], &["--dry-run"]].concat(), &[]);
+    let dry = SEQIT.output([&base[..], &["--dry-run"]].concat());
     assert!(
         stdout(&dry).contains("30 samples, 30 already in the cache, 0 to ask"),
         "{}",
@@ -293,8 +268,8 @@ fn batch_export_then_import_completes_the_job_without_requests() {
     text.push_str("{\"id\": \"dup\", \"prompt\": \"question 3\"}\n");
     std::fs::write(&input, text).unwrap();
     let sampling = ["--max-tokens", "32", "--temperature", "0.5", "--seed", "4"];
-    let export = seqit(
-        &[
+    let export = SEQIT.output(
+        [
             &[
                 "batch",
                 "export",
@@ -310,7 +285,6 @@ fn batch_export_then_import_completes_the_job_without_requests() {
             &sampling,
         ]
         .concat(),
-        &[],
     );
     assert!(export.status.success(), "{}", stderr(&export));
     assert!(
@@ -348,17 +322,14 @@ fn batch_export_then_import_completes_the_job_without_requests() {
     }
     let results_path = dir.path().join("results.jsonl");
     std::fs::write(&results_path, results).unwrap();
-    let import = seqit(
-        &[
-            "batch",
-            "import",
-            "--results",
-            results_path.to_str().unwrap(),
-            "--cache",
-            cache.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let import = SEQIT.output([
+        "batch",
+        "import",
+        "--results",
+        results_path.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ]);
     assert!(import.status.success(), "{}", stderr(&import));
     assert!(
         stderr(&import).contains("imported 24 answers"),
@@ -373,8 +344,8 @@ fn batch_export_then_import_completes_the_job_without_requests() {
 
     // The same job online: only the request that failed in the batch is sent.
     let output = dir.path().join("out.jsonl");
-    let generate = seqit(
-        &[
+    let generate = SEQIT.output(
+        [
             &[
                 "generate",
                 "--endpoint",
@@ -391,7 +362,6 @@ fn batch_export_then_import_completes_the_job_without_requests() {
             &sampling,
         ]
         .concat(),
-        &[],
     );
     assert!(generate.status.success(), "{}", stderr(&generate));
     assert_eq!(server.log().len(), 1, "{:?}", server.log());
@@ -406,8 +376,8 @@ fn batch_export_then_import_completes_the_job_without_requests() {
     assert_eq!(records[0]["output"], "batch answer to question 0");
 
     // Exporting again against the cache leaves out what it holds.
-    let again = seqit(
-        &[
+    let again = SEQIT.output(
+        [
             &[
                 "batch",
                 "export",
@@ -425,7 +395,6 @@ fn batch_export_then_import_completes_the_job_without_requests() {
             &sampling,
         ]
         .concat(),
-        &[],
     );
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(
@@ -440,17 +409,14 @@ fn batch_export_then_import_completes_the_job_without_requests() {
         "{\"custom_id\": \"request-1\", \"response\": {}}\n",
     )
     .unwrap();
-    let bad = seqit(
-        &[
-            "batch",
-            "import",
-            "--results",
-            results_path.to_str().unwrap(),
-            "--cache",
-            cache.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let bad = SEQIT.output([
+        "batch",
+        "import",
+        "--results",
+        results_path.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ]);
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("results.jsonl:1"), "{}", stderr(&bad));
 }
@@ -477,7 +443,7 @@ fn generate_with_cache(
         "16",
     ];
     args.extend_from_slice(extra);
-    seqit(&args, &[])
+    SEQIT.output(&args)
 }
 
 #[test]
@@ -518,7 +484,7 @@ fn endpoints_keep_their_own_cached_answers_and_oversized_bodies_fail_clearly() {
     .chain(small)
     .collect();
     let before = a.log().len();
-    let refused = seqit(&args, &[]);
+    let refused = SEQIT.output(&args);
     assert!(!refused.status.success());
     assert!(
         stderr(&refused).contains("is larger than the limit of 100 bytes")
@@ -528,19 +494,16 @@ fn endpoints_keep_their_own_cached_answers_and_oversized_bodies_fail_clearly() {
     );
     assert_eq!(a.log().len(), before + 1, "not retried");
     // Batch export asks which endpoint its answers are for.
-    let refused = seqit(
-        &[
-            "batch",
-            "export",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out("batch.jsonl").to_str().unwrap(),
-            "--model",
-            "m",
-        ],
-        &[],
-    );
+    let refused = SEQIT.output([
+        "batch",
+        "export",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out("batch.jsonl").to_str().unwrap(),
+        "--model",
+        "m",
+    ]);
     assert!(!refused.status.success());
     assert!(
         stderr(&refused).contains("`--endpoint URL`"),
@@ -572,7 +535,7 @@ fn api_keys_are_sent_but_never_written_or_printed() {
         "--stats",
     ];
 
-    let without = seqit(&args, &[]);
+    let without = SEQIT.output(args);
     assert!(!without.status.success());
     assert!(stderr(&without).contains("401"), "{}", stderr(&without));
     assert!(
@@ -581,10 +544,7 @@ fn api_keys_are_sent_but_never_written_or_printed() {
         stderr(&without)
     );
 
-    let missing = seqit(
-        &[&args[..], &["--api-key-env", "MY_TEAM_KEY"]].concat(),
-        &[],
-    );
+    let missing = SEQIT.output([&args[..], &["--api-key-env", "MY_TEAM_KEY"]].concat());
     assert!(!missing.status.success());
     assert!(
         stderr(&missing).contains("`MY_TEAM_KEY`"),
@@ -592,12 +552,12 @@ fn api_keys_are_sent_but_never_written_or_printed() {
         stderr(&missing)
     );
 
-    let run = seqit(
-        &[&args[..], &["--api-key-env", "MY_TEAM_KEY"]].concat(),
+    let run = SEQIT.output_with(
+        [&args[..], &["--api-key-env", "MY_TEAM_KEY"]].concat(),
         &[("MY_TEAM_KEY", secret)],
     );
     assert!(run.status.success(), "{}", stderr(&run));
-    let run = seqit(&args, &[("OPENAI_API_KEY", secret)]);
+    let run = SEQIT.output_with(args, &[("OPENAI_API_KEY", secret)]);
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(!stderr(&run).contains(secret) && !stdout(&run).contains(secret));
     for entry in std::fs::read_dir(dir.path()).unwrap() {
@@ -615,10 +575,7 @@ fn api_keys_are_sent_but_never_written_or_printed() {
 
 #[test]
 fn remote_flags_need_an_endpoint_and_bad_settings_are_refused() {
-    let out = seqit(
-        &["generate", "--prompt", "hi", "--n", "2", "--dry-run"],
-        &[],
-    );
+    let out = SEQIT.output(["generate", "--prompt", "hi", "--n", "2", "--dry-run"]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("--n, --dry-run only apply to a remote endpoint"),
@@ -631,10 +588,7 @@ fn remote_flags_need_an_endpoint_and_bad_settings_are_refused() {
         stderr(&out)
     );
 
-    let out = seqit(
-        &["generate", "--prompt", "hi", "--endpoint", "localhost:8000"],
-        &[],
-    );
+    let out = SEQIT.output(["generate", "--prompt", "hi", "--endpoint", "localhost:8000"]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("hint: give the API base"),
@@ -642,18 +596,15 @@ fn remote_flags_need_an_endpoint_and_bad_settings_are_refused() {
         stderr(&out)
     );
 
-    let out = seqit(
-        &[
-            "generate",
-            "--prompt",
-            "hi",
-            "--endpoint",
-            "http://127.0.0.1:9/v1",
-            "--concurrency",
-            "0",
-        ],
-        &[],
-    );
+    let out = SEQIT.output([
+        "generate",
+        "--prompt",
+        "hi",
+        "--endpoint",
+        "http://127.0.0.1:9/v1",
+        "--concurrency",
+        "0",
+    ]);
     assert!(
         stderr(&out).contains("`--concurrency` must be at least 1"),
         "{}",
@@ -661,16 +612,13 @@ fn remote_flags_need_an_endpoint_and_bad_settings_are_refused() {
     );
 
     // Nothing listens on port 9: the model lookup fails with the cause.
-    let out = seqit(
-        &[
-            "generate",
-            "--prompt",
-            "hi",
-            "--endpoint",
-            "http://127.0.0.1:9/v1",
-        ],
-        &[],
-    );
+    let out = SEQIT.output([
+        "generate",
+        "--prompt",
+        "hi",
+        "--endpoint",
+        "http://127.0.0.1:9/v1",
+    ]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("`--model` was not given"),
@@ -683,35 +631,29 @@ fn remote_flags_need_an_endpoint_and_bad_settings_are_refused() {
 #[test]
 fn a_single_prompt_prints_the_reply() {
     let server = server(FaultRates::none());
-    let out = seqit(
-        &[
-            "generate",
-            "--endpoint",
-            server.url(),
-            "--model",
-            "m",
-            "--prompt",
-            "hello",
-            "--system",
-            "be brief",
-        ],
-        &[],
-    );
+    let out = SEQIT.output([
+        "generate",
+        "--endpoint",
+        server.url(),
+        "--model",
+        "m",
+        "--prompt",
+        "hello",
+        "--system",
+        "be brief",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "echo[0 #0]: hello\n");
-    let raw = seqit(
-        &[
-            "generate",
-            "--endpoint",
-            server.url(),
-            "--model",
-            "m",
-            "--prompt",
-            "once upon",
-            "--raw",
-        ],
-        &[],
-    );
+    let raw = SEQIT.output([
+        "generate",
+        "--endpoint",
+        server.url(),
+        "--model",
+        "m",
+        "--prompt",
+        "once upon",
+        "--raw",
+    ]);
     assert_eq!(stdout(&raw), "echo[0 #0]: once upon\n");
     assert_eq!(server.log()[1].endpoint, "completions");
 }

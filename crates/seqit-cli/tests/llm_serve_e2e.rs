@@ -5,10 +5,13 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use seqit_testkit::cli::Seqit;
+use seqit_testkit::read_jsonl;
+
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
 
 struct Server(Child);
 
@@ -17,24 +20,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn seqit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_seqit"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("SEQIT_MODEL")
-        .output()
-        .expect("seqit runs")
-}
-
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// `GET /v1/models` answered 200.
@@ -56,8 +41,7 @@ fn ready(port: u16) -> bool {
 
 #[test]
 fn generate_against_seqit_serve_matches_the_local_engine() {
-    if seqit_testkit::default_model_path().is_none() {
-        eprintln!("skipped: the default model is not installed (run scripts/setup --assets-only)");
+    if seqit_testkit::require_model().is_none() {
         return;
     }
     let port = TcpListener::bind("127.0.0.1:0")
@@ -66,9 +50,9 @@ fn generate_against_seqit_serve_matches_the_local_engine() {
         .unwrap()
         .port();
     let server = Server(
-        Command::new(env!("CARGO_BIN_EXE_seqit"))
+        SEQIT
+            .command()
             .args(["serve", "--port", &port.to_string()])
-            .env_remove("SEQIT_MODEL")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -106,7 +90,7 @@ fn generate_against_seqit_serve_matches_the_local_engine() {
         "--max-tokens",
         "16",
     ];
-    let remote = seqit(&args);
+    let remote = SEQIT.output(args);
     let stderr = String::from_utf8_lossy(&remote.stderr);
     assert!(remote.status.success(), "{stderr}");
     assert!(
@@ -115,7 +99,7 @@ fn generate_against_seqit_serve_matches_the_local_engine() {
     );
 
     let local_out = dir.path().join("local.jsonl");
-    let local = seqit(&[
+    let local = SEQIT.output([
         "generate",
         "--input",
         input.to_str().unwrap(),
@@ -147,7 +131,7 @@ fn generate_against_seqit_serve_matches_the_local_engine() {
 
     // Again: from the cache, the server is not asked.
     std::fs::remove_file(&remote_out).unwrap();
-    let again = seqit(&args);
+    let again = SEQIT.output(args);
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(again.status.success(), "{stderr}");
     assert!(
@@ -183,7 +167,7 @@ fn generate_against_seqit_serve_matches_the_local_engine() {
             if let Some(endpoint) = endpoint {
                 args.extend(["--endpoint", endpoint]);
             }
-            let done = seqit(&args);
+            let done = SEQIT.output(&args);
             assert!(
                 done.status.success(),
                 "{}",

@@ -116,6 +116,10 @@ fn metrics(run: &Path, stage: &str) -> Value {
 
 #[test]
 fn the_at_scale_topology_runs_and_a_killed_runner_leaves_nothing_behind() {
+    // Every model of the example config is the default one (smollm2-135m).
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mark = format!("{}-{}", std::process::id(), dir.path().display());
 

@@ -3,10 +3,12 @@
 //! and the finished seed stage is not redone.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_seqit");
+use seqit_testkit::cli::Seqit;
+
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
 
 fn experiment(dir: &Path) -> std::path::PathBuf {
     let seed = std::fs::read_to_string(concat!(
@@ -35,34 +37,19 @@ max_tokens = 16
     dir.join("exp.toml")
 }
 
-fn run_ok(config: &Path, output: &Path) -> String {
-    let out = Command::new(BIN)
-        .args([
-            "run",
-            config.to_str().unwrap(),
-            "--output",
-            output.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{log}");
-    log
-}
-
 #[test]
 fn kill_9_during_augment_resumes_to_the_same_data() {
-    if seqit_testkit::default_model_path().is_none() {
-        eprintln!("skipping: SmolLM2 is not installed (scripts/setup --assets-only)");
+    if seqit_testkit::require_model().is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let config = experiment(dir.path());
     let straight = dir.path().join("straight");
-    run_ok(&config, &straight);
+    SEQIT.run_experiment(&config, Some(&straight));
 
     let run = dir.path().join("run");
-    let mut child = Command::new(BIN)
+    let mut child = SEQIT
+        .command()
         .args(["run", config.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -95,7 +82,7 @@ fn kill_9_during_augment_resumes_to_the_same_data() {
         "killed before the end"
     );
 
-    let log = run_ok(&config, &run);
+    let log = SEQIT.run_experiment(&config, Some(&run));
     assert!(
         log.lines()
             .any(|l| l.contains("] seed: finished earlier, skipped")),

@@ -3,13 +3,14 @@
 //! and ends with the same per-item results as an uninterrupted run.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use seqit_testkit::{TinyModel, TinyModelSpec};
+use seqit_testkit::cli::Seqit;
+use seqit_testkit::{read_jsonl, TinyModel, TinyModelSpec};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_seqit");
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
 const SEQEVAL_ITEMS: usize = 40;
 
 /// Tiny base model, IT/SIT data, a SeqEval set, and a config that trains one model and
@@ -81,17 +82,6 @@ args = ["--judge-max-tokens", "24"]
     path
 }
 
-fn run_ok(config: &Path, output: &Path) -> String {
-    let out = Command::new(BIN)
-        .args(["run", config.to_str().unwrap(), "--output"])
-        .arg(output)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "seqit run failed:\n{stderr}");
-    stderr
-}
-
 fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path)
         .map(|t| t.lines().count())
@@ -100,11 +90,7 @@ fn lines(path: &Path) -> usize {
 
 /// Per-item records by id, without fields that may legitimately differ between runs.
 fn items(stage_dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(stage_dir.join("items.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    read_jsonl(&stage_dir.join("items.jsonl"))
 }
 
 #[test]
@@ -112,12 +98,13 @@ fn kill_9_during_eval_resumes_to_the_same_items() {
     let dir = tempfile::tempdir().unwrap();
     let config = experiment(dir.path());
     let straight = dir.path().join("straight");
-    run_ok(&config, &straight);
+    SEQIT.run_experiment(&config, Some(&straight));
     let straight_items = items(&straight.join("eval-seqeval-it"));
     assert_eq!(straight_items.len(), SEQEVAL_ITEMS);
 
     let run = dir.path().join("run");
-    let mut child = Command::new(BIN)
+    let mut child = SEQIT
+        .command()
         .args(["run", config.to_str().unwrap(), "--output"])
         .arg(&run)
         .stdout(Stdio::null())
@@ -143,7 +130,7 @@ fn kill_9_during_eval_resumes_to_the_same_items() {
     );
     let train_manifest = std::fs::read_to_string(run.join("train-it/manifest.json")).unwrap();
 
-    let log = run_ok(&config, &run);
+    let log = SEQIT.run_experiment(&config, Some(&run));
     assert!(
         log.lines()
             .any(|l| l.contains("train-it: ") && l.contains("skipped")),

@@ -4,13 +4,14 @@
 //! the same result as an uninterrupted run.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use seqit_testkit::{TinyModel, TinyModelSpec};
+use seqit_testkit::cli::Seqit;
+use seqit_testkit::{read_json, TinyModel, TinyModelSpec};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_seqit");
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
 
 fn write_data(path: &Path, prefix: &str) {
     let text: String = (0..8)
@@ -78,20 +79,8 @@ save_every = 4
     path
 }
 
-fn seqit(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn run_ok(config: &Path) -> String {
-    let out = seqit(&["run", config.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "seqit run failed:\n{stderr}");
-    stderr
-}
-
 fn manifest(run: &Path, stage: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(run.join(stage).join("manifest.json")).unwrap())
-        .unwrap()
+    read_json(&run.join(stage).join("manifest.json"))
 }
 
 fn losses(train_dir: &Path) -> Vec<(u64, f64)> {
@@ -117,7 +106,7 @@ fn runs_skips_and_reruns_only_what_changed() {
     let config = experiment(dir.path(), 2, 2);
     let run = dir.path().join("run");
 
-    let dry = seqit(&["run", config.to_str().unwrap(), "--dry-run"]);
+    let dry = SEQIT.output(["run", config.to_str().unwrap(), "--dry-run"]);
     let plan = String::from_utf8_lossy(&dry.stderr);
     assert!(dry.status.success(), "{plan}");
     assert!(
@@ -127,7 +116,7 @@ fn runs_skips_and_reruns_only_what_changed() {
     assert!(plan.contains("$ seqit train --model"), "{plan}");
     assert!(!run.exists(), "a dry run writes nothing");
 
-    let first = run_ok(&config);
+    let first = SEQIT.run_experiment(&config, None);
     for stage in ["mixture", "train-it", "train-sit", "report"] {
         let m = manifest(&run, stage);
         assert_eq!(m["status"], "done", "{stage}: {m}");
@@ -162,7 +151,7 @@ fn runs_skips_and_reruns_only_what_changed() {
         .iter()
         .map(|s| std::fs::read_to_string(run.join(s).join("manifest.json")).unwrap())
         .collect();
-    let second = run_ok(&config);
+    let second = SEQIT.run_experiment(&config, None);
     for stage in ["mixture", "train-it", "train-sit", "report"] {
         assert!(
             stage_line(&second, stage)
@@ -179,7 +168,7 @@ fn runs_skips_and_reruns_only_what_changed() {
 
     // The SIT run's config changes: it and the report re-run, nothing else.
     experiment(dir.path(), 3, 2);
-    let third = run_ok(&config);
+    let third = SEQIT.run_experiment(&config, None);
     assert!(
         stage_line(&third, "train-sit")
             .iter()
@@ -211,7 +200,7 @@ fn runs_skips_and_reruns_only_what_changed() {
     );
 
     // --only forces one stage; its dependencies must be finished, later stages are left.
-    let only = seqit(&["run", config.to_str().unwrap(), "--only", "train-it"]);
+    let only = SEQIT.output(["run", config.to_str().unwrap(), "--only", "train-it"]);
     let log = String::from_utf8_lossy(&only.stderr);
     assert!(only.status.success(), "{log}");
     assert!(
@@ -228,7 +217,7 @@ fn runs_skips_and_reruns_only_what_changed() {
     );
     assert_eq!(manifest(&run, "train-it")["attempts"], 1);
 
-    let bad = seqit(&["run", config.to_str().unwrap(), "--only", "nope"]);
+    let bad = SEQIT.output(["run", config.to_str().unwrap(), "--only", "nope"]);
     let log = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success());
     assert!(
@@ -246,7 +235,7 @@ fn config_errors_stop_before_any_work() {
             .unwrap()
             .replacen("base = \"tiny\"", "base = \"huge\"", 1);
     std::fs::write(&config, text).unwrap();
-    let out = seqit(&["run", config.to_str().unwrap()]);
+    let out = SEQIT.output(["run", config.to_str().unwrap()]);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -262,7 +251,7 @@ fn kill_9_during_training_resumes_to_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
     let config = experiment(dir.path(), 40, 1);
     let straight_run = dir.path().join("straight");
-    let out = seqit(&[
+    let out = SEQIT.output([
         "run",
         config.to_str().unwrap(),
         "--output",
@@ -275,7 +264,8 @@ fn kill_9_during_training_resumes_to_the_same_result() {
     );
 
     let run = dir.path().join("run");
-    let mut child = Command::new(BIN)
+    let mut child = SEQIT
+        .command()
         .args(["run", config.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -298,7 +288,7 @@ fn kill_9_during_training_resumes_to_the_same_result() {
 
     // The re-run first waits for the killed runner's trainer to be gone (it holds the
     // run lock), then resumes the SIT run from its checkpoint.
-    let log = run_ok(&config);
+    let log = SEQIT.run_experiment(&config, None);
     assert!(
         stage_line(&log, "train-it")
             .iter()

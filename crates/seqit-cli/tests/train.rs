@@ -2,10 +2,13 @@
 //! and after `kill -9` resumes to the same loss curve.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use seqit_testkit::cli::Seqit;
 use seqit_testkit::{TinyModel, TinyModelSpec};
+
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
 
 fn data(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("train.json");
@@ -71,10 +74,10 @@ fn train_kill_resume_and_generate() {
         model.to_str().unwrap().to_string(),
         data.to_str().unwrap().to_string(),
     );
-    let bin = env!("CARGO_BIN_EXE_seqit");
 
     let straight = dir.path().join("straight");
-    let out = Command::new(bin)
+    let out = SEQIT
+        .command()
         .args(train_args(&model, &data_s, straight.to_str().unwrap(), &[]))
         .output()
         .unwrap();
@@ -94,7 +97,8 @@ fn train_kill_resume_and_generate() {
 
     // Kill -9 once a checkpoint exists, then resume.
     let crashed = dir.path().join("crashed");
-    let mut child = Command::new(bin)
+    let mut child = SEQIT
+        .command()
         .args(train_args(&model, &data_s, crashed.to_str().unwrap(), &[]))
         .stderr(Stdio::null())
         .spawn()
@@ -106,7 +110,8 @@ fn train_kill_resume_and_generate() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let resumed = Command::new(bin)
+    let resumed = SEQIT
+        .command()
         .args(train_args(
             &model,
             &data_s,
@@ -132,7 +137,8 @@ fn train_kill_resume_and_generate() {
     }
 
     // The exported model is a Hugging Face directory that `seqit generate` runs.
-    let gen = Command::new(bin)
+    let gen = SEQIT
+        .command()
         .args([
             "generate",
             "--model",
@@ -161,7 +167,8 @@ fn bad_training_input_is_reported() {
         .unwrap();
     let data = dir.path().join("prompts.jsonl");
     std::fs::write(&data, "{\"prompt\": \"no response here\"}\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_seqit"))
+    let out = SEQIT
+        .command()
         .args([
             "train",
             "--full",
@@ -196,10 +203,7 @@ fn dtype_and_device_flags() {
     let train = |output: &str, extra: &[&str]| {
         let output = dir.path().join(output);
         let args = train_args(model, data, output.to_str().unwrap(), extra);
-        let out = Command::new(env!("CARGO_BIN_EXE_seqit"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = SEQIT.output(args);
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).to_string(),
@@ -289,7 +293,6 @@ fn kill_9_while_writing_checkpoints_always_leaves_a_complete_one() {
         .write_hf_dir(&dir.path().join("base"))
         .unwrap();
     let data = data(dir.path());
-    let bin = env!("CARGO_BIN_EXE_seqit");
     let args = |run: &Path, extra: &[&str]| -> Vec<String> {
         let mut args: Vec<String> = [
             "train",
@@ -342,7 +345,8 @@ fn kill_9_while_writing_checkpoints_always_leaves_a_complete_one() {
     let mut killed_mid_write = 0;
     for kill in 0..KILLS {
         let before = checkpoint_steps(&run).last().copied().unwrap_or(0);
-        let mut child = Command::new(bin)
+        let mut child = SEQIT
+            .command()
             .args(args(&run, &["--resume"]))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -389,7 +393,8 @@ fn kill_9_while_writing_checkpoints_always_leaves_a_complete_one() {
     // Resume once more and finish a few updates later.
     let newest = *checkpoint_steps(&run).last().unwrap();
     let last = (newest + 3).to_string();
-    let finished = Command::new(bin)
+    let finished = SEQIT
+        .command()
         .args(args(&run, &["--resume", "--max-steps", &last]))
         .output()
         .unwrap();
@@ -402,7 +407,8 @@ fn kill_9_while_writing_checkpoints_always_leaves_a_complete_one() {
     );
     assert!(!checkpoint_in_progress(&run), "the leftover was removed");
     let straight = dir.path().join("straight");
-    let reference = Command::new(bin)
+    let reference = SEQIT
+        .command()
         .args(args(&straight, &["--max-steps", &last]))
         .output()
         .unwrap();

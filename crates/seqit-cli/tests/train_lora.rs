@@ -3,25 +3,11 @@
 //! export, and `seqit data show`.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-use seqit_testkit::{TinyModel, TinyModelSpec};
+use seqit_testkit::cli::Seqit;
+use seqit_testkit::tiny_hf_dir;
 
-fn seqit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_seqit"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
 
 fn data(path: &Path, n: usize) -> String {
     let items: Vec<serde_json::Value> = (0..n)
@@ -31,20 +17,10 @@ fn data(path: &Path, n: usize) -> String {
     path.to_str().unwrap().to_string()
 }
 
-fn tiny(dir: &Path) -> String {
-    TinyModel::new(&TinyModelSpec::default())
-        .unwrap()
-        .write_hf_dir(&dir.join("base"))
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn lora_run_from_config_exports_an_adapter_that_generate_applies() {
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny(dir.path());
+    let model = tiny_hf_dir(&dir.path().join("base")).display().to_string();
     let train = data(&dir.path().join("train.json"), 4);
     let eval = data(&dir.path().join("eval.json"), 2);
     let run = dir.path().join("run");
@@ -57,7 +33,7 @@ fn lora_run_from_config_exports_an_adapter_that_generate_applies() {
         ),
     )
     .unwrap();
-    let out = seqit(&[
+    let out = SEQIT.output([
         "train",
         "--config",
         config.to_str().unwrap(),
@@ -111,7 +87,7 @@ fn lora_run_from_config_exports_an_adapter_that_generate_applies() {
             "8",
         ];
         args.extend_from_slice(extra);
-        ok(seqit(&args)).trim().to_string()
+        SEQIT.ok(&args).trim().to_string()
     };
     let with_adapter = ask(&["--model", &model, "--adapter", adapter.to_str().unwrap()]);
     let merged = ask(&["--model", run.join("model").to_str().unwrap()]);
@@ -126,20 +102,18 @@ fn lora_run_from_config_exports_an_adapter_that_generate_applies() {
 /// a clear margin. Deterministic: seeded shuffling and dropout, one machine.
 #[test]
 fn lora_on_smollm2_learns_the_demo_sit_set() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("smollm2");
-    ok(seqit(&[
-        "model",
-        "convert",
-        "--output",
-        model.to_str().unwrap(),
-    ]));
+    SEQIT.ok(["model", "convert", "--output", model.to_str().unwrap()]);
     let data = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../examples/data/sit-demo.jsonl"
     );
     let run = dir.path().join("run");
-    ok(seqit(&[
+    SEQIT.ok([
         "train",
         "--model",
         model.to_str().unwrap(),
@@ -155,7 +129,7 @@ fn lora_on_smollm2_learns_the_demo_sit_set() {
         "256",
         "--seed",
         "1",
-    ]));
+    ]);
     let losses: Vec<f64> = std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
@@ -181,11 +155,11 @@ fn lora_on_smollm2_learns_the_demo_sit_set() {
 #[test]
 fn bad_settings_are_reported_precisely() {
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny(dir.path());
+    let model = tiny_hf_dir(&dir.path().join("base")).display().to_string();
     let train = data(&dir.path().join("train.json"), 2);
     let config = dir.path().join("bad.toml");
     std::fs::write(&config, "epochs = 1\nlora-rnak = 4\n").unwrap();
-    let out = seqit(&[
+    let out = SEQIT.output([
         "train",
         "--config",
         config.to_str().unwrap(),
@@ -203,7 +177,7 @@ fn bad_settings_are_reported_precisely() {
         "{err}"
     );
 
-    let out = seqit(&[
+    let out = SEQIT.output([
         "train",
         "--model",
         &model,
@@ -220,7 +194,7 @@ fn bad_settings_are_reported_precisely() {
     // The config file bypasses clap's value lists: seqit checks the values itself.
     let config = dir.path().join("fp8.toml");
     std::fs::write(&config, "dtype = \"fp8\"\n").unwrap();
-    let out = seqit(&[
+    let out = SEQIT.output([
         "train",
         "--model",
         &model,
@@ -241,9 +215,9 @@ fn bad_settings_are_reported_precisely() {
 #[test]
 fn data_show_marks_the_trained_tokens() {
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny(dir.path());
+    let model = tiny_hf_dir(&dir.path().join("base")).display().to_string();
     let train = data(&dir.path().join("train.json"), 3);
-    let shown = ok(seqit(&[
+    let shown = SEQIT.ok([
         "data",
         "show",
         &train,
@@ -253,7 +227,7 @@ fn data_show_marks_the_trained_tokens() {
         "chatml",
         "--index",
         "2",
-    ]));
+    ]);
     // Trained tokens, concatenated, are the answer and its end-of-turn marker.
     let (tokens, summary) = shown.trim_end().rsplit_once('\n').unwrap();
     let mut trained = String::new();
@@ -271,7 +245,7 @@ fn data_show_marks_the_trained_tokens() {
         "{shown}"
     );
     assert!(summary.contains("trained ([trained], (masked)"), "{shown}");
-    let colored = ok(seqit(&[
+    let colored = SEQIT.ok([
         "data",
         "show",
         &train,
@@ -281,10 +255,10 @@ fn data_show_marks_the_trained_tokens() {
         "chatml",
         "--color",
         "always",
-    ]));
+    ]);
     assert!(colored.contains("\x1b[1;32m"), "{colored}");
 
-    let out = seqit(&["data", "show", &train, "--model", &model, "--index", "7"]);
+    let out = SEQIT.output(["data", "show", &train, "--model", &model, "--index", "7"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("--index 7 is out of range: the file has 3 records"),

@@ -10,7 +10,8 @@
 //!
 //! * [`atomic_write`] — a whole file from bytes; [`AtomicFile`] — a file written as a
 //!   stream and moved into place by [`AtomicFile::commit`] (dropped uncommitted, its
-//!   temporary file is removed).
+//!   temporary file is removed); [`atomic_write_with`] — a file made by a writer that
+//!   takes a path.
 //! * [`replace_dir`] — a directory staged under a temporary name (a checkpoint, an
 //!   exported model). When the destination already exists, Linux swaps the two names in
 //!   one step (`renameat2(RENAME_EXCHANGE)`) before the old one is removed.
@@ -160,6 +161,25 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut file = AtomicFile::create(path)?;
     file.write_all(bytes)?;
     file.commit()
+}
+
+/// Replaces `path` atomically and durably with the file `write` creates at the
+/// temporary path it is given: for writers that take a path rather than a stream
+/// (safetensors). On failure the temporary file is removed and `path` is untouched.
+pub fn atomic_write_with(
+    path: &Path,
+    write: impl FnOnce(&Path) -> io::Result<()>,
+) -> io::Result<()> {
+    std::fs::create_dir_all(parent_dir(path))?;
+    let tmp = temp_path_for(path);
+    let written = write(&tmp)
+        .and_then(|()| File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fsync_parent(path)
 }
 
 /// Syncs every file and directory under `dir` (and `dir` itself), files before the

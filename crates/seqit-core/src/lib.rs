@@ -5,12 +5,14 @@
 //! [`SamplingParams`] (with its structured-output [`Constraint`]), [`Completion`] and
 //! [`FinishReason`]. [`durable`] is the one way
 //! seqit replaces files and directories (temporary name, fsync, rename, fsync of the
-//! parent): outputs, manifests and checkpoints all go through it.
+//! parent): outputs, manifests and checkpoints all go through it; [`journal`] is the one
+//! append-only record of finished work that long jobs resume from.
 
 mod chat;
 mod constraint;
 pub mod durable;
 mod generation;
+pub mod journal;
 mod sampling;
 
 pub use chat::{ChatMessage, Role};

@@ -1,18 +1,13 @@
 //! Round trips of every format on the hand-written fixtures in `tests/fixtures/data/`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use seqit_core::{ChatMessage, Role};
 use seqit_data::{
     read_all, Container, EncodeOptions, Error, Format, ReadOptions, Record, Schema, WriteOptions,
 };
+use seqit_testkit::fixture;
 use serde_json::{json, Value};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/data")
-        .join(name)
-}
 
 fn read(path: &Path) -> (Format, Vec<Record>) {
     read_all(path, &ReadOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -50,7 +45,7 @@ fn round_trip(
 
 #[test]
 fn fixtures_read_as_expected() {
-    let (format, records) = read(&fixture("alpaca.jsonl"));
+    let (format, records) = read(&fixture("data/alpaca.jsonl"));
     assert_eq!(format.to_string(), "alpaca (JSON Lines)");
     assert_eq!(records.len(), 5);
     let a2 = &records[1];
@@ -79,7 +74,7 @@ fn fixtures_read_as_expected() {
         Some("A slightly smiling face: mild happiness or politeness.")
     );
 
-    let (format, records) = read(&fixture("alpaca.json"));
+    let (format, records) = read(&fixture("data/alpaca.json"));
     assert_eq!(format.to_string(), "alpaca (JSON array)");
     assert_eq!(records.len(), 4);
     assert_eq!(
@@ -90,7 +85,7 @@ fn fixtures_read_as_expected() {
     assert_eq!(records[2].metadata["difficulty"], json!(2));
     assert_eq!(records[3].input, None, "empty input");
 
-    let (format, records) = read(&fixture("sharegpt.json"));
+    let (format, records) = read(&fixture("data/sharegpt.json"));
     assert_eq!(format.schema, Schema::ShareGpt);
     assert_eq!(
         records[0].system.as_deref(),
@@ -108,7 +103,7 @@ fn fixtures_read_as_expected() {
         Role::Other("function_call".into())
     );
 
-    let (_, records) = read(&fixture("messages.jsonl"));
+    let (_, records) = read(&fixture("data/messages.jsonl"));
     assert_eq!(records[1].user_turns(), 2);
     assert_eq!(
         records[3].instruction(),
@@ -119,24 +114,24 @@ fn fixtures_read_as_expected() {
         Some("The Rhine flows through six countries.")
     );
 
-    let (format, records) = read(&fixture("flan.jsonl"));
+    let (format, records) = read(&fixture("data/flan.jsonl"));
     assert_eq!(format.schema, Schema::FlanCot);
     assert_eq!(records[1].system, None);
     assert_eq!(records[2].metadata["task"], json!("translation"));
 
-    let (format, records) = read(&fixture("alpaca_eval.json"));
+    let (format, records) = read(&fixture("data/alpaca_eval.json"));
     assert_eq!(format.schema, Schema::AlpacaEval);
     assert_eq!(records[0].metadata["generator"], json!("smollm2-135m-sit"));
     assert_eq!(records[2].metadata["dataset"], json!("selfinstruct"));
 
-    let (format, records) = read(&fixture("prompts.txt"));
+    let (format, records) = read(&fixture("data/prompts.txt"));
     assert_eq!(format.to_string(), "prompts (text lines)");
     assert_eq!(records.len(), 3, "the blank line is skipped");
     assert_eq!(
         records[2].prompt_text(),
         Some("Переведи «hello» на русский.")
     );
-    let (_, records) = read(&fixture("prompts.jsonl"));
+    let (_, records) = read(&fixture("data/prompts.jsonl"));
     assert_eq!(records[1].system.as_deref(), Some("Be brief."));
     assert_eq!(records[1].response(), None);
 }
@@ -152,7 +147,7 @@ fn canonical_fixtures_round_trip_byte_for_byte() {
         "prompts.jsonl",
         "prompts.txt",
     ] {
-        let path = fixture(name);
+        let path = fixture(&format!("data/{name}"));
         let (format, records) = read(&path);
         let original = std::fs::read_to_string(&path).unwrap();
         let (back, text) = round_trip(
@@ -187,7 +182,7 @@ fn every_fixture_through_every_format() {
     ];
     let mut checked = 0;
     for name in fixtures {
-        let (_, records) = read(&fixture(name));
+        let (_, records) = read(&fixture(&format!("data/{name}")));
         for schema in Schema::ALL {
             if matches!(schema, Schema::Prompts | Schema::SeqEval) {
                 // Prompts only: see `prompt_lists_keep_prompts` and
@@ -232,7 +227,7 @@ fn every_fixture_through_every_format() {
     // formats (its records have no reply).
     assert_eq!(checked, 7 * 5 * 2 - 3 * 2);
     // Prompts in Alpaca: an empty `output` to be filled in later.
-    let (_, records) = read(&fixture("prompts.jsonl"));
+    let (_, records) = read(&fixture("data/prompts.jsonl"));
     let (back, text) = round_trip(
         &records,
         Schema::Alpaca,
@@ -248,7 +243,7 @@ fn every_fixture_through_every_format() {
 /// Two conversions in a row (A → B → C → A) lose nothing either.
 #[test]
 fn chains_of_conversions() {
-    let (_, records) = read(&fixture("alpaca.jsonl"));
+    let (_, records) = read(&fixture("data/alpaca.jsonl"));
     let mut current = records.clone();
     for schema in [
         Schema::Messages,
@@ -265,7 +260,7 @@ fn chains_of_conversions() {
 
 #[test]
 fn what_each_format_writes() {
-    let (_, records) = read(&fixture("alpaca.jsonl"));
+    let (_, records) = read(&fixture("data/alpaca.jsonl"));
     // a2 as messages: the input joined into the user turn and kept apart in `seqit`.
     let (_, text) = round_trip(
         &records[1..2],
@@ -315,7 +310,7 @@ fn what_each_format_writes() {
 
 #[test]
 fn prompt_lists_keep_prompts() {
-    let (_, records) = read(&fixture("flan.jsonl"));
+    let (_, records) = read(&fixture("data/flan.jsonl"));
     let (back, text) = round_trip(
         &records,
         Schema::Prompts,
@@ -345,7 +340,7 @@ fn prompt_lists_keep_prompts() {
 
 #[test]
 fn formats_that_cannot_hold_a_record_say_why() {
-    let (_, records) = read(&fixture("sharegpt.json"));
+    let (_, records) = read(&fixture("data/sharegpt.json"));
     let tool_call = &records[3];
     let err = round_trip(
         std::slice::from_ref(tool_call),
@@ -359,7 +354,7 @@ fn formats_that_cannot_hold_a_record_say_why() {
         err.starts_with("record 0 (id `7`): cannot write it as alpaca: turn 1 has role `function_call`, but this format holds a system prompt and alternating user/assistant turns only (turn 1 would be `assistant`)"),
         "{err}"
     );
-    let (_, records) = read(&fixture("alpaca.jsonl"));
+    let (_, records) = read(&fixture("data/alpaca.jsonl"));
     let err = round_trip(
         &records,
         Schema::AlpacaEval,
@@ -417,7 +412,7 @@ fn failed_writes_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.jsonl");
     std::fs::write(&path, "previous good data\n").unwrap();
-    let (_, records) = read(&fixture("sharegpt.json"));
+    let (_, records) = read(&fixture("data/sharegpt.json"));
     let err =
         seqit_data::write_all(&path, &WriteOptions::new(Schema::Alpaca), &records).unwrap_err();
     assert!(matches!(err, Error::Unwritable { index: 3, .. }), "{err}");
@@ -525,7 +520,7 @@ mod parquet {
             "alpaca_eval.json",
             "prompts.jsonl",
         ] {
-            let (format, records) = read(&fixture(name));
+            let (format, records) = read(&fixture(&format!("data/{name}")));
             let (back, _) = round_trip(
                 &records,
                 format.schema,
@@ -550,7 +545,7 @@ mod parquet {
 
     #[test]
     fn parquet_auto_detects_and_reports_rows() {
-        let (_, records) = read(&fixture("messages.jsonl"));
+        let (_, records) = read(&fixture("data/messages.jsonl"));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chat.parquet");
         seqit_data::write_all(&path, &WriteOptions::new(Schema::Messages), &records).unwrap();

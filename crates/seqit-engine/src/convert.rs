@@ -58,9 +58,7 @@ pub fn write_tokenizer_files(
 }
 
 fn write_json(dir: &Path, name: &str, value: &serde_json::Value) -> Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    std::fs::write(&tmp, serde_json::to_string_pretty(value)?)
-        .with_context(|| format!("cannot write `{}`", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join(name))?;
-    Ok(())
+    let path = dir.join(name);
+    seqit_core::durable::atomic_write(&path, serde_json::to_string_pretty(value)?.as_bytes())
+        .with_context(|| format!("cannot write `{}`", path.display()))
 }

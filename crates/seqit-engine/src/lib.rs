@@ -9,6 +9,8 @@
 //! * [`ConstraintCompiler`] — structured outputs: JSON Schema, regex, choice and Lark
 //!   constraints compiled by llguidance into per-step token masks.
 //! * [`Sampler`] — greedy / temperature / top-k / top-p with per-request seeds.
+//! * [`scheduler::Scheduler`] — the one batching loop over an engine shared by
+//!   concurrent callers (`seqit serve` and the local `Llm` backend).
 //! * [`resolve_model`] — `smollm2-135m` (or nothing) → the packaged default model.
 //! * [`convert_gguf_to_hf`] — GGUF → Hugging Face directory.
 
@@ -20,6 +22,7 @@ mod engine;
 mod model_files;
 mod prefix_cache;
 mod sampler;
+pub mod scheduler;
 mod tokenizer;
 
 pub use assets::{

@@ -4,42 +4,22 @@
 //! (which a server may receive from a client) runs to the context window without
 //! overflowing.
 
-use std::path::{Path, PathBuf};
-
-use seqit_core::{FinishReason, Prompt, SamplingParams};
-use seqit_engine::{Engine, EngineOptions, GenerationRequest};
-use seqit_testkit::{GgmlDType, TinyModel, TinyModelSpec};
-
-/// A tiny model as a Q8_0 GGUF file (the packed decoder, as `seqit serve` runs it).
-fn tiny_gguf(dir: &Path, context: usize) -> PathBuf {
-    let spec = TinyModelSpec {
-        max_position_embeddings: context,
-        ..TinyModelSpec::default()
-    };
-    TinyModel::new(&spec)
-        .unwrap()
-        .write_gguf(&dir.join("tiny-q8.gguf"), GgmlDType::Q8_0)
-        .unwrap()
-}
-
-fn raw(text: &str, max_tokens: usize) -> GenerationRequest {
-    GenerationRequest {
-        prompt: Prompt::Text(text.to_string()),
-        params: SamplingParams {
-            ignore_eos: true,
-            ..SamplingParams::greedy(max_tokens)
-        },
-    }
-}
+use seqit_core::FinishReason;
+use seqit_engine::{Engine, EngineOptions};
+use seqit_testkit::{raw_request, tiny_q8_gguf};
 
 #[test]
 fn a_cancelled_request_stops_within_one_step_and_the_others_are_unchanged() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::load(&tiny_gguf(dir.path(), 512), EngineOptions::default()).unwrap();
+    let engine = Engine::load(
+        &tiny_q8_gguf(&dir.path().join("tiny-q8.gguf"), 512),
+        EngineOptions::default(),
+    )
+    .unwrap();
     let requests = [
-        raw("the cat sat on", 40),
-        raw("hello there, how are you", 40),
-        raw("xy", 40),
+        raw_request("the cat sat on", 40),
+        raw_request("hello there, how are you", 40),
+        raw_request("xy", 40),
     ];
     let reference = engine.generate(&requests, &mut |_, _| {}).unwrap();
 
@@ -74,8 +54,12 @@ fn a_cancelled_request_stops_within_one_step_and_the_others_are_unchanged() {
 #[test]
 fn a_request_cancelled_before_its_prefill_costs_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::load(&tiny_gguf(dir.path(), 512), EngineOptions::default()).unwrap();
-    let requests = [raw("the cat sat on", 8), raw("xy", 8)];
+    let engine = Engine::load(
+        &tiny_q8_gguf(&dir.path().join("tiny-q8.gguf"), 512),
+        EngineOptions::default(),
+    )
+    .unwrap();
+    let requests = [raw_request("the cat sat on", 8), raw_request("xy", 8)];
     let reference = engine.generate(&requests, &mut |_, _| {}).unwrap();
     let got = engine
         .generate_cancellable(&requests, &mut |_, _| {}, &mut |i| i == 0)
@@ -90,12 +74,19 @@ fn a_request_cancelled_before_its_prefill_costs_nothing() {
 fn max_tokens_of_usize_max_runs_to_the_context_window() {
     const CONTEXT: usize = 64;
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::load(&tiny_gguf(dir.path(), CONTEXT), EngineOptions::default()).unwrap();
+    let engine = Engine::load(
+        &tiny_q8_gguf(&dir.path().join("tiny-q8.gguf"), CONTEXT),
+        EngineOptions::default(),
+    )
+    .unwrap();
     // Alone, and batched with a short request (the batch sizes its cache from the
     // longest prompt plus the largest `max_tokens`).
     for requests in [
-        vec![raw("the cat sat on", usize::MAX)],
-        vec![raw("the cat sat on", usize::MAX), raw("xy", 3)],
+        vec![raw_request("the cat sat on", usize::MAX)],
+        vec![
+            raw_request("the cat sat on", usize::MAX),
+            raw_request("xy", 3),
+        ],
     ] {
         let got = engine.generate(&requests, &mut |_, _| {}).unwrap();
         assert_eq!(got[0].finish_reason, FinishReason::Length);

@@ -3,9 +3,9 @@
 //! on the embedded SmolLM2. Every output is checked by an independent validator: the
 //! `jsonschema` crate for JSON, the `regex` crate for regular expressions and choices.
 
-use seqit_core::{ChatMessage, Constraint, FinishReason, Prompt, SamplingParams};
+use seqit_core::{Constraint, FinishReason, SamplingParams};
 use seqit_engine::{Engine, EngineOptions, GenerationRequest};
-use seqit_testkit::{TinyModel, TinyModelSpec};
+use seqit_testkit::{user_prompt, TinyModel, TinyModelSpec};
 use serde_json::{json, Value};
 
 fn tiny_engine(dir: &std::path::Path) -> Engine {
@@ -16,14 +16,10 @@ fn tiny_engine(dir: &std::path::Path) -> Engine {
     Engine::load(&hf, EngineOptions::default()).unwrap()
 }
 
-fn smollm2() -> Engine {
-    let path =
-        seqit_testkit::default_model_path().expect("assets missing: run scripts/setup first");
-    Engine::load(&path, EngineOptions::default()).unwrap()
-}
-
-fn chat(text: &str) -> Prompt {
-    Prompt::Chat(vec![ChatMessage::user(text)])
+/// The default model, or `None` when the test is skipped (see `seqit_testkit::require_model`).
+fn smollm2() -> Option<Engine> {
+    let path = seqit_testkit::require_model()?;
+    Some(Engine::load(&path, EngineOptions::default()).unwrap())
 }
 
 fn constrained(
@@ -96,7 +92,7 @@ fn every_constraint_kind_holds_on_noise() {
             // Sampling from a random model: anything the mask lets through is likely.
             let temperature = if seed == 0 { 0.0 } else { 1.0 };
             requests.push(GenerationRequest {
-                prompt: chat("Say something."),
+                prompt: user_prompt("Say something."),
                 params: constrained(constraint.clone(), 96, temperature, seed),
             });
         }
@@ -140,7 +136,7 @@ NUM: /[1-9]/
     let shape = regex::Regex::new(r"^Task [1-9]: (yes|no)(\nTask [1-9]: (yes|no))*$").unwrap();
     for seed in 0..8 {
         let request = GenerationRequest {
-            prompt: chat("Grade it."),
+            prompt: user_prompt("Grade it."),
             params: constrained(Constraint::Grammar { lark: lark.into() }, 60, 1.0, seed),
         };
         let completion = &engine.generate(&[request], &mut |_, _| {}).unwrap()[0];
@@ -168,7 +164,7 @@ fn an_unfinishable_constraint_ends_by_length_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let engine = tiny_engine(dir.path());
     let request = GenerationRequest {
-        prompt: chat("Count."),
+        prompt: user_prompt("Count."),
         params: constrained(
             Constraint::Regex {
                 pattern: "a{40}b".into(),
@@ -217,7 +213,7 @@ fn invalid_constraints_are_refused_before_generation() {
         let message = format!("{error:#}");
         assert!(message.contains(expected), "{message}");
         let request = GenerationRequest {
-            prompt: chat("x"),
+            prompt: user_prompt("x"),
             params: constrained(constraint, 4, 0.0, 0),
         };
         assert!(engine.generate(&[request], &mut |_, _| {}).is_err());
@@ -229,7 +225,7 @@ fn constrained_rows_leave_their_batch_neighbours_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let engine = tiny_engine(dir.path());
     let free = GenerationRequest {
-        prompt: chat("the cat sat"),
+        prompt: user_prompt("the cat sat"),
         params: SamplingParams {
             ignore_eos: true,
             ..SamplingParams::greedy(12)
@@ -241,7 +237,7 @@ fn constrained_rows_leave_their_batch_neighbours_unchanged() {
     let mut batch = vec![free.clone()];
     for constraint in every_kind() {
         batch.push(GenerationRequest {
-            prompt: chat("in an inn"),
+            prompt: user_prompt("in an inn"),
             params: constrained(constraint, 30, 0.0, 0),
         });
     }
@@ -255,7 +251,7 @@ fn logprobs_are_a_distribution_and_match_the_chosen_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let engine = tiny_engine(dir.path());
     let request = GenerationRequest {
-        prompt: chat("hello"),
+        prompt: user_prompt("hello"),
         params: SamplingParams {
             logprobs: Some(5),
             ignore_eos: true,
@@ -296,7 +292,9 @@ fn logprobs_are_a_distribution_and_match_the_chosen_tokens() {
 
 #[test]
 fn smollm2_follows_every_constraint_kind() {
-    let engine = smollm2();
+    let Some(engine) = smollm2() else {
+        return;
+    };
     let prompts = [
         "Classify the instruction 'Write a poem about the sea' into option A, B, C or D and rate it.",
         "Is the sky green? Answer yes or no three times.",
@@ -306,7 +304,7 @@ fn smollm2_follows_every_constraint_kind() {
     for constraint in every_kind() {
         for (i, prompt) in prompts.iter().enumerate() {
             requests.push(GenerationRequest {
-                prompt: chat(prompt),
+                prompt: user_prompt(prompt),
                 params: constrained(
                     constraint.clone(),
                     80,

@@ -2,24 +2,12 @@
 //! values and must generate exactly what they generate without the cache (the packed
 //! decoder computes each row independently of its batch and of its padding).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use seqit_core::{ChatMessage, Prompt, SamplingParams};
 use seqit_engine::{Engine, EngineOptions, GenerationRequest, PrefixCacheStats};
 use seqit_model::{KvCache, WeightStorage};
-use seqit_testkit::{GgmlDType, TinyModel, TinyModelSpec};
-
-/// A tiny model as a Q8_0 GGUF file (quantized, so the packed decoder runs).
-fn tiny_gguf(dir: &Path) -> PathBuf {
-    let spec = TinyModelSpec {
-        max_position_embeddings: 2048,
-        ..TinyModelSpec::default()
-    };
-    TinyModel::new(&spec)
-        .unwrap()
-        .write_gguf(&dir.join("tiny-q8.gguf"), GgmlDType::Q8_0)
-        .unwrap()
-}
+use seqit_testkit::{raw_request, tiny_q8_gguf, TinyModel, TinyModelSpec};
 
 fn engine(path: &Path, prefix_cache_mib: usize, max_batch: usize) -> Engine {
     let engine = Engine::load(
@@ -33,16 +21,6 @@ fn engine(path: &Path, prefix_cache_mib: usize, max_batch: usize) -> Engine {
     .unwrap();
     assert!(engine.packed_decoder().is_some(), "the packed path runs");
     engine
-}
-
-fn raw(text: &str, max_tokens: usize) -> GenerationRequest {
-    GenerationRequest {
-        prompt: Prompt::Text(text.to_string()),
-        params: SamplingParams {
-            ignore_eos: true,
-            ..SamplingParams::greedy(max_tokens)
-        },
-    }
 }
 
 fn tokens(engine: &Engine, requests: &[GenerationRequest]) -> Vec<Vec<u32>> {
@@ -69,9 +47,12 @@ fn shared_prefix() -> String {
 #[test]
 fn the_same_prompt_twice_hits_the_cache_and_generates_the_same_tokens() {
     let dir = tempfile::tempdir().unwrap();
-    let path = tiny_gguf(dir.path());
+    let path = tiny_q8_gguf(&dir.path().join("tiny-q8.gguf"), 2048);
     let cached = engine(&path, 16, 8);
-    let request = [raw(&format!("{}Now: sort the words.", shared_prefix()), 24)];
+    let request = [raw_request(
+        &format!("{}Now: sort the words.", shared_prefix()),
+        24,
+    )];
     let first = tokens(&cached, &request);
     let after_first = cached.prefix_cache_stats();
     assert_eq!(after_first.hit_tokens, 0);
@@ -92,7 +73,7 @@ fn the_same_prompt_twice_hits_the_cache_and_generates_the_same_tokens() {
 #[test]
 fn prompts_sharing_a_prefix_generate_what_they_generate_without_the_cache() {
     let dir = tempfile::tempdir().unwrap();
-    let path = tiny_gguf(dir.path());
+    let path = tiny_q8_gguf(&dir.path().join("tiny-q8.gguf"), 2048);
     let prefix = shared_prefix();
     // Suffixes of many lengths put the shared prefix at every padding offset; a batch
     // of 3 makes later batches find what earlier ones cached.
@@ -108,7 +89,7 @@ fn prompts_sharing_a_prefix_generate_what_they_generate_without_the_cache() {
     let requests: Vec<GenerationRequest> = suffixes
         .iter()
         .enumerate()
-        .map(|(i, s)| raw(&format!("{prefix}{s}"), 6 + 3 * i))
+        .map(|(i, s)| raw_request(&format!("{prefix}{s}"), 6 + 3 * i))
         .collect();
     let want = tokens(&engine(&path, 0, 3), &requests);
     for max_batch in [1, 3, 16] {
@@ -132,7 +113,7 @@ fn prompts_sharing_a_prefix_generate_what_they_generate_without_the_cache() {
 #[test]
 fn nested_shared_prefixes_in_one_batch_are_computed_once_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let path = tiny_gguf(dir.path());
+    let path = tiny_q8_gguf(&dir.path().join("tiny-q8.gguf"), 2048);
     let p = shared_prefix();
     let q = "Second part: the examples below are about cooking and recipes, read them.\n";
     let r = "Second part: the examples below are about travel and trains, read them too.\n";
@@ -144,7 +125,7 @@ fn nested_shared_prefixes_in_one_batch_are_computed_once_and_change_nothing() {
         format!("{p}only the common part"),
         "an unrelated prompt with nothing in common".to_string(),
     ];
-    let requests: Vec<GenerationRequest> = texts.iter().map(|t| raw(t, 10)).collect();
+    let requests: Vec<GenerationRequest> = texts.iter().map(|t| raw_request(t, 10)).collect();
     let want = tokens(&engine(&path, 0, 16), &requests);
     let cached = engine(&path, 64, 16);
     assert_eq!(tokens(&cached, &requests), want);
@@ -162,14 +143,14 @@ fn nested_shared_prefixes_in_one_batch_are_computed_once_and_change_nothing() {
 #[test]
 fn a_small_budget_evicts_and_still_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let path = tiny_gguf(dir.path());
+    let path = tiny_q8_gguf(&dir.path().join("tiny-q8.gguf"), 2048);
     // 1 MiB holds 4096 tokens of this model (256 bytes each); these prompts need more.
     let requests: Vec<GenerationRequest> = (0..12)
         .map(|i| {
             let words: String = (0..120)
                 .map(|w| format!("w{} ", (w * 7 + i) % 97))
                 .collect();
-            raw(&format!("prompt {i}: {words}"), 4)
+            raw_request(&format!("prompt {i}: {words}"), 4)
         })
         .collect();
     let want = tokens(&engine(&path, 0, 4), &requests);
@@ -185,7 +166,7 @@ fn a_small_budget_evicts_and_still_changes_nothing() {
 #[test]
 fn cached_keys_and_values_give_bit_identical_logits_at_any_padding() {
     let dir = tempfile::tempdir().unwrap();
-    let path = tiny_gguf(dir.path());
+    let path = tiny_q8_gguf(&dir.path().join("tiny-q8.gguf"), 2048);
     let engine = engine(&path, 0, 1);
     let model = engine.model().unwrap();
     let layers = model.config.num_hidden_layers;
@@ -247,7 +228,7 @@ fn the_candle_path_does_not_cache() {
     };
     let engine = Engine::load(&hf, options).unwrap();
     assert!(engine.packed_decoder().is_none());
-    let request = [raw("the same prompt twice", 4)];
+    let request = [raw_request("the same prompt twice", 4)];
     assert_eq!(tokens(&engine, &request), tokens(&engine, &request));
     assert_eq!(engine.prefix_cache_stats().lookups, 0);
 }
@@ -281,8 +262,7 @@ fn classify(instruction: &str, max_tokens: usize) -> GenerationRequest {
 
 #[test]
 fn the_default_model_reuses_a_long_classification_prefix_exactly() {
-    let Some(path) = seqit_testkit::default_model_path() else {
-        eprintln!("skipped: the default model is not installed (scripts/setup)");
+    let Some(path) = seqit_testkit::require_model() else {
         return;
     };
     let load = |mib| {

@@ -4,12 +4,14 @@
 //! `scripts/fixtures/make_llamacpp_golden.py`: rendered prompts, token ids, llama.cpp's
 //! greedy tokens and its ten best logits at each generated step.
 
+use std::path::Path;
 use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
-use seqit_core::{ChatMessage, Prompt, SamplingParams};
+use seqit_core::SamplingParams;
 use seqit_engine::{argmax, Engine, EngineOptions, GenerationRequest};
 use seqit_model::{LogitsFor, WeightStorage};
+use seqit_testkit::user_prompt;
 use serde_json::Value;
 
 fn golden() -> &'static Value {
@@ -21,11 +23,10 @@ fn golden() -> &'static Value {
     })
 }
 
-fn engine(weights: WeightStorage) -> Engine {
-    let path =
-        seqit_testkit::default_model_path().expect("assets missing: run scripts/setup first");
+/// The default model (`seqit_testkit::require_model`) loaded with `weights`.
+fn engine(path: &Path, weights: WeightStorage) -> Engine {
     Engine::load(
-        &path,
+        path,
         EngineOptions {
             weights,
             ..EngineOptions::default()
@@ -42,13 +43,12 @@ fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-fn user(text: &str) -> Prompt {
-    Prompt::Chat(vec![ChatMessage::user(text)])
-}
-
 #[test]
 fn tokenizer_and_chat_template_match_llama_cpp() {
-    let engine = engine(WeightStorage::AsStored);
+    let Some(model) = seqit_testkit::require_model() else {
+        return;
+    };
+    let engine = engine(&model, WeightStorage::AsStored);
     for case in golden()["tokenizer"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
         assert_eq!(
@@ -58,7 +58,7 @@ fn tokenizer_and_chat_template_match_llama_cpp() {
         );
     }
     for chat in golden()["chats"].as_array().unwrap() {
-        let prompt = user(chat["prompt"].as_str().unwrap());
+        let prompt = user_prompt(chat["prompt"].as_str().unwrap());
         assert_eq!(
             engine.render(&prompt).unwrap(),
             chat["rendered"].as_str().unwrap()
@@ -76,8 +76,11 @@ fn tokenizer_and_chat_template_match_llama_cpp() {
 /// best tokens are closer than `NEAR_TIE`, seqit may pick either of them.
 #[test]
 fn as_stored_weights_follow_llama_cpp_step_by_step() {
+    let Some(model) = seqit_testkit::require_model() else {
+        return;
+    };
     const NEAR_TIE: f32 = 1.0;
-    let engine = engine(WeightStorage::AsStored);
+    let engine = engine(&model, WeightStorage::AsStored);
     let model = engine.model().unwrap();
     let (mut diffs, mut steps, mut agreements) = (Vec::new(), 0, 0);
     for chat in golden()["chats"].as_array().unwrap() {
@@ -148,14 +151,17 @@ fn as_stored_weights_follow_llama_cpp_step_by_step() {
 
 #[test]
 fn first_greedy_tokens_equal_llama_cpp() {
+    let Some(model) = seqit_testkit::require_model() else {
+        return;
+    };
     // Free-running generation: the first tokens before any near-tie are exactly llama.cpp's.
-    let engine = engine(WeightStorage::AsStored);
+    let engine = engine(&model, WeightStorage::AsStored);
     let chat = &golden()["chats"][0];
     let expected = ids(&chat["greedy_ids"]);
     let completion = engine
         .generate(
             &[GenerationRequest {
-                prompt: user(chat["prompt"].as_str().unwrap()),
+                prompt: user_prompt(chat["prompt"].as_str().unwrap()),
                 params: SamplingParams::greedy(6),
             }],
             &mut |_, _| {},
@@ -210,10 +216,13 @@ fn greedy_with_margins(engine: &Engine, prompt: &[u32], steps: usize) -> (Vec<u3
 /// between "The" and "L'", so no test asserts that answer's text.)
 #[test]
 fn fast_weights_follow_f32_step_by_step() {
+    let Some(model) = seqit_testkit::require_model() else {
+        return;
+    };
     const NEAR_TIE: f32 = 0.5;
     let (fast, exact) = (
-        engine(WeightStorage::Fast),
-        engine(WeightStorage::Dequantized),
+        engine(&model, WeightStorage::Fast),
+        engine(&model, WeightStorage::Dequantized),
     );
     assert!(
         fast.packed_decoder().is_some(),
@@ -225,7 +234,7 @@ fn fast_weights_follow_f32_step_by_step() {
     );
     let (mut steps, mut worst) = (0, 0f32);
     for question in PROBES {
-        let prompt = fast.prompt_ids(&user(question)).unwrap();
+        let prompt = fast.prompt_ids(&user_prompt(question)).unwrap();
         let (answer, margins) = greedy_with_margins(&exact, &prompt, 16);
         eprintln!("{question:?}: f32 margins {margins:?}");
         // Both models read the f32 answer; compare their logits at each step.

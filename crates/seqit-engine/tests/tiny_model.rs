@@ -3,10 +3,10 @@
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
-use seqit_core::{ChatMessage, FinishReason, Prompt, SamplingParams};
+use seqit_core::{FinishReason, SamplingParams};
 use seqit_engine::{Engine, EngineOptions, GenerationRequest};
 use seqit_model::{load_model, Architecture, LoadOptions, LogitsFor, WeightStorage};
-use seqit_testkit::{TinyModel, TinyModelSpec};
+use seqit_testkit::{greedy_exactly, user_prompt, TinyModel, TinyModelSpec};
 
 const TOKENS: [u32; 9] = [72, 101, 108, 108, 111, 32, 259, 33, 10];
 
@@ -129,17 +129,6 @@ fn qwen2_with_qkv_bias_loads_from_both_layouts() {
     });
 }
 
-fn chat(text: &str) -> Prompt {
-    Prompt::Chat(vec![ChatMessage::user(text)])
-}
-
-fn greedy(max_tokens: usize) -> SamplingParams {
-    SamplingParams {
-        ignore_eos: true,
-        ..SamplingParams::greedy(max_tokens)
-    }
-}
-
 #[test]
 fn batched_generation_equals_one_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
@@ -167,8 +156,8 @@ fn batched_generation_equals_one_at_a_time() {
     .iter()
     .enumerate()
     .map(|(i, p)| GenerationRequest {
-        prompt: chat(p),
-        params: greedy(4 + 6 * i),
+        prompt: user_prompt(p),
+        params: greedy_exactly(4 + 6 * i),
     })
     .collect();
     let batched = engine.generate(&requests, &mut |_, _| {}).unwrap();
@@ -192,8 +181,8 @@ fn hf_directory_and_gguf_generate_the_same_tokens_dense_and_quantized() {
     let model = TinyModel::new(&TinyModelSpec::default()).unwrap();
     let hf = model.write_hf_dir(&dir.path().join("hf")).unwrap();
     let request = [GenerationRequest {
-        prompt: chat("the answer"),
-        params: greedy(24),
+        prompt: user_prompt("the answer"),
+        params: greedy_exactly(24),
     }];
     let generate = |path: &std::path::Path, weights: WeightStorage| {
         let options = EngineOptions {
@@ -234,8 +223,8 @@ fn streaming_deltas_and_stop_strings() {
     let free = engine
         .generate(
             &[GenerationRequest {
-                prompt: chat("stop test"),
-                params: greedy(40),
+                prompt: user_prompt("stop test"),
+                params: greedy_exactly(40),
             }],
             &mut |_, _| {},
         )
@@ -250,13 +239,13 @@ fn streaming_deltas_and_stop_strings() {
     let chars: Vec<char> = free.text.chars().collect();
     let stop: String = chars[6..9].iter().collect();
     let cut = free.text.find(&stop).unwrap();
-    let mut params = greedy(40);
+    let mut params = greedy_exactly(40);
     params.stop = vec![stop.clone()];
     let mut streamed = String::new();
     let stopped = engine
         .generate(
             &[GenerationRequest {
-                prompt: chat("stop test"),
+                prompt: user_prompt("stop test"),
                 params,
             }],
             &mut |i, delta| {
@@ -288,12 +277,12 @@ fn seeded_sampling_is_reproducible() {
             top_p: 0.9,
             top_k: 50,
             seed,
-            ..greedy(16)
+            ..greedy_exactly(16)
         };
         engine
             .generate(
                 &[GenerationRequest {
-                    prompt: chat("x"),
+                    prompt: user_prompt("x"),
                     params,
                 }],
                 &mut |_, _| {},
@@ -319,8 +308,8 @@ fn an_engine_keeping_only_packed_weights_generates_the_same_tokens() {
     let requests: Vec<GenerationRequest> = ["the answer", "a longer question about the answer"]
         .iter()
         .map(|text| GenerationRequest {
-            prompt: chat(text),
-            params: greedy(24),
+            prompt: user_prompt(text),
+            params: greedy_exactly(24),
         })
         .collect();
     // Q8_0 and Q4_1 rows dequantize to the exact embedding table; an F32 file's matrices

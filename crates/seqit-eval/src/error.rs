@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::sandbox::SandboxError;
+use seqit_sandbox::SandboxError;
 
 /// Errors of evaluation: unreadable or malformed inputs, inconsistent settings, a
 /// sandbox that cannot run. Messages name the file, the line and the field.

@@ -1,7 +1,7 @@
 //! Reading JSONL (plain or gzip-compressed) and writing files atomically.
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -110,9 +110,4 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// `path` with `suffix` appended to its file name (`results.jsonl` → `results.jsonl.partial`).
-pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    path.with_file_name(name)
-}
+pub use seqit_core::journal::with_suffix;

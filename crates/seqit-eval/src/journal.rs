@@ -1,15 +1,14 @@
-//! Resumable per-item results: a JSONL journal that long evaluations append to as each
-//! item finishes, so a run killed at any point (even `kill -9`) resumes with exactly the
-//! items still missing, none lost and none twice.
+//! Resumable per-item results over [`seqit_core::journal`]: long evaluations append each
+//! item as it finishes, so a run killed at any point (even `kill -9`) resumes with
+//! exactly the items still missing, none lost and none twice.
 //!
-//! The first line holds the run's settings; every further line is one finished item,
+//! The header holds the run's settings; every further line is one finished item,
 //! `{"key": …, "record": …}`. A journal made with other settings is started over; a torn
 //! last line (the process died mid-write) is cut off and its item done again.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
@@ -19,8 +18,7 @@ use crate::error::{EvalError, Result};
 /// An open journal (see the module documentation).
 #[derive(Debug)]
 pub struct Journal {
-    path: PathBuf,
-    file: std::fs::File,
+    file: seqit_core::journal::Journal,
     done: HashMap<String, Value>,
 }
 
@@ -28,65 +26,27 @@ impl Journal {
     /// Opens `path`, keeping the items of an earlier run when its settings equal
     /// `settings`, else starting a new journal.
     pub fn open(path: &Path, settings: &Value) -> Result<Self> {
-        let write_err = |source| EvalError::Write {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut done = HashMap::new();
-        let mut valid_len = 0usize;
-        let mut same_settings = false;
-        if let Ok(text) = std::fs::read_to_string(path) {
-            let mut lines = text.split_inclusive('\n');
-            if let Some(header) = lines.next().filter(|l| l.ends_with('\n')) {
-                let parsed: Option<Value> = serde_json::from_str(header).ok();
-                same_settings = parsed.as_ref().map(|h| &h["settings"]) == Some(settings);
-                valid_len = header.len();
-            }
-            if same_settings {
-                for line in lines {
-                    if !line.ends_with('\n') {
-                        break;
-                    }
-                    let Ok(mut value) = serde_json::from_str::<Value>(line) else {
-                        break;
-                    };
-                    let Some(key) = value["key"].as_str().map(str::to_string) else {
-                        break;
-                    };
-                    done.insert(key, value["record"].take());
-                    valid_len += line.len();
+        let (file, resumed) =
+            seqit_core::journal::Journal::open(path, Some(settings)).map_err(|source| {
+                EvalError::Write {
+                    path: path.to_path_buf(),
+                    source,
                 }
-            }
-        }
-        let file = if same_settings {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(write_err)?;
-            file.set_len(valid_len as u64).map_err(write_err)?;
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(path)
-                .map_err(write_err)?
-        } else {
-            // A new journal replaces the old one whole: a kill leaves one or the other.
-            let header = format!("{}\n", json!({ "settings": settings }));
-            seqit_core::durable::atomic_write(path, header.as_bytes()).map_err(write_err)?;
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(path)
-                .map_err(write_err)?
-        };
-        Ok(Self {
-            path: path.to_path_buf(),
-            file,
-            done,
-        })
+            })?;
+        let done = resumed
+            .entries
+            .into_iter()
+            .filter_map(|mut entry| {
+                let key = entry["key"].as_str()?.to_string();
+                Some((key, entry["record"].take()))
+            })
+            .collect();
+        Ok(Self { file, done })
     }
 
     /// The journal's file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// Items finished by earlier runs, by key.
@@ -96,12 +56,10 @@ impl Journal {
 
     /// Records one finished item (one `write` of a whole line, then flushed).
     pub fn append(&mut self, key: &str, record: &Value) -> Result<()> {
-        let line = json!({ "key": key, "record": record }).to_string() + "\n";
         self.file
-            .write_all(line.as_bytes())
-            .and_then(|()| self.file.flush())
+            .append(&json!({ "key": key, "record": record }))
             .map_err(|source| EvalError::Write {
-                path: self.path.clone(),
+                path: self.file.path().to_path_buf(),
                 source,
             })?;
         self.done.insert(key.to_string(), record.clone());
@@ -157,6 +115,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[tokio::test]
     async fn resumes_with_the_missing_items_only_and_drops_a_torn_line() {

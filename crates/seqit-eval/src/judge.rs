@@ -1,5 +1,5 @@
 //! A model as judge: seqit's own versioned judge prompts
-//! (`crates/seqit-eval/prompts/judge/v1/`), the calls that ask them through an
+//! (`prompts/eval/judge/v1/`), the calls that ask them through an
 //! [`Answerer`] (so verdicts are cached like any answer), and strict verdict parsing.
 //!
 //! | prompt | asks | verdict lines |
@@ -32,9 +32,9 @@ use crate::logprob_score::{
 };
 use crate::prompt::FewShot;
 
-const FOLLOWING: &str = include_str!("../prompts/judge/v1/following.template");
-const QUALITY: &str = include_str!("../prompts/judge/v1/quality.template");
-const PAIRWISE: &str = include_str!("../prompts/judge/v1/pairwise.template");
+const FOLLOWING: &str = include_str!("../../../prompts/eval/judge/v1/following.template");
+const QUALITY: &str = include_str!("../../../prompts/eval/judge/v1/quality.template");
+const PAIRWISE: &str = include_str!("../../../prompts/eval/judge/v1/pairwise.template");
 
 /// The three judge prompts.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ impl JudgePrompts {
     pub fn builtin() -> Self {
         let parse = |name: &str, text: &str| {
             let version = format!("judge/v1/{name}");
-            let origin = Path::new("crates/seqit-eval/prompts").join(&version);
+            let origin = Path::new("prompts/eval").join(&version);
             FewShot::parse(&version, (text, &origin), None)
                 .unwrap_or_else(|err| panic!("built-in prompt `{version}` is malformed: {err}"))
         };

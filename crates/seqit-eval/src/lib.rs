@@ -9,12 +9,11 @@
 //!   pairwise) with strict verdict parsing; [`seqeval`]: SeqEval scoring by depth;
 //!   [`alpaca`]: AlpacaEval win rate, standard error, length-controlled win rate;
 //!   [`mtbench`]: MT-Bench two-turn single-answer grading with FastChat's judge prompts.
-//! - [`sandbox`]: runs untrusted Python in a separate process with time, memory,
-//!   process, filesystem and network limits ([`sandbox::Sandbox`]; its documentation
-//!   lists what is enforced where).
 //! - [`humaneval`]: HumanEval problems and human-eval `samples.jsonl` files, sandboxed
 //!   execution on a worker pool, the unbiased pass@k estimator
-//!   ([`humaneval::pass_at_k`]).
+//!   ([`humaneval::pass_at_k`]). Programs run in the `seqit-sandbox` crate's
+//!   [`Sandbox`](seqit_sandbox::Sandbox) (time, memory, process, filesystem and network
+//!   limits; its documentation lists what is enforced where).
 //! - [`tasks`]: GSM8K, MGSM and XQuAD readers, their versioned few-shot prompts
 //!   ([`prompt`]) and per-item scoring.
 //! - [`extract`]: answer extraction (numbers written every way models write them, the
@@ -51,7 +50,6 @@ pub mod metrics;
 pub mod mtbench;
 pub mod pool;
 pub mod prompt;
-pub mod sandbox;
 pub mod seqeval;
 pub mod tasks;
 

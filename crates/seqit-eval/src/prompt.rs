@@ -22,7 +22,7 @@
 //! reply should be cut. An **exemplar** file holds records separated by lines `---`;
 //! each field starts with `Name:` at the start of a line and runs to the next field.
 //!
-//! The built-in prompts live in `crates/seqit-eval/prompts/<task>/<version>/`; every
+//! The built-in prompts live in `prompts/eval/<task>/<version>/`; every
 //! rendered prompt carries its version and a hash of the texts used, so results say
 //! exactly which prompt produced them.
 

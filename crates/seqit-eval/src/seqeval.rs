@@ -1,4 +1,4 @@
-//! SeqEval scoring (SPEC §6): a model answers each sequential instruction, a judge
+//! SeqEval scoring: a model answers each sequential instruction, a judge
 //! checks every recorded sub-step (following), rates quality 1–5 and compares the answer
 //! with a reference model's (win rate, both orders); [`metrics`] breaks the scores down
 //! by depth 1–4 with bootstrap 95% confidence intervals.

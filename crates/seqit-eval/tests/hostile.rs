@@ -19,7 +19,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use seqit_eval::humaneval::{read_problems, HumanEval, Sample, Settings};
-use seqit_eval::sandbox::{Isolation, IsolationPolicy, Sandbox, SandboxConfig, SandboxError};
+use seqit_sandbox::{Isolation, IsolationPolicy, Sandbox, SandboxConfig, SandboxError};
 use serde_json::Value;
 
 /// What the fixture uses as the host directory outside the sandbox, its secret and its

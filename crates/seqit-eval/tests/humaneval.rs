@@ -8,7 +8,7 @@ use std::time::Duration;
 use seqit_eval::humaneval::{
     pass_at_k, read_problems, read_samples, HumanEval, Problem, Sample, Settings,
 };
-use seqit_eval::sandbox::{Sandbox, SandboxConfig};
+use seqit_sandbox::{Sandbox, SandboxConfig};
 use serde_json::Value;
 
 fn repo_root() -> PathBuf {

@@ -1,29 +1,29 @@
 //! The local backend: the in-process engine behind the [`Llm`] trait.
 //!
-//! Generation is CPU-bound and synchronous, so it runs on one dedicated thread. Calls
-//! made while a batch is running queue up and form the next batch (up to the engine's
-//! `max_batch` sequences), so many concurrent callers share the engine's batching.
+//! Generation is CPU-bound and synchronous, so the engine belongs to the batching
+//! [`Scheduler`] thread (the same one `seqit serve` uses): calls made while a batch is
+//! running queue up and form the next batch (up to the engine's `max_batch` sequences),
+//! so many concurrent callers share the engine's batching.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use seqit_core::{Completion, Prompt};
+use seqit_engine::scheduler::{Event, Scheduler};
 use seqit_engine::{Engine, GenerationRequest};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::error::LlmError;
 use crate::types::{Llm, LlmRequest, LlmResponse, MultiSample, Sample, Usage};
 
-struct Job {
-    request: GenerationRequest,
-    reply: oneshot::Sender<Result<Completion, String>>,
-}
+/// No deadline: a local job runs however long it takes.
+const NO_DEADLINE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// An [`Engine`] answering [`LlmRequest`]s. Sample `i` of a stochastic request is
 /// decoded with seed `seed + i`; greedy requests decode once and repeat the answer.
 pub struct LocalBackend {
     name: String,
-    jobs: mpsc::UnboundedSender<Job>,
+    scheduler: Scheduler,
 }
 
 impl std::fmt::Debug for LocalBackend {
@@ -38,14 +38,13 @@ impl LocalBackend {
     /// Starts the generation thread. `name` is the model name used in cache keys and
     /// the ledger (e.g. the model file's name).
     pub fn new(engine: Arc<Engine>, name: impl Into<String>) -> Self {
-        let (jobs, receiver) = mpsc::unbounded_channel();
-        std::thread::Builder::new()
-            .name("seqit-local-llm".into())
-            .spawn(move || serve(engine, receiver))
+        // No queue limit (callers bound their own concurrency) and no batch window:
+        // jobs queued while a batch runs form the next one.
+        let scheduler = Scheduler::start(engine, usize::MAX, Duration::ZERO)
             .expect("the generation thread starts");
         Self {
             name: name.into(),
-            jobs,
+            scheduler,
         }
     }
 
@@ -65,31 +64,18 @@ impl LocalBackend {
         } else {
             request.sample_indices().collect()
         };
-        let mut waiting = Vec::with_capacity(decoded.len());
-        for &index in &decoded {
-            let mut params = request.params.clone();
-            params.seed = request.seed_for_sample(index);
-            let (reply, answer) = oneshot::channel();
-            let job = Job {
-                request: GenerationRequest {
+        let requests: Vec<GenerationRequest> = decoded
+            .iter()
+            .map(|&index| {
+                let mut params = request.params.clone();
+                params.seed = request.seed_for_sample(index);
+                GenerationRequest {
                     prompt: request.prompt.clone(),
                     params,
-                },
-                reply,
-            };
-            self.jobs
-                .send(job)
-                .map_err(|_| LlmError::Local("the generation thread has stopped".into()))?;
-            waiting.push(answer);
-        }
-        let mut completions = Vec::with_capacity(waiting.len());
-        for answer in waiting {
-            let completion = answer
-                .await
-                .map_err(|_| LlmError::Local("the generation thread has stopped".into()))?
-                .map_err(LlmError::Local)?;
-            completions.push(completion);
-        }
+                }
+            })
+            .collect();
+        let completions = self.complete(requests).await?;
         let mut usage = Usage::default();
         for c in &completions {
             usage.prompt_tokens += c.prompt_tokens as u64;
@@ -121,6 +107,28 @@ impl LocalBackend {
     }
 }
 
+impl LocalBackend {
+    /// One job of `requests` through the scheduler, answered together.
+    async fn complete(
+        &self,
+        requests: Vec<GenerationRequest>,
+    ) -> Result<Vec<Completion>, LlmError> {
+        let stopped = || LlmError::Local("the generation thread has stopped".into());
+        let mut events = self
+            .scheduler
+            .submit(requests, false, Instant::now() + NO_DEADLINE)
+            .map_err(|e| LlmError::Local(e.to_string()))?;
+        loop {
+            match events.recv().await.ok_or_else(stopped)? {
+                Event::Finished(completions) => return Ok(completions),
+                Event::Failed(message) => return Err(LlmError::Local(message)),
+                Event::Text { .. } => {}
+                Event::Expired => return Err(stopped()),
+            }
+        }
+    }
+}
+
 impl Llm for LocalBackend {
     fn model(&self) -> &str {
         &self.name
@@ -135,46 +143,5 @@ impl Llm for LocalBackend {
         request: &'a LlmRequest,
     ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
         Box::pin(self.run(request))
-    }
-}
-
-/// The generation thread: takes every job waiting (up to `max_batch`), generates them as
-/// one batch, answers, repeats until every sender is gone.
-fn serve(engine: Arc<Engine>, mut receiver: mpsc::UnboundedReceiver<Job>) {
-    let max_batch = engine.max_batch().max(1);
-    while let Some(first) = receiver.blocking_recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < max_batch {
-            match receiver.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        jobs.retain(|job| !job.reply.is_closed());
-        if jobs.is_empty() {
-            continue;
-        }
-        let requests: Vec<GenerationRequest> = jobs.iter().map(|j| j.request.clone()).collect();
-        match engine.generate(&requests, &mut |_, _| {}) {
-            Ok(completions) => {
-                for (job, completion) in jobs.into_iter().zip(completions) {
-                    let _ = job.reply.send(Ok(completion));
-                }
-            }
-            // One bad request must not fail the others: retry them one by one.
-            Err(_) if jobs.len() > 1 => {
-                for job in jobs {
-                    let result = engine
-                        .generate(std::slice::from_ref(&job.request), &mut |_, _| {})
-                        .map(|mut c| c.remove(0))
-                        .map_err(|e| format!("{e:#}"));
-                    let _ = job.reply.send(result);
-                }
-            }
-            Err(error) => {
-                let job = jobs.remove(0);
-                let _ = job.reply.send(Err(format!("{error:#}")));
-            }
-        }
     }
 }

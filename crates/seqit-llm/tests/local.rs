@@ -7,14 +7,7 @@ use futures::future::join_all;
 use seqit_core::{ChatMessage, Prompt, SamplingParams};
 use seqit_engine::{Engine, EngineOptions, GenerationRequest};
 use seqit_llm::{Cache, Client, Llm, LlmRequest, LocalBackend};
-use seqit_testkit::{TinyModel, TinyModelSpec};
-
-fn params(max_tokens: usize) -> SamplingParams {
-    SamplingParams {
-        ignore_eos: true,
-        ..SamplingParams::greedy(max_tokens)
-    }
-}
+use seqit_testkit::{greedy_exactly, TinyModel, TinyModelSpec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_match_direct_generation() {
@@ -48,7 +41,7 @@ async fn concurrent_calls_match_direct_generation() {
                 .iter()
                 .map(|p| GenerationRequest {
                     prompt: Prompt::Chat(vec![ChatMessage::user(*p)]),
-                    params: params(6),
+                    params: greedy_exactly(6),
                 })
                 .collect::<Vec<_>>(),
             &mut |_, _| {},
@@ -62,7 +55,7 @@ async fn concurrent_calls_match_direct_generation() {
     assert_eq!(backend.model(), "tiny");
     let requests: Vec<LlmRequest> = prompts
         .iter()
-        .map(|p| LlmRequest::new(Prompt::Chat(vec![ChatMessage::user(*p)]), params(6)))
+        .map(|p| LlmRequest::new(Prompt::Chat(vec![ChatMessage::user(*p)]), greedy_exactly(6)))
         .collect();
     let answers = join_all(requests.iter().map(|r| backend.generate(r))).await;
     for (answer, want) in answers.into_iter().zip(&direct) {
@@ -74,7 +67,8 @@ async fn concurrent_calls_match_direct_generation() {
 
     // Stochastic samples: sample i uses seed + i, so asking for sample 2 alone gives
     // what the third of three samples was.
-    let mut stochastic = LlmRequest::new(Prompt::Text("the".into()), params(8)).with_samples(3);
+    let mut stochastic =
+        LlmRequest::new(Prompt::Text("the".into()), greedy_exactly(8)).with_samples(3);
     stochastic.params.temperature = 1.0;
     stochastic.params.seed = 5;
     let three = backend.generate(&stochastic).await.unwrap();
@@ -93,7 +87,7 @@ async fn concurrent_calls_match_direct_generation() {
         Prompt::Text("x".into()),
         SamplingParams {
             max_tokens: 0,
-            ..params(1)
+            ..greedy_exactly(1)
         },
     );
     assert!(backend.generate(&bad).await.is_err());
@@ -121,7 +115,7 @@ async fn images_are_refused_with_a_clear_error() {
         Prompt::Chat(vec![
             ChatMessage::user("What shape?").with_image("data:image/png;base64,AAAA")
         ]),
-        params(4),
+        greedy_exactly(4),
     );
     let err = backend.generate(&request).await.unwrap_err().to_string();
     assert!(

@@ -954,9 +954,19 @@ mod tests {
     #[test]
     fn every_isa_generates_the_same_logits_bit_for_bit() {
         let isas = Isa::supported_all();
+        let missing: Vec<&str> = Isa::ALL
+            .iter()
+            .filter(|i| !i.supported())
+            .map(|i| i.name())
+            .collect();
         eprintln!(
-            "decoder tested with: {}",
-            isas.iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
+            "decoder tested with: {} (not available on this CPU, so not tested: {})",
+            isas.iter().map(|i| i.name()).collect::<Vec<_>>().join(", "),
+            if missing.is_empty() {
+                "none".to_string()
+            } else {
+                missing.join(", ")
+            }
         );
         let reference = tiny_model().with_packed_isa(Isa::Scalar).unwrap();
         for isa in isas {

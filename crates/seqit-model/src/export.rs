@@ -1,9 +1,11 @@
 //! Writing a dense model in Hugging Face layout (`model.safetensors` + `config.json`).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
+use seqit_core::durable::{atomic_write, atomic_write_with};
 
 use crate::config::RopeLayout;
 use crate::linear::{Linear, LinearWeight};
@@ -82,13 +84,17 @@ pub fn save_hf_weights(model: &Llama, dir: &Path, dtype: DType) -> Result<()> {
         .into_iter()
         .map(|(n, t)| Ok((n, t.to_dtype(dtype)?.contiguous()?)))
         .collect::<Result<Vec<_>>>()?;
-    let tmp = dir.join("model.safetensors.tmp");
-    candle_core::safetensors::save(&tensors.into_iter().collect(), &tmp)
-        .with_context(|| format!("cannot write `{}`", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join("model.safetensors"))?;
+    let weights = dir.join("model.safetensors");
+    let tensors: HashMap<String, Tensor> = tensors.into_iter().collect();
+    atomic_write_with(&weights, |tmp| {
+        candle_core::safetensors::save(&tensors, tmp).map_err(std::io::Error::other)
+    })
+    .with_context(|| format!("cannot write `{}`", weights.display()))?;
     let config = model.config.to_hf_json(torch_dtype);
-    let config_tmp = dir.join("config.json.tmp");
-    std::fs::write(&config_tmp, serde_json::to_string_pretty(&config)?)?;
-    std::fs::rename(&config_tmp, dir.join("config.json"))?;
-    Ok(())
+    let config_path = dir.join("config.json");
+    atomic_write(
+        &config_path,
+        serde_json::to_string_pretty(&config)?.as_bytes(),
+    )
+    .with_context(|| format!("cannot write `{}`", config_path.display()))
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
+use seqit_core::durable::{atomic_write, atomic_write_with};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RopeLayout;
@@ -133,14 +134,14 @@ pub fn save_peft_adapter(
         .iter()
         .map(|(n, t)| Ok((n.clone(), t.to_dtype(DType::F32)?.contiguous()?)))
         .collect::<Result<_>>()?;
-    let tmp = dir.join(format!("{ADAPTER_WEIGHTS}.tmp"));
-    candle_core::safetensors::save(&weights, &tmp)
-        .with_context(|| format!("cannot write `{}`", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join(ADAPTER_WEIGHTS))?;
-    let tmp = dir.join(format!("{ADAPTER_CONFIG}.tmp"));
-    std::fs::write(&tmp, serde_json::to_string_pretty(config)?)?;
-    std::fs::rename(&tmp, dir.join(ADAPTER_CONFIG))?;
-    Ok(())
+    let path = dir.join(ADAPTER_WEIGHTS);
+    atomic_write_with(&path, |tmp| {
+        candle_core::safetensors::save(&weights, tmp).map_err(std::io::Error::other)
+    })
+    .with_context(|| format!("cannot write `{}`", path.display()))?;
+    let path = dir.join(ADAPTER_CONFIG);
+    atomic_write(&path, serde_json::to_string_pretty(config)?.as_bytes())
+        .with_context(|| format!("cannot write `{}`", path.display()))
 }
 
 pub fn read_peft_config(dir: &Path) -> Result<PeftConfig> {

@@ -1,9 +1,9 @@
 //! An OpenAI-compatible HTTP server over seqit's local [`Engine`].
 //!
 //! This crate owns the HTTP side of `seqit serve`: routes, wire types, the mapping of
-//! errors to status codes and OpenAI error bodies, the request queue and batching
-//! scheduler, and server-sent-event streaming. It never prints; the binary decides what
-//! the operator sees.
+//! errors to status codes and OpenAI error bodies, and server-sent-event streaming; the
+//! batching itself is the engine's [`seqit_engine::scheduler`]. It never prints; the
+//! binary decides what the operator sees.
 //!
 //! * [`serve`] / [`serve_with_shutdown`] — run the server on a bound listener.
 //! * [`router`] — the same application as an axum [`Router`], for embedding.
@@ -49,7 +49,6 @@ mod auth;
 mod connections;
 mod error;
 pub mod routes;
-mod scheduler;
 mod stream;
 mod structured;
 mod wire;
@@ -65,7 +64,7 @@ use anyhow::{bail, Context, Result};
 use axum::Router;
 use seqit_engine::Engine;
 
-use crate::scheduler::Scheduler;
+use seqit_engine::scheduler::Scheduler;
 
 /// Settings of a server, checked by [`ServerConfig::validate`] before it starts.
 #[derive(Clone)]

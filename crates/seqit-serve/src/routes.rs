@@ -19,7 +19,6 @@ use serde_json::json;
 
 use crate::connections::ConnHandle;
 use crate::error::ApiError;
-use crate::scheduler::Event;
 use crate::stream::{self, Kind, StreamMeta};
 use crate::structured::{
     chat_logprobs, text_logprobs, ChatLogprobs, ConstraintFields, RequestedConstraint, TextLogprobs,
@@ -30,6 +29,7 @@ use crate::wire::{
     MAX_SEQUENCES_PER_REQUEST,
 };
 use crate::AppState;
+use seqit_engine::scheduler::{Event, SubmitError};
 
 /// Liveness probe; never needs the API key.
 pub const HEALTH: &str = "/health";
@@ -411,7 +411,13 @@ async fn generate(state: &AppState, request: Generate<'_>) -> Result<Generated, 
         .unwrap_or_else(|| arrived + Duration::from_secs(100 * 365 * 24 * 3600));
     let mut events = state
         .scheduler
-        .submit(requests, sampling.stream, deadline)?;
+        .submit(requests, sampling.stream, deadline)
+        .map_err(|e| match e {
+            SubmitError::Overloaded { queued, limit } => ApiError::Overloaded { queued, limit },
+            SubmitError::Stopped => ApiError::Internal {
+                message: e.to_string(),
+            },
+        })?;
     if sampling.stream {
         drop(waiting);
         return Ok(Generated::Stream(

@@ -19,9 +19,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::connections::ConnHandle;
 use crate::error::ApiError;
-use crate::scheduler::Event;
 use crate::structured::{ChatLogprobs, TextLogprobs};
 use crate::wire::{ChatChunkChoice, Chunk, Delta, TextChoice, Usage};
+use seqit_engine::scheduler::Event;
 
 /// Which API the stream answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::{client, engine, start_server};
+use common::{chat, client, engine, start_server, MODEL};
 use reqwest::{Response, StatusCode};
 use seqit_core::{ChatMessage, Completion, Prompt, SamplingParams};
 use seqit_engine::GenerationRequest;
@@ -21,7 +21,6 @@ use seqit_serve::ServerConfig;
 use serde_json::{json, Value};
 
 const API_KEY: &str = "test-key-123";
-const MODEL: &str = "smollm2-135m";
 const BODY_LIMIT: usize = 256 * 1024;
 const FRANCE: &str = "What is the capital of France?";
 
@@ -93,14 +92,6 @@ async fn post_json(path: &str, body: &Value) -> (StatusCode, Value) {
     (status, json)
 }
 
-fn chat(content: &str, extra: Value) -> Value {
-    let mut body = json!({"model": MODEL, "messages": [{"role": "user", "content": content}]});
-    body.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    body
-}
-
 /// The `data:` payloads of an SSE body, in order.
 fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")
@@ -143,6 +134,9 @@ fn assert_usage_consistent(body: &Value) {
 
 #[tokio::test]
 async fn health_is_open_and_models_lists_the_served_name() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let health = client().get(url("/health")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
 
@@ -177,6 +171,9 @@ async fn health_is_open_and_models_lists_the_served_name() {
 
 #[tokio::test]
 async fn greedy_chat_equals_the_engines_reply_with_consistent_usage() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let (status, body) = post_json(
         "/v1/chat/completions",
         &chat(FRANCE, json!({"temperature": 0, "max_tokens": 32})),
@@ -206,6 +203,9 @@ async fn greedy_chat_equals_the_engines_reply_with_consistent_usage() {
 
 #[tokio::test]
 async fn streamed_deltas_equal_the_non_streamed_text() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let request = chat(FRANCE, json!({"temperature": 0, "max_tokens": 32}));
     let (status, whole) = post_json("/v1/chat/completions", &request).await;
     assert_eq!(status, StatusCode::OK, "{whole}");
@@ -261,6 +261,9 @@ async fn streamed_deltas_equal_the_non_streamed_text() {
 
 #[tokio::test]
 async fn n_two_returns_two_indexed_choices() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let (status, body) = post_json(
         "/v1/chat/completions",
         &chat(
@@ -284,6 +287,9 @@ async fn n_two_returns_two_indexed_choices() {
 
 #[tokio::test]
 async fn stop_string_cuts_the_reply_before_it() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     // A word from the middle of the engine's own greedy reply is the stop string.
     let free = engine_greedy_reply(FRANCE, 32).await;
     let words: Vec<&str> = free.text.split_whitespace().collect();
@@ -319,6 +325,9 @@ async fn stop_string_cuts_the_reply_before_it() {
 
 #[tokio::test]
 async fn max_tokens_ends_by_length() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     for field in ["max_tokens", "max_completion_tokens"] {
         let mut request = chat(
             "Tell me a long story about a dragon.",
@@ -335,6 +344,9 @@ async fn max_tokens_ends_by_length() {
 
 #[tokio::test]
 async fn api_key_is_required() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let request = chat(FRANCE, json!({"max_tokens": 1}));
     let missing = client()
         .post(url("/v1/chat/completions"))
@@ -368,6 +380,9 @@ async fn api_key_is_required() {
 
 #[tokio::test]
 async fn malformed_json_is_400() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let response = client()
         .post(url("/v1/chat/completions"))
         .bearer_auth(API_KEY)
@@ -391,6 +406,9 @@ async fn malformed_json_is_400() {
 
 #[tokio::test]
 async fn oversized_body_is_413() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let huge = "a".repeat(4 * BODY_LIMIT);
     let (status, body) = post_json(
         "/v1/chat/completions",
@@ -408,6 +426,9 @@ async fn oversized_body_is_413() {
 
 #[tokio::test]
 async fn unknown_model_is_404() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let mut request = chat(FRANCE, json!({"max_tokens": 1}));
     request["model"] = json!("gpt-4o");
     let (status, body) = post_json("/v1/chat/completions", &request).await;
@@ -426,6 +447,9 @@ async fn unknown_model_is_404() {
 
 #[tokio::test]
 async fn invalid_fields_are_400_naming_the_field() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let cases = [
         (json!({"model": MODEL}), "messages"),
         (json!({"messages": []}), "messages"),
@@ -452,6 +476,9 @@ async fn invalid_fields_are_400_naming_the_field() {
 
 #[tokio::test]
 async fn prompt_longer_than_the_context_is_400() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let long = "hello ".repeat(9000);
     let (status, body) = post_json(
         "/v1/chat/completions",
@@ -469,6 +496,9 @@ async fn prompt_longer_than_the_context_is_400() {
 
 #[tokio::test]
 async fn text_completion_continues_a_raw_prompt() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let (status, body) = post_json(
         "/v1/completions",
         &json!({"model": MODEL, "prompt": "1, 2, 3, 4, 5,", "max_tokens": 6, "temperature": 0}),
@@ -520,6 +550,9 @@ async fn text_completion_continues_a_raw_prompt() {
 
 #[tokio::test]
 async fn sixteen_concurrent_requests_are_all_answered() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let topics = [
         "cats", "dogs", "rain", "the moon", "bread", "music", "trains", "snow", "coffee", "books",
         "rivers", "bees", "chess", "tea", "forests", "stars",
@@ -549,6 +582,9 @@ async fn sixteen_concurrent_requests_are_all_answered() {
 
 #[tokio::test]
 async fn a_client_leaving_mid_stream_harms_nothing() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let mut response = post(
         "/v1/chat/completions",
         &chat(
@@ -579,6 +615,9 @@ async fn a_client_leaving_mid_stream_harms_nothing() {
 
 #[tokio::test]
 async fn huge_max_tokens_are_capped_by_the_server_and_never_overflow() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     // The shared server's default limit (4096) lowers u64::MAX; the reply is the
     // engine's, which ends long before.
     let request = chat(FRANCE, json!({"temperature": 0, "max_tokens": u64::MAX}));
@@ -626,6 +665,9 @@ async fn huge_max_tokens_are_capped_by_the_server_and_never_overflow() {
 
 #[tokio::test]
 async fn unknown_routes_get_openai_errors() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let response = client()
         .get(url("/v1/embeddings"))
         .bearer_auth(API_KEY)
@@ -646,6 +688,9 @@ async fn unknown_routes_get_openai_errors() {
 
 #[tokio::test]
 async fn a_full_queue_answers_503_with_retry_after() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     // A server of its own whose queue holds two sequences.
     let mut config = ServerConfig::new(MODEL);
     config.max_queued_sequences = 2;
@@ -708,6 +753,9 @@ async fn assert_rejected(body: Value, param: &str) {
 
 #[tokio::test]
 async fn every_constraint_dialect_shapes_the_reply() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let schema = json!({"type": "object",
         "properties": {"capital": {"type": "string", "maxLength": 30}, "sure": {"type": "boolean"}},
         "required": ["capital", "sure"], "additionalProperties": false});
@@ -758,6 +806,9 @@ async fn every_constraint_dialect_shapes_the_reply() {
 
 #[tokio::test]
 async fn bad_constraints_get_400_naming_the_field() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     assert_rejected(
         chat(FRANCE, json!({"guided_regex": "(unclosed"})),
         "guided_regex",
@@ -797,6 +848,9 @@ async fn bad_constraints_get_400_naming_the_field() {
 
 #[tokio::test]
 async fn logprobs_come_back_in_chat_completions_and_streams() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let request = chat(
         FRANCE,
         json!({"logprobs": true, "top_logprobs": 3, "max_tokens": 8, "temperature": 0}),

@@ -8,23 +8,13 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{client, start_server};
+use common::{chat, client, start_server, MODEL};
 use reqwest::{Client, StatusCode};
 use seqit_serve::ServerConfig;
 use serde_json::{json, Value};
 
-const MODEL: &str = "smollm2-135m";
-
 /// One test at a time: each measures how long generation takes.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn chat(content: &str, extra: Value) -> Value {
-    let mut body = json!({"model": MODEL, "messages": [{"role": "user", "content": content}]});
-    body.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    body
-}
 
 /// How long a non-streamed chat request takes, and its answer.
 async fn timed(client: &Client, base: &str, body: &Value) -> (Duration, Value) {
@@ -67,6 +57,9 @@ fn endless(stream: bool) -> Value {
 
 #[tokio::test]
 async fn an_abandoned_stream_frees_the_engine_within_one_decode_step() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let _turn = TURN.lock().await;
     let base = start_server(ServerConfig::new(MODEL));
     let client = client();
@@ -131,6 +124,9 @@ async fn an_abandoned_stream_frees_the_engine_within_one_decode_step() {
 
 #[tokio::test]
 async fn a_request_past_its_deadline_ends_with_the_text_it_has() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let _turn = TURN.lock().await;
     let mut config = ServerConfig::new(MODEL);
     config.request_timeout = Duration::from_secs(1);

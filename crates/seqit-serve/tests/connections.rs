@@ -9,12 +9,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{client_with_timeout, engine, start_server_with};
+use common::{client_with_timeout, engine, start_server_with, MODEL};
 use reqwest::StatusCode;
 use seqit_serve::ServerConfig;
 use serde_json::{json, Value};
-
-const MODEL: &str = "smollm2-135m";
 
 /// Whether the server has closed its end (end of stream or reset); never blocks.
 fn closed_by_server(mut stream: &TcpStream) -> bool {
@@ -45,6 +43,9 @@ fn time_until_closed(stream: &mut TcpStream, since: Instant) -> Duration {
 
 #[tokio::test]
 async fn two_thousand_idle_connections_do_not_stop_health() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     const IDLE: usize = 2000;
     const LIMIT: usize = 500;
     // 2000 client sockets, up to 500 server sockets, and the rest of the process.
@@ -86,6 +87,9 @@ async fn two_thousand_idle_connections_do_not_stop_health() {
 
 #[tokio::test]
 async fn half_a_header_line_is_cut_off_after_the_header_timeout() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let mut config = ServerConfig::new(MODEL);
     config.header_timeout = Duration::from_secs(1);
     let addr = start_server_with(engine(), config);
@@ -122,6 +126,9 @@ async fn half_a_header_line_is_cut_off_after_the_header_timeout() {
 
 #[tokio::test]
 async fn a_stalled_body_is_cut_off_but_waiting_for_the_engine_is_not_idle() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let mut config = ServerConfig::new(MODEL);
     config.idle_timeout = Duration::from_secs(1);
     let addr = start_server_with(engine(), config);
@@ -168,6 +175,9 @@ async fn a_stalled_body_is_cut_off_but_waiting_for_the_engine_is_not_idle() {
 
 #[tokio::test]
 async fn shutdown_closes_idle_connections_and_returns() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (done, finished) = std::sync::mpsc::channel::<Instant>();

@@ -53,6 +53,9 @@ async fn metrics(base: &str) -> HashMap<String, f64> {
 
 #[tokio::test]
 async fn metrics_count_requests_tokens_and_prefix_cache_hits() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
     let engine = load_engine(EngineOptions {
         prefix_cache_mib: 32,
         ..EngineOptions::default()

@@ -377,3 +377,22 @@ pub fn rewrite_gguf_metadata(src: &Path, dst: &Path, key: &str, value: Value) ->
     )?;
     Ok(())
 }
+
+/// The default tiny model written as a Hugging Face directory at `dir`, returned.
+pub fn tiny_hf_dir(dir: &Path) -> PathBuf {
+    TinyModel::new(&TinyModelSpec::default())
+        .and_then(|model| model.write_hf_dir(dir))
+        .unwrap_or_else(|e| panic!("cannot write a tiny model to `{}`: {e:#}", dir.display()))
+}
+
+/// The default tiny model with a `context`-token window as a Q8_0 GGUF file at `path`
+/// (quantized, so the packed decoder runs it, as `seqit serve` does), returned.
+pub fn tiny_q8_gguf(path: &Path, context: usize) -> PathBuf {
+    let spec = TinyModelSpec {
+        max_position_embeddings: context,
+        ..TinyModelSpec::default()
+    };
+    TinyModel::new(&spec)
+        .and_then(|model| model.write_gguf(path, GgmlDType::Q8_0))
+        .unwrap_or_else(|e| panic!("cannot write a tiny model to `{}`: {e:#}", path.display()))
+}

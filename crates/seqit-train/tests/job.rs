@@ -3,17 +3,10 @@
 
 use seqit_core::{ChatMessage, Prompt, SamplingParams};
 use seqit_engine::{Engine, EngineOptions, GenerationRequest};
-use seqit_testkit::{TinyModel, TinyModelSpec};
+use seqit_testkit::tiny_hf_dir;
 use seqit_train::{
     run_training, ChatFormat, LoraSettings, Precision, Schedule, TrainConfig, TrainJob,
 };
-
-fn tiny_base(dir: &std::path::Path) -> std::path::PathBuf {
-    TinyModel::new(&TinyModelSpec::default())
-        .unwrap()
-        .write_hf_dir(&dir.join("base"))
-        .unwrap()
-}
 
 fn conversations() -> Vec<Vec<ChatMessage>> {
     vec![
@@ -31,7 +24,7 @@ fn conversations() -> Vec<Vec<ChatMessage>> {
 #[test]
 fn trained_and_exported_model_answers_what_it_learned() {
     let dir = tempfile::tempdir().unwrap();
-    let base = tiny_base(dir.path());
+    let base = tiny_hf_dir(&dir.path().join("base"));
     let conversations = conversations();
     let job = TrainJob {
         model: base,
@@ -106,7 +99,7 @@ fn greedy_replies(model_dir: &std::path::Path, conversations: &[Vec<ChatMessage>
 #[test]
 fn bf16_lora_follows_f32_and_exports_a_bf16_model_and_an_f32_adapter() {
     let dir = tempfile::tempdir().unwrap();
-    let base = tiny_base(dir.path());
+    let base = tiny_hf_dir(&dir.path().join("base"));
     let conversations = conversations();
     let run = |precision: Precision| {
         let job = TrainJob {

@@ -1,14 +1,12 @@
 //! LoRA: only the adapters are trained and receive gradients, and the adapters seqit
 //! writes or reads in PEFT's layout give the same model as merging them.
 
-use std::path::Path;
-
 use candle_core::{DType, Device, Tensor};
 use seqit_model::{
     apply_peft_adapter, load_hf_dir, load_model, save_peft_adapter, LinearWeight, LoadOptions,
     LogitsFor,
 };
-use seqit_testkit::{fixture, TinyModel, TinyModelSpec};
+use seqit_testkit::{fixture, tiny_hf_dir, TinyModel, TinyModelSpec};
 use seqit_train::{
     build_batch, lora, masked_cross_entropy, LoraSettings, Schedule, TokenizedExample, TrainConfig,
     TrainableModel, Trainer,
@@ -25,13 +23,6 @@ fn examples() -> Vec<TokenizedExample> {
             }
         })
         .collect()
-}
-
-fn tiny_hf(dir: &Path) -> std::path::PathBuf {
-    TinyModel::new(&TinyModelSpec::default())
-        .unwrap()
-        .write_hf_dir(dir)
-        .unwrap()
 }
 
 fn settings(dropout: f64) -> LoraSettings {
@@ -140,7 +131,7 @@ fn frozen_tensors(model: &mut TrainableModel) -> Vec<(String, Tensor)> {
 #[test]
 fn only_adapters_receive_gradients() {
     let dir = tempfile::tempdir().unwrap();
-    let base = load_hf_dir(&tiny_hf(dir.path()), &Device::Cpu, DType::F32).unwrap();
+    let base = load_hf_dir(&tiny_hf_dir(dir.path()), &Device::Cpu, DType::F32).unwrap();
     let before = logits(&base, &[5, 6, 7, 8]);
     let model = lora(base, &settings(0.0), 1).unwrap();
     // B starts at zero: the adapted model is the base model (up to the differentiable
@@ -185,7 +176,7 @@ fn only_adapters_receive_gradients() {
 #[test]
 fn lora_learns_and_resumes_exactly_with_dropout() {
     let dir = tempfile::tempdir().unwrap();
-    let hf = tiny_hf(&dir.path().join("m"));
+    let hf = tiny_hf_dir(&dir.path().join("m"));
     let model = || {
         let base = load_hf_dir(&hf, &Device::Cpu, DType::F32).unwrap();
         lora(base, &settings(0.1), 9).unwrap()
@@ -342,7 +333,11 @@ fn unsupported_or_mismatched_adapters_are_refused() {
     assert!(format!("{err:#}").contains("use_dora"), "{err:#}");
 
     // The tiny testkit model has other shapes than the fixture's base.
-    let other = load_hf_dir(&tiny_hf(&dir.path().join("m")), &Device::Cpu, DType::F32);
+    let other = load_hf_dir(
+        &tiny_hf_dir(&dir.path().join("m")),
+        &Device::Cpu,
+        DType::F32,
+    );
     let err = apply_peft_adapter(&mut other.unwrap(), &root.join("adapter")).unwrap_err();
     assert!(format!("{err:#}").contains("has shape"), "{err:#}");
 }

@@ -8,14 +8,12 @@ use seqit_train::{tokenize_example, ChatFormat};
 
 #[test]
 fn ids_and_masks_match_transformers() {
-    let gguf =
-        seqit_testkit::default_model_path().expect("assets missing: run scripts/setup first");
+    let Some(gguf) = seqit_testkit::require_model() else {
+        return;
+    };
     let engine = Engine::load(&gguf, EngineOptions::default()).unwrap();
     let tokenizer = engine.tokenizer();
-    let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(seqit_testkit::fixture("masking_golden.json")).unwrap(),
-    )
-    .unwrap();
+    let golden = seqit_testkit::read_json(&seqit_testkit::fixture("masking_golden.json"));
     let llama3 = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../prompts/templates/llama3-style.jinja"
@@ -56,8 +54,9 @@ fn ids_and_masks_match_transformers() {
 
 #[test]
 fn end_of_turn_is_trained_and_prompt_is_not() {
-    let gguf =
-        seqit_testkit::default_model_path().expect("assets missing: run scripts/setup first");
+    let Some(gguf) = seqit_testkit::require_model() else {
+        return;
+    };
     let engine = Engine::load(&gguf, EngineOptions::default()).unwrap();
     let tokenizer = engine.tokenizer();
     let template = ChatFormat::Model

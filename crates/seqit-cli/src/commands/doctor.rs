@@ -447,7 +447,7 @@ fn cuda() -> Check {
 }
 
 fn sandbox(python: &Path) -> Check {
-    use seqit_eval::sandbox::{Sandbox, SandboxConfig};
+    use seqit_sandbox::{Sandbox, SandboxConfig};
     let config = SandboxConfig {
         python: python.to_path_buf(),
         ..SandboxConfig::default()

@@ -4,17 +4,17 @@
 //! appended to `results.jsonl.partial` as they arrive, so an interrupted run resumes
 //! where it stopped. The answered and judged benchmarks live in `eval_run`, VQA in `vqa`.
 
-use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use seqit_core::journal::{with_suffix, Journal};
 use seqit_eval::humaneval::{
     read_problems, read_samples, HumanEval, Report, Sample, SampleResult, Settings,
 };
-use seqit_eval::io::{with_suffix, write_atomic};
-use seqit_eval::sandbox::{IsolationPolicy, Sandbox, SandboxConfig};
+use seqit_eval::io::write_atomic;
+use seqit_sandbox::{IsolationPolicy, Sandbox, SandboxConfig};
 use serde_json::{json, Value};
 
 use super::eval_run;
@@ -103,7 +103,15 @@ fn humaneval(args: HumanevalArgs) -> Result<()> {
         "disk_bytes": args.disk_mb << 20,
         "python": sandbox.python(),
     });
-    let previous = resume(&partial_path, &run_settings, &samples)?;
+    let (partial, journal) = Journal::open(&partial_path, Some(&run_settings))
+        .with_context(|| format!("cannot write `{}`", partial_path.display()))?;
+    if journal.restarted {
+        eprintln!(
+            "note: `{}` was made with other settings; starting over",
+            partial_path.display()
+        );
+    }
+    let previous = earlier_results(journal.entries, &samples);
     let resumed = previous.iter().filter(|r| r.is_some()).count();
     if resumed > 0 {
         eprintln!(
@@ -112,7 +120,6 @@ fn humaneval(args: HumanevalArgs) -> Result<()> {
             partial_path.display()
         );
     }
-    let mut partial = open_partial(&partial_path, &run_settings, resumed > 0)?;
 
     let started = Instant::now();
     let passed_before = previous.iter().flatten().filter(|r| r.passed).count();
@@ -127,7 +134,7 @@ fn humaneval(args: HumanevalArgs) -> Result<()> {
             "passed": result.passed,
             "result": result.result,
         });
-        if let Err(err) = writeln!(partial, "{line}").and_then(|()| partial.flush()) {
+        if let Err(err) = partial.append(&line) {
             write_error = Some(err);
             return false;
         }
@@ -216,40 +223,16 @@ fn fingerprint(sample: &Sample) -> String {
     format!("{hash:016x}")
 }
 
-/// Results kept from an interrupted run with the same settings and samples. A torn last
-/// line (the process died mid-write) is ignored.
-fn resume(
-    partial: &Path,
-    settings: &Value,
-    samples: &[Sample],
-) -> Result<Vec<Option<SampleResult>>> {
+/// The results of an interrupted run (its journal's entries, same settings) that still
+/// belong to the same samples: a changed samples file is not resumed.
+fn earlier_results(entries: Vec<Value>, samples: &[Sample]) -> Vec<Option<SampleResult>> {
     let mut previous = vec![None; samples.len()];
-    let Ok(text) = std::fs::read_to_string(partial) else {
-        return Ok(previous);
-    };
-    let mut lines = text.lines();
-    let header: Option<Value> = lines.next().and_then(|l| serde_json::from_str(l).ok());
-    if header.as_ref().map(|h| &h["settings"]) != Some(settings) {
-        eprintln!(
-            "note: `{}` was made with other settings; starting over",
-            partial.display()
-        );
-        return Ok(previous);
-    }
-    let by_fingerprint: HashMap<usize, String> = samples
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (i, fingerprint(s)))
-        .collect();
-    for line in lines {
-        let Ok(value) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
+    for value in entries {
         let Some(index) = value["index"].as_u64().map(|i| i as usize) else {
             continue;
         };
         if index >= samples.len()
-            || value["fingerprint"].as_str() != by_fingerprint.get(&index).map(String::as_str)
+            || value["fingerprint"].as_str() != Some(fingerprint(&samples[index]).as_str())
         {
             continue;
         }
@@ -268,27 +251,7 @@ fn resume(
             result: result.to_string(),
         });
     }
-    Ok(previous)
-}
-
-fn open_partial(path: &PathBuf, settings: &Value, append: bool) -> Result<std::fs::File> {
-    let open = || -> std::io::Result<std::fs::File> {
-        if append {
-            let mut file = std::fs::OpenOptions::new().append(true).open(path)?;
-            // A torn last line gets its own line end, so the next record starts clean.
-            let text = std::fs::read(path)?;
-            if !text.ends_with(b"\n") {
-                file.write_all(b"\n")?;
-            }
-            Ok(file)
-        } else {
-            // A fresh journal replaces an old one whole: a kill leaves one or the other.
-            let header = format!("{}\n", json!({ "settings": settings }));
-            seqit_core::durable::atomic_write(path, header.as_bytes())?;
-            std::fs::OpenOptions::new().append(true).open(path)
-        }
-    };
-    open().with_context(|| format!("cannot write `{}`", path.display()))
+    previous
 }
 
 /// One status line on a terminal, a line per tenth otherwise.

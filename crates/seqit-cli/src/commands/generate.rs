@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use seqit_core::journal::{with_suffix, Journal};
 use seqit_core::{ChatMessage, Completion, Prompt, SamplingParams};
 use seqit_engine::{Engine, GenerationRequest};
 use serde_json::{json, Value};
@@ -118,9 +119,7 @@ pub(super) fn read_input(path: &Path, system: Option<&str>, raw: bool) -> Result
 }
 
 pub(super) fn partial_path(output: &Path) -> PathBuf {
-    let mut name = output.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    output.with_file_name(name)
+    with_suffix(output, ".partial")
 }
 
 /// After a `--prompt` reply: the log-probabilities as a JSON line on stderr when asked
@@ -137,23 +136,18 @@ fn report_structure(completion: &Completion) {
     }
 }
 
-/// Ids already written by an earlier, interrupted run. A torn last line (the process
-/// died mid-write) is dropped and regenerated.
+/// Ids already written by an earlier, interrupted run, and their replies. A torn last
+/// line (the process died mid-write) is cut off and its record generated again.
 pub(super) fn resume_done(partial: &Path) -> Result<(HashSet<String>, Vec<Completion>)> {
+    if !partial.exists() {
+        // Nothing to resume, and nothing created (a dry run touches no file).
+        return Ok(Default::default());
+    }
+    let (_, resumed) = Journal::open(partial, None)
+        .with_context(|| format!("cannot resume from `{}`", partial.display()))?;
     let mut done = HashSet::new();
     let mut completions = Vec::new();
-    if !partial.exists() {
-        return Ok((done, completions));
-    }
-    let text = std::fs::read_to_string(partial)?;
-    let mut valid_len = 0;
-    for line in text.split_inclusive('\n') {
-        if !line.ends_with('\n') {
-            break;
-        }
-        let Ok(value) = serde_json::from_str::<Value>(line) else {
-            break;
-        };
+    for value in resumed.entries {
         done.insert(value["id"].to_string());
         completions.push(Completion {
             text: value["output"].as_str().unwrap_or_default().to_string(),
@@ -164,11 +158,6 @@ pub(super) fn resume_done(partial: &Path) -> Result<(HashSet<String>, Vec<Comple
             logprobs: None,
             constraint_met: value["constraint_met"].as_bool(),
         });
-        valid_len += line.len();
-    }
-    if valid_len < text.len() {
-        let file = std::fs::OpenOptions::new().write(true).open(partial)?;
-        file.set_len(valid_len as u64)?;
     }
     Ok((done, completions))
 }

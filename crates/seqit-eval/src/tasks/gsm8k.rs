@@ -10,8 +10,8 @@ use crate::extract::gsm8k_gold;
 use crate::io::{read_jsonl, string_field};
 use crate::prompt::{FewShot, Prompt};
 
-const TEMPLATE: &str = include_str!("../../prompts/gsm8k/v1/cot.template");
-const EXEMPLARS: &str = include_str!("../../prompts/gsm8k/v1/exemplars.txt");
+const TEMPLATE: &str = include_str!("../../../../prompts/eval/gsm8k/v1/cot.template");
+const EXEMPLARS: &str = include_str!("../../../../prompts/eval/gsm8k/v1/exemplars.txt");
 
 /// One GSM8K problem.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -13,9 +13,9 @@ use crate::extract::find_numbers;
 use crate::io::{kind, open_maybe_gz, read_jsonl, string_field};
 use crate::prompt::{Exemplar, FewShot, Prompt};
 
-const EXEMPLARS: &str = include_str!("../../prompts/mgsm/v1/exemplars.txt");
-const COT: &str = include_str!("../../prompts/mgsm/v1/cot.template");
-const TRANSLATE_COT: &str = include_str!("../../prompts/mgsm/v1/translate_cot.template");
+const EXEMPLARS: &str = include_str!("../../../../prompts/eval/mgsm/v1/exemplars.txt");
+const COT: &str = include_str!("../../../../prompts/eval/mgsm/v1/cot.template");
+const TRANSLATE_COT: &str = include_str!("../../../../prompts/eval/mgsm/v1/translate_cot.template");
 
 /// One MGSM problem.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -54,9 +54,9 @@ pub fn score_number(
     }
 }
 
-/// A built-in prompt from `crates/seqit-eval/prompts/`.
+/// A built-in prompt from `prompts/eval/`.
 pub(crate) fn builtin(version: &str, template: &str, exemplars: Option<&str>) -> FewShot {
-    let origin = Path::new("crates/seqit-eval/prompts").join(version);
+    let origin = Path::new("prompts/eval").join(version);
     FewShot::parse(
         version,
         (template, &origin),

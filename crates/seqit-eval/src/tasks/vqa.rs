@@ -29,7 +29,7 @@ use crate::extract::{answer_after_marker, has_marker, Mode};
 use crate::metrics::{normalize_answer, Rate};
 use crate::prompt::{FewShot, Prompt};
 
-const TEMPLATE: &str = include_str!("../../prompts/vqa/v1/caption_answer.template");
+const TEMPLATE: &str = include_str!("../../../../prompts/eval/vqa/v1/caption_answer.template");
 
 /// The marker the answer is read after (matched case-insensitively).
 pub const VQA_MARKERS: &[&str] = &["answer"];

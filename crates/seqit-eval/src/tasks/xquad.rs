@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{EvalError, Result};
 use crate::prompt::{FewShot, Prompt};
 
-const TEMPLATE: &str = include_str!("../../prompts/xquad/v1/translate_answer.template");
+const TEMPLATE: &str = include_str!("../../../../prompts/eval/xquad/v1/translate_answer.template");
 
 /// One question.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

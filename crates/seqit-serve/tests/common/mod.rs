@@ -9,8 +9,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use reqwest::Client;
-use seqit_engine::{resolve_model, Engine, EngineOptions};
+use seqit_engine::{Engine, EngineOptions};
 use seqit_serve::ServerConfig;
+use serde_json::{json, Value};
+
+/// The name the tests serve the default model under.
+pub const MODEL: &str = "smollm2-135m";
 
 /// The default model with default options, loaded once per test binary.
 pub fn engine() -> Arc<Engine> {
@@ -22,7 +26,8 @@ pub fn engine() -> Arc<Engine> {
 
 /// The default model with `options` (a fresh load).
 pub fn load_engine(options: EngineOptions) -> Arc<Engine> {
-    let path = resolve_model(None).expect("the default model is installed (scripts/setup)");
+    // Every test skips first when the model is missing (`seqit_testkit::require_model`).
+    let path = seqit_testkit::require_model().expect("the default model is installed");
     Arc::new(Engine::load(&path, options).expect("the default model loads"))
 }
 
@@ -66,4 +71,13 @@ pub fn client_with_timeout(timeout: Duration) -> Client {
         .timeout(timeout)
         .build()
         .unwrap()
+}
+
+/// A chat-completions body asking [`MODEL`] `content`, with the fields of `extra` added.
+pub fn chat(content: &str, extra: Value) -> Value {
+    let mut body = json!({"model": MODEL, "messages": [{"role": "user", "content": content}]});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    body
 }

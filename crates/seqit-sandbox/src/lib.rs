@@ -1,4 +1,15 @@
-//! Running untrusted Python programs (model-written code) in a separate, limited process.
+//! seqit's sandbox for untrusted Python programs (model-written code, such as HumanEval
+//! completions): it owns the whole isolation model. Each program runs in a fresh,
+//! separate process under a wall-clock and CPU time limit, address-space, process,
+//! file-size, open-file and disk limits, capped output, no capabilities, no network and
+//! a seccomp filter; by default inside new Linux namespaces with a minimal read-only root
+//! ([`Isolation::Namespaces`]), and only when asked for with weaker, namespace-free
+//! [`Isolation::Basic`]. It never runs untrusted code as root: when seqit is root,
+//! programs run as an unprivileged uid, and when that uid cannot run the interpreter
+//! ([`SandboxError::RootRefused`]) or the isolation cannot be set up
+//! ([`SandboxError::Unavailable`]), [`Sandbox::new`] refuses instead of running programs
+//! with less isolation (only [`SandboxConfig::allow_root`] overrides the first, with a
+//! warning).
 //!
 //! [`Sandbox::new`] finds the interpreter and checks, by running a probe program, that
 //! the isolation asked for works here with an unprivileged identity; [`Sandbox::run`]
@@ -62,6 +73,16 @@
 //!
 //! The sandbox protects the host. It does not make the *score* tamper-proof: a program
 //! that inspects its own interpreter can forge the runner's verdict.
+//!
+//! # Unsafe code
+//!
+//! The crate calls the kernel directly (`clone` into namespaces, mounts, capabilities,
+//! rlimits, `poll`, `wait4`, directory descriptors). Every `unsafe fn` documents what its
+//! caller must uphold under `# Safety`, and every `unsafe` block says why it is sound in
+//! a `SAFETY:` comment; clippy enforces both.
+#![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(clippy::missing_safety_doc)]
 
 mod child;
 mod monitor;
@@ -177,7 +198,7 @@ pub enum IsolationPolicy {
     Basic,
 }
 
-/// The isolation a [`Sandbox`] uses (see the module documentation).
+/// The isolation a [`Sandbox`] uses (see the crate documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Isolation {
@@ -332,7 +353,7 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Finds the interpreter and checks that the isolation asked for works here, with
-    /// programs running unprivileged (see the module documentation).
+    /// programs running unprivileged (see the crate documentation).
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
         if config.disk_bytes < 1 << 20 {
             return Err(SandboxError::Settings(format!(
@@ -341,7 +362,8 @@ impl Sandbox {
             )));
         }
         let python = python::discover(&config.python)?;
-        // SAFETY: these cannot fail.
+        // SAFETY: `geteuid` and `getegid` take no arguments, touch no memory of ours and
+        // cannot fail.
         let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
         let isolation = match config.isolation {
             IsolationPolicy::Auto | IsolationPolicy::Namespaces => Isolation::Namespaces,
@@ -796,8 +818,10 @@ impl Sandbox {
         if let (Isolation::Basic, Some(dir)) = (self.isolation, run_dir) {
             command.current_dir(&dir.work);
         }
-        // SAFETY: `prepare` only makes async-signal-safe system calls on data prepared
-        // here (see `child`).
+        // SAFETY: `pre_exec` runs the closure in the forked child, where only
+        // async-signal-safe work is sound. `prepare` allocates nothing, takes no lock and
+        // cannot panic: it only makes system calls on `plan`, which was built (every
+        // path a `CString`) before the fork and is moved into the closure (see `child`).
         unsafe {
             command.pre_exec(move || child::prepare(&plan));
         }
@@ -946,7 +970,7 @@ impl Sandbox {
         binds
     }
 
-    /// The steps that assemble the minimal root (see the module documentation);
+    /// The steps that assemble the minimal root (see the crate documentation);
     /// `server`: the fork server's (no writable directory of its own, and the
     /// capabilities to give each program one).
     fn namespace_plan(&self, server: bool) -> NamespacePlan {
@@ -1026,7 +1050,7 @@ impl Sandbox {
             });
         }
         let (uid, gid) = self.identity.ids();
-        // SAFETY: geteuid cannot fail.
+        // SAFETY: `geteuid` takes no arguments, touches no memory of ours and cannot fail.
         let root_user = unsafe { libc::geteuid() } == 0;
         let (uid_map, gid_map) = match self.identity {
             // Root maps itself too: it assembles the root (reading what root may read)
@@ -1072,10 +1096,12 @@ fn program_verdict<'v>(verdict: &'v [u8], stderr: &[u8]) -> Result<&'v [u8], Str
 
 /// The program's source in an anonymous file, at offset 0 (the runner's stdin).
 fn program_file(program: &str) -> io::Result<std::fs::File> {
-    // SAFETY: valid C string; the descriptor is owned by the file.
+    // SAFETY: the name is a NUL-terminated literal that outlives the call; the kernel
+    // only reads it.
     let fd = unsafe { libc::memfd_create(c"seqit-program".as_ptr(), libc::MFD_CLOEXEC) };
     let mut file = if fd >= 0 {
-        // SAFETY: just created.
+        // SAFETY: `fd` is a descriptor `memfd_create` just opened; nothing else owns or
+        // closes it, so the `File` may take ownership.
         unsafe { std::fs::File::from_raw_fd(fd) }
     } else {
         tempfile::tempfile()?
@@ -1115,11 +1141,12 @@ impl Drop for RunDir {
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: fds is valid for two ints.
+    // SAFETY: `fds` is a live, writable array of the two `c_int`s `pipe2` fills in.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: both descriptors were just created and are owned here.
+    // SAFETY: `pipe2` succeeded, so both are open descriptors it just created; nothing
+    // else owns or closes them, so each `OwnedFd` may take ownership of one.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
@@ -1133,9 +1160,11 @@ fn canonical(path: &Path) -> PathBuf {
 
 /// Mount flags of `path`'s filesystem that a remount inside a user namespace must keep.
 fn keep_flags(path: &Path) -> libc::c_ulong {
+    // SAFETY: `statvfs` is a plain C struct of integers: all zeroes is a valid value.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     let c = cstring(path);
-    // SAFETY: valid C string and out-pointer.
+    // SAFETY: `c` is a NUL-terminated string and `stat` a live, writable `statvfs`; both
+    // outlive the call.
     if unsafe { libc::statvfs(c.as_ptr(), &mut stat) } != 0 {
         return 0;
     }

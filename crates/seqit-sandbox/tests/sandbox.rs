@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use seqit_eval::sandbox::{
+use seqit_sandbox::{
     Execution, Isolation, IsolationPolicy, Outcome, Sandbox, SandboxConfig, SandboxError, Session,
 };
 
@@ -792,7 +792,8 @@ fn a_fork_server_killed_during_a_program_fails_only_that_program() {
             move || {
                 std::thread::sleep(Duration::from_millis(300));
                 for pid in pids_with(&marker) {
-                    // SAFETY: plain system call.
+                    // SAFETY: `kill` takes integers only and touches no memory of ours;
+                    // `pid` is a leftover sandbox process found by its marker.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                 }
             }

@@ -140,7 +140,12 @@ fn check_long(result: libc::c_long) -> io::Result<()> {
 /// The `pre_exec` hook.
 ///
 /// # Safety
-/// Must only be called in the child between `fork` and `exec`.
+/// Must only be called in the child between `fork` and `exec` (as `pre_exec`'s closure),
+/// with `plan` built by the parent before the fork: it changes the calling process for
+/// good (session, namespaces, root, identity, capabilities, limits, descriptor flags),
+/// which only a process about to `exec` may have done to it. It allocates nothing,
+/// takes no lock and cannot panic, so it is sound in the child of a multi-threaded
+/// parent.
 pub(crate) unsafe fn prepare(plan: &Plan) -> io::Result<()> {
     // A new session: the process group that the parent kills on timeout.
     check(libc::setsid())?;
@@ -190,6 +195,13 @@ pub(crate) unsafe fn prepare(plan: &Plan) -> io::Result<()> {
     Ok(())
 }
 
+/// Clones the process that will run Python into new namespaces (see the module
+/// documentation). Returns in that process, with its root, identity and capabilities
+/// what they will be at `exec`; the intermediate process never returns ([`relay`]).
+///
+/// # Safety
+/// Only in the child between `fork` and `exec` (from [`prepare`]): it forks and changes namespaces, mounts and
+/// credentials, allocating nothing. The caller must `exec` (or exit) once it returns.
 unsafe fn enter_namespaces(ns: &NamespacePlan) -> io::Result<()> {
     if libc::geteuid() == 0 {
         // No supplementary groups (root's would follow the process in).
@@ -258,6 +270,10 @@ unsafe fn enter_namespaces(ns: &NamespacePlan) -> io::Result<()> {
 }
 
 /// Writes the new user namespace's `setgroups`, `uid_map` and `gid_map` of `pid`.
+///
+/// # Safety
+/// Only in the child between `fork` and `exec` (from [`prepare`]): `pid` must be the caller's own child, just
+/// cloned into a new user namespace and still waiting for its maps. Allocates nothing.
 unsafe fn write_maps(pid: libc::pid_t, ns: &NamespacePlan) -> io::Result<()> {
     let mut path = [0u8; 64];
     write_file(proc_path(&mut path, pid, b"setgroups"), b"deny")?;
@@ -299,6 +315,11 @@ fn proc_path<'b>(buffer: &'b mut [u8; 64], pid: libc::pid_t, name: &[u8]) -> &'b
 
 /// Switches to the ids programs run as, with only the capabilities in `keep` (a bit
 /// mask; ambient, so that they survive `exec`).
+///
+/// # Safety
+/// Only in the child between `fork` and `exec` (from [`prepare`]): it changes the process's credentials for
+/// good, which only a process about to `exec` the sandboxed program may have done to it.
+/// Allocates nothing.
 unsafe fn take_identity((uid, gid): (u32, u32), keep: u64) -> io::Result<()> {
     lock_capabilities(keep);
     if keep != 0 {
@@ -312,6 +333,10 @@ unsafe fn take_identity((uid, gid): (u32, u32), keep: u64) -> io::Result<()> {
 /// No capability outside `keep` (a bit mask) can be gained again: root's exec-time
 /// capabilities off, the bounding set reduced to `keep`. Needs `CAP_SETPCAP`; without it
 /// (an unprivileged user) there is nothing to lock, and the steps are skipped.
+///
+/// # Safety
+/// Only in the child between `fork` and `exec` (from [`prepare`]): it drops capabilities and locks securebits
+/// for good, for the process and everything it `exec`s. Allocates nothing.
 unsafe fn lock_capabilities(keep: u64) {
     libc::prctl(
         PR_SET_SECUREBITS,
@@ -330,6 +355,11 @@ unsafe fn lock_capabilities(keep: u64) {
 
 /// Leaves only the capabilities in `keep`, as ambient capabilities so that they survive
 /// `exec`; with `keep` zero the process has none.
+///
+/// # Safety
+/// Only in the child between `fork` and `exec` (from [`prepare`]): it replaces the process's capability sets,
+/// which only a process about to `exec` the sandboxed program may have done to it.
+/// Allocates nothing.
 unsafe fn set_capabilities(keep: u64) -> io::Result<()> {
     let mut header = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
@@ -376,6 +406,12 @@ unsafe fn set_capabilities(keep: u64) -> io::Result<()> {
 /// The intermediate process: closes every descriptor (so the parent sees end-of-file
 /// and `std`'s exec-status pipe closes), waits for the namespace's PID 1 and exits the
 /// same way it did.
+///
+/// # Safety
+/// Only in the child between `fork` and `exec` (from [`prepare`]): the caller must be the intermediate process
+/// of [`enter_namespaces`] and `child` the process it cloned. It closes every descriptor
+/// of the process, including ones that Rust objects copied across the fork think they
+/// own: sound only because it never returns (it ends in `_exit`), so none is used again.
 unsafe fn relay(child: libc::pid_t) -> ! {
     if libc::syscall(
         libc::SYS_close_range,
@@ -411,6 +447,12 @@ unsafe fn relay(child: libc::pid_t) -> ! {
     libc::_exit(128 + signal);
 }
 
+/// Assembles the minimal read-only root from `ns.ops` and `pivot_root`s into it.
+///
+/// # Safety
+/// Only in the child between `fork` and `exec` (from [`prepare`]): the caller must be the process cloned into
+/// new user and mount namespaces by [`enter_namespaces`], after its maps were written:
+/// its mounts then reach nothing outside that mount namespace. Allocates nothing.
 unsafe fn build_root(ns: &NamespacePlan) -> io::Result<()> {
     let none = ptr::null::<libc::c_char>();
     // Nothing we mount propagates back to the host.
@@ -492,6 +534,11 @@ unsafe fn build_root(ns: &NamespacePlan) -> io::Result<()> {
 }
 
 /// Everything under the new root read-only and nosuid, except the working directory.
+///
+/// # Safety
+/// Only in the child between `fork` and `exec` (from [`prepare`]): the caller must be [`build_root`], in the
+/// new mount namespace, with the root assembled and not yet pivoted into. Allocates
+/// nothing.
 unsafe fn make_readonly(ns: &NamespacePlan) -> io::Result<()> {
     let set = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
@@ -551,6 +598,12 @@ unsafe fn make_readonly(ns: &NamespacePlan) -> io::Result<()> {
     ))
 }
 
+/// Writes `data` to the existing file `path` in one `write`.
+///
+/// # Safety
+/// Only in the child between `fork` and `exec` (from [`prepare`]): it is part of the code that runs there
+/// and makes only system calls (no allocation, no lock), on buffers the caller keeps
+/// alive for the call.
 unsafe fn write_file(path: &CStr, data: &[u8]) -> io::Result<()> {
     let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
     if fd < 0 {
@@ -565,6 +618,11 @@ unsafe fn write_file(path: &CStr, data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Marks every descriptor from `first` on close-on-exec.
+///
+/// # Safety
+/// Only in the child between `fork` and `exec` (from [`prepare`]): descriptors other code owns close at
+/// `exec`, which is only harmless in a process about to `exec`. Allocates nothing.
 unsafe fn mark_cloexec_from(first: c_int) {
     let r = libc::syscall(
         libc::SYS_close_range,

@@ -58,7 +58,9 @@ pub(crate) fn watch(
     }
     let caps = [cap, cap, 4096];
     let mut captures = [Capture::default(), Capture::default(), Capture::default()];
-    // SAFETY: plain system call on a pid we own.
+    // SAFETY: `pidfd_open` takes two integers and touches no memory of ours; `pid` is our
+    // unreaped child, so it cannot name another process. The descriptor it returns is
+    // ours to close (`close_pidfd`).
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
     let mut exited = false;
     let mut killed_at_deadline = false;
@@ -95,7 +97,8 @@ pub(crate) fn watch(
             });
         }
         let timeout_ms = tick.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-        // SAFETY: the array is valid for its length.
+        // SAFETY: `pollfds` is a live, writable array of exactly `pollfds.len()`
+        // initialized `pollfd`s, which `poll` reads and whose `revents` it writes.
         let r = unsafe {
             libc::poll(
                 pollfds.as_mut_ptr(),
@@ -152,7 +155,8 @@ fn drain(fd: RawFd, capture: &mut Capture, cap: usize) -> bool {
     let mut buf = [0u8; 16384];
     let mut progressed = false;
     loop {
-        // SAFETY: buf is valid for its length.
+        // SAFETY: `buf` is a live, writable buffer of `buf.len()` bytes; `read` writes at
+        // most that many into it.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         if n > 0 {
             capture.push(&buf[..n as usize], cap);
@@ -176,7 +180,8 @@ fn drain(fd: RawFd, capture: &mut Capture, cap: usize) -> bool {
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we own.
+    // SAFETY: `F_GETFL`/`F_SETFL` take and return integers only and touch no memory of
+    // ours; `fd` is a pipe end the caller owns (at worst they fail with `EBADF`).
     unsafe {
         let flags = libc::fcntl(fd, libc::F_GETFL);
         if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
@@ -188,14 +193,17 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 
 fn close_pidfd(fd: RawFd) {
     if fd >= 0 {
-        // SAFETY: we opened it.
+        // SAFETY: `fd` is the pidfd `watch` opened and owns alone; it is closed exactly
+        // once, here, and not used afterwards.
         unsafe { libc::close(fd) };
     }
 }
 
 /// SIGKILL to the process group led by `pid` (and to `pid` itself).
 pub(crate) fn kill_group(pid: libc::pid_t) {
-    // SAFETY: plain system calls; ESRCH (already gone) is fine.
+    // SAFETY: `kill` takes integers only and touches no memory of ours. `pid` is our
+    // unreaped child, so neither it nor its group id can have been reused by another
+    // process; ESRCH (already gone) is fine.
     unsafe {
         libc::kill(-pid, libc::SIGKILL);
         libc::kill(pid, libc::SIGKILL);
@@ -203,8 +211,11 @@ pub(crate) fn kill_group(pid: libc::pid_t) {
 }
 
 fn has_exited(pid: libc::pid_t) -> bool {
+    // SAFETY: `siginfo_t` is a plain C struct (integers and unions of them): all zeroes
+    // is a valid value, and `waitid` with `WNOHANG` expects it zeroed.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: WNOWAIT leaves the child reapable.
+    // SAFETY: `info` is a live, writable `siginfo_t` that `waitid` fills in; `WNOWAIT`
+    // leaves the child reapable by `reap`.
     let r = unsafe {
         libc::waitid(
             libc::P_PID,
@@ -213,14 +224,22 @@ fn has_exited(pid: libc::pid_t) -> bool {
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         )
     };
-    r == 0 && unsafe { info.si_pid() } != 0
+    if r != 0 {
+        return false;
+    }
+    // SAFETY: `waitid` succeeded with `WEXITED`, so `info` is either still zeroed (no
+    // child has exited yet) or a child-state `siginfo_t`, whose `si_pid` is the field
+    // this reads.
+    unsafe { info.si_pid() != 0 }
 }
 
 fn reap(pid: libc::pid_t) -> io::Result<(libc::c_int, f64)> {
     let mut status: libc::c_int = 0;
+    // SAFETY: `rusage` is a plain C struct of integers: all zeroes is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
-        // SAFETY: pointers to valid locals.
+        // SAFETY: `status` and `usage` are live, writable locals of the types `wait4`
+        // fills in; `pid` is our child, reaped only here.
         let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
         if r == pid {
             break;

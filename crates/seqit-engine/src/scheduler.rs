@@ -1,13 +1,15 @@
-//! The one owner of the engine: a dedicated thread that takes every queued request (up
-//! to the engine's batch size) and runs them together as one `Engine::generate` call, so
-//! that concurrent HTTP requests share decoding steps.
+//! The one owner of an [`Engine`] shared by concurrent callers (the HTTP server's
+//! handlers, the local `Llm` backend's tasks): a dedicated thread that takes every queued
+//! job (up to the engine's batch size) and runs them together as one
+//! [`Engine::generate_cancellable`] call, so that concurrent callers share decoding steps.
 //!
-//! Handlers [`Scheduler::submit`] a job and get back a channel of [`Event`]s: text
-//! deltas (streaming jobs only) and then exactly one `Finished`, `Failed` or
-//! `Expired`. A client that disconnects drops its receiver: its job is skipped if it
-//! has not started, and its sequences stop at the next decode step if it has (its
-//! queue places are given back at once). A job past its deadline is refused if still
-//! queued; if running, its sequences end there with the text they have.
+//! Callers [`Scheduler::submit`] a job and get back a channel of [`Event`]s: text deltas
+//! (streaming jobs only) and then exactly one `Finished`, `Failed` or `Expired`. A caller
+//! that goes away drops its receiver: its job is skipped if it has not started, and its
+//! sequences stop at the next decode step if it has (its queue places are given back at
+//! once). A job past its deadline is refused if still queued; if running, its sequences
+//! end there with the text they have. When a batch of several jobs fails, each job is run
+//! again alone, so that one bad request does not fail the others.
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,19 +19,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use seqit_core::{Completion, FinishReason};
-use seqit_engine::{Engine, GenerationRequest};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::error::ApiError;
+use crate::{Engine, GenerationRequest};
 
-/// What a job reports back to its handler.
+/// What a job reports back to its caller.
 #[derive(Debug)]
-pub(crate) enum Event {
+pub enum Event {
     /// New final text of sequence `index` of the job.
     Text { index: usize, delta: String },
     /// Every sequence of the job, in order.
     Finished(Vec<Completion>),
-    /// Generation failed; the message is for the client.
+    /// Generation failed; the message is for the caller's client.
     Failed(String),
     /// The job's deadline passed while it was queued; it never ran.
     Expired,
@@ -45,6 +46,8 @@ struct Job {
     /// Its places in the queue; emptied (given back) once the job is over or its
     /// client has gone.
     slot: Cell<Option<QueueSlot>>,
+    /// Text of it has been sent (it cannot be run again from the start).
+    streamed: Cell<bool>,
 }
 
 impl Job {
@@ -65,9 +68,32 @@ impl Drop for QueueSlot {
     }
 }
 
-/// What the scheduler has done since it started, for `/metrics`.
+/// Why [`Scheduler::submit`] refused a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitError {
+    /// Taking the job would put more than `limit` sequences in the queue.
+    Overloaded { queued: usize, limit: usize },
+    /// The generation thread has stopped.
+    Stopped,
+}
+
+impl std::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubmitError::Overloaded { queued, limit } => write!(
+                f,
+                "{queued} sequences are queued, the limit is {limit}: try again later"
+            ),
+            SubmitError::Stopped => f.write_str("the generation thread has stopped"),
+        }
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
+/// What the scheduler has done since it started (the server's `/metrics`).
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
+pub struct Counters {
     /// Jobs (HTTP requests) answered with completions.
     pub requests: AtomicU64,
     /// Jobs whose generation failed.
@@ -83,7 +109,7 @@ pub(crate) struct Counters {
 }
 
 /// Handle to the scheduler thread; the thread ends when every handle is dropped.
-pub(crate) struct Scheduler {
+pub struct Scheduler {
     jobs: mpsc::Sender<Job>,
     pending: Arc<AtomicUsize>,
     max_pending: usize,
@@ -126,7 +152,7 @@ impl Scheduler {
         requests: Vec<GenerationRequest>,
         stream: bool,
         deadline: Instant,
-    ) -> Result<UnboundedReceiver<Event>, ApiError> {
+    ) -> Result<UnboundedReceiver<Event>, SubmitError> {
         let sequences = requests.len();
         let reserved = self
             .pending
@@ -135,7 +161,7 @@ impl Scheduler {
                 (after <= self.max_pending).then_some(after)
             });
         if let Err(queued) = reserved {
-            return Err(ApiError::Overloaded {
+            return Err(SubmitError::Overloaded {
                 queued,
                 limit: self.max_pending,
             });
@@ -151,10 +177,9 @@ impl Scheduler {
             events,
             deadline,
             slot: Cell::new(Some(slot)),
+            streamed: Cell::new(false),
         };
-        self.jobs.send(job).map_err(|_| ApiError::Internal {
-            message: "the generation thread has stopped".into(),
-        })?;
+        self.jobs.send(job).map_err(|_| SubmitError::Stopped)?;
         Ok(receiver)
     }
 }
@@ -233,6 +258,7 @@ fn run_batch(engine: &Engine, mut batch: Vec<Job>, counters: &Counters) {
         let (j, k) = owners[i];
         let job = &batch[j];
         if job.stream {
+            job.streamed.set(true);
             // A closed channel means the client left; its text is simply dropped.
             let _ = job.events.send(Event::Text {
                 index: k,
@@ -285,6 +311,26 @@ fn run_batch(engine: &Engine, mut batch: Vec<Job>, counters: &Counters) {
             }
             per_job.into_iter().map(Event::Finished).collect()
         }
+        // One bad request must not fail the others: each job runs again alone (except
+        // one whose text was already streamed, which fails).
+        Ok(Err(_)) | Err(_) if batch.len() > 1 => {
+            for (job, requests) in batch.iter_mut().zip(split_back(&owners, requests)) {
+                job.requests = requests;
+            }
+            for job in batch {
+                if job.streamed.get() {
+                    counters.failures.fetch_add(1, Ordering::Relaxed);
+                    let Job { events, slot, .. } = job;
+                    drop(slot);
+                    let _ = events.send(Event::Failed(
+                        "generation failed after part of the reply was sent".into(),
+                    ));
+                } else {
+                    run_batch(engine, vec![job], counters);
+                }
+            }
+            return;
+        }
         Ok(Err(err)) => failed(batch.len(), &format!("generation failed: {err:#}")),
         Err(panic) => {
             let what = panic
@@ -318,4 +364,18 @@ fn failed(jobs: usize, message: &str) -> Vec<Event> {
     (0..jobs)
         .map(|_| Event::Failed(message.to_string()))
         .collect()
+}
+
+/// The flat engine requests given back to their jobs (`owners[i]` is request `i`'s job and
+/// place in it), for running the jobs again one at a time.
+fn split_back(
+    owners: &[(usize, usize)],
+    requests: Vec<GenerationRequest>,
+) -> Vec<Vec<GenerationRequest>> {
+    let jobs = owners.last().map_or(0, |&(j, _)| j + 1);
+    let mut per_job: Vec<Vec<GenerationRequest>> = (0..jobs).map(|_| Vec::new()).collect();
+    for (&(j, _), request) in owners.iter().zip(requests) {
+        per_job[j].push(request);
+    }
+    per_job
 }

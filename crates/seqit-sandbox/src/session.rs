@@ -63,7 +63,8 @@ impl Drop for Server {
     fn drop(&mut self) {
         kill_group(self.pid);
         let mut status = 0;
-        // SAFETY: reaping our own child.
+        // SAFETY: `status` is a live, writable `c_int`; `self.pid` is the server, our
+        // child, which only this `drop` reaps.
         unsafe { libc::waitpid(self.pid, &mut status, 0) };
     }
 }
@@ -76,7 +77,8 @@ impl Server {
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one valid pollfd.
+        // SAFETY: `pollfd` is one live, initialized, writable `pollfd` and the count
+        // passed is 1.
         let r = unsafe { libc::poll(&mut pollfd, 1, 0) };
         r > 0 && pollfd.revents & (libc::POLLHUP | libc::POLLERR) != 0
     }
@@ -310,7 +312,8 @@ fn read_line(server: &mut Server, deadline: Instant) -> Result<String, Failure> 
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one valid pollfd.
+        // SAFETY: `pollfd` is one live, initialized, writable `pollfd` and the count
+        // passed is 1.
         let r = unsafe { libc::poll(&mut pollfd, 1, timeout_ms) };
         if r < 0 {
             let err = std::io::Error::last_os_error();
@@ -323,7 +326,9 @@ fn read_line(server: &mut Server, deadline: Instant) -> Result<String, Failure> 
             continue;
         }
         let mut chunk = [0u8; 65536];
-        // SAFETY: chunk is valid for its length.
+        // SAFETY: `chunk` is a live, writable buffer of `chunk.len()` bytes; `read` writes
+        // at most that many into it. The descriptor is borrowed from `server`, which
+        // keeps it open.
         let n = unsafe {
             libc::read(
                 server.responses.as_raw_fd(),
@@ -348,7 +353,8 @@ fn read_line(server: &mut Server, deadline: Instant) -> Result<String, Failure> 
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
-    // SAFETY: fcntl on a descriptor we own.
+    // SAFETY: `F_GETFL`/`F_SETFL` take and return integers only and touch no memory of
+    // ours; the descriptor is borrowed from `fd`, which keeps it open.
     unsafe {
         let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
         if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {

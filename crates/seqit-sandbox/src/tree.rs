@@ -15,7 +15,9 @@ fn cstr(path: &Path) -> io::Result<CString> {
 }
 
 fn open_dir_at(dir: libc::c_int, name: &CStr) -> io::Result<OwnedFd> {
-    // SAFETY: valid C string; the descriptor is owned by the result.
+    // SAFETY: `name` is a NUL-terminated string that outlives the call and the kernel
+    // only reads it; `dir` is a directory descriptor or `AT_FDCWD` (anything else fails
+    // with `EBADF`).
     let fd = unsafe {
         libc::openat(
             dir,
@@ -26,14 +28,16 @@ fn open_dir_at(dir: libc::c_int, name: &CStr) -> io::Result<OwnedFd> {
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: just opened.
+    // SAFETY: `openat` succeeded, so `fd` is a descriptor it just opened that nothing
+    // else owns or closes: the `OwnedFd` may take ownership.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
-    // SAFETY: zeroed stat is a valid out-buffer.
+    // SAFETY: `stat` is a plain C struct of integers: all zeroes is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor and buffer.
+    // SAFETY: the descriptor is borrowed from `fd`, which keeps it open, and `st` is a
+    // live, writable `stat` that `fstat` fills in.
     if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -42,7 +46,12 @@ fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
 
 /// The names in directory `dir` (without `.` and `..`).
 fn list(dir: &OwnedFd) -> io::Result<Vec<CString>> {
-    // SAFETY: fdopendir takes ownership of the duplicate, closedir releases it.
+    // SAFETY: `dup` is a fresh descriptor of our own (`dir` stays open and owned by the
+    // caller); `fdopendir` takes ownership of it and `closedir` releases both, on every
+    // path after a successful `fdopendir`, and `dup` is closed by hand when it fails.
+    // `readdir` returns null or a pointer to an entry valid until the next `readdir` or
+    // `closedir` on `stream`, and its `d_name` is NUL-terminated: the name is copied
+    // (`to_owned`) before either happens.
     unsafe {
         let dup = libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0);
         if dup < 0 {
@@ -85,7 +94,8 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     };
     let parent = open_dir_at(libc::AT_FDCWD, &cstr(parent)?)?;
     let name = cstr(Path::new(name))?;
-    // SAFETY: valid descriptor and name.
+    // SAFETY: `parent` keeps its descriptor open and `name` is a NUL-terminated string
+    // the kernel only reads; both outlive the call.
     unsafe { libc::fchmodat(parent.as_raw_fd(), name.as_ptr(), 0o700, 0) };
     let top = match open_dir_at(parent.as_raw_fd(), &name) {
         Ok(top) => top,
@@ -93,7 +103,8 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
         Err(err) => return Err(err),
     };
     let emptied = empty(top);
-    // SAFETY: valid descriptor and name.
+    // SAFETY: `parent` keeps its descriptor open and `name` is a NUL-terminated string
+    // the kernel only reads; both outlive the call.
     if unsafe { libc::unlinkat(parent.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) } < 0 {
         return Err(emptied.err().unwrap_or_else(io::Error::last_os_error));
     }
@@ -115,9 +126,11 @@ pub(crate) fn empty(top: OwnedFd) -> io::Result<()> {
     loop {
         let mut descend = None;
         for name in list(&current)? {
-            // SAFETY: zeroed stat is a valid out-buffer.
+            // SAFETY: `stat` is a plain C struct of integers: all zeroes is a valid value.
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // SAFETY: valid descriptor, name and buffer.
+            // SAFETY: `current` keeps its descriptor open, `name` is a NUL-terminated
+            // string the kernel only reads, and `st` is a live, writable `stat` that
+            // `fstatat` fills in.
             let r = unsafe {
                 libc::fstatat(
                     current.as_raw_fd(),
@@ -144,7 +157,8 @@ pub(crate) fn empty(top: OwnedFd) -> io::Result<()> {
                 }
                 continue;
             }
-            // SAFETY: valid descriptor and name.
+            // SAFETY: `current` keeps its descriptor open and `name` is a NUL-terminated
+            // string the kernel only reads; both outlive the call.
             if unsafe { libc::unlinkat(current.as_raw_fd(), name.as_ptr(), 0) } < 0 {
                 let err = io::Error::last_os_error();
                 if err.kind() != io::ErrorKind::NotFound {
@@ -154,7 +168,8 @@ pub(crate) fn empty(top: OwnedFd) -> io::Result<()> {
         }
         if let Some((name, key)) = descend {
             // A program may have left it without permissions (same owner, or root here).
-            // SAFETY: valid descriptor and name.
+            // SAFETY: `current` keeps its descriptor open and `name` is a NUL-terminated
+            // string the kernel only reads; both outlive the call.
             unsafe { libc::fchmodat(current.as_raw_fd(), name.as_ptr(), 0o700, 0) };
             match open_dir_at(current.as_raw_fd(), &name) {
                 Ok(child) if fstat(&child).is_ok_and(|s| s.st_dev == device) => {
@@ -178,7 +193,8 @@ pub(crate) fn empty(top: OwnedFd) -> io::Result<()> {
         let parent = open_dir_at(current.as_raw_fd(), c"..")?;
         drop(current);
         current = parent;
-        // SAFETY: valid descriptor and name.
+        // SAFETY: `current` keeps its descriptor open and `name` is a NUL-terminated
+        // string the kernel only reads; both outlive the call.
         if unsafe { libc::unlinkat(current.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) } < 0 {
             note(io::Error::last_os_error(), &mut first_error);
             stuck.insert(key);
@@ -256,14 +272,15 @@ mod tests {
         let mut current = top_fd;
         for level in 0..3000 {
             let name = c"dd";
-            // SAFETY: valid descriptor and name.
-            assert_eq!(
-                unsafe { libc::mkdirat(current.as_raw_fd(), name.as_ptr(), 0o755) },
-                0
-            );
+            // SAFETY: `current` keeps its descriptor open and `name` is a NUL-terminated
+            // literal the kernel only reads.
+            let made = unsafe { libc::mkdirat(current.as_raw_fd(), name.as_ptr(), 0o755) };
+            assert_eq!(made, 0);
             let child = open_dir_at(current.as_raw_fd(), name).unwrap();
             if level % 500 == 0 {
-                // SAFETY: valid descriptor and name.
+                // SAFETY: `child` keeps its descriptor open and the name is a
+                // NUL-terminated literal the kernel only reads. The new file's descriptor
+                // is deliberately not wrapped (nothing owns it; it closes at exit).
                 unsafe {
                     libc::openat(
                         child.as_raw_fd(),
