@@ -25,6 +25,9 @@
 
 #![cfg(feature = "cuda")]
 
+mod common;
+
+use common::examples;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -72,20 +75,6 @@ fn for_gpu(mut model: TrainableModel) -> TrainableModel {
 
 fn load(hf: &Path, device: &Device, dtype: DType) -> Llama {
     load_hf_dir(hf, device, dtype).unwrap()
-}
-
-/// Eight prompts of 4 tokens, each answered by 6 tokens that depend on the prompt.
-fn examples() -> Vec<TokenizedExample> {
-    (0..8u32)
-        .map(|i| {
-            let prompt: Vec<u32> = (0..4).map(|j| 97 + (i * 3 + j) % 26).collect();
-            let answer: Vec<u32> = (0..6).map(|j| 65 + (i * 5 + j * 7) % 26).collect();
-            TokenizedExample {
-                input_ids: [prompt, answer].concat(),
-                trained: [vec![false; 4], vec![true; 6]].concat(),
-            }
-        })
-        .collect()
 }
 
 /// Rows that exercise the mask: two examples packed in one row, one padded row.

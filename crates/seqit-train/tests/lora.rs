@@ -1,7 +1,10 @@
 //! LoRA: only the adapters are trained and receive gradients, and the adapters seqit
 //! writes or reads in PEFT's layout give the same model as merging them.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
+use common::examples;
 use seqit_model::{
     apply_peft_adapter, load_hf_dir, load_model, save_peft_adapter, LinearWeight, LoadOptions,
     LogitsFor,
@@ -11,19 +14,6 @@ use seqit_train::{
     build_batch, lora, masked_cross_entropy, LoraSettings, Schedule, TokenizedExample, TrainConfig,
     TrainableModel, Trainer,
 };
-
-fn examples() -> Vec<TokenizedExample> {
-    (0..8u32)
-        .map(|i| {
-            let prompt: Vec<u32> = (0..4).map(|j| 97 + (i * 3 + j) % 26).collect();
-            let answer: Vec<u32> = (0..6).map(|j| 65 + (i * 5 + j * 7) % 26).collect();
-            TokenizedExample {
-                input_ids: [prompt, answer].concat(),
-                trained: [vec![false; 4], vec![true; 6]].concat(),
-            }
-        })
-        .collect()
-}
 
 fn settings(dropout: f64) -> LoraSettings {
     LoraSettings {

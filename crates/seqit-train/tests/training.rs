@@ -1,25 +1,13 @@
 //! The training loop on a tiny random model: it learns (in f32, bf16 and f16), and
 //! resuming from a checkpoint continues the exact same loss curve.
 
+mod common;
+
 use candle_core::{DType, Device};
+use common::examples;
 use seqit_model::{load_hf_dir, Kernels};
 use seqit_testkit::{TinyModel, TinyModelSpec};
-use seqit_train::{full_finetuning, Precision, Schedule, TokenizedExample, TrainConfig, Trainer};
-
-fn examples() -> Vec<TokenizedExample> {
-    (0..8u32)
-        .map(|i| {
-            // A prompt of 4 tokens, then a 6-token answer that depends on the prompt.
-            let prompt: Vec<u32> = (0..4).map(|j| 97 + (i * 3 + j) % 26).collect();
-            let answer: Vec<u32> = (0..6).map(|j| 65 + (i * 5 + j * 7) % 26).collect();
-            let trained = [vec![false; 4], vec![true; 6]].concat();
-            TokenizedExample {
-                input_ids: [prompt, answer].concat(),
-                trained,
-            }
-        })
-        .collect()
-}
+use seqit_train::{full_finetuning, Precision, Schedule, TrainConfig, Trainer};
 
 fn model(dir: &std::path::Path) -> seqit_train::TrainableModel {
     model_in(dir, Precision::F32)
