@@ -322,14 +322,18 @@ fn batch_export_then_import_completes_the_job_without_requests() {
     }
     let results_path = dir.path().join("results.jsonl");
     std::fs::write(&results_path, results).unwrap();
-    let import = SEQIT.output([
-        "batch",
-        "import",
-        "--results",
-        results_path.to_str().unwrap(),
-        "--cache",
-        cache.to_str().unwrap(),
-    ]);
+    // `seqit batch import` of the results file into the cache.
+    let import_results = || {
+        SEQIT.output([
+            "batch",
+            "import",
+            "--results",
+            results_path.to_str().unwrap(),
+            "--cache",
+            cache.to_str().unwrap(),
+        ])
+    };
+    let import = import_results();
     assert!(import.status.success(), "{}", stderr(&import));
     assert!(
         stderr(&import).contains("imported 24 answers"),
@@ -409,14 +413,7 @@ fn batch_export_then_import_completes_the_job_without_requests() {
         "{\"custom_id\": \"request-1\", \"response\": {}}\n",
     )
     .unwrap();
-    let bad = SEQIT.output([
-        "batch",
-        "import",
-        "--results",
-        results_path.to_str().unwrap(),
-        "--cache",
-        cache.to_str().unwrap(),
-    ]);
+    let bad = import_results();
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("results.jsonl:1"), "{}", stderr(&bad));
 }

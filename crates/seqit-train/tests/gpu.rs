@@ -27,16 +27,16 @@
 
 mod common;
 
-use common::examples;
+use common::{examples, logits_of_rows, loss_of_rows};
 use std::path::Path;
 use std::sync::OnceLock;
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
-use seqit_model::{load_hf_dir, Kernels, Llama, LogitsFor};
+use seqit_model::{load_hf_dir, Kernels, Llama};
 use seqit_train::{
-    build_batch, full_finetuning, lora, masked_cross_entropy, AdamW, AdamWConfig, LoraSettings,
-    Precision, Schedule, StepMetrics, TokenizedExample, TrainConfig, TrainableModel, Trainer,
+    full_finetuning, lora, AdamW, AdamWConfig, LoraSettings, Precision, Schedule, StepMetrics,
+    TokenizedExample, TrainConfig, TrainableModel, Trainer,
 };
 
 /// Relative L2 error allowed between f32 on the device under test and f32 on the CPU.
@@ -84,17 +84,7 @@ fn rows(ex: &[TokenizedExample]) -> Vec<Vec<&TokenizedExample>> {
 
 /// Logits of every position of [`rows`], in f32 on the CPU.
 fn logits(model: &Llama, ex: &[TokenizedExample]) -> Vec<f32> {
-    let batch = build_batch(&rows(ex), model.device()).unwrap();
-    let logits = model
-        .forward(
-            &batch.input_ids,
-            &batch.positions,
-            Some(&batch.mask),
-            None,
-            LogitsFor::AllPositions,
-        )
-        .unwrap();
-    values(&logits)
+    values(&logits_of_rows(model, &rows(ex)))
 }
 
 fn values(t: &Tensor) -> Vec<f32> {
@@ -156,18 +146,7 @@ fn forward_on_cuda_matches_the_cpu() {
 /// The loss of [`rows`] and the gradient of every parameter (f32, on the CPU).
 fn loss_and_gradients(model: &TrainableModel) -> (f32, Vec<(String, Vec<f32>)>) {
     let ex = examples();
-    let batch = build_batch(&rows(&ex), model.llama.device()).unwrap();
-    let logits = model
-        .llama
-        .forward(
-            &batch.input_ids,
-            &batch.positions,
-            Some(&batch.mask),
-            None,
-            LogitsFor::AllPositions,
-        )
-        .unwrap();
-    let loss = masked_cross_entropy(&logits, &batch.targets, &batch.weights).unwrap();
+    let loss = loss_of_rows(&model.llama, &rows(&ex));
     let grads = loss.backward().unwrap();
     let gradients = model
         .params

@@ -1,12 +1,13 @@
 //! Gradients of the trainable Llama: every parameter gets one, and they agree with finite
 //! differences of the loss.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
-use seqit_model::{load_hf_dir, LogitsFor};
+use common::loss_of_rows;
+use seqit_model::load_hf_dir;
 use seqit_testkit::{TinyModel, TinyModelSpec};
-use seqit_train::{
-    build_batch, full_finetuning, masked_cross_entropy, TokenizedExample, TrainableModel,
-};
+use seqit_train::{full_finetuning, TokenizedExample, TrainableModel};
 
 fn tiny(spec: TinyModelSpec) -> (tempfile::TempDir, TrainableModel) {
     let dir = tempfile::tempdir().unwrap();
@@ -38,18 +39,7 @@ fn loss(model: &TrainableModel, packed: bool) -> Tensor {
     } else {
         vec![vec![&ex[0]], vec![&ex[1]]]
     };
-    let batch = build_batch(&rows, &Device::Cpu).unwrap();
-    let logits = model
-        .llama
-        .forward(
-            &batch.input_ids,
-            &batch.positions,
-            Some(&batch.mask),
-            None,
-            LogitsFor::AllPositions,
-        )
-        .unwrap();
-    masked_cross_entropy(&logits, &batch.targets, &batch.weights).unwrap()
+    loss_of_rows(&model.llama, &rows)
 }
 
 #[test]

@@ -4,15 +4,14 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::examples;
+use common::{examples, loss_of_rows};
 use seqit_model::{
     apply_peft_adapter, load_hf_dir, load_model, save_peft_adapter, LinearWeight, LoadOptions,
     LogitsFor,
 };
 use seqit_testkit::{fixture, tiny_hf_dir, TinyModel, TinyModelSpec};
 use seqit_train::{
-    build_batch, lora, masked_cross_entropy, LoraSettings, Schedule, TokenizedExample, TrainConfig,
-    TrainableModel, Trainer,
+    lora, LoraSettings, Schedule, TokenizedExample, TrainConfig, TrainableModel, Trainer,
 };
 
 fn settings(dropout: f64) -> LoraSettings {
@@ -75,18 +74,7 @@ fn max_difference(a: &Tensor, b: &Tensor) -> f32 {
 fn batch_loss(model: &TrainableModel) -> Tensor {
     let ex = examples();
     let rows: Vec<Vec<&TokenizedExample>> = ex.iter().take(4).map(|e| vec![e]).collect();
-    let batch = build_batch(&rows, &Device::Cpu).unwrap();
-    let logits = model
-        .llama
-        .forward(
-            &batch.input_ids,
-            &batch.positions,
-            Some(&batch.mask),
-            None,
-            LogitsFor::AllPositions,
-        )
-        .unwrap();
-    masked_cross_entropy(&logits, &batch.targets, &batch.weights).unwrap()
+    loss_of_rows(&model.llama, &rows)
 }
 
 /// Every tensor of the base model: embedding, norms, projections, LM head.
