@@ -27,7 +27,7 @@ use serde_json::{json, Map, Value};
 use crate::extract::{extract_added_task, extract_new_instruction, extract_split, extract_verdict};
 use crate::item::{output_id, user_turn, SourceItem};
 use crate::option::{parse_option, Edit, Rule};
-use crate::progress::Progress;
+use seqit_core::progress::Progress;
 use crate::prompts::{PromptSet, Stage};
 use crate::state::{check_unique_ids, compact, open_journal, run_journaled, settings_fingerprint};
 use crate::stats::{AugmentStats, StatsInput};

@@ -17,7 +17,6 @@ mod augment;
 mod extract;
 mod item;
 mod option;
-mod progress;
 mod prompts;
 mod seqeval;
 mod state;
@@ -35,7 +34,7 @@ pub use extract::{
 };
 pub use item::{user_turn, SourceItem};
 pub use option::{parse_option, Edit, ParsedOption, Rule};
-pub use progress::{Progress, Silent};
+pub use seqit_core::progress::{Progress, Silent};
 pub use prompts::{PromptSet, Stage, CLASSIFY_SHOTS, PROMPT_FILES, REWRITE_SHOTS};
 pub use stats::{AugmentStats, IterationStats, PaperShares, PAPER_ALPACA, PAPER_FLAN};
 pub use teacher::{item_rng, Asked, Teacher, TeacherInfo};

@@ -23,7 +23,7 @@ use serde_json::json;
 use crate::extract::{extract_added_task, extract_new_instruction};
 use crate::item::SourceItem;
 use crate::option::Edit;
-use crate::progress::Progress;
+use seqit_core::progress::Progress;
 use crate::prompts::PromptSet;
 use crate::state::{open_journal, run_journaled, settings_fingerprint};
 use crate::teacher::{item_rng, Asked, Teacher};

@@ -53,7 +53,7 @@ pub async fn run_journaled<P, T, Fut>(
     journal: &Journal,
     pending: Vec<P>,
     concurrency: usize,
-    progress: &dyn crate::progress::Progress,
+    progress: &dyn seqit_core::progress::Progress,
     work: impl Fn(P) -> Fut,
     mut finished: impl FnMut(T),
 ) -> Result<()>

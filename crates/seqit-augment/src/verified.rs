@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::augment::{AugmentPaths, PROVENANCE_KEY};
-use crate::progress::Progress;
+use seqit_core::progress::Progress;
 use crate::state::{check_unique_ids, compact, open_journal, run_journaled, settings_fingerprint};
 use crate::teacher::{Asked, Teacher};
 

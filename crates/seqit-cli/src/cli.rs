@@ -12,6 +12,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Sequential Instruction Tuning toolkit: augment, train, evaluate, serve"
 )]
 pub struct Cli {
+    /// Print results and warnings only (no progress, no status lines).
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print detail lines too.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -4,6 +4,7 @@
 mod allocator;
 mod cli;
 mod commands;
+mod printer;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,11 @@ pub(crate) const VERSION: &str = concat!(
 fn main() -> ExitCode {
     configure_process();
     let cli = cli::Cli::parse();
+    printer::set_verbosity(match (cli.quiet, cli.verbose) {
+        (true, _) => printer::Verbosity::Quiet,
+        (_, true) => printer::Verbosity::Verbose,
+        _ => printer::Verbosity::Normal,
+    });
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

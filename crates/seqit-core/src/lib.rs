@@ -6,13 +6,15 @@
 //! [`FinishReason`]. [`durable`] is the one way
 //! seqit replaces files and directories (temporary name, fsync, rename, fsync of the
 //! parent): outputs, manifests and checkpoints all go through it; [`journal`] is the one
-//! append-only record of finished work that long jobs resume from.
+//! append-only record of finished work that long jobs resume from, and [`progress`] is how
+//! jobs report what they do without printing.
 
 mod chat;
 mod constraint;
 pub mod durable;
 mod generation;
 pub mod journal;
+pub mod progress;
 mod sampling;
 
 pub use chat::{ChatMessage, Role};

@@ -2,16 +2,14 @@
 //! iterate) with the IT control, or verified answers to program-checked chains
 //! (`--verify`), through a local or remote teacher behind the request cache. Also the teacher flags and the progress display `seqit seqeval build` shares.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use seqit_augment::{
-    AugmentPaths, AugmentSettings, Augmenter, Progress, PromptSet, Teacher, TeacherInfo,
+    AugmentPaths, AugmentSettings, Augmenter, PromptSet, Teacher, TeacherInfo,
     VerifiedAugmenter, VerifySettings,
 };
 use seqit_core::SamplingParams;
@@ -24,8 +22,6 @@ use crate::cli::EndpointCacheArgs;
 /// Name of the default cache file, next to the output.
 const DEFAULT_CACHE_FILE: &str = "seqit-cache.sqlite";
 
-/// Seconds between progress lines when stderr is not a terminal.
-const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Args)]
 pub struct AugmentArgs {
@@ -286,7 +282,7 @@ async fn augment(
         settings,
         concurrency: args.teacher.items_in_flight(),
     };
-    let progress = Display::new(teacher.client().ledger().clone());
+    let progress = printer_for(teacher.client().ledger().clone());
     let outcome = augmenter.run(&records, schema, &paths, &progress).await?;
     eprintln!("{}", outcome.stats.render());
     eprintln!("{}", teacher.client().ledger().summary());
@@ -326,7 +322,7 @@ async fn augment_verified(
         settings,
         concurrency: args.teacher.items_in_flight(),
     };
-    let progress = Display::new(teacher.client().ledger().clone());
+    let progress = printer_for(teacher.client().ledger().clone());
     let outcome = augmenter.run(&items, &paths, &progress).await?;
     eprintln!("{}", outcome.stats.render());
     eprintln!("{}", teacher.client().ledger().summary());
@@ -339,111 +335,9 @@ async fn augment_verified(
     Ok(())
 }
 
-/// Progress as an indicatif bar on a terminal, plain lines otherwise; both show
-/// items/s, completion tokens/s and the ETA.
-pub struct Display {
-    ledger: Arc<Ledger>,
-    bar: Option<ProgressBar>,
-    state: Mutex<PlainState>,
-}
-
-struct PlainState {
-    stage: String,
-    total: u64,
-    done: u64,
-    resumed: u64,
-    started: Instant,
-    last_line: Instant,
-}
-
-impl Display {
-    pub fn new(ledger: Arc<Ledger>) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new(0);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {pos}/{len} items, {per_sec}, {msg}, ETA {eta}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            bar
-        });
-        Self {
-            ledger,
-            bar,
-            state: Mutex::new(PlainState {
-                stage: String::new(),
-                total: 0,
-                done: 0,
-                resumed: 0,
-                started: Instant::now(),
-                last_line: Instant::now(),
-            }),
-        }
-    }
-
-    fn tokens_per_second(&self, elapsed: Duration) -> f64 {
-        let tokens: u64 = self
-            .ledger
-            .tallies()
-            .values()
-            .map(|t| t.completion_tokens)
-            .sum();
-        tokens as f64 / elapsed.as_secs_f64().max(1e-3)
-    }
-}
-
-impl Progress for Display {
-    fn start(&self, stage: &str, total: u64, done: u64) {
-        let mut state = self.state.lock().expect("progress lock");
-        *state = PlainState {
-            stage: stage.to_string(),
-            total,
-            done,
-            resumed: done,
-            started: Instant::now(),
-            last_line: Instant::now(),
-        };
-        match &self.bar {
-            Some(bar) => {
-                bar.set_prefix(stage.to_string());
-                bar.set_length(total);
-                bar.set_position(done);
-                bar.reset_eta();
-            }
-            None => eprintln!("{stage}: {total} items, {done} already done"),
-        }
-    }
-
-    fn advance(&self, n: u64) {
-        let mut state = self.state.lock().expect("progress lock");
-        state.done += n;
-        let elapsed = state.started.elapsed();
-        let tokens = self.tokens_per_second(elapsed);
-        match &self.bar {
-            Some(bar) => {
-                bar.inc(n);
-                bar.set_message(format!("{tokens:.0} tok/s"));
-            }
-            None if state.last_line.elapsed() >= PLAIN_PROGRESS_EVERY
-                || state.done == state.total =>
-            {
-                state.last_line = Instant::now();
-                let rate = (state.done - state.resumed) as f64 / elapsed.as_secs_f64().max(1e-3);
-                let eta = (state.total - state.done) as f64 / rate.max(1e-9);
-                eprintln!(
-                    "{}: {}/{} items, {rate:.2} items/s, {tokens:.0} tok/s, ETA {eta:.0}s",
-                    state.stage, state.done, state.total
-                );
-            }
-            None => {}
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish();
-        }
-    }
+/// The printer, with the teacher's generated tokens as its token rate.
+pub fn printer_for(ledger: Arc<Ledger>) -> crate::printer::Printer {
+    crate::printer::Printer::new().with_tokens(Arc::new(move || {
+        ledger.tallies().values().map(|t| t.completion_tokens).sum()
+    }))
 }

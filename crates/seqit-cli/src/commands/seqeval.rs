@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use seqit_augment::{parse_depths, PromptSet, SeqEvalBuilder, SeqEvalSettings, Stage};
 use seqit_data::Schema;
 
-use super::augment::{runtime, Display, TeacherArgs};
+use super::augment::{printer_for, runtime, TeacherArgs};
 use super::Switch;
 
 #[derive(Debug, Subcommand)]
@@ -153,7 +153,7 @@ async fn build(
         settings,
         concurrency: args.teacher.items_in_flight(),
     };
-    let progress = Display::new(teacher.client().ledger().clone());
+    let progress = printer_for(teacher.client().ledger().clone());
     let stats = builder.run(&records, &args.output, &progress).await?;
     let mut depths: Vec<_> = stats.depths.iter().collect();
     depths.sort();
