@@ -29,7 +29,7 @@ pub enum Command {
     /// Serve a local model over an OpenAI-compatible HTTP API.
     Serve(ServeArgs),
     /// Fine-tune a model on IT or SIT data (loss on assistant tokens only).
-    Train(TrainArgs),
+    Train(seqit_train::TrainSettings),
     /// Write data and a config reproducing the paper's recipe for TRL, LLaMA-Factory or axolotl.
     ExportRecipe(ExportRecipeArgs),
     /// Model utilities.
@@ -540,133 +540,6 @@ pub struct DataDecontaminateArgs {
     pub read: DataReadArgs,
 }
 
-/// `seqit train` settings. Every one can also come from `--config FILE` (TOML, the same
-/// keys as the flags, e.g. `lora-rank = 8`); flags given on the command line win.
-/// Unset values get the defaults shown, which follow the SIT paper's recipe.
-#[derive(Debug, Args, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct TrainArgs {
-    /// TOML file of settings (keys as the flags, without `--`).
-    #[arg(long)]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-    /// Base model: a Hugging Face directory, a `.gguf` file (dequantized), or `smollm2-135m`.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    /// Training data in any format `seqit data` reads (Alpaca, ShareGPT, messages, ...).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<PathBuf>,
-    /// Run directory: metrics.jsonl, checkpoints, the trained (merged) model in `model/`
-    /// and, with LoRA, the PEFT adapter in `adapter/`.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub output: Option<PathBuf>,
-    /// Chat format the examples are rendered in: `model` (the model's own template, the
-    /// default), `tulu` (the SIT paper's), `chatml`, or a path to a Jinja template.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub template: Option<String>,
-    /// Train every weight instead of LoRA adapters (the paper's setting).
-    #[arg(long)]
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub full: bool,
-    /// LoRA rank [default: 16].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lora_rank: Option<usize>,
-    /// LoRA alpha; updates are scaled by alpha / rank [default: 2 × rank].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lora_alpha: Option<f64>,
-    /// Dropout on the adapters' inputs [default: 0.05].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lora_dropout: Option<f64>,
-    /// Projections that get adapters [default: q,k,v,o,gate,up,down].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lora_targets: Option<String>,
-    /// [default: 3]
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub epochs: Option<usize>,
-    /// Peak learning rate [default: 2e-5 with --full, 2e-4 for LoRA].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lr: Option<f64>,
-    /// Rows per micro-batch [default: 4].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub batch_size: Option<usize>,
-    /// Micro-batches per update [default: 1].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub grad_accum: Option<usize>,
-    /// Longest example in tokens; longer ones are truncated, and dropped when no
-    /// assistant token is left [default: 2048].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_len: Option<usize>,
-    /// [default: 0.03]
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub warmup_ratio: Option<f64>,
-    /// linear, cosine or constant [default: linear].
-    #[arg(long, value_parser = ["linear", "cosine", "constant"])]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<String>,
-    /// [default: 0]
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub weight_decay: Option<f64>,
-    /// Clip the global gradient norm (0 disables) [default: 1].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_grad_norm: Option<f64>,
-    /// [default: 42]
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
-    /// Pack several examples per row (no attention across them).
-    #[arg(long)]
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub packing: bool,
-    /// Validation data; its loss goes to metrics.jsonl as `eval_loss`.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub eval_data: Option<PathBuf>,
-    /// Evaluate every N updates (0: only at the end) [default: 0].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub eval_every: Option<usize>,
-    /// Checkpoint every N updates (0: only at the end) [default: 0].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub save_every: Option<usize>,
-    /// Stop after N updates.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_steps: Option<usize>,
-    /// Weights and activations: f32, or bf16/f16 with f32 master weights and optimizer
-    /// state (f16 with dynamic loss scaling) [default: f32].
-    #[arg(long, value_parser = ["f32", "bf16", "f16"])]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dtype: Option<String>,
-    /// cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`) [default: cpu].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
-    /// Continue the run in `--output` from its newest checkpoint.
-    #[arg(long)]
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub resume: bool,
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
-}
 
 #[derive(Debug, Args)]
 pub struct ExportRecipeArgs {

@@ -12,6 +12,7 @@
 mod chat;
 mod constraint;
 pub mod durable;
+pub mod flags;
 mod generation;
 pub mod journal;
 pub mod progress;

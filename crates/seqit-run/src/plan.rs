@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use seqit_train::TrainSettings;
 use serde_json::{json, Value};
 
 use crate::config::{
@@ -377,37 +378,17 @@ fn train_stage(exp: &Experiment, t: &TrainSection, data: &Path, examples: u64) -
             }
         }
         None => {
-            let mut cmd = strings(&["train", "--model", &base.model]);
-            cmd.extend([
-                "--data".into(),
-                path_str(data),
-                "--output".into(),
-                path_str(&dir),
-            ]);
-            cmd.extend(["--seed".into(), c.run.seed.to_string(), "--resume".into()]);
+            let mut settings = train_settings(t);
+            settings.model = Some(base.model.clone());
+            settings.data = Some(data.to_path_buf());
+            settings.output = Some(dir.clone());
+            settings.seed = Some(c.run.seed);
+            settings.resume = true;
             if t.preset == Some(Preset::Paper) {
-                cmd.extend(paper_train_flags(t));
+                apply_paper_recipe(&mut settings);
             }
-            match t.method {
-                TrainMethod::Full => cmd.push("--full".into()),
-                TrainMethod::Lora => {
-                    push_opt(&mut cmd, "--lora-rank", t.lora_rank);
-                    push_opt(&mut cmd, "--lora-alpha", t.lora_alpha);
-                }
-            }
-            push_opt(&mut cmd, "--epochs", t.epochs);
-            push_opt(&mut cmd, "--lr", t.lr);
-            push_opt(&mut cmd, "--batch-size", t.batch_size);
-            push_opt(&mut cmd, "--grad-accum", t.grad_accum);
-            push_opt(&mut cmd, "--max-len", t.max_len);
-            push_opt(&mut cmd, "--max-steps", t.max_steps);
-            push_opt(&mut cmd, "--template", t.template.as_deref());
-            push_opt(&mut cmd, "--save-every", t.save_every);
-            push_opt(&mut cmd, "--dtype", t.dtype.as_deref());
-            push_opt(&mut cmd, "--device", t.device.as_deref());
-            if t.packing {
-                cmd.push("--packing".into());
-            }
+            let mut cmd = strings(&["train"]);
+            cmd.extend(settings.to_flags());
             cmd.extend(t.args.iter().cloned());
             Action::Commands(vec![cmd])
         }
@@ -444,40 +425,46 @@ fn train_stage(exp: &Experiment, t: &TrainSection, data: &Path, examples: u64) -
     }
 }
 
-/// `seqit train` flags for the paper's recipe, for the settings the run leaves out (the
-/// config check refused the ones that differ).
-fn paper_train_flags(t: &TrainSection) -> Vec<String> {
+/// The `seqit train` settings a run's `[[train]]` section gives (the run adds the
+/// model, data, output and seed).
+fn train_settings(t: &TrainSection) -> TrainSettings {
+    let lora = t.method == TrainMethod::Lora;
+    TrainSettings {
+        full: !lora,
+        lora_rank: t.lora_rank.filter(|_| lora),
+        lora_alpha: t.lora_alpha.filter(|_| lora),
+        epochs: t.epochs,
+        lr: t.lr,
+        batch_size: t.batch_size,
+        grad_accum: t.grad_accum,
+        max_len: t.max_len,
+        max_steps: t.max_steps,
+        template: t.template.clone(),
+        save_every: t.save_every,
+        dtype: t.dtype.clone(),
+        device: t.device.clone(),
+        packing: t.packing,
+        ..TrainSettings::default()
+    }
+}
+
+/// Fills in the paper's recipe for the settings the run leaves out (the config check
+/// refused the ones that differ).
+fn apply_paper_recipe(settings: &mut TrainSettings) {
     use seqit_train::paper;
-    let batch = t.batch_size.unwrap_or(PAPER_MICRO_BATCH);
-    let mut flags = Vec::new();
-    let mut missing = |flag: &str, given: bool, value: String| {
-        if !given {
-            flags.extend([flag.to_string(), value]);
-        }
-    };
-    missing("--lr", t.lr.is_some(), paper::LR.to_string());
-    missing("--epochs", t.epochs.is_some(), paper::EPOCHS.to_string());
-    missing("--max-len", t.max_len.is_some(), paper::MAX_LEN.to_string());
-    missing(
-        "--template",
-        t.template.is_some(),
-        paper::TEMPLATE.to_string(),
-    );
-    missing("--batch-size", t.batch_size.is_some(), batch.to_string());
-    missing(
-        "--grad-accum",
-        t.grad_accum.is_some(),
-        (paper::EFFECTIVE_BATCH / batch).to_string(),
-    );
-    flags.extend([
-        "--warmup-ratio".to_string(),
-        paper::WARMUP_SHARE.to_string(),
-        "--schedule".to_string(),
-        "linear".to_string(),
-        "--weight-decay".to_string(),
-        paper::WEIGHT_DECAY.to_string(),
-    ]);
-    flags
+    let batch = *settings.batch_size.get_or_insert(PAPER_MICRO_BATCH);
+    settings.lr.get_or_insert(paper::LR);
+    settings.epochs.get_or_insert(paper::EPOCHS);
+    settings.max_len.get_or_insert(paper::MAX_LEN);
+    settings
+        .template
+        .get_or_insert_with(|| paper::TEMPLATE.to_string());
+    settings
+        .grad_accum
+        .get_or_insert(paper::EFFECTIVE_BATCH / batch);
+    settings.warmup_ratio = Some(paper::WARMUP_SHARE);
+    settings.schedule = Some("linear".to_string());
+    settings.weight_decay = Some(paper::WEIGHT_DECAY);
 }
 
 /// What an evaluation runs against: a trained model (its checkpoint directory, or the
@@ -772,10 +759,23 @@ mod tests {
             "name = \"sit\"\ndata = \"sit\"\nbase = \"smol\"\nmethod = \"full\"\npreset = \"paper\"\nbatch_size = 8\n",
         )
         .unwrap();
+        let mut settings = train_settings(&run);
+        apply_paper_recipe(&mut settings);
         assert_eq!(
-            paper_train_flags(&run).join(" "),
-            "--lr 0.00002 --epochs 3 --max-len 2048 --template tulu --grad-accum 16 \
-             --warmup-ratio 0.03 --schedule linear --weight-decay 0"
+            settings,
+            TrainSettings {
+                full: true,
+                lr: Some(2e-5),
+                epochs: Some(3),
+                max_len: Some(2048),
+                template: Some("tulu".into()),
+                batch_size: Some(8),
+                grad_accum: Some(16),
+                warmup_ratio: Some(0.03),
+                schedule: Some("linear".into()),
+                weight_decay: Some(0.0),
+                ..TrainSettings::default()
+            }
         );
     }
 }

@@ -6,6 +6,7 @@
 //! * [`tokenize_example`] — renders a conversation and marks which tokens carry loss:
 //!   exactly the assistant turns, including their end-of-turn token; [`explain_example`]
 //!   shows the mask token by token.
+//! * [`TrainSettings`] — `seqit train`'s settings, from flags, a config file or `seqit run`.
 //! * [`Trainer`] — the loop (accumulation, clipping, schedules, checkpoints, exact resume,
 //!   validation loss) over a [`TrainableModel`]: every weight ([`full_finetuning`]) or
 //!   LoRA adapters on frozen weights ([`lora`]), exported by [`run_training`] as a Hugging
@@ -21,6 +22,7 @@ mod optim;
 mod precision;
 mod recipe;
 mod schedule;
+mod settings;
 mod tokenize;
 mod trainable;
 mod trainer;
@@ -36,6 +38,7 @@ pub use recipe::{
     TULU_FOR_LLAMAFACTORY,
 };
 pub use schedule::{learning_rate, Schedule};
+pub use settings::TrainSettings;
 pub use tokenize::{
     chat_tokenizer, explain_example, tokenize_example, ChatFormat, TokenPiece, TokenizedExample,
 };

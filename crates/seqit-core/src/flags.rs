@@ -1,0 +1,82 @@
+//! Command lines built from typed settings, so that a job's flags are never spelled as
+//! string literals a second time: a settings struct that clap parses (field `lora_rank`
+//! is `--lora-rank`) and that serializes with `rename_all = "kebab-case"` gives back its
+//! own command line through [`to_flags`]. `seqit run` launches stages this way.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// The flags that make clap parse `settings` back: `--key value` for every field that is
+/// set, `--key` alone for a `true` switch, one `--key item` per element of a list.
+/// Unset options (`null`) and `false` switches are left out.
+///
+/// # Panics
+/// If `settings` does not serialize to a JSON object of scalars and lists of scalars;
+/// settings structs are flat by construction.
+pub fn to_flags<T: Serialize>(settings: &T) -> Vec<String> {
+    let Value::Object(fields) = serde_json::to_value(settings).expect("settings serialize") else {
+        panic!("settings must serialize to an object");
+    };
+    let mut flags = Vec::new();
+    for (key, value) in fields {
+        let flag = format!("--{key}");
+        match value {
+            Value::Null | Value::Bool(false) => {}
+            Value::Bool(true) => flags.push(flag),
+            Value::Array(items) => {
+                for item in items {
+                    flags.extend([flag.clone(), scalar(&key, item)]);
+                }
+            }
+            other => {
+                let text = scalar(&key, other);
+                flags.extend([flag, text]);
+            }
+        }
+    }
+    flags
+}
+
+fn scalar(key: &str, value: Value) -> String {
+    match value {
+        Value::String(text) => text,
+        Value::Number(number) => number.to_string(),
+        Value::Bool(switch) => switch.to_string(),
+        other => panic!("`{key}` is not a flag value: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "kebab-case")]
+    struct Example {
+        lora_rank: Option<usize>,
+        lr: Option<f64>,
+        full: bool,
+        packing: bool,
+        stop: Vec<String>,
+        template: Option<String>,
+    }
+
+    #[test]
+    fn set_fields_become_flags_and_unset_ones_disappear() {
+        let flags = to_flags(&Example {
+            lora_rank: Some(8),
+            lr: Some(2e-5),
+            full: true,
+            packing: false,
+            stop: vec!["a".into(), "b".into()],
+            template: None,
+        });
+        // Field order follows serde_json's map, which may sort keys: compare as pairs.
+        let mut pairs: Vec<String> = flags.join(" ").split(" --").map(String::from).collect();
+        pairs.sort();
+        assert_eq!(
+            pairs,
+            ["--full", "lora-rank 8", "lr 0.00002", "stop a", "stop b"]
+        );
+    }
+}
