@@ -20,6 +20,10 @@
 //!   text after an answer marker), strict and flexible.
 //! - [`metrics`]: exact match, per-language means, XQuAD accuracy and follow rate,
 //!   seeded bootstrap confidence intervals.
+//! - [`run`]: whole `seqit eval` jobs, one settings struct and one `run` per benchmark
+//!   (models opened, items answered and judged through the journal, `items.jsonl` and
+//!   `metrics.json` written, result lines returned), reporting through a
+//!   [`Progress`](seqit_core::progress::Progress).
 //!
 //! ```
 //! use seqit_eval::extract::{extract_number, Mode, ANSWER_MARKERS};
@@ -33,7 +37,8 @@
 //! assert!(ci.low <= ci.estimate && ci.estimate <= ci.high);
 //! ```
 //!
-//! Libraries do not print: progress reaches the caller through callbacks.
+//! Libraries do not print: progress reaches the caller through callbacks or a
+//! [`Progress`](seqit_core::progress::Progress).
 #![deny(missing_docs)]
 
 pub mod alpaca;
@@ -50,6 +55,7 @@ pub mod metrics;
 pub mod mtbench;
 pub mod pool;
 pub mod prompt;
+pub mod run;
 pub mod seqeval;
 pub mod tasks;
 

@@ -9,6 +9,8 @@
 //! * [`router`] — the same application as an axum [`Router`], for embedding.
 //! * [`ServerConfig`] — served model name, API key, body size limit, queue bounds,
 //!   generation limits, connection limits and timeouts.
+//! * [`serve_until_signal`] — `seqit serve` as a process (signals, its own runtime),
+//!   after [`check_exposure`]'s warnings; [`default_served_name`].
 //! * [`raise_open_files_limit`] — the process's open-file limit up to its hard limit
 //!   (each connection holds a file descriptor).
 //!
@@ -48,12 +50,14 @@
 mod auth;
 mod connections;
 mod error;
+mod process;
 pub mod routes;
 mod stream;
 mod structured;
 mod wire;
 
 pub use connections::raise_open_files_limit;
+pub use process::{check_exposure, default_served_name, serve_until_signal};
 
 use std::future::Future;
 use std::ops::Deref;

@@ -6,10 +6,11 @@ use std::time::Instant;
 use anyhow::Result;
 use seqit_train::{run_training, TrainSettings};
 
-use crate::printer::{note, Printer};
+use crate::printer::{detail, note, Printer};
 
 pub fn run(settings: TrainSettings) -> Result<()> {
     let job = settings.with_config_file()?.job(&Printer::new())?;
+    detail(format!("resolved settings: {:?}", job.config));
     let started = Instant::now();
     let summary = run_training(&job, &mut |m, total| {
         let eval = m
