@@ -15,6 +15,9 @@
 //! * [`batch`] — OpenAI Batch API request files and results import.
 //! * [`BackendSpec`] and [`open_backend`] — the local model or an endpoint, from what a
 //!   user wrote (every teacher, answerer and judge is opened this way).
+//! * [`generate_file`] — a JSONL file of prompts answered by any [`Client`], resumable;
+//!   with [`RequestSettings`], dry-run estimates and [`export_batch`] for the same
+//!   requests.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), seqit_llm::LlmError> {
@@ -36,6 +39,7 @@ pub mod batch;
 mod cache;
 mod client;
 mod error;
+mod jobs;
 mod ledger;
 mod local;
 mod open;
@@ -47,6 +51,10 @@ mod types;
 pub use cache::{Cache, CacheKey, CachedAnswer};
 pub use client::Client;
 pub use error::{is_retryable_status, LlmError};
+pub use jobs::{
+    export_batch, generate_file, DryRun, ExportReport, FileReport, GenerateFile, InputRecord,
+    RequestSettings,
+};
 pub use ledger::{thousands, Estimate, Ledger, ModelTally, Price, PriceTable};
 pub use local::LocalBackend;
 pub use open::{open_backend, BackendSpec};

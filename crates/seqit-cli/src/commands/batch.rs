@@ -2,16 +2,15 @@
 //! request file, and the batch's results back into the request cache, so the same
 //! `generate` command afterwards completes without asking anything.
 
-use std::collections::HashSet;
 use std::io::BufReader;
 
-use anyhow::{Context, Result};
-use seqit_llm::batch::{export_line, import_results};
-use seqit_llm::{thousands, Cache, CacheKey, LlmRequest};
-use serde_json::Value;
+use anyhow::{bail, Context, Result};
+use seqit_llm::batch::import_results;
+use seqit_llm::remote::{endpoint_identity, normalize_base_url};
+use seqit_llm::{export_batch, thousands, Cache, RequestSettings};
 
-use super::generate::read_input;
 use crate::cli::{BatchCommand, BatchExportArgs, BatchImportArgs};
+use crate::printer::{note, warn};
 
 pub fn run(command: BatchCommand) -> Result<()> {
     match command {
@@ -20,90 +19,51 @@ pub fn run(command: BatchCommand) -> Result<()> {
     }
 }
 
-/// A record id as text: strings as they are, other JSON values as JSON.
-fn id_text(id: &Value) -> String {
-    match id {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 fn export(args: BatchExportArgs) -> Result<()> {
     if args.samples == 0 {
-        anyhow::bail!("`--n` must be at least 1");
+        bail!("`--n` must be at least 1");
     }
     // Cache keys name the endpoint that will read the answers, as that run's would.
     let scope = match (&args.endpoint, args.share_cache_across_endpoints) {
         (_, true) => None,
-        (Some(endpoint), false) => Some(seqit_llm::remote::endpoint_identity(
-            &seqit_llm::remote::normalize_base_url(endpoint)?,
-        )),
-        (None, false) => anyhow::bail!(
+        (Some(endpoint), false) => Some(endpoint_identity(&normalize_base_url(endpoint)?)),
+        (None, false) => bail!(
             "say which endpoint the batch's answers are for: `--endpoint URL` (the one the later `seqit generate --endpoint` uses), or `--share-cache-across-endpoints` (the later run then needs that flag too)\nhint: cached answers are kept per endpoint, so two servers with the same model name never share them"
         ),
     };
-    let params = super::sampling_params(&args.decoding)?;
-    let records = read_input(&args.input, args.system.as_deref(), args.raw)?;
+    let settings = RequestSettings {
+        system: args.system.clone(),
+        raw: args.raw,
+        params: super::sampling_params(&args.decoding)?,
+        samples: args.samples,
+        prompt_version: args.prompt_version.clone(),
+    };
+    let records = settings.read_input(&args.input)?;
     let cache = args.cache.as_deref().map(Cache::open).transpose()?;
-    let mut seen = HashSet::new();
-    let (mut written, mut duplicates, mut cached) = (0u64, 0u64, 0u64);
-    let mut text = String::new();
-    for record in &records {
-        let request = LlmRequest::new(record.prompt.clone(), params.clone())
-            .with_samples(args.samples)
-            .with_prompt_version(args.prompt_version.clone());
-        for index in request.sample_indices() {
-            let key = CacheKey::new(
-                scope.as_deref(),
-                request.kind(),
-                &args.model,
-                &request.prompt,
-                &request.params,
-                index,
-                &request.prompt_version,
-            );
-            if !seen.insert(key) {
-                duplicates += 1;
-                continue;
-            }
-            if let Some(cache) = &cache {
-                if cache.get(&key)?.is_some() {
-                    cached += 1;
-                    continue;
-                }
-            }
-            text.push_str(&export_line(
-                &args.model,
-                &request.for_samples(index, 1),
-                &id_text(&record.id),
-                &key,
-            ));
-            text.push('\n');
-            written += 1;
-        }
+    let report = export_batch(
+        &settings,
+        &records,
+        &args.model,
+        scope.as_deref(),
+        cache.as_ref(),
+        &args.output,
+    )?;
+    let mut left_out = String::new();
+    if report.duplicates > 0 {
+        let duplicates = thousands(report.duplicates);
+        left_out.push_str(&format!("; {duplicates} duplicate prompts sent once"));
     }
-    seqit_core::durable::atomic_write(&args.output, text.as_bytes())
-        .with_context(|| format!("cannot write `{}`", args.output.display()))?;
-    let mut note = String::new();
-    if duplicates > 0 {
-        note.push_str(&format!(
-            "; {} duplicate prompts sent once",
-            thousands(duplicates)
-        ));
+    if report.cached > 0 {
+        let cached = thousands(report.cached);
+        left_out.push_str(&format!("; {cached} already in the cache left out"));
     }
-    if cached > 0 {
-        note.push_str(&format!(
-            "; {} already in the cache left out",
-            thousands(cached)
-        ));
-    }
-    eprintln!(
-        "wrote {} requests ({} records × {} samples{note}) to {}",
-        thousands(written),
+    note(format!(
+        "wrote {} requests ({} records × {} samples{left_out}) to {}",
+        thousands(report.requests),
         thousands(records.len() as u64),
         args.samples,
         args.output.display()
-    );
+    ));
     Ok(())
 }
 
@@ -111,27 +71,25 @@ fn import(args: BatchImportArgs) -> Result<()> {
     let file = std::fs::File::open(&args.results)
         .with_context(|| format!("cannot open `{}`", args.results.display()))?;
     let cache = Cache::open(&args.cache)?;
-    let report = import_results(
-        BufReader::new(file),
-        &args.results.display().to_string(),
-        &cache,
-    )?;
-    eprintln!(
+    let source = args.results.display().to_string();
+    let report = import_results(BufReader::new(file), &source, &cache)?;
+    note(format!(
         "imported {} answers into {}",
         thousands(report.imported),
         args.cache.display()
-    );
+    ));
     if !report.failed.is_empty() {
-        eprintln!(
+        let mut message = format!(
             "{} requests failed in the batch and were not imported (a later `seqit generate --endpoint` asks them online):",
             thousands(report.failed.len() as u64)
         );
-        for (custom_id, message) in report.failed.iter().take(10) {
-            eprintln!("  {custom_id}: {message}");
+        for (custom_id, error) in report.failed.iter().take(10) {
+            message.push_str(&format!("\n  {custom_id}: {error}"));
         }
         if report.failed.len() > 10 {
-            eprintln!("  ... and {} more", report.failed.len() - 10);
+            message.push_str(&format!("\n  ... and {} more", report.failed.len() - 10));
         }
+        warn(message);
     }
     Ok(())
 }
