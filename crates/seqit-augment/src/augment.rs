@@ -27,12 +27,12 @@ use serde_json::{json, Map, Value};
 use crate::extract::{extract_added_task, extract_new_instruction, extract_split, extract_verdict};
 use crate::item::{output_id, user_turn, SourceItem};
 use crate::option::{parse_option, Edit, Rule};
-use seqit_core::progress::Progress;
 use crate::prompts::{PromptSet, Stage};
 use crate::state::{check_unique_ids, compact, open_journal, run_journaled, settings_fingerprint};
 use crate::stats::{AugmentStats, StatsInput};
 use crate::teacher::{item_rng, Asked, Teacher};
 use seqit_core::journal::with_suffix;
+use seqit_core::progress::Progress;
 
 /// Metadata key of the provenance object in every output record.
 pub const PROVENANCE_KEY: &str = "provenance";

@@ -12,10 +12,14 @@
 //!   teacher samples per program-checked chain, the first that passes every step kept.
 //! * [`SeqEvalBuilder`] — SeqEval sets: prompts rewritten to depths 1–4, with modes and
 //!   sub-steps.
+//! * [`augment()`], [`build_seqeval`], [`synthesize_seqeval`] — the whole jobs behind
+//!   `seqit augment` and `seqit seqeval build|synth`, the teacher opened from
+//!   [`TeacherSettings`]: settings in, summaries out, nothing printed.
 
 mod augment;
 mod extract;
 mod item;
+mod job;
 mod option;
 mod prompts;
 mod seqeval;
@@ -33,11 +37,15 @@ pub use extract::{
     END_MARKER, NEW_INSTRUCTION_MARKER,
 };
 pub use item::{user_turn, SourceItem};
+pub use job::{
+    augment, build_seqeval, synthesize_seqeval, AugmentJob, AugmentReport, SeqEvalJob,
+    SeqEvalReport, SynthJob, SynthReport,
+};
 pub use option::{parse_option, Edit, ParsedOption, Rule};
-pub use seqit_core::progress::{Progress, Silent};
 pub use prompts::{PromptSet, Stage, CLASSIFY_SHOTS, PROMPT_FILES, REWRITE_SHOTS};
+pub use seqit_core::progress::{Progress, Silent};
 pub use stats::{AugmentStats, IterationStats, PaperShares, PAPER_ALPACA, PAPER_FLAN};
-pub use teacher::{item_rng, Asked, Teacher, TeacherInfo};
+pub use teacher::{item_rng, Asked, Teacher, TeacherInfo, TeacherSettings, DEFAULT_CACHE_FILE};
 pub use verified::{
     DepthYield, VerifiedAugmenter, VerifiedState, VerifiedTry, VerifyOutcome, VerifySettings,
     VerifyStats,

@@ -23,11 +23,11 @@ use serde_json::json;
 use crate::extract::{extract_added_task, extract_new_instruction};
 use crate::item::SourceItem;
 use crate::option::Edit;
-use seqit_core::progress::Progress;
 use crate::prompts::PromptSet;
 use crate::state::{open_journal, run_journaled, settings_fingerprint};
 use crate::teacher::{item_rng, Asked, Teacher};
 use seqit_core::journal::with_suffix;
+use seqit_core::progress::Progress;
 
 /// One SeqEval record (the shared schema).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

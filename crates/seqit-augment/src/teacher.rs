@@ -1,15 +1,17 @@
 //! The teacher as the pipelines use it: a caching [`Client`], a description for the
-//! provenance, seeded RNGs per item, and an optional log of every request made.
+//! provenance, seeded RNGs per item, and an optional log of every request made; and
+//! [`TeacherSettings`], how a run opens one.
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use seqit_core::{Prompt, SamplingParams};
 use seqit_data::SeededRng;
-use seqit_llm::{Client, LlmRequest};
+use seqit_llm::{BackendSpec, Cache, Client, Ledger, LlmRequest, PriceTable};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -35,6 +37,8 @@ pub struct Teacher {
 }
 
 impl Teacher {
+    /// A teacher asking through `client`, described by `info`, its cache keys holding
+    /// `prompt_version`.
     pub fn new(client: Client, info: TeacherInfo, prompt_version: String) -> Self {
         Self {
             client,
@@ -56,10 +60,12 @@ impl Teacher {
         Ok(self)
     }
 
+    /// Which teacher this is.
     pub fn info(&self) -> &TeacherInfo {
         &self.info
     }
 
+    /// The caching client (and its token ledger).
     pub fn client(&self) -> &Client {
         &self.client
     }
@@ -100,11 +106,129 @@ impl Teacher {
     }
 }
 
+/// Name of the default request cache, in the output's directory.
+pub const DEFAULT_CACHE_FILE: &str = "seqit-cache.sqlite";
+
+/// How to reach the teacher and keep its answers: what `seqit augment` and
+/// `seqit seqeval build` share.
+#[derive(Debug, Clone)]
+pub struct TeacherSettings {
+    /// API base of an OpenAI-compatible teacher; `None`: the local engine.
+    pub endpoint: Option<String>,
+    /// Model name at the endpoint, or a local `.gguf` / Hugging Face directory
+    /// (`None`: the default model).
+    pub model: Option<String>,
+    /// Environment variable holding the endpoint's API key.
+    pub api_key_env: String,
+    /// Most requests in flight at once (at least 1).
+    pub concurrency: usize,
+    /// Seconds one HTTP attempt may take (above 0).
+    pub timeout_secs: f64,
+    /// Retries of a failed request.
+    pub max_retries: u32,
+    /// Most sequences the local engine decodes together.
+    pub local_batch: usize,
+    /// Largest response body accepted from the endpoint, in bytes.
+    pub max_response_bytes: usize,
+    /// Let endpoints that serve the same model name share cached answers.
+    pub share_cache_across_endpoints: bool,
+    /// The request cache (SQLite); `None`: [`DEFAULT_CACHE_FILE`] in the output's
+    /// directory.
+    pub cache: Option<PathBuf>,
+    /// Neither read nor write the request cache (a killed run then asks again).
+    pub no_cache: bool,
+    /// Prices per model per 1M tokens (TOML or JSON), for the cost figure.
+    pub prices: Option<PathBuf>,
+    /// Directory with the prompt files; `None`: the built-in set.
+    pub prompts: Option<PathBuf>,
+    /// Appends one JSON line per request here (see [`Teacher::with_request_log`]).
+    pub request_log: Option<PathBuf>,
+}
+
+impl TeacherSettings {
+    /// Items worked on at once: twice the requests in flight, so that the teacher
+    /// always has requests waiting while items are between steps.
+    pub fn items_in_flight(&self) -> usize {
+        self.concurrency.saturating_mul(2).max(1)
+    }
+
+    /// The request cache of a run that writes `output`; `None` with `no_cache`.
+    pub fn cache_path(&self, output: &Path) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        Some(self.cache.clone().unwrap_or_else(|| {
+            let dir = output.parent().filter(|d| !d.as_os_str().is_empty());
+            dir.unwrap_or(Path::new(".")).join(DEFAULT_CACHE_FILE)
+        }))
+    }
+
+    /// The prompt set: the files in `prompts`, else the built-in one.
+    pub fn prompt_set(&self) -> Result<crate::PromptSet> {
+        crate::PromptSet::load_or_builtin(self.prompts.as_deref())
+    }
+
+    /// Opens the teacher behind the request cache ([`cache_path`](Self::cache_path)),
+    /// its cache keys holding `prompts`' cache version, with a token ledger priced
+    /// from `prices`.
+    pub async fn open(&self, output: &Path, prompts: &crate::PromptSet) -> Result<Teacher> {
+        if self.concurrency == 0 {
+            bail!("`--concurrency` must be at least 1");
+        }
+        if !(self.timeout_secs.is_finite() && self.timeout_secs > 0.0) {
+            bail!(
+                "`--timeout` must be a number of seconds > 0, got {}",
+                self.timeout_secs
+            );
+        }
+        let mut spec = match &self.endpoint {
+            Some(url) => BackendSpec::remote(url.clone(), self.model.clone()),
+            None => BackendSpec::local(self.model.clone()),
+        };
+        spec.api_key_env = self.api_key_env.clone();
+        spec.concurrency = self.concurrency;
+        spec.timeout = Duration::from_secs_f64(self.timeout_secs);
+        spec.max_retries = self.max_retries;
+        spec.local_max_batch = self.local_batch.max(1);
+        spec.max_response_bytes = self.max_response_bytes;
+        let backend = seqit_llm::open_backend(&spec).await?;
+        let prices = self.prices.as_deref().map(PriceTable::load).transpose()?;
+        let mut client = Client::new(backend.clone())
+            .with_ledger(Arc::new(Ledger::new(prices)))
+            .share_cache_across_endpoints(self.share_cache_across_endpoints);
+        if let Some(path) = self.cache_path(output) {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create `{}`", dir.display()))?;
+            }
+            client = client.with_cache(Arc::new(Cache::open(&path)?));
+        }
+        let info = TeacherInfo {
+            model: backend.model().to_string(),
+            endpoint_kind: if self.endpoint.is_some() {
+                "remote"
+            } else {
+                "local"
+            }
+            .into(),
+            backend: spec.describe(),
+        };
+        let teacher = Teacher::new(client, info, prompts.cache_version());
+        match &self.request_log {
+            Some(path) => teacher.with_request_log(path),
+            None => Ok(teacher),
+        }
+    }
+}
+
 /// What a request is for (for the request log and error messages).
 #[derive(Debug, Clone, Copy)]
 pub struct Asked<'a> {
+    /// The item's id.
     pub id: &'a str,
+    /// The iteration (round) the request belongs to.
     pub iteration: u32,
+    /// What is asked (`classify`, `rewrite`, ...).
     pub purpose: &'a str,
 }
 

@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::augment::{AugmentPaths, PROVENANCE_KEY};
-use seqit_core::progress::Progress;
 use crate::state::{check_unique_ids, compact, open_journal, run_journaled, settings_fingerprint};
 use crate::teacher::{Asked, Teacher};
+use seqit_core::progress::Progress;
 
 /// What decides a verified run's results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -14,12 +14,15 @@
 //! of both (counted in the report).
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 use seqit_data::SeededRng;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{BuildError, Result};
+use crate::output::{write_json, write_report};
 use crate::prompts::{CaptionPrompts, PromptVersion};
-use crate::vqa::VqaSet;
+use crate::vqa::{VqaSet, VqaSource};
 
 /// The image token LLaVA-style trainers expect at the start of the human turn.
 pub const IMAGE_TOKEN: &str = "<image>";
@@ -91,6 +94,38 @@ pub struct CaptionData {
     pub it: Vec<LlavaRecord>,
     /// Counts and settings.
     pub report: CaptionReport,
+}
+
+/// One `seqit build caption` run.
+#[derive(Debug, Clone)]
+pub struct CaptionJob {
+    /// Where the questions, answers and images come from.
+    pub source: VqaSource,
+    /// SIT output (caption-then-answer), LLaVA-style JSON.
+    pub sit_output: PathBuf,
+    /// IT output (answer only), LLaVA-style JSON.
+    pub it_output: PathBuf,
+    /// At most this many questions (at least 1), drawn with `seed`; `None`: all.
+    pub limit: Option<usize>,
+    /// Seed of the `limit` draw.
+    pub seed: u64,
+    /// Directory with a replacement `caption.toml`; `None`: the built-in prompts.
+    pub prompts: Option<PathBuf>,
+}
+
+/// Reads the source, builds both files ([`build`]) and writes them, with the report
+/// beside the SIT output as `<sit_output>.report.json`. Returns the report.
+pub fn run(job: &CaptionJob) -> Result<CaptionReport> {
+    if job.limit == Some(0) {
+        return Err(BuildError::Settings("`--limit` must be at least 1".into()));
+    }
+    let set = job.source.read()?;
+    let prompts = CaptionPrompts::load(job.prompts.as_deref())?;
+    let data = build(&set, &prompts, job.limit, job.seed);
+    write_json(&job.sit_output, &data.sit)?;
+    write_json(&job.it_output, &data.it)?;
+    write_report(&job.sit_output, &data.report)?;
+    Ok(data.report)
 }
 
 /// Builds both files' records. With `limit`, that many captioned questions are drawn

@@ -24,9 +24,17 @@ pub enum BuildError {
         /// What is wrong, naming the record and field.
         message: String,
     },
-    /// A dataset file could not be read or written.
+    /// A dataset file could not be read.
     #[error(transparent)]
     Data(#[from] seqit_data::Error),
+    /// An output could not be written; nothing was left in its place.
+    #[error("cannot write `{}`", path.display())]
+    Write {
+        /// The output.
+        path: PathBuf,
+        /// The cause.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The settings cannot be satisfied (with a hint when one helps).
     #[error("{0}")]
     Settings(String),
@@ -37,6 +45,16 @@ impl BuildError {
         Self::Io {
             path: path.to_path_buf(),
             source,
+        }
+    }
+
+    pub(crate) fn write(
+        path: &Path,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Write {
+            path: path.to_path_buf(),
+            source: source.into(),
         }
     }
 

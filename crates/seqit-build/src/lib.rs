@@ -23,11 +23,15 @@
 //! );
 //! ```
 //!
-//! Libraries do not print; the CLI reports what the returned summaries say.
+//! [`translate::run`] and [`caption::run`] are the whole jobs behind the commands: they
+//! write the outputs atomically, each with its report beside it as
+//! `<output>.report.json`, and return the report. Libraries do not print; the CLI
+//! reports what the returned summaries say.
 #![deny(missing_docs)]
 
 pub mod caption;
 mod error;
+mod output;
 pub mod prompts;
 pub mod translate;
 pub mod vqa;

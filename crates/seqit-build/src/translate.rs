@@ -14,11 +14,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use seqit_data::{ReadOptions, Record, Schema, SeededRng};
+use seqit_data::{ReadOptions, Record, Schema, SeededRng, WriteOptions};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::error::{BuildError, Result};
+use crate::output::write_report;
 use crate::prompts::{PromptVersion, TranslatePrompts};
 
 /// Metadata key of the provenance object on every rewritten record.
@@ -144,12 +145,41 @@ pub struct TranslateReport {
     pub prompts: PromptVersion,
 }
 
+/// One `seqit build translate` run.
+#[derive(Debug, Clone)]
+pub struct TranslateJob {
+    /// What to build.
+    pub config: TranslateConfig,
+    /// Directory with a replacement `translate.toml`; `None`: the built-in prompts.
+    pub prompts: Option<PathBuf>,
+    /// The file to write (`.json` or `.jsonl`).
+    pub output: PathBuf,
+    /// Its record format (Alpaca or `messages`).
+    pub schema: Schema,
+}
+
+/// Builds the mixture ([`build`]) and writes it, with its report beside it as
+/// `<output>.report.json`. Returns the report.
+pub fn run(job: &TranslateJob) -> Result<TranslateReport> {
+    let prompts = TranslatePrompts::load(job.prompts.as_deref())?;
+    let (records, report) = build(&job.config, &prompts)?;
+    seqit_data::write_all(&job.output, &WriteOptions::new(job.schema), &records)
+        .map_err(|e| BuildError::write(&job.output, e))?;
+    write_report(&job.output, &report)?;
+    Ok(report)
+}
+
 /// Reads the English and translated files and builds the mixture (see the module
 /// documentation). Errors name the file and record that do not line up.
 pub fn build(
     config: &TranslateConfig,
     prompts: &TranslatePrompts,
 ) -> Result<(Vec<Record>, TranslateReport)> {
+    if config.per_language == 0 {
+        return Err(BuildError::Settings(
+            "`--per-language` must be at least 1".into(),
+        ));
+    }
     if config.languages.is_empty() {
         return Err(BuildError::Settings(
             "no translated files given\nhint: add `--lang CODE=PATH` for each language".into(),

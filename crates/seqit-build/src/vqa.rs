@@ -218,6 +218,25 @@ fn easy_vqa_captions(items: &[VqaItem]) -> HashMap<String, String> {
         .collect()
 }
 
+/// Where a visual QA set comes from.
+#[derive(Debug, Clone)]
+pub enum VqaSource {
+    /// An easy-VQA split directory ([`read_easy_vqa`]).
+    EasyVqa(PathBuf),
+    /// VQAv2 questions and annotations with COCO images and captions ([`read_vqav2`]).
+    Vqav2(Vqav2Files),
+}
+
+impl VqaSource {
+    /// Reads the set.
+    pub fn read(&self) -> Result<VqaSet> {
+        match self {
+            Self::EasyVqa(dir) => read_easy_vqa(dir),
+            Self::Vqav2(files) => read_vqav2(files),
+        }
+    }
+}
+
 /// The files of a VQAv2-style set.
 #[derive(Debug, Clone)]
 pub struct Vqav2Files {

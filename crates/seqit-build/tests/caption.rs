@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use seqit_build::caption::{build, LlavaRecord};
+use seqit_build::caption::{build, run, CaptionJob, LlavaRecord};
 use seqit_build::prompts::CaptionPrompts;
-use seqit_build::vqa::{read_easy_vqa, read_vqav2, Vqav2Files};
+use seqit_build::vqa::{read_easy_vqa, read_vqav2, VqaSource, Vqav2Files};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -224,4 +224,38 @@ fn limit_draws_a_reproducible_sample_in_file_order() {
     let ids: Vec<usize> = a.sit.iter().map(|r| r.id.parse().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
     assert_ne!(build(&set, &prompts, Some(100), 6).sit, a.sit);
+}
+
+#[test]
+fn the_job_writes_both_files_and_the_report_beside_the_sit_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = CaptionJob {
+        source: VqaSource::Vqav2(vqav2_files()),
+        sit_output: dir.path().join("sit.json"),
+        it_output: dir.path().join("it.json"),
+        limit: Some(2),
+        seed: 3,
+        prompts: None,
+    };
+    let report = run(&job).unwrap();
+    assert_eq!(report.written, 2);
+    let sit: Vec<LlavaRecord> =
+        serde_json::from_value(seqit_testkit::read_json(&job.sit_output)).unwrap();
+    let it: Vec<LlavaRecord> =
+        serde_json::from_value(seqit_testkit::read_json(&job.it_output)).unwrap();
+    assert_eq!(sit.len(), 2);
+    assert_eq!(
+        sit.iter().map(|r| &r.id).collect::<Vec<_>>(),
+        it.iter().map(|r| &r.id).collect::<Vec<_>>()
+    );
+    let beside = seqit_testkit::read_json(&dir.path().join("sit.json.report.json"));
+    assert_eq!(beside, serde_json::to_value(&report).unwrap());
+
+    let error = run(&CaptionJob {
+        limit: Some(0),
+        ..job
+    })
+    .unwrap_err()
+    .to_string();
+    assert_eq!(error, "`--limit` must be at least 1");
 }

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use seqit_build::prompts::TranslatePrompts;
-use seqit_build::translate::{build, LanguageSource, TranslateConfig, Variant};
-use seqit_data::{ReadOptions, Record};
+use seqit_build::translate::{build, run, LanguageSource, TranslateConfig, TranslateJob, Variant};
+use seqit_data::{ReadOptions, Record, Schema};
 use serde_json::json;
 
 fn fixture(name: &str) -> PathBuf {
@@ -225,4 +225,29 @@ fn misaligned_files_are_named_with_the_record() {
         err.contains("needs 6 items") && err.contains("has 5") && err.contains("at most 2"),
         "{err}"
     );
+}
+
+#[test]
+fn the_job_writes_the_output_and_its_report_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = TranslateJob {
+        config: config(&["de=de.json"], 2, 7, Variant::CrossLingual),
+        prompts: None,
+        output: dir.path().join("sit.jsonl"),
+        schema: Schema::Messages,
+    };
+    let report = run(&job).unwrap();
+    assert_eq!(report.rewritten.get("de"), Some(&2));
+    let written = seqit_testkit::read_jsonl(&job.output);
+    assert_eq!(written.len(), 7);
+    assert!(written.iter().all(|r| r.get("messages").is_some()));
+    let beside = seqit_testkit::read_json(&dir.path().join("sit.jsonl.report.json"));
+    assert_eq!(beside, serde_json::to_value(&report).unwrap());
+
+    let none = TranslateJob {
+        config: config(&["de=de.json"], 0, 7, Variant::CrossLingual),
+        ..job
+    };
+    let error = run(&none).unwrap_err().to_string();
+    assert_eq!(error, "`--per-language` must be at least 1");
 }

@@ -9,13 +9,14 @@
 //! user or assistant turns contains one of the benchmark's n-grams.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use seqit_core::Role;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{type_name, Error, Result};
+use crate::pipe::{filter, record_name, FilterPaths, Filtered, LISTED};
 use crate::read::{ReadOptions, Reader};
 use crate::record::Record;
 use crate::text::{fnv1a, normalized_words};
@@ -32,13 +33,98 @@ pub const BENCHMARK_FIELDS: [&str; 8] = [
     "turns",
 ];
 
+/// Settings of [`decontaminate`].
+#[derive(Debug, Clone)]
+pub struct DecontaminateOptions {
+    /// The benchmark files (see [`read_benchmark`]).
+    pub against: Vec<PathBuf>,
+    /// The field holding a benchmark record's prompt; `None`: the usual names.
+    pub field: Option<String>,
+    /// Words per n-gram (at least 1).
+    pub ngram: usize,
+}
+
+/// What [`decontaminate`] did.
+#[derive(Debug, Clone)]
+pub struct Decontaminated {
+    /// The records kept and removed, and where the report went.
+    pub filtered: Filtered<Contamination>,
+    /// Benchmark prompts read.
+    pub prompts: usize,
+    /// Of those, the ones too short to check.
+    pub skipped: usize,
+}
+
+impl Decontaminated {
+    /// Records kept and removed, against what (`options`), the first removed ones with
+    /// the n-gram they share and its source, and where the report is; one line each.
+    pub fn summary(&self, options: &DecontaminateOptions) -> String {
+        let Filtered {
+            read,
+            written,
+            removed,
+            report,
+        } = &self.filtered;
+        let benches: Vec<String> = options
+            .against
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let mut out = format!(
+            "kept {written} of {read} records; removed {} that share a {}-gram with {} ({} prompts, {} too short to check)\n",
+            removed.len(),
+            options.ngram,
+            benches.join(", "),
+            self.prompts,
+            self.skipped
+        );
+        for hit in removed.iter().take(LISTED) {
+            let (name, source) = (hit.name(), &hit.benchmark.source);
+            out.push_str(&format!(
+                "removed {name}: \"{}\" (from {source})\n",
+                hit.ngram
+            ));
+        }
+        if removed.len() > LISTED {
+            out.push_str(&format!("... and {} more\n", removed.len() - LISTED));
+        }
+        out + &format!("report: {}", report.display())
+    }
+}
+
+/// `seqit data decontaminate`: copies `paths.input` to `paths.output` without the
+/// records that share an n-gram with a prompt of the benchmarks, listing those in the
+/// report (default `out.contaminated.jsonl`).
+pub fn decontaminate(
+    paths: &FilterPaths,
+    options: &DecontaminateOptions,
+) -> Result<Decontaminated> {
+    if options.ngram == 0 {
+        return Err(Error::Usage("`--ngram` must be at least 1".into()));
+    }
+    let mut items = Vec::new();
+    for bench in &options.against {
+        items.extend(read_benchmark(bench, options.field.as_deref())?);
+    }
+    let prompts = items.len();
+    let mut checker = Decontaminator::new(items, options.ngram);
+    let filtered = filter(paths, "contaminated", |record| checker.check(record))?;
+    Ok(Decontaminated {
+        filtered,
+        prompts,
+        skipped: checker.skipped,
+    })
+}
+
 /// One prompt of a benchmark.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BenchmarkItem {
     /// Where it is (`file:line` or `file: record i`).
     pub source: String,
+    /// Its `id` (or `task_id`), if it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<Value>,
+    /// The prompt.
     pub text: String,
 }
 
@@ -155,15 +241,24 @@ fn prompt_texts(
 pub struct Contamination {
     /// 0-based position of the record in the training file.
     pub index: usize,
+    /// Its id, if it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<Value>,
     /// 0-based turn (system prompt not counted) and its role.
     pub turn: usize,
+    /// The role of that turn.
     pub role: String,
     /// The shared n-gram, normalised.
     pub ngram: String,
     /// The benchmark item it comes from.
     pub benchmark: BenchmarkItem,
+}
+
+impl Contamination {
+    /// The removed record's id, else `#index`.
+    pub fn name(&self) -> String {
+        record_name(self.id.as_ref(), self.index)
+    }
 }
 
 /// The n-grams of a benchmark, ready to check training records against.
@@ -180,6 +275,7 @@ pub struct Decontaminator {
 }
 
 impl Decontaminator {
+    /// The `n`-grams of `items` (`n` is at least 1).
     pub fn new(items: Vec<BenchmarkItem>, n: usize) -> Self {
         let n = n.max(1);
         let mut this = Self {
@@ -254,6 +350,7 @@ impl Decontaminator {
         None
     }
 
+    /// Words per n-gram.
     pub fn n(&self) -> usize {
         self.n
     }

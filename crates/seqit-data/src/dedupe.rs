@@ -23,6 +23,8 @@ use seqit_core::Role;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::error::{Error, Result};
+use crate::pipe::{filter, record_name, FilterPaths, Filtered, LISTED};
 use crate::record::Record;
 use crate::text::{fnv1a, mix64, normalized_words};
 
@@ -39,6 +41,7 @@ pub enum DedupeKey {
 /// Settings of [`Deduper`].
 #[derive(Debug, Clone)]
 pub struct DedupeOptions {
+    /// The text records are compared by.
     pub key: DedupeKey,
     /// Jaccard threshold for near duplicates; exact duplicates only when `None`.
     pub near: Option<f64>,
@@ -56,6 +59,57 @@ impl Default for DedupeOptions {
     }
 }
 
+impl DedupeOptions {
+    fn check(&self) -> Result<()> {
+        if let Some(t) = self.near.filter(|t| !(*t > 0.0 && *t <= 1.0)) {
+            return Err(Error::Usage(format!(
+                "`--near` must be a Jaccard similarity in (0, 1], got {t}"
+            )));
+        }
+        if self.shingle == 0 {
+            return Err(Error::Usage("`--shingle` must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// `seqit data dedupe`: copies `paths.input` to `paths.output` without the records
+/// that duplicate an earlier one, listing those in the report (default
+/// `out.removed.jsonl`).
+pub fn dedupe(paths: &FilterPaths, options: &DedupeOptions) -> Result<Filtered<Removal>> {
+    options.check()?;
+    let mut deduper = Deduper::new(options.clone());
+    filter(paths, "removed", |record| deduper.check(record))
+}
+
+impl Filtered<Removal> {
+    /// Records kept and removed (exact and near), the first removed ones by name, and
+    /// where the report is; one line each.
+    pub fn summary(&self) -> String {
+        let removed = self.removed.len();
+        let exact = self.removed.iter().filter(|r| r.kind == "exact").count();
+        let mut out = format!(
+            "kept {} of {} records; removed {exact} exact and {} near duplicates\n",
+            self.written,
+            self.read,
+            removed - exact
+        );
+        if removed > 0 {
+            let mut names: Vec<String> = self
+                .removed
+                .iter()
+                .take(LISTED)
+                .map(Removal::name)
+                .collect();
+            if removed > LISTED {
+                names.push(format!("and {} more", removed - LISTED));
+            }
+            out.push_str(&format!("removed: {}\n", names.join(", ")));
+        }
+        out + &format!("report: {}", self.report.display())
+    }
+}
+
 const NUM_HASHES: usize = 128;
 
 /// A removed record and the kept record it duplicates.
@@ -63,15 +117,25 @@ const NUM_HASHES: usize = 128;
 pub struct Removal {
     /// 0-based position of the removed record in the input.
     pub index: usize,
+    /// Its id, if it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<Value>,
     /// `exact` or `near`.
     pub kind: &'static str,
+    /// 0-based position of the kept record it duplicates.
     pub duplicate_of: usize,
+    /// That record's id, if it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate_of_id: Option<Value>,
     /// Jaccard similarity of the shingle sets (1 for exact duplicates).
     pub similarity: f64,
+}
+
+impl Removal {
+    /// The removed record's id, else `#index`.
+    pub fn name(&self) -> String {
+        record_name(self.id.as_ref(), self.index)
+    }
 }
 
 struct Kept {
@@ -92,6 +156,7 @@ pub struct Deduper {
 }
 
 impl Deduper {
+    /// A deduper that has seen no record yet.
     pub fn new(options: DedupeOptions) -> Self {
         let rows_per_band = options.near.map_or(1, rows_per_band);
         Self {

@@ -9,7 +9,9 @@
 //!   [`Container`]) is detected from the file name and first record. JSON Lines are
 //!   streamed; errors name the file, line or record, field and what was expected.
 //! * [`Writer`] / [`write_all`] — atomic writes (temporary file, sync, rename).
-//! * [`validate`], [`stats`], [`mix`], [`dedupe`], [`decontaminate`] — the data tools.
+//! * [`validate`], [`convert`], [`stats`], [`write_mix`], [`dedupe()`],
+//!   [`decontaminate()`] — the jobs behind `seqit data`: each takes plain settings and
+//!   returns what it did (counts, reports, paths) for the caller to show; none prints.
 //!
 //! ```
 //! use seqit_data::{Record, Schema};
@@ -32,6 +34,7 @@ mod lines;
 mod mix;
 #[cfg(feature = "parquet")]
 mod parquet;
+mod pipe;
 #[cfg(feature = "parquet")]
 pub use parquet::JSON_COLUMN as PARQUET_JSON_COLUMN;
 mod read;
@@ -44,16 +47,20 @@ mod write;
 
 pub use codec::{EncodeOptions, EXTRA_KEY};
 pub use decontaminate::{
-    read_benchmark, BenchmarkItem, Contamination, Decontaminator, BENCHMARK_FIELDS,
+    decontaminate, read_benchmark, BenchmarkItem, Contamination, DecontaminateOptions,
+    Decontaminated, Decontaminator, BENCHMARK_FIELDS,
 };
-pub use dedupe::{key_text, DedupeKey, DedupeOptions, Deduper, Removal};
+pub use dedupe::{dedupe, key_text, DedupeKey, DedupeOptions, Deduper, Removal};
 pub use error::{Error, Location, Problem, Result};
 pub use format::{Container, Format, Schema};
-pub use mix::{allocate, largest_total, mix, MixReport, MixSource, MixedSource};
+pub use mix::{
+    allocate, largest_total, mix, write_mix, MixReport, MixSettings, MixSource, MixedSource,
+};
+pub use pipe::{convert, Converted, FilterPaths, Filtered};
 pub use read::{read_all, ReadOptions, Reader, DEFAULT_MAX_LINE_BYTES};
 pub use record::{Record, INPUT_SEPARATOR, TURN_FIELDS_KEY};
 pub use rng::SeededRng;
 pub use stats::{percentile, stats, Lengths, Stats, TokenCounter};
 pub use text::{normalize, normalized_words};
-pub use validate::{validate, Validation};
+pub use validate::{validate, Validation, MAX_HINTS};
 pub use write::{write_all, write_file_atomic, WriteOptions, Writer};

@@ -13,38 +13,149 @@
 //! other. The chosen records of all sources are then shuffled together. The same
 //! sources, weights, total and seed always give the same output.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::Format;
+use crate::format::{Format, Schema};
 use crate::read::{read_all, ReadOptions};
 use crate::record::Record;
 use crate::rng::SeededRng;
+use crate::write::{write_all, WriteOptions};
 
 /// One input of a mixture.
 #[derive(Debug, Clone)]
 pub struct MixSource {
+    /// The dataset.
     pub path: PathBuf,
     /// Relative share of the output (> 0).
     pub weight: f64,
 }
 
+impl FromStr for MixSource {
+    type Err = Error;
+
+    /// `PATH:WEIGHT`, or just `PATH` (weight 1). A suffix that is not a number is part
+    /// of the path.
+    fn from_str(text: &str) -> Result<Self> {
+        if let Some((path, weight)) = text.rsplit_once(':') {
+            if let Ok(weight) = weight.parse::<f64>() {
+                if !(weight.is_finite() && weight > 0.0) {
+                    return Err(Error::Usage(format!(
+                        "`{text}`: the weight must be a number above 0"
+                    )));
+                }
+                return Ok(Self {
+                    path: PathBuf::from(path),
+                    weight,
+                });
+            }
+        }
+        Ok(Self {
+            path: PathBuf::from(text),
+            weight: 1.0,
+        })
+    }
+}
+
+/// A mixture to draw and write ([`write_mix`]).
+#[derive(Debug, Clone)]
+pub struct MixSettings {
+    /// The inputs and their weights.
+    pub sources: Vec<MixSource>,
+    /// Records to write; `None`: as many as possible without repeating a record.
+    pub total: Option<usize>,
+    /// Seed of the sampling and shuffling.
+    pub seed: u64,
+    /// How to read the sources.
+    pub read: ReadOptions,
+    /// The format to write; `None`: the sources' format, when they share one.
+    pub to: Option<Schema>,
+    /// The file to write.
+    pub output: PathBuf,
+}
+
+/// `seqit data mix`: draws the mixture ([`mix`]) and writes it, atomically. The
+/// report's `total` is the number of records written.
+pub fn write_mix(settings: &MixSettings) -> Result<MixReport> {
+    let (records, formats, report) = mix(
+        &settings.sources,
+        settings.total,
+        settings.seed,
+        &settings.read,
+    )?;
+    let to = match settings.to {
+        Some(to) => to,
+        None => {
+            let first = formats[0].schema;
+            if formats.iter().any(|f| f.schema != first) {
+                let names: Vec<String> = formats.iter().map(|f| f.schema.to_string()).collect();
+                return Err(Error::Usage(format!(
+                    "the sources are in different formats ({})\nhint: pass --to with the format to write",
+                    names.join(", ")
+                )));
+            }
+            first
+        }
+    };
+    // Records come from several files, so a failure names the record by its id.
+    write_all(&settings.output, &WriteOptions::new(to), &records).map_err(|e| match e {
+        Error::Unwritable {
+            format, reason, id, ..
+        } => Error::Usage(format!(
+            "cannot write a mixed record{} as {format}: {reason}",
+            id.map(|id| format!(" (id `{id}`)")).unwrap_or_default()
+        )),
+        other => other,
+    })?;
+    Ok(report)
+}
+
 /// What a mixture took from each source.
 #[derive(Debug, Clone, Serialize)]
 pub struct MixReport {
+    /// Records in the mixture.
     pub total: usize,
+    /// Seed of the sampling and shuffling.
     pub seed: u64,
+    /// Each source, in the order given.
     pub sources: Vec<MixedSource>,
 }
 
+impl MixReport {
+    /// What each source gave, then how many records were written (to `output`); one
+    /// line each.
+    pub fn summary(&self, output: &Path) -> String {
+        let mut out = String::new();
+        for source in &self.sources {
+            let upsampled = if source.upsampled { ", upsampled" } else { "" };
+            out.push_str(&format!(
+                "{}: {} of {} records (weight {}){upsampled}\n",
+                source.path, source.taken, source.available, source.weight
+            ));
+        }
+        let (total, seed) = (self.total, self.seed);
+        out + &format!(
+            "wrote {total} records (seed {seed}) to {}",
+            output.display()
+        )
+    }
+}
+
+/// What a mixture took from one source.
 #[derive(Debug, Clone, Serialize)]
 pub struct MixedSource {
+    /// The source's path.
     pub path: String,
+    /// Its format.
     pub format: String,
+    /// Records it holds.
     pub available: usize,
+    /// Its weight.
     pub weight: f64,
+    /// Records taken from it.
     pub taken: usize,
     /// Whether records were repeated (taken > available).
     pub upsampled: bool,

@@ -20,6 +20,10 @@ use crate::format::{Format, Schema};
 use crate::read::{ReadOptions, Reader};
 use crate::record::Record;
 
+/// Distinct hints kept (they are fixed texts; this only bounds a file that would
+/// produce many different ones).
+pub const MAX_HINTS: usize = 16;
+
 /// What validating a file found.
 #[derive(Debug, Clone)]
 pub struct Validation {
@@ -27,31 +31,80 @@ pub struct Validation {
     pub format: Option<Format>,
     /// Records read without a reading problem.
     pub records: usize,
-    /// Problems found, each handed to the callback as found.
+    /// Problems found.
     pub problems: usize,
+    /// Problems handed to the callback (the first `max_listed`); the rest were counted.
+    pub listed: usize,
+    /// Each distinct `hint:` line of the problems, once, in the order met (at most
+    /// [`MAX_HINTS`]).
+    pub hints: Vec<String>,
 }
 
 impl Validation {
+    /// Whether the file has no problem.
     pub fn is_clean(&self) -> bool {
         self.problems == 0
     }
+
+    /// The closing line for `path`: `Ok` with the `ok: ...` line for a clean file, else
+    /// `Err` with the count, how many were listed and each hint once.
+    pub fn verdict(&self, path: &Path) -> std::result::Result<String, String> {
+        let path = path.display();
+        if self.is_clean() {
+            let format = self.format.map(|f| format!(", {f}")).unwrap_or_default();
+            return Ok(format!(
+                "ok: `{path}`: {} records{format}, no problems",
+                self.records
+            ));
+        }
+        let n = self.problems;
+        let unlisted = if self.listed < n {
+            format!(
+                " ({} listed, {} more counted only; raise --max-problems to list them)",
+                self.listed,
+                n - self.listed
+            )
+        } else {
+            String::new()
+        };
+        let hints: String = self.hints.iter().map(|h| format!("\nhint: {h}")).collect();
+        let plural = if n == 1 { "" } else { "s" };
+        Err(format!(
+            "`{path}`: {n} problem{plural} found{unlisted}{hints}"
+        ))
+    }
 }
 
-/// Reads the whole file and hands every problem (one line of text, possibly followed
-/// by `\nhint: ...` lines) to `on_problem` as soon as it is found, in file order.
+/// Reads the whole file and hands each of the first `max_listed` problems to
+/// `on_problem` as soon as it is found, in file order: its first line only, since its
+/// `hint:` lines are gathered once each in [`Validation::hints`]. Later problems are
+/// only counted.
 pub fn validate(
     path: &Path,
     options: &ReadOptions,
+    max_listed: usize,
     on_problem: &mut dyn FnMut(&str),
 ) -> Validation {
     let mut result = Validation {
         format: None,
         records: 0,
         problems: 0,
+        listed: 0,
+        hints: Vec::new(),
     };
     let mut report = |problem: &str| {
         result.problems += 1;
-        on_problem(problem);
+        let mut lines = problem.split("\nhint: ");
+        let first = lines.next().unwrap_or_default();
+        if result.listed < max_listed {
+            result.listed += 1;
+            on_problem(first);
+        }
+        for hint in lines {
+            if result.hints.len() < MAX_HINTS && !result.hints.iter().any(|h| h == hint) {
+                result.hints.push(hint.to_string());
+            }
+        }
     };
     let mut reader = match Reader::open(path, options) {
         Ok(reader) => reader,

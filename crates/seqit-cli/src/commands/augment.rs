@@ -1,27 +1,21 @@
 //! `seqit augment`: Seq-Instruct over a dataset (classify, rewrite, regenerate,
 //! iterate) with the IT control, or verified answers to program-checked chains
-//! (`--verify`), through a local or remote teacher behind the request cache. Also the teacher flags and the progress display `seqit seqeval build` shares.
+//! (`--verify`), through a local or remote teacher behind the request cache; the job
+//! is `seqit_augment::augment`. Also the teacher flags and the progress display that
+//! `seqit seqeval build` shares.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
-use seqit_augment::{
-    AugmentPaths, AugmentSettings, Augmenter, PromptSet, Teacher, TeacherInfo,
-    VerifiedAugmenter, VerifySettings,
-};
+use seqit_augment::{AugmentJob, AugmentPaths, AugmentSettings, Teacher, TeacherSettings};
 use seqit_core::SamplingParams;
 use seqit_data::Schema;
-use seqit_llm::{BackendSpec, Cache, Client, Ledger, PriceTable};
 
 use super::Switch;
 use crate::cli::EndpointCacheArgs;
-
-/// Name of the default cache file, next to the output.
-const DEFAULT_CACHE_FILE: &str = "seqit-cache.sqlite";
-
+use crate::printer::{note, Printer};
 
 #[derive(Debug, Args)]
 pub struct AugmentArgs {
@@ -130,11 +124,7 @@ pub struct TeacherArgs {
 }
 
 impl TeacherArgs {
-    /// Items worked on at once (see `--concurrency`).
-    pub fn items_in_flight(&self) -> usize {
-        self.concurrency.saturating_mul(2).max(1)
-    }
-
+    /// The paper's decoding with these flags' values, checked.
     pub fn decoding(&self) -> Result<SamplingParams> {
         let params = SamplingParams {
             max_tokens: self.max_tokens,
@@ -147,61 +137,23 @@ impl TeacherArgs {
         Ok(params)
     }
 
-    /// Opens the teacher behind the request cache (default: next to `output`).
-    pub async fn open(&self, output: &Path, prompts: &PromptSet) -> Result<Teacher> {
-        if self.concurrency == 0 {
-            bail!("`--concurrency` must be at least 1");
-        }
-        if !(self.timeout.is_finite() && self.timeout > 0.0) {
-            bail!(
-                "`--timeout` must be a number of seconds > 0, got {}",
-                self.timeout
-            );
-        }
-        let mut spec = match &self.teacher_endpoint {
-            Some(url) => BackendSpec::remote(url.clone(), self.teacher_model.clone()),
-            None => BackendSpec::local(self.teacher_model.clone()),
-        };
-        spec.api_key_env = self.api_key_env.clone();
-        spec.concurrency = self.concurrency;
-        spec.timeout = Duration::from_secs_f64(self.timeout);
-        spec.max_retries = self.max_retries;
-        spec.local_max_batch = self.local_batch.max(1);
-        spec.max_response_bytes = self.endpoint_cache.max_response_bytes;
-        let backend = seqit_llm::open_backend(&spec).await?;
-        let prices = self.prices.as_deref().map(PriceTable::load).transpose()?;
-        let mut client = Client::new(backend.clone())
-            .with_ledger(Arc::new(Ledger::new(prices)))
-            .share_cache_across_endpoints(self.endpoint_cache.share_cache_across_endpoints);
-        if !self.no_cache {
-            let path = match &self.cache {
-                Some(path) => path.clone(),
-                None => output
-                    .parent()
-                    .filter(|d| !d.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."))
-                    .join(DEFAULT_CACHE_FILE),
-            };
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create `{}`", dir.display()))?;
-            }
-            client = client.with_cache(Arc::new(Cache::open(&path)?));
-        }
-        let info = TeacherInfo {
-            model: backend.model().to_string(),
-            endpoint_kind: if self.teacher_endpoint.is_some() {
-                "remote"
-            } else {
-                "local"
-            }
-            .into(),
-            backend: spec.describe(),
-        };
-        let teacher = Teacher::new(client, info, prompts.cache_version());
-        match &self.request_log {
-            Some(path) => teacher.with_request_log(path),
-            None => Ok(teacher),
+    /// How the job opens the teacher.
+    pub fn settings(&self) -> TeacherSettings {
+        TeacherSettings {
+            endpoint: self.teacher_endpoint.clone(),
+            model: self.teacher_model.clone(),
+            api_key_env: self.api_key_env.clone(),
+            concurrency: self.concurrency,
+            timeout_secs: self.timeout,
+            max_retries: self.max_retries,
+            local_batch: self.local_batch,
+            max_response_bytes: self.endpoint_cache.max_response_bytes,
+            share_cache_across_endpoints: self.endpoint_cache.share_cache_across_endpoints,
+            cache: self.cache.clone(),
+            no_cache: self.no_cache,
+            prices: self.prices.clone(),
+            prompts: self.prompts.clone(),
+            request_log: self.request_log.clone(),
         }
     }
 }
@@ -215,129 +167,34 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 pub fn run(args: AugmentArgs) -> Result<()> {
-    if !matches!(
-        args.format,
-        Schema::Alpaca | Schema::Messages | Schema::ShareGpt
-    ) {
-        bail!(
-            "`--format {}` cannot hold augmented data\nhint: use alpaca, messages or sharegpt",
-            args.format
-        );
-    }
-    if args.it_output.as_deref() == Some(args.output.as_path()) {
-        bail!("`--it-output` and `--output` are the same file");
-    }
-    let prompts = PromptSet::load_or_builtin(args.teacher.prompts.as_deref())?;
-    if let Some(tries) = args.verify {
-        let items = seqit_verify::read_jsonl(&args.input)
-            .context("`--verify` reads chains made by `seqit seqeval synth`")?;
-        let settings = VerifySettings {
-            tries,
+    let job = AugmentJob {
+        input: args.input,
+        input_format: args.input_format,
+        paths: AugmentPaths {
+            output: args.output,
+            it_output: args.it_output,
+            schema: args.format,
+        },
+        settings: AugmentSettings {
+            iterations: args.iterations,
             seed: args.teacher.seed,
             decoding: args.teacher.decoding()?,
-        };
-        return runtime()?.block_on(augment_verified(args, prompts, settings, items));
-    }
-    let settings = AugmentSettings {
-        iterations: args.iterations,
-        seed: args.teacher.seed,
-        decoding: args.teacher.decoding()?,
-        split: args.split,
-        refine: args.refine,
-        structured: args.structured == Switch::On,
+            split: args.split,
+            refine: args.refine,
+            structured: args.structured == Switch::On,
+        },
+        verify: args.verify,
+        teacher: args.teacher.settings(),
     };
-    if settings.iterations == 0 {
-        bail!("`--iterations` must be at least 1");
-    }
-    let (schema, records) = seqit_augment::read_records(&args.input, args.input_format)?;
-    runtime()?.block_on(augment(args, prompts, settings, schema, records))
-}
-
-async fn augment(
-    args: AugmentArgs,
-    prompts: PromptSet,
-    settings: AugmentSettings,
-    schema: Schema,
-    records: Vec<seqit_data::Record>,
-) -> Result<()> {
-    let teacher = args.teacher.open(&args.output, &prompts).await?;
-    let paths = AugmentPaths {
-        output: args.output.clone(),
-        it_output: args.it_output.clone(),
-        schema: args.format,
-    };
-    eprintln!(
-        "augmenting {} {} records from `{}` with {} ({} iteration(s), prompts {} {})",
-        records.len(),
-        schema,
-        args.input.display(),
-        teacher.info().backend,
-        settings.iterations,
-        prompts.version(),
-        &prompts.hash()[..15],
-    );
-    let augmenter = Augmenter {
-        prompts: &prompts,
-        teacher: &teacher,
-        settings,
-        concurrency: args.teacher.items_in_flight(),
-    };
-    let progress = printer_for(teacher.client().ledger().clone());
-    let outcome = augmenter.run(&records, schema, &paths, &progress).await?;
-    eprintln!("{}", outcome.stats.render());
-    eprintln!("{}", teacher.client().ledger().summary());
-    eprintln!(
-        "wrote {}{} and {} ({} items reused from an earlier run)",
-        args.output.display(),
-        args.it_output
-            .map(|p| format!(", {}", p.display()))
-            .unwrap_or_default(),
-        paths.stats().display(),
-        outcome.resumed
-    );
-    Ok(())
-}
-
-async fn augment_verified(
-    args: AugmentArgs,
-    prompts: PromptSet,
-    settings: VerifySettings,
-    items: Vec<seqit_verify::VerifiableItem>,
-) -> Result<()> {
-    let teacher = args.teacher.open(&args.output, &prompts).await?;
-    let paths = AugmentPaths {
-        output: args.output.clone(),
-        it_output: None,
-        schema: args.format,
-    };
-    eprintln!(
-        "verified answers for {} chains from `{}` with {} (up to {} tries each)",
-        items.len(),
-        args.input.display(),
-        teacher.info().backend,
-        settings.tries,
-    );
-    let augmenter = VerifiedAugmenter {
-        teacher: &teacher,
-        settings,
-        concurrency: args.teacher.items_in_flight(),
-    };
-    let progress = printer_for(teacher.client().ledger().clone());
-    let outcome = augmenter.run(&items, &paths, &progress).await?;
-    eprintln!("{}", outcome.stats.render());
-    eprintln!("{}", teacher.client().ledger().summary());
-    eprintln!(
-        "wrote {} and {} ({} items reused from an earlier run)",
-        args.output.display(),
-        paths.stats().display(),
-        outcome.resumed
-    );
+    let report = runtime()?.block_on(seqit_augment::augment(&job, printer_for))?;
+    note(report.summary(&job.paths));
     Ok(())
 }
 
 /// The printer, with the teacher's generated tokens as its token rate.
-pub fn printer_for(ledger: Arc<Ledger>) -> crate::printer::Printer {
-    crate::printer::Printer::new().with_tokens(Arc::new(move || {
+pub fn printer_for(teacher: &Teacher) -> Printer {
+    let ledger = teacher.client().ledger().clone();
+    Printer::new().with_tokens(Arc::new(move || {
         ledger.tallies().values().map(|t| t.completion_tokens).sum()
     }))
 }

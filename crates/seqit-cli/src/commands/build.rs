@@ -1,17 +1,18 @@
-//! `seqit build translate|caption`: the manual sequential data builders of `seqit-build`.
-//! Outputs are written atomically; a JSON summary (counts, seed, prompt version and
-//! hash) goes to stdout and to `<output>.report.json`.
+//! `seqit build translate|caption`: the manual sequential data builders of `seqit-build`,
+//! which write the outputs atomically with a JSON report (counts, seed, prompt version
+//! and hash) beside them as `<output>.report.json`; the report also goes to stdout.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use seqit_build::caption;
-use seqit_build::prompts::{CaptionPrompts, TranslatePrompts};
-use seqit_build::translate::{self, LanguageSource, TranslateConfig, Variant};
-use seqit_build::vqa::{self, Vqav2Files};
-use seqit_data::{Schema, WriteOptions};
+use seqit_build::caption::{self, CaptionJob};
+use seqit_build::translate::{self, LanguageSource, TranslateConfig, TranslateJob, Variant};
+use seqit_build::vqa::{VqaSource, Vqav2Files};
+use seqit_data::Schema;
 use serde::Serialize;
+
+use crate::printer::result;
 
 #[derive(Debug, Subcommand)]
 pub enum BuildCommand {
@@ -99,65 +100,66 @@ pub struct CaptionArgs {
 
 pub fn run(command: BuildCommand) -> Result<()> {
     match command {
-        BuildCommand::Translate(args) => translate(args),
-        BuildCommand::Caption(args) => caption(args),
+        BuildCommand::Translate(args) => print_report(&translate::run(&translate_job(args)?)?),
+        BuildCommand::Caption(args) => print_report(&caption::run(&caption_job(args)?)?),
     }
 }
 
-fn translate(args: TranslateArgs) -> Result<()> {
-    if args.per_language == 0 {
-        bail!("`--per-language` must be at least 1");
-    }
+fn print_report(report: &impl Serialize) -> Result<()> {
+    result(serde_json::to_string_pretty(report)?);
+    Ok(())
+}
+
+fn translate_job(args: TranslateArgs) -> Result<TranslateJob> {
     let languages = args
         .languages
         .iter()
-        .map(|spec| LanguageSource::parse(spec))
-        .collect::<Result<Vec<_>, _>>()?;
-    let prompts = TranslatePrompts::load(args.prompts.as_deref())?;
-    let config = TranslateConfig {
-        english: args.english,
-        languages,
-        per_language: args.per_language,
-        seed: args.seed,
-        variant: match args.control {
-            None => Variant::TranslateThenPredict,
-            Some(ControlArg::CrossLingual) => Variant::CrossLingual,
+        .map(|spec| LanguageSource::parse(spec));
+    Ok(TranslateJob {
+        config: TranslateConfig {
+            english: args.english,
+            languages: languages.collect::<Result<_, _>>()?,
+            per_language: args.per_language,
+            seed: args.seed,
+            variant: match args.control {
+                None => Variant::TranslateThenPredict,
+                Some(ControlArg::CrossLingual) => Variant::CrossLingual,
+            },
         },
-    };
-    let (records, report) = translate::build(&config, &prompts)?;
-    let schema = match args.format {
-        TranslateFormat::Alpaca => Schema::Alpaca,
-        TranslateFormat::Messages => Schema::Messages,
-    };
-    seqit_data::write_all(&args.output, &WriteOptions::new(schema), &records)
-        .with_context(|| format!("cannot write `{}`", args.output.display()))?;
-    write_report(&args.output, &report)
+        prompts: args.prompts,
+        output: args.output,
+        schema: match args.format {
+            TranslateFormat::Alpaca => Schema::Alpaca,
+            TranslateFormat::Messages => Schema::Messages,
+        },
+    })
 }
 
-fn caption(args: CaptionArgs) -> Result<()> {
-    if args.limit == Some(0) {
-        bail!("`--limit` must be at least 1");
-    }
-    let set = match (&args.easy_vqa, &args.questions) {
-        (Some(dir), None) => vqa::read_easy_vqa(&easy_vqa_dir(dir)?)?,
-        (None, Some(questions)) => vqa::read_vqav2(&Vqav2Files {
-            questions: questions.clone(),
-            annotations: args.annotations.clone().unwrap_or_default(),
-            images: args.images.clone().unwrap_or_default(),
-            captions: args.captions.clone(),
-        })?,
+fn caption_job(args: CaptionArgs) -> Result<CaptionJob> {
+    let source = match (args.easy_vqa, args.questions) {
+        (Some(dir), None) => VqaSource::EasyVqa(easy_vqa_dir(&dir)?),
+        (None, Some(questions)) => VqaSource::Vqav2(Vqav2Files {
+            questions,
+            annotations: args.annotations.unwrap_or_default(),
+            images: args.images.unwrap_or_default(),
+            captions: args.captions,
+        }),
         _ => bail!(
             "no visual QA source given\nhint: pass `--easy-vqa SPLIT_DIR`, or `--questions`, `--annotations`, `--captions` and `--images` for VQAv2 + COCO"
         ),
     };
-    let prompts = CaptionPrompts::load(args.prompts.as_deref())?;
-    let data = caption::build(&set, &prompts, args.limit, args.seed);
-    write_json(&args.sit_output, &data.sit)?;
-    write_json(&args.it_output, &data.it)?;
-    write_report(&args.sit_output, &data.report)
+    Ok(CaptionJob {
+        source,
+        sit_output: args.sit_output,
+        it_output: args.it_output,
+        limit: args.limit,
+        seed: args.seed,
+        prompts: args.prompts,
+    })
 }
 
-/// The package's split directory for `train`/`test` when no such path exists here.
+/// The package's split directory for `train`/`test` when no such path exists here
+/// (finding the installed assets is the binary's business, so it is not in the builder).
 pub(super) fn easy_vqa_dir(given: &Path) -> Result<PathBuf> {
     if given.exists() {
         return Ok(given.to_path_buf());
@@ -169,20 +171,4 @@ pub(super) fn easy_vqa_dir(given: &Path) -> Result<PathBuf> {
             .join(split)),
         _ => Ok(given.to_path_buf()),
     }
-}
-
-fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value)?;
-    bytes.push(b'\n');
-    seqit_data::write_file_atomic(path, &bytes)
-        .with_context(|| format!("cannot write `{}`", path.display()))
-}
-
-/// Prints the summary and keeps it beside the output as `<output>.report.json`.
-fn write_report<T: Serialize>(output: &Path, report: &T) -> Result<()> {
-    let mut name = output.as_os_str().to_owned();
-    name.push(".report.json");
-    write_json(Path::new(&name), report)?;
-    println!("{}", serde_json::to_string_pretty(report)?);
-    Ok(())
 }

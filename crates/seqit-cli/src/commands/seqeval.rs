@@ -1,17 +1,19 @@
 //! `seqit seqeval build`: a SeqEval set from any prompt set, by rounds of rewriting
-//! with the teacher (see `seqit_augment::SeqEvalBuilder`); `seqit seqeval synth`: a
-//! verifiable SeqEval set, chains whose every step a program checks (see
-//! `seqit_verify`).
+//! with the teacher (the job is `seqit_augment::build_seqeval`); `seqit seqeval synth`:
+//! a verifiable SeqEval set, chains whose every step a program checks
+//! (`seqit_augment::synthesize_seqeval`).
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use seqit_augment::{parse_depths, PromptSet, SeqEvalBuilder, SeqEvalSettings, Stage};
+use seqit_augment::{parse_depths, SeqEvalJob, SeqEvalSettings, SynthJob};
 use seqit_data::Schema;
+use seqit_verify::SynthSettings;
 
 use super::augment::{printer_for, runtime, TeacherArgs};
 use super::Switch;
+use crate::printer::note;
 
 #[derive(Debug, Subcommand)]
 pub enum SeqevalCommand {
@@ -70,10 +72,13 @@ pub struct SeqevalBuildArgs {
 }
 
 pub fn run(command: SeqevalCommand) -> Result<()> {
-    let args = match command {
-        SeqevalCommand::Build(args) => *args,
-        SeqevalCommand::Synth(args) => return synth(&args),
-    };
+    match command {
+        SeqevalCommand::Build(args) => build(*args),
+        SeqevalCommand::Synth(args) => synth(args),
+    }
+}
+
+fn build(args: SeqevalBuildArgs) -> Result<()> {
     let depths = parse_depths(&args.depths)?;
     if depths.len() != args.shares.len() {
         bail!(
@@ -83,92 +88,47 @@ pub fn run(command: SeqevalCommand) -> Result<()> {
             args.shares.len()
         );
     }
-    let prompts = PromptSet::load_or_builtin(args.teacher.prompts.as_deref())?;
-    let mut decoding = args.teacher.decoding()?;
-    if args.structured == Switch::On {
-        decoding.constraint = Some(prompts.format(Stage::Rewrite, decoding.max_tokens)?);
-    }
-    let settings = SeqEvalSettings {
-        depths,
-        shares: args.shares.clone(),
-        seed: args.teacher.seed,
-        decoding,
-        attempts: args.attempts,
+    let job = SeqEvalJob {
+        input: args.input,
+        input_format: args.input_format,
+        output: args.output,
+        settings: SeqEvalSettings {
+            depths,
+            shares: args.shares,
+            seed: args.teacher.seed,
+            decoding: args.teacher.decoding()?,
+            attempts: args.attempts,
+        },
+        structured: args.structured == Switch::On,
+        teacher: args.teacher.settings(),
     };
-    let (_, records) = seqit_augment::read_records(&args.input, args.input_format)?;
-    runtime()?.block_on(build(args, prompts, settings, records))
-}
-
-fn synth(args: &SeqevalSynthArgs) -> Result<()> {
-    let templates = match &args.templates {
-        Some(path) => seqit_verify::Templates::load(path)?,
-        None => seqit_verify::Templates::builtin(),
-    };
-    let settings = seqit_verify::SynthSettings {
-        depths: parse_depths(&args.depths)?
-            .into_iter()
-            .map(|d| d as usize)
-            .collect(),
-        per_depth: args.per_depth,
-        seed: args.seed,
-    };
-    settings.check()?;
-    let items = seqit_verify::synthesize(&settings, &templates);
-    let wanted = settings.depths.len() * settings.per_depth;
-    if items.len() < wanted {
-        bail!(
-            "only {} of {wanted} distinct chains could be built from these templates; ask for fewer per depth",
-            items.len()
-        );
-    }
-    seqit_verify::write_jsonl(&args.output, &items)?;
-    eprintln!(
-        "wrote {} verifiable items to {} (depths {}, {} per depth, seed {}, templates {})",
-        items.len(),
-        args.output.display(),
-        args.depths,
-        args.per_depth,
-        args.seed,
-        templates.version()
-    );
+    let report = runtime()?.block_on(seqit_augment::build_seqeval(&job, printer_for))?;
+    note(report.summary(&job.output));
     Ok(())
 }
 
-async fn build(
-    args: SeqevalBuildArgs,
-    prompts: PromptSet,
-    settings: SeqEvalSettings,
-    records: Vec<seqit_data::Record>,
-) -> Result<()> {
-    let teacher = args.teacher.open(&args.output, &prompts).await?;
-    eprintln!(
-        "building SeqEval from {} prompts in `{}` with {}",
-        records.len(),
-        args.input.display(),
-        teacher.info().backend
-    );
-    let builder = SeqEvalBuilder {
-        prompts: &prompts,
-        teacher: &teacher,
-        settings,
-        concurrency: args.teacher.items_in_flight(),
+fn synth(args: SeqevalSynthArgs) -> Result<()> {
+    let job = SynthJob {
+        output: args.output,
+        settings: SynthSettings {
+            depths: parse_depths(&args.depths)?
+                .into_iter()
+                .map(|d| d as usize)
+                .collect(),
+            per_depth: args.per_depth,
+            seed: args.seed,
+        },
+        templates: args.templates,
     };
-    let progress = printer_for(teacher.client().ledger().clone());
-    let stats = builder.run(&records, &args.output, &progress).await?;
-    let mut depths: Vec<_> = stats.depths.iter().collect();
-    depths.sort();
-    eprintln!(
-        "wrote {} records to {} (by depth: {}); {} chains stopped short, {} prompts dropped",
-        stats.written,
-        args.output.display(),
-        depths
-            .iter()
-            .map(|(d, n)| format!("{d}: {n}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        stats.short_chains,
-        stats.dropped
-    );
-    eprintln!("{}", teacher.client().ledger().summary());
+    let report = seqit_augment::synthesize_seqeval(&job)?;
+    note(format!(
+        "wrote {} verifiable items to {} (depths {}, {} per depth, seed {}, templates {})",
+        report.items,
+        job.output.display(),
+        args.depths,
+        args.per_depth,
+        args.seed,
+        report.templates
+    ));
     Ok(())
 }
