@@ -94,16 +94,7 @@ fn vector(t: &Tensor) -> Result<Vec<f32>> {
 /// is dense, carries a LoRA adapter, or has a bias the packed path does not apply (only
 /// q, k and v may).
 fn block_sources(block: &Block) -> Option<[&Arc<QTensor>; 7]> {
-    let (a, m) = (&block.self_attn, &block.mlp);
-    let all = [
-        &a.q_proj,
-        &a.k_proj,
-        &a.v_proj,
-        &a.o_proj,
-        &m.gate_proj,
-        &m.up_proj,
-        &m.down_proj,
-    ];
+    let all = block.projections().map(|(_, linear)| linear);
     if all.iter().any(|l| l.adapter().is_some()) || all[3..].iter().any(|l| l.bias().is_some()) {
         return None;
     }
@@ -740,6 +731,7 @@ mod tests {
         let embed = Tensor::from_vec(values(96 * h, 7, 1.0), (96, h), &Device::Cpu).unwrap();
         let lm_head = quantized(96, h, 8, GgmlDType::Q8_0);
         Llama::new(
+            config.architecture.spec(),
             config,
             RopeLayout::Interleaved,
             Embedding(embed),
@@ -786,6 +778,7 @@ mod tests {
         let embed = q.dequantize(&Device::Cpu).unwrap();
         let lm_head = Linear::new(LinearWeight::Quantized(q), None).unwrap();
         Llama::new(
+            model.arch(),
             model.config,
             model.rope_layout,
             Embedding(embed),

@@ -7,65 +7,53 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
 use seqit_core::durable::{atomic_write, atomic_write_with};
 
+use crate::arch::{Module, Param};
 use crate::config::RopeLayout;
 use crate::linear::{Linear, LinearWeight};
 use crate::llama::Llama;
 
-/// The model's tensors under their Hugging Face names. Fails for quantized weights.
+/// The model's tensors under their Hugging Face names (as its architecture spells them).
+/// Fails for quantized weights.
 pub fn named_weights(model: &Llama) -> Result<Vec<(String, Tensor)>> {
     if model.rope_layout != RopeLayout::HalfSplit {
         bail!("the model is in llama.cpp's interleaved RoPE layout; load it with `dequantize` to export it");
     }
+    let names = model.arch().hf_names;
     let mut out = vec![(
-        "model.embed_tokens.weight".to_string(),
+        names.tensor(Module::Embedding, Param::Weight),
         model.embed_tokens.0.clone(),
     )];
-    let push_linear = |out: &mut Vec<(String, Tensor)>, name: String, l: &Linear| -> Result<()> {
+    let push_linear = |out: &mut Vec<(String, Tensor)>, module: Module, l: &Linear| -> Result<()> {
+        let name = names.module(module);
         if l.adapter().is_some() {
             bail!("`{name}` has a LoRA adapter: merge it before exporting the weights");
         }
         match l.weight() {
-            LinearWeight::Dense(w) => out.push((format!("{name}.weight"), w.clone())),
+            LinearWeight::Dense(w) => out.push((names.tensor(module, Param::Weight), w.clone())),
             LinearWeight::Quantized(_) => {
                 bail!("`{name}` is quantized; load the model with `dequantize` to export it")
             }
         }
         if let Some(b) = l.bias() {
-            out.push((format!("{name}.bias"), b.clone()));
+            out.push((names.tensor(module, Param::Bias), b.clone()));
         }
         Ok(())
     };
     for (i, block) in model.layers.iter().enumerate() {
-        let p = format!("model.layers.{i}");
-        out.push((
-            format!("{p}.input_layernorm.weight"),
-            block.input_layernorm.weight().clone(),
-        ));
-        out.push((
-            format!("{p}.post_attention_layernorm.weight"),
-            block.post_attention_layernorm.weight().clone(),
-        ));
-        let a = &block.self_attn;
-        for (n, l) in [
-            ("q_proj", &a.q_proj),
-            ("k_proj", &a.k_proj),
-            ("v_proj", &a.v_proj),
-            ("o_proj", &a.o_proj),
-        ] {
-            push_linear(&mut out, format!("{p}.self_attn.{n}"), l)?;
+        for (part, norm) in block.norms() {
+            let name = names.tensor(Module::Layer(i, part), Param::Weight);
+            out.push((name, norm.weight().clone()));
         }
-        let m = &block.mlp;
-        for (n, l) in [
-            ("gate_proj", &m.gate_proj),
-            ("up_proj", &m.up_proj),
-            ("down_proj", &m.down_proj),
-        ] {
-            push_linear(&mut out, format!("{p}.mlp.{n}"), l)?;
+        for (part, linear) in block.projections() {
+            push_linear(&mut out, Module::Layer(i, part), linear)?;
         }
     }
-    out.push(("model.norm.weight".to_string(), model.norm.weight().clone()));
+    out.push((
+        names.tensor(Module::FinalNorm, Param::Weight),
+        model.norm.weight().clone(),
+    ));
     if !model.config.tie_word_embeddings {
-        push_linear(&mut out, "lm_head".to_string(), &model.lm_head)?;
+        push_linear(&mut out, Module::LmHead, &model.lm_head)?;
     }
     Ok(out)
 }
@@ -90,7 +78,7 @@ pub fn save_hf_weights(model: &Llama, dir: &Path, dtype: DType) -> Result<()> {
         candle_core::safetensors::save(&tensors, tmp).map_err(std::io::Error::other)
     })
     .with_context(|| format!("cannot write `{}`", weights.display()))?;
-    let config = model.config.to_hf_json(torch_dtype);
+    let config = model.arch().config_to_hf(&model.config, torch_dtype);
     let config_path = dir.join("config.json");
     atomic_write(
         &config_path,

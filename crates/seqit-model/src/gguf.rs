@@ -11,6 +11,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 
+use crate::arch::{self, ArchSpec, LLAMA};
 use crate::config::{Architecture, ModelConfig, RopeLayout};
 
 /// An opened GGUF file: its metadata and tensor index (tensor data is read on demand).
@@ -83,90 +84,30 @@ impl GgufFile {
         }
     }
 
-    pub fn architecture(&self) -> Result<Architecture> {
+    /// The spec of the file's `general.architecture`.
+    pub fn arch_spec(&self) -> Result<&'static ArchSpec> {
         let name = self.string("general.architecture").with_context(|| {
             format!(
                 "`{}` has no `general.architecture` metadata",
                 self.path.display()
             )
         })?;
-        Architecture::parse(name).with_context(|| {
-            format!(
-                "`{}`: unsupported architecture `{name}`: seqit runs llama, mistral and qwen2 models",
-                self.path.display()
-            )
-        })
+        arch::for_gguf(name).map_err(|e| anyhow::anyhow!("`{}`: {e}", self.path.display()))
     }
 
-    /// Reads the model hyper-parameters from `<arch>.*` metadata.
+    /// The file's architecture (`general.architecture`).
+    pub fn architecture(&self) -> Result<Architecture> {
+        Ok(self.arch_spec()?.architecture)
+    }
+
+    /// Reads the model hyper-parameters from the metadata, as its architecture maps them.
     pub fn model_config(&self) -> Result<ModelConfig> {
-        let architecture = self.architecture()?;
-        let arch = self.string("general.architecture").unwrap_or("llama");
-        let need = |key: &str| -> Result<u64> {
-            let full = format!("{arch}.{key}");
-            self.uint(&full)
-                .with_context(|| format!("`{}` lacks metadata `{full}`", self.path.display()))
-        };
-        let hidden_size = need("embedding_length")? as usize;
-        let num_attention_heads = need("attention.head_count")? as usize;
-        let head_dim = self
-            .uint(&format!("{arch}.attention.key_length"))
-            .map(|v| v as usize)
-            .unwrap_or(hidden_size / num_attention_heads.max(1));
-        let vocab_size = match self.uint(&format!("{arch}.vocab_size")) {
-            Some(v) => v as usize,
-            None => match self.metadata().get("tokenizer.ggml.tokens") {
-                Some(Value::Array(tokens)) => tokens.len(),
-                _ => bail!(
-                    "`{}` has neither `{arch}.vocab_size` nor a token list",
-                    self.path.display()
-                ),
-            },
-        };
-        let eos = self.uint("tokenizer.ggml.eos_token_id").map(|v| v as u32);
-        let cfg = ModelConfig {
-            architecture,
-            vocab_size,
-            hidden_size,
-            intermediate_size: need("feed_forward_length")? as usize,
-            num_hidden_layers: need("block_count")? as usize,
-            num_attention_heads,
-            num_key_value_heads: self
-                .uint(&format!("{arch}.attention.head_count_kv"))
-                .map(|v| v as usize)
-                .unwrap_or(num_attention_heads),
-            head_dim,
-            rms_norm_eps: self
-                .float(&format!("{arch}.attention.layer_norm_rms_epsilon"))
-                .unwrap_or(1e-5),
-            rope_theta: self
-                .float(&format!("{arch}.rope.freq_base"))
-                .unwrap_or(10_000.0),
-            rope_scaling: None,
-            max_position_embeddings: self
-                .uint(&format!("{arch}.context_length"))
-                .map(|v| v as usize)
-                .unwrap_or(2048),
-            tie_word_embeddings: !self.has_tensor("output.weight"),
-            bos_token_id: self.uint("tokenizer.ggml.bos_token_id").map(|v| v as u32),
-            eos_token_ids: eos.into_iter().collect(),
-        };
-        cfg.validate().with_context(|| {
-            format!(
-                "`{}` has an inconsistent configuration",
-                self.path.display()
-            )
-        })?;
-        Ok(cfg)
+        self.arch_spec()?.config_from_gguf(self)
     }
 
-    /// llama.cpp permutes Q/K rows of Llama-architecture models for its interleaved RoPE;
-    /// Qwen2 files keep the Hugging Face layout (NeoX RoPE).
+    /// How the file lays out Q/K rows ([`ArchSpec::gguf_rope_layout`]).
     pub fn rope_layout(&self) -> Result<RopeLayout> {
-        Ok(match self.architecture()? {
-            Architecture::Llama | Architecture::Mistral => RopeLayout::Interleaved,
-            Architecture::Qwen2 => RopeLayout::HalfSplit,
-        })
+        Ok(self.arch_spec()?.gguf_rope_layout)
     }
 }
 
@@ -184,60 +125,17 @@ fn value_as_u64(v: &Value) -> Option<u64> {
     }
 }
 
-/// Maps a Hugging Face tensor name to llama.cpp's, e.g.
-/// `model.layers.3.self_attn.q_proj.weight` → `blk.3.attn_q.weight`.
+/// Maps a Llama-family Hugging Face tensor name to llama.cpp's, e.g.
+/// `model.layers.3.self_attn.q_proj.weight` → `blk.3.attn_q.weight`
+/// ([`ArchSpec::gguf_tensor_name`] of [`LLAMA`]).
 pub fn gguf_tensor_name(hf_name: &str) -> Option<String> {
-    let fixed = match hf_name {
-        "model.embed_tokens.weight" => Some("token_embd.weight"),
-        "model.norm.weight" => Some("output_norm.weight"),
-        "lm_head.weight" => Some("output.weight"),
-        _ => None,
-    };
-    if let Some(name) = fixed {
-        return Some(name.to_string());
-    }
-    let rest = hf_name.strip_prefix("model.layers.")?;
-    let (layer, part) = rest.split_once('.')?;
-    let (module, kind) = part.rsplit_once('.')?;
-    let gguf_module = LAYER_NAMES
-        .iter()
-        .find(|(hf, _)| *hf == module)
-        .map(|(_, g)| *g)?;
-    Some(format!("blk.{layer}.{gguf_module}.{kind}"))
+    LLAMA.gguf_tensor_name(hf_name)
 }
 
 /// Inverse of [`gguf_tensor_name`].
 pub fn hf_tensor_name(gguf_name: &str) -> Option<String> {
-    let fixed = match gguf_name {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(name) = fixed {
-        return Some(name.to_string());
-    }
-    let rest = gguf_name.strip_prefix("blk.")?;
-    let (layer, part) = rest.split_once('.')?;
-    let (module, kind) = part.rsplit_once('.')?;
-    let hf_module = LAYER_NAMES
-        .iter()
-        .find(|(_, g)| *g == module)
-        .map(|(hf, _)| *hf)?;
-    Some(format!("model.layers.{layer}.{hf_module}.{kind}"))
+    LLAMA.hf_tensor_name(gguf_name)
 }
-
-const LAYER_NAMES: [(&str, &str); 9] = [
-    ("input_layernorm", "attn_norm"),
-    ("self_attn.q_proj", "attn_q"),
-    ("self_attn.k_proj", "attn_k"),
-    ("self_attn.v_proj", "attn_v"),
-    ("self_attn.o_proj", "attn_output"),
-    ("post_attention_layernorm", "ffn_norm"),
-    ("mlp.gate_proj", "ffn_gate"),
-    ("mlp.up_proj", "ffn_up"),
-    ("mlp.down_proj", "ffn_down"),
-];
 
 /// Reorders the rows of a Q or K projection (`[heads * head_dim, in]`) from Hugging
 /// Face's half-split RoPE layout to llama.cpp's interleaved one: within each head, row

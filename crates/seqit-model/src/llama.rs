@@ -13,10 +13,12 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 
+use crate::arch::{ArchSpec, LayerModule, Module, Param, TensorNames};
 use crate::cache::KvCache;
 use crate::config::{ModelConfig, RopeLayout};
 use crate::decoder::PackedDecoder;
-use crate::linear::Linear;
+use crate::linear::{Linear, LinearWeight};
+use crate::load::ModelReader;
 use crate::packed::{self, Isa};
 use crate::train_ops::{self, Heads};
 
@@ -81,27 +83,169 @@ impl RmsNorm {
     }
 }
 
+/// Grouped-query self-attention with RoPE.
 #[derive(Debug, Clone)]
 pub struct Attention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub o_proj: Linear,
+    pub(crate) q_proj: Linear,
+    pub(crate) k_proj: Linear,
+    pub(crate) v_proj: Linear,
+    pub(crate) o_proj: Linear,
 }
 
+/// The SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
 #[derive(Debug, Clone)]
 pub struct Mlp {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
-    pub down_proj: Linear,
+    pub(crate) gate_proj: Linear,
+    pub(crate) up_proj: Linear,
+    pub(crate) down_proj: Linear,
 }
 
+/// A pre-norm decoder layer: `x + attn(norm(x))`, then `x + mlp(norm(x))`.
 #[derive(Debug, Clone)]
 pub struct Block {
-    pub input_layernorm: RmsNorm,
-    pub self_attn: Attention,
-    pub post_attention_layernorm: RmsNorm,
-    pub mlp: Mlp,
+    pub(crate) input_layernorm: RmsNorm,
+    pub(crate) self_attn: Attention,
+    pub(crate) post_attention_layernorm: RmsNorm,
+    pub(crate) mlp: Mlp,
+}
+
+/// What the layers of one forward pass share.
+pub(crate) struct LayerPass<'a> {
+    angles: &'a RopeAngles,
+    mask: Option<&'a Tensor>,
+    attention: AttentionSpec,
+    /// Attention runs on [`train_ops`] (a training pass on the CPU).
+    train_ops: bool,
+}
+
+/// A shared and a mutable accessor listing a block's modules of one kind from one list,
+/// so that their order cannot differ.
+macro_rules! block_modules {
+    (
+        $(#[$doc:meta])*
+        $vis:vis fn $name:ident / $vis_mut:vis fn $name_mut:ident -> [$ty:ty; $n:literal] {
+            $($part:ident: $($field:ident).+),+ $(,)?
+        }
+    ) => {
+        $(#[$doc])*
+        $vis fn $name(&self) -> [(LayerModule, &$ty); $n] {
+            [$((LayerModule::$part, &self.$($field).+)),+]
+        }
+
+        $(#[$doc])*
+        /// (Mutable, to replace them.)
+        $vis_mut fn $name_mut(&mut self) -> [(LayerModule, &mut $ty); $n] {
+            [$((LayerModule::$part, &mut self.$($field).+)),+]
+        }
+    };
+}
+
+impl Block {
+    /// Reads layer `layer`, checking each tensor's shape against the configuration.
+    pub(crate) fn load(reader: &mut ModelReader<'_>, layer: usize) -> Result<Self> {
+        let module = |part| Module::Layer(layer, part);
+        Ok(Self {
+            input_layernorm: reader.norm(module(LayerModule::AttnNorm))?,
+            self_attn: Attention::load(reader, layer)?,
+            post_attention_layernorm: reader.norm(module(LayerModule::MlpNorm))?,
+            mlp: Mlp::load(reader, layer)?,
+        })
+    }
+
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        pass: &LayerPass<'_>,
+        cache: Option<(usize, &mut KvCache)>,
+    ) -> Result<Tensor> {
+        let kernels = pass.attention.kernels;
+        let h = self.input_layernorm.forward(x, kernels)?;
+        let h = self.self_attn.forward(&h, pass, cache)?;
+        let x = (x + h)?;
+        let h = self.post_attention_layernorm.forward(&x, kernels)?;
+        let h = self.mlp.forward(&h, kernels)?;
+        Ok((x + h)?)
+    }
+
+    block_modules! {
+        /// The norms before attention and before the MLP.
+        pub fn norms / fn norms_mut -> [RmsNorm; 2] {
+            AttnNorm: input_layernorm,
+            MlpNorm: post_attention_layernorm,
+        }
+    }
+
+    block_modules! {
+        /// The seven projections: q, k, v, o, gate, up, down.
+        pub fn projections / pub fn projections_mut -> [Linear; 7] {
+            Q: self_attn.q_proj,
+            K: self_attn.k_proj,
+            V: self_attn.v_proj,
+            O: self_attn.o_proj,
+            Gate: mlp.gate_proj,
+            Up: mlp.up_proj,
+            Down: mlp.down_proj,
+        }
+    }
+}
+
+impl Attention {
+    /// Reads layer `layer`'s projections (with q/k/v biases when the architecture has them).
+    pub(crate) fn load(reader: &mut ModelReader<'_>, layer: usize) -> Result<Self> {
+        let c = reader.config;
+        let hidden = c.hidden_size;
+        let q_out = c.num_attention_heads * c.head_dim;
+        let kv_out = c.num_key_value_heads * c.head_dim;
+        let bias = reader.arch.qkv_bias;
+        let module = |part| Module::Layer(layer, part);
+        Ok(Self {
+            q_proj: reader.linear(module(LayerModule::Q), q_out, hidden, bias)?,
+            k_proj: reader.linear(module(LayerModule::K), kv_out, hidden, bias)?,
+            v_proj: reader.linear(module(LayerModule::V), kv_out, hidden, bias)?,
+            o_proj: reader.linear(module(LayerModule::O), hidden, q_out, false)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        pass: &LayerPass<'_>,
+        cache: Option<(usize, &mut KvCache)>,
+    ) -> Result<Tensor> {
+        let [q, k, v] = Linear::forward_shared([&self.q_proj, &self.k_proj, &self.v_proj], x)?;
+        let (angles, mask) = (pass.angles, pass.mask);
+        let out = if pass.train_ops {
+            let heads = pass.attention.heads;
+            train_ops::attention(&q, &k, &v, &angles.cos, &angles.sin, mask, heads)?
+        } else {
+            pass.attention.core(&q, &k, &v, angles, mask, cache)?
+        };
+        Ok(self.o_proj.forward(&out)?)
+    }
+}
+
+impl Mlp {
+    /// Reads layer `layer`'s gate, up and down projections.
+    pub(crate) fn load(reader: &mut ModelReader<'_>, layer: usize) -> Result<Self> {
+        let (hidden, inter) = (reader.config.hidden_size, reader.config.intermediate_size);
+        let module = |part| Module::Layer(layer, part);
+        Ok(Self {
+            gate_proj: reader.linear(module(LayerModule::Gate), inter, hidden, false)?,
+            up_proj: reader.linear(module(LayerModule::Up), inter, hidden, false)?,
+            down_proj: reader.linear(module(LayerModule::Down), hidden, inter, false)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+        let [gate, up] = Linear::forward_shared([&self.gate_proj, &self.up_proj], x)?;
+        let gated = match kernels {
+            Kernels::Differentiable if train_ops::applies_to(&gate) => {
+                train_ops::swiglu(&gate, &up)?
+            }
+            _ => (gate.silu()? * up)?,
+        };
+        Ok(self.down_proj.forward(&gated)?)
+    }
 }
 
 /// Token embedding table, `[vocab, hidden]`.
@@ -110,6 +254,8 @@ pub struct Embedding(pub Tensor);
 
 #[derive(Debug, Clone)]
 pub struct Llama {
+    /// Names the tensors of its checkpoints and writes its `config.json`.
+    arch: &'static ArchSpec,
     pub config: ModelConfig,
     pub rope_layout: RopeLayout,
     pub embed_tokens: Embedding,
@@ -131,7 +277,8 @@ pub(crate) struct RopeAngles {
 }
 
 impl Llama {
-    pub fn new(
+    pub(crate) fn new(
+        arch: &'static ArchSpec,
         config: ModelConfig,
         rope_layout: RopeLayout,
         embed_tokens: Embedding,
@@ -142,6 +289,7 @@ impl Llama {
         let device = embed_tokens.0.device().clone();
         let inv_freq = inverse_frequencies(&config, &device)?;
         let mut llama = Self {
+            arch,
             config,
             rope_layout,
             embed_tokens,
@@ -172,25 +320,67 @@ impl Llama {
         self.embed_tokens.0.device()
     }
 
+    /// The architecture: its tensor names, its `config.json`.
+    pub fn arch(&self) -> &'static ArchSpec {
+        self.arch
+    }
+
     /// The projections of every layer under their Hugging Face module names
     /// (`model.layers.{i}.self_attn.q_proj`, ...; see [`PROJECTIONS`]), for adapters.
     pub fn projections_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        let mut out = Vec::with_capacity(self.layers.len() * PROJECTIONS.len());
-        for (i, block) in self.layers.iter_mut().enumerate() {
-            let (a, m) = (&mut block.self_attn, &mut block.mlp);
-            for (name, linear) in [
-                ("self_attn.q_proj", &mut a.q_proj),
-                ("self_attn.k_proj", &mut a.k_proj),
-                ("self_attn.v_proj", &mut a.v_proj),
-                ("self_attn.o_proj", &mut a.o_proj),
-                ("mlp.gate_proj", &mut m.gate_proj),
-                ("mlp.up_proj", &mut m.up_proj),
-                ("mlp.down_proj", &mut m.down_proj),
-            ] {
-                out.push((format!("model.layers.{i}.{name}"), linear));
+        let names = self.arch.hf_names;
+        self.projection_modules_mut()
+            .map(|(module, linear)| (names.module(module), linear))
+            .collect()
+    }
+
+    /// The projections of every layer, layer by layer in [`Block::projections`] order.
+    pub(crate) fn projection_modules_mut(&mut self) -> impl Iterator<Item = (Module, &mut Linear)> {
+        self.layers.iter_mut().enumerate().flat_map(|(i, block)| {
+            block
+                .projections_mut()
+                .map(|(part, linear)| (Module::Layer(i, part), linear))
+        })
+    }
+
+    /// The same model with every weight and bias replaced by `f(hf_name, tensor)`, in
+    /// checkpoint order (e.g. by trainable variables); a tied LM head stays the replaced
+    /// embedding table. Adapters are left out; quantized matrices are an error.
+    pub fn try_map_weights(
+        &self,
+        mut f: impl FnMut(String, &Tensor) -> Result<Tensor>,
+    ) -> Result<Self> {
+        let names = self.arch.hf_names;
+        let mut f = |module: Module, param: Param, t: &Tensor| f(names.tensor(module, param), t);
+        let embed = f(Module::Embedding, Param::Weight, &self.embed_tokens.0)?;
+        let mut layers = self.layers.clone();
+        for (i, block) in layers.iter_mut().enumerate() {
+            for (part, norm) in block.norms_mut() {
+                let w = f(Module::Layer(i, part), Param::Weight, norm.weight())?;
+                *norm = RmsNorm::new(w, norm.eps);
+            }
+            for (part, linear) in block.projections_mut() {
+                *linear = map_linear(&names, Module::Layer(i, part), linear, &mut f)?;
             }
         }
-        out
+        let w = f(Module::FinalNorm, Param::Weight, self.norm.weight())?;
+        let norm = RmsNorm::new(w, self.norm.eps);
+        let lm_head = if self.config.tie_word_embeddings {
+            Linear::new(LinearWeight::Dense(embed.clone()), None)?
+        } else {
+            map_linear(&names, Module::LmHead, &self.lm_head, &mut f)?
+        };
+        let mut model = Self::new(
+            self.arch,
+            self.config.clone(),
+            self.rope_layout,
+            Embedding(embed),
+            layers,
+            norm,
+            lm_head,
+        )?;
+        model.kernels = self.kernels;
+        Ok(model)
     }
 
     /// Folds every LoRA adapter into its dense weight.
@@ -232,16 +422,19 @@ impl Llama {
             .index_select(&input_ids.flatten_all()?, 0)?
             .reshape((batch, t, self.config.hidden_size))?;
         // The CPU's training ops take an f32 mask whatever the model's dtype.
-        let mask_dtype = if self.uses_train_ops(&x, cache.is_none()) {
-            DType::F32
-        } else {
-            self.dtype()
-        };
+        let train_ops = self.uses_train_ops(&x, cache.is_none());
+        let mask_dtype = if train_ops { DType::F32 } else { self.dtype() };
         let mask = mask.map(|m| m.to_dtype(mask_dtype)).transpose()?;
+        let pass = LayerPass {
+            angles: &angles,
+            mask: mask.as_ref(),
+            attention: self.attention_spec(),
+            train_ops,
+        };
         for (index, block) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| (index, c));
-            x = self
-                .block_forward(block, &x, &angles, mask.as_ref(), layer_cache)
+            x = block
+                .forward(&x, &pass, layer_cache)
                 .with_context(|| format!("layer {index}"))?;
         }
         let x = match logits_for {
@@ -266,46 +459,14 @@ impl Llama {
         })
     }
 
-    fn block_forward(
-        &self,
-        block: &Block,
-        x: &Tensor,
-        angles: &RopeAngles,
-        mask: Option<&Tensor>,
-        cache: Option<(usize, &mut KvCache)>,
-    ) -> Result<Tensor> {
-        let h = block.input_layernorm.forward(x, self.kernels)?;
-        let h = self.attention(&block.self_attn, &h, angles, mask, cache)?;
-        let x = (x + h)?;
-        let h = block.post_attention_layernorm.forward(&x, self.kernels)?;
-        let mlp = &block.mlp;
-        let [gate, up] = Linear::forward_shared([&mlp.gate_proj, &mlp.up_proj], &h)?;
-        let gated = match self.kernels {
-            Kernels::Differentiable if train_ops::applies_to(&gate) => {
-                train_ops::swiglu(&gate, &up)?
-            }
-            _ => (gate.silu()? * up)?,
-        };
-        let h = mlp.down_proj.forward(&gated)?;
-        Ok((x + h)?)
-    }
-
     /// Whether a forward pass over `x` runs attention on [`train_ops`]: a training pass
     /// (differentiable kernels, no cache) on the CPU.
     fn uses_train_ops(&self, x: &Tensor, without_cache: bool) -> bool {
         self.kernels == Kernels::Differentiable && without_cache && train_ops::applies_to(x)
     }
 
-    fn attention(
-        &self,
-        attn: &Attention,
-        x: &Tensor,
-        angles: &RopeAngles,
-        mask: Option<&Tensor>,
-        cache: Option<(usize, &mut KvCache)>,
-    ) -> Result<Tensor> {
-        let [q, k, v] = Linear::forward_shared([&attn.q_proj, &attn.k_proj, &attn.v_proj], x)?;
-        let spec = AttentionSpec {
+    fn attention_spec(&self) -> AttentionSpec {
+        AttentionSpec {
             heads: Heads {
                 heads: self.config.num_attention_heads,
                 kv_heads: self.config.num_key_value_heads,
@@ -313,14 +474,29 @@ impl Llama {
                 layout: self.rope_layout,
             },
             kernels: self.kernels,
-        };
-        let out = if self.uses_train_ops(x, cache.is_none()) {
-            train_ops::attention(&q, &k, &v, &angles.cos, &angles.sin, mask, spec.heads)?
-        } else {
-            spec.core(&q, &k, &v, angles, mask, cache)?
-        };
-        Ok(attn.o_proj.forward(&out)?)
+        }
     }
+}
+
+/// `linear` with its weight and bias replaced by `f`'s (see [`Llama::try_map_weights`]).
+fn map_linear(
+    names: &TensorNames,
+    module: Module,
+    linear: &Linear,
+    f: &mut dyn FnMut(Module, Param, &Tensor) -> Result<Tensor>,
+) -> Result<Linear> {
+    let LinearWeight::Dense(w) = linear.weight() else {
+        bail!(
+            "`{}` is quantized: load the model with dense weights",
+            names.module(module)
+        );
+    };
+    let w = f(module, Param::Weight, w)?;
+    let b = linear
+        .bias()
+        .map(|b| f(module, Param::Bias, b))
+        .transpose()?;
+    Ok(Linear::new(LinearWeight::Dense(w), b)?)
 }
 
 /// Attention spelled with candle's ops: for inference ([`Kernels::Fused`]) and, on other

@@ -9,11 +9,12 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
+use crate::arch::{ArchSpec, LayerModule, Module, Param};
 use crate::config::{ModelConfig, RopeLayout};
 use crate::decoder::{DecoderParts, PackedDecoder};
-use crate::gguf::{gguf_tensor_name, unpermute_interleaved_rope, GgufFile};
+use crate::gguf::{unpermute_interleaved_rope, GgufFile};
 use crate::linear::{Linear, LinearWeight};
-use crate::llama::{inverse_frequencies, Attention, Block, Embedding, Llama, Mlp, RmsNorm};
+use crate::llama::{inverse_frequencies, Block, Embedding, Llama, RmsNorm};
 use crate::packed;
 
 /// How a model's matrices are held in memory for inference.
@@ -66,7 +67,7 @@ pub fn load_model(path: &Path, device: &Device, options: LoadOptions) -> Result<
         let quantize = options.weights == WeightStorage::Fast
             && device.is_cpu()
             && options.dtype == DType::F32;
-        let llama = load_safetensors(path, device, options.dtype, quantize)?;
+        let llama = load_safetensors(path, None, device, options.dtype, quantize)?;
         return Ok(LoadedModel {
             llama,
             path: path.to_path_buf(),
@@ -85,9 +86,11 @@ pub fn load_model(path: &Path, device: &Device, options: LoadOptions) -> Result<
     })
 }
 
+/// Loads a GGUF file, as its `general.architecture`'s spec reads it.
 pub fn load_gguf(file: &mut GgufFile, device: &Device, options: LoadOptions) -> Result<Llama> {
-    let config = file.model_config()?;
-    let stored_layout = file.rope_layout()?;
+    let arch = file.arch_spec()?;
+    let config = arch.config_from_gguf(file)?;
+    let stored_layout = arch.gguf_rope_layout;
     let layout = if options.dequantize() {
         RopeLayout::HalfSplit
     } else {
@@ -95,12 +98,13 @@ pub fn load_gguf(file: &mut GgufFile, device: &Device, options: LoadOptions) -> 
     };
     let mut source = GgufSource {
         file,
+        arch,
         device: device.clone(),
         options,
         stored_layout,
         config: config.clone(),
     };
-    build_llama(config, layout, &mut source)
+    build_llama(arch, config, layout, &mut source)
 }
 
 /// Loads a GGUF file straight into the packed decoder, for inference without candle's
@@ -117,10 +121,12 @@ pub fn load_packed_gguf(file: &mut GgufFile) -> Result<Option<PackedDecoder>> {
     let Some(isa) = packed::decoder_isa().map_err(anyhow::Error::msg)? else {
         return Ok(None);
     };
-    let mut config = file.model_config()?;
-    let layout = file.rope_layout()?;
+    let arch = file.arch_spec()?;
+    let mut config = arch.config_from_gguf(file)?;
+    let layout = arch.gguf_rope_layout;
     let mut source = GgufSource {
         file,
+        arch,
         device: Device::Cpu,
         options: LoadOptions::default(),
         stored_layout: layout,
@@ -131,8 +137,7 @@ pub fn load_packed_gguf(file: &mut GgufFile) -> Result<Option<PackedDecoder>> {
             if matches!(q.dtype(), GgmlDType::Q8_0 | GgmlDType::Q4_1))
     };
     let parts = read_model(
-        &config,
-        &mut source,
+        ModelReader::new(arch, &config, &mut source),
         |lm_head, tied| !reproduces_table(lm_head, tied),
         |block| PackedDecoder::pack_layer(&block, &config),
     )?;
@@ -155,28 +160,60 @@ pub fn load_packed_gguf(file: &mut GgufFile) -> Result<Option<PackedDecoder>> {
 /// Loads `config.json` and `*.safetensors` (single file or sharded with an index), with
 /// dense weights of `dtype` (for training and exact comparisons).
 pub fn load_hf_dir(dir: &Path, device: &Device, dtype: DType) -> Result<Llama> {
-    load_safetensors(dir, device, dtype, false)
+    load_safetensors(dir, None, device, dtype, false)
 }
 
-/// [`load_hf_dir`], with the projection matrices quantized to Q8_0 when `quantize`.
-fn load_safetensors(dir: &Path, device: &Device, dtype: DType, quantize: bool) -> Result<Llama> {
+/// [`load_hf_dir`] for an architecture given rather than named by `config.json` (one
+/// that is not in the [registry](crate::arch::REGISTRY)).
+pub fn load_hf_dir_as(
+    dir: &Path,
+    arch: &'static ArchSpec,
+    device: &Device,
+    dtype: DType,
+) -> Result<Llama> {
+    load_safetensors(dir, Some(arch), device, dtype, false)
+}
+
+/// [`load_hf_dir_as`], with the architecture `config.json` names when `arch` is `None`
+/// and the projection matrices quantized to Q8_0 when `quantize`.
+fn load_safetensors(
+    dir: &Path,
+    arch: Option<&'static ArchSpec>,
+    device: &Device,
+    dtype: DType,
+    quantize: bool,
+) -> Result<Llama> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path)
         .with_context(|| format!("cannot read `{}`", config_path.display()))?;
-    let config = ModelConfig::from_hf_json(&text)
-        .with_context(|| format!("in `{}`", config_path.display()))?;
+    let (arch, config) =
+        read_hf_config(&text, arch).with_context(|| format!("in `{}`", config_path.display()))?;
     let files = safetensors_files(dir)?;
     // SAFETY: the files are mapped read-only; seqit never writes them while loaded.
     let tensors = unsafe { MmapedSafetensors::multi(&files) }
         .with_context(|| format!("cannot read the safetensors files in `{}`", dir.display()))?;
     let mut source = SafetensorsSource {
         tensors,
+        arch,
         dir: dir.to_path_buf(),
         device: device.clone(),
         dtype,
         quantize,
     };
-    build_llama(config, RopeLayout::HalfSplit, &mut source)
+    build_llama(arch, config, RopeLayout::HalfSplit, &mut source)
+}
+
+/// The architecture (`arch`, or the one `config.json` names) and the configuration.
+fn read_hf_config(
+    text: &str,
+    arch: Option<&'static ArchSpec>,
+) -> Result<(&'static ArchSpec, ModelConfig)> {
+    let json: serde_json::Value = serde_json::from_str(text).context("config.json is not valid")?;
+    let arch = match arch {
+        Some(arch) => arch,
+        None => crate::arch::for_hf_config(&json)?,
+    };
+    Ok((arch, arch.config_from_hf(&json)?))
 }
 
 fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -208,16 +245,20 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     )
 }
 
-/// Where tensors come from, addressed by their Hugging Face names.
-trait TensorSource {
+/// Where tensors come from, addressed by module; each source spells the names as its
+/// format does.
+pub(crate) trait TensorSource {
     fn describe(&self) -> String;
-    fn contains(&self, name: &str) -> bool;
-    fn dense(&mut self, name: &str) -> Result<Tensor>;
-    fn linear_weight(&mut self, name: &str) -> Result<LinearWeight>;
+    /// Whether the source holds `module`'s weight.
+    fn contains(&self, module: Module) -> bool;
+    fn dense(&mut self, module: Module, param: Param) -> Result<Tensor>;
+    /// `module`'s weight, as the source holds it for matrix products.
+    fn linear_weight(&mut self, module: Module) -> Result<LinearWeight>;
 }
 
 struct GgufSource<'a> {
     file: &'a mut GgufFile,
+    arch: &'static ArchSpec,
     device: Device,
     options: LoadOptions,
     stored_layout: RopeLayout,
@@ -225,18 +266,17 @@ struct GgufSource<'a> {
 }
 
 impl GgufSource<'_> {
-    fn gguf_name(&self, name: &str) -> Result<String> {
-        gguf_tensor_name(name).with_context(|| format!("no GGUF name for tensor `{name}`"))
+    fn read(&mut self, module: Module, param: Param) -> Result<QTensor> {
+        let name = self.arch.gguf_names.tensor(module, param);
+        self.file.tensor(&name, &self.device)
     }
 
-    /// Heads of the Q or K projection named `name`, if it is one.
-    fn rope_heads(&self, name: &str) -> Option<usize> {
-        if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") {
-            Some(self.config.num_attention_heads)
-        } else if name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias") {
-            Some(self.config.num_key_value_heads)
-        } else {
-            None
+    /// Heads of `module` if it is the Q or K projection.
+    fn rope_heads(&self, module: Module) -> Option<usize> {
+        match module {
+            Module::Layer(_, LayerModule::Q) => Some(self.config.num_attention_heads),
+            Module::Layer(_, LayerModule::K) => Some(self.config.num_key_value_heads),
+            _ => None,
         }
     }
 }
@@ -246,16 +286,16 @@ impl TensorSource for GgufSource<'_> {
         format!("`{}`", self.file.path().display())
     }
 
-    fn contains(&self, name: &str) -> bool {
-        gguf_tensor_name(name).is_some_and(|g| self.file.has_tensor(&g))
+    fn contains(&self, module: Module) -> bool {
+        let name = self.arch.gguf_names.tensor(module, Param::Weight);
+        self.file.has_tensor(&name)
     }
 
-    fn dense(&mut self, name: &str) -> Result<Tensor> {
-        let gguf_name = self.gguf_name(name)?;
-        let q = self.file.tensor(&gguf_name, &self.device)?;
+    fn dense(&mut self, module: Module, param: Param) -> Result<Tensor> {
+        let q = self.read(module, param)?;
         let mut t = q.dequantize(&self.device)?;
         if self.options.dequantize() && self.stored_layout == RopeLayout::Interleaved {
-            if let Some(heads) = self.rope_heads(name) {
+            if let Some(heads) = self.rope_heads(module) {
                 t = match t.rank() {
                     1 => unpermute_interleaved_rope(&t.unsqueeze(1)?, heads)?.squeeze(1)?,
                     _ => unpermute_interleaved_rope(&t, heads)?,
@@ -265,12 +305,11 @@ impl TensorSource for GgufSource<'_> {
         Ok(t.to_dtype(self.options.dtype)?)
     }
 
-    fn linear_weight(&mut self, name: &str) -> Result<LinearWeight> {
+    fn linear_weight(&mut self, module: Module) -> Result<LinearWeight> {
         if self.options.dequantize() {
-            return Ok(LinearWeight::Dense(self.dense(name)?));
+            return Ok(LinearWeight::Dense(self.dense(module, Param::Weight)?));
         }
-        let gguf_name = self.gguf_name(name)?;
-        let mut q = self.file.tensor(&gguf_name, &self.device)?;
+        let mut q = self.read(module, Param::Weight)?;
         // The packed kernels multiply Q4_0, Q4_1 and Q8_0 blocks as stored; candle's fast paths
         // need Q8_0 (or a K-quant).
         let packed = self.device.is_cpu() && crate::packed::multiplies_as_stored(q.dtype());
@@ -284,6 +323,7 @@ impl TensorSource for GgufSource<'_> {
 
 struct SafetensorsSource {
     tensors: MmapedSafetensors,
+    arch: &'static ArchSpec,
     dir: PathBuf,
     device: Device,
     dtype: DType,
@@ -297,23 +337,25 @@ impl TensorSource for SafetensorsSource {
         format!("`{}`", self.dir.display())
     }
 
-    fn contains(&self, name: &str) -> bool {
-        self.tensors.get(name).is_ok()
+    fn contains(&self, module: Module) -> bool {
+        let name = self.arch.hf_names.tensor(module, Param::Weight);
+        self.tensors.get(&name).is_ok()
     }
 
-    fn dense(&mut self, name: &str) -> Result<Tensor> {
-        if !self.contains(name) {
+    fn dense(&mut self, module: Module, param: Param) -> Result<Tensor> {
+        let name = self.arch.hf_names.tensor(module, param);
+        if self.tensors.get(&name).is_err() {
             bail!("{} has no tensor `{name}`", self.describe());
         }
         let t = self
             .tensors
-            .load(name, &self.device)
+            .load(&name, &self.device)
             .with_context(|| format!("reading tensor `{name}` from {}", self.describe()))?;
         Ok(t.to_dtype(self.dtype)?)
     }
 
-    fn linear_weight(&mut self, name: &str) -> Result<LinearWeight> {
-        let dense = self.dense(name)?;
+    fn linear_weight(&mut self, module: Module) -> Result<LinearWeight> {
+        let dense = self.dense(module, Param::Weight)?;
         let whole_blocks = dense
             .dims()
             .last()
@@ -347,14 +389,16 @@ fn weight_shape(w: &LinearWeight) -> Vec<usize> {
 }
 
 fn build_llama(
+    arch: &'static ArchSpec,
     config: ModelConfig,
     layout: RopeLayout,
     src: &mut dyn TensorSource,
 ) -> Result<Llama> {
-    let parts = read_model(&config, src, |_, _| true, Ok)?;
+    let parts = read_model(ModelReader::new(arch, &config, src), |_, _| true, Ok)?;
     let mut config = config;
     config.tie_word_embeddings = parts.tied;
     Llama::new(
+        arch,
         config,
         layout,
         Embedding(parts.embed.expect("asked for")),
@@ -375,130 +419,133 @@ struct ModelParts<L> {
     tied: bool,
 }
 
-/// Reads every tensor of a model, checking each one's presence and shape against the
-/// configuration. Each layer goes through `per_layer` as soon as it is read (so a caller
-/// can repack it and let candle's copy go); the LM head is read before the embedding
-/// table, which is read only when `want_table(&lm_head, tied)`.
-fn read_model<L>(
-    config: &ModelConfig,
-    src: &mut dyn TensorSource,
-    want_table: impl FnOnce(&Linear, bool) -> bool,
-    mut per_layer: impl FnMut(Block) -> Result<L>,
-) -> Result<ModelParts<L>> {
-    let c = config;
-    let (hidden, inter) = (c.hidden_size, c.intermediate_size);
-    let q_out = c.num_attention_heads * c.head_dim;
-    let kv_out = c.num_key_value_heads * c.head_dim;
+/// Reads modules from a [`TensorSource`], checking each tensor's presence and shape
+/// against the configuration; messages name tensors as Hugging Face checkpoints of the
+/// architecture do.
+pub(crate) struct ModelReader<'a> {
+    pub(crate) arch: &'static ArchSpec,
+    pub(crate) config: &'a ModelConfig,
+    src: &'a mut dyn TensorSource,
+}
 
-    let check = |name: &str, got: Vec<usize>, want: &[usize], src: &dyn TensorSource| {
+impl<'a> ModelReader<'a> {
+    fn new(
+        arch: &'static ArchSpec,
+        config: &'a ModelConfig,
+        src: &'a mut dyn TensorSource,
+    ) -> Self {
+        Self { arch, config, src }
+    }
+
+    fn name(&self, module: Module, param: Param) -> String {
+        self.arch.hf_names.tensor(module, param)
+    }
+
+    /// Fails unless `got == want`; `implies` words the message for shapes the
+    /// configuration implies rather than states.
+    fn check(
+        &self,
+        module: Module,
+        param: Param,
+        got: &[usize],
+        want: &[usize],
+        implied: bool,
+    ) -> Result<()> {
         if got != want {
+            let expected = if implied {
+                "the configuration implies"
+            } else {
+                "expected"
+            };
             bail!(
-                "{}: tensor `{name}` has shape {got:?}, the configuration implies {want:?}",
-                src.describe()
+                "{}: tensor `{}` has shape {got:?}, {expected} {want:?}",
+                self.src.describe(),
+                self.name(module, param)
             );
         }
         Ok(())
-    };
-    let linear = |src: &mut dyn TensorSource,
-                  name: &str,
-                  out: usize,
-                  inp: usize,
-                  bias: bool|
-     -> Result<Linear> {
-        let w = src.linear_weight(&format!("{name}.weight"))?;
-        check(
-            &format!("{name}.weight"),
-            weight_shape(&w),
-            &[out, inp],
-            src,
-        )?;
+    }
+
+    /// The `[out, inp]` projection `module`, with a `[out]` bias when `bias`.
+    pub(crate) fn linear(
+        &mut self,
+        module: Module,
+        out: usize,
+        inp: usize,
+        bias: bool,
+    ) -> Result<Linear> {
+        let w = self.src.linear_weight(module)?;
+        self.check(module, Param::Weight, &weight_shape(&w), &[out, inp], true)?;
         let b = if bias {
-            let b = src.dense(&format!("{name}.bias"))?;
-            if b.dims() != [out] {
-                bail!(
-                    "{}: tensor `{name}.bias` has shape {:?}, expected [{out}]",
-                    src.describe(),
-                    b.dims()
-                );
-            }
+            let b = self.src.dense(module, Param::Bias)?;
+            self.check(module, Param::Bias, b.dims(), &[out], false)?;
             Some(b)
         } else {
             None
         };
         Ok(Linear::new(w, b)?)
-    };
-    let norm = |src: &mut dyn TensorSource, name: &str| -> Result<RmsNorm> {
-        let w = src.dense(name)?;
-        if w.dims() != [hidden] {
-            bail!(
-                "{}: tensor `{name}` has shape {:?}, expected [{hidden}]",
-                src.describe(),
-                w.dims()
-            );
-        }
-        Ok(RmsNorm::new(w, c.rms_norm_eps))
-    };
+    }
 
-    let bias = c.architecture.has_qkv_bias();
+    /// The RMSNorm `module` over the hidden size.
+    pub(crate) fn norm(&mut self, module: Module) -> Result<RmsNorm> {
+        let w = self.src.dense(module, Param::Weight)?;
+        self.check(
+            module,
+            Param::Weight,
+            w.dims(),
+            &[self.config.hidden_size],
+            false,
+        )?;
+        Ok(RmsNorm::new(w, self.config.rms_norm_eps))
+    }
+
+    /// The `[vocab, hidden]` embedding table, dense.
+    fn embedding_table(&mut self) -> Result<Tensor> {
+        let embed = self.src.dense(Module::Embedding, Param::Weight)?;
+        let want = [self.config.vocab_size, self.config.hidden_size];
+        self.check(Module::Embedding, Param::Weight, embed.dims(), &want, false)?;
+        Ok(embed)
+    }
+}
+
+/// Reads every tensor of a model. Each layer goes through `per_layer` as soon as it is
+/// read (so a caller can repack it and let candle's copy go); the LM head is read before
+/// the embedding table, which is read only when `want_table(&lm_head, tied)`.
+fn read_model<L>(
+    mut reader: ModelReader<'_>,
+    want_table: impl FnOnce(&Linear, bool) -> bool,
+    mut per_layer: impl FnMut(Block) -> Result<L>,
+) -> Result<ModelParts<L>> {
+    let c = reader.config;
     let mut layers = Vec::with_capacity(c.num_hidden_layers);
     for i in 0..c.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        layers.push(per_layer(Block {
-            input_layernorm: norm(src, &format!("{p}.input_layernorm.weight"))?,
-            self_attn: Attention {
-                q_proj: linear(src, &format!("{p}.self_attn.q_proj"), q_out, hidden, bias)?,
-                k_proj: linear(src, &format!("{p}.self_attn.k_proj"), kv_out, hidden, bias)?,
-                v_proj: linear(src, &format!("{p}.self_attn.v_proj"), kv_out, hidden, bias)?,
-                o_proj: linear(src, &format!("{p}.self_attn.o_proj"), hidden, q_out, false)?,
-            },
-            post_attention_layernorm: norm(src, &format!("{p}.post_attention_layernorm.weight"))?,
-            mlp: Mlp {
-                gate_proj: linear(src, &format!("{p}.mlp.gate_proj"), inter, hidden, false)?,
-                up_proj: linear(src, &format!("{p}.mlp.up_proj"), inter, hidden, false)?,
-                down_proj: linear(src, &format!("{p}.mlp.down_proj"), hidden, inter, false)?,
-            },
-        })?);
+        layers.push(per_layer(Block::load(&mut reader, i)?)?);
     }
-    let final_norm = norm(src, "model.norm.weight")?;
-    let tied = !src.contains("lm_head.weight") || c.tie_word_embeddings;
-    let read_table = |src: &mut dyn TensorSource| -> Result<Tensor> {
-        let embed = src.dense("model.embed_tokens.weight")?;
-        if embed.dims() != [c.vocab_size, hidden] {
-            bail!(
-                "{}: tensor `model.embed_tokens.weight` has shape {:?}, expected [{}, {hidden}]",
-                src.describe(),
-                embed.dims(),
-                c.vocab_size
-            );
-        }
-        Ok(embed)
-    };
+    let final_norm = reader.norm(Module::FinalNorm)?;
+    let tied = !reader.src.contains(Module::LmHead) || c.tie_word_embeddings;
     let (lm_head, embed) = if !tied {
-        let lm_head = linear(src, "lm_head", c.vocab_size, hidden, false)?;
+        let lm_head = reader.linear(Module::LmHead, c.vocab_size, c.hidden_size, false)?;
         let embed = want_table(&lm_head, tied)
-            .then(|| read_table(src))
+            .then(|| reader.embedding_table())
             .transpose()?;
         (lm_head, embed)
     } else {
         // Tied: multiply by the embedding table, kept quantized when the file stores it so.
-        match src.linear_weight("model.embed_tokens.weight")? {
+        match reader.src.linear_weight(Module::Embedding)? {
             LinearWeight::Dense(_) => {
-                let embed = read_table(src)?;
+                let embed = reader.embedding_table()?;
                 (
                     Linear::new(LinearWeight::Dense(embed.clone()), None)?,
                     Some(embed),
                 )
             }
             quantized => {
-                check(
-                    "model.embed_tokens.weight",
-                    weight_shape(&quantized),
-                    &[c.vocab_size, hidden],
-                    src,
-                )?;
+                let want = [c.vocab_size, c.hidden_size];
+                let got = weight_shape(&quantized);
+                reader.check(Module::Embedding, Param::Weight, &got, &want, true)?;
                 let lm_head = Linear::new(quantized, None)?;
                 let embed = want_table(&lm_head, tied)
-                    .then(|| read_table(src))
+                    .then(|| reader.embedding_table())
                     .transpose()?;
                 (lm_head, embed)
             }

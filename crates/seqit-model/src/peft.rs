@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use seqit_core::durable::{atomic_write, atomic_write_with};
 use serde::{Deserialize, Serialize};
 
+use crate::arch::{LayerModule, Module};
 use crate::config::RopeLayout;
 use crate::gguf::permute_for_interleaved_rope;
 use crate::linear::{LinearWeight, LoraAdapter};
@@ -174,8 +175,10 @@ pub fn apply_peft_adapter(model: &mut Llama, dir: &Path) -> Result<usize> {
     let interleaved = model.rope_layout == RopeLayout::Interleaved;
     let dtype = model.dtype();
     let device = model.device().clone();
+    let names = model.arch().hf_names;
     let mut applied = 0;
-    for (module, linear) in model.projections_mut() {
+    for (id, linear) in model.projection_modules_mut() {
+        let module = names.module(id);
         let a_name = peft_tensor_name(&module, "lora_A");
         let b_name = peft_tensor_name(&module, "lora_B");
         let (Some(a), Some(b)) = (tensors.remove(&a_name), tensors.remove(&b_name)) else {
@@ -198,9 +201,9 @@ pub fn apply_peft_adapter(model: &mut Llama, dir: &Path) -> Result<usize> {
             );
         }
         // llama.cpp's Q/K rows are permuted for interleaved RoPE: so must B's be.
-        let b = match (interleaved, module.rsplit('.').next()) {
-            (true, Some("q_proj")) => permute_for_interleaved_rope(&b, heads)?,
-            (true, Some("k_proj")) => permute_for_interleaved_rope(&b, kv_heads)?,
+        let b = match (interleaved, id) {
+            (true, Module::Layer(_, LayerModule::Q)) => permute_for_interleaved_rope(&b, heads)?,
+            (true, Module::Layer(_, LayerModule::K)) => permute_for_interleaved_rope(&b, kv_heads)?,
             _ => b,
         };
         let adapter_dtype = match linear.weight() {
@@ -224,7 +227,7 @@ pub fn apply_peft_adapter(model: &mut Llama, dir: &Path) -> Result<usize> {
         bail!(
             "{}: tensor `{name}` matches no projection of the model (expected names like `{}`)",
             path.display(),
-            peft_tensor_name("model.layers.0.self_attn.q_proj", "lora_A")
+            peft_tensor_name(&names.module(Module::Layer(0, LayerModule::Q)), "lora_A")
         );
     }
     if applied == 0 {

@@ -40,7 +40,8 @@ pub use recipe::{
 pub use schedule::{learning_rate, Schedule};
 pub use settings::TrainSettings;
 pub use tokenize::{
-    chat_tokenizer, explain_example, tokenize_example, ChatFormat, TokenPiece, TokenizedExample,
+    chat_tokenizer, explain_example, explain_record, tokenize_example, ChatFormat, TokenPiece,
+    TokenizedExample,
 };
 pub use trainable::{full_finetuning, lora, LoraSettings, TrainableModel};
 pub use trainer::{latest_checkpoint, truncate_examples, StepMetrics, TrainConfig, Trainer};

@@ -145,6 +145,27 @@ pub fn explain_example(
         .collect())
 }
 
+/// Record `index` (0-based) of a training file as [`explain_example`] shows it, rendered
+/// with `model`'s tokenizer (`None`: the default model) in `format` (`seqit data show`).
+pub fn explain_record(
+    file: &std::path::Path,
+    model: Option<&str>,
+    format: &ChatFormat,
+    index: usize,
+) -> Result<Vec<TokenPiece>> {
+    let model = seqit_engine::resolve_model(model)?;
+    let mut conversations = crate::read_conversations(file, format)?;
+    if index >= conversations.len() {
+        anyhow::bail!(
+            "{}: --index {index} is out of range: the file has {} records",
+            file.display(),
+            conversations.len()
+        );
+    }
+    let (tokenizer, template) = chat_tokenizer(&model, format)?;
+    explain_example(&tokenizer, &template, &conversations.swap_remove(index))
+}
+
 /// An example with its rendered text and each token's character span in it.
 struct Rendered {
     example: TokenizedExample,

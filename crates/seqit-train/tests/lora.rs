@@ -88,14 +88,9 @@ fn frozen_tensors(model: &mut TrainableModel) -> Vec<(String, Tensor)> {
         out.push(("lm_head".into(), w.clone()));
     }
     for (i, block) in llama.layers.iter().enumerate() {
-        out.push((
-            format!("{i}.in_norm"),
-            block.input_layernorm.weight().clone(),
-        ));
-        out.push((
-            format!("{i}.post_norm"),
-            block.post_attention_layernorm.weight().clone(),
-        ));
+        for (part, norm) in block.norms() {
+            out.push((format!("{i}.{part:?}"), norm.weight().clone()));
+        }
     }
     for (name, linear) in llama.projections_mut() {
         let LinearWeight::Dense(w) = linear.weight() else {
