@@ -14,7 +14,9 @@
 //!   sub-steps.
 //! * [`augment()`], [`build_seqeval`], [`synthesize_seqeval`] — the whole jobs behind
 //!   `seqit augment` and `seqit seqeval build|synth`, the teacher opened from
-//!   [`TeacherSettings`]: settings in, summaries out, nothing printed.
+//!   [`TeacherSettings`]: settings in, summaries out, nothing printed. Their settings
+//!   ([`AugmentOptions`], [`SeqevalBuildOptions`], [`SeqevalSynthOptions`]) are what
+//!   clap parses and what `seqit run` turns back into flags.
 
 mod augment;
 mod extract;
@@ -23,6 +25,7 @@ mod job;
 mod option;
 mod prompts;
 mod seqeval;
+mod settings;
 mod state;
 mod stats;
 mod teacher;
@@ -45,7 +48,8 @@ pub use option::{parse_option, Edit, ParsedOption, Rule};
 pub use prompts::{PromptSet, Stage, CLASSIFY_SHOTS, PROMPT_FILES, REWRITE_SHOTS};
 pub use seqit_core::progress::{Progress, Silent};
 pub use stats::{AugmentStats, IterationStats, PaperShares, PAPER_ALPACA, PAPER_FLAN};
-pub use teacher::{item_rng, Asked, Teacher, TeacherInfo, TeacherSettings, DEFAULT_CACHE_FILE};
+pub use settings::{AugmentOptions, SeqevalBuildOptions, SeqevalSynthOptions};
+pub use teacher::{item_rng, Asked, Teacher, TeacherInfo, TeacherSettings};
 pub use verified::{
     DepthYield, VerifiedAugmenter, VerifiedState, VerifiedTry, VerifyOutcome, VerifySettings,
     VerifyStats,

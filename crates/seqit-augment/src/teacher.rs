@@ -9,9 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use seqit_core::durable::parent_dir;
 use seqit_core::{Prompt, SamplingParams};
 use seqit_data::SeededRng;
-use seqit_llm::{BackendSpec, Cache, Client, Ledger, LlmRequest, PriceTable};
+use seqit_llm::{
+    BackendSpec, Cache, Client, EndpointCacheSettings, Ledger, LlmRequest, PriceTable,
+    DEFAULT_CACHE_FILE,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -106,46 +110,86 @@ impl Teacher {
     }
 }
 
-/// Name of the default request cache, in the output's directory.
-pub const DEFAULT_CACHE_FILE: &str = "seqit-cache.sqlite";
-
-/// How to reach the teacher and keep its answers: what `seqit augment` and
-/// `seqit seqeval build` share.
-#[derive(Debug, Clone)]
+/// The teacher and its decoding, as `seqit augment` and `seqit seqeval build` take
+/// them from flags (and `seqit run` writes them back as flags).
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[command(next_help_heading = "Teacher")]
 pub struct TeacherSettings {
-    /// API base of an OpenAI-compatible teacher; `None`: the local engine.
-    pub endpoint: Option<String>,
-    /// Model name at the endpoint, or a local `.gguf` / Hugging Face directory
-    /// (`None`: the default model).
-    pub model: Option<String>,
+    /// API base of an OpenAI-compatible teacher (e.g. `http://localhost:8000/v1`);
+    /// without it the local default model is the teacher.
+    #[arg(long, env = "SEQIT_TEACHER_ENDPOINT")]
+    pub teacher_endpoint: Option<String>,
+    /// Model name at the endpoint, or a local `.gguf` / HF directory (default
+    /// `smollm2-135m`).
+    #[arg(long, env = "SEQIT_TEACHER_MODEL")]
+    pub teacher_model: Option<String>,
     /// Environment variable holding the endpoint's API key.
+    #[arg(long, default_value = seqit_llm::DEFAULT_API_KEY_ENV)]
     pub api_key_env: String,
-    /// Most requests in flight at once (at least 1).
+    /// Most teacher requests in flight at once. Twice as many items are worked on, so
+    /// the teacher always has requests waiting while items are between steps.
+    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
-    /// Seconds one HTTP attempt may take (above 0).
-    pub timeout_secs: f64,
+    /// Seconds one HTTP attempt may take.
+    #[arg(long, default_value_t = 300.0)]
+    pub timeout: f64,
     /// Retries of a failed request.
+    #[arg(long, default_value_t = 8)]
     pub max_retries: u32,
-    /// Most sequences the local engine decodes together.
+    /// Most sequences the local teacher decodes together.
+    #[arg(long, default_value_t = 16)]
     pub local_batch: usize,
-    /// Largest response body accepted from the endpoint, in bytes.
-    pub max_response_bytes: usize,
-    /// Let endpoints that serve the same model name share cached answers.
-    pub share_cache_across_endpoints: bool,
-    /// The request cache (SQLite); `None`: [`DEFAULT_CACHE_FILE`] in the output's
-    /// directory.
+    /// Request cache (SQLite); default `seqit-cache.sqlite` next to `--output`.
+    #[arg(long, conflicts_with = "no_cache")]
     pub cache: Option<PathBuf>,
-    /// Neither read nor write the request cache (a killed run then asks again).
+    /// Neither read nor write the request cache (a killed run then re-asks).
+    #[arg(long)]
     pub no_cache: bool,
-    /// Prices per model per 1M tokens (TOML or JSON), for the cost figure.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub endpoint_cache: EndpointCacheSettings,
+    /// Prices per model per 1M tokens (TOML or JSON) for the cost figure.
+    #[arg(long)]
     pub prices: Option<PathBuf>,
-    /// Directory with the prompt files; `None`: the built-in set.
+    /// Directory with your own prompt files (templates.toml, classify_examples.toml,
+    /// rewrite_examples.toml); default: the built-in `seq-instruct/v2`.
+    #[arg(long)]
     pub prompts: Option<PathBuf>,
-    /// Appends one JSON line per request here (see [`Teacher::with_request_log`]).
+    /// Append one JSON line per teacher request (id, iteration, purpose, cached).
+    #[arg(long)]
     pub request_log: Option<PathBuf>,
+    /// Seed of the example shuffles, depth assignment and sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Most new tokens per teacher answer.
+    #[arg(long, default_value_t = 2048)]
+    pub max_tokens: usize,
+    /// Sampling temperature of the teacher.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Nucleus sampling mass of the teacher.
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f64,
+    /// 0 disables top-k filtering.
+    #[arg(long, default_value_t = 50)]
+    pub top_k: usize,
 }
 
 impl TeacherSettings {
+    /// The paper's decoding with these settings' values, checked.
+    pub fn decoding(&self) -> Result<SamplingParams> {
+        let params = SamplingParams {
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            ..crate::paper_decoding(self.seed)
+        };
+        params.validate().map_err(anyhow::Error::msg)?;
+        Ok(params)
+    }
+
     /// Items worked on at once: twice the requests in flight, so that the teacher
     /// always has requests waiting while items are between steps.
     pub fn items_in_flight(&self) -> usize {
@@ -157,10 +201,11 @@ impl TeacherSettings {
         if self.no_cache {
             return None;
         }
-        Some(self.cache.clone().unwrap_or_else(|| {
-            let dir = output.parent().filter(|d| !d.as_os_str().is_empty());
-            dir.unwrap_or(Path::new(".")).join(DEFAULT_CACHE_FILE)
-        }))
+        Some(
+            self.cache
+                .clone()
+                .unwrap_or_else(|| parent_dir(output).join(DEFAULT_CACHE_FILE)),
+        )
     }
 
     /// The prompt set: the files in `prompts`, else the built-in one.
@@ -175,27 +220,27 @@ impl TeacherSettings {
         if self.concurrency == 0 {
             bail!("`--concurrency` must be at least 1");
         }
-        if !(self.timeout_secs.is_finite() && self.timeout_secs > 0.0) {
+        if !(self.timeout.is_finite() && self.timeout > 0.0) {
             bail!(
                 "`--timeout` must be a number of seconds > 0, got {}",
-                self.timeout_secs
+                self.timeout
             );
         }
-        let mut spec = match &self.endpoint {
-            Some(url) => BackendSpec::remote(url.clone(), self.model.clone()),
-            None => BackendSpec::local(self.model.clone()),
+        let mut spec = match &self.teacher_endpoint {
+            Some(url) => BackendSpec::remote(url.clone(), self.teacher_model.clone()),
+            None => BackendSpec::local(self.teacher_model.clone()),
         };
         spec.api_key_env = self.api_key_env.clone();
         spec.concurrency = self.concurrency;
-        spec.timeout = Duration::from_secs_f64(self.timeout_secs);
+        spec.timeout = Duration::from_secs_f64(self.timeout);
         spec.max_retries = self.max_retries;
         spec.local_max_batch = self.local_batch.max(1);
-        spec.max_response_bytes = self.max_response_bytes;
+        spec.max_response_bytes = self.endpoint_cache.max_response_bytes;
         let backend = seqit_llm::open_backend(&spec).await?;
         let prices = self.prices.as_deref().map(PriceTable::load).transpose()?;
         let mut client = Client::new(backend.clone())
             .with_ledger(Arc::new(Ledger::new(prices)))
-            .share_cache_across_endpoints(self.share_cache_across_endpoints);
+            .share_cache_across_endpoints(self.endpoint_cache.share_cache_across_endpoints);
         if let Some(path) = self.cache_path(output) {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)
@@ -205,7 +250,7 @@ impl TeacherSettings {
         }
         let info = TeacherInfo {
             model: backend.model().to_string(),
-            endpoint_kind: if self.endpoint.is_some() {
+            endpoint_kind: if self.teacher_endpoint.is_some() {
                 "remote"
             } else {
                 "local"

@@ -2,32 +2,35 @@
 //! opened from [`TeacherSettings`] with the request cache beside the output, settings
 //! refused before any request, and the summaries the CLI prints.
 
-use seqit_augment::{
-    AugmentJob, AugmentPaths, AugmentSettings, Silent, SynthJob, TeacherSettings,
-    DEFAULT_CACHE_FILE,
-};
+use seqit_augment::{AugmentJob, AugmentPaths, AugmentSettings, Silent, SynthJob, TeacherSettings};
 use seqit_data::{Record, Schema, WriteOptions};
 use seqit_faultserver::{FaultConfig, FaultServer, ScriptRule};
+use seqit_llm::DEFAULT_CACHE_FILE;
 use seqit_testkit::read_jsonl;
 use seqit_verify::{perfect_answer, SynthSettings};
 
 fn teacher(url: &str) -> TeacherSettings {
-    TeacherSettings {
-        endpoint: Some(url.into()),
-        model: Some("scripted".into()),
-        api_key_env: seqit_llm::DEFAULT_API_KEY_ENV.into(),
-        concurrency: 2,
-        timeout_secs: 30.0,
-        max_retries: 0,
-        local_batch: 1,
-        max_response_bytes: seqit_llm::DEFAULT_MAX_RESPONSE_BYTES,
-        share_cache_across_endpoints: false,
-        cache: None,
-        no_cache: false,
-        prices: None,
-        prompts: None,
-        request_log: None,
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        teacher: TeacherSettings,
     }
+    let flags = [
+        "augment",
+        "--teacher-endpoint",
+        url,
+        "--teacher-model",
+        "scripted",
+        "--concurrency",
+        "2",
+        "--timeout",
+        "30",
+        "--max-retries",
+        "0",
+        "--local-batch",
+        "1",
+    ];
+    <Flags as clap::Parser>::parse_from(flags).teacher
 }
 
 #[tokio::test]

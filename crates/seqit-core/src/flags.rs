@@ -37,6 +37,26 @@ pub fn to_flags<T: Serialize>(settings: &T) -> Vec<String> {
     flags
 }
 
+/// `#[serde(serialize_with = "seqit_core::flags::as_text")]` for a flag value that
+/// clap parses with `FromStr`: it serializes as its `Display` text.
+pub fn as_text<T: std::fmt::Display, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+/// [`as_text`] for an optional flag value.
+pub fn as_optional_text<T: std::fmt::Display, S: serde::Serializer>(
+    value: &Option<T>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => serializer.collect_str(value),
+        None => serializer.serialize_none(),
+    }
+}
+
 fn scalar(key: &str, value: Value) -> String {
     match value {
         Value::String(text) => text,

@@ -59,10 +59,10 @@ pub use ledger::{thousands, Estimate, Ledger, ModelTally, Price, PriceTable};
 pub use local::LocalBackend;
 pub use open::{open_backend, BackendSpec};
 pub use remote::{
-    ApiKey, MultiSampleMode, RemoteBackend, RemoteConfig, DEFAULT_API_KEY_ENV,
-    DEFAULT_MAX_RESPONSE_BYTES,
+    ApiKey, EndpointCacheSettings, MultiSampleMode, RemoteBackend, RemoteConfig, RemoteSettings,
+    DEFAULT_API_KEY_ENV, DEFAULT_CACHE_FILE, DEFAULT_MAX_RESPONSE_BYTES,
 };
 pub use seqit_core::SamplingParams;
-pub use structured::check_reply;
+pub use structured::{check_reply, Switch};
 pub use tls::{tls_roots, TlsRoots};
 pub use types::{EndpointKind, Llm, LlmRequest, LlmResponse, MultiSample, Sample, Usage};

@@ -77,3 +77,21 @@ mod tests {
         assert!(check_reply(&grammar, "é4x").is_err());
     }
 }
+
+/// An on/off flag value (`--structured on|off`): whether replies are constrained to
+/// the format their parser reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    /// Constrained.
+    On,
+    /// Free text.
+    Off,
+}
+
+impl Switch {
+    /// Whether it is on.
+    pub fn is_on(self) -> bool {
+        self == Switch::On
+    }
+}

@@ -10,6 +10,7 @@
 
 mod limiter;
 mod retry;
+mod settings;
 pub mod wire;
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -25,6 +26,7 @@ use tokio::sync::Semaphore;
 
 pub use self::limiter::TokenBucket;
 pub use self::retry::{parse_retry_after, Backoff};
+pub use self::settings::{EndpointCacheSettings, RemoteSettings, DEFAULT_CACHE_FILE};
 use self::wire::{parse_response, ParseError, RequestBody};
 use crate::error::LlmError;
 use crate::structured::check_reply;
@@ -73,7 +75,8 @@ impl std::fmt::Display for ApiKey {
 }
 
 /// How requests with `n > 1` are sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum MultiSampleMode {
     /// Try `n` on the first such request; if the server refuses it (HTTP 400/422) or
     /// answers fewer choices, ask sample by sample from then on.
