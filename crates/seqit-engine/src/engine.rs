@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use seqit_core::{
     Completion, Constraint, FinishReason, Prompt, SamplingParams, TokenLogprob, TopLogprob,
 };
@@ -52,6 +52,14 @@ pub struct EngineOptions {
     /// Memory for the keys and values of cached prompt prefixes, in MiB (0 disables
     /// prefix caching). Used on the packed decoder path only.
     pub prefix_cache_mib: usize,
+    /// Where the model runs. On a GPU the packed CPU decoder is not used, and
+    /// [`WeightStorage::Fast`] means dense weights in `dtype` (cuBLAS matmuls suit batched
+    /// decoding); [`WeightStorage::AsStored`] keeps GGUF blocks for candle's quantized
+    /// matmul.
+    pub device: Device,
+    /// Dtype of dense weights and activations: f32 on the CPU (where bf16/f16 are
+    /// computed through f32), bf16 on GPUs.
+    pub dtype: DType,
 }
 
 /// Default prefix-cache budget in MiB (about 11,000 tokens of SmolLM2-135M).
@@ -63,6 +71,8 @@ impl Default for EngineOptions {
             weights: WeightStorage::Fast,
             max_batch: 16,
             prefix_cache_mib: DEFAULT_PREFIX_CACHE_MIB,
+            device: Device::Cpu,
+            dtype: DType::F32,
         }
     }
 }
@@ -115,25 +125,32 @@ impl Engine {
     }
 
     fn open(path: &Path, options: EngineOptions, packed_only: bool) -> Result<Self> {
+        let on_cpu = options.device.is_cpu();
         let load_options = LoadOptions {
-            weights: options.weights,
-            ..LoadOptions::default()
+            weights: match options.weights {
+                WeightStorage::Fast if !on_cpu => WeightStorage::Dequantized,
+                other => other,
+            },
+            dtype: options.dtype,
         };
         let cannot = || format!("cannot load model `{}`", path.display());
-        let (weights, gguf) =
-            if packed_only && path.is_file() && options.weights != WeightStorage::AsStored {
-                let mut file = GgufFile::open(path).with_context(cannot)?;
-                let weights = match load_packed_gguf(&mut file).with_context(cannot)? {
-                    Some(decoder) => Weights::Packed(Arc::new(decoder)),
-                    None => Weights::Model(Box::new(
-                        load_gguf(&mut file, &Device::Cpu, load_options).with_context(cannot)?,
-                    )),
-                };
-                (weights, Some(file))
-            } else {
-                let loaded = load_model(path, &Device::Cpu, load_options).with_context(cannot)?;
-                (Weights::Model(Box::new(loaded.llama)), loaded.gguf)
+        let (weights, gguf) = if packed_only
+            && on_cpu
+            && path.is_file()
+            && options.weights != WeightStorage::AsStored
+        {
+            let mut file = GgufFile::open(path).with_context(cannot)?;
+            let weights = match load_packed_gguf(&mut file).with_context(cannot)? {
+                Some(decoder) => Weights::Packed(Arc::new(decoder)),
+                None => Weights::Model(Box::new(
+                    load_gguf(&mut file, &Device::Cpu, load_options).with_context(cannot)?,
+                )),
             };
+            (weights, Some(file))
+        } else {
+            let loaded = load_model(path, &options.device, load_options).with_context(cannot)?;
+            (Weights::Model(Box::new(loaded.llama)), loaded.gguf)
+        };
         let (tokenizer, template_source) = match &gguf {
             Some(file) => (
                 Tokenizer::from_gguf(file)?,
@@ -255,6 +272,14 @@ impl Engine {
             .as_ref()
             .map(PrefixCache::stats)
             .unwrap_or_default()
+    }
+
+    /// Where the model runs (the packed decoder always runs on the CPU).
+    pub fn device(&self) -> &Device {
+        match &self.weights {
+            Weights::Model(model) => model.device(),
+            Weights::Packed(_) => &Device::Cpu,
+        }
     }
 
     /// The model, unless the engine keeps only its packed weights.
@@ -520,7 +545,7 @@ impl Engine {
                 let keep: Vec<u32> = (0..active.len() as u32)
                     .filter(|&r| rows[active[r as usize]].finish.is_none())
                     .collect();
-                cache.select_rows(&Tensor::new(keep.as_slice(), &Device::Cpu)?)?;
+                cache.select_rows(&Tensor::new(keep.as_slice(), self.device())?)?;
                 next = keep.iter().map(|&r| next[r as usize]).collect();
                 pads = keep.iter().map(|&r| pads[r as usize]).collect();
                 active = keep.iter().map(|&r| active[r as usize]).collect();

@@ -355,3 +355,57 @@ fn an_engine_keeping_only_packed_weights_generates_the_same_tokens() {
         .keep_packed_weights_only();
     assert!(engine.model().is_some() && engine.packed_decoder().is_none());
 }
+
+/// The GPU path of the engine (candle's model with dense weights in bf16, no packed
+/// decoder, batched and padded) run on the CPU: every position's log-probabilities of a
+/// batch follow the f32 engine's within bf16 precision, and the greedy tokens agree
+/// wherever f32's margin is clear. A GPU runs the same code with another device.
+#[test]
+fn the_bf16_dense_path_follows_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = TinyModel::new(&TinyModelSpec::default())
+        .unwrap()
+        .write_hf_dir(dir.path())
+        .unwrap();
+    let requests: Vec<GenerationRequest> = ["a", "a longer prompt to pad the others", "three"]
+        .into_iter()
+        .map(|text| GenerationRequest {
+            prompt: user_prompt(text),
+            params: SamplingParams {
+                logprobs: Some(3),
+                ..greedy_exactly(6)
+            },
+        })
+        .collect();
+    let run = |dtype| {
+        let options = EngineOptions {
+            weights: WeightStorage::AsStored,
+            dtype,
+            ..EngineOptions::default()
+        };
+        let engine = Engine::load(&hf, options).unwrap();
+        assert!(engine.packed_decoder().is_none());
+        assert_eq!(engine.model().unwrap().dtype(), dtype);
+        engine.generate(&requests, &mut |_, _| {}).unwrap()
+    };
+    let (f32_run, bf16_run) = (run(candle_core::DType::F32), run(candle_core::DType::BF16));
+    for (exact, half) in f32_run.iter().zip(&bf16_run) {
+        let (exact, half) = (
+            exact.logprobs.as_ref().unwrap(),
+            half.logprobs.as_ref().unwrap(),
+        );
+        for (position, (e, h)) in exact.iter().zip(half).enumerate() {
+            let margin = e.top[0].logprob - e.top[1].logprob;
+            if e.token != h.token {
+                assert!(margin < 0.05, "position {position}: margin {margin}");
+                break; // The continuations differ from here on.
+            }
+            assert!(
+                (e.logprob - h.logprob).abs() < 0.05,
+                "position {position}: {} vs {}",
+                e.logprob,
+                h.logprob
+            );
+        }
+    }
+}
