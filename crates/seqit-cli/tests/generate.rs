@@ -253,3 +253,53 @@ fn bad_constraints_are_reported_before_generation() {
         stderr(&out)
     );
 }
+
+/// `--device`/`--dtype` reach the engine: a bf16 run of a file on the CPU takes the
+/// dense path a GPU takes (batched, padded, no packed decoder) and answers every record
+/// with the requested number of tokens; a CUDA device in a build without the feature is
+/// refused with the way to get one.
+#[test]
+fn device_and_dtype_flags_reach_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = TinyModel::new(&TinyModelSpec::default())
+        .unwrap()
+        .write_hf_dir(&dir.path().join("m"))
+        .unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": 1, \"prompt\": \"a\"}\n{\"id\": 2, \"prompt\": \"a much longer prompt\"}\n",
+    )
+    .unwrap();
+    let output = dir.path().join("out.jsonl");
+    let out = SEQIT.output([
+        "generate",
+        "--model",
+        hf.to_str().unwrap(),
+        "--dtype",
+        "bf16",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--max-tokens",
+        "5",
+        "--ignore-eos",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 2);
+    for record in &records {
+        assert_eq!(record["completion_tokens"], 5, "{record}");
+    }
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let out = SEQIT.output(["generate", "--prompt", "hi", "--device", "cuda"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("built without CUDA support"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use seqit_core::progress::Progress;
-use seqit_eval::run::xquad::{self, XquadJob};
-use seqit_eval::run::{ModelSpec, OutputSpec, SubjectSpec};
+use seqit_eval::run::xquad;
+use seqit_eval::run::{AnswererSettings, XquadSettings};
 use seqit_faultserver::{BackgroundFaultServer, FaultConfig, ScriptRule};
 use serde_json::{json, Value};
 
@@ -47,22 +47,12 @@ impl Progress for Recorder {
     }
 }
 
-fn subject(server: &BackgroundFaultServer, dir: &Path) -> SubjectSpec {
-    SubjectSpec {
-        model: ModelSpec {
-            endpoint: Some(server.url().to_string()),
-            model: Some("m".into()),
-            api_key_env: seqit_llm::DEFAULT_API_KEY_ENV.into(),
-            concurrency: 2,
-        },
-        raw: false,
-        output: OutputSpec {
-            dir: dir.to_path_buf(),
-            cache: None,
-            no_cache: false,
-            share_cache_across_endpoints: false,
-            max_response_bytes: seqit_llm::DEFAULT_MAX_RESPONSE_BYTES,
-        },
+fn subject(server: &BackgroundFaultServer, dir: &Path) -> AnswererSettings {
+    AnswererSettings {
+        endpoint: Some(server.url().to_string()),
+        model: Some("m".into()),
+        concurrency: 2,
+        ..AnswererSettings::new(dir.to_path_buf())
     }
 }
 
@@ -103,15 +93,9 @@ fn xquad_scores_german_items_against_the_english_gold() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("xquad");
-    let job = XquadJob {
-        data: vec![fixture("xquad.de.json")],
-        english: None,
-        limit: None,
-        max_tokens: 256,
-        prompts: None,
-    };
+    let job = XquadSettings::new(vec![fixture("xquad.de.json")], subject(&server, &out));
     let progress = Recorder::default();
-    let outcome = xquad::run(&job, &subject(&server, &out), &progress).unwrap();
+    let outcome = xquad::run(&job, &progress).unwrap();
     assert_eq!(server.log().len(), 3);
 
     let events = progress.events();
@@ -204,7 +188,7 @@ fn xquad_scores_german_items_against_the_english_gold() {
         json!(["result:", "answer:", "answer is", "result is"])
     );
 
-    let again = xquad::run(&job, &subject(&server, &out), &seqit_core::progress::Silent).unwrap();
+    let again = xquad::run(&job, &seqit_core::progress::Silent).unwrap();
     assert_eq!(server.log().len(), 3, "the second run asked again");
     assert_eq!(again.lines[1..], outcome.lines[1..]);
 }

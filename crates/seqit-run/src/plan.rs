@@ -4,6 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use seqit_eval::run::{
+    AnswererSettings, Gsm8kSettings, HumanevalSettings, JudgeSettings, MgsmSettings,
+    SeqevalSettings, ToFlags, XquadSettings,
+};
 use seqit_train::TrainSettings;
 use serde_json::{json, Value};
 
@@ -524,11 +528,8 @@ fn eval_stage(
     let name = format!("eval-{}-{}", e.stage_suffix(), model_name);
     let dir = exp.run_dir.join(&name);
     let (target, model, train_stage) = eval_target(exp, model_name);
-    let judge = e.judge.as_ref().map(|j| exp.model(j));
-    let mut cmd = strings(&["eval", e.benchmark.as_str()]);
     let mut inputs: Vec<PathBuf> = Vec::new();
     let mut deps: Vec<String> = train_stage.into_iter().collect();
-    let mut data_items = 0usize;
     if train_stage_output(&model, exp) {
         inputs.push(PathBuf::from(&model.model));
     } else if exp.config.models.contains_key(&target) {
@@ -540,16 +541,11 @@ fn eval_stage(
         Benchmark::Seqeval => e.data.clone().or_else(|| seqeval.map(Path::to_path_buf)),
         _ => e.data.clone(),
     };
+    let files = data
+        .as_deref()
+        .map_or_else(Vec::new, |data| benchmark_files(e.benchmark, data));
+    let data_items: usize = files.iter().map(|f| count_items(e.benchmark, f)).sum();
     if let Some(data) = &data {
-        let flag = if e.benchmark == Benchmark::Humaneval {
-            "--problems"
-        } else {
-            "--data"
-        };
-        for file in benchmark_files(e.benchmark, data) {
-            cmd.extend([flag.to_string(), path_str(&file)]);
-            data_items += count_items(e.benchmark, &file);
-        }
         inputs.push(data.clone());
         if e.benchmark == Benchmark::Seqeval
             && e.data.is_none()
@@ -558,28 +554,19 @@ fn eval_stage(
             deps.push("seqeval-build".into());
         }
     }
-    cmd.extend(model_flags("", &model));
-    if let (Some(judge), Some(name)) = (&judge, &e.judge) {
-        cmd.extend(model_flags("judge-", judge));
+    if let Some(name) = &e.judge {
         inputs.extend(model_inputs(exp, name));
     }
-    cmd.extend(["--output".into(), path_str(&dir)]);
-    push_opt(&mut cmd, "--limit", e.limit);
-    push_opt(&mut cmd, "--max-tokens", e.max_tokens);
-    push_opt(&mut cmd, "--samples", e.samples);
-    push_opt(&mut cmd, "--temperature", e.temperature);
-    if let Some(dir) = &e.exemplars {
-        cmd.extend(["--exemplars".into(), path_str(dir)]);
-        inputs.push(dir.clone());
-    }
+    inputs.extend(e.exemplars.iter().cloned());
+    let mut answerer = answerer_settings(&model, dir.clone());
+    answerer.limit = e.limit;
     if e.benchmark != Benchmark::Humaneval {
-        let cache = c
-            .run
-            .cache
-            .clone()
-            .unwrap_or_else(|| exp.run_dir.join("cache.sqlite"));
-        cmd.extend(["--cache".into(), path_str(&cache)]);
+        let cache = c.run.cache.clone();
+        answerer.cache = Some(cache.unwrap_or_else(|| exp.run_dir.join("cache.sqlite")));
     }
+    let judge = e.judge.as_ref().map(|j| judge_settings(&exp.model(j)));
+    let mut cmd = vec!["eval".to_string(), e.benchmark.as_str().to_string()];
+    cmd.extend(eval_flags(e, files, answerer, judge));
     cmd.extend(e.args.iter().cloned());
 
     let items = match e.benchmark {
@@ -624,6 +611,73 @@ fn eval_stage(
             tokens: items * per_item * (max_tokens + 300),
             note: format!("{items} items x {per_item} requests"),
         },
+    }
+}
+
+/// The flags of `seqit eval <benchmark>` for an evaluation section: its data `files`
+/// (the problems of HumanEval), the model under test and, for SeqEval, the judge.
+fn eval_flags(
+    e: &EvalSection,
+    files: Vec<PathBuf>,
+    answerer: AnswererSettings,
+    judge: Option<JudgeSettings>,
+) -> Vec<String> {
+    let first = files.first().cloned().unwrap_or_default();
+    match e.benchmark {
+        Benchmark::Gsm8k => {
+            let mut settings = Gsm8kSettings::new(first, answerer);
+            settings.max_tokens = e.max_tokens.unwrap_or(settings.max_tokens);
+            settings.to_flags()
+        }
+        Benchmark::Mgsm => {
+            let mut settings = MgsmSettings::new(files, answerer);
+            settings.max_tokens = e.max_tokens.unwrap_or(settings.max_tokens);
+            settings.exemplars = e.exemplars.clone();
+            settings.to_flags()
+        }
+        Benchmark::Xquad => {
+            let mut settings = XquadSettings::new(files, answerer);
+            settings.max_tokens = e.max_tokens.unwrap_or(settings.max_tokens);
+            settings.to_flags()
+        }
+        Benchmark::Seqeval => {
+            let mut settings = SeqevalSettings::new(first, answerer, judge.unwrap_or_default());
+            settings.max_tokens = e.max_tokens.unwrap_or(settings.max_tokens);
+            settings.to_flags()
+        }
+        Benchmark::Humaneval => {
+            let mut settings = HumanevalSettings::new(answerer);
+            settings.problems = files.into_iter().next();
+            settings.max_tokens = e.max_tokens.unwrap_or(settings.max_tokens);
+            settings.samples = e.samples.unwrap_or(settings.samples);
+            settings.temperature = e.temperature.unwrap_or(settings.temperature);
+            settings.to_flags()
+        }
+    }
+}
+
+/// The model under test, writing to `output`: its key variable and concurrency count
+/// only with an endpoint.
+fn answerer_settings(model: &ModelSpec, output: PathBuf) -> AnswererSettings {
+    let mut settings = AnswererSettings::new(output);
+    settings.model = Some(model.model.clone());
+    if model.endpoint.is_some() {
+        settings.endpoint = model.endpoint.clone();
+        settings.api_key_env = model.api_key_env.clone().unwrap_or(settings.api_key_env);
+        settings.concurrency = model.concurrency.unwrap_or(settings.concurrency);
+    }
+    settings
+}
+
+/// A judge: its key variable and concurrency count only with an endpoint.
+fn judge_settings(model: &ModelSpec) -> JudgeSettings {
+    let remote = model.endpoint.is_some();
+    JudgeSettings {
+        judge_model: Some(model.model.clone()),
+        judge_endpoint: model.endpoint.clone(),
+        judge_api_key_env: model.api_key_env.clone().filter(|_| remote),
+        judge_concurrency: model.concurrency.filter(|_| remote),
+        ..JudgeSettings::default()
     }
 }
 
@@ -680,19 +734,17 @@ fn train_stage_output(model: &ModelSpec, exp: &Experiment) -> bool {
 }
 
 /// Flags naming a model to a subcommand: `--{prefix}model`, `--{prefix}endpoint`, and
-/// the key variable and concurrency: `--api-key-env`/`--concurrency` for the command's
-/// main model (the teacher or the answerer), `--judge-api-key-env`/`--judge-concurrency`
-/// for a judge.
+/// the command's `--api-key-env`/`--concurrency` (evaluations name theirs through
+/// [`answerer_settings`] and [`judge_settings`]).
 fn model_flags(prefix: &str, model: &ModelSpec) -> Vec<String> {
     let mut flags = vec![format!("--{prefix}model"), model.model.clone()];
     if let Some(endpoint) = &model.endpoint {
         flags.extend([format!("--{prefix}endpoint"), endpoint.clone()]);
-        let settings_prefix = if prefix == "judge-" { "judge-" } else { "" };
         if let Some(env) = &model.api_key_env {
-            flags.extend([format!("--{settings_prefix}api-key-env"), env.clone()]);
+            flags.extend(["--api-key-env".to_string(), env.clone()]);
         }
         if let Some(n) = model.concurrency {
-            flags.extend([format!("--{settings_prefix}concurrency"), n.to_string()]);
+            flags.extend(["--concurrency".to_string(), n.to_string()]);
         }
     }
     flags
@@ -721,6 +773,20 @@ pub fn path_str(path: &Path) -> String {
 mod tests {
     use super::*;
 
+    /// `--flag value` pairs (or lone switches) of a command line, sorted: flags built
+    /// from settings come in the order their fields serialize.
+    fn pairs(flags: &[String]) -> Vec<String> {
+        let mut pairs: Vec<String> = Vec::new();
+        for flag in flags {
+            match pairs.last_mut() {
+                Some(last) if !flag.starts_with("--") => *last = format!("{last} {flag}"),
+                _ => pairs.push(flag.clone()),
+            }
+        }
+        pairs.sort();
+        pairs
+    }
+
     #[test]
     fn a_judges_key_variable_and_concurrency_reach_it() {
         let model = ModelSpec {
@@ -731,16 +797,12 @@ mod tests {
             ..ModelSpec::default()
         };
         assert_eq!(
-            model_flags("judge-", &model),
+            pairs(&judge_settings(&model).to_flags()),
             [
-                "--judge-model",
-                "gpt-4o",
-                "--judge-endpoint",
-                "https://api.example.com/v1",
-                "--judge-api-key-env",
-                "JUDGE_KEY",
-                "--judge-concurrency",
-                "8"
+                "--judge-api-key-env JUDGE_KEY",
+                "--judge-concurrency 8",
+                "--judge-endpoint https://api.example.com/v1",
+                "--judge-model gpt-4o",
             ]
         );
         assert_eq!(
@@ -750,6 +812,76 @@ mod tests {
         assert_eq!(
             model_flags("teacher-", &model)[4..],
             ["--api-key-env", "JUDGE_KEY", "--concurrency", "8"]
+        );
+    }
+
+    #[test]
+    fn eval_flags_name_only_what_the_section_sets() {
+        let section = |toml: &str| toml::from_str::<EvalSection>(toml).unwrap();
+        let served = ModelSpec {
+            model: "sit".into(),
+            endpoint: Some("http://127.0.0.1:8000/v1".into()),
+            concurrency: Some(4),
+            ..ModelSpec::default()
+        };
+        let local = ModelSpec {
+            model: "smollm2-135m".into(),
+            api_key_env: Some("IGNORED".into()),
+            ..ModelSpec::default()
+        };
+        let mut answerer = answerer_settings(&served, "runs/x/eval".into());
+        answerer.limit = Some(5);
+        answerer.cache = Some("runs/x/cache.sqlite".into());
+        let seqeval = section("benchmark = \"seqeval\"\nmax_tokens = 256\n");
+        assert_eq!(
+            pairs(&eval_flags(
+                &seqeval,
+                vec!["set.jsonl".into()],
+                answerer,
+                Some(judge_settings(&local))
+            )),
+            [
+                "--cache runs/x/cache.sqlite",
+                "--concurrency 4",
+                "--data set.jsonl",
+                "--endpoint http://127.0.0.1:8000/v1",
+                "--judge-model smollm2-135m",
+                "--limit 5",
+                "--max-tokens 256",
+                "--model sit",
+                "--output runs/x/eval",
+            ]
+        );
+        let humaneval = section("benchmark = \"humaneval\"\nsamples = 5\ntemperature = 0.2\n");
+        assert_eq!(
+            pairs(&eval_flags(
+                &humaneval,
+                vec![],
+                answerer_settings(&local, "runs/x/he".into()),
+                None
+            )),
+            [
+                "--model smollm2-135m",
+                "--output runs/x/he",
+                "--samples 5",
+                "--temperature 0.2",
+            ]
+        );
+        let mgsm = section("benchmark = \"mgsm\"\nexemplars = \"train\"\n");
+        assert_eq!(
+            pairs(&eval_flags(
+                &mgsm,
+                vec!["mgsm_de.tsv".into(), "mgsm_fr.tsv".into()],
+                answerer_settings(&local, "runs/x/mgsm".into()),
+                None
+            )),
+            [
+                "--data mgsm_de.tsv",
+                "--data mgsm_fr.tsv",
+                "--exemplars train",
+                "--model smollm2-135m",
+                "--output runs/x/mgsm",
+            ]
         );
     }
 

@@ -4,9 +4,8 @@
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 
-use anyhow::{bail, Result};
-use seqit_engine::resolve_model;
-use seqit_train::{chat_tokenizer, explain_example, read_conversations, ChatFormat, TokenPiece};
+use anyhow::Result;
+use seqit_train::{explain_record, ChatFormat, TokenPiece};
 
 use crate::cli::DataShowArgs;
 
@@ -15,23 +14,8 @@ const GREY: &str = "\x1b[2m";
 const RESET: &str = "\x1b[0m";
 
 pub fn run(args: DataShowArgs) -> Result<()> {
-    let model = resolve_model(args.model.as_deref())?;
     let format = ChatFormat::from_name(args.template.as_deref().unwrap_or("model"))?;
-    let mut conversations = read_conversations(&args.file, &format)?;
-    if args.index >= conversations.len() {
-        bail!(
-            "{}: --index {} is out of range: the file has {} records",
-            args.file.display(),
-            args.index,
-            conversations.len()
-        );
-    }
-    let (tokenizer, template) = chat_tokenizer(&model, &format)?;
-    let pieces = explain_example(
-        &tokenizer,
-        &template,
-        &conversations.swap_remove(args.index),
-    )?;
+    let pieces = explain_record(&args.file, args.model.as_deref(), &format, args.index)?;
     let color = match args.color.as_str() {
         "always" => true,
         "never" => false,

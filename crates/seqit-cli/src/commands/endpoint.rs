@@ -7,50 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use seqit_core::durable::parent_dir;
-use seqit_llm::remote::{endpoint_identity, list_models, normalize_base_url};
+use seqit_llm::remote::{endpoint_identity, list_models};
 use seqit_llm::{
-    ApiKey, Cache, Client, GenerateFile, InputRecord, Ledger, MultiSampleMode, PriceTable,
-    RemoteBackend, RemoteConfig, RequestSettings, DEFAULT_API_KEY_ENV,
+    Cache, Client, GenerateFile, InputRecord, Ledger, PriceTable, RemoteBackend, RemoteConfig,
+    RequestSettings,
 };
 use serde_json::json;
 
 use super::generate::{block_on, file_job, generate_file, request_settings};
-use crate::cli::{GenerateArgs, NModeArg, RemoteArgs};
+use crate::cli::GenerateArgs;
 use crate::printer::{note, result};
-
-/// Name of the default cache file, next to the output.
-const DEFAULT_CACHE_FILE: &str = "seqit-cache.sqlite";
-
-/// Flags that only mean something with `--endpoint`.
-pub(super) fn reject_remote_only_flags(remote: &RemoteArgs) -> Result<()> {
-    let used: Vec<&str> = [
-        (remote.samples != 1, "--n"),
-        (remote.dry_run, "--dry-run"),
-        (remote.cache.is_some(), "--cache"),
-        (remote.rpm.is_some(), "--rpm"),
-        (remote.tpm.is_some(), "--tpm"),
-        (remote.prices.is_some(), "--prices"),
-        (
-            remote.endpoint_cache.share_cache_across_endpoints,
-            "--share-cache-across-endpoints",
-        ),
-        (
-            remote.endpoint_cache.max_response_bytes != seqit_llm::DEFAULT_MAX_RESPONSE_BYTES,
-            "--max-response-bytes",
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(set, flag)| set.then_some(flag))
-    .collect();
-    if !used.is_empty() {
-        bail!(
-            "{} only apply to a remote endpoint\nhint: add `--endpoint URL`, or drop them to generate with the local model",
-            used.join(", ")
-        );
-    }
-    Ok(())
-}
 
 /// The remote job, checked before any work starts.
 struct Settings {
@@ -66,68 +32,13 @@ struct Settings {
 impl Settings {
     fn from_args(args: &GenerateArgs) -> Result<Self> {
         let remote = &args.remote;
-        let endpoint = remote.endpoint.as_deref().expect("called with --endpoint");
-        let base_url = normalize_base_url(endpoint)?;
-        let api_key = ApiKey::from_env(&remote.api_key_env);
-        if api_key.is_none() && remote.api_key_env != DEFAULT_API_KEY_ENV {
-            bail!(
-                "environment variable `{}` (named by --api-key-env) is not set\nhint: export it, or drop --api-key-env to use {DEFAULT_API_KEY_ENV}",
-                remote.api_key_env
-            );
-        }
-        if remote.concurrency == 0 {
-            bail!("`--concurrency` must be at least 1");
-        }
-        if remote.samples == 0 {
-            bail!("`--n` must be at least 1");
-        }
-        if !(remote.timeout.is_finite() && remote.timeout > 0.0) {
-            bail!(
-                "`--timeout` must be a number of seconds > 0, got {}",
-                remote.timeout
-            );
-        }
-        if !(remote.backoff.is_finite() && remote.backoff >= 0.0) {
-            bail!(
-                "`--backoff` must be a number of seconds >= 0, got {}",
-                remote.backoff
-            );
-        }
-        if remote.rpm == Some(0) || remote.tpm == Some(0) {
-            bail!("`--rpm` and `--tpm` must be at least 1");
-        }
-        // By default the cache lives next to the output (a single prompt has none).
-        let cache_path = match (&remote.cache, &args.output) {
-            _ if remote.no_cache => None,
-            (Some(path), _) => Some(path.clone()),
-            (None, output) => output
-                .as_deref()
-                .map(|o| parent_dir(o).join(DEFAULT_CACHE_FILE)),
-        };
-        let prices = remote.prices.as_deref().map(PriceTable::load).transpose()?;
         let requests = request_settings(args)?;
-        let mut config = RemoteConfig::new(base_url, args.model.model.clone().unwrap_or_default());
-        config.api_key = api_key;
-        config.concurrency = remote.concurrency;
-        config.requests_per_minute = remote.rpm;
-        config.tokens_per_minute = remote.tpm;
-        config.timeout = Duration::from_secs_f64(remote.timeout);
-        config.max_retries = remote.max_retries;
-        config.backoff.base = Duration::from_secs_f64(remote.backoff);
-        config.multi_sample = match remote.n_mode {
-            NModeArg::Auto => MultiSampleMode::Auto,
-            NModeArg::Native => MultiSampleMode::Native,
-            NModeArg::FanOut => MultiSampleMode::FanOut,
-        };
-        config.seed = requests.params.seed;
-        config.max_response_bytes = remote.endpoint_cache.max_response_bytes;
-        let job = file_job(args, requests.clone(), remote.concurrency);
         Ok(Self {
-            config,
-            cache_path,
-            prices,
+            config: remote.config(args.model.model.clone(), requests.params.seed)?,
+            cache_path: remote.cache_path(args.output.as_deref()),
+            prices: remote.price_table()?,
+            job: file_job(args, requests.clone(), remote.concurrency),
             requests,
-            job,
         })
     }
 }

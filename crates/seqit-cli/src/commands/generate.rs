@@ -23,7 +23,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if args.remote.endpoint.is_some() {
         return super::endpoint::run(args);
     }
-    super::endpoint::reject_remote_only_flags(&args.remote)?;
+    args.remote.reject_without_endpoint()?;
     let settings = request_settings(&args)?;
     let engine = Arc::new(super::load_engine(&args.model)?);
     let started = Instant::now();

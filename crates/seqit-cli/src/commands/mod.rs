@@ -8,7 +8,6 @@ mod data_show;
 pub(crate) mod doctor;
 mod endpoint;
 mod eval;
-mod eval_run;
 mod generate;
 mod model;
 mod recipe;
@@ -18,13 +17,13 @@ pub(crate) mod seqeval;
 mod serve;
 pub(crate) mod setup;
 mod train;
-pub mod vqa;
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use seqit_core::{Constraint, SamplingParams};
 use seqit_engine::{resolve_model, Engine, EngineOptions};
+use candle_core::DType;
 use seqit_model::WeightStorage;
 
 use crate::cli::{Cli, Command, ConstraintArgs, DecodingArgs, ModelArgs, ModelCommand, WeightsArg};
@@ -63,6 +62,7 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn load_engine(args: &ModelArgs) -> Result<Engine> {
     let path = resolve_model(args.model.as_deref())?;
+    let device = seqit_model::parse_device(&args.device)?;
     let options = EngineOptions {
         weights: match args.weights {
             WeightsArg::Fast => WeightStorage::Fast,
@@ -71,6 +71,12 @@ fn load_engine(args: &ModelArgs) -> Result<Engine> {
         },
         max_batch: args.batch_size.max(1),
         prefix_cache_mib: args.prefix_cache_mib,
+        device: device.clone(),
+        dtype: match args.dtype.as_deref() {
+            Some(name) => seqit_train::Precision::parse(name)?.dtype(),
+            None if device.is_cpu() => DType::F32,
+            None => DType::BF16,
+        },
     };
     let Some(adapter) = &args.adapter else {
         let engine = Engine::load_for_inference(&path, options)?;
@@ -80,13 +86,6 @@ fn load_engine(args: &ModelArgs) -> Result<Engine> {
     let mut engine = Engine::load(&path, options)?;
     engine.apply_adapter(adapter)?;
     Ok(engine)
-}
-
-/// A feature flag's value: `on` / `off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Switch {
-    On,
-    Off,
 }
 
 fn sampling_params(args: &DecodingArgs) -> Result<SamplingParams> {

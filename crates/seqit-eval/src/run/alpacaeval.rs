@@ -2,41 +2,20 @@
 //! standard error and length-controlled win rate, plus alpaca_eval's annotation file.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use seqit_core::progress::Progress;
 use serde_json::{json, Value};
 
-use super::{limit, open_judge, Job, JudgeSpec, Outcome, OutputSpec, Workspace};
+use super::{limit, open_judge, AlpacaevalSettings, Job, Outcome, OutputSpec, Workspace};
 use crate::alpaca::{self, length_controlled, win_rate};
 use crate::io::write_atomic;
 
-/// The settings of an AlpacaEval run.
-#[derive(Debug, Clone)]
-pub struct AlpacaevalJob {
-    /// The model's outputs (alpaca_eval JSON: `instruction`, `output`, `generator`).
-    pub outputs: PathBuf,
-    /// The reference outputs, matched by instruction.
-    pub reference: PathBuf,
-    /// Judge only the first N outputs.
-    pub limit: Option<usize>,
-    /// The judge.
-    pub judge: JudgeSpec,
-    /// Environment variable holding the judge endpoint's API key, unless
-    /// [`JudgeSpec::api_key_env`] names one.
-    pub api_key_env: String,
-    /// Comparisons in flight at once (the judge's, unless [`JudgeSpec::concurrency`]
-    /// says otherwise).
-    pub concurrency: usize,
-    /// Where `annotations.json`, `items.jsonl` and `metrics.json` go, and the cache.
-    pub output: OutputSpec,
-}
-
 /// Has the judge compare every output with its reference in both orders (see the
-/// [module](super) documentation) and writes alpaca_eval's `annotations.json` too. The
+/// [module](super) documentation) and writes alpaca_eval's `annotations.json` too; the
+/// judge's key variable and concurrency default to `api_key_env` and `concurrency`. The
 /// outcome shows the win rates and names the annotation file.
-pub fn run(job: &AlpacaevalJob, progress: &dyn Progress) -> Result<Outcome> {
+pub fn run(job: &AlpacaevalSettings, progress: &dyn Progress) -> Result<Outcome> {
     let outputs = limit(alpaca::read_outputs(&job.outputs)?, job.limit);
     let references: HashMap<String, alpaca::Output> = alpaca::read_outputs(&job.reference)?
         .into_iter()
@@ -54,7 +33,12 @@ pub fn run(job: &AlpacaevalJob, progress: &dyn Progress) -> Result<Outcome> {
         };
         pairs.push((i, output, reference));
     }
-    let workspace = Workspace::create(&job.output)?;
+    let workspace = Workspace::create(&OutputSpec {
+        dir: &job.output,
+        cache: job.cache.as_deref(),
+        no_cache: false,
+        endpoint_cache: &job.endpoint_cache,
+    })?;
     let (judge, judge_settings) = open_judge(
         &job.judge,
         &job.api_key_env,
@@ -117,7 +101,7 @@ pub fn run(job: &AlpacaevalJob, progress: &dyn Progress) -> Result<Outcome> {
             })
         })
         .collect();
-    let annotations_path = job.output.dir.join("annotations.json");
+    let annotations_path = job.output.join("annotations.json");
     write_atomic(
         &annotations_path,
         (serde_json::to_string_pretty(&annotations)? + "\n").as_bytes(),

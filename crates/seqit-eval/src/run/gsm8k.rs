@@ -1,35 +1,20 @@
 //! GSM8K: 8-shot chain of thought, exact match on the final number.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use seqit_core::progress::Progress;
 use seqit_core::SamplingParams;
 use serde_json::json;
 
-use super::{limit, prompt_or, rate_line, Outcome, Subject, SubjectSpec};
+use super::{limit, prompt_or, rate_line, Gsm8kSettings, Outcome, Subject};
 use crate::benchmarks;
 use crate::tasks::gsm8k;
 
-/// The settings of a GSM8K run.
-#[derive(Debug, Clone)]
-pub struct Gsm8kJob {
-    /// GSM8K JSONL (`question`, `answer` ending in `#### N`; `.gz` accepted).
-    pub data: PathBuf,
-    /// Evaluate only the first N items.
-    pub limit: Option<usize>,
-    /// Most new tokens per answer (greedy).
-    pub max_tokens: usize,
-    /// Directory with `cot.template` and `exemplars.txt` replacing the built-in prompt.
-    pub prompts: Option<PathBuf>,
-}
-
 /// Answers and scores every item (see the [module](super) documentation); the outcome
 /// shows exact match by the last number (the paper's) and after an answer marker.
-pub fn run(job: &Gsm8kJob, subject: &SubjectSpec, progress: &dyn Progress) -> Result<Outcome> {
-    let items = limit(gsm8k::read(&job.data)?, job.limit);
+pub fn run(job: &Gsm8kSettings, progress: &dyn Progress) -> Result<Outcome> {
+    let items = limit(gsm8k::read(&job.data)?, job.answerer.limit);
     let prompt = prompt_or(job.prompts.as_deref(), "cot", gsm8k::cot_prompt())?;
-    let subject = Subject::open(subject, SamplingParams::greedy(job.max_tokens))?;
+    let subject = Subject::open(&job.answerer, SamplingParams::greedy(job.max_tokens))?;
     let (_, mut outcome) = subject.workspace.run(
         subject.prompted_job("gsm8k", json!(job.data), &prompt),
         &items,

@@ -1,62 +1,41 @@
 //! MGSM: 8-shot plain CoT or translate-then-CoT, exact match per language and the mean
 //! over languages.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use seqit_core::progress::Progress;
 use seqit_core::SamplingParams;
 use serde_json::json;
 
-use super::{limit, prompt_or, rate_line, Outcome, Subject, SubjectSpec};
+use super::{limit, prompt_or, rate_line, MgsmSettings, MgsmStyle, Outcome, Subject};
 use crate::benchmarks::{self, describe_prompt};
 use crate::tasks::mgsm::{self, PromptStyle};
 
-/// The settings of an MGSM run.
-#[derive(Debug, Clone)]
-pub struct MgsmJob {
-    /// One file per language (TSV `question<TAB>answer` or JSONL), named like
-    /// `mgsm_de.tsv`.
-    pub data: Vec<PathBuf>,
-    /// The prompt style.
-    pub style: PromptStyle,
-    /// Evaluate only the first N items (over all files, in order).
-    pub limit: Option<usize>,
-    /// Most new tokens per answer (greedy).
-    pub max_tokens: usize,
-    /// Directory with `<style>.template` (`cot` or `translate_cot`) and `exemplars.txt`
-    /// replacing the built-in prompt.
-    pub prompts: Option<PathBuf>,
-    /// The MGSM train split, one `<language>.jsonl` per language: each question is shown
-    /// the first 8 exemplars of its own language, as in the paper (see
-    /// [`mgsm::prompts_per_language`]); `None`: the same exemplars for every language.
-    pub exemplars: Option<PathBuf>,
-}
-
-/// Answers and scores every item (see the [module](super) documentation); the outcome
-/// shows exact match and its mean over languages.
-pub fn run(job: &MgsmJob, subject: &SubjectSpec, progress: &dyn Progress) -> Result<Outcome> {
+/// Answers and scores every item (see the [module](super) documentation); with
+/// `exemplars`, each question is shown the first 8 exemplars of its own language (see
+/// [`mgsm::prompts_per_language`]). The outcome shows exact match and its mean over
+/// languages.
+pub fn run(job: &MgsmSettings, progress: &dyn Progress) -> Result<Outcome> {
     let mut items = Vec::new();
     for path in &job.data {
         items.extend(mgsm::read(path, None)?);
     }
-    let items = limit(items, job.limit);
-    let name = match job.style {
-        PromptStyle::Cot => "cot",
-        PromptStyle::TranslateCot => "translate_cot",
+    let items = limit(items, job.answerer.limit);
+    let (style, name) = match job.style {
+        MgsmStyle::Cot => (PromptStyle::Cot, "cot"),
+        MgsmStyle::TranslateCot => (PromptStyle::TranslateCot, "translate_cot"),
     };
-    let prompt = prompt_or(job.prompts.as_deref(), name, mgsm::prompt(job.style))?;
+    let prompt = prompt_or(job.prompts.as_deref(), name, mgsm::prompt(style))?;
     let per_language = match &job.exemplars {
         Some(dir) => {
             let mut languages: Vec<&str> = items.iter().map(|i| i.language.as_str()).collect();
             languages.sort_unstable();
             languages.dedup();
-            mgsm::prompts_per_language(&prompt, job.style, dir, &languages)?
+            mgsm::prompts_per_language(&prompt, style, dir, &languages)?
         }
         None => Default::default(),
     };
     let prompt_for = |item: &mgsm::Item| per_language.get(&item.language).unwrap_or(&prompt);
-    let subject = Subject::open(subject, SamplingParams::greedy(job.max_tokens))?;
+    let subject = Subject::open(&job.answerer, SamplingParams::greedy(job.max_tokens))?;
     let mut run = subject.prompted_job("mgsm", json!(job.data), &prompt);
     if let Some(dir) = &job.exemplars {
         run.settings["prompt"]["exemplars"] = json!(dir);

@@ -1,6 +1,7 @@
-//! Whole evaluation jobs, as `seqit eval` runs them: one settings struct and one `run`
-//! function per benchmark ([`gsm8k`], [`mgsm`], [`xquad`], [`seqeval`], [`alpacaeval`],
-//! [`mtbench`], [`humaneval`], [`vqa`]).
+//! Whole evaluation jobs, as `seqit eval` runs them: one settings struct (in
+//! [`settings`]: what clap parses, taken as it is) and one `run` function per benchmark
+//! ([`gsm8k`], [`mgsm`], [`xquad`], [`seqeval`], [`alpacaeval`], [`mtbench`],
+//! [`humaneval`], [`vqa`]).
 //!
 //! A job opens its models (the local engine or an OpenAI-compatible endpoint, behind the
 //! request cache), answers (and judges) every item through the [`journal`](crate::journal),
@@ -22,8 +23,15 @@ pub mod humaneval;
 pub mod mgsm;
 pub mod mtbench;
 pub mod seqeval;
+pub mod settings;
 pub mod vqa;
 pub mod xquad;
+
+pub use settings::{
+    AlpacaevalSettings, AnswererSettings, EvalCommand, Gsm8kSettings, HumanevalSettings,
+    JudgeSettings, MgsmSettings, MgsmStyle, MtbenchSettings, SandboxChoice, SeqevalSettings,
+    ToFlags, VqaMode, VqaSettings, XquadSettings,
+};
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -33,7 +41,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use seqit_core::progress::Progress;
 use seqit_core::SamplingParams;
-use seqit_llm::{BackendSpec, Cache, Client, Llm};
+use seqit_llm::{BackendSpec, Cache, Client, EndpointCacheSettings, Llm};
 use serde_json::{json, Value};
 
 use crate::answer::Answerer;
@@ -44,74 +52,29 @@ use crate::judge::{Judge, JudgePrompts};
 use crate::prompt::FewShot;
 
 /// Where a job writes, and the request cache its answers go through.
-#[derive(Debug, Clone)]
-pub struct OutputSpec {
+struct OutputSpec<'a> {
     /// Directory of the job's files (`items.jsonl`, `metrics.json`, …); created when
     /// missing.
-    pub dir: PathBuf,
+    dir: &'a Path,
     /// The request cache (SQLite); `None`: `cache.sqlite` in [`dir`](Self::dir).
-    pub cache: Option<PathBuf>,
+    cache: Option<&'a Path>,
     /// Ask without a request cache (a resumed run then relies on the journal alone).
-    pub no_cache: bool,
-    /// Let endpoints that serve the same model name share cached answers (cache keys
-    /// then leave the endpoint's URL out).
-    pub share_cache_across_endpoints: bool,
-    /// Largest response body accepted from an endpoint, in bytes.
-    pub max_response_bytes: usize,
+    no_cache: bool,
+    /// Whether endpoints share cached answers, and the largest response accepted.
+    endpoint_cache: &'a EndpointCacheSettings,
 }
 
 /// A model to ask: an OpenAI-compatible endpoint or the local engine.
-#[derive(Debug, Clone)]
-pub struct ModelSpec {
+struct ModelSpec {
     /// API base of the endpoint; `None`: the local engine.
-    pub endpoint: Option<String>,
+    endpoint: Option<String>,
     /// With an endpoint, the model name sent (`None`: the one model it lists); else a
     /// local model (`None`: the default one).
-    pub model: Option<String>,
+    model: Option<String>,
     /// Environment variable holding the endpoint's API key.
-    pub api_key_env: String,
+    api_key_env: String,
     /// Requests in flight at once (the local engine batches as many); at least 1.
-    pub concurrency: usize,
-}
-
-/// The model under test of an answered benchmark, and where its job writes.
-#[derive(Debug, Clone)]
-pub struct SubjectSpec {
-    /// The model.
-    pub model: ModelSpec,
-    /// Send prompts as plain text to the completions endpoint (base models) instead of
-    /// as one user message.
-    pub raw: bool,
-    /// Where the job writes.
-    pub output: OutputSpec,
-}
-
-/// The judging model of a judged benchmark.
-#[derive(Debug, Clone)]
-pub struct JudgeSpec {
-    /// API base of the judge; `None`: a local model (the subject's own engine when it
-    /// is the same local model, so it is loaded once).
-    pub endpoint: Option<String>,
-    /// The name sent to [`endpoint`](Self::endpoint), or a local model.
-    pub model: Option<String>,
-    /// Environment variable holding the judge endpoint's API key (`None`: the
-    /// answerer's).
-    pub api_key_env: Option<String>,
-    /// Most judge requests in flight (`None`: the answerer's concurrency).
-    pub concurrency: Option<usize>,
-    /// Most new tokens per verdict (greedy).
-    pub max_tokens: usize,
-    /// Constrain replies to the verdict formats and score verdicts from token
-    /// log-probabilities where the backend returns them (see [`crate::judge`]); off:
-    /// free text, parsed.
-    pub structured: bool,
-    /// Directory with judge prompts replacing the built-in `judge/v1` ones
-    /// (`following.template`, `quality.template`, `pairwise.template`; MT-Bench:
-    /// `judge_prompts.jsonl`).
-    pub prompts: Option<PathBuf>,
-    /// Let the model under test judge its own answers (refused otherwise: a model rates
-    /// its own outputs too kindly).
-    pub self_judge: bool,
+    concurrency: usize,
 }
 
 /// What a finished job reports.
@@ -144,7 +107,7 @@ struct Job<'a> {
 
 impl Workspace {
     fn create(output: &OutputSpec) -> Result<Self> {
-        let dir = &output.dir;
+        let dir = output.dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create `{}`", dir.display()))?;
         let cache = if output.no_cache {
@@ -152,17 +115,16 @@ impl Workspace {
         } else {
             let path = output
                 .cache
-                .clone()
-                .unwrap_or_else(|| dir.join("cache.sqlite"));
+                .map_or_else(|| dir.join("cache.sqlite"), Path::to_path_buf);
             let cache = Cache::open(&path)
                 .with_context(|| format!("cannot open the request cache `{}`", path.display()))?;
             Some(Arc::new(cache))
         };
         Ok(Self {
-            dir: dir.clone(),
+            dir: dir.to_path_buf(),
             cache,
-            share_cache_across_endpoints: output.share_cache_across_endpoints,
-            max_response_bytes: output.max_response_bytes,
+            share_cache_across_endpoints: output.endpoint_cache.share_cache_across_endpoints,
+            max_response_bytes: output.endpoint_cache.max_response_bytes,
             runtime: tokio::runtime::Runtime::new().context("cannot start the async runtime")?,
         })
     }
@@ -309,10 +271,20 @@ struct Subject {
 }
 
 impl Subject {
-    fn open(subject: &SubjectSpec, params: SamplingParams) -> Result<Self> {
+    fn open(subject: &AnswererSettings, params: SamplingParams) -> Result<Self> {
         params.validate().map_err(anyhow::Error::msg)?;
-        let workspace = Workspace::create(&subject.output)?;
-        let (backend, spec) = workspace.open_model(&subject.model)?;
+        let workspace = Workspace::create(&OutputSpec {
+            dir: &subject.output,
+            cache: subject.cache.as_deref(),
+            no_cache: false,
+            endpoint_cache: &subject.endpoint_cache,
+        })?;
+        let (backend, spec) = workspace.open_model(&ModelSpec {
+            endpoint: subject.endpoint.clone(),
+            model: subject.model.clone(),
+            api_key_env: subject.api_key_env.clone(),
+            concurrency: subject.concurrency,
+        })?;
         let answerer =
             Answerer::new(workspace.client(backend.clone()), params).with_raw_prompts(subject.raw);
         Ok(Self {
@@ -320,7 +292,7 @@ impl Subject {
             backend,
             spec,
             workspace,
-            concurrency: subject.model.concurrency,
+            concurrency: subject.concurrency,
         })
     }
 
@@ -357,30 +329,30 @@ impl Subject {
     }
 }
 
-/// The judge and its settings block: [`JudgeSpec::endpoint`], else a local model (the
+/// The judge and its settings block: its endpoint, else a local model (the
 /// subject's own backend when it is the same local model, so the engine is loaded
 /// once). Its key variable and concurrency default to the answerer's (`api_key_env`,
 /// `concurrency`).
 fn open_judge(
-    judge: &JudgeSpec,
+    judge: &JudgeSettings,
     api_key_env: &str,
     concurrency: usize,
     workspace: &Workspace,
     subject: Option<&Subject>,
 ) -> Result<(Judge, Value)> {
-    let prompts = match &judge.prompts {
+    let prompts = match &judge.judge_prompts {
         Some(dir) => JudgePrompts::from_dir(dir)?,
         None => JudgePrompts::builtin(),
     };
     let reuse = subject.filter(|s| {
-        judge.endpoint.is_none()
+        judge.judge_endpoint.is_none()
             && s.spec.endpoint.is_none()
-            && (judge.model.is_none() || judge.model == s.spec.model)
+            && (judge.judge_model.is_none() || judge.judge_model == s.spec.model)
     });
     let remote_self = subject.is_some_and(|s| {
         s.spec.endpoint.is_some()
-            && judge.endpoint == s.spec.endpoint
-            && judge.model == s.spec.model
+            && judge.judge_endpoint == s.spec.endpoint
+            && judge.judge_model == s.spec.model
     });
     if (reuse.is_some() || remote_self) && !judge.self_judge {
         let model = subject
@@ -393,29 +365,30 @@ fn open_judge(
     let (backend, spec) = match reuse {
         Some(subject) => (subject.backend.clone(), subject.spec.clone()),
         None => workspace.open_model(&ModelSpec {
-            endpoint: judge.endpoint.clone(),
-            model: judge.model.clone(),
+            endpoint: judge.judge_endpoint.clone(),
+            model: judge.judge_model.clone(),
             api_key_env: judge
-                .api_key_env
+                .judge_api_key_env
                 .as_deref()
                 .unwrap_or(api_key_env)
                 .to_string(),
-            concurrency: judge.concurrency.unwrap_or(concurrency),
+            concurrency: judge.judge_concurrency.unwrap_or(concurrency),
         })?,
     };
     let answerer = Answerer::new(
         workspace.client(backend),
-        SamplingParams::greedy(judge.max_tokens),
+        SamplingParams::greedy(judge.judge_max_tokens),
     );
+    let structured = judge.judge_structured.is_on();
     let mut describe = answerer.describe();
     describe["backend"] = json!(spec.describe());
     describe["prompts"] = prompts.describe();
-    describe["structured"] = json!(judge.structured);
+    describe["structured"] = json!(structured);
     Ok((
         Judge {
             answerer,
             prompts,
-            structured: judge.structured,
+            structured,
         },
         describe,
     ))

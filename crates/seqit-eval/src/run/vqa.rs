@@ -8,10 +8,10 @@
 //! answers arrive and answers are kept in the request cache, so a killed run resumes
 //! without asking again.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use seqit_build::vqa::{read_easy_vqa, read_vqav2, VqaItem, Vqav2Files};
 use seqit_core::progress::Progress;
 use seqit_core::{ChatMessage, Prompt, SamplingParams};
@@ -19,43 +19,14 @@ use seqit_llm::{Client, LlmRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{backend_spec, limit, Job, ModelSpec, Outcome, OutputSpec, Workspace};
+use super::{
+    backend_spec, limit, Job, ModelSpec, Outcome, OutputSpec, VqaMode, VqaSettings, Workspace,
+};
 use crate::benchmarks::{describe_prompt, prompt_key};
 use crate::extract::Mode;
 use crate::io::write_atomic;
 use crate::prompt::FewShot;
 use crate::tasks::vqa::{caption_answer_prompt, image_data_url, metrics, render, score, VqaScore};
-
-/// The settings of a visual QA run.
-#[derive(Debug, Clone)]
-pub struct VqaJob {
-    /// The questions as the user named them (recorded in the settings, named in errors):
-    /// an easy-VQA split directory or a VQAv2 questions JSON.
-    pub data: PathBuf,
-    /// Where [`data`](Self::data) is read from: the same path, or the installed split
-    /// directory when `data` names a split.
-    pub data_path: PathBuf,
-    /// VQAv2 annotations JSON (with a VQAv2 questions file).
-    pub annotations: Option<PathBuf>,
-    /// Directory of the images (with a VQAv2 questions file).
-    pub images: Option<PathBuf>,
-    /// Evaluate only the first N questions.
-    pub limit: Option<usize>,
-    /// The vision model: an endpoint (the local engine reads text only).
-    pub model: ModelSpec,
-    /// Seconds one HTTP attempt may take.
-    pub timeout_s: f64,
-    /// Decoding settings.
-    pub params: SamplingParams,
-    /// `Strict`: an output without "answer" is wrong; `Flexible`: its whole text is the
-    /// answer.
-    pub mode: Mode,
-    /// A template file replacing the built-in `vqa/v1/caption_answer` prompt
-    /// (`{question}`).
-    pub prompt_template: Option<PathBuf>,
-    /// Where `results.jsonl`, `metrics.json` and the request cache go.
-    pub output: OutputSpec,
-}
 
 /// One line of `results.jsonl`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -84,24 +55,47 @@ impl ResultLine {
     }
 }
 
-/// Asks and scores every question (see the [module](self) documentation); the outcome
-/// shows the metrics as pretty JSON.
-pub fn run(job: &VqaJob, progress: &dyn Progress) -> Result<Outcome> {
-    let mut spec = backend_spec(&job.model, job.output.max_response_bytes)?;
-    if !(job.timeout_s.is_finite() && job.timeout_s > 0.0) {
+/// Asks and scores every question (see the [module](self) documentation); `data`
+/// `train` or `test` (when no such path exists) names the installed easy-VQA split. The
+/// outcome shows the metrics as pretty JSON.
+pub fn run(job: &VqaSettings, progress: &dyn Progress) -> Result<Outcome> {
+    let vision = ModelSpec {
+        endpoint: Some(job.endpoint.clone()),
+        model: job.model.clone(),
+        api_key_env: job.api_key_env.clone(),
+        concurrency: job.concurrency,
+    };
+    let mut spec = backend_spec(&vision, job.endpoint_cache.max_response_bytes)?;
+    if !(job.timeout.is_finite() && job.timeout > 0.0) {
         bail!(
             "`--timeout` must be a number of seconds > 0, got {}",
-            job.timeout_s
+            job.timeout
         );
     }
-    spec.timeout = Duration::from_secs_f64(job.timeout_s);
-    job.params.validate().map_err(anyhow::Error::msg)?;
+    spec.timeout = Duration::from_secs_f64(job.timeout);
+    let params = SamplingParams {
+        max_tokens: job.max_tokens,
+        temperature: job.temperature,
+        top_p: job.top_p,
+        seed: job.seed,
+        ..SamplingParams::greedy(job.max_tokens)
+    };
+    params.validate().map_err(anyhow::Error::msg)?;
+    let mode = match job.mode {
+        VqaMode::Strict => Mode::Strict,
+        VqaMode::Flexible => Mode::Flexible,
+    };
     let items = limit(read_items(job)?, job.limit);
     let prompt = match &job.prompt_template {
         Some(path) => FewShot::from_files(path, None)?,
         None => caption_answer_prompt(),
     };
-    let workspace = Workspace::create(&job.output)?;
+    let workspace = Workspace::create(&OutputSpec {
+        dir: &job.output,
+        cache: job.cache.as_deref(),
+        no_cache: job.no_cache,
+        endpoint_cache: &job.endpoint_cache,
+    })?;
     let backend = workspace.open(&spec)?;
     let model = backend.model().to_string();
     let client = workspace.client(backend);
@@ -112,20 +106,20 @@ pub fn run(job: &VqaJob, progress: &dyn Progress) -> Result<Outcome> {
         "limit": job.limit,
         "backend": spec.describe(),
         "model": model,
-        "mode": job.mode,
-        "params": job.params,
+        "mode": mode,
+        "params": params,
         "prompt": describe_prompt(&prompt),
     });
     let records = workspace.journaled(
         Job {
             benchmark: "vqa",
-            concurrency: job.model.concurrency,
+            concurrency: job.concurrency,
             settings: settings.clone(),
         },
         "results.jsonl",
         &items,
         |item| item.id.clone(),
-        |item| ask(&client, &prompt, job.mode, &job.params, item),
+        |item| ask(&client, &prompt, mode, &params, item),
         progress,
     )?;
     let mut scores = Vec::with_capacity(records.len());
@@ -143,7 +137,7 @@ pub fn run(job: &VqaJob, progress: &dyn Progress) -> Result<Outcome> {
         "min(#humans who gave the answer / 3, 1), averaged over each human left out; items with one answer score normalized exact match"
     );
     write_atomic(
-        &job.output.dir.join("metrics.json"),
+        &job.output.join("metrics.json"),
         &serde_json::to_vec_pretty(&report)?,
     )?;
     Ok(Outcome {
@@ -153,12 +147,13 @@ pub fn run(job: &VqaJob, progress: &dyn Progress) -> Result<Outcome> {
 }
 
 /// The questions of an easy-VQA split directory or of VQAv2 files.
-fn read_items(job: &VqaJob) -> Result<Vec<VqaItem>> {
-    let set = if job.data_path.is_dir() {
+fn read_items(job: &VqaSettings) -> Result<Vec<VqaItem>> {
+    let data_path = easy_vqa_dir(&job.data)?;
+    let set = if data_path.is_dir() {
         if job.annotations.is_some() {
             bail!("`--data {}` is an easy-VQA directory; `--annotations`/`--images` go with a VQAv2 questions file", job.data.display());
         }
-        read_easy_vqa(&job.data_path)?
+        read_easy_vqa(&data_path)?
     } else {
         let (Some(annotations), Some(images)) = (&job.annotations, &job.images) else {
             bail!(
@@ -167,13 +162,28 @@ fn read_items(job: &VqaJob) -> Result<Vec<VqaItem>> {
             );
         };
         read_vqav2(&Vqav2Files {
-            questions: job.data_path.clone(),
+            questions: data_path,
             annotations: annotations.clone(),
             images: images.clone(),
             captions: None,
         })?
     };
     Ok(set.items)
+}
+
+/// The installed easy-VQA package's split directory for `train`/`test` when no such
+/// path exists here, else `given`.
+pub fn easy_vqa_dir(given: &Path) -> Result<PathBuf> {
+    if given.exists() {
+        return Ok(given.to_path_buf());
+    }
+    match given.to_str() {
+        Some(split @ ("train" | "test")) => Ok(seqit_engine::assets_dir()
+            .context("cannot find the installed easy-VQA package\nhint: run `scripts/setup --assets-only` or pass the split directory")?
+            .join("easy_vqa/data")
+            .join(split)),
+        _ => Ok(given.to_path_buf()),
+    }
 }
 
 /// Asks one question with its image and scores the reply.

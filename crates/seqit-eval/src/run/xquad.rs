@@ -2,40 +2,23 @@
 //! the English gold, and the rate of outputs that follow the format.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Result;
 use seqit_core::progress::Progress;
 use seqit_core::SamplingParams;
 use serde_json::json;
 
-use super::{limit, prompt_or, rate_line, Outcome, Subject, SubjectSpec};
+use super::{limit, prompt_or, rate_line, Outcome, Subject, XquadSettings};
 use crate::benchmarks;
 use crate::tasks::xquad;
-
-/// The settings of an XQuAD run.
-#[derive(Debug, Clone)]
-pub struct XquadJob {
-    /// One SQuAD-format JSON file per language, named like `xquad.de.json`.
-    pub data: Vec<PathBuf>,
-    /// English XQuAD file: non-English items are scored against the English answers of
-    /// the same question id as well as their own (`None`: the `xquad.en.json` next to
-    /// each data file, when there is one).
-    pub english: Option<PathBuf>,
-    /// Evaluate only the first N items (over all files, in order).
-    pub limit: Option<usize>,
-    /// Most new tokens per answer (greedy).
-    pub max_tokens: usize,
-    /// Directory with `translate_answer.template` replacing the built-in prompt.
-    pub prompts: Option<PathBuf>,
-}
 
 /// Answers and scores every item (see the [module](super) documentation); warns once
 /// per English file that lacks some items' ids. The outcome shows both accuracies, the
 /// follow rate and how many items had English gold.
-pub fn run(job: &XquadJob, subject: &SubjectSpec, progress: &dyn Progress) -> Result<Outcome> {
+pub fn run(job: &XquadSettings, progress: &dyn Progress) -> Result<Outcome> {
     let mut loaded = xquad::read_all(&job.data, job.english.as_deref())?;
-    loaded.items = limit(loaded.items, job.limit);
+    loaded.items = limit(loaded.items, job.answerer.limit);
     let kept: HashSet<(&str, &str)> = loaded
         .items
         .iter()
@@ -52,7 +35,7 @@ pub fn run(job: &XquadJob, subject: &SubjectSpec, progress: &dyn Progress) -> Re
         "translate_answer",
         xquad::translate_answer_prompt(),
     )?;
-    let subject = Subject::open(subject, SamplingParams::greedy(job.max_tokens))?;
+    let subject = Subject::open(&job.answerer, SamplingParams::greedy(job.max_tokens))?;
     let mut run = subject.prompted_job("xquad", json!(job.data), &prompt);
     run.settings["english"] = json!(loaded.english_files);
     run.settings["scoring"] = benchmarks::xquad_scoring();
