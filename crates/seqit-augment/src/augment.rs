@@ -42,7 +42,11 @@ pub const PROVENANCE_KEY: &str = "provenance";
 /// `iterations`, which may change between runs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AugmentSettings {
+    /// Rounds of classify-and-rewrite per item (the paper: 2); an item classified D stops
+    /// early.
     pub iterations: u32,
+    /// Seed of the per-item RNGs ([`item_rng`](crate::item_rng)) that pick and order the
+    /// prompts' few-shot examples; the teacher's sampling seed is `decoding.seed`.
     pub seed: u64,
     /// Teacher decoding for classification, rewrites and answers.
     pub decoding: SamplingParams,
@@ -96,13 +100,16 @@ pub struct AugmentPaths {
     pub output: PathBuf,
     /// The IT control output, if wanted.
     pub it_output: Option<PathBuf>,
+    /// Format both outputs are written in.
     pub schema: Schema,
 }
 
 impl AugmentPaths {
+    /// The state journal that lets a killed run resume: `OUTPUT.state.jsonl`.
     pub fn state(&self) -> PathBuf {
         with_suffix(&self.output, ".state.jsonl")
     }
+    /// Where the run's [`AugmentStats`](crate::AugmentStats) go: `OUTPUT.stats.json`.
     pub fn stats(&self) -> PathBuf {
         with_suffix(&self.output, ".stats.json")
     }
@@ -124,10 +131,13 @@ pub struct RewriteAttempt {
     pub raw: String,
     /// The extracted new instruction (`None`: unparseable).
     pub instruction: Option<String>,
+    /// The task the rewrite added, from its `#Added Task#` line (`None`: no such line).
     pub added_task: Option<String>,
     /// The refinement check's raw answer and verdict (`true`: nothing lost).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<String>,
+    /// The check's verdict: `false` rejects the rewrite; `None` (not checked, or
+    /// unreadable) does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kept_everything: Option<bool>,
 }
@@ -135,12 +145,15 @@ pub struct RewriteAttempt {
 /// One iteration of one item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Round {
+    /// The round's number, from 1.
     pub iteration: u32,
+    /// The edit the teacher chose (D when no rule could read its answer).
     pub option: Edit,
     /// Which parsing rule found the option (`default`: none did; counted as a failure).
     pub rule: Rule,
     /// The teacher's raw classification text.
     pub classification: String,
+    /// Rewrite attempts in order, the accepted one last; empty for D.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rewrites: Vec<RewriteAttempt>,
     /// No rewrite could be used: the instruction stayed as it was.
@@ -154,23 +167,32 @@ pub struct Round {
 /// An answer of the teacher and the instruction it answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
+    /// The instruction answered (sent with the item's system prompt and input).
     pub instruction: String,
+    /// The teacher's answer.
     pub text: String,
 }
 
 /// Everything done for one item so far (one line of the state journal).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ItemState {
+    /// The source item's id ([`SourceItem::id`](crate::SourceItem::id)).
     pub id: String,
     /// The settings fingerprint the item was made with.
     pub fingerprint: String,
+    /// Step 0, when the run splits prompts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<SplitStep>,
     /// Instruction and input before round 1 (after the split, if any).
     pub base_instruction: String,
+    /// The input sent with every instruction of the item.
     pub input: Option<String>,
+    /// Rounds done, in order; fewer than `iterations` once a round chose D.
     pub rounds: Vec<Round>,
+    /// The teacher's answer to the final instruction (the SIT target); asked again when the
+    /// instruction changed since.
     pub response: Option<Answer>,
+    /// The teacher's answer to `base_instruction`, for the IT control output.
     pub it_response: Option<Answer>,
 }
 
@@ -232,15 +254,20 @@ impl ItemState {
 
 /// The Seq-Instruct pipeline (see the module documentation).
 pub struct Augmenter<'a> {
+    /// Templates and few-shot examples of the teacher requests.
     pub prompts: &'a PromptSet,
+    /// The model that classifies, rewrites and answers.
     pub teacher: &'a Teacher,
+    /// What decides the results.
     pub settings: AugmentSettings,
+    /// Items worked on at once.
     pub concurrency: usize,
 }
 
 /// What a finished run produced.
 #[derive(Debug)]
 pub struct AugmentOutcome {
+    /// The run's statistics, also written to [`AugmentPaths::stats`].
     pub stats: AugmentStats,
     /// Items finished by an earlier run and reused.
     pub resumed: usize,

@@ -12,8 +12,12 @@ use serde_json::Value;
 pub struct SourceItem {
     /// The record's id as text, or its 0-based position when it has none.
     pub id: String,
+    /// The record's system prompt, sent along when the teacher is asked to answer.
     pub system: Option<String>,
+    /// The first user turn; the Alpaca `instruction` when a single-turn record has an
+    /// `input`.
     pub instruction: String,
+    /// The Alpaca `input` of a single-turn record.
     pub input: Option<String>,
     /// The dataset's own reply, if any (only used for length statistics).
     pub response: Option<String>,

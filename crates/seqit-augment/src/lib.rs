@@ -18,6 +18,8 @@
 //!   ([`AugmentOptions`], [`SeqevalBuildOptions`], [`SeqevalSynthOptions`]) are what
 //!   clap parses and what `seqit run` turns back into flags.
 
+#![deny(missing_docs)]
+
 mod augment;
 mod extract;
 mod item;
@@ -47,8 +49,8 @@ pub use job::{
 pub use option::{parse_option, Edit, ParsedOption, Rule};
 pub use prompts::{PromptSet, Stage, CLASSIFY_SHOTS, PROMPT_FILES, REWRITE_SHOTS};
 pub use seqit_core::progress::{Progress, Silent};
-pub use stats::{AugmentStats, IterationStats, PaperShares, PAPER_ALPACA, PAPER_FLAN};
 pub use settings::{AugmentOptions, SeqevalBuildOptions, SeqevalSynthOptions};
+pub use stats::{AugmentStats, IterationStats, PaperShares, PAPER_ALPACA, PAPER_FLAN};
 pub use teacher::{item_rng, Asked, Teacher, TeacherInfo, TeacherSettings};
 pub use verified::{
     DepthYield, VerifiedAugmenter, VerifiedState, VerifiedTry, VerifyOutcome, VerifySettings,

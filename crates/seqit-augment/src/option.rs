@@ -21,8 +21,10 @@ pub enum Edit {
 }
 
 impl Edit {
+    /// The four edits in letter order, A to D.
     pub const ALL: [Edit; 4] = [Edit::Decompose, Edit::Prefix, Edit::Suffix, Edit::Keep];
 
+    /// The option letter, `A` to `D`.
     pub fn letter(self) -> char {
         match self {
             Edit::Decompose => 'A',
@@ -32,6 +34,7 @@ impl Edit {
         }
     }
 
+    /// The edit of an option letter, either case; `None` for other characters.
     pub fn from_letter(letter: char) -> Option<Self> {
         match letter.to_ascii_uppercase() {
             'A' => Some(Edit::Decompose),
@@ -70,7 +73,9 @@ pub enum Rule {
 /// The option read from a classification answer and the rule that found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParsedOption {
+    /// The option read (D when no rule matched).
     pub edit: Edit,
+    /// The rule that read it.
     pub rule: Rule,
 }
 

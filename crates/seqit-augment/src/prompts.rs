@@ -69,13 +69,18 @@ struct Templates {
 /// A teacher request of the pipeline whose reply has a fixed shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// Classification of an instruction: which of the four edits fits.
     Classify,
+    /// The rewrite of an instruction by the chosen edit.
     Rewrite,
+    /// Step 0: splitting a prompt into instruction and input.
     Split,
+    /// The refinement check: did a rewrite lose information?
     Refine,
 }
 
 impl Stage {
+    /// Every stage, in pipeline order.
     pub const ALL: [Stage; 4] = [Stage::Classify, Stage::Rewrite, Stage::Split, Stage::Refine];
 
     /// The key of its format in `templates.toml`.

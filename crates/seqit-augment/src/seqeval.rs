@@ -32,6 +32,7 @@ use seqit_core::progress::Progress;
 /// One SeqEval record (the shared schema).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeqEvalRecord {
+    /// The source prompt's id.
     pub id: String,
     /// The final, sequential instruction.
     pub instruction: String,
@@ -39,6 +40,7 @@ pub struct SeqEvalRecord {
     pub input: String,
     /// Depth: the number of rewriting rounds applied (1..=4).
     pub iteration: u32,
+    /// The prompt's instruction before any rewriting.
     pub original_instruction: String,
     /// `decompose`, `prefix` or `suffix`, one per round.
     pub modes: Vec<String>,
@@ -53,7 +55,9 @@ pub struct SeqEvalSettings {
     pub depths: Vec<u32>,
     /// Relative share of each depth, e.g. `[10, 20, 30, 40]`.
     pub shares: Vec<f64>,
+    /// Seed of the depth assignment and of each item's rewrite modes and few-shot examples.
     pub seed: u64,
+    /// The teacher's decoding for the rewrites.
     pub decoding: SamplingParams,
     /// Tries per round before the chain stops early (unparseable rewrites).
     pub attempts: u32,
@@ -135,19 +139,28 @@ pub fn assign_depths(n: usize, depths: &[u32], shares: &[f64], seed: u64) -> Vec
 /// One round of one item, raw teacher texts included.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChainRound {
+    /// The rewrite asked for: decompose, prefix or suffix (round 1), prefix or suffix
+    /// (later rounds).
     pub mode: Edit,
     /// Raw rewrite answers, one per attempt.
     pub raw: Vec<String>,
+    /// The new instruction of the last attempt (`None`: unreadable).
     pub instruction: Option<String>,
+    /// The task the last attempt added, from its `#Added Task#` line.
     pub added_task: Option<String>,
 }
 
 /// One journaled item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChainState {
+    /// The source prompt's id.
     pub id: String,
+    /// Hash of the settings, prompts and teacher the item was built with; a run with other
+    /// ones rebuilds the item.
     pub fingerprint: String,
+    /// Rounds the item was assigned ([`assign_depths`]).
     pub target_depth: u32,
+    /// Rounds asked, in order; a failed round is the last.
     pub rounds: Vec<ChainRound>,
 }
 
@@ -194,7 +207,9 @@ impl ChainState {
 /// What a build produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct SeqEvalStats {
+    /// Prompts read.
     pub items: usize,
+    /// Records written: the prompts whose first round succeeded.
     pub written: usize,
     /// Items per target depth.
     pub target_depths: HashMap<u32, usize>,
@@ -207,17 +222,25 @@ pub struct SeqEvalStats {
     /// Rounds whose rewrites gave a new instruction but no `#Added Task#` line in any
     /// attempt: the chain stops before them (no empty sub-step is written).
     pub missing_added_tasks: usize,
+    /// Version of the prompt set used.
     pub prompt_version: String,
+    /// Content hash of the prompt set used.
     pub prompt_hash: String,
+    /// The teacher backend's description (kind, model, API base).
     pub teacher: String,
+    /// Items finished by an earlier run and reused.
     pub resumed: usize,
 }
 
 /// Builds a SeqEval set (see the module documentation).
 pub struct SeqEvalBuilder<'a> {
+    /// Templates and few-shot examples of the rewrite requests.
     pub prompts: &'a PromptSet,
+    /// The model that rewrites.
     pub teacher: &'a Teacher,
+    /// What decides the set.
     pub settings: SeqEvalSettings,
+    /// Items worked on at once.
     pub concurrency: usize,
 }
 

@@ -59,6 +59,7 @@ pub struct AugmentOptions {
     /// rewriting: the chains already are sequential instructions.
     #[arg(long, value_name = "TRIES", conflicts_with_all = ["it_output", "split", "refine", "iterations"])]
     pub verify: Option<u32>,
+    /// The teacher model, its endpoint, cache and decoding.
     #[command(flatten)]
     #[serde(flatten)]
     pub teacher: TeacherSettings,
@@ -117,6 +118,7 @@ pub struct SeqevalBuildOptions {
     /// set's `rewrite_format`); `off`: free text, as the paper.
     #[arg(long, value_enum, default_value_t = Switch::On)]
     pub structured: Switch,
+    /// The teacher model, its endpoint, cache and decoding.
     #[command(flatten)]
     #[serde(flatten)]
     pub teacher: TeacherSettings,
@@ -195,6 +197,7 @@ impl SeqevalSynthOptions {
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+    use seqit_core::flags::ToFlags;
 
     use super::*;
 
@@ -276,8 +279,7 @@ mod tests {
             verify: None,
             teacher: teacher(),
         };
-        let Command::Augment(parsed) = parse("augment", &seqit_core::flags::to_flags(&augment))
-        else {
+        let Command::Augment(parsed) = parse("augment", &augment.to_flags()) else {
             panic!("not augment")
         };
         assert_eq!(parsed, augment);
@@ -291,7 +293,7 @@ mod tests {
             structured: Switch::On,
             teacher: teacher(),
         };
-        let Command::Build(parsed) = parse("build", &seqit_core::flags::to_flags(&build)) else {
+        let Command::Build(parsed) = parse("build", &build.to_flags()) else {
             panic!("not build")
         };
         assert_eq!(parsed, build);

@@ -14,6 +14,7 @@ use crate::option::{Edit, Rule};
 
 /// Option shares (A, B, C, D in percent) the paper reports.
 pub struct PaperShares {
+    /// The paper's dataset: `alpaca` or `flan`.
     pub dataset: &'static str,
     /// Per iteration, A/B/C/D.
     pub rounds: &'static [[f64; 4]],
@@ -42,6 +43,7 @@ pub struct StatsInput<'a> {
 /// Counts and shares of one iteration.
 #[derive(Debug, Clone, Serialize)]
 pub struct IterationStats {
+    /// The iteration, from 1.
     pub iteration: u32,
     /// Items classified in this iteration (D items of earlier ones are frozen).
     pub classified: usize,
@@ -75,14 +77,19 @@ pub struct Lengths {
 /// The statistics written to `OUT.stats.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct AugmentStats {
+    /// Items in the run, resumed ones included.
     pub items: usize,
+    /// Iterations the run was asked for.
     pub iterations: u32,
     /// Which of the paper's datasets the shares are compared with.
     pub paper_reference: &'static str,
+    /// One entry per iteration, in order.
     pub per_iteration: Vec<IterationStats>,
     /// Items whose final instruction differs from the original.
     pub rewritten_items: usize,
+    /// Items whose step-0 split could not be read (their prompt was kept whole).
     pub failed_splits: usize,
+    /// Mean lengths of instructions and responses, before and after.
     pub lengths: Lengths,
     /// Tokens and requests per teacher model (this run; cached samples counted apart).
     pub teachers: BTreeMap<String, ModelTally>,
@@ -104,6 +111,8 @@ fn chars(text: &str) -> f64 {
 }
 
 impl AugmentStats {
+    /// The statistics of a finished run; the paper's shares compared with are FlanCoT's for
+    /// FlanCoT data, Alpaca's otherwise.
     pub fn compute(input: &StatsInput<'_>) -> Self {
         let paper = if input.source_schema == Schema::FlanCot {
             &PAPER_FLAN

@@ -146,6 +146,7 @@ pub struct TeacherSettings {
     /// Neither read nor write the request cache (a killed run then re-asks).
     #[arg(long)]
     pub no_cache: bool,
+    /// How the endpoint's answers are cached and bounded.
     #[command(flatten)]
     #[serde(flatten)]
     pub endpoint_cache: EndpointCacheSettings,

@@ -29,6 +29,8 @@ use seqit_core::progress::Progress;
 pub struct VerifySettings {
     /// Most samples asked per item (K).
     pub tries: u32,
+    /// The run's seed, kept in the fingerprint and each record's provenance; samples are
+    /// drawn with `decoding.seed`.
     pub seed: u64,
     /// The teacher's decoding; sample `k` is asked with the seed of sample `k`.
     pub decoding: SamplingParams,
@@ -37,9 +39,11 @@ pub struct VerifySettings {
 /// One sample and its check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VerifiedTry {
+    /// The teacher's answer.
     pub response: String,
     /// Steps passed in order.
     pub steps_passed: usize,
+    /// Every step passed: the answer can be kept.
     pub all_passed: bool,
     /// The first step not passed in order (0-based).
     pub first_failed: Option<usize>,
@@ -48,8 +52,12 @@ pub struct VerifiedTry {
 /// Everything done for one item (one line of the state journal).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VerifiedState {
+    /// Id of the verifiable item: the state journal's key.
     pub id: String,
+    /// Hash of the seed, decoding and teacher the tries were asked with
+    /// ([`VerifiedAugmenter::fingerprint`]); a run with other ones starts the item over.
     pub fingerprint: String,
+    /// Tries asked so far, in order; the first that passed everything is kept.
     pub tries: Vec<VerifiedTry>,
 }
 
@@ -70,15 +78,20 @@ impl VerifiedState {
 /// Counts of one depth.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DepthYield {
+    /// Items at this depth.
     pub items: usize,
+    /// Of them, items with a passing answer.
     pub kept: usize,
 }
 
 /// The statistics written to `OUT.stats.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyStats {
+    /// Items read.
     pub items: usize,
+    /// Items with a passing answer among their first K tries (written out).
     pub kept: usize,
+    /// Items without one (left out).
     pub dropped: usize,
     /// Most tries per item (K).
     pub tries_limit: u32,
@@ -90,6 +103,7 @@ pub struct VerifyStats {
     pub mean_tries_kept: Option<f64>,
     /// Kept items by the number of tries they took (1..=K).
     pub kept_by_tries: BTreeMap<usize, usize>,
+    /// Items and kept items per chain depth (steps).
     pub by_depth: BTreeMap<usize, DepthYield>,
 }
 
@@ -156,7 +170,9 @@ impl VerifyStats {
 
 /// Samples, checks and keeps (see the module documentation).
 pub struct VerifiedAugmenter<'a> {
+    /// The model asked for answers.
     pub teacher: &'a Teacher,
+    /// What decides the results.
     pub settings: VerifySettings,
     /// Items worked on at once.
     pub concurrency: usize,
@@ -165,6 +181,7 @@ pub struct VerifiedAugmenter<'a> {
 /// What a finished run produced.
 #[derive(Debug)]
 pub struct VerifyOutcome {
+    /// The run's statistics, also written to [`AugmentPaths::stats`].
     pub stats: VerifyStats,
     /// Items finished by an earlier run and reused.
     pub resumed: usize,
@@ -181,6 +198,9 @@ impl VerifiedAugmenter<'_> {
         }))
     }
 
+    /// Asks and checks the `items` not finished by an earlier run, then writes the kept
+    /// answers to `paths.output` and the statistics next to it. A verified run has no IT
+    /// control: `paths.it_output` must be `None`.
     pub async fn run(
         &self,
         items: &[VerifiableItem],

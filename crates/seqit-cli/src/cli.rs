@@ -33,7 +33,7 @@ pub enum Command {
     /// Fine-tune a model on IT or SIT data (loss on assistant tokens only).
     Train(seqit_train::TrainSettings),
     /// Write data and a config reproducing the paper's recipe for TRL, LLaMA-Factory or axolotl.
-    ExportRecipe(ExportRecipeArgs),
+    ExportRecipe(seqit_train::RecipeOptions),
     /// Model utilities.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -329,7 +329,7 @@ pub enum DataCommand {
     /// Record counts and length percentiles, in words and in tokens of a model.
     Stats(DataStatsArgs),
     /// Mix datasets by weight, reproducibly for a seed.
-    Mix(DataMixArgs),
+    Mix(seqit_data::MixOptions),
     /// Remove exact (and, with --near, near) duplicate records.
     Dedupe(DataDedupeArgs),
     /// Remove records that share an n-gram with a benchmark's prompts.
@@ -356,18 +356,6 @@ pub struct DataShowArgs {
     pub color: String,
 }
 
-/// How `seqit data` reads its input files.
-#[derive(Debug, Args, Clone)]
-pub struct DataReadArgs {
-    /// Record format of the input; detected from the file name and first record when
-    /// omitted.
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(seqit_data::Schema::NAMES))]
-    pub format: Option<String>,
-    /// Longest line accepted in JSON Lines and text files, in bytes.
-    #[arg(long, default_value_t = seqit_data::DEFAULT_MAX_LINE_BYTES)]
-    pub max_line_bytes: usize,
-}
-
 #[derive(Debug, Args)]
 pub struct DataValidateArgs {
     /// The dataset (.json, .jsonl, .txt, .parquet).
@@ -376,7 +364,7 @@ pub struct DataValidateArgs {
     #[arg(long, default_value_t = 1000)]
     pub max_problems: usize,
     #[command(flatten)]
-    pub read: DataReadArgs,
+    pub read: seqit_data::ReadFlags,
 }
 
 #[derive(Debug, Args)]
@@ -391,7 +379,7 @@ pub struct DataConvertArgs {
     #[arg(long)]
     pub generator: Option<String>,
     #[command(flatten)]
-    pub read: DataReadArgs,
+    pub read: seqit_data::ReadFlags,
 }
 
 #[derive(Debug, Args)]
@@ -408,27 +396,7 @@ pub struct DataStatsArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub read: DataReadArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct DataMixArgs {
-    /// Sources as `PATH:WEIGHT` (weight 1 when omitted); weights are relative shares.
-    #[arg(required = true)]
-    pub sources: Vec<String>,
-    #[arg(long)]
-    pub output: PathBuf,
-    /// Seed of the sampling and shuffling.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Records to write (default: as many as possible without repeating a record).
-    #[arg(long)]
-    pub total: Option<usize>,
-    /// Format to write (default: the sources' format, when they share one).
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(seqit_data::Schema::NAMES))]
-    pub to: Option<String>,
-    #[command(flatten)]
-    pub read: DataReadArgs,
+    pub read: seqit_data::ReadFlags,
 }
 
 #[derive(Debug, Args)]
@@ -449,7 +417,7 @@ pub struct DataDedupeArgs {
     #[arg(long)]
     pub report: Option<PathBuf>,
     #[command(flatten)]
-    pub read: DataReadArgs,
+    pub read: seqit_data::ReadFlags,
 }
 
 #[derive(Debug, Args)]
@@ -470,52 +438,7 @@ pub struct DataDecontaminateArgs {
     #[arg(long)]
     pub report: Option<PathBuf>,
     #[command(flatten)]
-    pub read: DataReadArgs,
-}
-
-
-#[derive(Debug, Args)]
-pub struct ExportRecipeArgs {
-    /// Distributed trainer to write for.
-    #[arg(long, value_parser = ["trl", "llamafactory", "axolotl"])]
-    pub to: String,
-    /// Training data in any format `seqit data` reads.
-    #[arg(long)]
-    pub data: PathBuf,
-    #[arg(long)]
-    pub output: PathBuf,
-    /// Base model id or path for the trainer (the paper: meta-llama/Meta-Llama-3-8B).
-    #[arg(long, default_value = "meta-llama/Meta-Llama-3-8B")]
-    pub model: String,
-    #[arg(long, default_value_t = 8)]
-    pub gpus: usize,
-    #[arg(long, default_value_t = 2)]
-    pub micro_batch: usize,
-    #[arg(long, default_value_t = 128)]
-    pub effective_batch: usize,
-    #[arg(long, default_value_t = 2048)]
-    pub max_len: usize,
-    /// LLaMA-Factory's chat format: `tulu` (the paper's, written into the data; needs
-    /// the base model's EOS text) or one of LLaMA-Factory's template names (`llama3`).
-    #[arg(long, default_value = "tulu")]
-    pub llamafactory_template: String,
-    /// The base model's end-of-sequence text for the Tulu format (default: read from
-    /// the local model's tokenizer_config.json, or known for the paper's base models).
-    #[arg(long)]
-    pub eos_token: Option<String>,
-    /// Hold the recipe to a published setup: `paper` refuses an effective batch or a
-    /// maximum length other than the SIT paper's (128, 2048); the recipe files always
-    /// carry its other settings.
-    #[arg(long, value_enum)]
-    pub preset: Option<PresetArg>,
-}
-
-/// A published training setup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PresetArg {
-    /// The SIT paper's: full fine-tuning, lr 2e-5, 3 epochs, effective batch 128, max
-    /// length 2048, 3% warm-up, linear decay, no weight decay, Tulu format.
-    Paper,
+    pub read: seqit_data::ReadFlags,
 }
 
 #[derive(Debug, Args)]

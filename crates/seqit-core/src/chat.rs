@@ -5,14 +5,19 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// The system prompt: instructions that frame the whole conversation.
     System,
+    /// A turn written by the person (or dataset) asking.
     User,
+    /// A turn written by the model.
     Assistant,
+    /// Any other role name (e.g. `tool`), kept verbatim.
     #[serde(untagged)]
     Other(String),
 }
 
 impl Role {
+    /// The role's wire name (`system`, `user`, `assistant`, or the unknown name as given).
     pub fn as_str(&self) -> &str {
         match self {
             Role::System => "system",
@@ -31,13 +36,17 @@ impl Role {
 /// (and every cache key made from them) look exactly as they did before images existed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChatMessage {
+    /// Who speaks the turn.
     pub role: Role,
+    /// The turn's text.
     pub content: String,
+    /// Image URLs shown with the text; empty for text-only turns.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<String>,
 }
 
 impl ChatMessage {
+    /// A text-only message from this speaker.
     pub fn new(role: Role, content: impl Into<String>) -> Self {
         Self {
             role,
@@ -50,12 +59,15 @@ impl ChatMessage {
         self.images.push(url.into());
         self
     }
+    /// A text-only system message.
     pub fn system(content: impl Into<String>) -> Self {
         Self::new(Role::System, content)
     }
+    /// A text-only user message.
     pub fn user(content: impl Into<String>) -> Self {
         Self::new(Role::User, content)
     }
+    /// A text-only assistant message.
     pub fn assistant(content: impl Into<String>) -> Self {
         Self::new(Role::Assistant, content)
     }

@@ -16,13 +16,25 @@ pub enum Constraint {
     /// Any JSON object (OpenAI's `response_format: {"type": "json_object"}`).
     JsonObject,
     /// A JSON value valid under this JSON Schema.
-    JsonSchema { schema: Value },
+    JsonSchema {
+        /// The schema, a JSON object or boolean.
+        schema: Value,
+    },
     /// A text matched in full by this regular expression.
-    Regex { pattern: String },
+    Regex {
+        /// The pattern (non-empty); it must match the whole text.
+        pattern: String,
+    },
     /// Exactly one of these strings.
-    Choice { options: Vec<String> },
+    Choice {
+        /// The allowed texts: at least one, none empty.
+        options: Vec<String>,
+    },
     /// A text of this Lark grammar (llguidance's dialect: `start` is the top rule).
-    Grammar { lark: String },
+    Grammar {
+        /// The grammar's source text (non-empty).
+        lark: String,
+    },
 }
 
 impl Constraint {
@@ -124,8 +136,11 @@ pub struct TokenLogprob {
 /// One alternative of a [`TokenLogprob`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopLogprob {
+    /// The alternative's text (lossy where a token is part of a UTF-8 character).
     pub token: String,
+    /// The alternative's bytes.
     pub bytes: Vec<u8>,
+    /// Natural log of its probability, measured as for [`TokenLogprob::logprob`].
     pub logprob: f32,
 }
 

@@ -1,10 +1,54 @@
 //! Command lines built from typed settings, so that a job's flags are never spelled as
 //! string literals a second time: a settings struct that clap parses (field `lora_rank`
 //! is `--lora-rank`) and that serializes with `rename_all = "kebab-case"` gives back its
-//! own command line through [`to_flags`]. `seqit run` launches stages this way.
+//! own command line through [`ToFlags::to_flags`]. `seqit run` launches stages this way.
 
+use clap::{Args, Command, FromArgMatches};
 use serde::Serialize;
 use serde_json::Value;
+
+/// Settings that give back the command line that makes clap parse them again, as
+/// `seqit run` launches its evaluation stages.
+pub trait ToFlags: Args + FromArgMatches + Serialize + Sized {
+    /// `--flag value` for every required setting and every other one that differs from
+    /// clap's default (so that a default taken from the environment, such as
+    /// `SEQIT_PYTHON`, still applies to a setting left alone).
+    fn to_flags(&self) -> Vec<String> {
+        let Value::Object(mut fields) = serde_json::to_value(self).expect("settings serialize")
+        else {
+            panic!("settings must serialize to an object");
+        };
+        let defaults = serde_json::to_value(clap_defaults::<Self>()).expect("settings serialize");
+        let command = Self::augment_args(Command::new("settings"));
+        let required: Vec<&str> = command
+            .get_arguments()
+            .filter(|arg| arg.is_required_set())
+            .filter_map(|arg| arg.get_long())
+            .collect();
+        fields.retain(|key, value| {
+            required.contains(&key.as_str()) || defaults.get(key) != Some(value)
+        });
+        to_flags(&fields)
+    }
+}
+
+impl<T: Args + FromArgMatches + Serialize> ToFlags for T {}
+
+/// `T` as clap fills it from no flags at all: every default, and `-` in each required
+/// setting (for the caller to replace).
+pub fn clap_defaults<T: Args + FromArgMatches>() -> T {
+    let command = T::augment_args(Command::new("settings").no_binary_name(true)).mut_args(|arg| {
+        if arg.is_required_set() {
+            arg.required(false).default_value("-")
+        } else {
+            arg
+        }
+    });
+    let matches = command
+        .try_get_matches_from(std::iter::empty::<String>())
+        .expect("no flags parse");
+    T::from_arg_matches(&matches).expect("defaults fill every setting")
+}
 
 /// The flags that make clap parse `settings` back: `--key value` for every field that is
 /// set, `--key` alone for a `true` switch, one `--key item` per element of a list.

@@ -7,7 +7,9 @@ use crate::{ChatMessage, TokenLogprob};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Prompt {
+    /// A conversation, rendered with the model's chat template.
     Chat(Vec<ChatMessage>),
+    /// Raw text, tokenized as is.
     Text(String),
 }
 
@@ -27,9 +29,15 @@ pub enum FinishReason {
 /// One generated sequence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Completion {
+    /// The generated text, up to (not including) the first stop string; end-of-sequence
+    /// tokens are not rendered.
     pub text: String,
+    /// The generated token ids (the local engine keeps an ending end-of-sequence token
+    /// here, though not in `text`).
     pub token_ids: Vec<u32>,
+    /// Number of tokens in the prompt (after the chat template).
     pub prompt_tokens: usize,
+    /// Why generation ended: stop, length or cancellation.
     pub finish_reason: FinishReason,
     /// Per generated token, when the request asked for log-probabilities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,6 +50,7 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// Number of generated tokens (`token_ids.len()`).
     pub fn completion_tokens(&self) -> usize {
         self.token_ids.len()
     }

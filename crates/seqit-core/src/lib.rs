@@ -9,6 +9,8 @@
 //! append-only record of finished work that long jobs resume from, and [`progress`] is how
 //! jobs report what they do without printing.
 
+#![deny(missing_docs)]
+
 mod chat;
 mod constraint;
 pub mod durable;

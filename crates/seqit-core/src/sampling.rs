@@ -12,10 +12,17 @@ pub const MAX_TOP_LOGPROBS: usize = 20;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SamplingParams {
+    /// Most new tokens to generate (at least 1).
     pub max_tokens: usize,
+    /// Softmax temperature, finite and `>= 0`; 0 means greedy decoding.
     pub temperature: f64,
+    /// Nucleus sampling: keep the smallest set of tokens whose probabilities add up to
+    /// this, in (0, 1]; 1 disables the filter.
     pub top_p: f64,
+    /// Keep only the `top_k` most likely tokens; 0 disables the filter.
     pub top_k: usize,
+    /// Seed of the sampler's random numbers, so that stochastic sampling is reproducible
+    /// per request.
     pub seed: u64,
     /// Generation stops before the first occurrence of any of these strings.
     pub stop: Vec<String>,
@@ -40,6 +47,8 @@ impl Default for SamplingParams {
 }
 
 impl SamplingParams {
+    /// Greedy decoding of at most `max_tokens` new tokens, with no stop strings, constraint
+    /// or log-probabilities (also the [`Default`], with 512 tokens).
     pub fn greedy(max_tokens: usize) -> Self {
         Self {
             max_tokens,
@@ -54,6 +63,8 @@ impl SamplingParams {
         }
     }
 
+    /// Whether these settings always pick the most likely token (`temperature <= 0` or
+    /// `top_k == 1`), so no random numbers are needed.
     pub fn is_greedy(&self) -> bool {
         self.temperature <= 0.0 || self.top_k == 1
     }

@@ -63,6 +63,7 @@ impl fmt::Display for Location {
 /// One problem found in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The file, and the line or record in it.
     pub at: Location,
     /// The field, as a path into the record (``conversations[2].from``), when one is to blame.
     pub field: Option<String>,
@@ -117,20 +118,27 @@ pub enum Error {
     /// The file (or directory) could not be opened or read.
     #[error("cannot read `{}`", path.display())]
     Read {
+        /// The file or directory, as the user named it.
         path: PathBuf,
+        /// The I/O error that stopped the read.
         #[source]
         source: std::io::Error,
     },
     /// The output could not be written; nothing was left in its place.
     #[error("cannot write `{}`", path.display())]
     Write {
+        /// The output file, as the user named it.
         path: PathBuf,
+        /// The I/O error that stopped the write.
         #[source]
         source: std::io::Error,
     },
     /// The content of a file is wrong: one or more problems in one place.
     #[error("{}", render_problems(problems))]
-    Invalid { problems: Vec<Problem> },
+    Invalid {
+        /// Every problem found there (the message shows the first and counts the rest).
+        problems: Vec<Problem>,
+    },
     /// A record cannot be written in the target format.
     #[error(
         "record {index}{}: cannot write it as {format}: {reason}",
@@ -139,8 +147,11 @@ pub enum Error {
     Unwritable {
         /// 0-based position of the record in the written stream.
         index: usize,
+        /// The record's id, when it has one.
         id: Option<String>,
+        /// The target format, as shown to users (e.g. `alpaca (JSON Lines)`).
         format: String,
+        /// Why the record does not fit the format.
         reason: String,
     },
     /// A request that cannot be carried out (unknown extension, feature not built, ...).

@@ -50,6 +50,7 @@ impl Schema {
         "seqeval",
     ];
 
+    /// The schema's name as `--format` and `--to` accept it (one of [`Schema::NAMES`]).
     pub fn name(self) -> &'static str {
         Self::NAMES[self as usize]
     }
@@ -134,6 +135,8 @@ impl Container {
         }
     }
 
+    /// A human-readable name for messages (e.g. `JSON Lines`); also the
+    /// [`Display`](fmt::Display) form.
     pub fn name(self) -> &'static str {
         match self {
             Container::JsonArray => "JSON array",
@@ -153,7 +156,9 @@ impl fmt::Display for Container {
 /// A schema in a container: everything needed to read or write a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Format {
+    /// The shape of each record.
     pub schema: Schema,
+    /// How the records are stored in the file.
     pub container: Container,
 }
 

@@ -24,6 +24,8 @@
 //! assert_eq!(records, vec![record]);
 //! ```
 
+#![deny(missing_docs)]
+
 mod array;
 mod codec;
 mod decontaminate;
@@ -40,6 +42,7 @@ pub use parquet::JSON_COLUMN as PARQUET_JSON_COLUMN;
 mod read;
 mod record;
 mod rng;
+mod settings;
 mod stats;
 mod text;
 mod validate;
@@ -60,6 +63,7 @@ pub use pipe::{convert, Converted, FilterPaths, Filtered};
 pub use read::{read_all, ReadOptions, Reader, DEFAULT_MAX_LINE_BYTES};
 pub use record::{Record, INPUT_SEPARATOR, TURN_FIELDS_KEY};
 pub use rng::SeededRng;
+pub use settings::{parse_schema, MixOptions, ReadFlags};
 pub use stats::{percentile, stats, Lengths, Stats, TokenCounter};
 pub use text::{normalize, normalized_words};
 pub use validate::{validate, Validation, MAX_HINTS};

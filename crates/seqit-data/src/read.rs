@@ -45,6 +45,7 @@ impl Default for ReadOptions {
 }
 
 impl ReadOptions {
+    /// Options that read with this schema (`None`: detect it) and the default line limit.
     pub fn with_schema(schema: Option<Schema>) -> Self {
         Self {
             schema,
@@ -148,6 +149,7 @@ impl Reader {
         })
     }
 
+    /// The file being read, as given to [`Reader::open`].
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -160,6 +162,8 @@ impl Reader {
         })
     }
 
+    /// How the file stores its records (by extension; a `.json` file that starts with `{`
+    /// is read as JSON Lines).
     pub fn container(&self) -> Container {
         self.container
     }

@@ -25,8 +25,10 @@ pub struct Record {
     /// The source's id (a string or a number), if it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Value>,
+    /// The system prompt, if the source had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
+    /// The conversation's user and assistant turns, in order, without the system prompt.
     pub messages: Vec<ChatMessage>,
     /// Alpaca's `input`: the trailing part of the last user turn (never empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 pub struct SeededRng(ChaCha8Rng);
 
 impl SeededRng {
+    /// A generator seeded with `seed`; the same seed always gives the same numbers.
     pub fn new(seed: u64) -> Self {
         Self(ChaCha8Rng::seed_from_u64(seed))
     }

@@ -24,11 +24,17 @@ pub type TokenCounter<'a> = &'a (dyn Fn(&str) -> std::result::Result<usize, Stri
 /// Summary of a length distribution.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Lengths {
+    /// Number of values.
     pub count: usize,
+    /// Arithmetic mean (0 for no values).
     pub mean: f64,
+    /// Median (nearest rank).
     pub p50: usize,
+    /// 90th percentile (nearest rank).
     pub p90: usize,
+    /// 99th percentile (nearest rank).
     pub p99: usize,
+    /// Largest value (0 for no values).
     pub max: usize,
 }
 
@@ -61,15 +67,21 @@ pub fn percentile(sorted: &[usize], p: usize) -> usize {
 /// Statistics of one dataset file.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
+    /// The file, as the user named it.
     pub file: String,
+    /// The record schema's name (e.g. `alpaca`).
     pub schema: String,
+    /// How the file stores records (e.g. `JSON Lines`).
     pub container: String,
+    /// Number of records.
     pub records: usize,
     /// User and assistant turns (the system prompt not counted).
     pub turns: usize,
     /// Records with more than one user turn.
     pub multi_turn: usize,
+    /// Records with an Alpaca `input`.
     pub with_input: usize,
+    /// Records with a system prompt.
     pub with_system: usize,
     /// Records whose last user turn has no reply.
     pub without_response: usize,
@@ -78,13 +90,17 @@ pub struct Stats {
     /// Depths and step kinds, for SeqEval files.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chains: Option<ChainStats>,
+    /// Words per user turn (an Alpaca `input` included).
     pub instruction_words: Lengths,
+    /// Words per assistant turn.
     pub response_words: Lengths,
     /// The tokenizer's name, when tokens were counted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<String>,
+    /// Tokens per user turn, when a tokenizer was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instruction_tokens: Option<Lengths>,
+    /// Tokens per assistant turn, when a tokenizer was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_tokens: Option<Lengths>,
 }
@@ -93,6 +109,7 @@ pub struct Stats {
 /// (`steps[].kind` of program-checked chains, else `modes`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChainStats {
+    /// Records per depth (their `iteration` value).
     pub by_depth: BTreeMap<u64, usize>,
     /// Records without a numeric `iteration`.
     pub without_depth: usize,

@@ -17,13 +17,16 @@ use crate::record::Record;
 /// How to write a file.
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
+    /// The record schema to write.
     pub schema: Schema,
     /// Taken from the file's extension when `None`.
     pub container: Option<Container>,
+    /// Options of alpaca_eval output (its `generator`).
     pub encode: EncodeOptions,
 }
 
 impl WriteOptions {
+    /// Options for this schema, the container taken from the file's extension.
     pub fn new(schema: Schema) -> Self {
         Self {
             schema,
@@ -96,6 +99,7 @@ impl Writer {
         })
     }
 
+    /// The format being written: the schema and the container it resolved to.
     pub fn format(&self) -> Format {
         self.format
     }

@@ -195,3 +195,19 @@ pub fn resolve_model(spec: Option<&str>) -> Result<PathBuf> {
         }
     }
 }
+
+/// A VQA split directory: `given` when it exists, else for `train`/`test` that split of
+/// the installed easy-VQA package (`seqit build caption-then-answer` and `seqit eval vqa`
+/// take either).
+pub fn easy_vqa_dir(given: &Path) -> Result<PathBuf> {
+    if given.exists() {
+        return Ok(given.to_path_buf());
+    }
+    match given.to_str() {
+        Some(split @ ("train" | "test")) => Ok(assets_dir()
+            .context("cannot find the installed easy-VQA package\nhint: run `scripts/setup --assets-only` or pass the split directory")?
+            .join("easy_vqa/data")
+            .join(split)),
+        _ => Ok(given.to_path_buf()),
+    }
+}

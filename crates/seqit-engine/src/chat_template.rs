@@ -14,6 +14,8 @@ use crate::tokenizer::read_tokenizer_config;
 
 const TEMPLATE_NAME: &str = "chat";
 
+/// A model's Jinja chat template, parsed once and rendered per conversation like
+/// transformers' `apply_chat_template`.
 pub struct ChatTemplate {
     source: String,
     env: Environment<'static>,
@@ -30,6 +32,8 @@ impl std::fmt::Debug for ChatTemplate {
 }
 
 impl ChatTemplate {
+    /// Parses `source`; `bos_token` and `eos_token` fill the template's variables of those
+    /// names (empty when `None`). Fails when the template does not parse.
     pub fn new(source: &str, bos_token: Option<&str>, eos_token: Option<&str>) -> Result<Self> {
         let mut env = Environment::new();
         env.set_syntax(
@@ -83,6 +87,7 @@ impl ChatTemplate {
         })
     }
 
+    /// The template's Jinja source text.
     pub fn source(&self) -> &str {
         &self.source
     }

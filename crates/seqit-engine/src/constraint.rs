@@ -93,6 +93,7 @@ pub struct TextChecker {
 }
 
 impl TextChecker {
+    /// A checker over the byte vocabulary; fails only if llguidance cannot set it up.
     pub fn new() -> Result<Self> {
         let env: TokEnv = Arc::new(ByteVocabulary::new());
         let mut factory = ParserFactory::new_simple(&env)?;

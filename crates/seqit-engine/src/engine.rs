@@ -43,6 +43,7 @@ const END_OF_TURN_TOKENS: [&str; 7] = [
     "<end_of_turn>",
 ];
 
+/// How [`Engine::load`] holds and runs a model; the [`Default`] suits the CPU.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// How GGUF matrices are held in memory.
@@ -80,7 +81,9 @@ impl Default for EngineOptions {
 /// One prompt and how to continue it.
 #[derive(Debug, Clone)]
 pub struct GenerationRequest {
+    /// The conversation or text to continue.
     pub prompt: Prompt,
+    /// How to decode the continuation.
     pub params: SamplingParams,
 }
 
@@ -96,6 +99,8 @@ enum Weights {
 /// doubling: a request's `max_tokens` is a bound, not a forecast.
 const KV_RESERVE_NEW_TOKENS: usize = 256;
 
+/// A loaded model with its tokenizer, chat template and stop tokens, generating batches of
+/// [`GenerationRequest`]s.
 pub struct Engine {
     weights: Weights,
     tokenizer: Tokenizer,
@@ -290,6 +295,7 @@ impl Engine {
         }
     }
 
+    /// The model's architecture and special token ids.
     pub fn config(&self) -> &ModelConfig {
         match &self.weights {
             Weights::Model(model) => &model.config,
@@ -307,22 +313,29 @@ impl Engine {
         }
     }
 
+    /// The tokenizer prompts are encoded and completions decoded with.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
 
+    /// The chat template, if the model has one (without it, only text prompts work).
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
         self.template.as_ref()
     }
 
+    /// The `.gguf` file or Hugging Face directory the engine was loaded from (empty for
+    /// [`Engine::from_parts`]).
     pub fn model_path(&self) -> &Path {
         &self.model_path
     }
 
+    /// Token ids that end a sequence: the model's EOS ids, the tokenizer's EOS token, and
+    /// the common end-of-turn tokens its vocabulary has.
     pub fn stop_ids(&self) -> &HashSet<u32> {
         &self.stop_ids
     }
 
+    /// Most sequences decoded together ([`EngineOptions::max_batch`]).
     pub fn max_batch(&self) -> usize {
         self.options.max_batch
     }
@@ -369,6 +382,8 @@ impl Engine {
         }
     }
 
+    /// The token ids of a prompt after its chat template, BOS included where the model
+    /// expects one. Fails on an empty prompt.
     pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
         let ids = self.tokenizer.encode_prompt(&self.render(prompt)?)?;
         if ids.is_empty() {

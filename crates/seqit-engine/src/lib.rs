@@ -14,6 +14,8 @@
 //! * [`resolve_model`] — `smollm2-135m` (or nothing) → the packaged default model.
 //! * [`convert_gguf_to_hf`] — GGUF → Hugging Face directory.
 
+#![deny(missing_docs)]
+
 mod assets;
 mod chat_template;
 mod constraint;
@@ -26,8 +28,8 @@ pub mod scheduler;
 mod tokenizer;
 
 pub use assets::{
-    asset_packages, assets_dir, install_assets, install_dir, installed_packages, resolve_model,
-    user_assets_dir, ASSETS_STAMP, DEFAULT_MODEL_FILE, DEFAULT_MODEL_SHA256,
+    asset_packages, assets_dir, easy_vqa_dir, install_assets, install_dir, installed_packages,
+    resolve_model, user_assets_dir, ASSETS_STAMP, DEFAULT_MODEL_FILE, DEFAULT_MODEL_SHA256,
 };
 pub use chat_template::ChatTemplate;
 pub use constraint::{ConstraintCompiler, MatchStep, TextChecker, TokenMatcher};

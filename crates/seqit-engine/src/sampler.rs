@@ -5,6 +5,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use seqit_core::SamplingParams;
 
+/// Picks each next token of one sequence from its logits, per [`SamplingParams`]; the
+/// engine makes one per sequence.
 pub struct Sampler {
     temperature: f64,
     top_k: usize,
@@ -13,6 +15,8 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// A sampler for these settings, its generator seeded with `params.seed` (none when
+    /// greedy).
     pub fn new(params: &SamplingParams) -> Self {
         let rng = (!params.is_greedy()).then(|| StdRng::seed_from_u64(params.seed));
         Self {
@@ -23,6 +27,8 @@ impl Sampler {
         }
     }
 
+    /// The next token id: the argmax when greedy, else a draw after temperature, top-k and
+    /// top-p.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         let Some(rng) = self.rng.as_mut() else {
             return argmax(logits);

@@ -27,7 +27,12 @@ use crate::{Engine, GenerationRequest};
 #[derive(Debug)]
 pub enum Event {
     /// New final text of sequence `index` of the job.
-    Text { index: usize, delta: String },
+    Text {
+        /// Position of the sequence among the job's requests.
+        index: usize,
+        /// Text that follows what was sent before; never taken back.
+        delta: String,
+    },
     /// Every sequence of the job, in order.
     Finished(Vec<Completion>),
     /// Generation failed; the message is for the caller's client.
@@ -72,7 +77,12 @@ impl Drop for QueueSlot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubmitError {
     /// Taking the job would put more than `limit` sequences in the queue.
-    Overloaded { queued: usize, limit: usize },
+    Overloaded {
+        /// Sequences already queued or running when the job came.
+        queued: usize,
+        /// Most sequences that may be queued or running at once.
+        limit: usize,
+    },
     /// The generation thread has stopped.
     Stopped,
 }

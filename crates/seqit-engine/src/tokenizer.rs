@@ -28,7 +28,10 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// The `tokenizer.json` document the tokenizer was built from.
     json: Json,
+    /// The beginning-of-sequence token's text, from `tokenizer_config.json` or GGUF
+    /// metadata.
     pub bos_token: Option<String>,
+    /// The end-of-sequence token's text, from `tokenizer_config.json` or GGUF metadata.
     pub eos_token: Option<String>,
     /// Whether encoding a prompt should start with the BOS token.
     pub add_bos: bool,
@@ -204,14 +207,17 @@ impl Tokenizer {
         &self.json
     }
 
+    /// Number of tokens, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
 
+    /// The id of a token given by its text in the vocabulary, if it has one.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
 
+    /// The text of a token id in the vocabulary, if the id exists.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }
@@ -249,6 +255,7 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// Decodes token ids to text, leaving out special tokens when `skip_special`.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         self.inner
             .decode(ids, skip_special)
@@ -288,6 +295,7 @@ pub struct TextStream<'a> {
 }
 
 impl TextStream<'_> {
+    /// Feeds the next token id; returns the text that became complete with it, if any.
     pub fn step(&mut self, id: u32) -> Result<Option<String>> {
         self.inner
             .step(id)

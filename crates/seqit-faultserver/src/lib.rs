@@ -22,6 +22,8 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+
 mod server;
 
 pub use server::{

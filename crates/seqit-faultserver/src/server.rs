@@ -45,6 +45,7 @@ pub struct FaultRates {
 }
 
 impl FaultRates {
+    /// No faults: every request is answered.
     pub fn none() -> Self {
         Self::default()
     }
@@ -63,6 +64,8 @@ impl FaultRates {
         }
     }
 
+    /// Sum of the seven rates: the probability that an arrival gets a fault
+    /// ([`FaultServer::bind`] refuses a sum outside `[0, 1]`).
     pub fn total(&self) -> f64 {
         self.rate_limit
             + self.server_error
@@ -120,7 +123,9 @@ pub enum MultiSample {
 /// Scripted answer: a prompt containing `contains` is answered with `reply`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScriptRule {
+    /// Substring looked for in the request's text (every chat message, or the prompt).
     pub contains: String,
+    /// Text of every choice of the answer when `contains` matches.
     pub reply: String,
 }
 
@@ -131,12 +136,15 @@ pub struct FaultConfig {
     pub model: String,
     /// Wait before every answer (faults included, hangs excepted).
     pub latency: Duration,
+    /// Probability of each fault per arrival.
     pub faults: FaultRates,
     /// Seed of the fault decisions.
     pub seed: u64,
+    /// `Retry-After` header of the 429s.
     pub retry_after: RetryAfterStyle,
     /// How long a hung request is held before the server gives up on it.
     pub hang_for: Duration,
+    /// Handling of requests with `n > 1`.
     pub multi_sample: MultiSample,
     /// Vary the shape of successful answers like real servers do (no `usage`, content
     /// as a list of parts, `finish_reason` spelled `eos`, extra fields); the text is
@@ -176,13 +184,21 @@ impl Default for FaultConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// 200 with a well-formed answer.
     Answered,
+    /// 429, with `Retry-After` as [`FaultConfig::retry_after`] says.
     RateLimited,
+    /// 500.
     ServerError,
+    /// 503.
     Unavailable,
+    /// Never answered: held for [`FaultConfig::hang_for`], then a 504 (logged at arrival).
     Hung,
+    /// 200 whose body stops half-way and whose connection is then cut.
     Truncated,
+    /// 200 whose body is not valid JSON.
     Malformed,
+    /// 200 with `"choices": []`.
     EmptyChoices,
     /// 400: invalid JSON, or `n > 1` refused.
     BadRequest,
@@ -203,16 +219,20 @@ pub struct LogEntry {
     pub key: String,
     /// The last user message (chat) or the prompt (completions).
     pub prompt: String,
+    /// Choices asked for (the request's `n`, at least 1).
     pub n: u32,
     /// 1 for the first arrival of this key, 2 for the second, ...
     pub attempt: u32,
+    /// What the server did with the request.
     pub outcome: Outcome,
 }
 
 /// Counts over the log.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
+    /// Requests logged, whatever their outcome.
     pub requests: u64,
+    /// Requests per outcome, under its `snake_case` name (`answered`, `hung`, ...).
     pub by_outcome: BTreeMap<String, u64>,
     /// Distinct request keys answered.
     pub answered_keys: u64,
@@ -246,6 +266,8 @@ impl FaultServer {
         Self::bind(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
+    /// Starts on `addr` (port 0 picks a free one). Fails when the fault rates add up to
+    /// more than 1, the log file cannot be opened or the address cannot be bound.
     pub async fn bind(config: FaultConfig, addr: SocketAddr) -> anyhow::Result<Self> {
         let total = config.faults.total();
         anyhow::ensure!(
@@ -307,6 +329,7 @@ impl FaultServer {
         &self.url
     }
 
+    /// The address the server listens on, with the actual port.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -321,6 +344,7 @@ impl FaultServer {
         self.shared.answered.lock().expect("answered lock").clone()
     }
 
+    /// Counts over the log so far (also served as JSON at `GET /_fault/stats`).
     pub fn stats(&self) -> Stats {
         stats_of(&self.shared)
     }
@@ -353,6 +377,8 @@ pub struct BackgroundFaultServer {
 }
 
 impl BackgroundFaultServer {
+    /// Starts on `127.0.0.1` with a free port, on a new two-thread runtime that lives as
+    /// long as the returned value.
     pub fn start(config: FaultConfig) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

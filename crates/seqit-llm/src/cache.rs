@@ -69,10 +69,13 @@ impl CacheKey {
         Self(Sha256::digest(&json).into())
     }
 
+    /// The 32 bytes of the hash, as stored in the cache file.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 
+    /// The key as 64 lowercase hex digits (Batch API `custom_id`s hold it);
+    /// [`CacheKey::from_hex`] reads it back.
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -99,8 +102,11 @@ impl std::fmt::Debug for CacheKey {
 /// An answer as stored: the sample and the model and endpoint kind it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CachedAnswer {
+    /// The model name the answer came from.
     pub model: String,
+    /// The endpoint kind (chat or completions) that answered.
     pub kind: EndpointKind,
+    /// The stored sample, as first answered.
     pub sample: Sample,
 }
 
@@ -174,6 +180,7 @@ impl Cache {
         })
     }
 
+    /// Where the SQLite file of the cache is.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -239,6 +246,7 @@ impl Cache {
         .map_err(|e| cache_error(&self.path, "cannot read", e))
     }
 
+    /// Whether the cache holds no answers.
     pub fn is_empty(&self) -> Result<bool, LlmError> {
         Ok(self.len()? == 0)
     }

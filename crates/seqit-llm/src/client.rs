@@ -68,24 +68,31 @@ impl Client {
         self.scope.as_deref()
     }
 
+    /// Stores answers in `cache` and serves them from it; without one every request goes to
+    /// the backend.
     pub fn with_cache(mut self, cache: Arc<Cache>) -> Self {
         self.cache = Some(cache);
         self
     }
 
+    /// Counts this client's requests, tokens and cache hits in `ledger` (shared with other
+    /// clients to total a run).
     pub fn with_ledger(mut self, ledger: Arc<Ledger>) -> Self {
         self.ledger = ledger;
         self
     }
 
+    /// The ledger this client counts into.
     pub fn ledger(&self) -> &Arc<Ledger> {
         &self.ledger
     }
 
+    /// The request cache, if the client has one.
     pub fn cache(&self) -> Option<&Arc<Cache>> {
         self.cache.as_ref()
     }
 
+    /// The backend asked for answers the cache does not hold.
     pub fn backend(&self) -> &Arc<dyn Llm> {
         &self.backend
     }

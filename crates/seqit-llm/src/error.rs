@@ -9,46 +9,85 @@ pub enum LlmError {
     /// The server answered with an error status.
     #[error("`{url}` answered HTTP {status}: {message}")]
     Status {
+        /// The URL the request was sent to, credentials removed.
         url: String,
+        /// The HTTP status code.
         status: u16,
+        /// The server's error text (shortened), with a hint for 401 and 403.
         message: String,
         /// Wait asked for by `Retry-After` (or `retry-after-ms`).
         retry_after: Option<Duration>,
     },
     /// No complete answer arrived within the per-request timeout.
     #[error("`{url}` did not answer within {}s", .timeout.as_secs_f64())]
-    Timeout { url: String, timeout: Duration },
+    Timeout {
+        /// The URL the request was sent to, credentials removed.
+        url: String,
+        /// The per-request timeout that passed.
+        timeout: Duration,
+    },
     /// The connection could not be made or broke before the response head.
     #[error("cannot reach `{url}`: {message}")]
-    Connect { url: String, message: String },
+    Connect {
+        /// The URL the request was sent to, credentials removed.
+        url: String,
+        /// What the HTTP client reported.
+        message: String,
+    },
     /// The server's TLS certificate is not trusted (or not valid for its name); another
     /// attempt would meet the same certificate, so it is not retried.
     #[error("the TLS certificate of `{url}` is not trusted: {message}\nhint: seqit trusts {roots}; for a private CA or a self-signed certificate, point SSL_CERT_FILE at its PEM file (`seqit doctor` shows the roots in use)")]
     Certificate {
+        /// The URL the request was sent to, credentials removed.
         url: String,
+        /// Why the certificate was refused, as the TLS library says.
         message: String,
+        /// The roots trusted, and how many (e.g. `system store (140 certificates)`).
         roots: String,
     },
     /// The response body was cut off.
     #[error("the response from `{url}` was cut off: {message}")]
-    Truncated { url: String, message: String },
+    Truncated {
+        /// The URL the request was sent to, credentials removed.
+        url: String,
+        /// What the HTTP client reported.
+        message: String,
+    },
     /// The response body is not the JSON of a completion.
     #[error("the response from `{url}` is not a valid completion: {message}")]
-    Malformed { url: String, message: String },
+    Malformed {
+        /// The URL the request was sent to, credentials removed.
+        url: String,
+        /// What is wrong with the body.
+        message: String,
+    },
     /// The response body is larger than the configured limit (`--max-response-bytes`);
     /// another attempt would fetch it again, so it is not retried.
     #[error("the response from `{url}` is larger than the limit of {}\nhint: raise the limit with --max-response-bytes", human_size(*.limit))]
-    TooLarge { url: String, limit: usize },
+    TooLarge {
+        /// The URL the request was sent to, credentials removed.
+        url: String,
+        /// The largest body accepted, in bytes.
+        limit: usize,
+    },
     /// The answer has no choices.
     #[error("the response from `{url}` has no choices")]
-    EmptyChoices { url: String },
+    EmptyChoices {
+        /// The URL the request was sent to, credentials removed.
+        url: String,
+    },
     /// The server refused a request with `n > 1`; the caller asks sample by sample.
     #[error("`{url}` does not accept `n` > 1")]
-    MultiSampleUnsupported { url: String },
+    MultiSampleUnsupported {
+        /// The URL the request was sent to, credentials removed.
+        url: String,
+    },
     /// Every allowed attempt failed.
     #[error("gave up after {attempts} attempts")]
     RetriesExhausted {
+        /// Attempts made, the first included.
         attempts: u32,
+        /// The error of the last attempt.
         #[source]
         last: Box<LlmError>,
     },

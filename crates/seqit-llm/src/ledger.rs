@@ -12,8 +12,11 @@ use crate::types::Usage;
 /// Prices of one model in dollars (or any currency) per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Price {
+    /// Price per million prompt tokens (also read as `prompt` or `input_per_million`).
     #[serde(alias = "prompt", alias = "input_per_million")]
     pub input: f64,
+    /// Price per million completion tokens (also read as `completion` or
+    /// `output_per_million`).
     #[serde(alias = "completion", alias = "output_per_million")]
     pub output: f64,
 }
@@ -30,10 +33,13 @@ pub struct Price {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct PriceTable {
+    /// Price per model name; the key `"*"` applies to every model not listed.
     pub models: HashMap<String, Price>,
 }
 
 impl PriceTable {
+    /// Reads a price table from TOML, or JSON for a `.json` file; fails on unreadable files
+    /// and on prices that are negative or not finite.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         use anyhow::Context;
         let text = std::fs::read_to_string(path)
@@ -68,6 +74,7 @@ impl PriceTable {
         Ok(table)
     }
 
+    /// The price of `model`, or the `"*"` price when it is not listed.
     pub fn price(&self, model: &str) -> Option<Price> {
         self.models
             .get(model)
@@ -89,7 +96,9 @@ pub struct ModelTally {
     pub requests: u64,
     /// HTTP attempts, retries included.
     pub attempts: u64,
+    /// Prompt tokens the backend billed (or estimated, see `usage_estimated`).
     pub prompt_tokens: u64,
+    /// Completion tokens the backend billed (or estimated, see `usage_estimated`).
     pub completion_tokens: u64,
     /// Calls whose server reported no usage (their tokens are estimates).
     pub usage_estimated: u64,
@@ -97,6 +106,7 @@ pub struct ModelTally {
     pub cached_samples: u64,
     /// Tokens those cached samples cost when first asked.
     pub cached_prompt_tokens: u64,
+    /// Completion tokens those cached samples cost when first asked.
     pub cached_completion_tokens: u64,
     /// Requests that ended failed.
     pub failed: u64,
@@ -113,6 +123,7 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// An empty ledger; with `prices`, it can tell what each model cost.
     pub fn new(prices: Option<PriceTable>) -> Self {
         Self {
             models: Mutex::default(),
@@ -163,6 +174,7 @@ impl Ledger {
         });
     }
 
+    /// A copy of the counts so far, by model name.
     pub fn tallies(&self) -> BTreeMap<String, ModelTally> {
         self.models.lock().expect("ledger lock").clone()
     }
@@ -236,6 +248,7 @@ impl Ledger {
 /// What a run is expected to use, before it starts (`--dry-run`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Estimate {
+    /// The model the run would ask.
     pub model: String,
     /// Samples to generate (records × samples per record).
     pub samples: u64,
@@ -248,6 +261,8 @@ pub struct Estimate {
 }
 
 impl Estimate {
+    /// The `--dry-run` report: samples, cached samples, tokens and, with `prices`, the cost
+    /// range (prompts only up to every sample using `max_tokens`).
     pub fn render(&self, prices: Option<&PriceTable>) -> String {
         let todo = self.samples - self.cached_samples;
         let mut text = format!(

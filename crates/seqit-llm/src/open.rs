@@ -70,6 +70,7 @@ impl BackendSpec {
         }
     }
 
+    /// Whether an endpoint is set (the remote backend), not the local engine.
     pub fn is_remote(&self) -> bool {
         self.endpoint.is_some()
     }

@@ -20,6 +20,7 @@ use serde::Serialize;
 pub struct TlsRoots {
     /// `SSL_CERT_FILE=…`, `system store` or `bundled webpki roots`; `none` without TLS.
     pub source: String,
+    /// Number of trusted root certificates loaded.
     pub certificates: usize,
     /// Certificates that could not be read (from the chosen source).
     pub errors: Vec<String>,

@@ -12,11 +12,14 @@ use crate::error::LlmError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EndpointKind {
+    /// OpenAI chat completions (`/chat/completions`), for [`Prompt::Chat`].
     Chat,
+    /// OpenAI (legacy) text completions (`/completions`), for [`Prompt::Text`].
     Completions,
 }
 
 impl EndpointKind {
+    /// The endpoint a prompt goes to: chat for conversations, completions for text.
     pub fn of(prompt: &Prompt) -> Self {
         match prompt {
             Prompt::Chat(_) => EndpointKind::Chat,
@@ -32,6 +35,7 @@ impl EndpointKind {
         }
     }
 
+    /// The kind's name (`chat` or `completions`), for logs and statistics.
     pub fn as_str(self) -> &'static str {
         match self {
             EndpointKind::Chat => "chat",
@@ -48,7 +52,9 @@ impl EndpointKind {
 /// `i > 0` is decoded with seed `params.seed + i`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlmRequest {
+    /// The conversation or text to continue.
     pub prompt: Prompt,
+    /// Decoding settings; for sample `i` asked alone, the seed is `params.seed + i`.
     pub params: SamplingParams,
     /// Number of samples wanted (at least 1).
     pub n: u32,
@@ -77,15 +83,18 @@ impl LlmRequest {
         self
     }
 
+    /// Sets the prompt-template version that goes into the cache key.
     pub fn with_prompt_version(mut self, version: impl Into<String>) -> Self {
         self.prompt_version = version.into();
         self
     }
 
+    /// The endpoint the prompt goes to.
     pub fn kind(&self) -> EndpointKind {
         EndpointKind::of(&self.prompt)
     }
 
+    /// The sample indices asked for: `first_sample .. first_sample + n`.
     pub fn sample_indices(&self) -> std::ops::Range<u32> {
         self.first_sample..self.first_sample + self.n.max(1)
     }
@@ -108,8 +117,11 @@ impl LlmRequest {
 /// One generated sample.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
+    /// The sample's number among its prompt's samples (see [`LlmRequest`]).
     pub index: u32,
+    /// The generated text.
     pub text: String,
+    /// Why generation of this sample ended.
     pub finish_reason: FinishReason,
     /// Tokens of the prompt, when the backend reported them.
     pub prompt_tokens: Option<u64>,
@@ -148,7 +160,9 @@ impl Sample {
 /// Token counts of one backend call, as reported by the backend.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
+    /// Prompt tokens of the call (or estimated, see `estimated`).
     pub prompt_tokens: u64,
+    /// Completion tokens of the call, all samples together (or estimated).
     pub completion_tokens: u64,
     /// The backend did not report usage; the counts are estimates (characters / 4).
     pub estimated: bool,
@@ -174,7 +188,9 @@ pub struct LlmResponse {
 pub enum MultiSample {
     /// Not known yet: the first `n > 1` request finds out.
     Unknown,
+    /// The backend answers `n > 1` with `n` choices.
     Supported,
+    /// The backend gives one choice per request: the client asks sample by sample.
     Unsupported,
 }
 

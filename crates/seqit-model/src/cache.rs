@@ -91,11 +91,15 @@ impl PackedKv {
 /// same distance from the row's padding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvBlock {
+    /// Number of positions in the block.
     pub positions: usize,
+    /// Key/value heads of the model the block came from.
     pub kv_heads: usize,
+    /// Size of one head.
     pub head_dim: usize,
     /// Per layer, `positions · kv_heads · head_dim` f16 bits.
     pub k: Vec<Vec<u16>>,
+    /// Per layer, the values, laid out like `k`.
     pub v: Vec<Vec<u16>>,
 }
 
@@ -107,6 +111,10 @@ impl KvBlock {
     }
 }
 
+/// Keys and values of every layer for a batch of sequences, so that each decode step
+/// attends to the history without recomputing it. One cache serves one batch on one
+/// decoder path: [`Llama::forward`](crate::Llama::forward) or
+/// [`Llama::forward_packed`](crate::Llama::forward_packed).
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     layers: Vec<Option<LayerKv>>,
@@ -119,6 +127,8 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// An empty cache for a model of `num_layers` layers; buffers are allocated on the
+    /// first forward pass.
     pub fn new(num_layers: usize) -> Self {
         Self {
             layers: vec![None; num_layers],
@@ -143,6 +153,7 @@ impl KvCache {
         self.len
     }
 
+    /// Whether no position is cached yet.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -10,8 +10,11 @@ use crate::arch;
 /// stated once, in each one's [`ArchSpec`](crate::arch::ArchSpec) ([`Architecture::spec`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Architecture {
+    /// Meta's Llama (also SmolLM2 and other `LlamaForCausalLM` checkpoints).
     Llama,
+    /// Mistral (`MistralForCausalLM`), the Llama layout under another name.
     Mistral,
+    /// Qwen2 (`Qwen2ForCausalLM`): Llama with biases on the q/k/v projections.
     Qwen2,
 }
 
@@ -21,10 +24,14 @@ impl Architecture {
         arch::find(name).map(|spec| spec.architecture)
     }
 
+    /// The Hugging Face class, `architectures[0]` of `config.json` (e.g.
+    /// `LlamaForCausalLM`).
     pub fn hf_class(self) -> &'static str {
         self.spec().hf_class
     }
 
+    /// The `model_type` of `config.json`, also GGUF's `general.architecture` (e.g.
+    /// `llama`).
     pub fn hf_model_type(self) -> &'static str {
         self.spec().model_type
     }
@@ -40,36 +47,60 @@ impl Architecture {
 /// rows permuted so that adjacent dimensions form the pairs instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RopeLayout {
+    /// Pairs are dimension `i` and `i + head_dim / 2` (Hugging Face's `rotate_half`).
     HalfSplit,
+    /// Pairs are adjacent dimensions `2i` and `2i + 1` (llama.cpp's GGUF Q/K rows).
     Interleaved,
 }
 
 /// Llama 3.1-style frequency scaling of RoPE (`rope_scaling.rope_type == "llama3"`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Llama3RopeScaling {
+    /// How much low frequencies are divided by.
     pub factor: f64,
+    /// Wavelengths above `original_max_position_embeddings / low_freq_factor` are scaled in
+    /// full.
     pub low_freq_factor: f64,
+    /// Wavelengths below `original_max_position_embeddings / high_freq_factor` are left
+    /// alone; between the two bounds the scaling is interpolated.
     pub high_freq_factor: f64,
+    /// The context length the model was first trained with.
     pub original_max_position_embeddings: usize,
 }
 
 /// Checked configuration of a Llama-family decoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
+    /// Which architecture the weights belong to (tensor names, q/k/v biases).
     pub architecture: Architecture,
+    /// Rows of the embedding (and output) matrix; at least the tokenizer's vocabulary.
     pub vocab_size: usize,
+    /// Width of the residual stream.
     pub hidden_size: usize,
+    /// Width of the MLP's hidden layer.
     pub intermediate_size: usize,
+    /// Number of decoder blocks.
     pub num_hidden_layers: usize,
+    /// Query heads per attention layer; a multiple of `num_key_value_heads`.
     pub num_attention_heads: usize,
+    /// Key/value heads (fewer than query heads under grouped-query attention).
     pub num_key_value_heads: usize,
+    /// Size of one attention head (even, for RoPE); `hidden_size / num_attention_heads`
+    /// unless the config says otherwise.
     pub head_dim: usize,
+    /// Epsilon added to the mean square in RMSNorm.
     pub rms_norm_eps: f64,
+    /// RoPE base: the inverse frequencies are `rope_theta^(-2i / head_dim)`.
     pub rope_theta: f64,
+    /// Llama 3.1 frequency scaling of RoPE, when the model uses it.
     pub rope_scaling: Option<Llama3RopeScaling>,
+    /// Context window: most positions (prompt plus generated tokens) per sequence.
     pub max_position_embeddings: usize,
+    /// Whether the output projection reuses the embedding matrix (no `lm_head.weight`).
     pub tie_word_embeddings: bool,
+    /// Beginning-of-sequence token id, if the config names one.
     pub bos_token_id: Option<u32>,
+    /// Token ids that end generation (none, one or several, as the config lists them).
     pub eos_token_ids: Vec<u32>,
 }
 

@@ -247,6 +247,7 @@ impl PackedDecoder {
         self.isa
     }
 
+    /// The configuration of the model the decoder was built from.
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }

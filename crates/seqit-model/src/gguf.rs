@@ -30,6 +30,7 @@ impl std::fmt::Debug for GgufFile {
 }
 
 impl GgufFile {
+    /// Opens `path` and reads its header, metadata and tensor index (not the tensor data).
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
         let mut reader = BufReader::new(file);
@@ -43,18 +44,23 @@ impl GgufFile {
         })
     }
 
+    /// The file's path, as given to [`GgufFile::open`].
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Every metadata key and value of the file.
     pub fn metadata(&self) -> &HashMap<String, Value> {
         &self.content.metadata
     }
 
+    /// Whether the file holds a tensor of this (GGUF) name.
     pub fn has_tensor(&self, name: &str) -> bool {
         self.content.tensor_infos.contains_key(name)
     }
 
+    /// Reads tensor `name` onto `device`, in its stored quantization; fails when the file
+    /// has no such tensor.
     pub fn tensor(&mut self, name: &str, device: &Device) -> Result<QTensor> {
         if !self.has_tensor(name) {
             bail!("`{}` has no tensor `{name}`", self.path.display());
@@ -64,6 +70,7 @@ impl GgufFile {
             .with_context(|| format!("reading tensor `{name}` from `{}`", self.path.display()))
     }
 
+    /// A string metadata value; `None` when the key is absent or holds another type.
     pub fn string(&self, key: &str) -> Option<&str> {
         match self.metadata().get(key) {
             Some(Value::String(s)) => Some(s),
@@ -76,6 +83,7 @@ impl GgufFile {
         self.metadata().get(key).and_then(value_as_u64)
     }
 
+    /// A numeric metadata value (float or integer) as `f64`.
     pub fn float(&self, key: &str) -> Option<f64> {
         match self.metadata().get(key)? {
             Value::F32(v) => Some(*v as f64),

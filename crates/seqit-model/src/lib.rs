@@ -20,6 +20,8 @@
 //! * [`packed`] — the packed decoder's quantized kernels for AVX-512 VNNI, AVX2, NEON
 //!   and portable Rust, with one arithmetic on all of them.
 
+#![deny(missing_docs)]
+
 pub mod arch;
 mod cache;
 mod config;

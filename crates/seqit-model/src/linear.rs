@@ -18,13 +18,18 @@ use crate::train_ops;
 /// `dpbusd` tiles), which are several times faster than its per-row dot products.
 const REPACKED_KERNEL_K: usize = 256;
 
+/// The weight matrix of a [`Linear`], dense or as GGUF quantized blocks.
 #[derive(Debug, Clone)]
 pub enum LinearWeight {
     /// `[out_features, in_features]`, as in PyTorch.
     Dense(Tensor),
+    /// GGUF blocks, `[out_features, in_features]`, multiplied without dequantizing
+    /// (inference only).
     Quantized(Arc<QTensor>),
 }
 
+/// A projection `y = x·Wᵀ + bias`, plus the output of its LoRA adapter when it has one.
+/// Every attention and MLP projection and the LM head is one.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: LinearWeight,
@@ -42,9 +47,15 @@ pub struct Linear {
 /// with `A: [rank, in]`, `B: [out, rank]` and `scale = alpha / rank`, as in PEFT.
 #[derive(Debug, Clone)]
 pub struct LoraAdapter {
+    /// `[rank, in_features]`, applied first.
     pub a: Tensor,
+    /// `[out_features, rank]`, applied second (all zeros when training starts, so a new
+    /// adapter changes nothing).
     pub b: Tensor,
+    /// Factor on the adapter's output: `alpha / rank` (or `alpha / sqrt(rank)` with
+    /// rsLoRA).
     pub scale: f64,
+    /// Dropout on the adapter's input during training; `None` for none.
     pub dropout: Option<LoraDropout>,
 }
 
@@ -53,11 +64,17 @@ pub struct LoraAdapter {
 /// after a resume. Off unless the shared state is enabled (training only).
 #[derive(Debug, Clone)]
 pub struct LoraDropout {
+    /// Probability that an input value is dropped; kept values are scaled by `1 / (1 − p)`.
     pub p: f32,
+    /// This adapter's number, mixed into the seed so that adapters draw different masks.
     pub id: u64,
+    /// The switch and seed all adapters of a model share.
     pub state: Arc<DropoutState>,
 }
 
+/// Whether LoRA dropout is on and the seed of the current micro-batch, shared by every
+/// adapter of a model. The trainer enables it per micro-batch; it starts off, so inference
+/// never drops.
 #[derive(Debug, Default)]
 pub struct DropoutState {
     enabled: AtomicBool,
@@ -71,6 +88,7 @@ impl DropoutState {
         self.enabled.store(true, Ordering::Relaxed);
     }
 
+    /// Turns dropout off (for evaluation and generation during training).
     pub fn disable(&self) {
         self.enabled.store(false, Ordering::Relaxed);
     }
@@ -211,6 +229,8 @@ impl CustomOp1 for FrozenMatmul {
 }
 
 impl Linear {
+    /// A projection with this weight and optional bias (`[out_features]`), trainable and
+    /// without an adapter.
     pub fn new(weight: LinearWeight, bias: Option<Tensor>) -> Result<Self> {
         Ok(Self {
             weight,
@@ -227,11 +247,13 @@ impl Linear {
         self
     }
 
+    /// The same projection with `adapter` added to its output.
     pub fn with_adapter(mut self, adapter: LoraAdapter) -> Self {
         self.adapter = Some(adapter);
         self
     }
 
+    /// The LoRA adapter, if one is attached.
     pub fn adapter(&self) -> Option<&LoraAdapter> {
         self.adapter.as_ref()
     }
@@ -250,10 +272,12 @@ impl Linear {
         Ok(linear)
     }
 
+    /// The weight matrix, dense or quantized, `[out_features, in_features]`.
     pub fn weight(&self) -> &LinearWeight {
         &self.weight
     }
 
+    /// The bias (`[out_features]`), if the projection has one.
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
     }

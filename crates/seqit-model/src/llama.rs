@@ -50,10 +50,13 @@ pub enum Kernels {
 /// Which positions get logits: generation only needs the last one, training needs all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogitsFor {
+    /// Logits of each row's last position only: `[batch, vocab]`.
     LastPosition,
+    /// Logits of every position: `[batch, positions, vocab]`.
     AllPositions,
 }
 
+/// Root-mean-square normalization with a learned scale per channel, as in Llama.
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
     weight: Tensor,
@@ -61,10 +64,12 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
+    /// A norm with scale `weight` (`[hidden]`) and `eps` added to the mean square.
     pub fn new(weight: Tensor, eps: f64) -> Self {
         Self { weight, eps }
     }
 
+    /// The learned scale, `[hidden]`.
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
@@ -252,16 +257,28 @@ impl Mlp {
 #[derive(Debug, Clone)]
 pub struct Embedding(pub Tensor);
 
+/// A Llama-family decoder: token embedding, [`Block`]s, final norm and LM head, with its
+/// configuration and the kernels it runs on.
 #[derive(Debug, Clone)]
 pub struct Llama {
     /// Names the tensors of its checkpoints and writes its `config.json`.
     arch: &'static ArchSpec,
+    /// The checked configuration the weights were loaded with.
     pub config: ModelConfig,
+    /// How Q/K rows are laid out for RoPE, as the checkpoint stores them (interleaved in
+    /// llama.cpp's GGUF files of Llama models).
     pub rope_layout: RopeLayout,
+    /// Token embedding table, `[vocab_size, hidden_size]`.
     pub embed_tokens: Embedding,
+    /// The decoder blocks, first to last.
     pub layers: Vec<Block>,
+    /// Norm applied after the last block.
     pub norm: RmsNorm,
+    /// Output projection to vocabulary logits (built from the embedding matrix when
+    /// `tie_word_embeddings`).
     pub lm_head: Linear,
+    /// Which kernels the forward pass runs: fused ones for inference, differentiable ones
+    /// for training.
     pub kernels: Kernels,
     pub(crate) inv_freq: Tensor,
     /// The quantized weights re-laid for the packed kernels, when they all are quantized.
@@ -316,6 +333,7 @@ impl Llama {
         Ok(self)
     }
 
+    /// The device the weights live on.
     pub fn device(&self) -> &Device {
         self.embed_tokens.0.device()
     }
@@ -393,6 +411,7 @@ impl Llama {
         Ok(())
     }
 
+    /// The dtype of the embedding table (that of dense weights and activations).
     pub fn dtype(&self) -> DType {
         self.embed_tokens.0.dtype()
     }

@@ -34,6 +34,7 @@ pub enum WeightStorage {
 /// How to materialise the weights.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadOptions {
+    /// How matrices are held: as stored, fast (re-quantized) or dense.
     pub weights: WeightStorage,
     /// Dtype of dense weights.
     pub dtype: DType,
@@ -56,8 +57,12 @@ impl LoadOptions {
 
 /// A loaded model and, for GGUF files, the file (its metadata holds the tokenizer).
 pub struct LoadedModel {
+    /// The decoder with its weights, held as the [`LoadOptions`] asked.
     pub llama: Llama,
+    /// The `.gguf` file or Hugging Face directory it was loaded from.
     pub path: PathBuf,
+    /// The open GGUF file (its metadata holds the tokenizer); `None` for a Hugging Face
+    /// directory.
     pub gguf: Option<GgufFile>,
 }
 

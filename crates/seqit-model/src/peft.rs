@@ -17,40 +17,59 @@ use crate::gguf::permute_for_interleaved_rope;
 use crate::linear::{LinearWeight, LoraAdapter};
 use crate::llama::Llama;
 
+/// File name of a PEFT adapter's configuration ([`PeftConfig`] as JSON).
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+/// File name of a PEFT adapter's tensors.
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 
 /// The fields of PEFT's `LoraConfig` that matter for a Llama adapter. Unknown fields are
 /// ignored on reading, as PEFT adds new ones often.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PeftConfig {
+    /// Adapter type; only `LORA` is supported.
     pub peft_type: String,
+    /// PEFT's task, `CAUSAL_LM` for the adapters seqit writes.
     #[serde(default)]
     pub task_type: Option<String>,
+    /// Rank as configured (the tensors' shapes decide the rank actually used).
     pub r: usize,
+    /// LoRA's alpha: the adapter's output is scaled by `lora_alpha / r` (see
+    /// [`PeftConfig::scale`]).
     pub lora_alpha: f64,
+    /// Dropout on the adapter's input in training; 0 for none.
     #[serde(default)]
     pub lora_dropout: f64,
     /// Module names such as `q_proj` (PEFT also allows a regex string; not supported).
     pub target_modules: Vec<String>,
+    /// rsLoRA scaling: `lora_alpha / sqrt(r)` instead of `lora_alpha / r`.
     #[serde(default)]
     pub use_rslora: bool,
+    /// DoRA adapters; must be `false` (not supported).
     #[serde(default)]
     pub use_dora: bool,
+    /// Which biases are trained; must be `none` (not supported otherwise).
     #[serde(default = "no_bias")]
     pub bias: String,
+    /// For Conv1D layers; must be `false` (Llama has none).
     #[serde(default)]
     pub fan_in_fan_out: bool,
+    /// Fully trained modules; must be empty (not supported).
     #[serde(default)]
     pub modules_to_save: Option<Vec<String>>,
+    /// Per-module alphas; must be empty (not supported).
     #[serde(default)]
     pub alpha_pattern: BTreeMap<String, f64>,
+    /// Per-module ranks, as PEFT writes them (the tensors' shapes carry the ranks).
     #[serde(default)]
     pub rank_pattern: BTreeMap<String, usize>,
+    /// The base model the adapter was trained on, as a name or path.
     #[serde(default)]
     pub base_model_name_or_path: Option<String>,
+    /// Whether PEFT loads the adapter frozen; `true` in what seqit writes.
     #[serde(default)]
     pub inference_mode: bool,
+    /// Whether PEFT gives a new adapter its default initialisation; `true` in what seqit
+    /// writes.
     #[serde(default)]
     pub init_lora_weights: bool,
 }
@@ -145,6 +164,8 @@ pub fn save_peft_adapter(
         .with_context(|| format!("cannot write `{}`", path.display()))
 }
 
+/// Reads `adapter_config.json` from `dir` and checks that seqit can apply it (no DoRA,
+/// bias, Conv1D, saved modules or per-module alphas).
 pub fn read_peft_config(dir: &Path) -> Result<PeftConfig> {
     let path = dir.join(ADAPTER_CONFIG);
     let text = std::fs::read_to_string(&path).with_context(|| {

@@ -9,6 +9,8 @@
 //! passed by program check, the judge's following rate and quality), which kinds of
 //! steps fail, and a sample browser.
 
+#![deny(missing_docs)]
+
 mod load;
 mod svg;
 
@@ -20,16 +22,23 @@ use serde_json::Value;
 pub use load::{load_runs, Eval, LengthSet, Run, RunData, Training};
 use svg::{bar_chart, escape, line_chart, Axes, Series};
 
+/// How [`render_html`] and [`render_markdown`] render.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// Page heading and HTML `<title>`; by default `seqit report: <run labels>` (HTML) or
+    /// `seqit report` (Markdown).
     pub title: Option<String>,
 }
 
 /// One number of an evaluation, with its 95% interval when the eval computed one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metric {
+    /// Dotted path of the number in `metrics.json`, less `scores`, `overall`, `pass@k` and
+    /// `metrics` (`scores.overall.quality` → `quality`).
     pub name: String,
+    /// The number, or the mean of a `{mean, ci95}` summary, in the eval's own unit.
     pub value: f64,
+    /// Low and high ends of the 95% interval.
     pub ci: Option<(f64, f64)>,
 }
 
@@ -199,6 +208,7 @@ fn step_kinds(metrics: &Value) -> BTreeMap<String, KindRate> {
 /// The headline of one run: program-checked chain pass rates of its models, and SIT − IT
 /// over the chains both answered, with a paired bootstrap CI.
 pub struct Verdict {
+    /// Label of the run ([`Run::label`]).
     pub run: String,
     /// (model label, chain pass rate)
     pub rates: Vec<(String, Metric)>,

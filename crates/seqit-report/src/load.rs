@@ -12,49 +12,69 @@ use serde_json::Value;
 /// Most per-item records kept per evaluation for the sample browser.
 pub const SAMPLES_PER_EVAL: usize = 60;
 
+/// Everything [`load_runs`] read, one [`Run`] per directory, in the order given.
 #[derive(Debug, Clone, Default)]
 pub struct RunData {
+    /// The runs, in the order of the directories given.
     pub runs: Vec<Run>,
 }
 
+/// What one run directory holds; parts its stages did not write are empty.
 #[derive(Debug, Clone, Default)]
 pub struct Run {
+    /// Name of the directory (after resolving `.` and links), shown for the run.
     pub label: String,
+    /// The directory as given.
     pub dir: PathBuf,
     /// `*.stats.json` of the augmentation (option shares per iteration, lengths, tokens).
     pub augment: Option<Value>,
     /// Words per instruction and per response, of the IT and the SIT data.
     pub lengths: Vec<LengthSet>,
+    /// Training stages: every stage directory with a `metrics.jsonl`.
     pub trainings: Vec<Training>,
+    /// Evaluations: every stage directory with a `metrics.json`.
     pub evals: Vec<Eval>,
 }
 
+/// Instruction and response lengths of one training data set (the mixture when the run
+/// has one, else the augmentation's output).
 #[derive(Debug, Clone)]
 pub struct LengthSet {
     /// `IT` or `SIT`.
     pub name: String,
+    /// Per record, words in its user messages.
     pub instruction_words: Vec<usize>,
+    /// Per record, words in its assistant messages.
     pub response_words: Vec<usize>,
 }
 
+/// One training stage, read from its `metrics.jsonl`.
 #[derive(Debug, Clone)]
 pub struct Training {
+    /// Stage directory name without its `train-` prefix; evaluations name the model by it.
     pub name: String,
     /// `it` or `sit`, when the run's manifest says.
     pub data: Option<String>,
     /// (step, loss)
     pub losses: Vec<(f64, f64)>,
+    /// Tokens trained on: the sum of `tokens` over the log lines.
     pub tokens: u64,
 }
 
+/// One evaluation stage, read from its `metrics.json` and per-item results.
 #[derive(Debug, Clone)]
 pub struct Eval {
+    /// From the run's manifest or `metrics.json`; else `seqeval` when the metrics have
+    /// `by_depth` scores, `eval` otherwise.
     pub benchmark: String,
     /// The evaluated model: a training run's name or a configured model.
     pub model: String,
     /// `it` or `sit` when the model is a training run of this run directory.
     pub data: Option<String>,
+    /// The whole `metrics.json`.
     pub metrics: Value,
+    /// The first 60 records of `items.jsonl` (or `results.jsonl`), for the sample
+    /// browser.
     pub samples: Vec<Value>,
     /// Per item id, whether the chain passed the program check (verifiable SeqEval).
     pub chain_passed: BTreeMap<String, bool>,
@@ -71,6 +91,9 @@ impl Run {
     }
 }
 
+/// Reads each run directory, or one stage's output directory, into a [`Run`]. Fails when a
+/// path is not a directory or a training log cannot be read; files that are missing or do
+/// not parse are skipped.
 pub fn load_runs(dirs: &[PathBuf]) -> Result<RunData> {
     let mut runs = Vec::new();
     for dir in dirs {

@@ -2,6 +2,7 @@
 //! then checked (files exist, model references resolve) before any work starts. Every
 //! error names the config file, the line and the key path.
 
+pub use seqit_train::Preset;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -308,13 +309,6 @@ pub struct TrainSection {
     /// Further `seqit train` flags, passed as given.
     #[serde(default)]
     pub args: Vec<String>,
-}
-
-/// A published training setup.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Preset {
-    Paper,
 }
 
 /// The problems of a training run held to the paper's recipe: (key, message).

@@ -4,11 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
+use seqit_augment::{AugmentOptions, SeqevalBuildOptions, TeacherSettings};
+use seqit_core::flags::{clap_defaults, ToFlags};
+use seqit_data::MixOptions;
 use seqit_eval::run::{
     AnswererSettings, Gsm8kSettings, HumanevalSettings, JudgeSettings, MgsmSettings,
-    SeqevalSettings, ToFlags, XquadSettings,
+    SeqevalSettings, XquadSettings,
 };
-use seqit_train::TrainSettings;
+use seqit_train::{RecipeOptions, TrainSettings};
 use serde_json::{json, Value};
 
 use crate::config::{
@@ -98,7 +101,6 @@ pub fn plan(exp: &Experiment, seed_count: usize, source_count: usize) -> Vec<Sta
         .cache
         .clone()
         .unwrap_or_else(|| run.join("cache.sqlite"));
-    let cache_flags = vec!["--cache".to_string(), path_str(&cache)];
     let mut stages = Vec::new();
 
     // The IT and SIT training data: Seq-Instruct over the seed data (SIT) and the same
@@ -134,27 +136,20 @@ pub fn plan(exp: &Experiment, seed_count: usize, source_count: usize) -> Vec<Sta
             let teacher = exp.model(&a.teacher);
             let augment_dir = run.join("augment");
             let (sit, it) = (augment_dir.join("sit.jsonl"), augment_dir.join("it.jsonl"));
-            let mut cmd = strings(&["augment", "--input"]);
-            cmd.push(path_str(&seed_file));
-            cmd.extend([
-                "--output".into(),
-                path_str(&sit),
-                "--it-output".into(),
-                path_str(&it),
-            ]);
-            cmd.extend([
-                "--iterations".into(),
-                a.iterations.to_string(),
-                "--seed".into(),
-                seed.to_string(),
-            ]);
-            cmd.extend(model_flags("teacher-", &teacher));
-            push_opt(&mut cmd, "--max-tokens", a.max_tokens);
-            push_opt(&mut cmd, "--temperature", a.temperature);
-            push_opt(&mut cmd, "--top-p", a.top_p);
-            push_opt(&mut cmd, "--top-k", a.top_k);
-            push_opt(&mut cmd, "--prompts", a.prompts.as_deref().map(path_str));
-            cmd.extend(cache_flags.clone());
+            let mut options: AugmentOptions = clap_defaults();
+            options.input = seed_file.clone();
+            options.output = sit.clone();
+            options.it_output = Some(it.clone());
+            options.iterations = a.iterations as u32;
+            options.teacher = teacher_settings(&teacher, &cache, seed);
+            let decoding = &mut options.teacher;
+            decoding.max_tokens = a.max_tokens.unwrap_or(decoding.max_tokens);
+            decoding.temperature = a.temperature.unwrap_or(decoding.temperature);
+            decoding.top_p = a.top_p.unwrap_or(decoding.top_p);
+            decoding.top_k = a.top_k.unwrap_or(decoding.top_k);
+            options.teacher.prompts = a.prompts.clone();
+            let mut cmd = strings(&["augment"]);
+            cmd.extend(options.to_flags());
             cmd.extend(a.args.iter().cloned());
             let max_tokens = a.max_tokens.unwrap_or(PAPER_MAX_TOKENS) as u64;
             let requests = seed_count as u64 * (3 * a.iterations as u64 + 1);
@@ -199,18 +194,21 @@ pub fn plan(exp: &Experiment, seed_count: usize, source_count: usize) -> Vec<Sta
     // the augmented part.
     let mixture_dir = run.join("mixture");
     let mix = |source: &Path, out: &Path| {
+        let mut options: MixOptions = clap_defaults();
+        options.sources = std::iter::once(format!("{}:1", path_str(source)))
+            .chain(
+                c.mixture
+                    .extra
+                    .iter()
+                    .map(|extra| format!("{}:{}", path_str(&extra.path), extra.weight)),
+            )
+            .collect();
+        options.output = out.to_path_buf();
+        options.seed = seed;
+        options.total = c.mixture.total;
         let mut cmd = strings(&["data", "mix"]);
-        cmd.push(format!("{}:1", path_str(source)));
-        for extra in &c.mixture.extra {
-            cmd.push(format!("{}:{}", path_str(&extra.path), extra.weight));
-        }
-        cmd.extend([
-            "--output".into(),
-            path_str(out),
-            "--seed".into(),
-            seed.to_string(),
-        ]);
-        push_opt(&mut cmd, "--total", c.mixture.total);
+        cmd.extend(options.sources.iter().cloned());
+        cmd.extend(options.to_flags());
         cmd
     };
     let mixed = |data: &str| mixture_dir.join(format!("{data}.jsonl"));
@@ -251,17 +249,13 @@ pub fn plan(exp: &Experiment, seed_count: usize, source_count: usize) -> Vec<Sta
                 .or(c.augment.as_ref().map(|a| a.teacher.as_str()));
             let teacher = teacher.expect("checked: SeqEval build has a teacher");
             let builder = exp.model(teacher);
-            let mut cmd = strings(&["seqeval", "build", "--input"]);
-            cmd.push(path_str(s.source.as_ref().expect("checked: set or source")));
-            cmd.extend([
-                "--output".into(),
-                path_str(&out),
-                "--seed".into(),
-                seed.to_string(),
-            ]);
-            cmd.extend(model_flags("teacher-", &builder));
-            push_opt(&mut cmd, "--max-tokens", s.max_tokens);
-            cmd.extend(cache_flags.clone());
+            let mut options: SeqevalBuildOptions = clap_defaults();
+            options.input = s.source.clone().expect("checked: set or source");
+            options.output = out.clone();
+            options.teacher = teacher_settings(&builder, &cache, seed);
+            options.teacher.max_tokens = s.max_tokens.unwrap_or(options.teacher.max_tokens);
+            let mut cmd = strings(&["seqeval", "build"]);
+            cmd.extend(options.to_flags());
             cmd.extend(s.args.iter().cloned());
             let items = source_count as u64;
             let stage = Stage {
@@ -351,17 +345,15 @@ fn train_stage(exp: &Experiment, t: &TrainSection, data: &Path, examples: u64) -
     let checkpoint = exp.checkpoint_dir(t);
     let action = match &t.handoff {
         Some(to) => {
-            let mut recipe = strings(&["export-recipe", "--to", to, "--model", &base.model]);
-            if t.preset == Some(Preset::Paper) {
-                recipe.extend(strings(&["--preset", "paper"]));
-            }
-            recipe.extend([
-                "--data".into(),
-                path_str(data),
-                "--output".into(),
-                path_str(&dir),
-            ]);
-            push_opt(&mut recipe, "--max-len", t.max_len);
+            let mut options: RecipeOptions = clap_defaults();
+            options.to = to.clone();
+            options.model = base.model.clone();
+            options.preset = t.preset;
+            options.data = data.to_path_buf();
+            options.output = dir.clone();
+            options.max_len = t.max_len.unwrap_or(options.max_len);
+            let mut recipe = strings(&["export-recipe"]);
+            recipe.extend(options.to_flags());
             recipe.extend(t.args.iter().cloned());
             match &t.launch {
                 Some(template) => Action::Launch {
@@ -733,32 +725,24 @@ fn train_stage_output(model: &ModelSpec, exp: &Experiment) -> bool {
     model.endpoint.is_none() && Path::new(&model.model).starts_with(&exp.run_dir)
 }
 
-/// Flags naming a model to a subcommand: `--{prefix}model`, `--{prefix}endpoint`, and
-/// the command's `--api-key-env`/`--concurrency` (evaluations name theirs through
-/// [`answerer_settings`] and [`judge_settings`]).
-fn model_flags(prefix: &str, model: &ModelSpec) -> Vec<String> {
-    let mut flags = vec![format!("--{prefix}model"), model.model.clone()];
+/// The teacher flags for `model`, with the run's request cache and seed (the decoding
+/// left at its defaults for the caller to set).
+fn teacher_settings(model: &ModelSpec, cache: &Path, seed: u64) -> TeacherSettings {
+    let mut teacher: TeacherSettings = clap_defaults();
+    teacher.teacher_model = Some(model.model.clone());
     if let Some(endpoint) = &model.endpoint {
-        flags.extend([format!("--{prefix}endpoint"), endpoint.clone()]);
-        if let Some(env) = &model.api_key_env {
-            flags.extend(["--api-key-env".to_string(), env.clone()]);
-        }
-        if let Some(n) = model.concurrency {
-            flags.extend(["--concurrency".to_string(), n.to_string()]);
-        }
+        teacher.teacher_endpoint = Some(endpoint.clone());
+        teacher.api_key_env = model.api_key_env.clone().unwrap_or(teacher.api_key_env);
+        teacher.concurrency = model.concurrency.unwrap_or(teacher.concurrency);
     }
-    flags
+    teacher.cache = Some(cache.to_path_buf());
+    teacher.seed = seed;
+    teacher
 }
 
 /// A model given as a local file or directory (hashed as an input).
 fn local_model(model: &ModelSpec) -> Option<PathBuf> {
     model.is_local_path().then(|| PathBuf::from(&model.model))
-}
-
-fn push_opt<T: ToString>(cmd: &mut Vec<String>, flag: &str, value: Option<T>) {
-    if let Some(v) = value {
-        cmd.extend([flag.to_string(), v.to_string()]);
-    }
 }
 
 fn strings(parts: &[&str]) -> Vec<String> {
@@ -788,7 +772,7 @@ mod tests {
     }
 
     #[test]
-    fn a_judges_key_variable_and_concurrency_reach_it() {
+    fn a_judges_and_a_teachers_key_variable_and_concurrency_reach_them() {
         let model = ModelSpec {
             model: "gpt-4o".into(),
             endpoint: Some("https://api.example.com/v1".into()),
@@ -805,13 +789,17 @@ mod tests {
                 "--judge-model gpt-4o",
             ]
         );
+        let teacher = teacher_settings(&model, Path::new("run/cache.sqlite"), 3);
         assert_eq!(
-            model_flags("", &model)[4..],
-            ["--api-key-env", "JUDGE_KEY", "--concurrency", "8"]
-        );
-        assert_eq!(
-            model_flags("teacher-", &model)[4..],
-            ["--api-key-env", "JUDGE_KEY", "--concurrency", "8"]
+            pairs(&teacher.to_flags()),
+            [
+                "--api-key-env JUDGE_KEY",
+                "--cache run/cache.sqlite",
+                "--concurrency 8",
+                "--seed 3",
+                "--teacher-endpoint https://api.example.com/v1",
+                "--teacher-model gpt-4o",
+            ]
         );
     }
 

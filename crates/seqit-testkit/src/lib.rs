@@ -10,6 +10,8 @@
 //! - The seqit binary as seqit-cli's tests run it ([`cli::Seqit`]).
 //! - JSON Lines files ([`read_jsonl`]) and the repository's fixtures ([`fixture`]).
 
+#![deny(missing_docs)]
+
 mod assets;
 pub mod cli;
 mod jsonl;

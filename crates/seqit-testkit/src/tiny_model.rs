@@ -29,15 +29,24 @@ const MERGES: [(&str, &str); 6] = [
 /// Shape of the tiny model.
 #[derive(Debug, Clone)]
 pub struct TinyModelSpec {
+    /// Decoder family (Llama by default; Qwen2 adds Q/K/V biases).
     pub architecture: Architecture,
+    /// Width of the residual stream (64 by default); a multiple of `num_attention_heads`.
     pub hidden_size: usize,
+    /// Width of the MLP's hidden layer (128 by default).
     pub intermediate_size: usize,
+    /// Decoder blocks (2 by default).
     pub num_hidden_layers: usize,
+    /// Query heads (4 by default); the head size is `hidden_size / num_attention_heads`.
     pub num_attention_heads: usize,
+    /// Key/value heads (2 by default: grouped-query attention); divides
+    /// `num_attention_heads`.
     pub num_key_value_heads: usize,
+    /// Whether the output projection reuses the embedding matrix (no `lm_head.weight`).
     pub tie_word_embeddings: bool,
     /// Context window (judge prompts need more than the default).
     pub max_position_embeddings: usize,
+    /// Seed of the random weights: the same spec always gives the same model.
     pub seed: u64,
 }
 
@@ -59,13 +68,20 @@ impl Default for TinyModelSpec {
 
 /// A generated model: its configuration, tokens and weights (Hugging Face names and layout).
 pub struct TinyModel {
+    /// The model's configuration: vocabulary from `tokens`, `<|im_end|>` as its EOS token.
     pub config: ModelConfig,
+    /// The vocabulary, by id: the 256 byte-level tokens, one per merge, then
+    /// `<|endoftext|>`, `<|im_start|>` and `<|im_end|>`.
     pub tokens: Vec<String>,
+    /// The BPE merges, as `"a b"` lines.
     pub merges: Vec<String>,
+    /// Every tensor as (Hugging Face name, f32 tensor on the CPU).
     pub weights: Vec<(String, Tensor)>,
 }
 
 impl TinyModel {
+    /// Generates the model of `spec` with seeded random weights. Fails if the spec's shape
+    /// is not a valid configuration.
     pub fn new(spec: &TinyModelSpec) -> Result<Self> {
         let tokens = byte_level_vocab();
         let vocab_size = tokens.len();

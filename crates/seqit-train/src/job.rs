@@ -13,16 +13,27 @@ use crate::tokenize::{chat_tokenizer, tokenize_example, ChatFormat, TokenizedExa
 use crate::trainable::{full_finetuning, lora};
 use crate::trainer::{truncate_examples, StepMetrics, TrainConfig, Trainer};
 
+/// Everything [`run_training`] needs for one run: the base model, the conversations, the
+/// chat format, the loop's settings and where to write.
 pub struct TrainJob {
     /// Base model: a Hugging Face directory or a `.gguf` file (dequantized to f32).
     pub model: PathBuf,
+    /// Training conversations; only their assistant turns carry loss.
     pub conversations: Vec<Vec<ChatMessage>>,
+    /// Chat format the conversations are rendered in, for training and in the exported
+    /// model.
     pub format: ChatFormat,
+    /// Run directory: `metrics.jsonl`, `checkpoint-N/`, then `model/` and, for LoRA,
+    /// `adapter/`.
     pub output: PathBuf,
+    /// Settings of the training loop.
     pub config: TrainConfig,
+    /// Continue from the newest checkpoint in `output`; without it, an `output` that
+    /// already holds a run is an error.
     pub resume: bool,
     /// Validation conversations, evaluated every `eval_every` updates and at the end.
     pub eval_conversations: Vec<Vec<ChatMessage>>,
+    /// Updates between validation passes (0: only after the last update).
     pub eval_every: usize,
     /// Where the model trains: the CPU, or a CUDA GPU (builds with the `cuda` feature).
     pub device: Device,
@@ -31,11 +42,18 @@ pub struct TrainJob {
 /// What a finished run reports.
 #[derive(Debug)]
 pub struct TrainSummary {
+    /// Examples trained on, after those left without trained tokens were dropped.
     pub examples: usize,
+    /// Examples dropped because cutting them to `max_len` left no assistant token.
     pub skipped_without_labels: usize,
+    /// Optimizer updates done, counting those before a resume.
     pub updates: usize,
+    /// Loss of the first update of this call (after a resume: the first one after it);
+    /// `None` when no update was left to do.
     pub first_loss: Option<f64>,
+    /// Loss of the last update of this call.
     pub last_loss: Option<f64>,
+    /// The latest validation loss of this call; `None` without validation data.
     pub last_eval_loss: Option<f64>,
     /// The trained (for LoRA: merged) model as a Hugging Face directory.
     pub model_dir: PathBuf,
@@ -43,6 +61,10 @@ pub struct TrainSummary {
     pub adapter_dir: Option<PathBuf>,
 }
 
+/// Runs `job`: tokenizes and cuts the conversations, loads the base model, trains it (fully
+/// or with LoRA), and exports the result to `output/model` (and `output/adapter`).
+/// `on_step` gets each update's metrics and the estimated number of updates in the run.
+/// Fails when no example has a trained token left.
 pub fn run_training(
     job: &TrainJob,
     on_step: &mut dyn FnMut(&StepMetrics, usize),

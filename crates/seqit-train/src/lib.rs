@@ -14,6 +14,8 @@
 //!   f32 master weights ([`Precision`]), and on CUDA GPUs in builds with the `cuda`
 //!   feature.
 
+#![deny(missing_docs)]
+
 mod batch;
 mod conversations;
 mod job;
@@ -34,8 +36,8 @@ pub use loss::masked_cross_entropy;
 pub use optim::{AdamW, AdamWConfig, Moments};
 pub use precision::{LossScale, Precision};
 pub use recipe::{
-    export_recipe, known_eos_token, paper, DistributedTrainer, RecipeSettings,
-    TULU_FOR_LLAMAFACTORY,
+    export_recipe, known_eos_token, paper, DistributedTrainer, Preset, RecipeOptions,
+    RecipeSettings, TULU_FOR_LLAMAFACTORY,
 };
 pub use schedule::{learning_rate, Schedule};
 pub use settings::TrainSettings;

@@ -18,11 +18,17 @@ use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Tensor, Var};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+/// AdamW's hyper-parameters (the learning rate is given to each [`AdamW::step`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdamWConfig {
+    /// Decay rate of the first moment (running mean of the gradients).
     pub beta1: f64,
+    /// Decay rate of the second moment (running mean of the squared gradients).
     pub beta2: f64,
+    /// Added to the second moment's square root so the division stays finite.
     pub eps: f64,
+    /// Decoupled weight decay: every update first multiplies the weights by
+    /// `1 - lr × weight_decay`.
     pub weight_decay: f64,
 }
 
@@ -40,7 +46,9 @@ impl Default for AdamWConfig {
 /// First and second moments of one parameter.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Moments {
+    /// First moment, one value per element of the parameter.
     pub m: Vec<f32>,
+    /// Second moment, one value per element of the parameter.
     pub v: Vec<f32>,
 }
 
@@ -60,6 +68,8 @@ struct TensorState {
     master: Option<Tensor>,
 }
 
+/// AdamW that updates the trainable variables in place: fused for f32 parameters on the
+/// CPU, with tensor ops elsewhere; bf16/f16 parameters get f32 master weights.
 pub struct AdamW {
     params: Vec<Var>,
     states: Vec<ParamState>,
@@ -189,6 +199,8 @@ impl TensorState {
 }
 
 impl AdamW {
+    /// An optimizer for `params` with zero moments (and f32 master copies of bf16/f16
+    /// parameters).
     pub fn new(params: Vec<Var>, config: AdamWConfig) -> Result<Self> {
         let states = params
             .iter()
@@ -229,6 +241,7 @@ impl AdamW {
         })
     }
 
+    /// The parameters, in the order given to [`AdamW::new`].
     pub fn params(&self) -> &[Var] {
         &self.params
     }

@@ -13,16 +13,22 @@ use anyhow::{bail, Result};
 use candle_core::DType;
 use serde::{Deserialize, Serialize};
 
+/// The dtype of a run's weights and activations (`--dtype`); the optimizer's state is f32
+/// whatever it is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
+    /// f32 throughout.
     #[default]
     F32,
+    /// bf16 weights and activations, updated through f32 master weights.
     Bf16,
+    /// f16 as bf16, plus dynamic loss scaling ([`LossScale`]).
     F16,
 }
 
 impl Precision {
+    /// The precision named `f32`, `bf16` or `f16`.
     pub fn parse(name: &str) -> Result<Self> {
         Ok(match name {
             "f32" => Self::F32,
@@ -32,6 +38,7 @@ impl Precision {
         })
     }
 
+    /// The candle dtype the model is loaded and trained in.
     pub fn dtype(self) -> DType {
         match self {
             Self::F32 => DType::F32,
@@ -49,7 +56,10 @@ impl Precision {
 /// The current loss-scale factor and how many updates in a row went through at it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LossScale {
+    /// The loss is multiplied by this before the backward pass, the gradients divided by it
+    /// before the update.
     pub factor: f64,
+    /// Updates in a row with finite gradients at this factor; at 2000 the factor doubles.
     pub clean_updates: usize,
 }
 

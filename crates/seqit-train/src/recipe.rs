@@ -3,10 +3,13 @@
 //! batch 128, max length 2048, 3% warmup, linear decay, bf16, assistant-only loss).
 //! The config texts are versioned files in `prompts/recipes/`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use seqit_core::{ChatMessage, Role};
+
+use crate::{read_conversations, ChatFormat};
+use serde::Serialize;
 use serde_json::json;
 
 const TRL: &str = include_str!("../../../prompts/recipes/trl.yaml");
@@ -23,32 +26,48 @@ const TULU: &str = include_str!("../../../prompts/templates/tulu.jinja");
 pub mod paper {
     /// Full fine-tuning at this peak learning rate.
     pub const LR: f64 = 2e-5;
+    /// Passes over the training data.
     pub const EPOCHS: usize = 3;
     /// Sequences per optimizer step, over all devices.
     pub const EFFECTIVE_BATCH: usize = 128;
+    /// Tokens per sequence; longer ones are cut.
     pub const MAX_LEN: usize = 2048;
     /// Linear warm-up over this share of the steps, then linear decay to 0.
     pub const WARMUP_SHARE: f64 = 0.03;
+    /// AdamW's weight decay: none.
     pub const WEIGHT_DECAY: f64 = 0.0;
     /// The chat format (`prompts/templates/tulu.jinja`).
     pub const TEMPLATE: &str = "tulu";
 }
 use paper::{EPOCHS, WARMUP_SHARE};
 
+/// The trainer [`export_recipe`] writes for; every recipe also gets `ds_z3_config.json`
+/// (DeepSpeed ZeRO-3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DistributedTrainer {
+    /// TRL's SFT script under Accelerate: `train.jsonl`, `trl.yaml`,
+    /// `accelerate_zero3.yaml` and `tulu.jinja` (the Tulu format with assistant-only loss).
     Trl,
+    /// LLaMA-Factory: ShareGPT data in `data/` and `llamafactory.yaml`.
     LlamaFactory,
+    /// Axolotl: `train.jsonl` and `axolotl.yaml`.
     Axolotl,
 }
 
+/// What [`export_recipe`] fills into the recipe templates; the default is the paper's setup
+/// (Llama 3 8B on 8 GPUs).
 #[derive(Debug, Clone)]
 pub struct RecipeSettings {
     /// Hugging Face id or path of the base model (the paper: meta-llama/Meta-Llama-3-8B).
     pub model: String,
+    /// GPUs the run is spread over (the launcher's process count).
     pub gpus: usize,
+    /// Sequences per GPU per forward pass.
     pub micro_batch: usize,
+    /// Sequences per optimizer step over all GPUs; a multiple of `gpus × micro_batch`, the
+    /// quotient being the gradient accumulation.
     pub effective_batch: usize,
+    /// Tokens per sequence; longer ones are cut.
     pub max_len: usize,
     /// LLaMA-Factory's chat format: [`TULU_FOR_LLAMAFACTORY`] (the paper's, written
     /// into the data) or the name of one of LLaMA-Factory's templates (e.g. `llama3`).
@@ -497,4 +516,121 @@ mod tests {
             export_recipe(DistributedTrainer::Trl, &data(), &settings, dir.path()).unwrap_err();
         assert!(err.to_string().contains("not a multiple"), "{err}");
     }
+}
+
+/// `seqit export-recipe`: the data and config that train the paper's recipe with a
+/// distributed trainer.
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RecipeOptions {
+    /// Distributed trainer to write for.
+    #[arg(long, value_parser = ["trl", "llamafactory", "axolotl"])]
+    pub to: String,
+    /// Training data in any format `seqit data` reads.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Directory to write the data and configs to.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Base model id or path for the trainer (the paper: meta-llama/Meta-Llama-3-8B).
+    #[arg(long, default_value = "meta-llama/Meta-Llama-3-8B")]
+    pub model: String,
+    /// GPUs the trainer runs on.
+    #[arg(long, default_value_t = 8)]
+    pub gpus: usize,
+    /// Rows per GPU per micro-batch.
+    #[arg(long, default_value_t = 2)]
+    pub micro_batch: usize,
+    /// Rows per update over all GPUs (gradient accumulation makes up the rest).
+    #[arg(long, default_value_t = 128)]
+    pub effective_batch: usize,
+    /// Longest example in tokens.
+    #[arg(long, default_value_t = 2048)]
+    pub max_len: usize,
+    /// LLaMA-Factory's chat format: `tulu` (the paper's, written into the data; needs
+    /// the base model's EOS text) or one of LLaMA-Factory's template names (`llama3`).
+    #[arg(long, default_value = "tulu")]
+    pub llamafactory_template: String,
+    /// The base model's end-of-sequence text for the Tulu format (default: read from
+    /// the local model's tokenizer_config.json, or known for the paper's base models).
+    #[arg(long)]
+    pub eos_token: Option<String>,
+    /// Hold the recipe to a published setup: `paper` refuses an effective batch or a
+    /// maximum length other than the SIT paper's (128, 2048); the recipe files always
+    /// carry its other settings.
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+}
+
+/// A published training setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// The SIT paper's: full fine-tuning, lr 2e-5, 3 epochs, effective batch 128, max
+    /// length 2048, 3% warm-up, linear decay, no weight decay, Tulu format.
+    Paper,
+}
+
+impl RecipeOptions {
+    /// Checks these settings against the preset, reads the data in the Tulu format and
+    /// writes the recipe; returns the files written and the number of examples.
+    pub fn export(&self) -> Result<(Vec<String>, usize)> {
+        let args = self;
+        if args.preset == Some(Preset::Paper) {
+            for (flag, value, papers) in [
+                (
+                    "--effective-batch",
+                    args.effective_batch,
+                    paper::EFFECTIVE_BATCH,
+                ),
+                ("--max-len", args.max_len, paper::MAX_LEN),
+            ] {
+                if value != papers {
+                    bail!("`--preset paper` trains with {flag} {papers} (the SIT paper's), not {value}: drop one of them");
+                }
+            }
+        }
+        let trainer = match args.to.as_str() {
+            "trl" => DistributedTrainer::Trl,
+            "llamafactory" => DistributedTrainer::LlamaFactory,
+            _ => DistributedTrainer::Axolotl,
+        };
+        // The recipes train in the paper's Tulu format (LLaMA-Factory's own template only when
+        // asked), so the data is joined the way that format trains.
+        let conversations = read_conversations(&args.data, &ChatFormat::Tulu)?;
+        let eos_token = match args.eos_token.clone() {
+            Some(eos) => Some(eos),
+            None => local_eos_token(Path::new(&args.model))?
+                .or_else(|| known_eos_token(&args.model).map(str::to_string)),
+        };
+        let settings = RecipeSettings {
+            eos_token,
+            model: args.model.clone(),
+            gpus: args.gpus,
+            micro_batch: args.micro_batch,
+            effective_batch: args.effective_batch,
+            max_len: args.max_len,
+            llamafactory_template: args.llamafactory_template.clone(),
+        };
+        let files = export_recipe(trainer, &conversations, &settings, &args.output)?;
+        Ok((files, conversations.len()))
+    }
+}
+
+/// The `eos_token` of a local Hugging Face model directory's `tokenizer_config.json`
+/// (a string, or an object with `content`); `None` when `model` is not such a directory.
+fn local_eos_token(model: &Path) -> Result<Option<String>> {
+    let path = model.join("tokenizer_config.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read `{}`", path.display()))?;
+    let config: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("`{}` is not JSON", path.display()))?;
+    let eos = &config["eos_token"];
+    Ok(eos
+        .as_str()
+        .or_else(|| eos["content"].as_str())
+        .map(str::to_string))
 }

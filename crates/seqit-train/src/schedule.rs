@@ -2,11 +2,15 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How the learning rate goes after the linear warm-up (see [`learning_rate`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Schedule {
+    /// Linear decay from the peak to 0 at the last update (the SIT paper's).
     Linear,
+    /// Half-cosine decay from the peak to 0 at the last update.
     Cosine,
+    /// The peak until the end.
     Constant,
 }
 

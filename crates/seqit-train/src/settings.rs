@@ -1,6 +1,7 @@
 //! `seqit train`'s settings: one typed struct that clap parses from flags, that a
 //! `--config` TOML file fills in, and that `seqit run` turns back into a command line
-//! ([`TrainSettings::to_flags`]); [`TrainSettings::job`] resolves it into a [`TrainJob`].
+//! ([`seqit_core::flags::ToFlags`]); [`TrainSettings::job`] resolves it into a
+//! [`TrainJob`].
 
 use std::path::PathBuf;
 
@@ -164,16 +165,6 @@ impl TrainSettings {
         Ok(settings)
     }
 
-    /// The `seqit train` command line (without the subcommand) that parses back into
-    /// these settings.
-    pub fn to_flags(&self) -> Vec<String> {
-        let mut flags = seqit_core::flags::to_flags(self);
-        if let Some(config) = &self.config {
-            flags.extend(["--config".to_string(), config.display().to_string()]);
-        }
-        flags
-    }
-
     /// The loop's settings: LoRA unless `full`, with the paper's recipe as defaults.
     pub fn config(&self) -> Result<TrainConfig> {
         let lora = if self.full {
@@ -291,6 +282,7 @@ impl TrainSettings {
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+    use seqit_core::flags::ToFlags;
 
     use super::*;
 
@@ -309,7 +301,8 @@ mod tests {
     #[test]
     fn every_setting_survives_the_command_line() {
         let settings = TrainSettings {
-            config: Some("run.toml".into()),
+            // Not a flag to give back: the runner passes settings, not config files.
+            config: None,
             model: Some("smollm2-135m".into()),
             data: Some("data/sit.jsonl".into()),
             output: Some("runs/sit".into()),

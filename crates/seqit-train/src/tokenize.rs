@@ -26,6 +26,7 @@ pub enum ChatFormat {
     Model,
     /// The Tulu format of the SIT paper.
     Tulu,
+    /// ChatML (`<|im_start|>` / `<|im_end|>`), `prompts/templates/chatml.jinja`.
     ChatMl,
     /// A Jinja template given as text.
     Custom(String),
@@ -90,11 +91,15 @@ impl ChatFormat {
 /// Token ids and, per token, whether it carries loss.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenizedExample {
+    /// Token ids of the rendered conversation.
     pub input_ids: Vec<u32>,
+    /// Per token of `input_ids`: whether it lies in an assistant turn (end-of-turn token
+    /// included) and so carries loss.
     pub trained: Vec<bool>,
 }
 
 impl TokenizedExample {
+    /// Number of tokens that carry loss.
     pub fn trained_tokens(&self) -> usize {
         self.trained.iter().filter(|t| **t).count()
     }
@@ -112,9 +117,11 @@ pub fn tokenize_example(
 /// One token of an example as `seqit data show` prints it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenPiece {
+    /// The token id.
     pub id: u32,
     /// The characters of the rendered text this token covers.
     pub text: String,
+    /// Whether the token carries loss.
     pub trained: bool,
 }
 

@@ -16,7 +16,11 @@ use serde::{Deserialize, Serialize};
 /// A model whose trainable tensors are [`Var`]s, with their names: Hugging Face names in
 /// full fine-tuning, PEFT names (`base_model.model.<module>.lora_A.weight`) in LoRA.
 pub struct TrainableModel {
+    /// The model; in LoRA its weights are frozen and its targeted projections carry
+    /// adapters.
     pub llama: Llama,
+    /// The trainable tensors under their names, in the optimizer's and the checkpoints'
+    /// order.
     pub params: Vec<(String, Var)>,
     /// LoRA only: the adapters' settings and their shared dropout switch.
     pub lora: Option<(LoraSettings, Arc<DropoutState>)>,
@@ -25,8 +29,11 @@ pub struct TrainableModel {
 /// LoRA hyper-parameters (PEFT's `r`, `lora_alpha`, `lora_dropout`, `target_modules`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LoraSettings {
+    /// Rank `r` of each adapter: `A` is `[rank, in]`, `B` `[out, rank]`.
     pub rank: usize,
+    /// Adapter outputs are scaled by `alpha / rank`.
     pub alpha: f64,
+    /// Dropout probability on each adapter's input while training, in `[0, 1)`.
     pub dropout: f64,
     /// Module names: `q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`.
     pub targets: Vec<String>,
@@ -68,6 +75,7 @@ impl LoraSettings {
         Ok(targets)
     }
 
+    /// Fails on rank 0 or a dropout outside `[0, 1)`.
     pub fn validate(&self) -> Result<()> {
         if self.rank == 0 {
             bail!("the LoRA rank must be at least 1");

@@ -22,19 +22,33 @@ use crate::schedule::{learning_rate, Schedule};
 use crate::tokenize::TokenizedExample;
 use crate::trainable::{LoraSettings, TrainableModel};
 
+/// Settings of the training loop; checkpoints keep them, and a resume needs the same ones
+/// (`max_steps` and `save_every` aside).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrainConfig {
+    /// Passes over the training data.
     pub epochs: usize,
+    /// Peak learning rate, reached at the end of the warm-up.
     pub lr: f64,
     /// Rows per micro-batch (packed rows when `packing`).
     pub batch_size: usize,
+    /// Micro-batches per optimizer update: an update sees `batch_size × grad_accum` rows.
     pub grad_accum: usize,
+    /// Tokens per example (per packed row with `packing`); longer examples are cut.
     pub max_len: usize,
+    /// Share of the updates spent in linear warm-up (rounded up to whole updates).
     pub warmup_ratio: f64,
+    /// How the learning rate decays after the warm-up.
     pub schedule: Schedule,
+    /// AdamW's decoupled weight decay.
     pub weight_decay: f64,
+    /// Gradients are scaled down to this global L2 norm when above it; `None`: no clipping.
     pub max_grad_norm: Option<f64>,
+    /// Seeds the shuffle of each epoch, LoRA's dropout masks and, in
+    /// [`run_training`](crate::run_training), the adapters' initial weights.
     pub seed: u64,
+    /// Pack several examples into each row of up to `max_len` tokens, with no attention
+    /// between them, instead of one padded example per row.
     pub packing: bool,
     /// Save a checkpoint every this many updates (0: only at the end).
     pub save_every: usize,
@@ -73,13 +87,21 @@ impl Default for TrainConfig {
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StepMetrics {
+    /// Updates done, this one included (1 for the first).
     pub step: usize,
+    /// Epoch of this update, from 0.
     pub epoch: usize,
+    /// Mean cross-entropy per trained token over the update's micro-batches, in nats.
     pub loss: f64,
+    /// Learning rate this update applied.
     pub lr: f64,
+    /// Global L2 norm of the gradients before clipping, loss scale removed.
     pub grad_norm: f64,
+    /// Tokens in the update's batches, padding excluded.
     pub tokens: usize,
+    /// Tokens that carried loss in the update.
     pub trained_tokens: usize,
+    /// `tokens` over the update's wall time (the validation pass excluded).
     pub tokens_per_second: f64,
     /// Mean loss per trained token on the validation data, when evaluated at this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,7 +192,11 @@ fn plan(examples: &[TokenizedExample], config: &TrainConfig) -> Vec<Vec<Vec<Vec<
     updates
 }
 
+/// The training loop over a [`TrainableModel`]: runs a [`TrainConfig`], appends to
+/// `metrics.jsonl` and writes `checkpoint-N/` in its output directory, and resumes from
+/// them exactly.
 pub struct Trainer {
+    /// The model being trained; read it after [`Trainer::train`] to export it.
     pub model: TrainableModel,
     optimizer: AdamW,
     config: TrainConfig,
@@ -231,6 +257,7 @@ impl Trainer {
         Ok(trainer)
     }
 
+    /// Updates done so far, counting those before a resume.
     pub fn step(&self) -> usize {
         self.step
     }

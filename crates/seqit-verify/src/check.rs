@@ -22,6 +22,7 @@ pub(crate) enum Produced {
 /// One step's result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepOutcome {
+    /// Kind of the step, for tallies by kind.
     pub kind: StepKind,
     /// Done in order: a segment after the previous done steps' segments passes.
     pub passed: bool,
@@ -34,6 +35,7 @@ pub struct StepOutcome {
 /// A response checked against a chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainCheck {
+    /// One outcome per step, in the chain's order.
     pub steps: Vec<StepOutcome>,
     /// Every step done, in order: the chain is followed.
     pub all_passed: bool,

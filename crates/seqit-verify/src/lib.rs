@@ -72,6 +72,8 @@
 //! `sub_steps`), so the judged SeqEval can score them too, plus `steps` and
 //! `template_version`.
 
+#![deny(missing_docs)]
+
 mod answer;
 mod check;
 mod item;

@@ -11,11 +11,13 @@ use crate::item::VerifiableItem;
 /// Counts for a group of items.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
+    /// Items (chains) tallied.
     pub items: usize,
     /// Chains with every step done in order.
     pub chains_passed: usize,
     /// Chains whose done steps all came in order.
     pub chains_in_order: usize,
+    /// Steps over all items tallied.
     pub steps: usize,
     /// Steps done in order.
     pub steps_passed: usize,
@@ -65,7 +67,9 @@ impl Tally {
 /// Scores of a whole set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
+    /// All items.
     pub overall: Tally,
+    /// Items per chain depth (number of steps).
     pub by_depth: BTreeMap<usize, Tally>,
     /// Per step kind: `steps`, `steps_passed` and `steps_done` (chain fields unused).
     pub by_kind: BTreeMap<String, Tally>,

@@ -9,7 +9,9 @@
 /// Where a segment lies in the response: 0-based line numbers, `end_line` exclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Span {
+    /// First line of the segment.
     pub start_line: usize,
+    /// Line after its last line.
     pub end_line: usize,
 }
 

@@ -22,16 +22,24 @@ pub enum Group {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Conversion {
+    /// Kilometers to meters (× 1000).
     KilometersToMeters,
+    /// Meters to centimeters (× 100).
     MetersToCentimeters,
+    /// Kilograms to grams (× 1000).
     KilogramsToGrams,
+    /// Liters to milliliters (× 1000).
     LitersToMilliliters,
+    /// Hours to minutes (× 60).
     HoursToMinutes,
+    /// Minutes to seconds (× 60).
     MinutesToSeconds,
+    /// Days to hours (× 24).
     DaysToHours,
 }
 
 impl Conversion {
+    /// Every conversion, in a fixed order.
     pub const ALL: [Conversion; 7] = [
         Conversion::KilometersToMeters,
         Conversion::MetersToCentimeters,
@@ -42,6 +50,7 @@ impl Conversion {
         Conversion::DaysToHours,
     ];
 
+    /// Target units in one source unit (1000 for kilometers to meters).
     pub fn factor(self) -> i64 {
         match self {
             Conversion::KilometersToMeters
@@ -89,7 +98,13 @@ macro_rules! step_kinds {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum StepKind {
-            $($kind,)*
+            $(
+                #[doc = concat!(
+                    "`", $name, "`, a [`Group::", stringify!($group), "`] step: its parameters ",
+                    "and what passes are at [`StepSpec::", stringify!($kind), "`]."
+                )]
+                $kind,
+            )*
         }
 
         impl StepKind {
@@ -103,6 +118,7 @@ macro_rules! step_kinds {
                 }
             }
 
+            /// The family the kind belongs to.
             pub fn group(self) -> Group {
                 match self {
                     $(StepKind::$kind => Group::$group,)*
@@ -157,10 +173,12 @@ step_kinds! {
 pub const OPTIONAL_PLACEHOLDERS: [&str; 4] = ["topic", "subject", "category", "language"];
 
 impl StepKind {
+    /// The kind of a snake_case name ([`StepKind::name`]); `None` for an unknown name.
     pub fn from_name(name: &str) -> Option<StepKind> {
         StepKind::ALL.iter().copied().find(|k| k.name() == name)
     }
 
+    /// Whether it acts on the answer to an earlier step ([`Group::Dependent`]).
     pub fn is_dependent(self) -> bool {
         self.group() == Group::Dependent
     }
@@ -251,172 +269,247 @@ impl StepKind {
 pub enum StepSpec {
     /// One sentence with no lowercase letters.
     AllCapitals {
+        /// What to write about; it only phrases the instruction (not checked).
         topic: String,
     },
     /// One sentence with no uppercase letters.
     AllLowercase {
+        /// What to write about; it only phrases the instruction (not checked).
         topic: String,
     },
     /// The answer wrapped in double quotes.
     DoubleQuotes {
+        /// What to write about; it only phrases the instruction (not checked).
         topic: String,
     },
     /// A JSON object with exactly these keys.
     JsonObject {
+        /// What the object describes (`a book`); it only phrases the instruction.
         subject: String,
+        /// The keys the object must have, no more and no fewer, in any order.
         keys: Vec<String>,
     },
     /// A list numbered 1..=count.
     NumberedList {
+        /// What to write about; it only phrases the instruction (not checked).
         topic: String,
+        /// Items the list must have, none of them empty.
         count: usize,
     },
     /// A list of exactly `count` bullets (`-`, `*` or `•`).
     BulletedList {
+        /// What to write about; it only phrases the instruction (not checked).
         topic: String,
+        /// Bullets the list must have, none of them empty.
         count: usize,
     },
     /// A title wrapped in `<<` `>>`.
     Title {
+        /// What to write about; it only phrases the instruction (not checked).
         topic: String,
     },
     /// Exactly `count` paragraphs separated by `***` lines.
     Paragraphs {
+        /// What to write about; it only phrases the instruction (not checked).
         topic: String,
+        /// Paragraphs wanted (at least 2), each of two words or more.
         count: usize,
     },
     /// Text ending with `phrase` (case and final punctuation ignored).
     EndWith {
+        /// What to write about; it only phrases the instruction (not checked).
         topic: String,
+        /// The closing phrase; case and final punctuation are ignored, and a word must come
+        /// before it.
         phrase: String,
     },
     /// Text whose first word is `word`.
     StartWith {
+        /// What to write about; it only phrases the instruction (not checked).
         topic: String,
+        /// The first word (any case) of a text of at least three words.
         word: String,
     },
     /// A note followed by a line starting with `P.S.`.
     Postscript {
+        /// What to write about; it only phrases the instruction (not checked).
         topic: String,
     },
     /// Text using every keyword.
     IncludeKeywords {
+        /// What to write about; it only phrases the instruction (not checked).
         topic: String,
+        /// Words the text must use, each as a whole word in any case.
         keywords: Vec<String>,
     },
     /// Text using `mention` but never `keyword`.
     AvoidKeyword {
+        /// What to write about; it only phrases the instruction (not checked).
         topic: String,
+        /// Word the text must use.
         mention: String,
+        /// Word the text must not use (as a whole word, any case).
         keyword: String,
     },
+    /// Text of exactly `count` words.
     ExactWords {
+        /// What to write about; it only phrases the instruction (not checked).
         topic: String,
+        /// Words the text must have.
         count: usize,
     },
+    /// Text of at least `count` words.
     MinWords {
+        /// What to write about; it only phrases the instruction (not checked).
         topic: String,
+        /// Fewest words.
         count: usize,
     },
     /// At most `count` words (and at least two: it describes something).
     MaxWords {
+        /// What to write about; it only phrases the instruction (not checked).
         topic: String,
+        /// Most words.
         count: usize,
     },
+    /// Text of exactly `count` sentences, as [`crate::text::sentence_count`] counts them.
     ExactSentences {
+        /// What to write about; it only phrases the instruction (not checked).
         topic: String,
+        /// Sentences the text must have.
         count: usize,
     },
     /// `word` used at least `count` times.
     MentionTimes {
+        /// What to write about; it only phrases the instruction (not checked).
         topic: String,
+        /// Word to repeat, counted as a whole word in any case.
         word: String,
+        /// Fewest times it must occur.
         count: usize,
     },
     /// At least `count` words and no comma.
     NoCommas {
+        /// What to write about; it only phrases the instruction (not checked).
         topic: String,
+        /// Fewest words.
         count: usize,
     },
     /// Exactly one of the options named.
     ChooseWord {
+        /// What the options are, in the plural (`fruits`); it only phrases the instruction.
         category: String,
+        /// Words to choose from (at least two); the answer names exactly one of them.
         options: Vec<String>,
     },
+    /// The sum of `numbers`.
     Sum {
+        /// Numbers to add (at least one).
         numbers: Vec<i64>,
     },
+    /// The product of `numbers`.
     Product {
+        /// Numbers to multiply (at least one).
         numbers: Vec<i64>,
     },
+    /// `minuend - subtrahend`.
     Difference {
+        /// Number subtracted from.
         minuend: i64,
+        /// Number subtracted.
         subtrahend: i64,
     },
     /// The number of letters in `word`.
     CountLetters {
+        /// Word whose letters are counted (letters only, not digits or hyphens).
         word: String,
     },
     /// How often `letter` occurs in `word`.
     CountLetter {
+        /// Word to search.
         word: String,
+        /// Letter to count, in any case.
         letter: char,
     },
     /// `words` in alphabetical order.
     SortWords {
+        /// Words to sort (at least two); case is ignored.
         words: Vec<String>,
     },
+    /// `word` spelled backwards, as a whole word in any case.
     ReverseWord {
+        /// Word to reverse.
         word: String,
     },
+    /// `value` converted to the target unit of `conversion`.
     ConvertUnits {
+        /// Quantity in the source unit.
         value: i64,
+        /// Source and target units, with their integer factor.
         conversion: Conversion,
     },
+    /// `word` written in capitals.
     UppercaseWord {
+        /// Word to write in capitals.
         word: String,
     },
+    /// The largest of `numbers`; as it is one of the given numbers, it must be the last
+    /// number written.
     LargestNumber {
+        /// Numbers to choose from (at least one).
         numbers: Vec<i64>,
     },
     /// The number of words in the answer to step `of`.
     CountWords {
+        /// Earlier step (0-based index) whose answer is running text.
         of: usize,
     },
     /// The first item of the list of step `of`, in capitals.
     ListFirstItemCaps {
+        /// Earlier step (0-based index) whose answer is a list.
         of: usize,
     },
     /// The last word of the answer to step `of`.
     RepeatLastWord {
+        /// Earlier step (0-based index) whose answer is running text.
         of: usize,
     },
     /// The word chosen in step `of` (a [`StepSpec::ChooseWord`]), translated with `table`.
     TranslateWord {
+        /// Earlier step (0-based index), a `choose_word` step.
         of: usize,
+        /// Language of the translation (`French`); it only phrases the instruction.
         language: String,
+        /// (word, translation) pairs; the answer must use the chosen word's translation and
+        /// no other one.
         table: Vec<(String, String)>,
     },
     /// The number of items in the list of step `of`.
     CountListItems {
+        /// Earlier step (0-based index) whose answer is a list.
         of: usize,
     },
     /// The number of letters in the word given in step `of`.
     CountLettersOfWord {
+        /// Earlier step (0-based index) whose answer is one word.
         of: usize,
     },
     /// The sum of the numbers given in steps `of`.
     SumOfAnswers {
+        /// Earlier steps (0-based indices, at least two) whose answers are numbers.
         of: Vec<usize>,
     },
     /// The number given in step `of` times `factor`.
     MultiplyAnswer {
+        /// Earlier step (0-based index) whose answer is a number.
         of: usize,
+        /// What that number is multiplied by.
         factor: i64,
     },
 }
 
 impl StepSpec {
+    /// The kind of this step, without its parameters.
     pub fn kind(&self) -> StepKind {
         use StepSpec as S;
         match self {

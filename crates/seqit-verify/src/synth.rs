@@ -39,6 +39,8 @@ pub struct SynthSettings {
     pub depths: Vec<usize>,
     /// Items per depth.
     pub per_depth: usize,
+    /// Seed of the one RNG that draws every kind, parameter and phrasing: a seed gives the
+    /// same set byte for byte.
     pub seed: u64,
 }
 
@@ -52,6 +54,7 @@ impl SynthSettings {
         }
     }
 
+    /// Fails when no depth is given or a depth is outside `1..=4`.
     pub fn check(&self) -> Result<()> {
         if self.depths.is_empty() {
             bail!("no depths given");

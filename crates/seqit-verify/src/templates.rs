@@ -80,7 +80,9 @@ pub struct Topic {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonSubject {
+    /// What the object describes, as the instruction writes it (`a book`).
     pub subject: String,
+    /// The keys the object must have.
     pub keys: Vec<String>,
 }
 
@@ -88,8 +90,11 @@ pub struct JsonSubject {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WordTable {
+    /// What the words are, in the plural (`fruits`).
     pub category: String,
+    /// Language of the translations (`French`).
     pub language: String,
+    /// (word, translation) pairs; the words are the options of the choice.
     pub pairs: Vec<(String, String)>,
 }
 
@@ -112,11 +117,17 @@ pub struct Templates {
     version: String,
     hash: String,
     phrasings: BTreeMap<StepKind, Vec<String>>,
+    /// How steps are joined into one instruction.
     pub connectives: Connectives,
+    /// How dependent steps name the steps they act on.
     pub references: References,
+    /// Words and phrases the parameters are drawn from.
     pub pools: Pools,
+    /// Subjects of the writing steps.
     pub topics: Vec<Topic>,
+    /// Things for `json_object` steps to describe.
     pub json_subjects: Vec<JsonSubject>,
+    /// Word categories for choose-then-translate chains.
     pub word_tables: Vec<WordTable>,
 }
 

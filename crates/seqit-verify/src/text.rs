@@ -9,6 +9,7 @@ pub fn words(text: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Number of [`words`].
 pub fn word_count(text: &str) -> usize {
     words(text).len()
 }
@@ -28,6 +29,7 @@ pub fn count_word(text: &str, word: &str) -> usize {
     tokens(text).iter().filter(|t| **t == word).count()
 }
 
+/// Whether `word` occurs as a whole word, ignoring case ([`count_word`] above 0).
 pub fn contains_word(text: &str, word: &str) -> bool {
     count_word(text, word) > 0
 }
@@ -44,6 +46,7 @@ pub fn first_word(text: &str) -> Option<&str> {
         .find(|t| !t.is_empty())
 }
 
+/// Letters in `word`: digits, hyphens and apostrophes do not count.
 pub fn letter_count(word: &str) -> usize {
     word.chars().filter(|c| c.is_alphabetic()).count()
 }

@@ -2,9 +2,9 @@
 //! which write the outputs atomically with a JSON report (counts, seed, prompt version
 //! and hash) beside them as `<output>.report.json`; the report also goes to stdout.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use seqit_build::caption::{self, CaptionJob};
 use seqit_build::translate::{self, LanguageSource, TranslateConfig, TranslateJob, Variant};
@@ -137,7 +137,7 @@ fn translate_job(args: TranslateArgs) -> Result<TranslateJob> {
 
 fn caption_job(args: CaptionArgs) -> Result<CaptionJob> {
     let source = match (args.easy_vqa, args.questions) {
-        (Some(dir), None) => VqaSource::EasyVqa(easy_vqa_dir(&dir)?),
+        (Some(dir), None) => VqaSource::EasyVqa(seqit_engine::easy_vqa_dir(&dir)?),
         (None, Some(questions)) => VqaSource::Vqav2(Vqav2Files {
             questions,
             annotations: args.annotations.unwrap_or_default(),
@@ -156,19 +156,4 @@ fn caption_job(args: CaptionArgs) -> Result<CaptionJob> {
         seed: args.seed,
         prompts: args.prompts,
     })
-}
-
-/// The package's split directory for `train`/`test` when no such path exists here
-/// (finding the installed assets is the binary's business, so it is not in the builder).
-pub(super) fn easy_vqa_dir(given: &Path) -> Result<PathBuf> {
-    if given.exists() {
-        return Ok(given.to_path_buf());
-    }
-    match given.to_str() {
-        Some(split @ ("train" | "test")) => Ok(seqit_engine::assets_dir()
-            .context("cannot find the installed easy-VQA package\nhint: run `scripts/setup --assets-only` or pass the split directory")?
-            .join("easy_vqa/data")
-            .join(split)),
-        _ => Ok(given.to_path_buf()),
-    }
 }

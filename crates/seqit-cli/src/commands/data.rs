@@ -5,15 +5,15 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use seqit_data::{
-    DecontaminateOptions, DedupeKey, DedupeOptions, EncodeOptions, FilterPaths, MixSettings,
-    ReadOptions, Reader, Schema, WriteOptions,
+    DecontaminateOptions, DedupeKey, DedupeOptions, EncodeOptions, FilterPaths, MixOptions,
+    ReadFlags, Reader, WriteOptions,
 };
 
 use crate::cli::{
-    DataCommand, DataConvertArgs, DataDecontaminateArgs, DataDedupeArgs, DataMixArgs, DataReadArgs,
-    DataStatsArgs, DataValidateArgs,
+    DataCommand, DataConvertArgs, DataDecontaminateArgs, DataDedupeArgs, DataStatsArgs,
+    DataValidateArgs,
 };
 use crate::printer::{note, result};
 
@@ -29,23 +29,8 @@ pub fn run(command: DataCommand) -> Result<()> {
     }
 }
 
-fn schema(name: Option<&str>) -> Result<Option<Schema>> {
-    name.map(|n| n.parse::<Schema>().map_err(anyhow::Error::msg))
-        .transpose()
-}
-
-fn read_options(args: &DataReadArgs) -> Result<ReadOptions> {
-    if args.max_line_bytes == 0 {
-        bail!("`--max-line-bytes` must be at least 1");
-    }
-    Ok(ReadOptions {
-        schema: schema(args.format.as_deref())?,
-        max_line_bytes: args.max_line_bytes,
-    })
-}
-
 fn validate(args: DataValidateArgs) -> Result<()> {
-    let options = read_options(&args.read)?;
+    let options = args.read.options()?;
     // Each problem goes out as it is found: a long file shows its first ones at once.
     let mut out = std::io::stdout().lock();
     let mut write_error = None;
@@ -74,14 +59,14 @@ fn convert(args: DataConvertArgs) -> Result<()> {
             generator: args.generator,
         },
     };
-    let options = read_options(&args.read)?;
+    let options = args.read.options()?;
     let done = seqit_data::convert(&args.input, &args.output, &options, &write)?;
     note(done.summary(&args.output));
     Ok(())
 }
 
 fn stats(args: DataStatsArgs) -> Result<()> {
-    let reader = Reader::open(&args.file, &read_options(&args.read)?)?;
+    let reader = Reader::open(&args.file, &args.read.options()?)?;
     let tokenizer = if args.no_tokens {
         None
     } else {
@@ -128,19 +113,8 @@ fn tokenizer(model: Option<&str>) -> Result<Option<(String, seqit_engine::Tokeni
     }
 }
 
-fn mix(args: DataMixArgs) -> Result<()> {
-    let settings = MixSettings {
-        sources: args
-            .sources
-            .iter()
-            .map(|s| s.parse())
-            .collect::<Result<_, _>>()?,
-        total: args.total,
-        seed: args.seed,
-        read: read_options(&args.read)?,
-        to: schema(args.to.as_deref())?,
-        output: args.output,
-    };
+fn mix(options: MixOptions) -> Result<()> {
+    let settings = options.settings()?;
     result(seqit_data::write_mix(&settings)?.summary(&settings.output));
     Ok(())
 }
@@ -149,9 +123,9 @@ fn filter_paths(
     input: PathBuf,
     output: PathBuf,
     report: Option<PathBuf>,
-    read: &DataReadArgs,
+    read: &ReadFlags,
 ) -> Result<FilterPaths> {
-    let read = read_options(read)?;
+    let read = read.options()?;
     Ok(FilterPaths {
         input,
         read,

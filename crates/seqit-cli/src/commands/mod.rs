@@ -21,9 +21,9 @@ mod train;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use candle_core::DType;
 use seqit_core::{Constraint, SamplingParams};
 use seqit_engine::{resolve_model, Engine, EngineOptions};
-use candle_core::DType;
 use seqit_model::WeightStorage;
 
 use crate::cli::{Cli, Command, ConstraintArgs, DecodingArgs, ModelArgs, ModelCommand, WeightsArg};

@@ -30,7 +30,7 @@ pub mod xquad;
 pub use settings::{
     AlpacaevalSettings, AnswererSettings, EvalCommand, Gsm8kSettings, HumanevalSettings,
     JudgeSettings, MgsmSettings, MgsmStyle, MtbenchSettings, SandboxChoice, SeqevalSettings,
-    ToFlags, VqaMode, VqaSettings, XquadSettings,
+    VqaMode, VqaSettings, XquadSettings,
 };
 
 use std::future::Future;

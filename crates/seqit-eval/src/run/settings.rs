@@ -1,13 +1,14 @@
 //! The settings of every `seqit eval` job: typed structs that clap parses from flags
 //! (`seqit eval <benchmark>` is [`EvalCommand`]), that the jobs take as they are, and
-//! that `seqit run` fills in and turns back into a command line ([`ToFlags`]).
+//! that `seqit run` fills in and turns back into a command line
+//! ([`seqit_core::flags::ToFlags`]).
 
 use std::path::PathBuf;
 
-use clap::{Args, Command, FromArgMatches, Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
+use seqit_core::flags::clap_defaults;
 use seqit_llm::{EndpointCacheSettings, Switch, DEFAULT_API_KEY_ENV};
 use serde::Serialize;
-use serde_json::Value;
 
 /// `seqit eval <benchmark>`.
 #[derive(Debug, Clone, PartialEq, Subcommand)]
@@ -28,49 +29,6 @@ pub enum EvalCommand {
     Alpacaeval(AlpacaevalSettings),
     /// MT-Bench: two-turn answers graded 1-10 by a judge with FastChat's prompts.
     Mtbench(MtbenchSettings),
-}
-
-/// Settings that give back the command line that makes clap parse them again, as
-/// `seqit run` launches its evaluation stages.
-pub trait ToFlags: Args + FromArgMatches + Serialize + Sized {
-    /// `--flag value` for every required setting and every other one that differs from
-    /// clap's default (so that a default taken from the environment, such as
-    /// `SEQIT_PYTHON`, still applies to a setting left alone).
-    fn to_flags(&self) -> Vec<String> {
-        let Value::Object(mut fields) = serde_json::to_value(self).expect("settings serialize")
-        else {
-            panic!("settings must serialize to an object");
-        };
-        let defaults = serde_json::to_value(clap_defaults::<Self>()).expect("settings serialize");
-        let command = Self::augment_args(Command::new("settings"));
-        let required: Vec<&str> = command
-            .get_arguments()
-            .filter(|arg| arg.is_required_set())
-            .filter_map(|arg| arg.get_long())
-            .collect();
-        fields.retain(|key, value| {
-            required.contains(&key.as_str()) || defaults.get(key) != Some(value)
-        });
-        seqit_core::flags::to_flags(&fields)
-    }
-}
-
-impl<T: Args + FromArgMatches + Serialize> ToFlags for T {}
-
-/// `T` as clap fills it from no flags at all: every default, and `-` in each required
-/// setting (for the caller to replace).
-fn clap_defaults<T: Args + FromArgMatches>() -> T {
-    let command = T::augment_args(Command::new("settings").no_binary_name(true)).mut_args(|arg| {
-        if arg.is_required_set() {
-            arg.required(false).default_value("-")
-        } else {
-            arg
-        }
-    });
-    let matches = command
-        .try_get_matches_from(std::iter::empty::<String>())
-        .expect("no flags parse");
-    T::from_arg_matches(&matches).expect("defaults fill every setting")
 }
 
 /// The model that answers a benchmark: the local engine or an OpenAI-compatible
@@ -547,6 +505,7 @@ pub enum VqaMode {
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+    use seqit_core::flags::ToFlags;
 
     use super::*;
 

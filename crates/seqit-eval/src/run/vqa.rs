@@ -8,10 +8,10 @@
 //! answers arrive and answers are kept in the request cache, so a killed run resumes
 //! without asking again.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use seqit_build::vqa::{read_easy_vqa, read_vqav2, VqaItem, Vqav2Files};
 use seqit_core::progress::Progress;
 use seqit_core::{ChatMessage, Prompt, SamplingParams};
@@ -148,7 +148,7 @@ pub fn run(job: &VqaSettings, progress: &dyn Progress) -> Result<Outcome> {
 
 /// The questions of an easy-VQA split directory or of VQAv2 files.
 fn read_items(job: &VqaSettings) -> Result<Vec<VqaItem>> {
-    let data_path = easy_vqa_dir(&job.data)?;
+    let data_path = seqit_engine::easy_vqa_dir(&job.data)?;
     let set = if data_path.is_dir() {
         if job.annotations.is_some() {
             bail!("`--data {}` is an easy-VQA directory; `--annotations`/`--images` go with a VQAv2 questions file", job.data.display());
@@ -169,21 +169,6 @@ fn read_items(job: &VqaSettings) -> Result<Vec<VqaItem>> {
         })?
     };
     Ok(set.items)
-}
-
-/// The installed easy-VQA package's split directory for `train`/`test` when no such
-/// path exists here, else `given`.
-pub fn easy_vqa_dir(given: &Path) -> Result<PathBuf> {
-    if given.exists() {
-        return Ok(given.to_path_buf());
-    }
-    match given.to_str() {
-        Some(split @ ("train" | "test")) => Ok(seqit_engine::assets_dir()
-            .context("cannot find the installed easy-VQA package\nhint: run `scripts/setup --assets-only` or pass the split directory")?
-            .join("easy_vqa/data")
-            .join(split)),
-        _ => Ok(given.to_path_buf()),
-    }
 }
 
 /// Asks one question with its image and scores the reply.

@@ -23,6 +23,7 @@ struct BucketState {
 }
 
 impl TokenBucket {
+    /// A bucket for `limit` units per minute (at least 1), full at the start.
     pub fn per_minute(limit: u64) -> Self {
         let per_second = limit.max(1) as f64 / 60.0;
         let capacity = per_second.max(1.0);

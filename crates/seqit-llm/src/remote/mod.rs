@@ -44,6 +44,7 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 << 20;
 pub struct ApiKey(String);
 
 impl ApiKey {
+    /// Wraps a key given directly (not from the environment); kept as is.
     pub fn new(key: impl Into<String>) -> Self {
         Self(key.into())
     }
@@ -94,19 +95,26 @@ pub struct RemoteConfig {
     pub base_url: String,
     /// Model name sent in every request.
     pub model: String,
+    /// Sent as a bearer token; `None` sends no `Authorization` header.
     pub api_key: Option<ApiKey>,
     /// Most requests in flight at once.
     pub concurrency: usize,
+    /// Most requests started per minute; `None` for no limit.
     pub requests_per_minute: Option<u64>,
+    /// Most tokens per minute (the prompt estimated as characters / 4, plus `max_tokens`
+    /// per sample); `None` for no limit.
     pub tokens_per_minute: Option<u64>,
     /// Limit on one HTTP attempt, from sending to the last byte of the answer.
     pub timeout: Duration,
+    /// Limit on opening a connection (10 s by default).
     pub connect_timeout: Duration,
     /// Retries after the first attempt; then the request is reported failed.
     pub max_retries: u32,
+    /// Waits between retries when the server does not say how long to wait.
     pub backoff: Backoff,
     /// Longest `Retry-After` honoured; a longer one is waited for this long.
     pub max_retry_after: Duration,
+    /// How requests with `n > 1` are sent.
     pub multi_sample: MultiSampleMode,
     /// Seed of the backoff jitter.
     pub seed: u64,
@@ -332,6 +340,9 @@ impl std::fmt::Debug for RemoteBackend {
 }
 
 impl RemoteBackend {
+    /// A backend for `config`. Fails when the base URL is not an http or https URL, the
+    /// model name is empty, the key has characters not allowed in a header, or the HTTP
+    /// client cannot be built.
     pub fn new(config: RemoteConfig) -> Result<Self, LlmError> {
         let base = normalize_base_url(&config.base_url)?;
         if config.model.trim().is_empty() {
@@ -379,6 +390,7 @@ impl RemoteBackend {
         })
     }
 
+    /// The settings the backend was made with.
     pub fn config(&self) -> &RemoteConfig {
         &self.config
     }

@@ -10,11 +10,14 @@ use reqwest::header::HeaderMap;
 /// `[d/2, d]` with `d = min(base * 2^k, max)` ("equal jitter").
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
+    /// Wait before the first retry, before jitter.
     pub base: Duration,
+    /// Longest wait between attempts, before jitter.
     pub max: Duration,
 }
 
 impl Backoff {
+    /// The wait before retry `attempt` (0-based), drawn from `rng`.
     pub fn delay(&self, attempt: u32, rng: &mut impl Rng) -> Duration {
         let factor = 2f64.powi(attempt.min(30) as i32);
         let full = (self.base.as_secs_f64() * factor).min(self.max.as_secs_f64());

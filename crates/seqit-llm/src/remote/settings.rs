@@ -71,6 +71,8 @@ pub struct RemoteSettings {
     /// How `--n` > 1 is sent: probe the server, always `n`, or one request per sample.
     #[arg(long, value_enum, default_value_t = MultiSampleMode::Auto)]
     pub n_mode: MultiSampleMode,
+    /// `--share-cache-across-endpoints` and `--max-response-bytes` (the teacher and eval
+    /// settings use them too).
     #[command(flatten)]
     #[serde(flatten)]
     pub endpoint_cache: EndpointCacheSettings,

@@ -107,6 +107,8 @@ impl Isa {
         }
     }
 
+    /// Parses a name as [`Isa::name`] gives it (`avx512` is also accepted for
+    /// [`Isa::Avx512Vnni`]); `None` for unknown names.
     pub fn from_name(name: &str) -> Option<Isa> {
         Isa::ALL
             .into_iter()
@@ -199,9 +201,12 @@ pub(crate) fn multiplies_as_stored(dtype: GgmlDType) -> bool {
 /// Environment variable that forces the packed kernels' instruction set.
 pub const ISA_VARIABLE: &str = "SEQIT_ISA";
 
+/// Quantization of a [`PackedMatrix`]'s blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// 4-bit quants with a scale and an offset per block (GGUF Q4_0 and Q4_1).
     Q4,
+    /// 8-bit quants with a scale per block (GGUF Q8_0).
     Q8,
 }
 
@@ -425,6 +430,7 @@ impl PackedMatrix {
         })
     }
 
+    /// Number of rows (`n`, output features).
     pub fn rows(&self) -> usize {
         self.n
     }
@@ -502,6 +508,7 @@ pub struct QuantizedRows {
 }
 
 impl QuantizedRows {
+    /// Empty rows quantized in `levels` levels (1 or 2; panics otherwise).
     pub fn new(levels: usize) -> Self {
         assert!(levels == 1 || levels == 2, "one or two quantization levels");
         Self {
