@@ -32,7 +32,7 @@ pub const PAPER_FLAN: PaperShares = PaperShares {
 };
 
 /// What the statistics are computed from.
-pub struct StatsInput<'a> {
+pub(crate) struct StatsInput<'a> {
     pub items: &'a [SourceItem],
     pub states: &'a [&'a ItemState],
     pub iterations: u32,
@@ -62,15 +62,21 @@ pub struct IterationStats {
     pub failed_rewrites: usize,
 }
 
-/// Means over all items.
+/// Means over all items, before (the source) and after (the SIT data) augmentation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Lengths {
+    /// Mean instruction length of the sources, in characters.
     pub instruction_chars_before: f64,
+    /// Mean instruction length of the SIT data, in characters.
     pub instruction_chars_after: f64,
+    /// Mean instruction length of the sources, in words.
     pub instruction_words_before: f64,
+    /// Mean instruction length of the SIT data, in words.
     pub instruction_words_after: f64,
-    /// Over items whose source had a response.
+    /// Mean response length of the sources, in characters, over items whose source
+    /// had a response (`None`: none had).
     pub response_chars_before: Option<f64>,
+    /// Mean response length of the SIT data, in characters.
     pub response_chars_after: f64,
 }
 
@@ -113,7 +119,7 @@ fn chars(text: &str) -> f64 {
 impl AugmentStats {
     /// The statistics of a finished run; the paper's shares compared with are FlanCoT's for
     /// FlanCoT data, Alpaca's otherwise.
-    pub fn compute(input: &StatsInput<'_>) -> Self {
+    pub(crate) fn compute(input: &StatsInput<'_>) -> Self {
         let paper = if input.source_schema == Schema::FlanCot {
             &PAPER_FLAN
         } else {

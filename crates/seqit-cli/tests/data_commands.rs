@@ -840,3 +840,32 @@ fn stats_of_a_synthesized_seqeval_set() {
     let table = SEQIT.ok_in(d, ["data", "stats", "twice.jsonl", "--no-tokens"]);
     assert!(table.contains("duplicate prompts: 400"), "{table}");
 }
+
+/// The printer's levels: `convert`'s summary is a note (stderr), `mix`'s a result
+/// (stdout); `--quiet` drops notes but never results, and the output is the same.
+#[test]
+fn quiet_keeps_results_and_drops_notes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let source = fixture("data/alpaca.jsonl");
+    let source = source.to_str().unwrap();
+    let convert = |quiet: bool, output: &str| {
+        let mut args = vec!["data", "convert", source, output, "--to", "messages"];
+        if quiet {
+            args.push("--quiet");
+        }
+        let out = SEQIT.output_in(d, &args);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(convert(false, "loud.jsonl").contains("loud.jsonl"));
+    assert_eq!(convert(true, "quiet.jsonl"), "");
+    assert_eq!(
+        std::fs::read(d.join("loud.jsonl")).unwrap(),
+        std::fs::read(d.join("quiet.jsonl")).unwrap()
+    );
+    let out = SEQIT.output_in(d, ["data", "mix", source, "--output", "mix.jsonl", "-q"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mix.jsonl"));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 /// Most per-item records kept per evaluation for the sample browser.
-pub const SAMPLES_PER_EVAL: usize = 60;
+pub(crate) const SAMPLES_PER_EVAL: usize = 60;
 
 /// Everything [`load_runs`] read, one [`Run`] per directory, in the order given.
 #[derive(Debug, Clone, Default)]

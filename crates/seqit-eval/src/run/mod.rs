@@ -271,6 +271,18 @@ struct Subject {
 }
 
 impl Subject {
+    /// The judge of this subject's answers, in its workspace (the subject's own model
+    /// when the judge names no other), with the settings that decide its verdicts.
+    fn judge(&self, judge: &JudgeSettings, answerer: &AnswererSettings) -> Result<(Judge, Value)> {
+        open_judge(
+            judge,
+            &answerer.api_key_env,
+            self.concurrency,
+            &self.workspace,
+            Some(self),
+        )
+    }
+
     fn open(subject: &AnswererSettings, params: SamplingParams) -> Result<Self> {
         params.validate().map_err(anyhow::Error::msg)?;
         let workspace = Workspace::create(&OutputSpec {

@@ -7,7 +7,7 @@ use seqit_core::progress::Progress;
 use seqit_core::SamplingParams;
 use serde_json::json;
 
-use super::{limit, open_judge, summary_text, MtbenchSettings, Outcome, Subject};
+use super::{limit, summary_text, MtbenchSettings, Outcome, Subject};
 use crate::mtbench;
 
 /// Answers both turns of every question and has the judge grade them (see the
@@ -45,13 +45,7 @@ pub fn run(job: &MtbenchSettings, progress: &dyn Progress) -> Result<Outcome> {
         HashMap::new()
     };
     let subject = Subject::open(&job.answerer, SamplingParams::greedy(job.max_tokens))?;
-    let (judge, mut judge_settings) = open_judge(
-        &job.judge,
-        &job.answerer.api_key_env,
-        subject.concurrency,
-        &subject.workspace,
-        Some(&subject),
-    )?;
+    let (judge, mut judge_settings) = subject.judge(&job.judge, &job.answerer)?;
     judge_settings["prompts"] = json!(prompts_path);
     let grader = mtbench::Grader {
         structured: judge.structured,

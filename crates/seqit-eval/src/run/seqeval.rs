@@ -6,7 +6,7 @@ use seqit_core::progress::Progress;
 use seqit_core::SamplingParams;
 use serde_json::{json, Value};
 
-use super::{limit, open_judge, summary_text, Outcome, SeqevalSettings, Subject};
+use super::{limit, summary_text, Outcome, SeqevalSettings, Subject};
 use crate::{alpaca, seqeval};
 
 /// Answers every item, checks verifiable chains by program and has the judge rate the
@@ -27,13 +27,7 @@ pub fn run(job: &SeqevalSettings, progress: &dyn Progress) -> Result<Outcome> {
     let (judge, judge_settings) = if job.verifiable_only {
         (None, Value::Null)
     } else {
-        let (judge, settings) = open_judge(
-            &job.judge,
-            &job.answerer.api_key_env,
-            subject.concurrency,
-            &subject.workspace,
-            Some(&subject),
-        )?;
+        let (judge, settings) = subject.judge(&job.judge, &job.answerer)?;
         (Some(judge), settings)
     };
     let references = match &job.reference {
