@@ -59,7 +59,7 @@ pub use jobs::{
 };
 pub use ledger::{thousands, Estimate, Ledger, ModelTally, Price, PriceTable};
 pub use local::LocalBackend;
-pub use open::{open_backend, BackendSpec};
+pub use open::{open_backend, served_model, BackendSpec};
 pub use remote::{
     ApiKey, EndpointCacheSettings, MultiSampleMode, RemoteBackend, RemoteConfig, RemoteSettings,
     DEFAULT_API_KEY_ENV, DEFAULT_CACHE_FILE, DEFAULT_MAX_RESPONSE_BYTES,

@@ -204,7 +204,13 @@ fn model_fingerprint(path: &Path) -> String {
         .collect()
 }
 
-async fn served_model(base_url: &str, key: Option<&ApiKey>, timeout: Duration) -> Result<String> {
+/// The one model the endpoint at `base_url` serves (`GET /models`), for a run that
+/// names none; an endpoint that lists none or several is an error saying so.
+pub async fn served_model(
+    base_url: &str,
+    key: Option<&ApiKey>,
+    timeout: Duration,
+) -> Result<String> {
     let models = list_models(base_url, key, timeout.min(Duration::from_secs(30)))
         .await
         .context("no model name was given, so the endpoint was asked which models it serves")?;

@@ -4,10 +4,10 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use seqit_llm::remote::{endpoint_identity, list_models};
+use anyhow::{bail, Result};
+use seqit_llm::remote::endpoint_identity;
 use seqit_llm::{
     Cache, Client, GenerateFile, InputRecord, Ledger, PriceTable, RemoteBackend, RemoteConfig,
     RequestSettings,
@@ -58,30 +58,13 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     block_on(async {
         if settings.config.model.is_empty() {
-            settings.config.model = served_model(&settings.config).await?;
+            let config = &settings.config;
+            settings.config.model =
+                seqit_llm::served_model(&config.base_url, config.api_key.as_ref(), config.timeout)
+                    .await?;
         }
         run_async(&args, &settings, &records).await
     })?
-}
-
-/// The one model the endpoint serves, for a run without `--model`.
-async fn served_model(config: &RemoteConfig) -> Result<String> {
-    let timeout = config.timeout.min(Duration::from_secs(30));
-    let models = list_models(&config.base_url, config.api_key.as_ref(), timeout)
-        .await
-        .context("`--model` was not given, so the endpoint was asked which models it serves")?;
-    match models.as_slice() {
-        [only] => Ok(only.clone()),
-        [] => bail!(
-            "`{}` lists no models\nhint: pass `--model NAME`",
-            config.base_url
-        ),
-        many => bail!(
-            "`{}` serves several models ({})\nhint: pass `--model NAME`",
-            config.base_url,
-            many.join(", ")
-        ),
-    }
 }
 
 async fn run_async(
