@@ -129,7 +129,10 @@ pub async fn open_backend(spec: &BackendSpec) -> Result<Arc<dyn Llm>> {
             }
             let model = match &spec.model {
                 Some(model) => model.clone(),
-                None => served_model(&base_url, api_key.as_ref(), spec.timeout).await?,
+                None => {
+                    served_model(&base_url, api_key.as_ref(), spec.timeout, "the model name")
+                        .await?
+                }
             };
             let mut config = RemoteConfig::new(base_url, model);
             config.api_key = api_key;
@@ -205,23 +208,27 @@ fn model_fingerprint(path: &Path) -> String {
 }
 
 /// The one model the endpoint at `base_url` serves (`GET /models`), for a run that
-/// names none; an endpoint that lists none or several is an error saying so.
+/// names none; an endpoint that lists none or several is an error saying so and how to
+/// name one (`naming`: the flag or setting, e.g. "`--model`").
 pub async fn served_model(
     base_url: &str,
     key: Option<&ApiKey>,
     timeout: Duration,
+    naming: &str,
 ) -> Result<String> {
     let models = list_models(base_url, key, timeout.min(Duration::from_secs(30)))
         .await
-        .context("no model name was given, so the endpoint was asked which models it serves")?;
+        .with_context(|| {
+            format!("{naming} was not given, so the endpoint was asked which models it serves")
+        })?;
     match models.as_slice() {
         [only] => Ok(only.clone()),
         [] => bail!(
-            "`{}` lists no models; give the model name",
+            "`{}` lists no models\nhint: give {naming}",
             redact_url(base_url)
         ),
         many => bail!(
-            "`{}` serves several models ({}); give the model name",
+            "`{}` serves several models ({})\nhint: give {naming}",
             redact_url(base_url),
             many.join(", ")
         ),

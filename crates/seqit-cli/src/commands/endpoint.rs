@@ -59,9 +59,13 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     block_on(async {
         if settings.config.model.is_empty() {
             let config = &settings.config;
-            settings.config.model =
-                seqit_llm::served_model(&config.base_url, config.api_key.as_ref(), config.timeout)
-                    .await?;
+            settings.config.model = seqit_llm::served_model(
+                &config.base_url,
+                config.api_key.as_ref(),
+                config.timeout,
+                "`--model`",
+            )
+            .await?;
         }
         run_async(&args, &settings, &records).await
     })?
