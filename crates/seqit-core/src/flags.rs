@@ -34,12 +34,20 @@ pub trait ToFlags: Args + FromArgMatches + Serialize + Sized {
 
 impl<T: Args + FromArgMatches + Serialize> ToFlags for T {}
 
-/// `T` as clap fills it from no flags at all: every default, and `-` in each required
-/// setting (for the caller to replace).
+/// `T` as clap fills it from no flags at all: every default, and a placeholder in each
+/// required setting (`-`, or its first possible value) for the caller to replace.
 pub fn clap_defaults<T: Args + FromArgMatches>() -> T {
     let command = T::augment_args(Command::new("settings").no_binary_name(true)).mut_args(|arg| {
         if arg.is_required_set() {
-            arg.required(false).default_value("-")
+            // A placeholder the value parser accepts: its first possible value, if it
+            // has a list of them.
+            let placeholder = arg
+                .get_possible_values()
+                .first()
+                .map_or(clap::builder::Str::from("-"), |value| {
+                    clap::builder::Str::from(value.get_name().to_string())
+                });
+            arg.required(false).default_value(placeholder)
         } else {
             arg
         }
@@ -142,5 +150,32 @@ mod tests {
             pairs,
             ["--full", "lora-rank 8", "lr 0.00002", "stop a", "stop b"]
         );
+    }
+
+    #[derive(clap::Parser, Serialize, Debug, PartialEq)]
+    #[serde(rename_all = "kebab-case")]
+    struct Required {
+        #[arg(long, value_parser = ["trl", "axolotl"])]
+        to: String,
+        #[arg(long)]
+        output: std::path::PathBuf,
+        #[arg(long, default_value_t = 8)]
+        gpus: usize,
+    }
+
+    #[test]
+    fn defaults_take_placeholders_and_flags_keep_required_and_changed_values() {
+        let mut settings: Required = clap_defaults();
+        assert_eq!(settings.to, "trl");
+        assert_eq!(settings.gpus, 8);
+        settings.to = "axolotl".into();
+        settings.output = "out".into();
+        let flags = settings.to_flags();
+        let parsed = <Required as clap::Parser>::try_parse_from(
+            std::iter::once("x".to_string()).chain(flags.iter().cloned()),
+        )
+        .unwrap();
+        assert_eq!(parsed, settings);
+        assert!(!flags.contains(&"--gpus".to_string()), "{flags:?}");
     }
 }
