@@ -143,12 +143,25 @@ mod tests {
             stop: vec!["a".into(), "b".into()],
             template: None,
         });
-        // Field order follows serde_json's map, which may sort keys: compare as pairs.
-        let mut pairs: Vec<String> = flags.join(" ").split(" --").map(String::from).collect();
+        // Field order follows serde_json's map, which sorts keys unless a dependency asks
+        // it to keep their order: compare flag by flag.
+        let mut pairs: Vec<String> = Vec::new();
+        for word in flags {
+            match pairs.last_mut() {
+                Some(last) if !word.starts_with("--") => *last = format!("{last} {word}"),
+                _ => pairs.push(word),
+            }
+        }
         pairs.sort();
         assert_eq!(
             pairs,
-            ["--full", "lora-rank 8", "lr 0.00002", "stop a", "stop b"]
+            [
+                "--full",
+                "--lora-rank 8",
+                "--lr 0.00002",
+                "--stop a",
+                "--stop b"
+            ]
         );
     }
 
