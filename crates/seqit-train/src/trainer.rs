@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use seqit_model::LogitsFor;
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{build_batch, pack};
+use crate::batch::{build_batch, pack, Batch};
 use crate::loss::masked_cross_entropy;
 use crate::optim::{AdamW, AdamWConfig, Moments};
 use crate::precision::{LossScale, Precision};
@@ -284,20 +284,27 @@ impl Trainer {
         }
     }
 
+    /// `rows` (each one or more packed examples) as one padded batch, and the model's
+    /// logits at every position.
+    fn forward_batch(&self, rows: &[Vec<&TokenizedExample>]) -> Result<(Batch, Tensor)> {
+        let batch = build_batch(rows, self.model.llama.device())?;
+        let logits = self.model.llama.forward(
+            &batch.input_ids,
+            &batch.positions,
+            Some(&batch.mask),
+            None,
+            LogitsFor::AllPositions,
+        )?;
+        Ok((batch, logits))
+    }
+
     /// Loss on `examples` (mean over their trained tokens), without dropout or updates.
     pub fn evaluate(&self, examples: &[TokenizedExample]) -> Result<f64> {
         self.set_dropout(None);
         let (mut total, mut count) = (0f64, 0usize);
         for chunk in examples.chunks(self.config.batch_size.max(1)) {
             let rows: Vec<Vec<&TokenizedExample>> = chunk.iter().map(|e| vec![e]).collect();
-            let batch = build_batch(&rows, self.model.llama.device())?;
-            let logits = self.model.llama.forward(
-                &batch.input_ids,
-                &batch.positions,
-                Some(&batch.mask),
-                None,
-                LogitsFor::AllPositions,
-            )?;
+            let (batch, logits) = self.forward_batch(&rows)?;
             let loss = masked_cross_entropy(&logits.detach(), &batch.targets, &batch.weights)?;
             total += loss.to_scalar::<f32>()? as f64 * batch.trained_tokens as f64;
             count += batch.trained_tokens;
@@ -343,14 +350,7 @@ impl Trainer {
                     .iter()
                     .map(|r| r.iter().map(|&i| &examples[i]).collect())
                     .collect();
-                let batch = build_batch(&rows, self.model.llama.device())?;
-                let logits = self.model.llama.forward(
-                    &batch.input_ids,
-                    &batch.positions,
-                    Some(&batch.mask),
-                    None,
-                    LogitsFor::AllPositions,
-                )?;
+                let (batch, logits) = self.forward_batch(&rows)?;
                 // Token-weighted so that accumulation equals one big batch.
                 let share = batch.trained_tokens as f64 / trained_total.max(1) as f64;
                 let loss =
