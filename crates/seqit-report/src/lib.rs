@@ -13,6 +13,7 @@
 
 mod load;
 mod svg;
+mod table;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -21,6 +22,7 @@ use serde_json::Value;
 
 pub use load::{load_runs, Eval, LengthSet, Run, RunData, Training};
 use svg::{bar_chart, escape, line_chart, Axes, Series};
+use table::{html_table, markdown_table, Cell, Table};
 
 /// How [`render_html`] and [`render_markdown`] render.
 #[derive(Debug, Clone, Default)]
@@ -415,10 +417,31 @@ fn delta(row: &[Option<Metric>], it: usize, sit: usize) -> Option<f64> {
     Some(row[sit].as_ref()?.value - row[it].as_ref()?.value)
 }
 
-fn column_title(c: &Column) -> String {
-    match c.data.as_deref() {
-        Some(d) => format!("{} ({})", c.label, d.to_uppercase()),
-        None => c.label.clone(),
+/// HTML class of a delta: `pos`, `neg`, or empty when it is 0.
+fn sign_class(d: f64) -> &'static str {
+    if d > 0.0 {
+        "pos"
+    } else if d < 0.0 {
+        "neg"
+    } else {
+        ""
+    }
+}
+
+/// A model's name followed by the data it was trained on, when known: `sit (SIT)`.
+fn with_data(name: String, data: Option<&str>) -> String {
+    match data {
+        Some(d) => format!("{name} ({})", d.to_uppercase()),
+        None => name,
+    }
+}
+
+/// ` (label)` of a run when the report has several, else nothing.
+fn run_suffix(label: &str, several: bool) -> String {
+    if several {
+        format!(" ({label})")
+    } else {
+        String::new()
     }
 }
 
@@ -466,12 +489,90 @@ fn mean(values: &[usize]) -> f64 {
     }
 }
 
-fn training_label(t: &Training, run: &Run, several: bool) -> String {
-    let name = run.model_label(&t.name, several);
-    match &t.data {
-        Some(d) => format!("{name} ({})", d.to_uppercase()),
-        None => name,
+/// Title of the section on program-checked verdicts, in both reports.
+const VERDICT_TITLE: &str = "Verdict: sequential following checked by program";
+
+/// Every training stage of the runs, with its label.
+fn trainings(data: &RunData) -> Vec<(String, &Training)> {
+    let several = data.runs.len() > 1;
+    data.runs
+        .iter()
+        .flat_map(|run| {
+            run.trainings.iter().map(move |t| {
+                let name = run.model_label(&t.name, several);
+                (with_data(name, t.data.as_deref()), t)
+            })
+        })
+        .collect()
+}
+
+/// Steps, first and last loss and tokens of each training stage.
+fn training_table(trainings: &[(String, &Training)]) -> Table {
+    let loss = |l: Option<&(f64, f64)>| l.map_or("–".into(), |l| format!("{:.4}", l.1));
+    let mut table = Table::new(["run", "steps", "first loss", "last loss", "tokens"]);
+    for (name, t) in trainings {
+        table.rows.push(vec![
+            name.as_str().into(),
+            t.losses.len().to_string().into(),
+            loss(t.losses.first()).into(),
+            loss(t.losses.last()).into(),
+            t.tokens.to_string().into(),
+        ]);
     }
+    table
+}
+
+/// Records and mean words per instruction and per response of a run's data sets;
+/// `set_heading` heads the column of set names.
+fn lengths_table(run: &Run, set_heading: &str) -> Table {
+    let mut table = Table::new([
+        set_heading,
+        "records",
+        "mean instruction words",
+        "mean response words",
+    ]);
+    for set in &run.lengths {
+        table.rows.push(vec![
+            set.name.as_str().into(),
+            set.instruction_words.len().to_string().into(),
+            format!("{:.1}", mean(&set.instruction_words)).into(),
+            format!("{:.1}", mean(&set.response_words)).into(),
+        ]);
+    }
+    table
+}
+
+/// A row per (benchmark, metric), a column per model, then SIT − IT of each run with one
+/// IT and one SIT model; `several` names that run in the delta's heading.
+fn results_table(res: &Results, several: bool) -> Table {
+    let mut table = Table::new(["benchmark", "metric"]);
+    table.headings.extend(
+        res.columns
+            .iter()
+            .map(|c| with_data(c.label.clone(), c.data.as_deref())),
+    );
+    table.headings.extend(
+        res.pairs
+            .iter()
+            .map(|(label, _, _)| format!("Δ SIT − IT{}", run_suffix(label, several))),
+    );
+    for ((bench, metric), row) in &res.rows {
+        let mut cells: Vec<Cell> = vec![bench.as_str().into(), metric.as_str().into()];
+        cells.extend(row.iter().map(|m| Cell::from(fmt_metric(m))));
+        cells.extend(
+            res.pairs
+                .iter()
+                .map(|(_, it, sit)| match delta(row, *it, *sit) {
+                    Some(d) => Cell {
+                        class: Some(sign_class(d)),
+                        ..Cell::from(format!("{d:+.3}"))
+                    },
+                    None => "–".into(),
+                }),
+        );
+        table.rows.push(cells);
+    }
+    table
 }
 
 const STYLE: &str = r#"
@@ -528,15 +629,7 @@ pub fn render_html(data: &RunData, options: &Options) -> String {
     h.push_str("</section>\n");
 
     h.push_str("<section id=\"training\"><h2>Training</h2>\n");
-    let trainings: Vec<(String, &Training)> = data
-        .runs
-        .iter()
-        .flat_map(|run| {
-            run.trainings
-                .iter()
-                .map(move |t| (training_label(t, run, several), t))
-        })
-        .collect();
+    let trainings = trainings(data);
     if trainings.is_empty() {
         h.push_str("<p class=\"muted\">No training runs found.</p>\n");
     } else {
@@ -558,31 +651,13 @@ pub fn render_html(data: &RunData, options: &Options) -> String {
             },
             &series,
         ));
-        h.push_str("<table class=\"training\"><tr><th>run</th><th>steps</th><th>first loss</th><th>last loss</th><th>tokens</th></tr>\n");
-        for (name, t) in &trainings {
-            let _ = writeln!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(name),
-                t.losses.len(),
-                t.losses
-                    .first()
-                    .map_or("–".into(), |l| format!("{:.4}", l.1)),
-                t.losses
-                    .last()
-                    .map_or("–".into(), |l| format!("{:.4}", l.1)),
-                t.tokens
-            );
-        }
-        h.push_str("</table>\n");
+        html_table(&mut h, Some("training"), &training_table(&trainings));
     }
     h.push_str("</section>\n");
 
     let verdicts = verdicts(data);
     if !verdicts.is_empty() {
-        h.push_str(
-            "<section id=\"verdict\"><h2>Verdict: sequential following checked by program</h2>\n",
-        );
+        let _ = writeln!(h, "<section id=\"verdict\"><h2>{VERDICT_TITLE}</h2>");
         for v in &verdicts {
             let _ = writeln!(
                 h,
@@ -600,50 +675,8 @@ pub fn render_html(data: &RunData, options: &Options) -> String {
     if res.rows.is_empty() {
         h.push_str("<p class=\"muted\">No evaluation results found.</p>\n");
     } else {
-        h.push_str("<table class=\"results\"><tr><th>benchmark</th><th>metric</th>");
-        for c in &res.columns {
-            let _ = write!(h, "<th>{}</th>", escape(&column_title(c)));
-        }
-        for (label, _, _) in &res.pairs {
-            let _ = write!(
-                h,
-                "<th>Δ SIT − IT{}</th>",
-                if several {
-                    format!(" ({})", escape(label))
-                } else {
-                    String::new()
-                }
-            );
-        }
-        h.push_str("</tr>\n");
-        for ((bench, metric), row) in &res.rows {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td>",
-                escape(bench),
-                escape(metric)
-            );
-            for cell in row {
-                let _ = write!(h, "<td>{}</td>", fmt_metric(cell));
-            }
-            for (_, it, sit) in &res.pairs {
-                match delta(row, *it, *sit) {
-                    Some(d) => {
-                        let class = if d > 0.0 {
-                            "pos"
-                        } else if d < 0.0 {
-                            "neg"
-                        } else {
-                            ""
-                        };
-                        let _ = write!(h, "<td class=\"{class}\">{d:+.3}</td>");
-                    }
-                    None => h.push_str("<td>–</td>"),
-                }
-            }
-            h.push_str("</tr>\n");
-        }
-        h.push_str("</table>\n<p class=\"muted\">Brackets: bootstrap 95% confidence intervals where the evaluation computed them.</p>\n");
+        html_table(&mut h, Some("results"), &results_table(&res, several));
+        h.push_str("<p class=\"muted\">Brackets: bootstrap 95% confidence intervals where the evaluation computed them.</p>\n");
     }
     h.push_str("</section>\n");
 
@@ -785,40 +818,31 @@ fn html_step_kinds(h: &mut String, seqeval: &[(String, &Eval)]) {
         rates.iter().sum::<f64>() / rates.len().max(1) as f64
     };
     kinds.sort_by(|a, b| mean_rate(a).total_cmp(&mean_rate(b)).then(a.cmp(b)));
-    h.push_str("<table><tr><th>step kind</th><th>group</th>");
-    for (name, _) in &models {
-        let _ = write!(h, "<th>{}</th>", escape(name));
-    }
-    h.push_str("</tr>\n");
+    let mut table = Table::new(["step kind", "group"]);
+    table
+        .headings
+        .extend(models.iter().map(|(name, _)| name.to_string()));
     for kind in kinds {
         let group = models
             .iter()
             .find_map(|(_, k)| k.get(kind))
             .map_or("", |v| v.group.as_str());
-        let _ = write!(h, "<tr><td>{}</td><td>{}</td>", escape(kind), escape(group));
-        for (_, k) in &models {
-            match k.get(kind) {
-                Some(rate) => {
-                    let _ = write!(
-                        h,
-                        "<td>{:.2} <span class=\"muted\">({})</span></td>",
-                        rate.pass_rate, rate.steps
-                    );
-                }
-                None => h.push_str("<td>–</td>"),
-            }
-        }
-        h.push_str("</tr>\n");
+        let mut cells: Vec<Cell> = vec![kind.as_str().into(), group.into()];
+        cells.extend(models.iter().map(|(_, k)| match k.get(kind) {
+            Some(rate) => Cell {
+                note: Some(rate.steps.to_string()),
+                ..Cell::from(format!("{:.2}", rate.pass_rate))
+            },
+            None => "–".into(),
+        }));
+        table.rows.push(cells);
     }
-    h.push_str("</table>\n<p class=\"muted\">Share of steps of each kind done in order (steps checked in brackets), hardest first.</p>\n</section>\n");
+    html_table(h, None, &table);
+    h.push_str("<p class=\"muted\">Share of steps of each kind done in order (steps checked in brackets), hardest first.</p>\n</section>\n");
 }
 
 fn eval_label(run: &Run, eval: &Eval, several: bool) -> String {
-    let name = run.model_label(&eval.model, several);
-    match &eval.data {
-        Some(d) => format!("{name} ({})", d.to_uppercase()),
-        None => name,
-    }
+    with_data(run.model_label(&eval.model, several), eval.data.as_deref())
 }
 
 fn html_shares(h: &mut String, run: &Run, stats: &Value, several: bool) {
@@ -830,45 +854,45 @@ fn html_shares(h: &mut String, run: &Run, stats: &Value, several: bool) {
     let _ = writeln!(
         h,
         "<h3>Seq-Instruct option shares{}</h3><p>{} items, {} iterations; paper: {}.</p>",
-        if several {
-            format!(" ({})", escape(&run.label))
-        } else {
-            String::new()
-        },
+        escape(&run_suffix(&run.label, several)),
         stats["items"],
         stats["iterations"],
         escape(reference)
     );
-    h.push_str("<table class=\"shares\"><tr><th>iteration</th><th>classified</th>");
+    let mut table = Table::new(["iteration", "classified"]);
     for l in LETTERS {
-        let _ = write!(h, "<th>{l} (ours)</th><th>{l} (paper)</th>");
+        table
+            .headings
+            .extend([format!("{l} (ours)"), format!("{l} (paper)")]);
     }
-    h.push_str("<th>unparsed</th><th>failed rewrites</th></tr>\n");
+    table
+        .headings
+        .extend(["unparsed", "failed rewrites"].map(String::from));
     let mut categories = Vec::new();
     let (mut ours, mut paper) = (Vec::new(), Vec::new());
     for it in &iterations {
         let n = it["iteration"].as_u64().unwrap_or(0);
         let own = shares(it, "shares").unwrap_or_default();
         let theirs = shares(it, "paper_shares");
-        let _ = write!(h, "<tr><td>{n}</td><td>{}</td>", it["classified"]);
+        let mut cells: Vec<Cell> = vec![n.to_string().into(), it["classified"].to_string().into()];
         for (i, v) in own.iter().enumerate() {
             let p = theirs
                 .as_ref()
                 .map_or("–".into(), |t| format!("{:.0}%", t[i]));
-            let _ = write!(h, "<td>{v:.1}%</td><td>{p}</td>");
+            cells.extend([format!("{v:.1}%").into(), p.into()]);
         }
-        let _ = writeln!(
-            h,
-            "<td>{}</td><td>{}</td></tr>",
-            it["unparsed_classifications"], it["failed_rewrites"]
-        );
+        cells.extend([
+            it["unparsed_classifications"].to_string().into(),
+            it["failed_rewrites"].to_string().into(),
+        ]);
+        table.rows.push(cells);
         for (i, l) in LETTERS.iter().enumerate() {
             categories.push(format!("{n}{l}"));
             ours.push(own.get(i).copied().unwrap_or(0.0));
             paper.push(theirs.as_ref().map_or(0.0, |t| t[i]));
         }
     }
-    h.push_str("</table>\n");
+    html_table(h, Some("shares"), &table);
     h.push_str(&bar_chart(
         &Axes {
             title: "Option shares per iteration (iteration + option)",
@@ -889,24 +913,10 @@ fn html_lengths(h: &mut String, run: &Run, several: bool) {
     let _ = writeln!(
         h,
         "<h3>Lengths of the training data{}</h3>",
-        if several {
-            format!(" ({})", escape(&run.label))
-        } else {
-            String::new()
-        }
+        escape(&run_suffix(&run.label, several))
     );
-    h.push_str("<table class=\"lengths\"><tr><th>set</th><th>records</th><th>mean instruction words</th><th>mean response words</th></tr>\n");
-    for set in &run.lengths {
-        let _ = writeln!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td></tr>",
-            set.name,
-            set.instruction_words.len(),
-            mean(&set.instruction_words),
-            mean(&set.response_words)
-        );
-    }
-    h.push_str("</table>\n<div class=\"charts\">");
+    html_table(h, Some("lengths"), &lengths_table(run, "set"));
+    h.push_str("<div class=\"charts\">");
     for (title, pick) in [
         ("Instruction length (words)", true),
         ("Response length (words)", false),
@@ -1021,7 +1031,7 @@ pub fn render_markdown(data: &RunData, options: &Options) -> String {
     let _ = writeln!(m, "# {title}\n");
     let verdicts = verdicts(data);
     if !verdicts.is_empty() {
-        m.push_str("## Verdict: sequential following checked by program\n\n");
+        let _ = writeln!(m, "## {VERDICT_TITLE}\n");
         for v in &verdicts {
             if several {
                 let _ = write!(m, "*{}*: ", v.run);
@@ -1036,150 +1046,102 @@ pub fn render_markdown(data: &RunData, options: &Options) -> String {
     }
     for run in &data.runs {
         if let Some(stats) = &run.augment {
-            let _ = writeln!(
-                m,
-                "## Seq-Instruct option shares{} (paper: {})\n",
-                if several {
-                    format!(" — {}", run.label)
-                } else {
-                    String::new()
-                },
-                stats["paper_reference"].as_str().unwrap_or("?")
-            );
-            m.push_str("| iteration | classified | A | B | C | D | paper A/B/C/D |\n|---|---|---|---|---|---|---|\n");
-            for it in stats["per_iteration"].as_array().into_iter().flatten() {
-                let own = shares(it, "shares").unwrap_or_default();
-                let paper = shares(it, "paper_shares").map_or("–".into(), |p| {
-                    p.iter()
-                        .map(|v| format!("{v:.0}"))
-                        .collect::<Vec<_>>()
-                        .join("/")
-                });
-                let _ = write!(m, "| {} | {} |", it["iteration"], it["classified"]);
-                for v in own {
-                    let _ = write!(m, " {v:.1}% |");
-                }
-                let _ = writeln!(m, " {paper} |");
-            }
-            m.push('\n');
+            markdown_shares(&mut m, run, stats, several);
         }
         if !run.lengths.is_empty() {
-            m.push_str("| data | records | mean instruction words | mean response words |\n|---|---|---|---|\n");
-            for set in &run.lengths {
-                let _ = writeln!(
-                    m,
-                    "| {} | {} | {:.1} | {:.1} |",
-                    set.name,
-                    set.instruction_words.len(),
-                    mean(&set.instruction_words),
-                    mean(&set.response_words)
-                );
-            }
-            m.push('\n');
+            markdown_table(&mut m, &lengths_table(run, "data"));
         }
     }
-    let trainings: Vec<(String, &Training)> = data
-        .runs
-        .iter()
-        .flat_map(|run| {
-            run.trainings
-                .iter()
-                .map(move |t| (training_label(t, run, several), t))
-        })
-        .collect();
+    let trainings = trainings(data);
     if !trainings.is_empty() {
-        m.push_str("## Training\n\n| run | steps | first loss | last loss | tokens |\n|---|---|---|---|---|\n");
-        for (name, t) in trainings {
-            let _ = writeln!(
-                m,
-                "| {name} | {} | {} | {} | {} |",
-                t.losses.len(),
-                t.losses
-                    .first()
-                    .map_or("–".into(), |l| format!("{:.4}", l.1)),
-                t.losses
-                    .last()
-                    .map_or("–".into(), |l| format!("{:.4}", l.1)),
-                t.tokens
-            );
-        }
-        m.push('\n');
+        m.push_str("## Training\n\n");
+        markdown_table(&mut m, &training_table(&trainings));
     }
     let res = results(data);
     if !res.rows.is_empty() {
-        m.push_str("## Results\n\n| benchmark | metric |");
-        for c in &res.columns {
-            let _ = write!(m, " {} |", column_title(c));
-        }
-        for _ in &res.pairs {
-            m.push_str(" Δ SIT − IT |");
-        }
-        m.push_str("\n|---|---|");
-        for _ in 0..res.columns.len() + res.pairs.len() {
-            m.push_str("---|");
-        }
-        m.push('\n');
-        for ((bench, metric), row) in &res.rows {
-            let _ = write!(m, "| {bench} | {metric} |");
-            for cell in row {
-                let _ = write!(m, " {} |", fmt_metric(cell));
-            }
-            for (_, it, sit) in &res.pairs {
-                let _ = write!(
-                    m,
-                    " {} |",
-                    delta(row, *it, *sit).map_or("–".into(), |d| format!("{d:+.3}"))
-                );
-            }
-            m.push('\n');
-        }
-        m.push('\n');
+        m.push_str("## Results\n\n");
+        // The Markdown headings of the deltas name no run, even with several.
+        markdown_table(&mut m, &results_table(&res, false));
     }
     for run in &data.runs {
-        for eval in run
-            .evals
-            .iter()
-            .filter(|e| e.metrics["scores"]["by_depth"].is_object())
-        {
-            let columns: Vec<(&str, Vec<DepthPoint>)> = DEPTH_CHARTS
-                .iter()
-                .map(|chart| (chart.y_label, by_depth(&eval.metrics, chart.score)))
-                .filter(|(_, points)| !points.is_empty())
-                .collect();
-            if columns.is_empty() {
-                continue;
+        for eval in &run.evals {
+            if let Some(table) = depth_table(&eval.metrics) {
+                let _ = writeln!(
+                    m,
+                    "## SeqEval by depth — {}\n",
+                    eval_label(run, eval, several)
+                );
+                markdown_table(&mut m, &table);
             }
-            let _ = write!(
-                m,
-                "## SeqEval by depth — {}\n\n| depth |",
-                eval_label(run, eval, several)
-            );
-            for (name, _) in &columns {
-                let _ = write!(m, " {name} |");
-            }
-            let _ = writeln!(m, "\n|---|{}", "---|".repeat(columns.len()));
-            for depth in 1..=4 {
-                let _ = write!(m, "| {depth} |");
-                for (_, points) in &columns {
-                    let cell =
-                        points
-                            .iter()
-                            .find(|p| p.0 == depth as f64)
-                            .map_or("–".into(), |p| {
-                                fmt_metric(&Some(Metric {
-                                    name: String::new(),
-                                    value: p.1,
-                                    ci: p.2,
-                                }))
-                            });
-                    let _ = write!(m, " {cell} |");
-                }
-                m.push('\n');
-            }
-            m.push('\n');
         }
     }
     m
+}
+
+/// The option shares of each Seq-Instruct iteration, the paper's in one column.
+fn markdown_shares(m: &mut String, run: &Run, stats: &Value, several: bool) {
+    let _ = writeln!(
+        m,
+        "## Seq-Instruct option shares{} (paper: {})\n",
+        if several {
+            format!(" — {}", run.label)
+        } else {
+            String::new()
+        },
+        stats["paper_reference"].as_str().unwrap_or("?")
+    );
+    let mut table = Table::new(["iteration", "classified"]);
+    table.headings.extend(LETTERS.map(String::from));
+    table.headings.push("paper A/B/C/D".into());
+    for it in stats["per_iteration"].as_array().into_iter().flatten() {
+        let paper = shares(it, "paper_shares").map_or("–".into(), |p| {
+            p.iter()
+                .map(|v| format!("{v:.0}"))
+                .collect::<Vec<_>>()
+                .join("/")
+        });
+        let mut cells: Vec<Cell> = vec![
+            it["iteration"].to_string().into(),
+            it["classified"].to_string().into(),
+        ];
+        let own = shares(it, "shares").unwrap_or_default();
+        cells.extend(own.iter().map(|v| Cell::from(format!("{v:.1}%"))));
+        cells.push(paper.into());
+        table.rows.push(cells);
+    }
+    markdown_table(m, &table);
+}
+
+/// A SeqEval eval's scores by depth, a column per score it has; `None` when it has
+/// none.
+fn depth_table(metrics: &Value) -> Option<Table> {
+    let columns: Vec<(&str, Vec<DepthPoint>)> = DEPTH_CHARTS
+        .iter()
+        .map(|chart| (chart.y_label, by_depth(metrics, chart.score)))
+        .filter(|(_, points)| !points.is_empty())
+        .collect();
+    if columns.is_empty() {
+        return None;
+    }
+    let mut table = Table::new(["depth"]);
+    table
+        .headings
+        .extend(columns.iter().map(|(name, _)| name.to_string()));
+    for depth in 1..=4 {
+        let mut cells: Vec<Cell> = vec![depth.to_string().into()];
+        cells.extend(columns.iter().map(|(_, points)| {
+            let point = points.iter().find(|p| p.0 == f64::from(depth));
+            Cell::from(point.map_or("–".into(), |p| {
+                fmt_metric(&Some(Metric {
+                    name: String::new(),
+                    value: p.1,
+                    ci: p.2,
+                }))
+            }))
+        }));
+        table.rows.push(cells);
+    }
+    Some(table)
 }
 
 #[cfg(test)]

@@ -3,12 +3,38 @@
 
 use std::fmt::Write;
 
-const WIDTH: f64 = 640.0;
-const HEIGHT: f64 = 320.0;
-const LEFT: f64 = 60.0;
-const RIGHT: f64 = 150.0;
-const TOP: f64 = 30.0;
-const BOTTOM: f64 = 45.0;
+/// A chart's size and the margins around its plot area, in SVG units: the title above
+/// it, the axis labels left of and below it, the legend right of it.
+struct Canvas {
+    width: f64,
+    height: f64,
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+}
+
+/// Every chart's canvas.
+const CANVAS: Canvas = Canvas {
+    width: 640.0,
+    height: 320.0,
+    left: 60.0,
+    right: 150.0,
+    top: 30.0,
+    bottom: 45.0,
+};
+
+impl Canvas {
+    /// x of the plot area's left and right edges.
+    fn plot_x(&self) -> (f64, f64) {
+        (self.left, self.width - self.right)
+    }
+
+    /// y of the plot area's bottom and top edges (SVG's y grows downwards).
+    fn plot_y(&self) -> (f64, f64) {
+        (self.height - self.bottom, self.top)
+    }
+}
 
 /// Colour-blind-safe palette (Okabe–Ito).
 pub const PALETTE: [&str; 8] = [
@@ -75,27 +101,31 @@ struct Frame {
 
 impl Frame {
     fn px(&self, x: f64) -> f64 {
-        LEFT + (x - self.x.0) / (self.x.1 - self.x.0).max(1e-12) * (WIDTH - LEFT - RIGHT)
+        let (x0, x1) = CANVAS.plot_x();
+        x0 + (x - self.x.0) / (self.x.1 - self.x.0).max(1e-12) * (x1 - x0)
     }
     fn py(&self, y: f64) -> f64 {
-        HEIGHT
-            - BOTTOM
-            - (y - self.y.0) / (self.y.1 - self.y.0).max(1e-12) * (HEIGHT - TOP - BOTTOM)
+        let (y0, y1) = CANVAS.plot_y();
+        y0 - (y - self.y.0) / (self.y.1 - self.y.0).max(1e-12) * (y0 - y1)
     }
 }
 
 fn open(svg: &mut String, axes: &Axes, kind: &str) {
+    let (x0, x1) = CANVAS.plot_x();
     let _ = write!(
         svg,
-        r#"<svg class="chart {kind}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="{t}"><title>{t}</title><text x="{cx}" y="18" text-anchor="middle" font-size="14" font-weight="bold">{t}</text>"#,
+        r#"<svg class="chart {kind}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{t}"><title>{t}</title><text x="{cx}" y="18" text-anchor="middle" font-size="14" font-weight="bold">{t}</text>"#,
         t = escape(axes.title),
-        cx = (WIDTH - RIGHT + LEFT) / 2.0,
+        w = CANVAS.width,
+        h = CANVAS.height,
+        // The title is centred over the plot area, not the legend.
+        cx = (x0 + x1) / 2.0,
     );
 }
 
 fn axes_lines(svg: &mut String, frame: &Frame, axes: &Axes, x_ticks: &[(f64, String)]) {
-    let (x0, x1) = (LEFT, WIDTH - RIGHT);
-    let (y0, y1) = (HEIGHT - BOTTOM, TOP);
+    let (x0, x1) = CANVAS.plot_x();
+    let (y0, y1) = CANVAS.plot_y();
     let _ = write!(
         svg,
         r##"<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="#333"/><line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="#333"/>"##
@@ -123,7 +153,7 @@ fn axes_lines(svg: &mut String, frame: &Frame, axes: &Axes, x_ticks: &[(f64, Str
         svg,
         r#"<text x="{cx}" y="{by}" text-anchor="middle" font-size="12">{xl}</text><text transform="translate(14 {cy}) rotate(-90)" text-anchor="middle" font-size="12">{yl}</text>"#,
         cx = (x0 + x1) / 2.0,
-        by = HEIGHT - 8.0,
+        by = CANVAS.height - 8.0,
         cy = (y0 + y1) / 2.0,
         xl = escape(axes.x_label),
         yl = escape(axes.y_label)
@@ -132,8 +162,8 @@ fn axes_lines(svg: &mut String, frame: &Frame, axes: &Axes, x_ticks: &[(f64, Str
 
 fn legend(svg: &mut String, names: &[&str]) {
     for (i, name) in names.iter().enumerate() {
-        let y = TOP + 10.0 + i as f64 * 18.0;
-        let x = WIDTH - RIGHT + 12.0;
+        let y = CANVAS.top + 10.0 + i as f64 * 18.0;
+        let x = CANVAS.plot_x().1 + 12.0;
         let _ = write!(
             svg,
             r#"<rect x="{x}" y="{ry}" width="12" height="12" fill="{c}"/><text class="legend" x="{tx}" y="{ty}" font-size="11">{n}</text>"#,
