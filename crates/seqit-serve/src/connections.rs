@@ -330,6 +330,21 @@ struct TrackedIo {
     conn: Arc<Conn>,
 }
 
+impl TrackedIo {
+    /// Polls one write on the socket and notes it when it moved bytes.
+    fn noting_write(
+        self: Pin<&mut Self>,
+        write: impl FnOnce(Pin<&mut TcpStream>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = write(Pin::new(&mut this.inner));
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.conn.touch();
+        }
+        polled
+    }
+}
+
 impl AsyncRead for TrackedIo {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -352,12 +367,7 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.conn.touch();
-        }
-        polled
+        self.noting_write(|inner| inner.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -365,12 +375,7 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.conn.touch();
-        }
-        polled
+        self.noting_write(|inner| inner.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {

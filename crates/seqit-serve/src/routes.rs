@@ -15,6 +15,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use seqit_core::{Completion, Prompt};
 use seqit_engine::GenerationRequest;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::json;
 
 use crate::connections::ConnHandle;
@@ -24,8 +26,8 @@ use crate::structured::{
     chat_logprobs, text_logprobs, ChatLogprobs, ConstraintFields, RequestedConstraint, TextLogprobs,
 };
 use crate::wire::{
-    fields, AssistantMessage, ChatChoice, ChatCompletion, ChatFields, CommonFields,
-    CompletionFields, JsonBody, ModelCard, ModelList, Sampling, TextChoice, TextCompletion,
+    fields, AssistantMessage, ChatChoice, ChatFields, CommonFields, CompletionFields,
+    CompletionResponse, JsonBody, ModelCard, ModelList, Sampling, TextChoice, Usage,
     MAX_SEQUENCES_PER_REQUEST,
 };
 use crate::AppState;
@@ -49,8 +51,8 @@ pub(crate) fn router(state: AppState) -> Router {
     let api = Router::new()
         .route(MODELS, get(list_models))
         .route(MODEL, get(get_model))
-        .route(CHAT_COMPLETIONS, post(chat_completions))
-        .route(COMPLETIONS, post(completions))
+        .route(CHAT_COMPLETIONS, post(completions::<ChatFields>))
+        .route(COMPLETIONS, post(completions::<CompletionFields>))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
@@ -69,99 +71,105 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// The series of [`METRICS`]: name, Prometheus type and help text, in the order in which
+/// [`metrics`] reads their values.
+const SERIES: [(&str, &str, &str); 14] = [
+    (
+        "seqit_requests_total",
+        "counter",
+        "Completion requests answered.",
+    ),
+    (
+        "seqit_request_failures_total",
+        "counter",
+        "Completion requests whose generation failed.",
+    ),
+    (
+        "seqit_cancelled_sequences_total",
+        "counter",
+        "Sequences stopped or skipped because their client went away.",
+    ),
+    (
+        "seqit_timed_out_sequences_total",
+        "counter",
+        "Sequences that reached their request's deadline (queued or generating).",
+    ),
+    (
+        "seqit_prompt_tokens_total",
+        "counter",
+        "Prompt tokens of the answered sequences.",
+    ),
+    (
+        "seqit_generated_tokens_total",
+        "counter",
+        "Tokens generated for the answered sequences.",
+    ),
+    (
+        "seqit_prefix_cache_lookups_total",
+        "counter",
+        "Prompts looked up in the prefix cache.",
+    ),
+    (
+        "seqit_prefix_cache_prompt_tokens_total",
+        "counter",
+        "Tokens of the prompts looked up in the prefix cache.",
+    ),
+    (
+        "seqit_prefix_cache_hit_tokens_total",
+        "counter",
+        "Prompt tokens whose keys and values came from the prefix cache.",
+    ),
+    (
+        "seqit_prefix_cache_shared_prefill_tokens_total",
+        "counter",
+        "Tokens computed once ahead of a batch for a prefix several of its prompts share.",
+    ),
+    (
+        "seqit_prefix_cache_evictions_total",
+        "counter",
+        "Prefix-cache blocks evicted.",
+    ),
+    (
+        "seqit_prefix_cache_blocks",
+        "gauge",
+        "Prefix-cache blocks held.",
+    ),
+    (
+        "seqit_prefix_cache_bytes",
+        "gauge",
+        "Bytes of keys and values held by the prefix cache.",
+    ),
+    (
+        "seqit_prefix_cache_capacity_bytes",
+        "gauge",
+        "The prefix cache's budget in bytes (0: disabled).",
+    ),
+];
+
 /// The counters of the scheduler and the engine's prefix cache, Prometheus text format.
 async fn metrics(State(state): State<AppState>) -> Response {
     let counters = state.scheduler.counters();
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let prefixes = state.engine.prefix_cache_stats();
-    let series: [(&str, &str, &str, u64); 14] = [
-        (
-            "seqit_requests_total",
-            "counter",
-            "Completion requests answered.",
-            load(&counters.requests),
-        ),
-        (
-            "seqit_request_failures_total",
-            "counter",
-            "Completion requests whose generation failed.",
-            load(&counters.failures),
-        ),
-        (
-            "seqit_cancelled_sequences_total",
-            "counter",
-            "Sequences stopped or skipped because their client went away.",
-            load(&counters.cancelled_sequences),
-        ),
-        (
-            "seqit_timed_out_sequences_total",
-            "counter",
-            "Sequences that reached their request's deadline (queued or generating).",
-            load(&counters.timed_out_sequences),
-        ),
-        (
-            "seqit_prompt_tokens_total",
-            "counter",
-            "Prompt tokens of the answered sequences.",
-            load(&counters.prompt_tokens),
-        ),
-        (
-            "seqit_generated_tokens_total",
-            "counter",
-            "Tokens generated for the answered sequences.",
-            load(&counters.generated_tokens),
-        ),
-        (
-            "seqit_prefix_cache_lookups_total",
-            "counter",
-            "Prompts looked up in the prefix cache.",
-            prefixes.lookups,
-        ),
-        (
-            "seqit_prefix_cache_prompt_tokens_total",
-            "counter",
-            "Tokens of the prompts looked up in the prefix cache.",
-            prefixes.prompt_tokens,
-        ),
-        (
-            "seqit_prefix_cache_hit_tokens_total",
-            "counter",
-            "Prompt tokens whose keys and values came from the prefix cache.",
-            prefixes.hit_tokens,
-        ),
-        (
-            "seqit_prefix_cache_shared_prefill_tokens_total",
-            "counter",
-            "Tokens computed once ahead of a batch for a prefix several of its prompts share.",
-            prefixes.shared_prefill_tokens,
-        ),
-        (
-            "seqit_prefix_cache_evictions_total",
-            "counter",
-            "Prefix-cache blocks evicted.",
-            prefixes.evictions,
-        ),
-        (
-            "seqit_prefix_cache_blocks",
-            "gauge",
-            "Prefix-cache blocks held.",
-            prefixes.blocks as u64,
-        ),
-        (
-            "seqit_prefix_cache_bytes",
-            "gauge",
-            "Bytes of keys and values held by the prefix cache.",
-            prefixes.bytes as u64,
-        ),
-        (
-            "seqit_prefix_cache_capacity_bytes",
-            "gauge",
-            "The prefix cache's budget in bytes (0: disabled).",
-            prefixes.capacity_bytes as u64,
-        ),
+    // One value per entry of `SERIES`, in its order.
+    let values: [u64; SERIES.len()] = [
+        load(&counters.requests),
+        load(&counters.failures),
+        load(&counters.cancelled_sequences),
+        load(&counters.timed_out_sequences),
+        load(&counters.prompt_tokens),
+        load(&counters.generated_tokens),
+        prefixes.lookups,
+        prefixes.prompt_tokens,
+        prefixes.hit_tokens,
+        prefixes.shared_prefill_tokens,
+        prefixes.evictions,
+        prefixes.blocks as u64,
+        prefixes.bytes as u64,
+        prefixes.capacity_bytes as u64,
     ];
     let mut text = String::new();
-    for (name, kind, help, value) in series {
+    for ((name, kind, help), value) in SERIES.into_iter().zip(values) {
         text.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         ));
@@ -232,66 +240,47 @@ fn model_card(state: &AppState) -> ModelCard<'_> {
     }
 }
 
-async fn chat_completions(
-    State(state): State<AppState>,
-    conn: ConnHandle,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    let arrived = Instant::now();
-    let common: CommonFields = fields(&body)?;
-    state.check_model(common.model.as_deref())?;
-    let chat: ChatFields = fields(&body)?;
-    let mut sampling = state.sampling(&common)?;
-    sampling.params.logprobs = chat_logprobs(chat.logprobs, chat.top_logprobs)?;
-    let constraint = fields::<ConstraintFields>(&body)?.constraint()?;
-    let prompts = vec![Prompt::Chat(chat.messages()?)];
-    let meta = StreamMeta {
-        kind: Kind::Chat,
-        id: format!("chatcmpl-{:016x}", random_u64()),
-        created: unix_now(),
-        model: state.config.model_name.clone(),
-        choices: sampling.n,
-        n: sampling.n,
-        include_usage: sampling.include_usage,
-        request_timeout: state.config.request_timeout,
-    };
-    let request = Generate {
-        prompts,
-        sampling: &sampling,
-        meta: &meta,
-        prompt_field: "messages",
-        constraint,
-        arrived,
-        conn,
-    };
-    let completions = match generate(&state, request).await? {
-        Generated::Stream(response) => return Ok(response),
-        Generated::Done(completions) => completions,
-    };
-    let response = ChatCompletion {
-        id: &meta.id,
-        object: "chat.completion",
-        created: meta.created,
-        model: &meta.model,
-        choices: completions
-            .iter()
-            .enumerate()
-            .map(|(index, c)| ChatChoice {
-                index,
-                message: AssistantMessage {
-                    role: "assistant",
-                    content: &c.text,
-                },
-                logprobs: c.logprobs.as_deref().map(ChatLogprobs::new),
-                finish_reason: c.finish_reason,
-            })
-            .collect(),
-        usage: stream::usage(&completions, sampling.n),
-    };
-    Ok(Json(response).into_response())
+/// The fields in which chat and text completion requests differ.
+trait Dialect: DeserializeOwned {
+    /// The API that reads these fields.
+    const KIND: Kind;
+    /// The body field that holds the prompts, for error messages.
+    const PROMPT_FIELD: &'static str;
+    /// The alternatives per token whose log-probabilities the request asks for, if any.
+    fn sampling_logprobs(&self) -> Result<Option<usize>, ApiError>;
+    /// The prompts, checked.
+    fn engine_prompts(&self) -> Result<Vec<Prompt>, ApiError>;
 }
 
-async fn completions(
+impl Dialect for ChatFields {
+    const KIND: Kind = Kind::Chat;
+    const PROMPT_FIELD: &'static str = "messages";
+
+    fn sampling_logprobs(&self) -> Result<Option<usize>, ApiError> {
+        chat_logprobs(self.logprobs, self.top_logprobs)
+    }
+
+    fn engine_prompts(&self) -> Result<Vec<Prompt>, ApiError> {
+        Ok(vec![Prompt::Chat(self.messages()?)])
+    }
+}
+
+impl Dialect for CompletionFields {
+    const KIND: Kind = Kind::Text;
+    const PROMPT_FIELD: &'static str = "prompt";
+
+    fn sampling_logprobs(&self) -> Result<Option<usize>, ApiError> {
+        text_logprobs(self.logprobs)
+    }
+
+    fn engine_prompts(&self) -> Result<Vec<Prompt>, ApiError> {
+        Ok(self.prompts()?.into_iter().map(Prompt::Text).collect())
+    }
+}
+
+/// Chat completions (`D` = [`ChatFields`]) and text completions (`D` =
+/// [`CompletionFields`]).
+async fn completions<D: Dialect>(
     State(state): State<AppState>,
     conn: ConnHandle,
     JsonBody(body): JsonBody,
@@ -299,59 +288,29 @@ async fn completions(
     let arrived = Instant::now();
     let common: CommonFields = fields(&body)?;
     state.check_model(common.model.as_deref())?;
-    let text: CompletionFields = fields(&body)?;
+    let dialect: D = fields(&body)?;
     let mut sampling = state.sampling(&common)?;
-    sampling.params.logprobs = text_logprobs(text.logprobs)?;
+    sampling.params.logprobs = dialect.sampling_logprobs()?;
     let constraint = fields::<ConstraintFields>(&body)?.constraint()?;
-    let prompts: Vec<Prompt> = text.prompts()?.into_iter().map(Prompt::Text).collect();
-    let meta = StreamMeta {
-        kind: Kind::Text,
-        id: format!("cmpl-{:016x}", random_u64()),
-        created: unix_now(),
-        model: state.config.model_name.clone(),
-        choices: prompts.len().saturating_mul(sampling.n),
-        n: sampling.n,
-        include_usage: sampling.include_usage,
-        request_timeout: state.config.request_timeout,
-    };
+    let prompts = dialect.engine_prompts()?;
     let request = Generate {
+        kind: D::KIND,
         prompts,
-        sampling: &sampling,
-        meta: &meta,
-        prompt_field: "prompt",
+        sampling,
+        prompt_field: D::PROMPT_FIELD,
         constraint,
         arrived,
         conn,
     };
-    let completions = match generate(&state, request).await? {
-        Generated::Stream(response) => return Ok(response),
-        Generated::Done(completions) => completions,
-    };
-    let response = TextCompletion {
-        id: &meta.id,
-        object: "text_completion",
-        created: meta.created,
-        model: &meta.model,
-        choices: completions
-            .iter()
-            .enumerate()
-            .map(|(index, c)| TextChoice {
-                index,
-                text: &c.text,
-                logprobs: c.logprobs.as_deref().map(TextLogprobs::new),
-                finish_reason: Some(c.finish_reason),
-            })
-            .collect(),
-        usage: stream::usage(&completions, sampling.n),
-    };
-    Ok(Json(response).into_response())
+    generate(&state, request).await
 }
 
 /// One request for [`generate`].
-struct Generate<'a> {
+struct Generate {
+    /// The API the request came in on, which shapes the answer.
+    kind: Kind,
     prompts: Vec<Prompt>,
-    sampling: &'a Sampling,
-    meta: &'a StreamMeta,
+    sampling: Sampling,
     /// The body field that holds the prompts, for error messages.
     prompt_field: &'static str,
     /// The structured-output constraint, checked with the prompts.
@@ -362,19 +321,34 @@ struct Generate<'a> {
 }
 
 /// Checks the prompts, queues `n` sequences per prompt (seeds `seed`, `seed + 1`, ...;
-/// choice `p * n + j` is sequence `j` of prompt `p`), then either waits for them or,
-/// for `stream: true`, returns the SSE response that will carry them.
-async fn generate(state: &AppState, request: Generate<'_>) -> Result<Generated, ApiError> {
+/// choice `p * n + j` is sequence `j` of prompt `p`), then either waits for them and
+/// answers with all of them or, for `stream: true`, returns the SSE response that will
+/// carry them.
+async fn generate(state: &AppState, request: Generate) -> Result<Response, ApiError> {
     let Generate {
+        kind,
         prompts,
-        sampling,
-        meta,
+        mut sampling,
         prompt_field,
         constraint,
         arrived,
         conn,
     } = request;
-    let sequences = prompts.len().saturating_mul(sampling.n);
+    let id_prefix = match kind {
+        Kind::Chat => "chatcmpl",
+        Kind::Text => "cmpl",
+    };
+    let meta = StreamMeta {
+        kind,
+        id: format!("{id_prefix}-{:016x}", random_u64()),
+        created: unix_now(),
+        model: state.config.model_name.clone(),
+        choices: prompts.len().saturating_mul(sampling.n),
+        n: sampling.n,
+        include_usage: sampling.include_usage,
+        request_timeout: state.config.request_timeout,
+    };
+    let sequences = meta.choices;
     // More than the queue holds could never be admitted: refuse it as a bad request.
     let most = MAX_SEQUENCES_PER_REQUEST.min(state.config.max_queued_sequences);
     if sequences > most {
@@ -388,7 +362,6 @@ async fn generate(state: &AppState, request: Generate<'_>) -> Result<Generated, 
     state
         .check_prompts(&prompts, prompt_field, constraint.clone())
         .await?;
-    let mut sampling = sampling.clone();
     sampling.params.constraint = constraint.map(|c| c.constraint);
     let sampling = &sampling;
     let requests: Vec<GenerationRequest> = prompts
@@ -420,14 +393,12 @@ async fn generate(state: &AppState, request: Generate<'_>) -> Result<Generated, 
         })?;
     if sampling.stream {
         drop(waiting);
-        return Ok(Generated::Stream(
-            stream::sse(meta.clone(), events, conn).into_response(),
-        ));
+        return Ok(stream::sse(meta, events, conn).into_response());
     }
     loop {
         match events.recv().await {
             Some(Event::Text { .. }) => {}
-            Some(Event::Finished(completions)) => return Ok(Generated::Done(completions)),
+            Some(Event::Finished(completions)) => return Ok(whole_response(&meta, &completions)),
             Some(Event::Failed(message)) => return Err(ApiError::Internal { message }),
             Some(Event::Expired) => return Err(ApiError::QueueTimeout { timeout }),
             None => {
@@ -439,12 +410,52 @@ async fn generate(state: &AppState, request: Generate<'_>) -> Result<Generated, 
     }
 }
 
-/// What [`generate`] hands back to a handler.
-enum Generated {
-    /// `stream: true`: the SSE response, already wired to the scheduler.
-    Stream(Response),
-    /// Every sequence, in choice order.
-    Done(Vec<Completion>),
+/// The answer to a request that did not stream: `completions` (every sequence, in
+/// choice order) as its choices.
+fn whole_response(meta: &StreamMeta, completions: &[Completion]) -> Response {
+    let usage = stream::usage(completions, meta.n);
+    let choices = completions.iter().enumerate();
+    match meta.kind {
+        Kind::Chat => {
+            let choices = choices.map(|(index, c)| ChatChoice {
+                index,
+                message: AssistantMessage {
+                    role: "assistant",
+                    content: &c.text,
+                },
+                logprobs: c.logprobs.as_deref().map(ChatLogprobs::new),
+                finish_reason: c.finish_reason,
+            });
+            whole_body(meta, "chat.completion", choices.collect(), usage)
+        }
+        Kind::Text => {
+            let choices = choices.map(|(index, c)| TextChoice {
+                index,
+                text: &c.text,
+                logprobs: c.logprobs.as_deref().map(TextLogprobs::new),
+                finish_reason: Some(c.finish_reason),
+            });
+            whole_body(meta, "text_completion", choices.collect(), usage)
+        }
+    }
+}
+
+/// The JSON answer `object` of `meta`'s request, with `choices`.
+fn whole_body<C: Serialize>(
+    meta: &StreamMeta,
+    object: &'static str,
+    choices: Vec<C>,
+    usage: Usage,
+) -> Response {
+    let body = CompletionResponse {
+        id: &meta.id,
+        object,
+        created: meta.created,
+        model: &meta.model,
+        choices,
+        usage,
+    };
+    Json(body).into_response()
 }
 
 impl AppState {

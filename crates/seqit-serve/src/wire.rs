@@ -5,7 +5,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
-use seqit_core::{ChatMessage, FinishReason, Role, SamplingParams};
+use seqit_core::{json, ChatMessage, FinishReason, Role, SamplingParams};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -217,7 +217,7 @@ impl CommonFields {
                     Value::String(s) => Ok(s.clone()),
                     other => Err(ApiError::field(
                         &format!("stop[{i}]"),
-                        format!("expected a string, got {}", json_kind(other)),
+                        format!("expected a string, got {}", json::kind(other)),
                     )),
                 })
                 .collect::<Result<Vec<_>, _>>()?,
@@ -226,7 +226,7 @@ impl CommonFields {
                     "stop",
                     format!(
                         "expected a string or a list of strings, got {}",
-                        json_kind(other)
+                        json::kind(other)
                     ),
                 ))
             }
@@ -338,7 +338,7 @@ impl CompletionFields {
                     Value::Number(_) | Value::Array(_) => Err(token_prompts()),
                     other => Err(ApiError::field(
                         &format!("prompt[{i}]"),
-                        format!("expected a string, got {}", json_kind(other)),
+                        format!("expected a string, got {}", json::kind(other)),
                     )),
                 })
                 .collect(),
@@ -346,7 +346,7 @@ impl CompletionFields {
                 "prompt",
                 format!(
                     "expected a string or a list of strings, got {}",
-                    json_kind(other)
+                    json::kind(other)
                 ),
             )),
         }
@@ -380,19 +380,8 @@ fn message_text(content: Option<&Value>) -> Result<String, String> {
         }
         Some(other) => Err(format!(
             "expected a string or a list of text parts, got {}",
-            json_kind(other)
+            json::kind(other)
         )),
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -415,13 +404,15 @@ impl Usage {
     }
 }
 
+/// A whole (not streamed) chat or text completion; `C` is [`ChatChoice`] or
+/// [`TextChoice`].
 #[derive(Debug, Serialize)]
-pub(crate) struct ChatCompletion<'a> {
+pub(crate) struct CompletionResponse<'a, C> {
     pub id: &'a str,
     pub object: &'static str,
     pub created: u64,
     pub model: &'a str,
-    pub choices: Vec<ChatChoice<'a>>,
+    pub choices: Vec<C>,
     pub usage: Usage,
 }
 
@@ -437,16 +428,6 @@ pub(crate) struct ChatChoice<'a> {
 pub(crate) struct AssistantMessage<'a> {
     pub role: &'static str,
     pub content: &'a str,
-}
-
-#[derive(Debug, Serialize)]
-pub(crate) struct TextCompletion<'a> {
-    pub id: &'a str,
-    pub object: &'static str,
-    pub created: u64,
-    pub model: &'a str,
-    pub choices: Vec<TextChoice<'a>>,
-    pub usage: Usage,
 }
 
 #[derive(Debug, Serialize)]
