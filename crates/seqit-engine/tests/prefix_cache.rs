@@ -204,7 +204,9 @@ fn cached_keys_and_values_give_bit_identical_logits_at_any_padding() {
         let mut input = vec![0u32; pad];
         input.extend(&prompt);
         let got = model
-            .forward_packed_from(&input, 1, &[pad], &[pad + 32], &mut reused)
+            .packed_decoder()
+            .expect("packed decoder")
+            .forward_from(&input, 1, &[pad], &[pad + 32], &mut reused)
             .unwrap();
         let same = got
             .iter()

@@ -16,7 +16,7 @@ use candle_core::{DType, Storage, Tensor};
 use crate::cache::{KvCache, PackedKv};
 use crate::config::{ModelConfig, RopeLayout};
 use crate::linear::{Linear, LinearWeight};
-use crate::llama::{Block, Llama, RmsNorm};
+use crate::llama::{Block, Llama, PaddedBatch, RmsNorm};
 use crate::packed::{self, AttendSpan, Isa, PackedMatrix, QuantizedRows};
 use crate::pool::{parallel, SharedMut};
 
@@ -361,21 +361,10 @@ impl PackedDecoder {
         cache: &mut KvCache,
     ) -> Result<Vec<f32>> {
         let cfg = &self.config;
-        if batch == 0
-            || tokens.is_empty()
-            || !tokens.len().is_multiple_of(batch)
-            || pads.len() != batch
-            || starts.len() != batch
-        {
-            bail!(
-                "{} tokens, {} pads and {} starts for {batch} rows",
-                tokens.len(),
-                pads.len(),
-                starts.len()
-            );
+        let PaddedBatch { t, past, .. } = PaddedBatch::new(tokens, batch, pads, cache.len())?;
+        if starts.len() != batch {
+            bail!("{} starts for {batch} rows", starts.len());
         }
-        let t = tokens.len() / batch;
-        let past = cache.len();
         if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= cfg.vocab_size) {
             bail!(
                 "token id {bad} is outside the vocabulary ({})",
@@ -401,10 +390,10 @@ impl PackedDecoder {
             for b in 0..batch {
                 window.extend_from_slice(&tokens[b * t + from..b * t + to]);
             }
-            let window_past = past + from;
-            let window_starts: Vec<usize> = starts.iter().map(|&s| s.max(window_past)).collect();
+            let rows = PaddedBatch::new(&window, batch, pads, cache.len())?;
+            let window_starts: Vec<usize> = starts.iter().map(|&s| s.max(rows.past)).collect();
             let last = to == t;
-            let logits = self.forward_window(&window, batch, pads, &window_starts, cache, last)?;
+            let logits = self.forward_window(&rows, &window_starts, cache, last)?;
             if last {
                 return Ok(logits);
             }
@@ -412,26 +401,30 @@ impl PackedDecoder {
         }
     }
 
-    /// [`Self::forward_from`] on one window of new tokens (checked by the caller). A row
-    /// whose start lies beyond the window computes nothing in it. Logits only when
-    /// `with_logits` (the last window: every row then computes its last position).
+    /// [`Self::forward_from`] on one window of new tokens, `rows` (after the cache's
+    /// positions; `starts` checked by the caller). A row whose start lies beyond the
+    /// window computes nothing in it. Logits only when `with_logits` (the last window:
+    /// every row then computes its last position).
     fn forward_window(
         &self,
-        tokens: &[u32],
-        batch: usize,
-        pads: &[usize],
+        rows: &PaddedBatch<'_>,
         starts: &[usize],
         cache: &mut KvCache,
         with_logits: bool,
     ) -> Result<Vec<f32>> {
         let isa = self.isa;
         let cfg = &self.config;
-        let t = tokens.len() / batch;
+        let &PaddedBatch {
+            tokens,
+            batch,
+            pads,
+            t,
+            past,
+        } = rows;
         let (hidden, d) = (cfg.hidden_size, cfg.head_dim);
         let (n_heads, n_kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
         let (q_out, kv_out) = (n_heads * d, n_kv * d);
         let qkv_cols = q_out + 2 * kv_out;
-        let past = cache.len();
         // The computed positions: (row, index among the new tokens), row by row.
         let computed: Vec<(usize, usize)> = (0..batch)
             .flat_map(|b| (starts[b] - past..t).map(move |i| (b, i)))
@@ -452,7 +445,7 @@ impl PackedDecoder {
         let mut cos = vec![0f32; m * half];
         let mut sin = vec![0f32; m * half];
         for (r, &(b, i)) in computed.iter().enumerate() {
-            let pos = (past + i - pads[b]) as f64;
+            let pos = rows.position(b, i) as f64;
             for (j, f) in inv_freq.iter().enumerate() {
                 let angle = pos * *f as f64;
                 cos[r * half + j] = angle.cos() as f32;

@@ -645,6 +645,57 @@ pub(crate) fn inverse_frequencies(cfg: &ModelConfig, device: &Device) -> Result<
     Ok(Tensor::from_vec(inv, d / 2, device)?)
 }
 
+/// A left-padded batch of new tokens, its shape checked: `batch` rows of `t` tokens each
+/// (row-major in `tokens`) after `past` cached positions, row `b`'s history (cache + new
+/// tokens) starting with `pads[b]` padding positions (see [`padded_causal_mask`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PaddedBatch<'a> {
+    pub tokens: &'a [u32],
+    pub batch: usize,
+    pub pads: &'a [usize],
+    /// New tokens per row.
+    pub t: usize,
+    /// Positions already in the cache.
+    pub past: usize,
+}
+
+impl<'a> PaddedBatch<'a> {
+    /// `tokens` as `batch` rows after `past` cached positions: fails unless they split
+    /// into `batch > 0` rows of at least one token with one `pads` entry each.
+    pub(crate) fn new(
+        tokens: &'a [u32],
+        batch: usize,
+        pads: &'a [usize],
+        past: usize,
+    ) -> Result<Self> {
+        if batch == 0
+            || tokens.is_empty()
+            || !tokens.len().is_multiple_of(batch)
+            || pads.len() != batch
+        {
+            bail!(
+                "{} tokens and {} pads for {batch} rows",
+                tokens.len(),
+                pads.len()
+            );
+        }
+        let t = tokens.len() / batch;
+        Ok(Self {
+            tokens,
+            batch,
+            pads,
+            t,
+            past,
+        })
+    }
+
+    /// The RoPE position of new token `i` of row `b`: its history position less the row's
+    /// padding (0 for a padding position).
+    pub(crate) fn position(&self, b: usize, i: usize) -> usize {
+        (self.past + i).saturating_sub(self.pads[b])
+    }
+}
+
 /// Additive attention mask for a left-padded batch.
 ///
 /// `pad[b]` is the number of padding positions at the start of row `b`'s full history
@@ -717,19 +768,6 @@ impl Llama {
         self.require_packed()?.forward(tokens, batch, pads, cache)
     }
 
-    /// [`PackedDecoder::forward_from`] of this model's packed decoder.
-    pub fn forward_packed_from(
-        &self,
-        tokens: &[u32],
-        batch: usize,
-        pads: &[usize],
-        starts: &[usize],
-        cache: &mut KvCache,
-    ) -> Result<Vec<f32>> {
-        self.require_packed()?
-            .forward_from(tokens, batch, pads, starts, cache)
-    }
-
     fn require_packed(&self) -> Result<&PackedDecoder> {
         self.packed_decoder()
             .context("the packed decoder needs quantized weights and a CPU it has kernels for")
@@ -744,23 +782,11 @@ impl Llama {
         pads: &[usize],
         cache: &mut KvCache,
     ) -> Result<Vec<f32>> {
-        if batch == 0
-            || tokens.is_empty()
-            || !tokens.len().is_multiple_of(batch)
-            || pads.len() != batch
-        {
-            bail!(
-                "{} tokens and {} pads for {batch} rows",
-                tokens.len(),
-                pads.len()
-            );
-        }
-        let t = tokens.len() / batch;
-        let past = cache.len();
+        let rows = PaddedBatch::new(tokens, batch, pads, cache.len())?;
+        let (t, past) = (rows.t, rows.past);
         let device = self.device().clone();
-        let positions: Vec<u32> = pads
-            .iter()
-            .flat_map(|&p| (0..t).map(move |i| (past + i).saturating_sub(p) as u32))
+        let positions: Vec<u32> = (0..batch)
+            .flat_map(|b| (0..t).map(move |i| rows.position(b, i) as u32))
             .collect();
         let input = Tensor::from_slice(tokens, (batch, t), &device)?;
         let positions = Tensor::from_vec(positions, (batch, t), &device)?;

@@ -202,26 +202,17 @@ impl AdamW {
     /// An optimizer for `params` with zero moments (and f32 master copies of bf16/f16
     /// parameters).
     pub fn new(params: Vec<Var>, config: AdamWConfig) -> Result<Self> {
-        let states = params
-            .iter()
-            .map(|p| {
-                let fused = p.device().is_cpu() && p.dtype() == DType::F32;
-                Ok(if fused {
-                    let n = p.elem_count();
-                    ParamState::Fused(Mutex::new(Moments {
-                        m: vec![0.0; n],
-                        v: vec![0.0; n],
-                    }))
-                } else {
-                    ParamState::Tensors(TensorState::new(p)?)
-                })
+        Self::with_states(params, config, |p| {
+            let fused = p.device().is_cpu() && p.dtype() == DType::F32;
+            Ok(if fused {
+                let n = p.elem_count();
+                ParamState::Fused(Mutex::new(Moments {
+                    m: vec![0.0; n],
+                    v: vec![0.0; n],
+                }))
+            } else {
+                ParamState::Tensors(TensorState::new(p)?)
             })
-            .collect::<Result<_>>()?;
-        Ok(Self {
-            params,
-            states,
-            config,
-            step: 0,
         })
     }
 
@@ -229,10 +220,18 @@ impl AdamW {
     /// the fused one.
     #[cfg(test)]
     fn with_tensor_updates(params: Vec<Var>, config: AdamWConfig) -> Result<Self> {
-        let states = params
-            .iter()
-            .map(|p| Ok(ParamState::Tensors(TensorState::new(p)?)))
-            .collect::<Result<_>>()?;
+        Self::with_states(params, config, |p| {
+            Ok(ParamState::Tensors(TensorState::new(p)?))
+        })
+    }
+
+    /// An optimizer at step 0 whose state for each parameter is `state(parameter)`.
+    fn with_states(
+        params: Vec<Var>,
+        config: AdamWConfig,
+        state: impl Fn(&Var) -> Result<ParamState>,
+    ) -> Result<Self> {
+        let states = params.iter().map(state).collect::<Result<_>>()?;
         Ok(Self {
             params,
             states,
@@ -498,14 +497,25 @@ mod tests {
         assert!(rounded.iter().all(|w| *w == 0.99609375), "{rounded:?}");
     }
 
-    #[test]
-    fn clipping_scales_the_update() {
+    /// One step with learning rate 0.1 from `x = [3, 4]` on `loss = loss_scale · Σ x²`
+    /// (`step`'s other arguments given): the optimizer, `x` and the norm `step` returned.
+    fn one_step_from_3_4(
+        loss_scale: f64,
+        max_norm: Option<f64>,
+        grad_scale: f64,
+    ) -> (AdamW, Var, f64) {
         let var = Var::from_tensor(&Tensor::new(&[3f32, 4.0], &Device::Cpu).unwrap()).unwrap();
         let mut opt = AdamW::new(vec![var.clone()], AdamWConfig::default()).unwrap();
-        let loss = (var.as_tensor().sqr().unwrap().sum_all().unwrap() * 0.5).unwrap();
+        let loss = (var.as_tensor().sqr().unwrap().sum_all().unwrap() * loss_scale).unwrap();
         let norm = opt
-            .step(&loss.backward().unwrap(), 0.1, Some(1.0), 1.0)
+            .step(&loss.backward().unwrap(), 0.1, max_norm, grad_scale)
             .unwrap();
+        (opt, var, norm)
+    }
+
+    #[test]
+    fn clipping_scales_the_update() {
+        let (opt, var, norm) = one_step_from_3_4(0.5, Some(1.0), 1.0);
         assert!((norm - 5.0).abs() < 1e-6);
         // First Adam step moves each coordinate by lr * sign(g) regardless of scale.
         let got: Vec<f32> = var.as_tensor().to_vec1().unwrap();
@@ -524,12 +534,7 @@ mod tests {
     /// non-finite gradient updates nothing.
     #[test]
     fn grad_scale_undoes_a_loss_scale_and_overflow_skips() {
-        let var = Var::from_tensor(&Tensor::new(&[3f32, 4.0], &Device::Cpu).unwrap()).unwrap();
-        let mut opt = AdamW::new(vec![var.clone()], AdamWConfig::default()).unwrap();
-        let loss = (var.as_tensor().sqr().unwrap().sum_all().unwrap() * 512.0).unwrap();
-        let norm = opt
-            .step(&loss.backward().unwrap(), 0.1, None, 1.0 / 1024.0)
-            .unwrap();
+        let (mut opt, var, norm) = one_step_from_3_4(512.0, None, 1.0 / 1024.0);
         assert!((norm - 5.0).abs() < 1e-6, "{norm}");
         let m = &opt.moments().unwrap()[0].m;
         assert!((m[0] - 0.3).abs() < 1e-6, "{m:?}");

@@ -16,6 +16,16 @@
 //! So greedy generation gives the same tokens on an AVX-512 server, an AVX2 laptop and an
 //! ARM machine, and every kernel is tested for equality against [`reference`].
 //!
+//! # Why the instruction-set files look alike
+//!
+//! `reference.rs`, `neon.rs`, `x86/avx2.rs` and `x86/avx512.rs` repeat one loop
+//! structure per kernel, each with its own intrinsics and register width (16 rows in one
+//! 512-bit register, 8 in a 256-bit one, 4 in a 128-bit one). The repetition is
+//! deliberate: the vector types and intrinsics differ per instruction set, and code made
+//! generic over them would hide the exact order of operations that the bit-equality
+//! contract above depends on. Each file is instead checked against [`reference`] by the
+//! tests of this module, on every instruction set the machine running them has.
+//!
 //! # Weight layout
 //!
 //! Weights are packed in tiles of 16 output rows × 32 inner values, so that one 512-bit

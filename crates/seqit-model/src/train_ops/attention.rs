@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use super::{f32_slice, in_f32, matmul, with_slices, Threads};
+use super::{f32_slice, gradient, in_f32, matmul, with_slices, Threads};
 use crate::config::RopeLayout;
 use crate::pool::{parallel, SharedMut};
 
@@ -42,20 +42,6 @@ pub(crate) fn attention(
     mask: Option<&Tensor>,
     heads: Heads,
 ) -> Result<Tensor> {
-    in_f32([q, k, v], |[q, k, v]| {
-        attention_f32(&q, &k, &v, cos, sin, mask, heads)
-    })
-}
-
-fn attention_f32(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    cos: &Tensor,
-    sin: &Tensor,
-    mask: Option<&Tensor>,
-    heads: Heads,
-) -> Result<Tensor> {
     let (batch, t, _) = q.dims3()?;
     let flat = |x: &Tensor| -> Result<Vec<f32>> {
         x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
@@ -76,8 +62,10 @@ fn attention_f32(
         visible,
         log_sum_exp: Mutex::new(Vec::new()),
     };
-    q.contiguous()?
-        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+    in_f32([q, k, v], |[q, k, v]| {
+        q.contiguous()?
+            .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+    })
 }
 
 struct AttentionOp {
@@ -527,12 +515,7 @@ impl CustomOp3 for AttentionOp {
             })
         })?;
         let [gq, gk, gv] = grads;
-        let device = q.device();
-        Ok((
-            Some(Tensor::from_vec(gq, q.shape(), device)?),
-            Some(Tensor::from_vec(gk, k.shape(), device)?),
-            Some(Tensor::from_vec(gv, v.shape(), device)?),
-        ))
+        Ok((gradient(gq, q)?, gradient(gk, k)?, gradient(gv, v)?))
     }
 }
 

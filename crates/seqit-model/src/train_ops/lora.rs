@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use super::{f32_slice, in_f32, matmul, with_slices, Threads};
+use super::{f32_slice, gradient, in_f32, matmul, with_slices, Threads};
 use crate::linear::LoraAdapter;
 use crate::pool::{parallel, SharedMut};
 
@@ -248,11 +248,10 @@ impl CustomOp3 for LoraLinearOp {
             }
             Ok(())
         })?;
-        let device = x.device();
         Ok((
-            Some(Tensor::from_vec(grad_x, (rows, k), device)?),
-            Some(Tensor::from_vec(grad_a, a.shape(), device)?),
-            Some(Tensor::from_vec(grad_b, b.shape(), device)?),
+            gradient(grad_x, x)?,
+            gradient(grad_a, a)?,
+            gradient(grad_b, b)?,
         ))
     }
 }

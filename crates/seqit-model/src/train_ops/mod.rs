@@ -42,6 +42,13 @@ fn with_slices<const N: usize, R>(
     f(slices.try_into().expect("one slice per tensor"))
 }
 
+/// The gradient of an op's `input`, computed as f32 `values` (one per element), as a
+/// tensor of `input`'s shape on its device.
+fn gradient(values: Vec<f32>, input: &Tensor) -> Result<Option<Tensor>> {
+    let values = Tensor::from_vec(values, input.shape(), input.device())?;
+    Ok(Some(values))
+}
+
 /// Whether the CPU ops of this module apply to `x`: on the CPU, in f32, or in bf16/f16,
 /// which [`in_f32`] computes in f32.
 pub(crate) fn applies_to(x: &Tensor) -> bool {

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::{f32_slice, in_f32, with_slices};
+use super::{f32_slice, gradient, in_f32, with_slices};
 use crate::pool::{parallel, SharedMut};
 
 /// Rows per partial sum of the weight's gradient.
@@ -115,7 +115,6 @@ impl CustomOp2 for RmsNormOp {
             });
             Ok(())
         })?;
-        let grad_x = Tensor::from_vec(grad_x, x.shape(), x.device())?;
         let grad_w = want_grad_w
             .then(|| {
                 let mut total = vec![0f32; n];
@@ -125,7 +124,7 @@ impl CustomOp2 for RmsNormOp {
                 Tensor::from_vec(total, n, w.device())
             })
             .transpose()?;
-        Ok((Some(grad_x), grad_w))
+        Ok((gradient(grad_x, x)?, grad_w))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::{f32_slice, in_f32, with_slices};
+use super::{f32_slice, gradient, in_f32, with_slices};
 use crate::pool::{parallel, SharedMut};
 
 /// Values per parallel unit: enough work to amortise handing it out.
@@ -86,10 +86,7 @@ impl CustomOp2 for SwigluOp {
             });
             Ok(())
         })?;
-        Ok((
-            Some(Tensor::from_vec(grad_g, gate.shape(), gate.device())?),
-            Some(Tensor::from_vec(grad_u, up.shape(), up.device())?),
-        ))
+        Ok((gradient(grad_g, gate)?, gradient(grad_u, up)?))
     }
 }
 
