@@ -28,7 +28,9 @@ use crate::extract::{extract_added_task, extract_new_instruction, extract_split,
 use crate::item::{output_id, user_turn, SourceItem};
 use crate::option::{parse_option, Edit, Rule};
 use crate::prompts::{PromptSet, Stage};
-use crate::state::{check_unique_ids, compact, open_journal, run_journaled, settings_fingerprint};
+use crate::state::{
+    check_unique_ids, compact, open_item_states, run_journaled, settings_fingerprint, JournaledItem,
+};
 use crate::stats::{AugmentStats, StatsInput};
 use crate::teacher::{item_rng, Asked, Teacher};
 use seqit_core::journal::with_suffix;
@@ -196,6 +198,16 @@ pub struct ItemState {
     pub it_response: Option<Answer>,
 }
 
+impl JournaledItem for ItemState {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
 impl ItemState {
     fn new(item: &SourceItem, fingerprint: &str) -> Self {
         Self {
@@ -313,11 +325,7 @@ impl Augmenter<'_> {
         check_unique_ids(items.iter().map(|i| i.id.as_str()), "records")?;
         let fingerprint = self.fingerprint();
         let it_control = paths.it_output.is_some();
-        let (journal, mut states) = open_journal::<ItemState>(
-            &paths.state(),
-            |s| s.id.clone(),
-            |s| s.fingerprint == fingerprint,
-        )?;
+        let (journal, mut states) = open_item_states::<ItemState>(&paths.state(), &fingerprint)?;
         let mut resumed = 0;
         let mut pending = Vec::new();
         for item in &items {

@@ -49,7 +49,7 @@ pub use job::{
 pub use option::{parse_option, Edit, ParsedOption, Rule};
 pub use prompts::{PromptSet, Stage, CLASSIFY_SHOTS, PROMPT_FILES, REWRITE_SHOTS};
 pub use seqit_core::progress::{Progress, Silent};
-pub use settings::{AugmentOptions, SeqevalBuildOptions, SeqevalSynthOptions};
+pub use settings::{AugmentOptions, InputSettings, SeqevalBuildOptions, SeqevalSynthOptions};
 pub use stats::{AugmentStats, IterationStats, Lengths, PaperShares, PAPER_ALPACA, PAPER_FLAN};
 pub use teacher::{item_rng, Asked, Teacher, TeacherInfo, TeacherSettings};
 pub use verified::{

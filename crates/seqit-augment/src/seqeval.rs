@@ -24,7 +24,7 @@ use crate::extract::{extract_added_task, extract_new_instruction};
 use crate::item::SourceItem;
 use crate::option::Edit;
 use crate::prompts::PromptSet;
-use crate::state::{open_journal, run_journaled, settings_fingerprint};
+use crate::state::{open_item_states, run_journaled, settings_fingerprint, JournaledItem};
 use crate::teacher::{item_rng, Asked, Teacher};
 use seqit_core::journal::with_suffix;
 use seqit_core::progress::Progress;
@@ -164,6 +164,16 @@ pub struct ChainState {
     pub rounds: Vec<ChainRound>,
 }
 
+impl JournaledItem for ChainState {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
 impl ChainRound {
     /// A round counts when it produced both a new instruction and the task it added: a
     /// sub-step is never empty.
@@ -274,11 +284,8 @@ impl SeqEvalBuilder<'_> {
             self.settings.seed,
         );
         let fingerprint = self.fingerprint();
-        let (journal, mut states) = open_journal::<ChainState>(
-            &with_suffix(output, ".state.jsonl"),
-            |s| s.id.clone(),
-            |s| s.fingerprint == fingerprint,
-        )?;
+        let (journal, mut states) =
+            open_item_states::<ChainState>(&with_suffix(output, ".state.jsonl"), &fingerprint)?;
         let resumed = items.iter().filter(|i| states.contains_key(&i.id)).count();
         let pending: Vec<(&SourceItem, u32)> = items
             .iter()

@@ -13,18 +13,30 @@ use serde::Serialize;
 use crate::job::{AugmentJob, SeqEvalJob, SynthJob};
 use crate::{parse_depths, AugmentPaths, AugmentSettings, SeqEvalSettings, TeacherSettings};
 
+/// The data a teacher job reads, and its format.
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct InputSettings {
+    /// The data to read (JSON or JSON Lines; `seqit seqeval build` also reads a prompt
+    /// list, one per line of a `.txt` file).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The input's format when it cannot be detected (alpaca, sharegpt, messages, flan,
+    /// alpaca-eval, ...).
+    #[arg(long)]
+    #[serde(serialize_with = "seqit_core::flags::as_optional_text")]
+    pub input_format: Option<Schema>,
+}
+
 /// `seqit augment`: Seq-Instruct over a dataset with the IT control, or verified
 /// answers to program-checked chains.
 #[derive(Debug, Clone, PartialEq, clap::Args, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct AugmentOptions {
     /// Data to augment: Alpaca, FlanCoT, ShareGPT or `messages` (JSON/JSONL).
-    #[arg(long)]
-    pub input: PathBuf,
-    /// The input's format when it cannot be detected (alpaca, sharegpt, messages, flan, ...).
-    #[arg(long)]
-    #[serde(serialize_with = "seqit_core::flags::as_optional_text")]
-    pub input_format: Option<Schema>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub read: InputSettings,
     /// The SIT data to write. Next to it: `.state.jsonl` (resume and iteration state)
     /// and `.stats.json`.
     #[arg(long)]
@@ -69,8 +81,8 @@ impl AugmentOptions {
     /// The job these settings describe, the decoding checked.
     pub fn job(&self) -> Result<AugmentJob> {
         Ok(AugmentJob {
-            input: self.input.clone(),
-            input_format: self.input_format,
+            input: self.read.input.clone(),
+            input_format: self.read.input_format,
             paths: AugmentPaths {
                 output: self.output.clone(),
                 it_output: self.it_output.clone(),
@@ -96,12 +108,9 @@ impl AugmentOptions {
 #[serde(rename_all = "kebab-case")]
 pub struct SeqevalBuildOptions {
     /// Base prompts: a prompt list (.txt), alpaca_eval, Alpaca or chat data.
-    #[arg(long)]
-    pub input: PathBuf,
-    /// The input's format when it cannot be detected.
-    #[arg(long)]
-    #[serde(serialize_with = "seqit_core::flags::as_optional_text")]
-    pub input_format: Option<Schema>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub read: InputSettings,
     /// SeqEval JSONL to write (`.state.jsonl` and `.stats.json` go next to it).
     #[arg(long)]
     pub output: PathBuf,
@@ -137,8 +146,8 @@ impl SeqevalBuildOptions {
             );
         }
         Ok(SeqEvalJob {
-            input: self.input.clone(),
-            input_format: self.input_format,
+            input: self.read.input.clone(),
+            input_format: self.read.input_format,
             output: self.output.clone(),
             settings: SeqEvalSettings {
                 depths,
@@ -267,8 +276,10 @@ mod tests {
     #[test]
     fn every_setting_survives_the_command_line() {
         let augment = AugmentOptions {
-            input: "seed.jsonl".into(),
-            input_format: Some(Schema::FlanCot),
+            read: InputSettings {
+                input: "seed.jsonl".into(),
+                input_format: Some(Schema::FlanCot),
+            },
             output: "sit.jsonl".into(),
             it_output: Some("it.jsonl".into()),
             format: Schema::Messages,
@@ -284,8 +295,10 @@ mod tests {
         };
         assert_eq!(parsed, augment);
         let build = SeqevalBuildOptions {
-            input: "prompts.txt".into(),
-            input_format: None,
+            read: InputSettings {
+                input: "prompts.txt".into(),
+                input_format: None,
+            },
             output: "seqeval.jsonl".into(),
             depths: "1,3".into(),
             shares: vec![1.0, 2.5],

@@ -29,6 +29,28 @@ pub fn open_journal<T: DeserializeOwned>(
     Ok((journal, entries))
 }
 
+/// The state of one item in a teacher job's journal: keyed by the item's id and written
+/// under a fingerprint of the settings that decided it.
+pub trait JournaledItem: DeserializeOwned {
+    /// The id of the item.
+    fn id(&self) -> &str;
+    /// The fingerprint of the settings the state was written with.
+    fn fingerprint(&self) -> &str;
+}
+
+/// Opens the journal of item states at `path`, keeping only states written with
+/// `fingerprint` (a run with other settings starts those items again).
+pub fn open_item_states<T: JournaledItem>(
+    path: &Path,
+    fingerprint: &str,
+) -> Result<(Journal, HashMap<String, T>)> {
+    open_journal::<T>(
+        path,
+        |s| s.id().to_string(),
+        |s| s.fingerprint() == fingerprint,
+    )
+}
+
 /// Appends one finished unit to `journal`.
 fn append<T: Serialize>(journal: &Journal, entry: &T) -> Result<()> {
     journal

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::augment::{AugmentPaths, PROVENANCE_KEY};
-use crate::state::{check_unique_ids, compact, open_journal, run_journaled, settings_fingerprint};
+use crate::state::{
+    check_unique_ids, compact, open_item_states, run_journaled, settings_fingerprint, JournaledItem,
+};
 use crate::teacher::{Asked, Teacher};
 use seqit_core::progress::Progress;
 
@@ -59,6 +61,16 @@ pub struct VerifiedState {
     pub fingerprint: String,
     /// Tries asked so far, in order; the first that passed everything is kept.
     pub tries: Vec<VerifiedTry>,
+}
+
+impl JournaledItem for VerifiedState {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
 }
 
 impl VerifiedState {
@@ -216,11 +228,8 @@ impl VerifiedAugmenter<'_> {
         }
         check_unique_ids(items.iter().map(|i| i.id.as_str()), "items")?;
         let fingerprint = self.fingerprint();
-        let (journal, mut states) = open_journal::<VerifiedState>(
-            &paths.state(),
-            |s| s.id.clone(),
-            |s| s.fingerprint == fingerprint,
-        )?;
+        let (journal, mut states) =
+            open_item_states::<VerifiedState>(&paths.state(), &fingerprint)?;
         let mut resumed = 0;
         let mut pending = Vec::new();
         for item in items {

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use seqit_core::SamplingSettings;
 /// The endpoint flags are `seqit_llm`'s typed settings.
 pub use seqit_llm::RemoteSettings as RemoteArgs;
 
@@ -123,16 +124,8 @@ pub struct DecodingArgs {
     /// Most new tokens per reply.
     #[arg(long, default_value_t = 512)]
     pub max_tokens: usize,
-    /// 0 means greedy decoding.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f64,
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f64,
-    /// 0 disables top-k filtering.
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub sampling: SamplingSettings,
     /// Stop before this string (repeatable).
     #[arg(long = "stop")]
     pub stop: Vec<String>,

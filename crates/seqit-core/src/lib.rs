@@ -7,23 +7,27 @@
 //! seqit replaces files and directories (temporary name, fsync, rename, fsync of the
 //! parent): outputs, manifests and checkpoints all go through it; [`journal`] is the one
 //! append-only record of finished work that long jobs resume from, and [`progress`] is how
-//! jobs report what they do without printing.
+//! jobs report what they do without printing. [`json::kind`] names a JSON value's kind in
+//! error messages.
 
 #![deny(missing_docs)]
 
 mod chat;
 mod constraint;
 pub mod durable;
+mod file_error;
 pub mod flags;
 mod generation;
 pub mod journal;
+pub mod json;
 pub mod progress;
 mod sampling;
 
 pub use chat::{ChatMessage, Role};
 pub use constraint::{escape_regex, Constraint, TokenLogprob, TopLogprob};
+pub use file_error::FileError;
 pub use generation::{Completion, FinishReason, Prompt};
-pub use sampling::{SamplingParams, MAX_TOP_LOGPROBS};
+pub use sampling::{SamplingParams, SamplingSettings, MAX_TOP_LOGPROBS};
 
 /// Name under which seqit knows its embedded default model (SmolLM2-135M-Instruct, Q4_1 GGUF).
 pub const DEFAULT_MODEL_NAME: &str = "smollm2-135m";

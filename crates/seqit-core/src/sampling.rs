@@ -1,3 +1,4 @@
+use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use crate::Constraint;
@@ -94,5 +95,47 @@ impl SamplingParams {
             constraint.validate_shape()?;
         }
         Ok(())
+    }
+}
+
+/// How tokens are drawn, as flags: the same group for every job whose defaults are
+/// greedy decoding (`seqit generate`, `seqit eval vqa`). Each job adds its own
+/// `--max-tokens`, whose default differs.
+#[derive(Debug, Clone, PartialEq, Args, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SamplingSettings {
+    /// Softmax temperature; 0 means greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Nucleus sampling: the probability mass kept; 1 disables the filter.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// Keep only the k most likely tokens; 0 disables the filter.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Seed of sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl Default for SamplingSettings {
+    fn default() -> Self {
+        crate::flags::clap_defaults()
+    }
+}
+
+impl SamplingSettings {
+    /// These settings for at most `max_tokens` new tokens (no stop strings, constraint
+    /// or log-probabilities), checked.
+    pub fn params(&self, max_tokens: usize) -> Result<SamplingParams, String> {
+        let params = SamplingParams {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            seed: self.seed,
+            ..SamplingParams::greedy(max_tokens)
+        };
+        params.validate()?;
+        Ok(params)
     }
 }

@@ -115,24 +115,9 @@ impl FieldProblem {
 /// Errors of the dataset layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The file (or directory) could not be opened or read.
-    #[error("cannot read `{}`", path.display())]
-    Read {
-        /// The file or directory, as the user named it.
-        path: PathBuf,
-        /// The I/O error that stopped the read.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The output could not be written; nothing was left in its place.
-    #[error("cannot write `{}`", path.display())]
-    Write {
-        /// The output file, as the user named it.
-        path: PathBuf,
-        /// The I/O error that stopped the write.
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file (or directory) could not be read, or the output could not be written.
+    #[error(transparent)]
+    File(#[from] seqit_core::FileError),
     /// The content of a file is wrong: one or more problems in one place.
     #[error("{}", render_problems(problems))]
     Invalid {
@@ -193,17 +178,11 @@ impl Error {
     }
 
     pub(crate) fn read(path: &Path, source: std::io::Error) -> Self {
-        Error::Read {
-            path: path.to_path_buf(),
-            source,
-        }
+        Error::File(seqit_core::FileError::read(path, source))
     }
 
     pub(crate) fn write(path: &Path, source: std::io::Error) -> Self {
-        Error::Write {
-            path: path.to_path_buf(),
-            source,
-        }
+        Error::File(seqit_core::FileError::write(path, source))
     }
 
     /// Every problem this error stands for, one line each (what `seqit data validate`

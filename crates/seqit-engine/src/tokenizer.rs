@@ -313,64 +313,58 @@ pub(crate) fn read_tokenizer_config(dir: &Path) -> Result<Json> {
     serde_json::from_str(&text).with_context(|| format!("`{}` is not valid JSON", path.display()))
 }
 
-fn array<'a>(file: &'a GgufFile, key: &str) -> Result<Option<&'a Vec<Value>>> {
-    match file.metadata().get(key) {
-        None => Ok(None),
-        Some(Value::Array(items)) => Ok(Some(items)),
+/// The array under `key` (`None` when absent), each element converted by `convert`;
+/// an element it refuses is an error naming `what` was expected.
+fn array_of<T>(
+    file: &GgufFile,
+    key: &str,
+    what: &str,
+    convert: impl Fn(&Value) -> Option<T>,
+) -> Result<Option<Vec<T>>> {
+    let items = match file.metadata().get(key) {
+        None => return Ok(None),
+        Some(Value::Array(items)) => items,
         Some(_) => bail!(
             "`{}`: metadata `{key}` is not an array",
             file.path().display()
         ),
-    }
-}
-
-fn string_array(file: &GgufFile, key: &str) -> Result<Option<Vec<String>>> {
-    let Some(items) = array(file, key)? else {
-        return Ok(None);
     };
     items
         .iter()
-        .map(|v| match v {
-            Value::String(s) => Ok(s.clone()),
-            _ => bail!("`{}`: `{key}` holds a non-string", file.path().display()),
+        .map(|v| {
+            convert(v)
+                .with_context(|| format!("`{}`: `{key}` holds a non-{what}", file.path().display()))
         })
         .collect::<Result<Vec<_>>>()
         .map(Some)
 }
 
+fn string_array(file: &GgufFile, key: &str) -> Result<Option<Vec<String>>> {
+    array_of(file, key, "string", |v| match v {
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    })
+}
+
 fn int_array(file: &GgufFile, key: &str) -> Result<Option<Vec<i64>>> {
-    let Some(items) = array(file, key)? else {
-        return Ok(None);
-    };
-    Ok(Some(
-        items
-            .iter()
-            .map(|v| match v {
-                Value::I32(x) => *x as i64,
-                Value::U32(x) => *x as i64,
-                Value::I64(x) => *x,
-                Value::U8(x) => *x as i64,
-                Value::I8(x) => *x as i64,
-                _ => 0,
-            })
-            .collect(),
-    ))
+    array_of(file, key, "integer", |v| match v {
+        Value::I8(x) => Some(i64::from(*x)),
+        Value::U8(x) => Some(i64::from(*x)),
+        Value::I16(x) => Some(i64::from(*x)),
+        Value::U16(x) => Some(i64::from(*x)),
+        Value::I32(x) => Some(i64::from(*x)),
+        Value::U32(x) => Some(i64::from(*x)),
+        Value::I64(x) => Some(*x),
+        _ => None,
+    })
 }
 
 fn float_array(file: &GgufFile, key: &str) -> Result<Option<Vec<f32>>> {
-    let Some(items) = array(file, key)? else {
-        return Ok(None);
-    };
-    Ok(Some(
-        items
-            .iter()
-            .map(|v| match v {
-                Value::F32(x) => *x,
-                Value::F64(x) => *x as f32,
-                _ => 0.0,
-            })
-            .collect(),
-    ))
+    array_of(file, key, "number", |v| match v {
+        Value::F32(x) => Some(*x),
+        Value::F64(x) => Some(*x as f32),
+        _ => None,
+    })
 }
 
 /// SentencePiece vocabularies in GGUF carry scores instead of merges. Every normal token

@@ -27,10 +27,8 @@ pub struct Output {
 
 /// Reads an alpaca_eval outputs file (a JSON list; JSONL is accepted too).
 pub fn read_outputs(path: &Path) -> Result<Vec<Output>> {
-    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| EvalError::File(seqit_core::FileError::read(path, source)))?;
     if text.trim_start().starts_with('[') {
         let values: Vec<Value> = serde_json::from_str(&text).map_err(|err| EvalError::Parse {
             path: path.to_path_buf(),

@@ -2,30 +2,16 @@
 
 use std::path::PathBuf;
 
+use seqit_core::FileError;
 use seqit_sandbox::SandboxError;
 
 /// Errors of evaluation: unreadable or malformed inputs, inconsistent settings, a
 /// sandbox that cannot run. Messages name the file, the line and the field.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
-    /// A file could not be opened or read.
-    #[error("cannot read `{}`", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A file could not be written.
-    #[error("cannot write `{}`", path.display())]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file could not be read or written.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A record is malformed.
     #[error("`{}` line {line}: {message}", path.display())]
     Parse {

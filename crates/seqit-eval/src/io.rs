@@ -9,10 +9,7 @@ use crate::error::{EvalError, Result};
 
 /// Opens `path`, transparently decompressing gzip (recognised by its magic bytes).
 pub fn open_maybe_gz(path: &Path) -> Result<Box<dyn BufRead>> {
-    let read_err = |source| EvalError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let read_err = |source| EvalError::File(seqit_core::FileError::read(path, source));
     let mut file = std::fs::File::open(path).map_err(read_err)?;
     let mut magic = [0u8; 2];
     let n = file.read(&mut magic).map_err(read_err)?;
@@ -39,10 +36,7 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<(usize, serde_json::Map<String, Val
                 line: line_no,
                 message: "not valid UTF-8 text".to_string(),
             },
-            _ => EvalError::Read {
-                path: path.to_path_buf(),
-                source,
-            },
+            _ => EvalError::File(seqit_core::FileError::read(path, source)),
         })?;
         if line.trim().is_empty() {
             continue;
@@ -89,25 +83,14 @@ pub fn string_field(
 }
 
 /// `a string`, `a number`, … for messages.
-pub fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
+pub use seqit_core::json::kind;
 
 /// Writes `bytes` to `path` through a temporary file in the same directory, synced and
 /// renamed into place (see [`seqit_core::durable::atomic_write`]), so readers never see
 /// a half-written file and a crash leaves the old content or the new.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    seqit_core::durable::atomic_write(path, bytes).map_err(|source| EvalError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+    seqit_core::durable::atomic_write(path, bytes)
+        .map_err(|source| EvalError::File(seqit_core::FileError::write(path, source)))
 }
 
 pub use seqit_core::journal::with_suffix;

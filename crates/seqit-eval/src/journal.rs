@@ -26,13 +26,8 @@ impl Journal {
     /// Opens `path`, keeping the items of an earlier run when its settings equal
     /// `settings`, else starting a new journal.
     pub fn open(path: &Path, settings: &Value) -> Result<Self> {
-        let (file, resumed) =
-            seqit_core::journal::Journal::open(path, Some(settings)).map_err(|source| {
-                EvalError::Write {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
+        let (file, resumed) = seqit_core::journal::Journal::open(path, Some(settings))
+            .map_err(|source| EvalError::File(seqit_core::FileError::write(path, source)))?;
         let done = resumed
             .entries
             .into_iter()
@@ -58,9 +53,8 @@ impl Journal {
     pub fn append(&mut self, key: &str, record: &Value) -> Result<()> {
         self.file
             .append(&json!({ "key": key, "record": record }))
-            .map_err(|source| EvalError::Write {
-                path: self.file.path().to_path_buf(),
-                source,
+            .map_err(|source| {
+                EvalError::File(seqit_core::FileError::write(self.file.path(), source))
             })?;
         self.done.insert(key.to_string(), record.clone());
         Ok(())

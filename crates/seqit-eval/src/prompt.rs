@@ -110,10 +110,8 @@ impl FewShot {
     /// template's file name.
     pub fn from_files(template: &Path, exemplars: Option<&Path>) -> Result<Self> {
         let read = |path: &Path| {
-            std::fs::read_to_string(path).map_err(|source| EvalError::Read {
-                path: path.to_path_buf(),
-                source,
-            })
+            std::fs::read_to_string(path)
+                .map_err(|source| EvalError::File(seqit_core::FileError::read(path, source)))
         };
         let template_text = read(template)?;
         let exemplar_text = exemplars.map(read).transpose()?;

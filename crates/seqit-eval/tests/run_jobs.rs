@@ -48,12 +48,11 @@ impl Progress for Recorder {
 }
 
 fn subject(server: &BackgroundFaultServer, dir: &Path) -> AnswererSettings {
-    AnswererSettings {
-        endpoint: Some(server.url().to_string()),
-        model: Some("m".into()),
-        concurrency: 2,
-        ..AnswererSettings::new(dir.to_path_buf())
-    }
+    let mut answerer = AnswererSettings::new(dir.to_path_buf());
+    answerer.endpoint = Some(server.url().to_string());
+    answerer.model = Some("m".into());
+    answerer.run.concurrency = 2;
+    answerer
 }
 
 /// The German fixture: the `xquad.en.json` beside it supplies the gold of q1 and q2

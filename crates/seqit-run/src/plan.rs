@@ -137,7 +137,7 @@ pub fn plan(exp: &Experiment, seed_count: usize, source_count: usize) -> Vec<Sta
             let augment_dir = run.join("augment");
             let (sit, it) = (augment_dir.join("sit.jsonl"), augment_dir.join("it.jsonl"));
             let mut options: AugmentOptions = clap_defaults();
-            options.input = seed_file.clone();
+            options.read.input = seed_file.clone();
             options.output = sit.clone();
             options.it_output = Some(it.clone());
             options.iterations = a.iterations as u32;
@@ -250,7 +250,7 @@ pub fn plan(exp: &Experiment, seed_count: usize, source_count: usize) -> Vec<Sta
             let teacher = teacher.expect("checked: SeqEval build has a teacher");
             let builder = exp.model(teacher);
             let mut options: SeqevalBuildOptions = clap_defaults();
-            options.input = s.source.clone().expect("checked: set or source");
+            options.read.input = s.source.clone().expect("checked: set or source");
             options.output = out.clone();
             options.teacher = teacher_settings(&builder, &cache, seed);
             options.teacher.max_tokens = s.max_tokens.unwrap_or(options.teacher.max_tokens);
@@ -551,10 +551,10 @@ fn eval_stage(
     }
     inputs.extend(e.exemplars.iter().cloned());
     let mut answerer = answerer_settings(&model, dir.clone());
-    answerer.limit = e.limit;
+    answerer.run.limit = e.limit;
     if e.benchmark != Benchmark::Humaneval {
         let cache = c.run.cache.clone();
-        answerer.cache = Some(cache.unwrap_or_else(|| exp.run_dir.join("cache.sqlite")));
+        answerer.run.cache = Some(cache.unwrap_or_else(|| exp.run_dir.join("cache.sqlite")));
     }
     let judge = e.judge.as_ref().map(|j| judge_settings(&exp.model(j)));
     let mut cmd = vec!["eval".to_string(), e.benchmark.as_str().to_string()];
@@ -655,8 +655,11 @@ fn answerer_settings(model: &ModelSpec, output: PathBuf) -> AnswererSettings {
     settings.model = Some(model.model.clone());
     if model.endpoint.is_some() {
         settings.endpoint = model.endpoint.clone();
-        settings.api_key_env = model.api_key_env.clone().unwrap_or(settings.api_key_env);
-        settings.concurrency = model.concurrency.unwrap_or(settings.concurrency);
+        settings.run.api_key_env = model
+            .api_key_env
+            .clone()
+            .unwrap_or(settings.run.api_key_env);
+        settings.run.concurrency = model.concurrency.unwrap_or(settings.run.concurrency);
     }
     settings
 }
@@ -818,8 +821,8 @@ mod tests {
             ..ModelSpec::default()
         };
         let mut answerer = answerer_settings(&served, "runs/x/eval".into());
-        answerer.limit = Some(5);
-        answerer.cache = Some("runs/x/cache.sqlite".into());
+        answerer.run.limit = Some(5);
+        answerer.run.cache = Some("runs/x/cache.sqlite".into());
         let seqeval = section("benchmark = \"seqeval\"\nmax_tokens = 256\n");
         assert_eq!(
             pairs(&eval_flags(

@@ -4,7 +4,7 @@
 
 use crate::check::Produced;
 use crate::item::VerifiableItem;
-use crate::step::StepSpec;
+use crate::step::{computation_step, StepSpec};
 use crate::text::{self, capitalize};
 
 /// Items for scripted lists (capitalized single words, unlike any other answer).
@@ -184,13 +184,7 @@ fn answer_step(spec: &StepSpec, context: &[Option<Produced>]) -> (String, Produc
         }
         S::NoCommas { topic, count } => text(words_about(topic, count + 2, false)),
         S::ChooseWord { options, .. } => word(options.first().cloned().unwrap_or_default()),
-        S::Sum { .. }
-        | S::Product { .. }
-        | S::Difference { .. }
-        | S::CountLetters { .. }
-        | S::CountLetter { .. }
-        | S::ConvertUnits { .. }
-        | S::LargestNumber { .. } => match spec.computed_number() {
+        computation_step!() => match spec.computed_number() {
             Some(n) => number(n),
             None => nothing,
         },

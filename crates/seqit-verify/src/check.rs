@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::item::VerifiableItem;
 use crate::segment::{postscript_text, Document, Segment, Shape, Span};
-use crate::step::{StepKind, StepSpec};
+use crate::step::{computation_step, StepKind, StepSpec};
 use crate::text;
 
 /// What a passing answer yields for later steps.
@@ -372,13 +372,7 @@ pub(crate) fn judge(
                 _ => None,
             }
         }
-        S::Sum { .. }
-        | S::Product { .. }
-        | S::Difference { .. }
-        | S::CountLetters { .. }
-        | S::CountLetter { .. }
-        | S::ConvertUnits { .. }
-        | S::LargestNumber { .. } => {
+        computation_step!() => {
             let expected = spec.computed_number()?;
             number_answer(t, expected, &spec.given_numbers())
         }

@@ -508,6 +508,22 @@ pub enum StepSpec {
     },
 }
 
+/// The pattern of every computation step: the steps whose answer
+/// [`StepSpec::computed_number`] knows from their parameters alone. One list, so that
+/// the answer writer and the checker cannot disagree about which steps compute.
+macro_rules! computation_step {
+    () => {
+        $crate::step::StepSpec::Sum { .. }
+            | $crate::step::StepSpec::Product { .. }
+            | $crate::step::StepSpec::Difference { .. }
+            | $crate::step::StepSpec::CountLetters { .. }
+            | $crate::step::StepSpec::CountLetter { .. }
+            | $crate::step::StepSpec::ConvertUnits { .. }
+            | $crate::step::StepSpec::LargestNumber { .. }
+    };
+}
+pub(crate) use computation_step;
+
 impl StepSpec {
     /// The kind of this step, without its parameters.
     pub fn kind(&self) -> StepKind {

@@ -90,15 +90,14 @@ fn load_engine(args: &ModelArgs) -> Result<Engine> {
 
 fn sampling_params(args: &DecodingArgs) -> Result<SamplingParams> {
     let params = SamplingParams {
-        max_tokens: args.max_tokens,
-        temperature: args.temperature,
-        top_p: args.top_p,
-        top_k: args.top_k,
-        seed: args.seed,
         stop: args.stop.clone(),
         ignore_eos: args.ignore_eos,
         constraint: constraint(&args.constraint)?,
         logprobs: args.logprobs,
+        ..args
+            .sampling
+            .params(args.max_tokens)
+            .map_err(anyhow::Error::msg)?
     };
     params.validate().map_err(anyhow::Error::msg)?;
     Ok(params)

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use seqit_core::progress::Progress;
 use serde_json::{json, Value};
 
-use super::{limit, open_judge, AlpacaevalSettings, Job, Outcome, OutputSpec, Workspace};
+use super::{limit, open_judge, AlpacaevalSettings, Job, Outcome, Workspace};
 use crate::alpaca::{self, length_controlled, win_rate};
 use crate::io::write_atomic;
 
@@ -16,7 +16,7 @@ use crate::io::write_atomic;
 /// judge's key variable and concurrency default to `api_key_env` and `concurrency`. The
 /// outcome shows the win rates and names the annotation file.
 pub fn run(job: &AlpacaevalSettings, progress: &dyn Progress) -> Result<Outcome> {
-    let outputs = limit(alpaca::read_outputs(&job.outputs)?, job.limit);
+    let outputs = limit(alpaca::read_outputs(&job.outputs)?, job.run.limit);
     let references: HashMap<String, alpaca::Output> = alpaca::read_outputs(&job.reference)?
         .into_iter()
         .map(|o| (o.instruction.trim().to_string(), o))
@@ -33,16 +33,11 @@ pub fn run(job: &AlpacaevalSettings, progress: &dyn Progress) -> Result<Outcome>
         };
         pairs.push((i, output, reference));
     }
-    let workspace = Workspace::create(&OutputSpec {
-        dir: &job.output,
-        cache: job.cache.as_deref(),
-        no_cache: false,
-        endpoint_cache: &job.endpoint_cache,
-    })?;
+    let workspace = Workspace::create(&job.run)?;
     let (judge, judge_settings) = open_judge(
         &job.judge,
-        &job.api_key_env,
-        job.concurrency,
+        &job.run.api_key_env,
+        job.run.concurrency,
         &workspace,
         None,
     )?;
@@ -54,7 +49,7 @@ pub fn run(job: &AlpacaevalSettings, progress: &dyn Progress) -> Result<Outcome>
     let (records, mut outcome) = workspace.run(
         Job {
             benchmark: "alpacaeval",
-            concurrency: job.concurrency,
+            concurrency: job.run.concurrency,
             settings,
         },
         &pairs,
@@ -101,7 +96,7 @@ pub fn run(job: &AlpacaevalSettings, progress: &dyn Progress) -> Result<Outcome>
             })
         })
         .collect();
-    let annotations_path = job.output.join("annotations.json");
+    let annotations_path = job.run.output.join("annotations.json");
     write_atomic(
         &annotations_path,
         (serde_json::to_string_pretty(&annotations)? + "\n").as_bytes(),

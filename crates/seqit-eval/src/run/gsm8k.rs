@@ -12,7 +12,7 @@ use crate::tasks::gsm8k;
 /// Answers and scores every item (see the [module](super) documentation); the outcome
 /// shows exact match by the last number (the paper's) and after an answer marker.
 pub fn run(job: &Gsm8kSettings, progress: &dyn Progress) -> Result<Outcome> {
-    let items = limit(gsm8k::read(&job.data)?, job.answerer.limit);
+    let items = limit(gsm8k::read(&job.data)?, job.answerer.run.limit);
     let prompt = prompt_or(job.prompts.as_deref(), "cot", gsm8k::cot_prompt())?;
     let subject = Subject::open(&job.answerer, SamplingParams::greedy(job.max_tokens))?;
     let (_, mut outcome) = subject.workspace.run(

@@ -48,7 +48,7 @@ pub fn run(job: &HumanevalSettings, progress: &dyn Progress) -> Result<Outcome> 
     let (completions, generation) = match &job.completions {
         Some(path) => (path.clone(), Value::Null),
         None => {
-            problems = limit(problems, job.answerer.limit);
+            problems = limit(problems, job.answerer.run.limit);
             generate(job, &problems, &problems_path, progress)?
         }
     };
@@ -84,7 +84,7 @@ pub fn run(job: &HumanevalSettings, progress: &dyn Progress) -> Result<Outcome> 
         progress.warn(warning);
     }
 
-    let dir = &job.answerer.output;
+    let dir = &job.answerer.run.output;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
     let results_path = dir.join("results.jsonl");
     let metrics_path = dir.join("metrics.json");

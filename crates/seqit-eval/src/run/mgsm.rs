@@ -19,7 +19,7 @@ pub fn run(job: &MgsmSettings, progress: &dyn Progress) -> Result<Outcome> {
     for path in &job.data {
         items.extend(mgsm::read(path, None)?);
     }
-    let items = limit(items, job.answerer.limit);
+    let items = limit(items, job.answerer.run.limit);
     let (style, name) = match job.style {
         MgsmStyle::Cot => (PromptStyle::Cot, "cot"),
         MgsmStyle::TranslateCot => (PromptStyle::TranslateCot, "translate_cot"),

@@ -29,8 +29,8 @@ pub mod xquad;
 
 pub use settings::{
     AlpacaevalSettings, AnswererSettings, EvalCommand, Gsm8kSettings, HumanevalSettings,
-    JudgeSettings, MgsmSettings, MgsmStyle, MtbenchSettings, SandboxChoice, SeqevalSettings,
-    VqaMode, VqaSettings, XquadSettings,
+    JudgeSettings, MgsmSettings, MgsmStyle, MtbenchSettings, RunSettings, SandboxChoice,
+    SeqevalSettings, VqaMode, VqaSettings, XquadSettings,
 };
 
 use std::future::Future;
@@ -41,7 +41,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use seqit_core::progress::Progress;
 use seqit_core::SamplingParams;
-use seqit_llm::{BackendSpec, Cache, Client, EndpointCacheSettings, Llm};
+use seqit_llm::{BackendSpec, Cache, Client, Llm};
 use serde_json::{json, Value};
 
 use crate::answer::Answerer;
@@ -50,19 +50,6 @@ use crate::io::{with_suffix, write_atomic};
 use crate::journal::Journal;
 use crate::judge::{Judge, JudgePrompts};
 use crate::prompt::FewShot;
-
-/// Where a job writes, and the request cache its answers go through.
-struct OutputSpec<'a> {
-    /// Directory of the job's files (`items.jsonl`, `metrics.json`, …); created when
-    /// missing.
-    dir: &'a Path,
-    /// The request cache (SQLite); `None`: `cache.sqlite` in [`dir`](Self::dir).
-    cache: Option<&'a Path>,
-    /// Ask without a request cache (a resumed run then relies on the journal alone).
-    no_cache: bool,
-    /// Whether endpoints share cached answers, and the largest response accepted.
-    endpoint_cache: &'a EndpointCacheSettings,
-}
 
 /// A model to ask: an OpenAI-compatible endpoint or the local engine.
 struct ModelSpec {
@@ -106,15 +93,18 @@ struct Job<'a> {
 }
 
 impl Workspace {
-    fn create(output: &OutputSpec) -> Result<Self> {
-        let dir = output.dir;
+    /// The workspace of `run`: its output directory, created when missing, and its
+    /// request cache (none with `--no-cache`).
+    fn create(run: &RunSettings) -> Result<Self> {
+        let dir = run.output.as_path();
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create `{}`", dir.display()))?;
-        let cache = if output.no_cache {
+        let cache = if run.no_cache {
             None
         } else {
-            let path = output
+            let path = run
                 .cache
+                .as_deref()
                 .map_or_else(|| dir.join("cache.sqlite"), Path::to_path_buf);
             let cache = Cache::open(&path)
                 .with_context(|| format!("cannot open the request cache `{}`", path.display()))?;
@@ -123,8 +113,8 @@ impl Workspace {
         Ok(Self {
             dir: dir.to_path_buf(),
             cache,
-            share_cache_across_endpoints: output.endpoint_cache.share_cache_across_endpoints,
-            max_response_bytes: output.endpoint_cache.max_response_bytes,
+            share_cache_across_endpoints: run.endpoint_cache.share_cache_across_endpoints,
+            max_response_bytes: run.endpoint_cache.max_response_bytes,
             runtime: tokio::runtime::Runtime::new().context("cannot start the async runtime")?,
         })
     }
@@ -276,7 +266,7 @@ impl Subject {
     fn judge(&self, judge: &JudgeSettings, answerer: &AnswererSettings) -> Result<(Judge, Value)> {
         open_judge(
             judge,
-            &answerer.api_key_env,
+            &answerer.run.api_key_env,
             self.concurrency,
             &self.workspace,
             Some(self),
@@ -285,17 +275,12 @@ impl Subject {
 
     fn open(subject: &AnswererSettings, params: SamplingParams) -> Result<Self> {
         params.validate().map_err(anyhow::Error::msg)?;
-        let workspace = Workspace::create(&OutputSpec {
-            dir: &subject.output,
-            cache: subject.cache.as_deref(),
-            no_cache: false,
-            endpoint_cache: &subject.endpoint_cache,
-        })?;
+        let workspace = Workspace::create(&subject.run)?;
         let (backend, spec) = workspace.open_model(&ModelSpec {
             endpoint: subject.endpoint.clone(),
             model: subject.model.clone(),
-            api_key_env: subject.api_key_env.clone(),
-            concurrency: subject.concurrency,
+            api_key_env: subject.run.api_key_env.clone(),
+            concurrency: subject.run.concurrency,
         })?;
         let answerer =
             Answerer::new(workspace.client(backend.clone()), params).with_raw_prompts(subject.raw);
@@ -304,7 +289,7 @@ impl Subject {
             backend,
             spec,
             workspace,
-            concurrency: subject.concurrency,
+            concurrency: subject.run.concurrency,
         })
     }
 

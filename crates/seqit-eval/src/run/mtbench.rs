@@ -24,7 +24,7 @@ pub fn run(job: &MtbenchSettings, progress: &dyn Progress) -> Result<Outcome> {
     let questions_path = data_dir.join("mt_bench/question.jsonl");
     let questions = limit(
         mtbench::read_questions(&questions_path)?,
-        job.answerer.limit,
+        job.answerer.run.limit,
     );
     let prompts_path = job
         .judge

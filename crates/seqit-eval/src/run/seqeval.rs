@@ -13,7 +13,7 @@ use crate::{alpaca, seqeval};
 /// answers (see the [module](super) documentation). The outcome shows a table by depth
 /// for the program checks (when any item is verifiable) and one for the judge's scores.
 pub fn run(job: &SeqevalSettings, progress: &dyn Progress) -> Result<Outcome> {
-    let items = limit(seqeval::read(&job.data)?, job.answerer.limit);
+    let items = limit(seqeval::read(&job.data)?, job.answerer.run.limit);
     if job.verifiable_only {
         if let Some(item) = items.iter().find(|i| i.verifiable.is_none()) {
             bail!(

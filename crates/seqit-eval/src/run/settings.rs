@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 use seqit_core::flags::clap_defaults;
+use seqit_core::SamplingSettings;
 use seqit_llm::{EndpointCacheSettings, Switch, DEFAULT_API_KEY_ENV};
 use serde::Serialize;
 
@@ -43,33 +44,59 @@ pub struct AnswererSettings {
     /// API base of an OpenAI-compatible server answering instead of the local engine.
     #[arg(long)]
     pub endpoint: Option<String>,
-    /// Environment variable holding the API key of `--endpoint` (and `--judge-endpoint`).
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    pub api_key_env: String,
-    /// Items in flight at once (the local engine batches them).
-    #[arg(long, default_value_t = 16)]
-    pub concurrency: usize,
     /// Send prompts as plain text to the completions endpoint (base models) instead of
     /// as one user message.
     #[arg(long)]
     pub raw: bool,
-    /// Evaluate only the first N items.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Request cache (SQLite); default `OUTPUT/cache.sqlite`.
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
-    /// How the endpoints' answers are cached and bounded.
+    /// How the run reaches its endpoints and where it writes.
     #[command(flatten)]
     #[serde(flatten)]
-    pub endpoint_cache: EndpointCacheSettings,
-    /// Directory for `items.jsonl` (one line per item), `metrics.json` and the cache.
-    #[arg(long)]
-    pub output: PathBuf,
+    pub run: RunSettings,
 }
 
 impl AnswererSettings {
     /// The default answerer (the local default model), writing to `output`.
+    pub fn new(output: PathBuf) -> Self {
+        Self {
+            run: RunSettings::new(output),
+            ..clap_defaults()
+        }
+    }
+}
+
+/// How a benchmark run reaches its endpoints and where it writes: the same flags for
+/// every benchmark.
+#[derive(Debug, Clone, PartialEq, Args, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RunSettings {
+    /// Environment variable holding the API key of the endpoints (the judge's too,
+    /// unless `--judge-api-key-env` names another).
+    #[arg(long, default_value = DEFAULT_API_KEY_ENV)]
+    pub api_key_env: String,
+    /// Requests in flight at once (the local engine batches them).
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Only the first N items.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Request cache (SQLite); default `OUTPUT/cache.sqlite`.
+    #[arg(long, conflicts_with = "no_cache")]
+    pub cache: Option<PathBuf>,
+    /// Ask without a request cache (a resumed run then relies on its journal alone).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// How the endpoints' answers are cached and bounded.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub endpoint_cache: EndpointCacheSettings,
+    /// Directory of the run's files: one line per item (`items.jsonl`; VQA:
+    /// `results.jsonl`), `metrics.json`, the request cache and the benchmark's own files.
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
+impl RunSettings {
+    /// Every setting at its default, writing to `output`.
     pub fn new(output: PathBuf) -> Self {
         Self {
             output,
@@ -288,25 +315,11 @@ pub struct AlpacaevalSettings {
     #[command(flatten)]
     #[serde(flatten)]
     pub judge: JudgeSettings,
-    /// Comparisons in flight at once.
-    #[arg(long, default_value_t = 16)]
-    pub concurrency: usize,
-    /// Environment variable holding the judge endpoint's API key.
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    pub api_key_env: String,
-    /// Judge only the first N outputs.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Request cache (SQLite); default `OUTPUT/cache.sqlite`.
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
-    /// How the endpoints' answers are cached and bounded.
+    /// How the run reaches the judge's endpoint and where it writes (also
+    /// alpaca_eval's `annotations.json`).
     #[command(flatten)]
     #[serde(flatten)]
-    pub endpoint_cache: EndpointCacheSettings,
-    /// Directory for `annotations.json`, `items.jsonl`, `metrics.json`.
-    #[arg(long)]
-    pub output: PathBuf,
+    pub run: RunSettings,
 }
 
 /// `seqit eval mtbench`.
@@ -447,49 +460,26 @@ pub struct VqaSettings {
     /// Served model name (default: the one model the endpoint lists).
     #[arg(long)]
     pub model: Option<String>,
-    /// Environment variable holding the API key.
-    #[arg(long, default_value = DEFAULT_API_KEY_ENV)]
-    pub api_key_env: String,
-    /// Directory for `results.jsonl`, `metrics.json` and the request cache.
-    #[arg(long)]
-    pub output: PathBuf,
-    /// Evaluate only the first N questions.
-    #[arg(long)]
-    pub limit: Option<usize>,
+    /// How the run reaches the endpoint and where it writes.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub run: RunSettings,
     /// `strict`: an output without "answer" is wrong; `flexible`: its whole text is the answer.
     #[arg(long, value_enum, default_value_t = VqaMode::Strict)]
     pub mode: VqaMode,
     /// Most new tokens per answer.
     #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
-    /// 0 means greedy decoding.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f64,
-    /// Nucleus sampling.
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f64,
-    /// Seed of sampling.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 8)]
-    pub concurrency: usize,
+    /// How answer tokens are drawn (greedy by default).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub sampling: SamplingSettings,
     /// Seconds one HTTP attempt may take.
     #[arg(long, default_value_t = 120.0)]
     pub timeout: f64,
     /// A template file replacing the built-in `vqa/v1/caption_answer` prompt (`{question}`).
     #[arg(long)]
     pub prompt_template: Option<PathBuf>,
-    /// Request cache (default: `OUTPUT/cache.sqlite`).
-    #[arg(long, conflicts_with = "no_cache")]
-    pub cache: Option<PathBuf>,
-    /// Ask without a request cache.
-    #[arg(long)]
-    pub no_cache: bool,
-    /// How the endpoints' answers are cached and bounded.
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub endpoint_cache: EndpointCacheSettings,
 }
 
 /// How VQA answers are extracted.
@@ -526,16 +516,19 @@ mod tests {
         AnswererSettings {
             model: Some("sit".into()),
             endpoint: Some("http://127.0.0.1:8000/v1".into()),
-            api_key_env: "SIT_KEY".into(),
-            concurrency: 3,
             raw: true,
-            limit: Some(7),
-            cache: Some("runs/cache.sqlite".into()),
-            endpoint_cache: EndpointCacheSettings {
-                share_cache_across_endpoints: true,
-                max_response_bytes: 1 << 20,
+            run: RunSettings {
+                api_key_env: "SIT_KEY".into(),
+                concurrency: 3,
+                limit: Some(7),
+                cache: Some("runs/cache.sqlite".into()),
+                no_cache: false,
+                endpoint_cache: EndpointCacheSettings {
+                    share_cache_across_endpoints: true,
+                    max_response_bytes: 1 << 20,
+                },
+                output: "runs/eval".into(),
             },
-            output: "runs/eval".into(),
         }
     }
 
@@ -582,12 +575,15 @@ mod tests {
             outputs: "outputs.json".into(),
             reference: "reference.json".into(),
             judge: judge(),
-            concurrency: 2,
-            api_key_env: "KEY".into(),
-            limit: Some(4),
-            cache: Some("c.sqlite".into()),
-            endpoint_cache: answerer().endpoint_cache,
-            output: "runs/alpaca".into(),
+            run: RunSettings {
+                concurrency: 2,
+                api_key_env: "KEY".into(),
+                limit: Some(4),
+                cache: Some("c.sqlite".into()),
+                no_cache: false,
+                endpoint_cache: answerer().run.endpoint_cache,
+                output: "runs/alpaca".into(),
+            },
         };
         assert_eq!(
             parse("alpacaeval", &alpacaeval.to_flags()),
@@ -623,20 +619,25 @@ mod tests {
             images: Some("images".into()),
             endpoint: "http://127.0.0.1:9/v1".into(),
             model: Some("vision".into()),
-            api_key_env: "VQA_KEY".into(),
-            output: "runs/vqa".into(),
-            limit: Some(9),
+            run: RunSettings {
+                api_key_env: "VQA_KEY".into(),
+                concurrency: 2,
+                limit: Some(9),
+                cache: None,
+                no_cache: true,
+                endpoint_cache: answerer().run.endpoint_cache,
+                output: "runs/vqa".into(),
+            },
             mode: VqaMode::Flexible,
             max_tokens: 32,
-            temperature: 0.7,
-            top_p: 0.9,
-            seed: 11,
-            concurrency: 2,
+            sampling: SamplingSettings {
+                temperature: 0.7,
+                top_p: 0.9,
+                top_k: 4,
+                seed: 11,
+            },
             timeout: 30.5,
             prompt_template: Some("vqa.template".into()),
-            cache: None,
-            no_cache: true,
-            endpoint_cache: answerer().endpoint_cache,
         };
         assert_eq!(parse("vqa", &vqa.to_flags()), EvalCommand::Vqa(vqa.clone()));
     }

@@ -19,9 +19,7 @@ use seqit_llm::{Client, LlmRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{
-    backend_spec, limit, Job, ModelSpec, Outcome, OutputSpec, VqaMode, VqaSettings, Workspace,
-};
+use super::{backend_spec, limit, Job, ModelSpec, Outcome, VqaMode, VqaSettings, Workspace};
 use crate::benchmarks::{describe_prompt, prompt_key};
 use crate::extract::Mode;
 use crate::io::write_atomic;
@@ -62,10 +60,10 @@ pub fn run(job: &VqaSettings, progress: &dyn Progress) -> Result<Outcome> {
     let vision = ModelSpec {
         endpoint: Some(job.endpoint.clone()),
         model: job.model.clone(),
-        api_key_env: job.api_key_env.clone(),
-        concurrency: job.concurrency,
+        api_key_env: job.run.api_key_env.clone(),
+        concurrency: job.run.concurrency,
     };
-    let mut spec = backend_spec(&vision, job.endpoint_cache.max_response_bytes)?;
+    let mut spec = backend_spec(&vision, job.run.endpoint_cache.max_response_bytes)?;
     if !(job.timeout.is_finite() && job.timeout > 0.0) {
         bail!(
             "`--timeout` must be a number of seconds > 0, got {}",
@@ -73,29 +71,20 @@ pub fn run(job: &VqaSettings, progress: &dyn Progress) -> Result<Outcome> {
         );
     }
     spec.timeout = Duration::from_secs_f64(job.timeout);
-    let params = SamplingParams {
-        max_tokens: job.max_tokens,
-        temperature: job.temperature,
-        top_p: job.top_p,
-        seed: job.seed,
-        ..SamplingParams::greedy(job.max_tokens)
-    };
-    params.validate().map_err(anyhow::Error::msg)?;
+    let params = job
+        .sampling
+        .params(job.max_tokens)
+        .map_err(anyhow::Error::msg)?;
     let mode = match job.mode {
         VqaMode::Strict => Mode::Strict,
         VqaMode::Flexible => Mode::Flexible,
     };
-    let items = limit(read_items(job)?, job.limit);
+    let items = limit(read_items(job)?, job.run.limit);
     let prompt = match &job.prompt_template {
         Some(path) => FewShot::from_files(path, None)?,
         None => caption_answer_prompt(),
     };
-    let workspace = Workspace::create(&OutputSpec {
-        dir: &job.output,
-        cache: job.cache.as_deref(),
-        no_cache: job.no_cache,
-        endpoint_cache: &job.endpoint_cache,
-    })?;
+    let workspace = Workspace::create(&job.run)?;
     let backend = workspace.open(&spec)?;
     let model = backend.model().to_string();
     let client = workspace.client(backend);
@@ -103,7 +92,7 @@ pub fn run(job: &VqaSettings, progress: &dyn Progress) -> Result<Outcome> {
         "data": job.data,
         "annotations": job.annotations,
         "images": job.images,
-        "limit": job.limit,
+        "limit": job.run.limit,
         "backend": spec.describe(),
         "model": model,
         "mode": mode,
@@ -113,7 +102,7 @@ pub fn run(job: &VqaSettings, progress: &dyn Progress) -> Result<Outcome> {
     let records = workspace.journaled(
         Job {
             benchmark: "vqa",
-            concurrency: job.concurrency,
+            concurrency: job.run.concurrency,
             settings: settings.clone(),
         },
         "results.jsonl",
@@ -137,7 +126,7 @@ pub fn run(job: &VqaSettings, progress: &dyn Progress) -> Result<Outcome> {
         "min(#humans who gave the answer / 3, 1), averaged over each human left out; items with one answer score normalized exact match"
     );
     write_atomic(
-        &job.output.join("metrics.json"),
+        &job.run.output.join("metrics.json"),
         &serde_json::to_vec_pretty(&report)?,
     )?;
     Ok(Outcome {

@@ -18,7 +18,7 @@ use crate::tasks::xquad;
 /// follow rate and how many items had English gold.
 pub fn run(job: &XquadSettings, progress: &dyn Progress) -> Result<Outcome> {
     let mut loaded = xquad::read_all(&job.data, job.english.as_deref())?;
-    loaded.items = limit(loaded.items, job.answerer.limit);
+    loaded.items = limit(loaded.items, job.answerer.run.limit);
     let kept: HashSet<(&str, &str)> = loaded
         .items
         .iter()

@@ -202,10 +202,8 @@ fn read_tsv_pairs(path: &Path) -> Result<Vec<(String, f64)>> {
     let mut pairs = Vec::new();
     for (index, line) in open_maybe_gz(path)?.lines().enumerate() {
         let line_no = index + 1;
-        let line = line.map_err(|source| EvalError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let line =
+            line.map_err(|source| EvalError::File(seqit_core::FileError::read(path, source)))?;
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
             continue;

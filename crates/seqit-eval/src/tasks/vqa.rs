@@ -47,10 +47,8 @@ pub fn render(prompt: &FewShot, question: &str) -> Result<Prompt> {
 /// The image file as a `data:` URL (`data:image/png;base64,...`); the type is read from
 /// the file's first bytes (PNG, JPEG, GIF, WebP).
 pub fn image_data_url(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|source| EvalError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path)
+        .map_err(|source| EvalError::File(seqit_core::FileError::read(path, source)))?;
     let mime = match bytes.as_slice() {
         [0x89, b'P', b'N', b'G', ..] => "image/png",
         [0xFF, 0xD8, 0xFF, ..] => "image/jpeg",

@@ -124,10 +124,8 @@ pub fn read(path: &Path, language: Option<&str>) -> Result<Vec<Item>> {
                 .to_string(),
         })?,
     };
-    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| EvalError::File(seqit_core::FileError::read(path, source)))?;
     let file: SquadFile = serde_json::from_str(&text).map_err(|err| EvalError::Parse {
         path: path.to_path_buf(),
         line: err.line(),
