@@ -176,7 +176,11 @@ fn cached_keys_and_values_give_bit_identical_logits_at_any_padding() {
 
     // The prompt alone.
     let mut alone = KvCache::new(layers);
-    let want = model.forward_packed(&prompt, 1, &[0], &mut alone).unwrap();
+    let want = model
+        .packed_decoder()
+        .unwrap()
+        .forward(&prompt, 1, &[0], &mut alone)
+        .unwrap();
 
     // The prompt as row 1 of a batch, 7 positions into its row.
     let mut batch = KvCache::new(layers);
@@ -186,7 +190,11 @@ fn cached_keys_and_values_give_bit_identical_logits_at_any_padding() {
     input.extend(std::iter::repeat_n(0, 7));
     input.extend(&prompt);
     let pads = [width - other.len(), 7];
-    model.forward_packed(&input, 2, &pads, &mut batch).unwrap();
+    model
+        .packed_decoder()
+        .unwrap()
+        .forward(&input, 2, &pads, &mut batch)
+        .unwrap();
     let block = batch.read_packed(1, 7, 7 + 32).unwrap();
     assert_eq!(
         block,

@@ -186,7 +186,11 @@ fn greedy_with_margins(engine: &Engine, prompt: &[u32], steps: usize) -> (Vec<u3
     let (mut tokens, mut margins) = (Vec::new(), Vec::new());
     for _ in 0..steps {
         let logits = if packed {
-            model.forward_packed(&input, 1, &[0], &mut cache).unwrap()
+            model
+                .packed_decoder()
+                .unwrap()
+                .forward(&input, 1, &[0], &mut cache)
+                .unwrap()
         } else {
             model.forward_padded(&input, 1, &[0], &mut cache).unwrap()
         };
@@ -250,7 +254,11 @@ fn fast_weights_follow_f32_step_by_step() {
                     &sequence[end - 1..end]
                 };
                 rows.push(if model.packed_available() {
-                    model.forward_packed(input, 1, &[0], &mut cache).unwrap()
+                    model
+                        .packed_decoder()
+                        .unwrap()
+                        .forward(input, 1, &[0], &mut cache)
+                        .unwrap()
                 } else {
                     model.forward_padded(input, 1, &[0], &mut cache).unwrap()
                 });

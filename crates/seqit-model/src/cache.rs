@@ -6,7 +6,7 @@
 //!
 //! A cache serves one of the two decoder paths: candle tensors for
 //! [`Llama::forward`](crate::Llama::forward), or plain buffers laid out for the packed
-//! kernels of [`Llama::forward_packed`](crate::Llama::forward_packed).
+//! kernels of [`PackedDecoder::forward`](crate::PackedDecoder::forward).
 
 use candle_core::{Result, Tensor};
 
@@ -114,7 +114,7 @@ impl KvBlock {
 /// Keys and values of every layer for a batch of sequences, so that each decode step
 /// attends to the history without recomputing it. One cache serves one batch on one
 /// decoder path: [`Llama::forward`](crate::Llama::forward) or
-/// [`Llama::forward_packed`](crate::Llama::forward_packed).
+/// [`PackedDecoder::forward`](crate::PackedDecoder::forward).
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     layers: Vec<Option<LayerKv>>,

@@ -2,7 +2,7 @@
 //! kernels of [`crate::packed`], holding its own copy of the weights in their layout.
 //!
 //! A [`Llama`] whose projections are all quantized builds one at construction and runs
-//! it from [`Llama::forward_packed`]. An inference-only caller can keep the decoder
+//! it from [`Llama::packed_decoder`]. An inference-only caller can keep the decoder
 //! alone ([`Llama::into_packed_decoder`]): candle's copies of the weights are freed, and
 //! the token embeddings are read from the tied LM head when its rows are exactly the
 //! f32 table (a GGUF stores one quantized matrix for both).
@@ -835,7 +835,11 @@ mod tests {
             let (mut a, mut b, mut c) = (KvCache::new(2), KvCache::new(2), KvCache::new(2));
             let mut tokens = prompt.clone();
             for step in 0..6 {
-                let x = model.forward_packed(&tokens, 1, &[0], &mut a).unwrap();
+                let x = model
+                    .packed_decoder()
+                    .unwrap()
+                    .forward(&tokens, 1, &[0], &mut a)
+                    .unwrap();
                 let y = model.forward_padded(&tokens, 1, &[0], &mut b).unwrap();
                 let z = dense.forward_padded(&tokens, 1, &[0], &mut c).unwrap();
                 let scale = z.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -873,7 +877,11 @@ mod tests {
             .flat_map(|p| std::iter::repeat_n(0, longest - p.len()).chain(p.iter().copied()))
             .collect();
         let mut cache = KvCache::with_capacity(2, longest + steps);
-        let mut logits = model.forward_packed(&tokens, 3, &pads, &mut cache).unwrap();
+        let mut logits = model
+            .packed_decoder()
+            .unwrap()
+            .forward(&tokens, 3, &pads, &mut cache)
+            .unwrap();
         let vocab = 96;
         let mut rows: Vec<usize> = (0..3).collect();
         let mut pads = pads;
@@ -903,7 +911,9 @@ mod tests {
                 next = vec![next[0], next[2]];
             }
             logits = model
-                .forward_packed(&next, rows.len(), &pads, &mut cache)
+                .packed_decoder()
+                .unwrap()
+                .forward(&next, rows.len(), &pads, &mut cache)
                 .unwrap();
         }
     }
@@ -915,11 +925,17 @@ mod tests {
         let expected = solo(&model, prompt, 40);
         // A cache reserved for 8 positions grows (copies) several times on the way.
         let mut cache = KvCache::with_capacity(2, 8);
-        let mut logits = model.forward_packed(prompt, 1, &[0], &mut cache).unwrap();
+        let mut logits = model
+            .packed_decoder()
+            .unwrap()
+            .forward(prompt, 1, &[0], &mut cache)
+            .unwrap();
         for (step, want) in expected.iter().enumerate() {
             assert_eq!(&logits, want, "step {step}");
             logits = model
-                .forward_packed(&[argmax(&logits)], 1, &[0], &mut cache)
+                .packed_decoder()
+                .unwrap()
+                .forward(&[argmax(&logits)], 1, &[0], &mut cache)
                 .unwrap();
         }
     }
@@ -930,9 +946,7 @@ mod tests {
         assert!(model.packed_available());
         model.layers[1].mlp.up_proj = quantized(128, 64, 99, GgmlDType::Q4_1);
         assert!(!model.packed_available());
-        assert!(model
-            .forward_packed(&[1, 2], 1, &[0], &mut KvCache::new(2))
-            .is_err());
+        assert!(model.packed_decoder().is_none());
         // The candle path still runs.
         model
             .forward_padded(&[1, 2], 1, &[0], &mut KvCache::new(2))
@@ -981,7 +995,11 @@ mod tests {
         }
         // A batch computes only real tokens: each row's logits are its solo logits.
         let mut cache = KvCache::new(2);
-        let batched = model.forward_packed(&tokens, 3, &pads, &mut cache).unwrap();
+        let batched = model
+            .packed_decoder()
+            .unwrap()
+            .forward(&tokens, 3, &pads, &mut cache)
+            .unwrap();
         for (b, prompt) in prompts.iter().enumerate() {
             let solo = &solo(&model, prompt, 0)[0];
             assert_eq!(&batched[b * 96..(b + 1) * 96], solo.as_slice(), "row {b}");
@@ -994,12 +1012,18 @@ mod tests {
             .flat_map(|b| tokens[b * longest..b * longest + prefix_len].to_vec())
             .collect();
         model
-            .forward_packed(&prefix_tokens, 3, &pads, &mut cache)
+            .packed_decoder()
+            .unwrap()
+            .forward(&prefix_tokens, 3, &pads, &mut cache)
             .unwrap();
         let rest: Vec<u32> = (0..3)
             .flat_map(|b| tokens[b * longest + prefix_len..(b + 1) * longest].to_vec())
             .collect();
-        let logits = model.forward_packed(&rest, 3, &pads, &mut cache).unwrap();
+        let logits = model
+            .packed_decoder()
+            .unwrap()
+            .forward(&rest, 3, &pads, &mut cache)
+            .unwrap();
         assert_eq!(logits, batched, "prefill in two passes");
     }
 
@@ -1062,7 +1086,11 @@ mod tests {
             tokens.extend(std::iter::repeat_n(0u32, pad).chain(p.iter().copied()));
         }
         let mut cache = KvCache::new(2);
-        let batched = model.forward_packed(&tokens, 3, &pads, &mut cache).unwrap();
+        let batched = model
+            .packed_decoder()
+            .unwrap()
+            .forward(&tokens, 3, &pads, &mut cache)
+            .unwrap();
         assert_eq!(cache.len(), lens[0]);
         for (b, prompt) in prompts.iter().enumerate() {
             let alone = &solo(&model, prompt, 0)[0];

@@ -730,7 +730,7 @@ impl Llama {
         (self.kernels == Kernels::Fused && decoder.packs(self)).then_some(decoder)
     }
 
-    /// Whether [`Self::forward_packed`] runs.
+    /// Whether the packed decoder ([`Self::packed_decoder`]) runs.
     pub fn packed_available(&self) -> bool {
         self.packed_decoder().is_some()
     }
@@ -757,23 +757,7 @@ impl Llama {
         Ok(decoder)
     }
 
-    /// [`PackedDecoder::forward`] of this model's packed decoder.
-    pub fn forward_packed(
-        &self,
-        tokens: &[u32],
-        batch: usize,
-        pads: &[usize],
-        cache: &mut KvCache,
-    ) -> Result<Vec<f32>> {
-        self.require_packed()?.forward(tokens, batch, pads, cache)
-    }
-
-    fn require_packed(&self) -> Result<&PackedDecoder> {
-        self.packed_decoder()
-            .context("the packed decoder needs quantized weights and a CPU it has kernels for")
-    }
-
-    /// [`Self::forward_packed`]'s contract with candle's kernels (any weights): builds
+    /// [`PackedDecoder::forward`]'s contract with candle's kernels (any weights): builds
     /// the positions and the padded causal mask and runs [`Self::forward`].
     pub fn forward_padded(
         &self,
