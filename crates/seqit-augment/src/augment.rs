@@ -29,7 +29,8 @@ use crate::item::{output_id, user_turn, SourceItem};
 use crate::option::{parse_option, Edit, Rule};
 use crate::prompts::{PromptSet, Stage};
 use crate::state::{
-    check_unique_ids, compact, open_item_states, run_journaled, settings_fingerprint, JournaledItem,
+    check_unique_ids, compact, journaled_item, open_item_states, run_journaled,
+    settings_fingerprint,
 };
 use crate::stats::{AugmentStats, StatsInput};
 use crate::teacher::{item_rng, Asked, Teacher};
@@ -198,15 +199,7 @@ pub struct ItemState {
     pub it_response: Option<Answer>,
 }
 
-impl JournaledItem for ItemState {
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn fingerprint(&self) -> &str {
-        &self.fingerprint
-    }
-}
+journaled_item!(ItemState);
 
 impl ItemState {
     fn new(item: &SourceItem, fingerprint: &str) -> Self {

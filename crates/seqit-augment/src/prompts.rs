@@ -337,25 +337,20 @@ impl PromptSet {
     /// The classification request: system message, option descriptions, the
     /// [`CLASSIFY_SHOTS`] worked examples in an order drawn from `rng`, then the item.
     pub fn classify(&self, instruction: &str, input: Option<&str>, rng: &mut SeededRng) -> Prompt {
-        let picked = rng.sample(self.classify.len(), CLASSIFY_SHOTS);
-        let examples: Vec<String> = picked
-            .iter()
-            .map(|&i| {
-                let e = &self.classify[i];
-                render(
-                    &self.templates.classify_example,
-                    &[
-                        ("instruction", &e.instruction),
-                        ("input_block", &self.input_block(Some(&e.input))),
-                        ("answer", &e.answer),
-                    ],
-                )
-            })
-            .collect();
+        let examples = few_shot(&self.classify, CLASSIFY_SHOTS, rng, |e| {
+            render(
+                &self.templates.classify_example,
+                &[
+                    ("instruction", &e.instruction),
+                    ("input_block", &self.input_block(Some(&e.input))),
+                    ("answer", &e.answer),
+                ],
+            )
+        });
         let user = render(
             &self.templates.classify_user,
             &[
-                ("examples", &examples.join("\n\n")),
+                ("examples", &examples),
                 ("instruction", instruction),
                 ("input_block", &self.input_block(input)),
             ],
@@ -387,23 +382,18 @@ impl PromptSet {
             Edit::Suffix => (&self.rewrite.suffix, &self.templates.rewrite_task_suffix),
             Edit::Keep => unreachable!("D items are not rewritten"),
         };
-        let picked = rng.sample(pool.len(), REWRITE_SHOTS);
-        let examples: Vec<String> = picked
-            .iter()
-            .map(|&i| {
-                let e = &pool[i];
-                render(
-                    &self.templates.rewrite_example,
-                    &[
-                        ("instruction", &e.instruction),
-                        ("input_block", &self.input_block(Some(&e.input))),
-                        ("explanation", &e.explanation),
-                        ("added_task", &e.added_task),
-                        ("new_instruction", &e.new_instruction),
-                    ],
-                )
-            })
-            .collect();
+        let examples = few_shot(pool, REWRITE_SHOTS, rng, |e| {
+            render(
+                &self.templates.rewrite_example,
+                &[
+                    ("instruction", &e.instruction),
+                    ("input_block", &self.input_block(Some(&e.input))),
+                    ("explanation", &e.explanation),
+                    ("added_task", &e.added_task),
+                    ("new_instruction", &e.new_instruction),
+                ],
+            )
+        });
         let task = match self.templates.rewrite_task_longer.as_deref() {
             Some(longer) if lengthen => format!("{task}\n{longer}"),
             _ => task.clone(),
@@ -412,7 +402,7 @@ impl PromptSet {
             &self.templates.rewrite_user,
             &[
                 ("task", &task),
-                ("examples", &examples.join("\n\n")),
+                ("examples", &examples),
                 ("instruction", instruction),
                 ("input_block", &self.input_block(input)),
             ],
@@ -532,6 +522,19 @@ fn placeholders(template: &str) -> impl Iterator<Item = &str> {
         .split("{{")
         .skip(1)
         .filter_map(|rest| rest.split_once("}}").map(|(name, _)| name.trim()))
+}
+
+/// `shots` examples from `pool` in an order drawn from `rng`, each as `text` writes it,
+/// separated by blank lines.
+fn few_shot<T>(
+    pool: &[T],
+    shots: usize,
+    rng: &mut SeededRng,
+    text: impl Fn(&T) -> String,
+) -> String {
+    let picked = rng.sample(pool.len(), shots);
+    let examples: Vec<String> = picked.iter().map(|&i| text(&pool[i])).collect();
+    examples.join("\n\n")
 }
 
 /// Fills `{{name}}` placeholders in one pass (filled-in text is not scanned again, so an

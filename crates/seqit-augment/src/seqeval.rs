@@ -24,7 +24,7 @@ use crate::extract::{extract_added_task, extract_new_instruction};
 use crate::item::SourceItem;
 use crate::option::Edit;
 use crate::prompts::PromptSet;
-use crate::state::{open_item_states, run_journaled, settings_fingerprint, JournaledItem};
+use crate::state::{journaled_item, open_item_states, run_journaled, settings_fingerprint};
 use crate::teacher::{item_rng, Asked, Teacher};
 use seqit_core::journal::with_suffix;
 use seqit_core::progress::Progress;
@@ -164,15 +164,7 @@ pub struct ChainState {
     pub rounds: Vec<ChainRound>,
 }
 
-impl JournaledItem for ChainState {
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn fingerprint(&self) -> &str {
-        &self.fingerprint
-    }
-}
+journaled_item!(ChainState);
 
 impl ChainRound {
     /// A round counts when it produced both a new instruction and the task it added: a

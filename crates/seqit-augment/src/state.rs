@@ -38,6 +38,23 @@ pub trait JournaledItem: DeserializeOwned {
     fn fingerprint(&self) -> &str;
 }
 
+/// Implements [`JournaledItem`] for a state struct from its `id` and `fingerprint`
+/// fields.
+macro_rules! journaled_item {
+    ($state:ty) => {
+        impl $crate::state::JournaledItem for $state {
+            fn id(&self) -> &str {
+                &self.id
+            }
+
+            fn fingerprint(&self) -> &str {
+                &self.fingerprint
+            }
+        }
+    };
+}
+pub(crate) use journaled_item;
+
 /// Opens the journal of item states at `path`, keeping only states written with
 /// `fingerprint` (a run with other settings starts those items again).
 pub fn open_item_states<T: JournaledItem>(

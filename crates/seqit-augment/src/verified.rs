@@ -21,7 +21,8 @@ use serde_json::{json, Value};
 
 use crate::augment::{AugmentPaths, PROVENANCE_KEY};
 use crate::state::{
-    check_unique_ids, compact, open_item_states, run_journaled, settings_fingerprint, JournaledItem,
+    check_unique_ids, compact, journaled_item, open_item_states, run_journaled,
+    settings_fingerprint,
 };
 use crate::teacher::{Asked, Teacher};
 use seqit_core::progress::Progress;
@@ -63,15 +64,7 @@ pub struct VerifiedState {
     pub tries: Vec<VerifiedTry>,
 }
 
-impl JournaledItem for VerifiedState {
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn fingerprint(&self) -> &str {
-        &self.fingerprint
-    }
-}
+journaled_item!(VerifiedState);
 
 impl VerifiedState {
     /// Index of the kept try among the first `limit`.

@@ -14,11 +14,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use parquet::basic::{Compression, ConvertedType, Repetition, Type as PhysicalType};
-use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+use parquet::data_type::{ByteArray, ByteArrayType, DataType, Int64Type};
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::FileReader;
 use parquet::file::serialized_reader::SerializedFileReader;
-use parquet::file::writer::SerializedFileWriter;
+use parquet::file::writer::{SerializedFileWriter, SerializedRowGroupWriter};
 use parquet::record::{Field, Row};
 use parquet::schema::types::{Type, TypePtr};
 use serde_json::{Map, Value};
@@ -306,42 +306,18 @@ fn write_rows_inner(
                     .map(|(_, v)| v.clone())
             };
             match kind {
-                Kind::Text => {
-                    let mut values = Vec::new();
-                    let mut defs = Vec::new();
-                    for row in group {
-                        match value_of(row).as_ref().and_then(Out::as_str) {
-                            Some(s) => {
-                                values.push(ByteArray::from(s.as_bytes().to_vec()));
-                                defs.push(1);
-                            }
-                            None => defs.push(0),
-                        }
+                Kind::Text => write_optional::<ByteArrayType>(&mut row_group, group, |row| {
+                    value_of(row)
+                        .as_ref()
+                        .and_then(Out::as_str)
+                        .map(|s| ByteArray::from(s.as_bytes().to_vec()))
+                })?,
+                Kind::Integer => write_optional::<Int64Type>(&mut row_group, group, |row| {
+                    match value_of(row)? {
+                        Out::Json(Value::Number(n)) => Some(n.as_i64().expect("checked integer")),
+                        _ => None,
                     }
-                    let mut column = row_group.next_column()?.expect("one writer per column");
-                    column
-                        .typed::<ByteArrayType>()
-                        .write_batch(&values, Some(&defs), None)?;
-                    column.close()?;
-                }
-                Kind::Integer => {
-                    let mut values = Vec::new();
-                    let mut defs = Vec::new();
-                    for row in group {
-                        match value_of(row) {
-                            Some(Out::Json(Value::Number(n))) => {
-                                values.push(n.as_i64().expect("checked integer"));
-                                defs.push(1);
-                            }
-                            _ => defs.push(0),
-                        }
-                    }
-                    let mut column = row_group.next_column()?.expect("one writer per column");
-                    column
-                        .typed::<Int64Type>()
-                        .write_batch(&values, Some(&defs), None)?;
-                    column.close()?;
-                }
+                })?,
                 Kind::Turns => {
                     // Two leaf columns: role (or from), then content (or value).
                     for part in 0..2 {
@@ -369,45 +345,61 @@ fn write_rows_inner(
                                 }
                             }
                         }
-                        let mut column = row_group.next_column()?.expect("one writer per column");
-                        column.typed::<ByteArrayType>().write_batch(
-                            &values,
-                            Some(&defs),
-                            Some(&reps),
-                        )?;
-                        column.close()?;
+                        write_column::<ByteArrayType>(&mut row_group, &values, &defs, Some(&reps))?;
                     }
                 }
                 Kind::Json | Kind::Unknown => {}
             }
         }
         if json_column {
-            let mut values = Vec::new();
-            let mut defs = Vec::new();
-            for row in group {
+            write_optional::<ByteArrayType>(&mut row_group, group, |row| {
                 let rest: Vec<(String, Out)> = row
                     .iter()
                     .filter(|(k, v)| !in_column(k, v))
                     .cloned()
                     .collect();
-                if rest.is_empty() {
-                    defs.push(0);
-                } else {
-                    let text = crate::codec::to_json_line(rest);
-                    values.push(ByteArray::from(text.into_bytes()));
-                    defs.push(1);
-                }
-            }
-            let mut column = row_group.next_column()?.expect("one writer per column");
-            column
-                .typed::<ByteArrayType>()
-                .write_batch(&values, Some(&defs), None)?;
-            column.close()?;
+                (!rest.is_empty())
+                    .then(|| ByteArray::from(crate::codec::to_json_line(rest).into_bytes()))
+            })?;
         }
         row_group.close()?;
     }
     writer.close()?;
     Ok(())
+}
+
+/// Writes the next column of `row_group`: `values`, at definition levels `defs` (and,
+/// for a list, repetition levels `reps`).
+fn write_column<T: DataType>(
+    row_group: &mut SerializedRowGroupWriter<'_, File>,
+    values: &[T::T],
+    defs: &[i16],
+    reps: Option<&[i16]>,
+) -> parquet::errors::Result<()> {
+    let mut column = row_group.next_column()?.expect("one writer per column");
+    column.typed::<T>().write_batch(values, Some(defs), reps)?;
+    column.close()
+}
+
+/// Writes the next column of `row_group`, an optional flat one: each row's `value`, null
+/// where it has none.
+fn write_optional<T: DataType>(
+    row_group: &mut SerializedRowGroupWriter<'_, File>,
+    rows: &[Vec<(String, Out)>],
+    value: impl Fn(&Vec<(String, Out)>) -> Option<T::T>,
+) -> parquet::errors::Result<()> {
+    let mut values = Vec::new();
+    let mut defs = Vec::new();
+    for row in rows {
+        match value(row) {
+            Some(v) => {
+                values.push(v);
+                defs.push(1);
+            }
+            None => defs.push(0),
+        }
+    }
+    write_column::<T>(row_group, &values, &defs, None)
 }
 
 fn text_column(name: &str, repetition: Repetition) -> parquet::errors::Result<Type> {

@@ -53,11 +53,7 @@ pub fn read_outputs(path: &Path) -> Result<Vec<Output>> {
         crate::io::read_jsonl(path)?
             .into_iter()
             .map(|(line, record)| {
-                serde_json::from_value(Value::Object(record)).map_err(|err| EvalError::Parse {
-                    path: path.to_path_buf(),
-                    line,
-                    message: format!("{err} (expected `instruction` and `output` strings)"),
-                })
+                crate::io::from_record(record, path, line, "`instruction` and `output` strings")
             })
             .collect()
     }

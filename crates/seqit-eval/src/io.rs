@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{EvalError, Result};
@@ -80,6 +81,21 @@ pub fn string_field(
             message: format!("missing field `{field}`"),
         }),
     }
+}
+
+/// A record deserialized as `T`, or an error naming the file, line and what the record
+/// should hold (`expected`, e.g. "`name` and `text` strings").
+pub fn from_record<T: DeserializeOwned>(
+    record: serde_json::Map<String, Value>,
+    path: &Path,
+    line: usize,
+    expected: &str,
+) -> Result<T> {
+    serde_json::from_value(Value::Object(record)).map_err(|err| EvalError::Parse {
+        path: path.to_path_buf(),
+        line,
+        message: format!("{err} (expected {expected})"),
+    })
 }
 
 /// `a string`, `a number`, … for messages.

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::answer::Answerer;
 use crate::error::{EvalError, Result};
-use crate::io::read_jsonl;
+use crate::io::{from_record, read_jsonl};
 use crate::prompt::fill_placeholders;
 
 /// Categories judged against a reference answer (FastChat's `NEED_REF_CATS`).
@@ -51,11 +51,7 @@ pub fn read_questions(path: &Path) -> Result<Vec<Question>> {
         .into_iter()
         .map(|(line, record)| {
             let question: Question =
-                serde_json::from_value(Value::Object(record)).map_err(|err| EvalError::Parse {
-                    path: path.to_path_buf(),
-                    line,
-                    message: format!("{err} (expected `question_id`, `category`, `turns`)"),
-                })?;
+                from_record(record, path, line, "`question_id`, `category`, `turns`")?;
             if question.turns.len() != 2 {
                 return Err(EvalError::Parse {
                     path: path.to_path_buf(),
@@ -76,12 +72,12 @@ pub fn read_judge_prompts(path: &Path) -> Result<HashMap<String, JudgePrompt>> {
     read_jsonl(path)?
         .into_iter()
         .map(|(line, record)| {
-            let prompt: JudgePrompt =
-                serde_json::from_value(Value::Object(record)).map_err(|err| EvalError::Parse {
-                    path: path.to_path_buf(),
-                    line,
-                    message: format!("{err} (expected `name`, `system_prompt`, `prompt_template`)"),
-                })?;
+            let prompt: JudgePrompt = from_record(
+                record,
+                path,
+                line,
+                "`name`, `system_prompt`, `prompt_template`",
+            )?;
             Ok((prompt.name.clone(), prompt))
         })
         .collect()
@@ -102,11 +98,7 @@ pub fn read_references(path: &Path) -> Result<HashMap<u64, Vec<String>>> {
         .into_iter()
         .map(|(line, record)| {
             let answer: Answer =
-                serde_json::from_value(Value::Object(record)).map_err(|err| EvalError::Parse {
-                    path: path.to_path_buf(),
-                    line,
-                    message: format!("{err} (expected `question_id`, `choices[].turns`)"),
-                })?;
+                from_record(record, path, line, "`question_id`, `choices[].turns`")?;
             let turns = answer
                 .choices
                 .into_iter()

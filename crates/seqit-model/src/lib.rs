@@ -44,9 +44,7 @@ pub use decoder::{PackedDecoder, PREFILL_CHUNK_TOKENS};
 pub use device::parse_device;
 pub use export::{named_weights, save_hf_weights};
 pub use linear::{DropoutState, Linear, LinearWeight, LoraAdapter, LoraDropout};
-pub use llama::{
-    padded_causal_mask, Block, Embedding, Kernels, Llama, LogitsFor, RmsNorm, PROJECTIONS,
-};
+pub use llama::{padded_causal_mask, Block, Embedding, Kernels, Llama, LogitsFor, RmsNorm};
 pub use load::{
     load_gguf, load_hf_dir, load_hf_dir_as, load_model, load_packed_gguf, LoadOptions, LoadedModel,
     WeightStorage,

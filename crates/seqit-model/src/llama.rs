@@ -22,17 +22,6 @@ use crate::load::ModelReader;
 use crate::packed::{self, Isa};
 use crate::train_ops::{self, Heads};
 
-/// Module names of a layer's projections, as PEFT's `target_modules` spells them.
-pub const PROJECTIONS: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
-
 /// Which implementation of the non-matmul ops to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
@@ -344,7 +333,7 @@ impl Llama {
     }
 
     /// The projections of every layer under their Hugging Face module names
-    /// (`model.layers.{i}.self_attn.q_proj`, ...; see [`PROJECTIONS`]), for adapters.
+    /// (`model.layers.{i}.self_attn.q_proj`, ... for Llama), for adapters.
     pub fn projections_mut(&mut self) -> Vec<(String, &mut Linear)> {
         let names = self.arch.hf_names;
         self.projection_modules_mut()
@@ -353,7 +342,7 @@ impl Llama {
     }
 
     /// The projections of every layer, layer by layer in [`Block::projections`] order.
-    pub(crate) fn projection_modules_mut(&mut self) -> impl Iterator<Item = (Module, &mut Linear)> {
+    pub fn projection_modules_mut(&mut self) -> impl Iterator<Item = (Module, &mut Linear)> {
         self.layers.iter_mut().enumerate().flat_map(|(i, block)| {
             block
                 .projections_mut()

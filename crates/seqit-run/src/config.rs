@@ -168,6 +168,22 @@ fn unknown_placeholders(template: &str, allowed: &[&str]) -> Vec<String> {
     unknown
 }
 
+/// The problem (under `key`) with a command template that uses placeholders not in
+/// `allowed`, if it does.
+fn placeholder_problem(key: String, template: &str, allowed: &[&str]) -> Option<(String, String)> {
+    let unknown = unknown_placeholders(template, allowed);
+    (!unknown.is_empty()).then(|| {
+        (
+            key,
+            format!(
+                "unknown placeholder {}; the command may use {}",
+                unknown.join(", "),
+                braced(allowed)
+            ),
+        )
+    })
+}
+
 impl ModelSpec {
     /// True when `model` names a file or directory (hashed as an input) rather than a
     /// built-in name, a hub id handed to a trainer (`org/name`) or a served model.
@@ -750,17 +766,11 @@ fn check(config: &Config) -> Vec<(String, String)> {
                 "a served model's endpoint is the runner's (loopback, a free port): drop `endpoint` or `serve`".into(),
             ));
         }
-        let unknown = unknown_placeholders(serve, &SERVE_PLACEHOLDERS);
-        if !unknown.is_empty() {
-            problems.push((
-                format!("models.{name}.serve"),
-                format!(
-                    "unknown placeholder {}; the command may use {}",
-                    unknown.join(", "),
-                    braced(&SERVE_PLACEHOLDERS)
-                ),
-            ));
-        }
+        problems.extend(placeholder_problem(
+            format!("models.{name}.serve"),
+            serve,
+            &SERVE_PLACEHOLDERS,
+        ));
         let trained = config
             .train
             .iter()
@@ -816,17 +826,11 @@ fn check(config: &Config) -> Vec<(String, String)> {
                     "`launch` runs a hand-off recipe: give `handoff` too".into(),
                 ));
             }
-            let unknown = unknown_placeholders(launch, &LAUNCH_PLACEHOLDERS);
-            if !unknown.is_empty() {
-                problems.push((
-                    format!("train[{i}].launch"),
-                    format!(
-                        "unknown placeholder {}; the command may use {}",
-                        unknown.join(", "),
-                        braced(&LAUNCH_PLACEHOLDERS)
-                    ),
-                ));
-            }
+            problems.extend(placeholder_problem(
+                format!("train[{i}].launch"),
+                launch,
+                &LAUNCH_PLACEHOLDERS,
+            ));
         }
         run_names.push(train.name.as_str());
     }

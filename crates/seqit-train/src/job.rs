@@ -111,7 +111,7 @@ pub fn run_training(
     let adapter_dir = match &trainer.model.lora {
         Some((settings, _)) => {
             let dir = job.output.join("adapter");
-            let mut config = settings.peft_config();
+            let mut config = settings.peft_config(&trainer.model.llama.arch().hf_names)?;
             config.base_model_name_or_path = Some(job.model.display().to_string());
             let weights = trainer.trained_weights()?;
             write_dir(&dir, |tmp| save_peft_adapter(tmp, &config, &weights))?;

@@ -278,246 +278,6 @@ fn sharegpt_json(conversations: &[Vec<ChatMessage>]) -> Result<String> {
     Ok(serde_json::to_string_pretty(&items)?)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn data() -> Vec<Vec<ChatMessage>> {
-        vec![vec![
-            ChatMessage::system("Be brief."),
-            ChatMessage::user("Translate 'cat', then define it."),
-            ChatMessage::assistant("Chat. A small feline."),
-        ]]
-    }
-
-    #[test]
-    fn trl_recipe_has_the_paper_settings_and_the_data() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = export_recipe(
-            DistributedTrainer::Trl,
-            &data(),
-            &RecipeSettings::default(),
-            dir.path(),
-        )
-        .unwrap();
-        assert_eq!(
-            files,
-            [
-                "train.jsonl",
-                "ds_z3_config.json",
-                "tulu.jinja",
-                "trl.yaml",
-                "accelerate_zero3.yaml"
-            ]
-        );
-        let config = std::fs::read_to_string(dir.path().join("trl.yaml")).unwrap();
-        for line in [
-            "learning_rate: 2.0e-5",
-            "num_train_epochs: 3",
-            "per_device_train_batch_size: 2",
-            "gradient_accumulation_steps: 8",
-            "max_length: 2048",
-            "warmup_steps: 0.03   # a float below 1 is a ratio of the total steps (transformers 5)",
-            "lr_scheduler_type: linear",
-            "bf16: true",
-            "assistant_only_loss: true",
-            "model_name_or_path: meta-llama/Meta-Llama-3-8B",
-            // TRL reads local files through a dataset mixture.
-            "datasets:",
-            "  - path: json",
-            "    split: train",
-        ] {
-            assert!(config.lines().any(|l| l == line), "missing `{line}`");
-        }
-        let data_line = format!(
-            "    data_files: {}",
-            dir.path().join("train.jsonl").display()
-        );
-        assert!(config.lines().any(|l| l == data_line), "{config}");
-        let template_line = format!(
-            "chat_template_path: {}",
-            dir.path().join("tulu.jinja").display()
-        );
-        assert!(config.lines().any(|l| l == template_line), "{config}");
-        let template = std::fs::read_to_string(dir.path().join("tulu.jinja")).unwrap();
-        assert!(template.contains("{% generation %}"), "{template}");
-        assert!(!config.contains("{{"), "unfilled placeholder");
-        let first: serde_json::Value = serde_json::from_str(
-            std::fs::read_to_string(dir.path().join("train.jsonl"))
-                .unwrap()
-                .lines()
-                .next()
-                .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(first["messages"][0]["role"], "system");
-        assert_eq!(first["messages"][2]["content"], "Chat. A small feline.");
-    }
-
-    #[test]
-    fn llamafactory_recipe_writes_sharegpt_and_dataset_info() {
-        let dir = tempfile::tempdir().unwrap();
-        let settings = RecipeSettings {
-            gpus: 4,
-            micro_batch: 4,
-            ..RecipeSettings::default()
-        };
-        export_recipe(
-            DistributedTrainer::LlamaFactory,
-            &data(),
-            &settings,
-            dir.path(),
-        )
-        .unwrap();
-        let config = std::fs::read_to_string(dir.path().join("llamafactory.yaml")).unwrap();
-        assert!(
-            config.contains("gradient_accumulation_steps: 8")
-                && config.contains("train_on_prompt: false")
-        );
-        // Two conversations, effective batch 128: one step per epoch, 3 epochs.
-        assert!(
-            config.contains("warmup_steps: 1   # 3% of 3 steps"),
-            "{config}"
-        );
-        assert!(config.contains("finetuning_type: full") && !config.contains("{{"));
-        // The Tulu text is in the turns; LLaMA-Factory adds nothing around them.
-        assert!(config.contains("\ntemplate: empty\n"), "{config}");
-        let items: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.path().join("data/seqit_sit.json")).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(items[0]["conversations"][0]["from"], "human");
-        assert_eq!(
-            items[0]["conversations"][0]["value"],
-            "<|system|>\nBe brief.\n<|user|>\nTranslate 'cat', then define it.\n<|assistant|>\n"
-        );
-        assert_eq!(items[0]["conversations"][1]["from"], "gpt");
-        assert_eq!(
-            items[0]["conversations"][1]["value"],
-            "Chat. A small feline.<|end_of_text|>"
-        );
-
-        // A LLaMA-Factory template by name: raw turns, system prompt apart.
-        let named = RecipeSettings {
-            llamafactory_template: "llama3".into(),
-            ..settings
-        };
-        export_recipe(
-            DistributedTrainer::LlamaFactory,
-            &data(),
-            &named,
-            dir.path(),
-        )
-        .unwrap();
-        let config = std::fs::read_to_string(dir.path().join("llamafactory.yaml")).unwrap();
-        assert!(config.contains("\ntemplate: llama3\n"), "{config}");
-        let items: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.path().join("data/seqit_sit.json")).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(items[0]["system"], "Be brief.");
-        assert_eq!(
-            items[0]["conversations"][1]["value"],
-            "Chat. A small feline."
-        );
-        let info: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.path().join("data/dataset_info.json")).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(info["seqit_sit"]["formatting"], "sharegpt");
-    }
-
-    /// The LLaMA-Factory turns put together are the Tulu text `seqit train` renders.
-    #[test]
-    fn llamafactory_gets_the_tulu_text_in_its_turns() {
-        let conversation = vec![
-            ChatMessage::user(" Name a colour. "),
-            ChatMessage::assistant("Red."),
-            ChatMessage::user("Another?"),
-            ChatMessage::assistant("Blue.\n"),
-        ];
-        let turns = tulu_turns(&conversation, "<|end_of_text|>").unwrap();
-        assert_eq!(turns.len(), 4);
-        assert_eq!(
-            turns[0].content,
-            "<|system|>\n\n<|user|>\nName a colour.\n<|assistant|>\n"
-        );
-        assert_eq!(turns[1].content, "Red.<|end_of_text|>");
-        assert_eq!(turns[2].content, "\n<|user|>\nAnother?\n<|assistant|>\n");
-        let joined: String = turns.iter().map(|t| t.content.as_str()).collect();
-        let template =
-            seqit_engine::ChatTemplate::new(TULU, None, Some("<|end_of_text|>")).unwrap();
-        assert_eq!(joined, template.render(&conversation, false).unwrap());
-        let with_system = tulu_turns(&data()[0], "</s>").unwrap();
-        assert!(with_system[0]
-            .content
-            .starts_with("<|system|>\nBe brief.\n<|user|>\n"));
-
-        let dir = tempfile::tempdir().unwrap();
-        let settings = RecipeSettings {
-            eos_token: None,
-            model: "org/unknown".into(),
-            ..RecipeSettings::default()
-        };
-        let err = export_recipe(
-            DistributedTrainer::LlamaFactory,
-            &data(),
-            &settings,
-            dir.path(),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("--eos-token"), "{err}");
-    }
-
-    #[test]
-    fn axolotl_recipe_trains_assistant_turns_only() {
-        let dir = tempfile::tempdir().unwrap();
-        export_recipe(
-            DistributedTrainer::Axolotl,
-            &data(),
-            &RecipeSettings::default(),
-            dir.path(),
-        )
-        .unwrap();
-        let config = std::fs::read_to_string(dir.path().join("axolotl.yaml")).unwrap();
-        assert!(
-            config.contains("roles_to_train: [\"assistant\"]")
-                && config.contains("train_on_eos: turn")
-        );
-        assert!(config.contains("sequence_len: 2048"));
-        // No placeholder of seqit's (`{{name}}`) is left; the template's own Jinja
-        // expressions (`{{ ... }}`) are.
-        assert!(!config
-            .split("{{")
-            .skip(1)
-            .any(|rest| rest.starts_with(|c: char| c.is_ascii_alphabetic())));
-        // The Tulu template, as a YAML block under `chat_template_jinja`.
-        let block = config
-            .split("chat_template_jinja: |\n")
-            .nth(1)
-            .expect("a template block");
-        let template: String = block
-            .lines()
-            .take_while(|l| l.starts_with("  "))
-            .map(|l| format!("{}\n", &l[2..]))
-            .collect();
-        assert_eq!(template.trim_end(), TULU.trim_end());
-        assert!(config.contains("chat_template: jinja\n"));
-    }
-
-    #[test]
-    fn rejects_batch_sizes_that_do_not_divide() {
-        let dir = tempfile::tempdir().unwrap();
-        let settings = RecipeSettings {
-            gpus: 3,
-            ..RecipeSettings::default()
-        };
-        let err =
-            export_recipe(DistributedTrainer::Trl, &data(), &settings, dir.path()).unwrap_err();
-        assert!(err.to_string().contains("not a multiple"), "{err}");
-    }
-}
-
 /// `seqit export-recipe`: the data and config that train the paper's recipe with a
 /// distributed trainer.
 #[derive(Debug, Clone, PartialEq, clap::Args, Serialize)]
@@ -633,4 +393,244 @@ fn local_eos_token(model: &Path) -> Result<Option<String>> {
         .as_str()
         .or_else(|| eos["content"].as_str())
         .map(str::to_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data() -> Vec<Vec<ChatMessage>> {
+        vec![vec![
+            ChatMessage::system("Be brief."),
+            ChatMessage::user("Translate 'cat', then define it."),
+            ChatMessage::assistant("Chat. A small feline."),
+        ]]
+    }
+
+    /// Writes `trainer`'s recipe for [`data`] into `dir` and returns its config, `name`.
+    fn exported_config(
+        trainer: DistributedTrainer,
+        settings: &RecipeSettings,
+        dir: &Path,
+        name: &str,
+    ) -> String {
+        export_recipe(trainer, &data(), settings, dir).unwrap();
+        std::fs::read_to_string(dir.join(name)).unwrap()
+    }
+
+    fn read_json(dir: &Path, name: &str) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn trl_recipe_has_the_paper_settings_and_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = export_recipe(
+            DistributedTrainer::Trl,
+            &data(),
+            &RecipeSettings::default(),
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(
+            files,
+            [
+                "train.jsonl",
+                "ds_z3_config.json",
+                "tulu.jinja",
+                "trl.yaml",
+                "accelerate_zero3.yaml"
+            ]
+        );
+        let config = std::fs::read_to_string(dir.path().join("trl.yaml")).unwrap();
+        for line in [
+            "learning_rate: 2.0e-5",
+            "num_train_epochs: 3",
+            "per_device_train_batch_size: 2",
+            "gradient_accumulation_steps: 8",
+            "max_length: 2048",
+            "warmup_steps: 0.03   # a float below 1 is a ratio of the total steps (transformers 5)",
+            "lr_scheduler_type: linear",
+            "bf16: true",
+            "assistant_only_loss: true",
+            "model_name_or_path: meta-llama/Meta-Llama-3-8B",
+            // TRL reads local files through a dataset mixture.
+            "datasets:",
+            "  - path: json",
+            "    split: train",
+        ] {
+            assert!(config.lines().any(|l| l == line), "missing `{line}`");
+        }
+        let data_line = format!(
+            "    data_files: {}",
+            dir.path().join("train.jsonl").display()
+        );
+        assert!(config.lines().any(|l| l == data_line), "{config}");
+        let template_line = format!(
+            "chat_template_path: {}",
+            dir.path().join("tulu.jinja").display()
+        );
+        assert!(config.lines().any(|l| l == template_line), "{config}");
+        let template = std::fs::read_to_string(dir.path().join("tulu.jinja")).unwrap();
+        assert!(template.contains("{% generation %}"), "{template}");
+        assert!(!config.contains("{{"), "unfilled placeholder");
+        let first: serde_json::Value = serde_json::from_str(
+            std::fs::read_to_string(dir.path().join("train.jsonl"))
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(first["messages"][0]["role"], "system");
+        assert_eq!(first["messages"][2]["content"], "Chat. A small feline.");
+    }
+
+    #[test]
+    fn llamafactory_recipe_writes_sharegpt_and_dataset_info() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = RecipeSettings {
+            gpus: 4,
+            micro_batch: 4,
+            ..RecipeSettings::default()
+        };
+        let config = exported_config(
+            DistributedTrainer::LlamaFactory,
+            &settings,
+            dir.path(),
+            "llamafactory.yaml",
+        );
+        assert!(
+            config.contains("gradient_accumulation_steps: 8")
+                && config.contains("train_on_prompt: false")
+        );
+        // Two conversations, effective batch 128: one step per epoch, 3 epochs.
+        assert!(
+            config.contains("warmup_steps: 1   # 3% of 3 steps"),
+            "{config}"
+        );
+        assert!(config.contains("finetuning_type: full") && !config.contains("{{"));
+        // The Tulu text is in the turns; LLaMA-Factory adds nothing around them.
+        assert!(config.contains("\ntemplate: empty\n"), "{config}");
+        let items = read_json(dir.path(), "data/seqit_sit.json");
+        assert_eq!(items[0]["conversations"][0]["from"], "human");
+        assert_eq!(
+            items[0]["conversations"][0]["value"],
+            "<|system|>\nBe brief.\n<|user|>\nTranslate 'cat', then define it.\n<|assistant|>\n"
+        );
+        assert_eq!(items[0]["conversations"][1]["from"], "gpt");
+        assert_eq!(
+            items[0]["conversations"][1]["value"],
+            "Chat. A small feline.<|end_of_text|>"
+        );
+
+        // A LLaMA-Factory template by name: raw turns, system prompt apart.
+        let named = RecipeSettings {
+            llamafactory_template: "llama3".into(),
+            ..settings
+        };
+        let config = exported_config(
+            DistributedTrainer::LlamaFactory,
+            &named,
+            dir.path(),
+            "llamafactory.yaml",
+        );
+        assert!(config.contains("\ntemplate: llama3\n"), "{config}");
+        let items = read_json(dir.path(), "data/seqit_sit.json");
+        assert_eq!(items[0]["system"], "Be brief.");
+        assert_eq!(
+            items[0]["conversations"][1]["value"],
+            "Chat. A small feline."
+        );
+        let info = read_json(dir.path(), "data/dataset_info.json");
+        assert_eq!(info["seqit_sit"]["formatting"], "sharegpt");
+    }
+
+    /// The LLaMA-Factory turns put together are the Tulu text `seqit train` renders.
+    #[test]
+    fn llamafactory_gets_the_tulu_text_in_its_turns() {
+        let conversation = vec![
+            ChatMessage::user(" Name a colour. "),
+            ChatMessage::assistant("Red."),
+            ChatMessage::user("Another?"),
+            ChatMessage::assistant("Blue.\n"),
+        ];
+        let turns = tulu_turns(&conversation, "<|end_of_text|>").unwrap();
+        assert_eq!(turns.len(), 4);
+        assert_eq!(
+            turns[0].content,
+            "<|system|>\n\n<|user|>\nName a colour.\n<|assistant|>\n"
+        );
+        assert_eq!(turns[1].content, "Red.<|end_of_text|>");
+        assert_eq!(turns[2].content, "\n<|user|>\nAnother?\n<|assistant|>\n");
+        let joined: String = turns.iter().map(|t| t.content.as_str()).collect();
+        let template =
+            seqit_engine::ChatTemplate::new(TULU, None, Some("<|end_of_text|>")).unwrap();
+        assert_eq!(joined, template.render(&conversation, false).unwrap());
+        let with_system = tulu_turns(&data()[0], "</s>").unwrap();
+        assert!(with_system[0]
+            .content
+            .starts_with("<|system|>\nBe brief.\n<|user|>\n"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let settings = RecipeSettings {
+            eos_token: None,
+            model: "org/unknown".into(),
+            ..RecipeSettings::default()
+        };
+        let err = export_recipe(
+            DistributedTrainer::LlamaFactory,
+            &data(),
+            &settings,
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("--eos-token"), "{err}");
+    }
+
+    #[test]
+    fn axolotl_recipe_trains_assistant_turns_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = exported_config(
+            DistributedTrainer::Axolotl,
+            &RecipeSettings::default(),
+            dir.path(),
+            "axolotl.yaml",
+        );
+        assert!(
+            config.contains("roles_to_train: [\"assistant\"]")
+                && config.contains("train_on_eos: turn")
+        );
+        assert!(config.contains("sequence_len: 2048"));
+        // No placeholder of seqit's (`{{name}}`) is left; the template's own Jinja
+        // expressions (`{{ ... }}`) are.
+        assert!(!config
+            .split("{{")
+            .skip(1)
+            .any(|rest| rest.starts_with(|c: char| c.is_ascii_alphabetic())));
+        // The Tulu template, as a YAML block under `chat_template_jinja`.
+        let block = config
+            .split("chat_template_jinja: |\n")
+            .nth(1)
+            .expect("a template block");
+        let template: String = block
+            .lines()
+            .take_while(|l| l.starts_with("  "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        assert_eq!(template.trim_end(), TULU.trim_end());
+        assert!(config.contains("chat_template: jinja\n"));
+    }
+
+    #[test]
+    fn rejects_batch_sizes_that_do_not_divide() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = RecipeSettings {
+            gpus: 3,
+            ..RecipeSettings::default()
+        };
+        let err =
+            export_recipe(DistributedTrainer::Trl, &data(), &settings, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("not a multiple"), "{err}");
+    }
 }

@@ -7,9 +7,10 @@ use anyhow::{bail, Result};
 use candle_core::{Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use seqit_model::arch::{LayerModule, Module, TensorNames, LLAMA};
 use seqit_model::{
     peft_tensor_name, DropoutState, Kernels, LinearWeight, Llama, LoraAdapter, LoraDropout,
-    PeftConfig, PROJECTIONS,
+    PeftConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +36,9 @@ pub struct LoraSettings {
     pub alpha: f64,
     /// Dropout probability on each adapter's input while training, in `[0, 1)`.
     pub dropout: f64,
-    /// Module names: `q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`.
+    /// The projections to adapt, spelled as Llama's modules (`q_proj`, `k_proj`, `v_proj`,
+    /// `o_proj`, `gate_proj`, `up_proj`, `down_proj`) whatever the architecture: each
+    /// names a [`LayerModule`], which the model's architecture names its own way.
     pub targets: Vec<String>,
 }
 
@@ -45,26 +48,25 @@ impl Default for LoraSettings {
             rank: 16,
             alpha: 32.0,
             dropout: 0.05,
-            targets: PROJECTIONS.iter().map(|p| p.to_string()).collect(),
+            targets: LayerModule::PROJECTIONS
+                .into_iter()
+                .map(|part| LLAMA.hf_names.leaf(part).to_string())
+                .collect(),
         }
     }
 }
 
 impl LoraSettings {
-    /// Parses `q,k,v,o,gate,up,down` (or the full module names, e.g. `q_proj`).
+    /// Parses `q,k,v,o,gate,up,down` (or Llama's module names, e.g. `q_proj`).
     pub fn parse_targets(list: &str) -> Result<Vec<String>> {
         let mut targets = Vec::new();
         for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let module = if item.ends_with("_proj") {
-                item.to_string()
-            } else {
-                format!("{item}_proj")
-            };
-            if !PROJECTIONS.contains(&module.as_str()) {
+            let Some(part) = LayerModule::parse_target(item) else {
                 bail!(
                     "unknown LoRA target `{item}`: expected a comma-separated list of q, k, v, o, gate, up, down"
                 );
-            }
+            };
+            let module = LLAMA.hf_names.leaf(part).to_string();
             if !targets.contains(&module) {
                 targets.push(module);
             }
@@ -73,6 +75,17 @@ impl LoraSettings {
             bail!("no LoRA target given: expected e.g. `q,k,v,o,gate,up,down`");
         }
         Ok(targets)
+    }
+
+    /// The projections [`targets`](Self::targets) names.
+    pub fn target_modules(&self) -> Result<Vec<LayerModule>> {
+        self.targets
+            .iter()
+            .map(|name| {
+                LayerModule::parse_target(name)
+                    .ok_or_else(|| anyhow::anyhow!("unknown LoRA target `{name}`"))
+            })
+            .collect()
     }
 
     /// Fails on rank 0 or a dropout outside `[0, 1)`.
@@ -86,9 +99,17 @@ impl LoraSettings {
         Ok(())
     }
 
-    /// The adapter's `adapter_config.json`.
-    pub fn peft_config(&self) -> PeftConfig {
-        PeftConfig::lora(self.rank, self.alpha, self.dropout, self.targets.clone())
+    /// The adapter's `adapter_config.json` for a model whose modules are named by
+    /// `names` (its architecture's Hugging Face names).
+    pub fn peft_config(&self, names: &TensorNames) -> Result<PeftConfig> {
+        let modules = self.target_modules()?;
+        let targets = modules.iter().map(|&part| names.leaf(part).to_string());
+        Ok(PeftConfig::lora(
+            self.rank,
+            self.alpha,
+            self.dropout,
+            targets.collect(),
+        ))
     }
 }
 
@@ -98,17 +119,20 @@ impl LoraSettings {
 /// model's outputs.
 pub fn lora(mut model: Llama, settings: &LoraSettings, seed: u64) -> Result<TrainableModel> {
     settings.validate()?;
+    let targets = settings.target_modules()?;
     let state = Arc::new(DropoutState::default());
     let mut rng = StdRng::seed_from_u64(seed);
     let mut params = Vec::new();
     let (device, dtype) = (model.device().clone(), model.dtype());
-    for (id, (module, linear)) in model.projections_mut().into_iter().enumerate() {
+    let names = model.arch().hf_names;
+    for (id, (module, linear)) in model.projection_modules_mut().enumerate() {
         let frozen = linear.clone().frozen();
-        let short = module.rsplit('.').next().unwrap_or_default();
-        if !settings.targets.iter().any(|t| t == short) {
+        let targeted = matches!(module, Module::Layer(_, part) if targets.contains(&part));
+        if !targeted {
             *linear = frozen;
             continue;
         }
+        let module = names.module(module);
         let LinearWeight::Dense(w) = linear.weight() else {
             bail!("`{module}` is quantized: load the model with dense weights to train it");
         };

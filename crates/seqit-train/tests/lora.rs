@@ -235,7 +235,10 @@ fn saved_adapter_applied_equals_trained_model() {
         .iter()
         .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
         .collect();
-    save_peft_adapter(&adapter, &settings(0.0).peft_config(), &tensors).unwrap();
+    let config = settings(0.0)
+        .peft_config(&seqit_model::arch::LLAMA.hf_names)
+        .unwrap();
+    save_peft_adapter(&adapter, &config, &tensors).unwrap();
 
     let mut merged = load_hf_dir(&hf, &Device::Cpu, DType::F32).unwrap();
     assert_eq!(apply_peft_adapter(&mut merged, &adapter).unwrap(), 14);
@@ -313,4 +316,75 @@ fn unsupported_or_mismatched_adapters_are_refused() {
     );
     let err = apply_peft_adapter(&mut other.unwrap(), &root.join("adapter")).unwrap_err();
     assert!(format!("{err:#}").contains("has shape"), "{err:#}");
+}
+
+/// Llama's weights under other module names: the attention's projections are
+/// `attn.{q,k,v,out}`, the MLP's `ffn.{gate,up,down}`.
+static RENAMED: seqit_model::ArchSpec = seqit_model::ArchSpec {
+    name: "Renamed",
+    hf_class: "RenamedForCausalLM",
+    model_type: "renamed",
+    hf_names: seqit_model::arch::TensorNames {
+        embedding: "transformer.wte",
+        final_norm: "transformer.ln_f",
+        lm_head: "head",
+        layer_prefix: "transformer.h.",
+        layer: [
+            "ln_1", "attn.q", "attn.k", "attn.v", "attn.out", "ln_2", "ffn.gate", "ffn.up",
+            "ffn.down",
+        ],
+    },
+    ..seqit_model::arch::LLAMA
+};
+
+#[test]
+fn targets_name_the_same_projections_under_any_architecture() {
+    use seqit_model::arch::{Param, LLAMA};
+    let dir = tempfile::tempdir().unwrap();
+    let llama_dir = tiny_hf_dir(&dir.path().join("llama"));
+    // The tiny model's tensors and config under RENAMED's names.
+    let renamed_dir = dir.path().join("renamed");
+    std::fs::create_dir_all(&renamed_dir).unwrap();
+    let tensors = candle_core::safetensors::load(llama_dir.join("model.safetensors"), &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(name, t)| {
+            let (module, param) = LLAMA.hf_names.parse_tensor(&name).unwrap();
+            (RENAMED.hf_names.tensor(module, param), t)
+        })
+        .collect::<std::collections::HashMap<_, _>>();
+    assert!(tensors.contains_key(&RENAMED.hf_names.tensor(
+        seqit_model::arch::Module::Layer(0, seqit_model::arch::LayerModule::Q),
+        Param::Weight
+    )));
+    candle_core::safetensors::save(&tensors, renamed_dir.join("model.safetensors")).unwrap();
+    let llama = load_hf_dir(&llama_dir, &Device::Cpu, DType::F32).unwrap();
+    let config = RENAMED.config_to_hf(&llama.config, "float32").to_string();
+    std::fs::write(renamed_dir.join("config.json"), config).unwrap();
+    let renamed =
+        seqit_model::load_hf_dir_as(&renamed_dir, &RENAMED, &Device::Cpu, DType::F32).unwrap();
+    let layers = renamed.config.num_hidden_layers;
+
+    let targets = LoraSettings::parse_targets("q,o,down").unwrap();
+    let settings = LoraSettings {
+        targets,
+        ..settings(0.0)
+    };
+    let model = lora(renamed, &settings, 1).unwrap();
+    let names: Vec<&str> = model.params.iter().map(|(n, _)| n.as_str()).collect();
+    // An A and a B for each targeted projection of each layer, under RENAMED's names.
+    assert_eq!(names.len(), 2 * 3 * layers, "{names:?}");
+    for layer in 0..layers {
+        for module in ["attn.q", "attn.out", "ffn.down"] {
+            for matrix in ["lora_A", "lora_B"] {
+                let name =
+                    format!("base_model.model.transformer.h.{layer}.{module}.{matrix}.weight");
+                assert!(names.contains(&name.as_str()), "{name} not in {names:?}");
+            }
+        }
+    }
+    let config = settings.peft_config(&RENAMED.hf_names).unwrap();
+    assert_eq!(config.target_modules, ["q", "out", "down"]);
+    let config = settings.peft_config(&LLAMA.hf_names).unwrap();
+    assert_eq!(config.target_modules, ["q_proj", "o_proj", "down_proj"]);
 }

@@ -178,6 +178,42 @@ impl LayerModule {
         Self::Up,
         Self::Down,
     ];
+
+    /// The seven projections, the modules LoRA can adapt, in [`crate::Block::projections`]
+    /// order.
+    pub const PROJECTIONS: [Self; 7] = [
+        Self::Q,
+        Self::K,
+        Self::V,
+        Self::O,
+        Self::Gate,
+        Self::Up,
+        Self::Down,
+    ];
+
+    /// The projection a LoRA target names, whatever the architecture: its short name
+    /// (`q`, `k`, `v`, `o`, `gate`, `up`, `down`) or Llama's module name (`q_proj`, ...),
+    /// as LoRA configurations of the Llama family spell it.
+    pub fn parse_target(name: &str) -> Option<Self> {
+        let short = name.strip_suffix("_proj").unwrap_or(name);
+        Self::PROJECTIONS
+            .into_iter()
+            .find(|part| part.short_name() == Some(short))
+    }
+
+    /// A projection's short name (`q`, …, `down`); `None` for the norms.
+    pub fn short_name(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Q => "q",
+            Self::K => "k",
+            Self::V => "v",
+            Self::O => "o",
+            Self::Gate => "gate",
+            Self::Up => "up",
+            Self::Down => "down",
+            Self::AttnNorm | Self::MlpNorm => return None,
+        })
+    }
 }
 
 /// A module of a model: a weight and, for some projections, a bias.
@@ -239,6 +275,13 @@ impl TensorNames {
                 format!("{}{index}.{}", self.layer_prefix, self.layer[part as usize])
             }
         }
+    }
+
+    /// The last part of `part`'s name (`self_attn.q_proj` → `q_proj`): what PEFT's
+    /// `target_modules` lists.
+    pub fn leaf(&self, part: LayerModule) -> &'static str {
+        let name = self.layer[part as usize];
+        name.rsplit_once('.').map_or(name, |(_, leaf)| leaf)
     }
 
     /// The name of `module`'s tensor `param`.
