@@ -6,29 +6,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use seqit_model::arch::{ArchSpec, LayerModule, Module, Param, TensorNames, LLAMA};
+use seqit_model::arch::{ArchSpec, LayerModule, Module, Param, LLAMA};
 use seqit_model::{
     apply_peft_adapter, load_hf_dir, load_hf_dir_as, padded_causal_mask, peft_tensor_name,
     save_hf_weights, save_peft_adapter, Llama, LogitsFor, ModelConfig, PeftConfig,
 };
-
-/// Llama under GPT-2-like names.
-static TOY: ArchSpec = ArchSpec {
-    name: "Toy",
-    hf_class: "ToyForCausalLM",
-    model_type: "toy",
-    hf_names: TensorNames {
-        embedding: "transformer.wte",
-        final_norm: "transformer.ln_f",
-        lm_head: "head",
-        layer_prefix: "transformer.h.",
-        layer: [
-            "ln_1", "attn.q", "attn.k", "attn.v", "attn.out", "ln_2", "ffn.gate", "ffn.up",
-            "ffn.down",
-        ],
-    },
-    ..LLAMA
-};
+use seqit_testkit::RENAMED_LLAMA;
 
 const TOKENS: [u32; 6] = [3, 41, 7, 0, 29, 12];
 
@@ -167,10 +150,10 @@ fn a_toy_architecture_loads_exports_and_adapts_under_its_own_names() {
     let config = config();
     let (llama_dir, toy_dir) = (scratch("llama"), scratch("toy"));
     write_hf_dir(&llama_dir, &LLAMA, &config);
-    write_hf_dir(&toy_dir, &TOY, &config);
+    write_hf_dir(&toy_dir, &RENAMED_LLAMA, &config);
 
     let mut llama = load_hf_dir(&llama_dir, &Device::Cpu, DType::F32).unwrap();
-    let mut toy = load_hf_dir_as(&toy_dir, &TOY, &Device::Cpu, DType::F32).unwrap();
+    let mut toy = load_hf_dir_as(&toy_dir, &RENAMED_LLAMA, &Device::Cpu, DType::F32).unwrap();
     assert_eq!(toy.arch().name, "Toy");
     assert_eq!(toy.config, llama.config);
     let expected = logits(&llama);
@@ -192,13 +175,13 @@ fn a_toy_architecture_loads_exports_and_adapts_under_its_own_names() {
         serde_json::from_str(&std::fs::read_to_string(exported.join("config.json")).unwrap())
             .unwrap();
     assert_eq!(json["architectures"][0], "ToyForCausalLM");
-    let reloaded = load_hf_dir_as(&exported, &TOY, &Device::Cpu, DType::F32).unwrap();
+    let reloaded = load_hf_dir_as(&exported, &RENAMED_LLAMA, &Device::Cpu, DType::F32).unwrap();
     assert_eq!(logits(&reloaded), expected);
 
     // The same adapter, under each architecture's module names, adapts both alike.
     let (llama_adapter, toy_adapter) = (scratch("llama-adapter"), scratch("toy-adapter"));
     write_adapter(&llama_adapter, &LLAMA, &config);
-    write_adapter(&toy_adapter, &TOY, &config);
+    write_adapter(&toy_adapter, &RENAMED_LLAMA, &config);
     assert_eq!(apply_peft_adapter(&mut llama, &llama_adapter).unwrap(), 4);
     assert_eq!(apply_peft_adapter(&mut toy, &toy_adapter).unwrap(), 4);
     let adapted = logits(&toy);

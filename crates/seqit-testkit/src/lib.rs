@@ -5,6 +5,7 @@
 //!   layout, with a byte-level tokenizer and a ChatML template, so engine, server and
 //!   trainer tests run in milliseconds on real files ([`TinyModel`], [`tiny_hf_dir`]), and
 //!   requests for them ([`raw_request`]).
+//! - A toy architecture, Llama under other names ([`RENAMED_LLAMA`]).
 //! - The downloaded assets and the one skip policy for tests that need them
 //!   ([`require_model`], [`require_asset`]).
 //! - The seqit binary as seqit-cli's tests run it ([`cli::Seqit`]).
@@ -12,12 +13,14 @@
 
 #![deny(missing_docs)]
 
+mod arch;
 mod assets;
 pub mod cli;
 mod jsonl;
 mod requests;
 mod tiny_model;
 
+pub use arch::RENAMED_LLAMA;
 pub use assets::{assets_dir, assets_missing, require_asset, require_model, REQUIRE_ASSETS_ENV};
 pub use candle_core::quantized::gguf_file::Value as GgufValue;
 pub use candle_core::quantized::GgmlDType;

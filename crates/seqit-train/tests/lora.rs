@@ -9,7 +9,7 @@ use seqit_model::{
     apply_peft_adapter, load_hf_dir, load_model, save_peft_adapter, LinearWeight, LoadOptions,
     LogitsFor,
 };
-use seqit_testkit::{fixture, tiny_hf_dir, TinyModel, TinyModelSpec};
+use seqit_testkit::{fixture, tiny_hf_dir, TinyModel, TinyModelSpec, RENAMED_LLAMA};
 use seqit_train::{
     lora, LoraSettings, Schedule, TokenizedExample, TrainConfig, TrainableModel, Trainer,
 };
@@ -318,31 +318,12 @@ fn unsupported_or_mismatched_adapters_are_refused() {
     assert!(format!("{err:#}").contains("has shape"), "{err:#}");
 }
 
-/// Llama's weights under other module names: the attention's projections are
-/// `attn.{q,k,v,out}`, the MLP's `ffn.{gate,up,down}`.
-static RENAMED: seqit_model::ArchSpec = seqit_model::ArchSpec {
-    name: "Renamed",
-    hf_class: "RenamedForCausalLM",
-    model_type: "renamed",
-    hf_names: seqit_model::arch::TensorNames {
-        embedding: "transformer.wte",
-        final_norm: "transformer.ln_f",
-        lm_head: "head",
-        layer_prefix: "transformer.h.",
-        layer: [
-            "ln_1", "attn.q", "attn.k", "attn.v", "attn.out", "ln_2", "ffn.gate", "ffn.up",
-            "ffn.down",
-        ],
-    },
-    ..seqit_model::arch::LLAMA
-};
-
 #[test]
 fn targets_name_the_same_projections_under_any_architecture() {
     use seqit_model::arch::{Param, LLAMA};
     let dir = tempfile::tempdir().unwrap();
     let llama_dir = tiny_hf_dir(&dir.path().join("llama"));
-    // The tiny model's tensors and config under RENAMED's names.
+    // The tiny model's tensors and config under RENAMED_LLAMA's names.
     let renamed_dir = dir.path().join("renamed");
     std::fs::create_dir_all(&renamed_dir).unwrap();
     let tensors = candle_core::safetensors::load(llama_dir.join("model.safetensors"), &Device::Cpu)
@@ -350,19 +331,22 @@ fn targets_name_the_same_projections_under_any_architecture() {
         .into_iter()
         .map(|(name, t)| {
             let (module, param) = LLAMA.hf_names.parse_tensor(&name).unwrap();
-            (RENAMED.hf_names.tensor(module, param), t)
+            (RENAMED_LLAMA.hf_names.tensor(module, param), t)
         })
         .collect::<std::collections::HashMap<_, _>>();
-    assert!(tensors.contains_key(&RENAMED.hf_names.tensor(
+    assert!(tensors.contains_key(&RENAMED_LLAMA.hf_names.tensor(
         seqit_model::arch::Module::Layer(0, seqit_model::arch::LayerModule::Q),
         Param::Weight
     )));
     candle_core::safetensors::save(&tensors, renamed_dir.join("model.safetensors")).unwrap();
     let llama = load_hf_dir(&llama_dir, &Device::Cpu, DType::F32).unwrap();
-    let config = RENAMED.config_to_hf(&llama.config, "float32").to_string();
+    let config = RENAMED_LLAMA
+        .config_to_hf(&llama.config, "float32")
+        .to_string();
     std::fs::write(renamed_dir.join("config.json"), config).unwrap();
     let renamed =
-        seqit_model::load_hf_dir_as(&renamed_dir, &RENAMED, &Device::Cpu, DType::F32).unwrap();
+        seqit_model::load_hf_dir_as(&renamed_dir, &RENAMED_LLAMA, &Device::Cpu, DType::F32)
+            .unwrap();
     let layers = renamed.config.num_hidden_layers;
 
     let targets = LoraSettings::parse_targets("q,o,down").unwrap();
@@ -372,7 +356,7 @@ fn targets_name_the_same_projections_under_any_architecture() {
     };
     let model = lora(renamed, &settings, 1).unwrap();
     let names: Vec<&str> = model.params.iter().map(|(n, _)| n.as_str()).collect();
-    // An A and a B for each targeted projection of each layer, under RENAMED's names.
+    // An A and a B for each targeted projection of each layer, under RENAMED_LLAMA's names.
     assert_eq!(names.len(), 2 * 3 * layers, "{names:?}");
     for layer in 0..layers {
         for module in ["attn.q", "attn.out", "ffn.down"] {
@@ -383,7 +367,7 @@ fn targets_name_the_same_projections_under_any_architecture() {
             }
         }
     }
-    let config = settings.peft_config(&RENAMED.hf_names).unwrap();
+    let config = settings.peft_config(&RENAMED_LLAMA.hf_names).unwrap();
     assert_eq!(config.target_modules, ["q", "out", "down"]);
     let config = settings.peft_config(&LLAMA.hf_names).unwrap();
     assert_eq!(config.target_modules, ["q_proj", "o_proj", "down_proj"]);
