@@ -8,15 +8,23 @@ use seqit_model::{named_weights, WeightStorage};
 use seqit_testkit::{TinyModel, TinyModelSpec};
 
 #[test]
-fn tiny_model_round_trips_through_gguf_and_back() {
+fn tiny_models_round_trip_through_gguf_and_back() {
+    // Llama's Q/K rows are permuted in GGUF; Qwen3's are not, and it adds per-head norms.
+    for spec in [TinyModelSpec::default(), TinyModelSpec::qwen3()] {
+        round_trip(spec);
+    }
+}
+
+fn round_trip(spec: TinyModelSpec) {
     let dir = tempfile::tempdir().unwrap();
-    let model = TinyModel::new(&TinyModelSpec::default()).unwrap();
+    let model = TinyModel::new(&spec).unwrap();
     let gguf = model
         .write_gguf(&dir.path().join("m.gguf"), GgmlDType::F32)
         .unwrap();
     let out = dir.path().join("hf");
     convert_gguf_to_hf(&gguf, &out, DType::F32).unwrap();
     let converted = seqit_model::load_hf_dir(&out, &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(converted.config, model.config);
     // Q/K rows are un-permuted back to the Hugging Face layout: every tensor is exact.
     let converted: std::collections::HashMap<String, _> =
         named_weights(&converted).unwrap().into_iter().collect();

@@ -130,6 +130,11 @@ fn qwen2_with_qkv_bias_loads_from_both_layouts() {
 }
 
 #[test]
+fn qwen3_with_per_head_norms_and_wide_heads_loads_from_both_layouts() {
+    check_layouts(TinyModelSpec::qwen3());
+}
+
+#[test]
 fn batched_generation_equals_one_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let hf = TinyModel::new(&TinyModelSpec::default())

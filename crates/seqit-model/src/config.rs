@@ -16,6 +16,9 @@ pub enum Architecture {
     Mistral,
     /// Qwen2 (`Qwen2ForCausalLM`): Llama with biases on the q/k/v projections.
     Qwen2,
+    /// Qwen3 (`Qwen3ForCausalLM`): Llama with each query and key head RMS-normalized
+    /// before RoPE.
+    Qwen3,
 }
 
 impl Architecture {
@@ -39,6 +42,11 @@ impl Architecture {
     /// Whether the q/k/v projections carry a bias.
     pub fn has_qkv_bias(self) -> bool {
         self.spec().qkv_bias
+    }
+
+    /// Whether each query and key head is RMS-normalized before RoPE.
+    pub fn has_qk_norm(self) -> bool {
+        self.spec().qk_norm
     }
 }
 

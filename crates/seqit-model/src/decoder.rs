@@ -32,6 +32,8 @@ pub(crate) struct PackedLayer {
     /// q, k and v projections stacked.
     qkv: PackedMatrix,
     qkv_bias: Option<Vec<f32>>,
+    /// The per-head query and key norms' scales (`[head_dim]` each), when the model has them.
+    qk_norm: Option<[Vec<f32>; 2]>,
     o: PackedMatrix,
     /// gate and up projections, tiles interleaved for the fused SwiGLU.
     gate_up: PackedMatrix,
@@ -192,11 +194,16 @@ impl PackedDecoder {
                 Some(bias)
             }
         };
+        let qk_norm = match &a.qk_norm {
+            Some(norm) => Some([vector(norm.q.weight())?, vector(norm.k.weight())?]),
+            None => None,
+        };
         Ok(Some(PackedLayer {
             attn_norm: vector(block.input_layernorm.weight())?,
             mlp_norm: vector(block.post_attention_layernorm.weight())?,
             qkv: PackedMatrix::stack(&[q, k, v], false)?,
             qkv_bias,
+            qk_norm,
             o: PackedMatrix::stack(&[o], false)?,
             gate_up: PackedMatrix::stack(&[gate, up], true)?,
             down: PackedMatrix::stack(&[down], false)?,
@@ -462,6 +469,7 @@ impl PackedDecoder {
             attn: vec![0.0; m * q_out],
             proj: vec![0.0; m * hidden],
             mlp: vec![0.0; m * inter],
+            head: vec![0.0; d],
             rows: QuantizedRows::new(activation_levels()),
         };
         let shape = AttentionShape {
@@ -477,6 +485,13 @@ impl PackedDecoder {
             if let Some(bias) = &layer.qkv_bias {
                 for row in s.qkv.chunks_exact_mut(qkv_cols) {
                     row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+                }
+            }
+            if let Some([q_norm, k_norm]) = &layer.qk_norm {
+                for row in s.qkv.chunks_exact_mut(qkv_cols) {
+                    let (q, rest) = row.split_at_mut(q_out);
+                    normalize_heads(isa, q, q_norm, eps, &mut s.head);
+                    normalize_heads(isa, &mut rest[..kv_out], k_norm, eps, &mut s.head);
                 }
             }
             for (r, row) in s.qkv.chunks_exact_mut(qkv_cols).enumerate() {
@@ -526,6 +541,8 @@ struct Scratch {
     attn: Vec<f32>,
     proj: Vec<f32>,
     mlp: Vec<f32>,
+    /// One head's values (the per-head norms write through it).
+    head: Vec<f32>,
     rows: QuantizedRows,
 }
 
@@ -540,6 +557,15 @@ fn activation_levels() -> usize {
             _ => 2,
         },
     )
+}
+
+/// RMS-normalizes each head of `heads` (consecutive runs of `weight.len()` values) in
+/// place, with `scratch` of one head's size.
+fn normalize_heads(isa: Isa, heads: &mut [f32], weight: &[f32], eps: f32, scratch: &mut [f32]) {
+    for head in heads.chunks_exact_mut(weight.len()) {
+        packed::rms_norm_rows(isa, head, weight, eps, scratch);
+        head.copy_from_slice(scratch);
+    }
 }
 
 /// Rotates one head in place (`cos`, `sin`: `head_dim / 2` angles).
@@ -713,6 +739,7 @@ mod tests {
                     k_proj: quantized(32, h, 10 * l + 2, GgmlDType::Q4_1),
                     v_proj: quantized(32, h, 10 * l + 3, GgmlDType::Q4_1),
                     o_proj: quantized(h, 64, 10 * l + 4, GgmlDType::Q4_1),
+                    qk_norm: None,
                 },
                 post_attention_layernorm: norm(200 + l),
                 mlp: Mlp {

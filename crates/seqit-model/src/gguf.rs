@@ -83,10 +83,12 @@ impl GgufFile {
         self.metadata().get(key).and_then(value_as_u64)
     }
 
-    /// A numeric metadata value (float or integer) as `f64`.
+    /// A numeric metadata value (float or integer) as `f64`. An `f32` reads as the
+    /// shortest decimal that rounds to it (`1e-5`, not `9.99999974e-6`): the value the
+    /// converter that wrote it started from, which a `config.json` written back should show.
     pub fn float(&self, key: &str) -> Option<f64> {
         match self.metadata().get(key)? {
-            Value::F32(v) => Some(*v as f64),
+            Value::F32(v) => v.to_string().parse().ok(),
             Value::F64(v) => Some(*v),
             other => value_as_u64(other).map(|v| v as f64),
         }

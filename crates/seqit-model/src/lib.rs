@@ -5,7 +5,7 @@
 //!   themselves and run their forward pass.
 //! * [`arch`] — what sets each architecture apart, stated once in an [`ArchSpec`]:
 //!   `config.json` and GGUF metadata to [`ModelConfig`], tensor names in both formats,
-//!   block details. Llama, Mistral and Qwen2 are in `arch/llama.rs`; loading, export,
+//!   block details. Llama, Mistral, Qwen2 and Qwen3 are in `arch/llama.rs`; loading, export,
 //!   GGUF and PEFT code ask the spec (`docs/architecture.md`, "Adding a model
 //!   architecture").
 //! * [`PackedDecoder`] — the generation forward pass on the packed kernels, with its own

@@ -1,4 +1,4 @@
-//! The Llama-family decoder (Llama 2/3, Mistral, Qwen2, SmolLM2): pre-norm blocks of
+//! The Llama-family decoder (Llama 2/3, Mistral, Qwen2, Qwen3, SmolLM2): pre-norm blocks of
 //! grouped-query attention with RoPE and a SwiGLU MLP, after "LLaMA: Open and Efficient
 //! Foundation Language Models" (Touvron et al., 2023).
 //!
@@ -63,6 +63,22 @@ impl RmsNorm {
         &self.weight
     }
 
+    /// `x: [..., heads · head_dim]` with each head of `head_dim` values normalized on its
+    /// own (Qwen3's query and key norms).
+    fn forward_per_head(
+        &self,
+        x: &Tensor,
+        head_dim: usize,
+        kernels: Kernels,
+    ) -> candle_core::Result<Tensor> {
+        let dims = x.dims();
+        let (last, outer) = dims
+            .split_last()
+            .expect("projections have a last dimension");
+        let heads = [outer, &[last / head_dim, head_dim]].concat();
+        self.forward(&x.reshape(heads)?, kernels)?.reshape(dims)
+    }
+
     fn forward(&self, x: &Tensor, kernels: Kernels) -> candle_core::Result<Tensor> {
         let eps = self.eps as f32;
         match kernels {
@@ -84,6 +100,16 @@ pub struct Attention {
     pub(crate) k_proj: Linear,
     pub(crate) v_proj: Linear,
     pub(crate) o_proj: Linear,
+    /// The per-head norms of queries and keys, when the architecture has them.
+    pub(crate) qk_norm: Option<QkNorm>,
+}
+
+/// RMSNorms over each query head and each key head (`[head_dim]` scales), applied after
+/// the projections and before RoPE, as Qwen3 does.
+#[derive(Debug, Clone)]
+pub struct QkNorm {
+    pub(crate) q: RmsNorm,
+    pub(crate) k: RmsNorm,
 }
 
 /// The SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
@@ -138,10 +164,11 @@ impl Block {
     /// Reads layer `layer`, checking each tensor's shape against the configuration.
     pub(crate) fn load(reader: &mut ModelReader<'_>, layer: usize) -> Result<Self> {
         let module = |part| Module::Layer(layer, part);
+        let hidden = reader.config.hidden_size;
         Ok(Self {
-            input_layernorm: reader.norm(module(LayerModule::AttnNorm))?,
+            input_layernorm: reader.norm(module(LayerModule::AttnNorm), hidden)?,
             self_attn: Attention::load(reader, layer)?,
-            post_attention_layernorm: reader.norm(module(LayerModule::MlpNorm))?,
+            post_attention_layernorm: reader.norm(module(LayerModule::MlpNorm), hidden)?,
             mlp: Mlp::load(reader, layer)?,
         })
     }
@@ -161,12 +188,29 @@ impl Block {
         Ok((x + h)?)
     }
 
-    block_modules! {
-        /// The norms before attention and before the MLP.
-        pub fn norms / fn norms_mut -> [RmsNorm; 2] {
-            AttnNorm: input_layernorm,
-            MlpNorm: post_attention_layernorm,
+    /// The norms: before attention and before the MLP, then the per-head query and key
+    /// norms when the architecture has them.
+    pub fn norms(&self) -> Vec<(LayerModule, &RmsNorm)> {
+        let mut out = vec![
+            (LayerModule::AttnNorm, &self.input_layernorm),
+            (LayerModule::MlpNorm, &self.post_attention_layernorm),
+        ];
+        if let Some(QkNorm { q, k }) = &self.self_attn.qk_norm {
+            out.extend([(LayerModule::QNorm, q), (LayerModule::KNorm, k)]);
         }
+        out
+    }
+
+    /// [`Self::norms`], mutable (to replace them), in the same order.
+    fn norms_mut(&mut self) -> Vec<(LayerModule, &mut RmsNorm)> {
+        let mut out = vec![
+            (LayerModule::AttnNorm, &mut self.input_layernorm),
+            (LayerModule::MlpNorm, &mut self.post_attention_layernorm),
+        ];
+        if let Some(QkNorm { q, k }) = &mut self.self_attn.qk_norm {
+            out.extend([(LayerModule::QNorm, q), (LayerModule::KNorm, k)]);
+        }
+        out
     }
 
     block_modules! {
@@ -184,19 +228,29 @@ impl Block {
 }
 
 impl Attention {
-    /// Reads layer `layer`'s projections (with q/k/v biases when the architecture has them).
+    /// Reads layer `layer`'s projections (with q/k/v biases and per-head norms when the
+    /// architecture has them).
     pub(crate) fn load(reader: &mut ModelReader<'_>, layer: usize) -> Result<Self> {
         let c = reader.config;
-        let hidden = c.hidden_size;
-        let q_out = c.num_attention_heads * c.head_dim;
-        let kv_out = c.num_key_value_heads * c.head_dim;
+        let (hidden, head_dim) = (c.hidden_size, c.head_dim);
+        let q_out = c.num_attention_heads * head_dim;
+        let kv_out = c.num_key_value_heads * head_dim;
         let bias = reader.arch.qkv_bias;
         let module = |part| Module::Layer(layer, part);
+        let qk_norm = if reader.arch.qk_norm {
+            Some(QkNorm {
+                q: reader.norm(module(LayerModule::QNorm), head_dim)?,
+                k: reader.norm(module(LayerModule::KNorm), head_dim)?,
+            })
+        } else {
+            None
+        };
         Ok(Self {
             q_proj: reader.linear(module(LayerModule::Q), q_out, hidden, bias)?,
             k_proj: reader.linear(module(LayerModule::K), kv_out, hidden, bias)?,
             v_proj: reader.linear(module(LayerModule::V), kv_out, hidden, bias)?,
             o_proj: reader.linear(module(LayerModule::O), hidden, q_out, false)?,
+            qk_norm,
         })
     }
 
@@ -207,6 +261,14 @@ impl Attention {
         cache: Option<(usize, &mut KvCache)>,
     ) -> Result<Tensor> {
         let [q, k, v] = Linear::forward_shared([&self.q_proj, &self.k_proj, &self.v_proj], x)?;
+        let (q, k) = match &self.qk_norm {
+            Some(norm) => {
+                let (d, kernels) = (pass.attention.heads.head_dim, pass.attention.kernels);
+                let q = norm.q.forward_per_head(&q, d, kernels)?;
+                (q, norm.k.forward_per_head(&k, d, kernels)?)
+            }
+            None => (q, k),
+        };
         let (angles, mask) = (pass.angles, pass.mask);
         let out = if pass.train_ops {
             let heads = pass.attention.heads;

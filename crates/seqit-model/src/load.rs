@@ -276,11 +276,13 @@ impl GgufSource<'_> {
         self.file.tensor(&name, &self.device)
     }
 
-    /// Heads of `module` if it is the Q or K projection.
+    /// Heads of `module` if its values are laid out per RoPE head: the Q or K projection,
+    /// or a per-head norm (one head's scales).
     fn rope_heads(&self, module: Module) -> Option<usize> {
         match module {
             Module::Layer(_, LayerModule::Q) => Some(self.config.num_attention_heads),
             Module::Layer(_, LayerModule::K) => Some(self.config.num_key_value_heads),
+            Module::Layer(_, LayerModule::QNorm | LayerModule::KNorm) => Some(1),
             _ => None,
         }
     }
@@ -491,16 +493,11 @@ impl<'a> ModelReader<'a> {
         Ok(Linear::new(w, b)?)
     }
 
-    /// The RMSNorm `module` over the hidden size.
-    pub(crate) fn norm(&mut self, module: Module) -> Result<RmsNorm> {
+    /// The RMSNorm `module` over `width` values (the hidden size, or the head size of a
+    /// per-head norm).
+    pub(crate) fn norm(&mut self, module: Module, width: usize) -> Result<RmsNorm> {
         let w = self.src.dense(module, Param::Weight)?;
-        self.check(
-            module,
-            Param::Weight,
-            w.dims(),
-            &[self.config.hidden_size],
-            false,
-        )?;
+        self.check(module, Param::Weight, w.dims(), &[width], false)?;
         Ok(RmsNorm::new(w, self.config.rms_norm_eps))
     }
 
@@ -526,7 +523,7 @@ fn read_model<L>(
     for i in 0..c.num_hidden_layers {
         layers.push(per_layer(Block::load(&mut reader, i)?)?);
     }
-    let final_norm = reader.norm(Module::FinalNorm)?;
+    let final_norm = reader.norm(Module::FinalNorm, c.hidden_size)?;
     let tied = !reader.src.contains(Module::LmHead) || c.tie_word_embeddings;
     let (lm_head, embed) = if !tied {
         let lm_head = reader.linear(Module::LmHead, c.vocab_size, c.hidden_size, false)?;

@@ -48,9 +48,10 @@ fn weights(c: &ModelConfig) -> Vec<(Module, Tensor)> {
     );
     let mut out = vec![(Module::Embedding, random(&[v, h], 1, 1.0))];
     for layer in 0..c.num_hidden_layers {
-        for (n, part) in LayerModule::ALL.into_iter().enumerate() {
+        for (n, part) in c.architecture.spec().layer_modules().enumerate() {
             let shape = match part {
                 LayerModule::AttnNorm | LayerModule::MlpNorm => vec![h],
+                LayerModule::QNorm | LayerModule::KNorm => vec![c.head_dim],
                 LayerModule::Q => vec![q, h],
                 LayerModule::K | LayerModule::V => vec![kv, h],
                 LayerModule::O => vec![h, q],

@@ -15,8 +15,17 @@ pub static RENAMED_LLAMA: ArchSpec = ArchSpec {
         lm_head: "head",
         layer_prefix: "transformer.h.",
         layer: [
-            "ln_1", "attn.q", "attn.k", "attn.v", "attn.out", "ln_2", "ffn.gate", "ffn.up",
+            "ln_1",
+            "attn.q",
+            "attn.k",
+            "attn.v",
+            "attn.out",
+            "ln_2",
+            "ffn.gate",
+            "ffn.up",
             "ffn.down",
+            "attn.q_ln",
+            "attn.k_ln",
         ],
     },
     ..LLAMA

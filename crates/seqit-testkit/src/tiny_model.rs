@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use seqit_model::gguf::{gguf_tensor_name, permute_for_interleaved_rope};
-use seqit_model::{Architecture, ModelConfig};
+use seqit_model::{Architecture, ModelConfig, RopeLayout};
 
 const CHATML_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 const SPECIAL_TOKENS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
@@ -29,7 +29,8 @@ const MERGES: [(&str, &str); 6] = [
 /// Shape of the tiny model.
 #[derive(Debug, Clone)]
 pub struct TinyModelSpec {
-    /// Decoder family (Llama by default; Qwen2 adds Q/K/V biases).
+    /// Decoder family (Llama by default; Qwen2 adds Q/K/V biases, Qwen3 per-head Q/K
+    /// norms).
     pub architecture: Architecture,
     /// Width of the residual stream (64 by default); a multiple of `num_attention_heads`.
     pub hidden_size: usize,
@@ -37,8 +38,11 @@ pub struct TinyModelSpec {
     pub intermediate_size: usize,
     /// Decoder blocks (2 by default).
     pub num_hidden_layers: usize,
-    /// Query heads (4 by default); the head size is `hidden_size / num_attention_heads`.
+    /// Query heads (4 by default).
     pub num_attention_heads: usize,
+    /// Size of one head: `hidden_size / num_attention_heads` unless set (Qwen3's heads
+    /// are wider than that).
+    pub head_dim: Option<usize>,
     /// Key/value heads (2 by default: grouped-query attention); divides
     /// `num_attention_heads`.
     pub num_key_value_heads: usize,
@@ -58,10 +62,23 @@ impl Default for TinyModelSpec {
             intermediate_size: 128,
             num_hidden_layers: 2,
             num_attention_heads: 4,
+            head_dim: None,
             num_key_value_heads: 2,
             tie_word_embeddings: false,
             max_position_embeddings: 512,
             seed: 7,
+        }
+    }
+}
+
+impl TinyModelSpec {
+    /// A tiny Qwen3: per-head query and key norms, and heads twice as wide as
+    /// `hidden_size / num_attention_heads` (as Qwen3's 128-wide heads are).
+    pub fn qwen3() -> Self {
+        Self {
+            architecture: Architecture::Qwen3,
+            head_dim: Some(32),
+            ..Self::default()
         }
     }
 }
@@ -85,7 +102,9 @@ impl TinyModel {
     pub fn new(spec: &TinyModelSpec) -> Result<Self> {
         let tokens = byte_level_vocab();
         let vocab_size = tokens.len();
-        let head_dim = spec.hidden_size / spec.num_attention_heads;
+        let head_dim = spec
+            .head_dim
+            .unwrap_or(spec.hidden_size / spec.num_attention_heads);
         let im_end = tokens
             .iter()
             .position(|t| t == "<|im_end|>")
@@ -132,6 +151,12 @@ impl TinyModel {
             };
             weights.push(norm("input_layernorm")?);
             weights.push(norm("post_attention_layernorm")?);
+            if spec.architecture.has_qk_norm() {
+                for name in ["self_attn.q_norm", "self_attn.k_norm"] {
+                    let scale = (random(&[head_dim], 0.2)? + 1.0)?;
+                    weights.push((format!("{p}.{name}.weight"), scale));
+                }
+            }
             for (name, out, inp) in [
                 ("self_attn.q_proj", q_out, h),
                 ("self_attn.k_proj", kv_out, h),
@@ -202,13 +227,15 @@ impl TinyModel {
     }
 
     /// Writes a GGUF file with matrices stored as `dtype` (norms stay F32), Q/K rows
-    /// permuted as llama.cpp's converter does for Llama-architecture models.
+    /// permuted as llama.cpp's converter does for Llama-architecture models (Mistral's
+    /// converted files say `llama` too).
     pub fn write_gguf(&self, path: &Path, dtype: GgmlDType) -> Result<PathBuf> {
+        let spec = self.config.architecture.spec();
         let arch = match self.config.architecture {
-            Architecture::Qwen2 => "qwen2",
-            _ => "llama",
+            Architecture::Mistral => "llama",
+            _ => spec.model_type,
         };
-        let permute = arch == "llama";
+        let permute = spec.gguf_rope_layout == RopeLayout::Interleaved;
         let c = &self.config;
         let mut tensors: Vec<(String, QTensor)> = Vec::new();
         for (name, t) in &self.weights {
@@ -276,6 +303,8 @@ impl TinyModel {
                 Value::F32(c.rope_theta as f32),
             ),
             (format!("{arch}.vocab_size"), u32v(c.vocab_size)),
+            (format!("{arch}.attention.key_length"), u32v(c.head_dim)),
+            (format!("{arch}.attention.value_length"), u32v(c.head_dim)),
             ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
             ("tokenizer.ggml.pre".into(), Value::String("gpt2".into())),
             (

@@ -50,10 +50,18 @@ fn every_parameter_receives_a_gradient() {
             tie_word_embeddings: true,
             ..TinyModelSpec::default()
         },
+        TinyModelSpec::qwen3(),
     ] {
+        let qk_norms = spec.architecture.has_qk_norm();
         let (_dir, model) = tiny(spec);
         let grads = loss(&model, true).backward().unwrap();
         assert!(model.params.len() >= 20);
+        let per_head_norms = model
+            .params
+            .iter()
+            .filter(|(name, _)| name.ends_with("q_norm.weight") || name.ends_with("k_norm.weight"))
+            .count();
+        assert_eq!(per_head_norms, if qk_norms { 4 } else { 0 });
         for (name, var) in &model.params {
             let g = grads
                 .get(var.as_tensor())
@@ -75,7 +83,13 @@ fn every_parameter_receives_a_gradient() {
 
 #[test]
 fn gradients_match_finite_differences() {
-    let (_dir, model) = tiny(TinyModelSpec::default());
+    for spec in [TinyModelSpec::default(), TinyModelSpec::qwen3()] {
+        finite_differences(spec);
+    }
+}
+
+fn finite_differences(spec: TinyModelSpec) {
+    let (_dir, model) = tiny(spec);
     let grads = loss(&model, false).backward().unwrap();
     let eps = 1e-2f32;
     let mut checked = 0;
@@ -115,11 +129,13 @@ fn gradients_match_finite_differences() {
 
 #[test]
 fn packing_gives_the_same_loss_as_padding() {
-    let (_dir, model) = tiny(TinyModelSpec::default());
-    let packed = loss(&model, true).to_scalar::<f32>().unwrap();
-    let padded = loss(&model, false).to_scalar::<f32>().unwrap();
-    assert!(
-        (packed - padded).abs() < 1e-5,
-        "packed {packed} vs padded {padded}"
-    );
+    for spec in [TinyModelSpec::default(), TinyModelSpec::qwen3()] {
+        let (_dir, model) = tiny(spec);
+        let packed = loss(&model, true).to_scalar::<f32>().unwrap();
+        let padded = loss(&model, false).to_scalar::<f32>().unwrap();
+        assert!(
+            (packed - padded).abs() < 1e-5,
+            "packed {packed} vs padded {padded}"
+        );
+    }
 }

@@ -1,7 +1,7 @@
-//! The Llama family: Llama 2/3 (and SmolLM2, a Llama), Mistral and Qwen2. They share
-//! tensor names and configuration keys; Qwen2 has biases on the q/k/v projections and
-//! keeps Hugging Face's RoPE layout in GGUF files, where llama.cpp permutes the Q/K rows
-//! of Llama and Mistral models.
+//! The Llama family: Llama 2/3 (and SmolLM2, a Llama), Mistral, Qwen2 and Qwen3. They
+//! share tensor names and configuration keys; Qwen2 has biases on the q/k/v projections,
+//! Qwen3 an RMSNorm on each query and key head; both keep Hugging Face's RoPE layout in
+//! GGUF files, where llama.cpp permutes the Q/K rows of Llama and Mistral models.
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::Value;
@@ -18,6 +18,7 @@ pub const LLAMA: ArchSpec = ArchSpec {
     hf_class: "LlamaForCausalLM",
     model_type: "llama",
     qkv_bias: false,
+    qk_norm: false,
     gguf_rope_layout: RopeLayout::Interleaved,
     hf_names: TensorNames {
         embedding: "model.embed_tokens",
@@ -34,6 +35,8 @@ pub const LLAMA: ArchSpec = ArchSpec {
             "mlp.gate_proj",
             "mlp.up_proj",
             "mlp.down_proj",
+            "self_attn.q_norm",
+            "self_attn.k_norm",
         ],
     },
     gguf_names: TensorNames {
@@ -51,6 +54,8 @@ pub const LLAMA: ArchSpec = ArchSpec {
             "ffn_gate",
             "ffn_up",
             "ffn_down",
+            "attn_q_norm",
+            "attn_k_norm",
         ],
     },
     parse_hf_config: config_from_hf,
@@ -74,6 +79,18 @@ pub const QWEN2: ArchSpec = ArchSpec {
     hf_class: "Qwen2ForCausalLM",
     model_type: "qwen2",
     qkv_bias: true,
+    gguf_rope_layout: RopeLayout::HalfSplit,
+    ..LLAMA
+};
+
+/// Qwen3: no biases, an RMSNorm on each query and key head before RoPE, and Hugging
+/// Face's RoPE layout in GGUF files.
+pub const QWEN3: ArchSpec = ArchSpec {
+    architecture: Architecture::Qwen3,
+    name: "Qwen3",
+    hf_class: "Qwen3ForCausalLM",
+    model_type: "qwen3",
+    qk_norm: true,
     gguf_rope_layout: RopeLayout::HalfSplit,
     ..LLAMA
 };
@@ -109,6 +126,8 @@ struct HfConfig {
     eos_token_id: Option<serde_json::Value>,
     #[serde(default)]
     hidden_act: Option<String>,
+    #[serde(default)]
+    attention_bias: Option<bool>,
 }
 
 fn default_rms_eps() -> f64 {
@@ -125,6 +144,14 @@ fn config_from_hf(spec: &ArchSpec, json: &serde_json::Value) -> Result<ModelConf
         if act != "silu" {
             bail!("unsupported `hidden_act` `{act}`: expected `silu`");
         }
+    }
+    // Biases the spec does not expect would be left unread: refuse rather than run a
+    // different model.
+    if raw.attention_bias == Some(true) && !spec.qkv_bias {
+        bail!(
+            "unsupported `attention_bias: true`: {} models have no attention biases",
+            spec.name
+        );
     }
     let rope_scaling = match &raw.rope_scaling {
         None | Some(serde_json::Value::Null) => None,

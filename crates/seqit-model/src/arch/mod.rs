@@ -16,12 +16,12 @@ use anyhow::{Context, Result};
 use crate::config::{Architecture, ModelConfig, RopeLayout};
 use crate::gguf::GgufFile;
 
-pub use llama::{LLAMA, MISTRAL, QWEN2};
+pub use llama::{LLAMA, MISTRAL, QWEN2, QWEN3};
 
 /// Every architecture seqit recognises by name (a Hugging Face class or `model_type`, a
 /// GGUF `general.architecture`). A new architecture adds its spec here and a match arm in
 /// [`Architecture::spec`].
-pub const REGISTRY: [&ArchSpec; 3] = [&LLAMA, &MISTRAL, &QWEN2];
+pub const REGISTRY: [&ArchSpec; 4] = [&LLAMA, &MISTRAL, &QWEN2, &QWEN3];
 
 impl Architecture {
     /// This architecture's spec.
@@ -30,6 +30,7 @@ impl Architecture {
             Self::Llama => &LLAMA,
             Self::Mistral => &MISTRAL,
             Self::Qwen2 => &QWEN2,
+            Self::Qwen3 => &QWEN3,
         }
     }
 }
@@ -50,6 +51,9 @@ pub struct ArchSpec {
     pub model_type: &'static str,
     /// Whether the q/k/v projections carry a bias.
     pub qkv_bias: bool,
+    /// Whether each query and key head is RMS-normalized (over `head_dim`, with a learned
+    /// scale shared by the heads) between its projection and RoPE.
+    pub qk_norm: bool,
     /// How GGUF files of this architecture lay out Q/K rows (Hugging Face checkpoints
     /// are always [`RopeLayout::HalfSplit`]).
     pub gguf_rope_layout: RopeLayout,
@@ -79,6 +83,14 @@ impl ArchSpec {
     /// The checked configuration a GGUF file's metadata describes.
     pub fn config_from_gguf(&self, file: &GgufFile) -> Result<ModelConfig> {
         (self.parse_gguf_config)(self, file)
+    }
+
+    /// The modules each of its layers has, in [`LayerModule::ALL`] order.
+    pub fn layer_modules(&self) -> impl Iterator<Item = LayerModule> + '_ {
+        LayerModule::ALL.into_iter().filter(|part| match part {
+            LayerModule::QNorm | LayerModule::KNorm => self.qk_norm,
+            _ => true,
+        })
     }
 
     /// A Hugging Face tensor name in GGUF, e.g. `model.layers.3.self_attn.q_proj.weight`
@@ -163,11 +175,16 @@ pub enum LayerModule {
     Up,
     /// The MLP's down projection.
     Down,
+    /// The RMSNorm of each query head, when the architecture has one.
+    QNorm,
+    /// The RMSNorm of each key head, when the architecture has one.
+    KNorm,
 }
 
 impl LayerModule {
-    /// Every layer module, in the order of [`TensorNames::layer`].
-    pub const ALL: [Self; 9] = [
+    /// Every layer module, in the order of [`TensorNames::layer`] (an architecture
+    /// without per-head norms has no `QNorm` and `KNorm` tensors).
+    pub const ALL: [Self; 11] = [
         Self::AttnNorm,
         Self::Q,
         Self::K,
@@ -177,6 +194,8 @@ impl LayerModule {
         Self::Gate,
         Self::Up,
         Self::Down,
+        Self::QNorm,
+        Self::KNorm,
     ];
 
     /// The seven projections, the modules LoRA can adapt, in [`crate::Block::projections`]
@@ -211,7 +230,7 @@ impl LayerModule {
             Self::Gate => "gate",
             Self::Up => "up",
             Self::Down => "down",
-            Self::AttnNorm | Self::MlpNorm => return None,
+            Self::AttnNorm | Self::MlpNorm | Self::QNorm | Self::KNorm => return None,
         })
     }
 }
@@ -261,7 +280,7 @@ pub struct TensorNames {
     /// `model.layers.3.<module>`.
     pub layer_prefix: &'static str,
     /// The layer modules' names after the index, in [`LayerModule::ALL`] order.
-    pub layer: [&'static str; 9],
+    pub layer: [&'static str; 11],
 }
 
 impl TensorNames {
@@ -355,12 +374,29 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            "unsupported architecture `GPT2LMHeadModel`: seqit runs Llama, Mistral and Qwen2 models"
+            "unsupported architecture `GPT2LMHeadModel`: seqit runs Llama, Mistral, Qwen2 and Qwen3 models"
         );
         let err = for_gguf("gpt2").unwrap_err().to_string();
         assert!(
-            err.ends_with("seqit runs llama, mistral and qwen2 models"),
+            err.ends_with("seqit runs llama, mistral, qwen2 and qwen3 models"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn attention_biases_the_architecture_lacks_are_refused() {
+        let config = |class: &str| {
+            crate::ModelConfig::from_hf_json(&format!(
+                r#"{{"architectures": ["{class}"], "vocab_size": 48, "hidden_size": 32,
+                    "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                    "attention_bias": true}}"#
+            ))
+        };
+        let err = config("Qwen3ForCausalLM").unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "unsupported `attention_bias: true`: Qwen3 models have no attention biases"
+        );
+        assert!(config("Qwen2ForCausalLM").is_ok());
     }
 }
