@@ -1,4 +1,5 @@
-//! The CUDA path against the CPU on a tiny random-weight Llama: the forward pass, one
+//! The CUDA path against the CPU on a tiny random-weight Llama (and Qwen3, whose per-head
+//! norms add ops, for the forward pass and the gradients): the forward pass, one
 //! training step's gradients, one AdamW update, and checkpoints that move between the two
 //! devices. They need an NVIDIA GPU and a build with the `cuda` feature, so they are
 //! ignored by default:
@@ -34,6 +35,7 @@ use std::sync::OnceLock;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use seqit_model::{load_hf_dir, Kernels, Llama};
+use seqit_testkit::{TinyModel, TinyModelSpec};
 use seqit_train::{
     full_finetuning, lora, AdamW, AdamWConfig, LoraSettings, Precision, Schedule, StepMetrics,
     TokenizedExample, TrainConfig, TrainableModel, Trainer,
@@ -122,8 +124,17 @@ fn max_difference(got: &[f32], want: &[f32]) -> f32 {
 #[test]
 #[ignore = "needs an NVIDIA GPU: run with --ignored on one"]
 fn forward_on_cuda_matches_the_cpu() {
+    for spec in [TinyModelSpec::default(), TinyModelSpec::qwen3()] {
+        forward_matches(spec);
+    }
+}
+
+fn forward_matches(spec: TinyModelSpec) {
     let dir = tempfile::tempdir().unwrap();
-    let hf = seqit_testkit::tiny_hf_dir(dir.path());
+    let hf = TinyModel::new(&spec)
+        .unwrap()
+        .write_hf_dir(dir.path())
+        .unwrap();
     let ex = examples();
     let want = logits(&load(&hf, &Device::Cpu, DType::F32), &ex);
     assert!(want.iter().all(|v| v.is_finite()));
@@ -135,7 +146,10 @@ fn forward_on_cuda_matches_the_cpu() {
         assert_eq!(model.dtype(), dtype);
         let got = logits(&model, &ex);
         let error = relative_error(&got, &want);
-        eprintln!("forward {dtype:?}: relative error {error:.2e} (allowed {tolerance:.0e})");
+        eprintln!(
+            "forward {:?} {dtype:?}: relative error {error:.2e} (allowed {tolerance:.0e})",
+            spec.architecture
+        );
         assert!(
             error < tolerance,
             "{dtype:?} logits: relative error {error} (allowed {tolerance})"
@@ -168,6 +182,10 @@ fn loss_and_gradients(model: &TrainableModel) -> (f32, Vec<(String, Vec<f32>)>) 
 fn training_step_gradients_on_cuda_match_the_cpu() {
     let dir = tempfile::tempdir().unwrap();
     let hf = seqit_testkit::tiny_hf_dir(dir.path());
+    let qwen3 = TinyModel::new(&TinyModelSpec::qwen3())
+        .unwrap()
+        .write_hf_dir(&dir.path().join("qwen3"))
+        .unwrap();
     // `tolerance` bounds the loss's relative error and that of all gradients together;
     // in f32 (`each`) also that of every parameter's gradient.
     let check =
@@ -206,6 +224,14 @@ fn training_step_gradients_on_cuda_match_the_cpu() {
     let reference = full(&Device::Cpu, DType::F32);
     let f32_gpu = for_gpu(full(&gpu(), DType::F32));
     check("full f32", &f32_gpu, &reference, F32_TOLERANCE, true);
+    let qwen3_full = |device: &Device| full_finetuning(load(&qwen3, device, DType::F32)).unwrap();
+    check(
+        "Qwen3 full f32",
+        &for_gpu(qwen3_full(&gpu())),
+        &qwen3_full(&Device::Cpu),
+        F32_TOLERANCE,
+        true,
+    );
     let bf16_gpu = for_gpu(full(&gpu(), DType::BF16));
     check(
         "full bf16",

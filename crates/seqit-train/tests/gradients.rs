@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::loss_of_rows;
-use seqit_model::load_hf_dir;
+use seqit_model::{load_hf_dir, Kernels};
 use seqit_testkit::{TinyModel, TinyModelSpec};
 use seqit_train::{full_finetuning, TokenizedExample, TrainableModel};
 
@@ -137,5 +137,34 @@ fn packing_gives_the_same_loss_as_padding() {
             (packed - padded).abs() < 1e-5,
             "packed {packed} vs padded {padded}"
         );
+    }
+}
+
+/// Every gradient, flattened in parameter order.
+fn all_gradients(model: &TrainableModel) -> Vec<f32> {
+    let grads = loss(model, true).backward().unwrap();
+    model
+        .params
+        .iter()
+        .flat_map(|(_, var)| {
+            let g = grads.get(var.as_tensor()).unwrap();
+            g.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        })
+        .collect()
+}
+
+/// candle's elementary ops, the path CUDA trains on, give the gradients of the CPU's
+/// training ops, per-head norms included.
+#[test]
+fn elementary_ops_give_the_training_ops_gradients() {
+    for spec in [TinyModelSpec::default(), TinyModelSpec::qwen3()] {
+        let (_dir, mut model) = tiny(spec);
+        let fused = all_gradients(&model);
+        model.llama.kernels = Kernels::Elementary;
+        let elementary = all_gradients(&model);
+        let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let diff: Vec<f32> = fused.iter().zip(&elementary).map(|(a, b)| a - b).collect();
+        let error = norm(&diff) / norm(&fused);
+        assert!(error < 1e-4, "relative L2 error {error}");
     }
 }
