@@ -7,11 +7,10 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use candle_core::{Device, Tensor};
 use seqit_core::SamplingParams;
 use seqit_engine::{argmax, Engine, EngineOptions, GenerationRequest};
-use seqit_model::{LogitsFor, WeightStorage};
-use seqit_testkit::user_prompt;
+use seqit_model::WeightStorage;
+use seqit_testkit::{logits_at_every_position, user_prompt};
 use serde_json::Value;
 
 fn golden() -> &'static Value {
@@ -87,26 +86,9 @@ fn as_stored_weights_follow_llama_cpp_step_by_step() {
         let prompt = ids(&chat["prompt_ids"]);
         let generated = ids(&chat["greedy_ids"]);
         let sequence: Vec<u32> = prompt.iter().chain(&generated).copied().collect();
-        let n = sequence.len();
-        let input = Tensor::new(sequence.as_slice(), &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
+        let logits: Vec<Vec<f32>> = logits_at_every_position(model, &sequence)
+            .to_vec2()
             .unwrap();
-        let positions = Tensor::arange(0u32, n as u32, &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let mask = seqit_model::padded_causal_mask(&[0], 0, n, &Device::Cpu).unwrap();
-        let logits = model
-            .forward(
-                &input,
-                &positions,
-                Some(&mask),
-                None,
-                LogitsFor::AllPositions,
-            )
-            .unwrap();
-        let logits: Vec<Vec<f32>> = logits.squeeze(0).unwrap().to_vec2().unwrap();
         for (step, top) in chat["top_logits"].as_array().unwrap().iter().enumerate() {
             let row = &logits[prompt.len() - 1 + step];
             let top: Vec<(u32, f32)> = top

@@ -2,11 +2,13 @@
 //! compute the same function; batched generation must equal one-at-a-time generation.
 
 use candle_core::quantized::GgmlDType;
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use seqit_core::{FinishReason, SamplingParams};
 use seqit_engine::{Engine, EngineOptions, GenerationRequest};
-use seqit_model::{load_model, Architecture, LoadOptions, LogitsFor, WeightStorage};
-use seqit_testkit::{greedy_exactly, user_prompt, TinyModel, TinyModelSpec};
+use seqit_model::{load_model, Architecture, LoadOptions, WeightStorage};
+use seqit_testkit::{
+    greedy_exactly, logits_at_every_position, user_prompt, TinyModel, TinyModelSpec,
+};
 
 const TOKENS: [u32; 9] = [72, 101, 108, 108, 111, 32, 259, 33, 10];
 
@@ -16,22 +18,8 @@ fn logits(path: &std::path::Path, weights: WeightStorage) -> Vec<f32> {
         ..LoadOptions::default()
     };
     let model = load_model(path, &Device::Cpu, options).unwrap().llama;
-    let ids = Tensor::new(&TOKENS[..], &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let positions = Tensor::arange(0u32, TOKENS.len() as u32, &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let mask = seqit_model::padded_causal_mask(&[0], 0, TOKENS.len(), &Device::Cpu).unwrap();
-    model
-        .forward(&ids, &positions, Some(&mask), None, LogitsFor::AllPositions)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
+    let logits = logits_at_every_position(&model, &TOKENS);
+    logits.flatten_all().unwrap().to_vec1().unwrap()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

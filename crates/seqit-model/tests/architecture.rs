@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use seqit_model::arch::{ArchSpec, LayerModule, Module, Param, LLAMA};
 use seqit_model::{
-    apply_peft_adapter, load_hf_dir, load_hf_dir_as, padded_causal_mask, peft_tensor_name,
-    save_hf_weights, save_peft_adapter, Llama, LogitsFor, ModelConfig, PeftConfig,
+    apply_peft_adapter, load_hf_dir, load_hf_dir_as, peft_tensor_name, save_hf_weights,
+    save_peft_adapter, Llama, ModelConfig, PeftConfig,
 };
-use seqit_testkit::RENAMED_LLAMA;
+use seqit_testkit::{logits_at_every_position, RENAMED_LLAMA};
 
 const TOKENS: [u32; 6] = [3, 41, 7, 0, 29, 12];
 
@@ -93,22 +93,7 @@ fn write_hf_dir(dir: &Path, arch: &ArchSpec, config: &ModelConfig) {
 }
 
 fn logits(model: &Llama) -> Vec<f32> {
-    let n = TOKENS.len();
-    let input = Tensor::from_slice(&TOKENS, (1, n), &Device::Cpu).unwrap();
-    let positions = Tensor::arange(0u32, n as u32, &Device::Cpu)
-        .unwrap()
-        .reshape((1, n))
-        .unwrap();
-    let mask = padded_causal_mask(&[0], 0, n, &Device::Cpu).unwrap();
-    let logits = model
-        .forward(
-            &input,
-            &positions,
-            Some(&mask),
-            None,
-            LogitsFor::AllPositions,
-        )
-        .unwrap();
+    let logits = logits_at_every_position(model, &TOKENS);
     logits.flatten_all().unwrap().to_vec1().unwrap()
 }
 

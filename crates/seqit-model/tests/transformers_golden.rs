@@ -6,12 +6,12 @@
 
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use seqit_model::arch::{ArchSpec, QWEN3};
 use seqit_model::{
-    load_hf_dir, load_hf_dir_as, load_model, padded_causal_mask, save_hf_weights, Kernels, KvCache,
-    Llama, LoadOptions, LogitsFor,
+    load_hf_dir, load_hf_dir_as, load_model, save_hf_weights, Kernels, KvCache, Llama, LoadOptions,
 };
+use seqit_testkit::{fixture, logits_at_every_position};
 
 struct Golden {
     dir: PathBuf,
@@ -21,9 +21,7 @@ struct Golden {
 }
 
 fn golden(model_type: &str) -> Golden {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/architectures")
-        .join(model_type);
+    let dir = fixture("architectures").join(model_type);
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("logits.json")).unwrap()).unwrap();
     Golden {
@@ -35,23 +33,7 @@ fn golden(model_type: &str) -> Golden {
 
 /// Logits of every position of `ids` in one pass, `[positions][vocab]`.
 fn all_positions(model: &Llama, ids: &[u32]) -> Vec<Vec<f32>> {
-    let n = ids.len();
-    let input = Tensor::from_slice(ids, (1, n), &Device::Cpu).unwrap();
-    let positions = Tensor::arange(0u32, n as u32, &Device::Cpu)
-        .unwrap()
-        .reshape((1, n))
-        .unwrap();
-    let mask = padded_causal_mask(&[0], 0, n, &Device::Cpu).unwrap();
-    let logits = model
-        .forward(
-            &input,
-            &positions,
-            Some(&mask),
-            None,
-            LogitsFor::AllPositions,
-        )
-        .unwrap();
-    logits.squeeze(0).unwrap().to_vec2().unwrap()
+    logits_at_every_position(model, ids).to_vec2().unwrap()
 }
 
 /// Largest difference, relative to the largest reference logit.

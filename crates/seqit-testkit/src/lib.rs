@@ -6,6 +6,8 @@
 //!   trainer tests run in milliseconds on real files ([`TinyModel`], [`tiny_hf_dir`]), and
 //!   requests for them ([`raw_request`]).
 //! - A toy architecture, Llama under other names ([`RENAMED_LLAMA`]).
+//! - A prompt's logits at every position, the quantity logit comparisons compare
+//!   ([`logits_at_every_position`]).
 //! - The downloaded assets and the one skip policy for tests that need them
 //!   ([`require_model`], [`require_asset`]).
 //! - The seqit binary as seqit-cli's tests run it ([`cli::Seqit`]).
@@ -17,6 +19,7 @@ mod arch;
 mod assets;
 pub mod cli;
 mod jsonl;
+mod logits;
 mod requests;
 mod tiny_model;
 
@@ -25,6 +28,7 @@ pub use assets::{assets_dir, assets_missing, require_asset, require_model, REQUI
 pub use candle_core::quantized::gguf_file::Value as GgufValue;
 pub use candle_core::quantized::GgmlDType;
 pub use jsonl::{read_json, read_jsonl, write_jsonl};
+pub use logits::logits_at_every_position;
 pub use requests::{greedy_exactly, raw_request, user_prompt};
 pub use tiny_model::{
     rewrite_gguf_metadata, set_tensor_type, tiny_hf_dir, tiny_q8_gguf, TinyModel, TinyModelSpec,

@@ -220,26 +220,18 @@ fn training_step_gradients_on_cuda_match_the_cpu() {
                 "{what}: gradients' relative error {error}"
             );
         };
-    let full = |device: &Device, dtype| full_finetuning(load(&hf, device, dtype)).unwrap();
-    let reference = full(&Device::Cpu, DType::F32);
-    let f32_gpu = for_gpu(full(&gpu(), DType::F32));
-    check("full f32", &f32_gpu, &reference, F32_TOLERANCE, true);
-    let qwen3_full = |device: &Device| full_finetuning(load(&qwen3, device, DType::F32)).unwrap();
-    check(
-        "Qwen3 full f32",
-        &for_gpu(qwen3_full(&gpu())),
-        &qwen3_full(&Device::Cpu),
-        F32_TOLERANCE,
-        true,
-    );
-    let bf16_gpu = for_gpu(full(&gpu(), DType::BF16));
-    check(
-        "full bf16",
-        &bf16_gpu,
-        &reference,
-        BF16_GRADS_TOLERANCE,
-        false,
-    );
+    let full =
+        |hf: &Path, device: &Device, dtype| full_finetuning(load(hf, device, dtype)).unwrap();
+    // (what, model directory, dtype on the GPU, tolerance, every gradient on its own)
+    for (what, dir, dtype, tolerance, each) in [
+        ("full f32", &hf, DType::F32, F32_TOLERANCE, true),
+        ("full bf16", &hf, DType::BF16, BF16_GRADS_TOLERANCE, false),
+        ("Qwen3 full f32", &qwen3, DType::F32, F32_TOLERANCE, true),
+    ] {
+        let reference = full(dir, &Device::Cpu, DType::F32);
+        let on_gpu = for_gpu(full(dir, &gpu(), dtype));
+        check(what, &on_gpu, &reference, tolerance, each);
+    }
 
     // LoRA's B starts at zero (so A gets no gradient): set B so that both do.
     let settings = LoraSettings {

@@ -7,9 +7,10 @@ use candle_core::{DType, Device, Tensor};
 use common::{examples, loss_of_rows};
 use seqit_model::{
     apply_peft_adapter, load_hf_dir, load_model, save_peft_adapter, LinearWeight, LoadOptions,
-    LogitsFor,
 };
-use seqit_testkit::{fixture, tiny_hf_dir, TinyModel, TinyModelSpec, RENAMED_LLAMA};
+use seqit_testkit::{
+    fixture, logits_at_every_position, tiny_hf_dir, TinyModel, TinyModelSpec, RENAMED_LLAMA,
+};
 use seqit_train::{
     lora, LoraSettings, Schedule, TokenizedExample, TrainConfig, TrainableModel, Trainer,
 };
@@ -35,27 +36,6 @@ fn config() -> TrainConfig {
         lora: Some(settings(0.1)),
         ..TrainConfig::default()
     }
-}
-
-fn logits(model: &seqit_model::Llama, ids: &[u32]) -> Tensor {
-    let input = Tensor::new(ids, &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let positions = Tensor::arange(0u32, ids.len() as u32, &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let mask = seqit_model::padded_causal_mask(&[0], 0, ids.len(), &Device::Cpu).unwrap();
-    model
-        .forward(
-            &input,
-            &positions,
-            Some(&mask),
-            None,
-            LogitsFor::AllPositions,
-        )
-        .unwrap()
 }
 
 fn max_difference(a: &Tensor, b: &Tensor) -> f32 {
@@ -105,11 +85,14 @@ fn frozen_tensors(model: &mut TrainableModel) -> Vec<(String, Tensor)> {
 fn only_adapters_receive_gradients() {
     let dir = tempfile::tempdir().unwrap();
     let base = load_hf_dir(&tiny_hf_dir(dir.path()), &Device::Cpu, DType::F32).unwrap();
-    let before = logits(&base, &[5, 6, 7, 8]);
+    let before = logits_at_every_position(&base, &[5, 6, 7, 8]);
     let model = lora(base, &settings(0.0), 1).unwrap();
     // B starts at zero: the adapted model is the base model (up to the differentiable
     // kernels' rounding).
-    let d = max_difference(&before, &logits(&model.llama, &[5, 6, 7, 8]));
+    let d = max_difference(
+        &before,
+        &logits_at_every_position(&model.llama, &[5, 6, 7, 8]),
+    );
     assert!(d < 1e-5, "{d}");
     // 2 layers × 7 projections × (A, B).
     assert_eq!(model.params.len(), 28);
@@ -226,7 +209,7 @@ fn saved_adapter_applied_equals_trained_model() {
     .unwrap();
     trainer.train(&examples(), &mut |_| {}).unwrap();
     let ids = [3u32, 70, 71, 72, 9, 100, 101];
-    let trained = logits(&trainer.model.llama, &ids);
+    let trained = logits_at_every_position(&trainer.model.llama, &ids);
 
     let adapter = dir.path().join("adapter");
     let tensors: Vec<(String, Tensor)> = trainer
@@ -242,19 +225,20 @@ fn saved_adapter_applied_equals_trained_model() {
 
     let mut merged = load_hf_dir(&hf, &Device::Cpu, DType::F32).unwrap();
     assert_eq!(apply_peft_adapter(&mut merged, &adapter).unwrap(), 14);
-    let base_logits = logits(&load_hf_dir(&hf, &Device::Cpu, DType::F32).unwrap(), &ids);
+    let base_logits =
+        logits_at_every_position(&load_hf_dir(&hf, &Device::Cpu, DType::F32).unwrap(), &ids);
     assert!(
         max_difference(&trained, &base_logits) > 1e-2,
         "training changed the model"
     );
-    let d = max_difference(&trained, &logits(&merged, &ids));
+    let d = max_difference(&trained, &logits_at_every_position(&merged, &ids));
     assert!(d < 1e-4, "merged vs trained: {d}");
 
     let mut quantized = load_model(&gguf, &Device::Cpu, LoadOptions::default())
         .unwrap()
         .llama;
     apply_peft_adapter(&mut quantized, &adapter).unwrap();
-    let d = max_difference(&trained, &logits(&quantized, &ids));
+    let d = max_difference(&trained, &logits_at_every_position(&quantized, &ids));
     assert!(d < 1e-3, "applied on GGUF weights vs trained: {d}");
 }
 
@@ -278,11 +262,8 @@ fn adapter_written_by_peft_gives_peft_logits() {
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
         let want: Vec<Vec<f32>> = serde_json::from_value(expected["logits"][row].clone()).unwrap();
-        let want = Tensor::new(want, &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let d = max_difference(&logits(&model, &ids), &want);
+        let want = Tensor::new(want, &Device::Cpu).unwrap();
+        let d = max_difference(&logits_at_every_position(&model, &ids), &want);
         assert!(d < 1e-4, "row {row}: max logit difference {d}");
     }
 }
