@@ -116,6 +116,10 @@ pub struct ModelArgs {
     /// Dtype of dense weights and activations [default: f32 on the CPU, bf16 on a GPU].
     #[arg(long, value_parser = ["f32", "bf16", "f16"])]
     pub dtype: Option<String>,
+    /// A variable for the model's chat template, NAME=VALUE with VALUE as JSON where it
+    /// parses (repeatable): `enable_thinking=false` makes Qwen3 answer without reasoning.
+    #[arg(long = "chat-template-var", value_name = "NAME=VALUE", value_parser = seqit_engine::parse_template_variable)]
+    pub chat_template_variables: Vec<(String, serde_json::Value)>,
 }
 
 /// Decoding settings shared by the commands that generate.

@@ -3,7 +3,7 @@
 use seqit_core::{ChatMessage, Prompt, SamplingParams};
 use seqit_engine::{Engine, EngineOptions, GenerationRequest};
 use seqit_testkit::cli::{stderr, stdout, Seqit};
-use seqit_testkit::{read_jsonl, GgmlDType, TinyModel, TinyModelSpec};
+use seqit_testkit::{read_jsonl, tiny_hf_dir, GgmlDType, TinyModel, TinyModelSpec};
 use serde_json::Value;
 
 const SEQIT: Seqit = Seqit::new(env!("CARGO_BIN_EXE_seqit"));
@@ -301,5 +301,61 @@ fn device_and_dtype_flags_reach_the_engine() {
         stderr(&out).contains("built without CUDA support"),
         "{}",
         stderr(&out)
+    );
+}
+
+/// `--chat-template-var` reaches the model's template: a Qwen3-style switch adds the
+/// closed reasoning block to every prompt; names the renderer owns are refused.
+#[test]
+fn chat_template_variables_reach_the_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = tiny_hf_dir(&dir.path().join("m"));
+    std::fs::write(
+        hf.join("chat_template.jinja"),
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n\
+         {% endfor %}<|im_start|>assistant\n\
+         {% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}",
+    )
+    .unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"id\": 1, \"prompt\": \"2+2?\"}\n").unwrap();
+    let prompt_tokens = |vars: &[&str]| {
+        let output = dir.path().join("out.jsonl");
+        let _ = std::fs::remove_file(&output);
+        let mut args = vec!["generate", "--model", hf.to_str().unwrap()];
+        args.extend([
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ]);
+        args.extend(["--max-tokens", "1"]);
+        for var in vars {
+            args.extend(["--chat-template-var", var]);
+        }
+        let out = SEQIT.output(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        read_jsonl(&output)[0]["prompt_tokens"].as_u64().unwrap()
+    };
+    let plain = prompt_tokens(&[]);
+    // A string "false" is not the boolean the template tests for.
+    assert_eq!(prompt_tokens(&["enable_thinking=\"false\""]), plain);
+    let closed = prompt_tokens(&["enable_thinking=false"]);
+    // `<think>\n\n</think>\n\n` is 19 bytes: at least 10 tokens of the tiny byte-level BPE.
+    assert!(closed >= plain + 10, "{closed} vs {plain}");
+
+    let model = hf.to_str().unwrap();
+    let err = SEQIT.fails([
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        "hi",
+        "--chat-template-var",
+        "messages=[]",
+    ]);
+    assert!(
+        err.contains("chat template variable `messages` is set by seqit"),
+        "{err}"
     );
 }

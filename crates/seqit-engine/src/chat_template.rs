@@ -1,10 +1,12 @@
 //! Chat templates: the Jinja text shipped with a model, rendered with minijinja the way
 //! transformers' `apply_chat_template` renders it (trim_blocks, lstrip_blocks, Python
-//! string methods, `raise_exception`, `strftime_now`).
+//! string methods, `raise_exception`, `strftime_now`, extra variables such as Qwen3's
+//! `enable_thinking`).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, ErrorKind};
 use seqit_core::ChatMessage;
@@ -14,6 +16,30 @@ use crate::tokenizer::read_tokenizer_config;
 
 const TEMPLATE_NAME: &str = "chat";
 
+/// The variables the renderer sets itself, which [`TemplateVariables`] may not replace.
+const RENDERER_VARIABLES: [&str; 4] = [
+    "messages",
+    "add_generation_prompt",
+    "bos_token",
+    "eos_token",
+];
+
+/// Extra variables of a chat template by name, what transformers'
+/// `apply_chat_template(**kwargs)` and vLLM's `chat_template_kwargs` pass: e.g.
+/// `enable_thinking = false`, which Qwen3's template reads to close its reasoning block
+/// before the answer.
+pub type TemplateVariables = BTreeMap<String, Json>;
+
+/// One `NAME=VALUE` of the command line: VALUE as JSON when it is JSON (`false`, `3`,
+/// `{"a": 1}`), else as a string (`mode=brief`).
+pub fn parse_template_variable(arg: &str) -> Result<(String, Json), String> {
+    let (name, value) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("`{arg}`: expected NAME=VALUE, e.g. enable_thinking=false"))?;
+    let value = serde_json::from_str(value).unwrap_or_else(|_| Json::String(value.to_string()));
+    Ok((name.trim().to_string(), value))
+}
+
 /// A model's Jinja chat template, parsed once and rendered per conversation like
 /// transformers' `apply_chat_template`.
 pub struct ChatTemplate {
@@ -21,6 +47,7 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
+    variables: TemplateVariables,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -62,7 +89,21 @@ impl ChatTemplate {
             env,
             bos_token: bos_token.unwrap_or_default().to_string(),
             eos_token: eos_token.unwrap_or_default().to_string(),
+            variables: TemplateVariables::new(),
         })
+    }
+
+    /// The same template rendered with `variables` set too. Fails for a name that is not
+    /// an identifier or that the renderer sets itself (`messages`, ...).
+    pub fn with_variables(mut self, variables: TemplateVariables) -> Result<Self> {
+        check_variable_names(&variables)?;
+        self.variables = variables;
+        Ok(self)
+    }
+
+    /// The extra variables it is rendered with.
+    pub fn variables(&self) -> &TemplateVariables {
+        &self.variables
     }
 
     /// Reads the template of a Hugging Face directory: `chat_template.jinja`, or the
@@ -95,6 +136,20 @@ impl ChatTemplate {
     /// Renders a conversation; with `add_generation_prompt` the text ends where the
     /// assistant's reply begins.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.render_with(messages, add_generation_prompt, &TemplateVariables::new())
+    }
+
+    /// [`Self::render`] with `extra` variables over the template's own (one request's
+    /// `chat_template_kwargs`). Fails for names [`Self::with_variables`] refuses.
+    pub fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        extra: &TemplateVariables,
+    ) -> Result<String> {
+        check_variable_names(extra)?;
+        let mut variables = self.variables.clone();
+        variables.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
@@ -109,10 +164,29 @@ impl ChatTemplate {
                 add_generation_prompt => add_generation_prompt,
                 bos_token => &self.bos_token,
                 eos_token => &self.eos_token,
+                ..minijinja::Value::from(minijinja::value::Serde(&variables))
             })
             .map_err(|e| anyhow!("rendering the chat template failed: {e}"))
             .context("chat template")
     }
+}
+
+/// Refuses a name that is not an identifier or that the renderer sets itself.
+fn check_variable_names(variables: &TemplateVariables) -> Result<()> {
+    for name in variables.keys() {
+        let identifier = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_alphanumeric() || c == '_');
+        if !identifier {
+            bail!("chat template variable `{name}` is not a name (letters, digits, `_`)");
+        }
+        if RENDERER_VARIABLES.contains(&name.as_str()) {
+            bail!("chat template variable `{name}` is set by seqit and cannot be replaced");
+        }
+    }
+    Ok(())
 }
 
 /// `strftime` for the handful of directives chat templates use, on a fixed date
@@ -167,5 +241,81 @@ mod tests {
                 .unwrap(),
             "  a\n  b\n"
         );
+    }
+
+    /// Qwen3's switch, as its template spells it.
+    const THINKING_SWITCH: &str = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% if enable_thinking is defined and enable_thinking is false %}<think></think>{% endif %}{% endif %}";
+
+    #[test]
+    fn variables_reach_the_template() {
+        let messages = [ChatMessage::user("Hi")];
+        let plain = ChatTemplate::new(THINKING_SWITCH, None, None).unwrap();
+        assert_eq!(
+            plain.render(&messages, true).unwrap(),
+            "<|user|>Hi<|assistant|>"
+        );
+        let off = ChatTemplate::new(THINKING_SWITCH, None, None)
+            .unwrap()
+            .with_variables([parse_template_variable("enable_thinking=false").unwrap()].into())
+            .unwrap();
+        assert_eq!(
+            off.render(&messages, true).unwrap(),
+            "<|user|>Hi<|assistant|><think></think>"
+        );
+        // A request's variables win over the template's own.
+        let on: TemplateVariables = [("enable_thinking".to_string(), Json::Bool(true))].into();
+        assert_eq!(
+            off.render_with(&messages, true, &on).unwrap(),
+            "<|user|>Hi<|assistant|>"
+        );
+        // A string "false" is not the boolean false.
+        let text = ChatTemplate::new(THINKING_SWITCH, None, None)
+            .unwrap()
+            .with_variables([("enable_thinking".to_string(), Json::from("false"))].into())
+            .unwrap();
+        assert_eq!(
+            text.render(&messages, true).unwrap(),
+            "<|user|>Hi<|assistant|>"
+        );
+    }
+
+    #[test]
+    fn variable_arguments_parse_as_json_or_text() {
+        let parse = |arg| parse_template_variable(arg).unwrap();
+        assert_eq!(
+            parse("enable_thinking=false"),
+            ("enable_thinking".into(), Json::Bool(false))
+        );
+        assert_eq!(parse("depth=3"), ("depth".into(), Json::from(3)));
+        assert_eq!(parse("mode=brief"), ("mode".into(), Json::from("brief")));
+        assert_eq!(parse(r#"tools=[{"a":1}]"#).1, serde_json::json!([{"a": 1}]));
+        assert_eq!(
+            parse_template_variable("enable_thinking").unwrap_err(),
+            "`enable_thinking`: expected NAME=VALUE, e.g. enable_thinking=false"
+        );
+    }
+
+    #[test]
+    fn renderer_variables_and_non_names_are_refused() {
+        for (name, message) in [
+            (
+                "messages",
+                "chat template variable `messages` is set by seqit and cannot be replaced",
+            ),
+            (
+                "a-b",
+                "chat template variable `a-b` is not a name (letters, digits, `_`)",
+            ),
+            (
+                "",
+                "chat template variable `` is not a name (letters, digits, `_`)",
+            ),
+        ] {
+            let err = ChatTemplate::new(CHATML, None, None)
+                .unwrap()
+                .with_variables([(name.to_string(), Json::Null)].into())
+                .unwrap_err();
+            assert_eq!(err.to_string(), message);
+        }
     }
 }

@@ -25,7 +25,7 @@ use seqit_model::{
     PackedDecoder, WeightStorage,
 };
 
-use crate::chat_template::ChatTemplate;
+use crate::chat_template::{ChatTemplate, TemplateVariables};
 use crate::constraint::{ConstraintCompiler, MatchStep, TokenMatcher};
 use crate::prefix_cache::{PrefixCache, PrefixCacheStats, PREFIX_BLOCK_TOKENS};
 use crate::sampler::Sampler;
@@ -61,6 +61,9 @@ pub struct EngineOptions {
     /// Dtype of dense weights and activations: f32 on the CPU (where bf16/f16 are
     /// computed through f32), bf16 on GPUs.
     pub dtype: DType,
+    /// Extra variables for the model's chat template (`enable_thinking = false` for
+    /// Qwen3); a model without a template refuses them.
+    pub chat_template_variables: TemplateVariables,
 }
 
 /// Default prefix-cache budget in MiB (about 11,000 tokens of SmolLM2-135M).
@@ -74,6 +77,7 @@ impl Default for EngineOptions {
             prefix_cache_mib: DEFAULT_PREFIX_CACHE_MIB,
             device: Device::Cpu,
             dtype: DType::F32,
+            chat_template_variables: TemplateVariables::new(),
         }
     }
 }
@@ -171,13 +175,22 @@ impl Engine {
             extra_eos = generation_config_eos(path)?;
         }
         drop(gguf);
+        let variables = options.chat_template_variables.clone();
+        if template_source.is_none() && !variables.is_empty() {
+            bail!(
+                "`{}` has no chat template to set variables of ({})",
+                path.display(),
+                variables.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
         let template = template_source
             .map(|src| {
                 ChatTemplate::new(
                     &src,
                     tokenizer.bos_token.as_deref(),
                     tokenizer.eos_token.as_deref(),
-                )
+                )?
+                .with_variables(variables)
             })
             .transpose()
             .with_context(|| format!("the chat template of `{}`", path.display()))?;

@@ -31,7 +31,7 @@ pub use assets::{
     asset_packages, assets_dir, easy_vqa_dir, install_assets, install_dir, installed_packages,
     resolve_model, user_assets_dir, ASSETS_STAMP, DEFAULT_MODEL_FILE, DEFAULT_MODEL_SHA256,
 };
-pub use chat_template::ChatTemplate;
+pub use chat_template::{parse_template_variable, ChatTemplate, TemplateVariables};
 pub use constraint::{ConstraintCompiler, MatchStep, TextChecker, TokenMatcher};
 pub use convert::{convert_gguf_to_hf, write_tokenizer_files};
 pub use engine::{Engine, EngineOptions, GenerationRequest, DEFAULT_PREFIX_CACHE_MIB};

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use seqit_core::{Completion, Prompt};
-use seqit_engine::GenerationRequest;
+use seqit_engine::{Engine, GenerationRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
@@ -248,8 +248,9 @@ trait Dialect: DeserializeOwned {
     const PROMPT_FIELD: &'static str;
     /// The alternatives per token whose log-probabilities the request asks for, if any.
     fn sampling_logprobs(&self) -> Result<Option<usize>, ApiError>;
-    /// The prompts, checked.
-    fn engine_prompts(&self) -> Result<Vec<Prompt>, ApiError>;
+    /// The prompts, checked (and rendered here when the request brings its own template
+    /// variables).
+    fn engine_prompts(&self, engine: &Engine) -> Result<Vec<Prompt>, ApiError>;
 }
 
 impl Dialect for ChatFields {
@@ -260,8 +261,24 @@ impl Dialect for ChatFields {
         chat_logprobs(self.logprobs, self.top_logprobs)
     }
 
-    fn engine_prompts(&self) -> Result<Vec<Prompt>, ApiError> {
-        Ok(vec![Prompt::Chat(self.messages()?)])
+    fn engine_prompts(&self, engine: &Engine) -> Result<Vec<Prompt>, ApiError> {
+        let messages = self.messages()?;
+        let Some(variables) = self.chat_template_kwargs.as_ref().filter(|v| !v.is_empty()) else {
+            return Ok(vec![Prompt::Chat(messages)]);
+        };
+        let param = Some("chat_template_kwargs".to_string());
+        let template = engine.chat_template().ok_or_else(|| {
+            ApiError::invalid(
+                "the model has no chat template to take variables",
+                param.clone(),
+            )
+        })?;
+        // Rendered here with the request's variables; the engine tokenizes the text as it
+        // would have tokenized its own rendering.
+        let text = template
+            .render_with(&messages, true, variables)
+            .map_err(|e| ApiError::invalid(format!("{e:#}"), param))?;
+        Ok(vec![Prompt::Text(text)])
     }
 }
 
@@ -273,7 +290,7 @@ impl Dialect for CompletionFields {
         text_logprobs(self.logprobs)
     }
 
-    fn engine_prompts(&self) -> Result<Vec<Prompt>, ApiError> {
+    fn engine_prompts(&self, _: &Engine) -> Result<Vec<Prompt>, ApiError> {
         Ok(self.prompts()?.into_iter().map(Prompt::Text).collect())
     }
 }
@@ -292,7 +309,7 @@ async fn completions<D: Dialect>(
     let mut sampling = state.sampling(&common)?;
     sampling.params.logprobs = dialect.sampling_logprobs()?;
     let constraint = fields::<ConstraintFields>(&body)?.constraint()?;
-    let prompts = dialect.engine_prompts()?;
+    let prompts = dialect.engine_prompts(&state.engine)?;
     let request = Generate {
         kind: D::KIND,
         prompts,

@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use seqit_core::{json, ChatMessage, FinishReason, Role, SamplingParams};
+use seqit_engine::TemplateVariables;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -107,6 +108,9 @@ pub(crate) struct ChatFields {
     pub messages: Option<Vec<WireMessage>>,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<u64>,
+    /// Variables for the chat template over the server's own (vLLM's extension, e.g.
+    /// `{"enable_thinking": false}`).
+    pub chat_template_kwargs: Option<TemplateVariables>,
 }
 
 #[derive(Debug, Deserialize)]

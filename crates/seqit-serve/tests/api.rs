@@ -917,3 +917,42 @@ async fn logprobs_come_back_in_chat_completions_and_streams() {
     assert_eq!(logprobs["top_logprobs"][0].as_object().unwrap().len(), 2);
     assert_eq!(logprobs["text_offset"][0], 0);
 }
+
+/// A request's `chat_template_kwargs` (vLLM's extension) are rendered with the template:
+/// variables it does not read change nothing (the same prompt tokens and reply as the
+/// engine's own rendering), names the renderer owns and non-objects are 400s naming the
+/// field.
+#[tokio::test]
+async fn chat_template_kwargs_render_with_the_template() {
+    if seqit_testkit::require_model().is_none() {
+        return;
+    }
+    let (status, body) = post_json(
+        "/v1/chat/completions",
+        &chat(
+            FRANCE,
+            json!({"temperature": 0, "max_tokens": 8, "chat_template_kwargs": {"enable_thinking": false}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let expected = engine_greedy_reply(FRANCE, 8).await;
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        expected.text.as_str()
+    );
+    assert_eq!(
+        body["usage"]["prompt_tokens"], expected.prompt_tokens,
+        "{body}"
+    );
+    for kwargs in [json!({"messages": []}), json!({"a-b": 1}), json!(5)] {
+        let request = chat(FRANCE, json!({"chat_template_kwargs": kwargs}));
+        let (status, body) = post_json("/v1/chat/completions", &request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{request}: {body}");
+        assert_eq!(
+            error_object(&body)["param"],
+            "chat_template_kwargs",
+            "{body}"
+        );
+    }
+}

@@ -99,6 +99,24 @@ impl Seqit {
         stdout(&run_ok(&mut command))
     }
 
+    /// Runs `seqit ARGS`, asserts that it failed cleanly (exit code 1, one short `error:`
+    /// report, no panic or backtrace) and returns its stderr.
+    pub fn fails<I, S>(self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let out = self.output(args);
+        let stderr = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        for noise in ["panicked", "stack backtrace", "RUST_BACKTRACE", " at /"] {
+            assert!(!stderr.contains(noise), "`{noise}` in: {stderr}");
+        }
+        assert!(stderr.lines().count() <= 4, "too long: {stderr}");
+        stderr
+    }
+
     /// Runs `seqit run CONFIG` (`--output DIR` when given), asserts that it succeeded and
     /// returns its log (stderr).
     pub fn run_experiment(self, config: &Path, output: Option<&Path>) -> String {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use seqit_core::ChatMessage;
-use seqit_engine::write_tokenizer_files;
+use seqit_engine::{write_tokenizer_files, TemplateVariables};
 use seqit_model::{load_model, save_hf_weights, save_peft_adapter, LoadOptions, WeightStorage};
 
 use crate::tokenize::{chat_tokenizer, tokenize_example, ChatFormat, TokenizedExample};
@@ -23,6 +23,9 @@ pub struct TrainJob {
     /// Chat format the conversations are rendered in, for training and in the exported
     /// model.
     pub format: ChatFormat,
+    /// Extra variables the chat template is rendered with (`enable_thinking = false`);
+    /// inference should pass the same ones.
+    pub template_variables: TemplateVariables,
     /// Run directory: `metrics.jsonl`, `checkpoint-N/`, then `model/` and, for LoRA,
     /// `adapter/`.
     pub output: PathBuf,
@@ -69,7 +72,7 @@ pub fn run_training(
     job: &TrainJob,
     on_step: &mut dyn FnMut(&StepMetrics, usize),
 ) -> Result<TrainSummary> {
-    let (tokenizer, template) = chat_tokenizer(&job.model, &job.format)?;
+    let (tokenizer, template) = chat_tokenizer(&job.model, &job.format, &job.template_variables)?;
     let tokenize_all = |conversations: &[Vec<ChatMessage>], what: &str| {
         conversations
             .iter()

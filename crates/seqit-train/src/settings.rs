@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use seqit_core::progress::Progress;
+use seqit_engine::TemplateVariables;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -42,6 +43,12 @@ pub struct TrainSettings {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// A variable for the chat template, NAME=VALUE with VALUE as JSON where it parses
+    /// (repeatable): `enable_thinking=false` renders Qwen3's turns without reasoning.
+    /// Generate with the same ones.
+    #[arg(long, value_name = "NAME=VALUE")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chat_template_var: Vec<String>,
     /// Train every weight instead of LoRA adapters (the paper's setting).
     #[arg(long)]
     #[serde(default, skip_serializing_if = "is_false")]
@@ -232,6 +239,12 @@ impl TrainSettings {
         }
         let model = seqit_engine::resolve_model(self.model.as_deref())?;
         let format = ChatFormat::from_name(self.template.as_deref().unwrap_or("model"))?;
+        let template_variables = self
+            .chat_template_var
+            .iter()
+            .map(|arg| seqit_engine::parse_template_variable(arg))
+            .collect::<Result<TemplateVariables, String>>()
+            .map_err(|e| anyhow::anyhow!("--chat-template-var {e}"))?;
         let conversations = read_conversations(data, &format)?;
         let eval_conversations = match &self.eval_data {
             Some(path) => read_conversations(path, &format)?,
@@ -269,6 +282,7 @@ impl TrainSettings {
             model,
             conversations,
             format,
+            template_variables,
             output: output.clone(),
             config,
             resume: self.resume,
@@ -307,6 +321,7 @@ mod tests {
             data: Some("data/sit.jsonl".into()),
             output: Some("runs/sit".into()),
             template: Some("tulu".into()),
+            chat_template_var: vec!["enable_thinking=false".into(), "mode=brief".into()],
             full: true,
             lora_rank: Some(8),
             lora_alpha: Some(16.5),

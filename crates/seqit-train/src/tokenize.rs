@@ -11,7 +11,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use seqit_core::{ChatMessage, Role};
-use seqit_engine::{load_tokenizer, ChatTemplate, Tokenizer};
+use seqit_engine::{load_tokenizer, ChatTemplate, TemplateVariables, Tokenizer};
 
 const TULU_TEMPLATE: &str = include_str!("../../../prompts/templates/tulu.jinja");
 const CHATML_TEMPLATE: &str = include_str!("../../../prompts/templates/chatml.jinja");
@@ -169,7 +169,7 @@ pub fn explain_record(
             conversations.len()
         );
     }
-    let (tokenizer, template) = chat_tokenizer(&model, format)?;
+    let (tokenizer, template) = chat_tokenizer(&model, format, &TemplateVariables::new())?;
     explain_example(&tokenizer, &template, &conversations.swap_remove(index))
 }
 
@@ -202,8 +202,13 @@ fn tokenize_with_offsets(
     })
 }
 
-/// The tokenizer of the model at `model` and the template `format` selects for it.
-pub fn chat_tokenizer(model: &Path, format: &ChatFormat) -> Result<(Tokenizer, ChatTemplate)> {
+/// The tokenizer of the model at `model` and the template `format` selects for it,
+/// rendered with `variables`.
+pub fn chat_tokenizer(
+    model: &Path,
+    format: &ChatFormat,
+    variables: &TemplateVariables,
+) -> Result<(Tokenizer, ChatTemplate)> {
     let (tokenizer, model_template) = load_tokenizer(model)?;
     let model_template = model_template
         .map(|src| {
@@ -214,7 +219,9 @@ pub fn chat_tokenizer(model: &Path, format: &ChatFormat) -> Result<(Tokenizer, C
             )
         })
         .transpose()?;
-    let template = format.template(&tokenizer, model_template.as_ref())?;
+    let template = format
+        .template(&tokenizer, model_template.as_ref())?
+        .with_variables(variables.clone())?;
     Ok((tokenizer, template))
 }
 

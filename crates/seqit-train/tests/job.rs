@@ -30,6 +30,7 @@ fn trained_and_exported_model_answers_what_it_learned() {
         model: base,
         conversations: conversations.clone(),
         format: ChatFormat::Tulu,
+        template_variables: Default::default(),
         output: dir.path().join("run"),
         config: TrainConfig {
             epochs: 80,
@@ -106,6 +107,7 @@ fn bf16_lora_follows_f32_and_exports_a_bf16_model_and_an_f32_adapter() {
             model: base.clone(),
             conversations: conversations.clone(),
             format: ChatFormat::Tulu,
+            template_variables: Default::default(),
             output: dir.path().join(format!("{precision:?}")),
             config: TrainConfig {
                 epochs: 60,

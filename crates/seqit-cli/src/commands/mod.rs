@@ -77,6 +77,7 @@ fn load_engine(args: &ModelArgs) -> Result<Engine> {
             None if device.is_cpu() => DType::F32,
             None => DType::BF16,
         },
+        chat_template_variables: args.chat_template_variables.iter().cloned().collect(),
     };
     let Some(adapter) = &args.adapter else {
         let engine = Engine::load_for_inference(&path, options)?;
