@@ -348,6 +348,9 @@ pub struct DataShowArgs {
     /// Chat format, as `seqit train --template`: model, tulu, chatml or a Jinja file.
     #[arg(long)]
     pub template: Option<String>,
+    /// A variable for the chat template, as `seqit train --chat-template-var`.
+    #[arg(long = "chat-template-var", value_name = "NAME=VALUE", value_parser = seqit_engine::parse_template_variable)]
+    pub chat_template_variables: Vec<(String, serde_json::Value)>,
     /// Colour trained tokens green and masked ones grey: auto (on a terminal), always, never.
     #[arg(long, value_parser = ["auto", "always", "never"], default_value = "auto")]
     pub color: String,

@@ -265,3 +265,40 @@ fn data_show_marks_the_trained_tokens() {
         "{err}"
     );
 }
+
+/// `data show --chat-template-var` renders the example as `train` with the same flag will:
+/// the closed reasoning block of a Qwen3-style switch appears, masked.
+#[test]
+fn data_show_renders_with_the_template_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_hf_dir(&dir.path().join("base")).display().to_string();
+    let train = data(&dir.path().join("train.json"), 1);
+    let template = dir.path().join("switch.jinja");
+    std::fs::write(
+        &template,
+        "{% set closed = enable_thinking is defined and enable_thinking is false %}\
+         {% for m in messages %}<|im_start|>{{ m['role'] }}\n\
+         {% if m['role'] == 'assistant' and closed %}<think></think>{% endif %}\
+         {{ m['content'] }}<|im_end|>\n{% endfor %}\
+         {% if add_generation_prompt %}<|im_start|>assistant\n{% if closed %}<think></think>{% endif %}{% endif %}",
+    )
+    .unwrap();
+    let template = template.to_str().unwrap();
+    let show = |extra: &[&str]| {
+        let mut args = vec!["data", "show", &train, "--model", &model];
+        args.extend(["--template", template, "--color", "never"]);
+        args.extend(extra);
+        SEQIT.ok(args)
+    };
+    let plain = show(&[]);
+    let closed = show(&["--chat-template-var", "enable_thinking=false"]);
+    assert!(!plain.contains("think"), "{plain}");
+    // Masked tokens are shown in parentheses: the block is prompt, not answer.
+    let masked: String = closed
+        .split('(')
+        .skip(1)
+        .filter_map(|piece| piece.split_once(')').map(|(inside, _)| inside))
+        .filter_map(|inside| inside.rsplit_once('|').map(|(text, _)| text))
+        .collect();
+    assert!(masked.contains("<think></think>"), "{closed}");
+}

@@ -58,6 +58,7 @@ fn check_kernels(model_type: &str) {
     for kernels in [Kernels::Fused, Kernels::Differentiable, Kernels::Elementary] {
         model.kernels = kernels;
         let diff = relative_max_diff(&all_positions(&model, &g.ids), &g.logits);
+        eprintln!("{model_type} {kernels:?}: relative difference {diff:.1e}");
         assert!(
             diff < 1e-5,
             "{model_type} {kernels:?}: relative difference {diff}"
@@ -65,8 +66,8 @@ fn check_kernels(model_type: &str) {
     }
 }
 
-/// One token at a time through a KV cache: candle's path on the dense model, and the
-/// packed decoder on the weights quantized to Q8_0.
+/// One token at a time through a KV cache: candle's path on the dense model, and on the
+/// weights quantized to Q8_0 both candle's path and the packed decoder.
 fn check_incremental(model_type: &str) {
     let g = golden(model_type);
     let dense = load_hf_dir(&g.dir, &Device::Cpu, DType::F32).unwrap();
@@ -77,26 +78,34 @@ fn check_incremental(model_type: &str) {
         .packed_decoder()
         .expect("the fixture's shapes fit the packed kernels");
     let layers = dense.config.num_hidden_layers;
-    let (mut dense_cache, mut packed_cache) = (KvCache::new(layers), KvCache::new(layers));
-    let (mut dense_steps, mut packed_steps) = (Vec::new(), Vec::new());
+    let mut caches: [KvCache; 3] = std::array::from_fn(|_| KvCache::new(layers));
+    let mut steps: [Vec<Vec<f32>>; 3] = Default::default();
     for &id in &g.ids {
-        dense_steps.push(
-            dense
-                .forward_padded(&[id], 1, &[0], &mut dense_cache)
+        let [dense_cache, quantized_cache, packed_cache] = &mut caches;
+        steps[0].push(dense.forward_padded(&[id], 1, &[0], dense_cache).unwrap());
+        steps[1].push(
+            quantized
+                .forward_padded(&[id], 1, &[0], quantized_cache)
                 .unwrap(),
         );
-        packed_steps.push(packed.forward(&[id], 1, &[0], &mut packed_cache).unwrap());
+        steps[2].push(packed.forward(&[id], 1, &[0], packed_cache).unwrap());
     }
-    let diff = relative_max_diff(&dense_steps, &g.logits);
-    assert!(
-        diff < 1e-5,
-        "{model_type} with a KV cache: relative difference {diff}"
+    let [dense_diff, quantized_diff, packed_diff] =
+        steps.each_ref().map(|s| relative_max_diff(s, &g.logits));
+    eprintln!(
+        "{model_type} with a KV cache, relative difference: dense {dense_diff:.1e}, \
+         Q8_0 on candle {quantized_diff:.1e}, Q8_0 packed {packed_diff:.1e}"
     );
-    // Q8_0 weights and 8-bit activations: close, not equal.
-    let diff = relative_max_diff(&packed_steps, &g.logits);
+    assert!(dense_diff < 1e-5, "{model_type} dense: {dense_diff}");
+    // Q8_0 weights: close, not equal. The packed decoder also quantizes activations (to 8
+    // bits per 32 values, twice) and keeps its cache in f16: it may add a little.
     assert!(
-        diff < 0.03,
-        "{model_type} packed Q8_0: relative difference {diff}"
+        quantized_diff < 0.05,
+        "{model_type} Q8_0 on candle: {quantized_diff}"
+    );
+    assert!(
+        packed_diff < 0.05 && packed_diff < 1.5 * quantized_diff,
+        "{model_type} packed {packed_diff} vs candle's Q8_0 path {quantized_diff}"
     );
 }
 
@@ -132,6 +141,7 @@ fn qwen3_without_its_qk_norms_does_not_match() {
     let without: &'static ArchSpec = Box::leak(Box::new(without));
     let model = load_hf_dir_as(&g.dir, without, &Device::Cpu, DType::F32).unwrap();
     let diff = relative_max_diff(&all_positions(&model, &g.ids), &g.logits);
+    eprintln!("qwen3 without its q/k norms: relative difference {diff:.1e}");
     assert!(diff > 0.05, "relative difference {diff}");
 }
 

@@ -153,11 +153,13 @@ pub fn explain_example(
 }
 
 /// Record `index` (0-based) of a training file as [`explain_example`] shows it, rendered
-/// with `model`'s tokenizer (`None`: the default model) in `format` (`seqit data show`).
+/// with `model`'s tokenizer (`None`: the default model) in `format` with `variables`
+/// (`seqit data show`).
 pub fn explain_record(
     file: &std::path::Path,
     model: Option<&str>,
     format: &ChatFormat,
+    variables: &TemplateVariables,
     index: usize,
 ) -> Result<Vec<TokenPiece>> {
     let model = seqit_engine::resolve_model(model)?;
@@ -169,7 +171,7 @@ pub fn explain_record(
             conversations.len()
         );
     }
-    let (tokenizer, template) = chat_tokenizer(&model, format, &TemplateVariables::new())?;
+    let (tokenizer, template) = chat_tokenizer(&model, format, variables)?;
     explain_example(&tokenizer, &template, &conversations.swap_remove(index))
 }
 

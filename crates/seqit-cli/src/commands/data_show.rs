@@ -15,7 +15,14 @@ const RESET: &str = "\x1b[0m";
 
 pub fn run(args: DataShowArgs) -> Result<()> {
     let format = ChatFormat::from_name(args.template.as_deref().unwrap_or("model"))?;
-    let pieces = explain_record(&args.file, args.model.as_deref(), &format, args.index)?;
+    let variables = args.chat_template_variables.into_iter().collect();
+    let pieces = explain_record(
+        &args.file,
+        args.model.as_deref(),
+        &format,
+        &variables,
+        args.index,
+    )?;
     let color = match args.color.as_str() {
         "always" => true,
         "never" => false,
