@@ -17,11 +17,18 @@ fn data(path: &Path, n: usize) -> String {
     path.to_str().unwrap().to_string()
 }
 
-#[test]
-fn lora_run_from_config_exports_an_adapter_that_generate_applies() {
+/// A fresh directory with a tiny model (`base/`) and `n` training items (`train.json`),
+/// the paths as arguments.
+fn model_and_data(n: usize) -> (tempfile::TempDir, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_hf_dir(&dir.path().join("base")).display().to_string();
-    let train = data(&dir.path().join("train.json"), 4);
+    let train = data(&dir.path().join("train.json"), n);
+    (dir, model, train)
+}
+
+#[test]
+fn lora_run_from_config_exports_an_adapter_that_generate_applies() {
+    let (dir, model, train) = model_and_data(4);
     let eval = data(&dir.path().join("eval.json"), 2);
     let run = dir.path().join("run");
     let config = dir.path().join("train.toml");
@@ -154,9 +161,7 @@ fn lora_on_smollm2_learns_the_demo_sit_set() {
 
 #[test]
 fn bad_settings_are_reported_precisely() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = tiny_hf_dir(&dir.path().join("base")).display().to_string();
-    let train = data(&dir.path().join("train.json"), 2);
+    let (dir, model, train) = model_and_data(2);
     let config = dir.path().join("bad.toml");
     std::fs::write(&config, "epochs = 1\nlora-rnak = 4\n").unwrap();
     let out = SEQIT.output([
@@ -214,9 +219,7 @@ fn bad_settings_are_reported_precisely() {
 
 #[test]
 fn data_show_marks_the_trained_tokens() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = tiny_hf_dir(&dir.path().join("base")).display().to_string();
-    let train = data(&dir.path().join("train.json"), 3);
+    let (_dir, model, train) = model_and_data(3);
     let shown = SEQIT.ok([
         "data",
         "show",
@@ -270,9 +273,7 @@ fn data_show_marks_the_trained_tokens() {
 /// the closed reasoning block of a Qwen3-style switch appears, masked.
 #[test]
 fn data_show_renders_with_the_template_variables() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = tiny_hf_dir(&dir.path().join("base")).display().to_string();
-    let train = data(&dir.path().join("train.json"), 1);
+    let (dir, model, train) = model_and_data(1);
     let template = dir.path().join("switch.jinja");
     std::fs::write(
         &template,
