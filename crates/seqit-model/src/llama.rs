@@ -160,6 +160,21 @@ macro_rules! block_modules {
     };
 }
 
+/// A block's norms borrowed with `&` or `&mut`, from one list (as [`block_modules`]):
+/// the two that every block has, then the optional per-head ones.
+macro_rules! block_norms {
+    ($block:ident, $($borrow:tt)+) => {{
+        let mut out = vec![
+            (LayerModule::AttnNorm, $($borrow)+ $block.input_layernorm),
+            (LayerModule::MlpNorm, $($borrow)+ $block.post_attention_layernorm),
+        ];
+        if let Some(QkNorm { q, k }) = $($borrow)+ $block.self_attn.qk_norm {
+            out.extend([(LayerModule::QNorm, q), (LayerModule::KNorm, k)]);
+        }
+        out
+    }};
+}
+
 impl Block {
     /// Reads layer `layer`, checking each tensor's shape against the configuration.
     pub(crate) fn load(reader: &mut ModelReader<'_>, layer: usize) -> Result<Self> {
@@ -191,26 +206,12 @@ impl Block {
     /// The norms: before attention and before the MLP, then the per-head query and key
     /// norms when the architecture has them.
     pub fn norms(&self) -> Vec<(LayerModule, &RmsNorm)> {
-        let mut out = vec![
-            (LayerModule::AttnNorm, &self.input_layernorm),
-            (LayerModule::MlpNorm, &self.post_attention_layernorm),
-        ];
-        if let Some(QkNorm { q, k }) = &self.self_attn.qk_norm {
-            out.extend([(LayerModule::QNorm, q), (LayerModule::KNorm, k)]);
-        }
-        out
+        block_norms!(self, &)
     }
 
-    /// [`Self::norms`], mutable (to replace them), in the same order.
+    /// [`Self::norms`], mutable (to replace them).
     fn norms_mut(&mut self) -> Vec<(LayerModule, &mut RmsNorm)> {
-        let mut out = vec![
-            (LayerModule::AttnNorm, &mut self.input_layernorm),
-            (LayerModule::MlpNorm, &mut self.post_attention_layernorm),
-        ];
-        if let Some(QkNorm { q, k }) = &mut self.self_attn.qk_norm {
-            out.extend([(LayerModule::QNorm, q), (LayerModule::KNorm, k)]);
-        }
-        out
+        block_norms!(self, &mut)
     }
 
     block_modules! {
